@@ -1,0 +1,221 @@
+//! Calls: written once by post-call processing, read by the admin API with filters and
+//! keyset pagination (newest first; the cursor is the last row's `(started_at, id)`).
+
+use crate::sql::{json_column, Arg, Sql};
+use crate::{now_ms, Result, Store, StoreError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Outcome};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// Filters of `GET /calls`; every one given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub company_id: Option<String>,
+    pub bot_id: Option<String>,
+    pub status: Option<String>,
+    pub outcome: Option<String>,
+    pub direction: Option<String>,
+    /// Matches either end of the call.
+    pub phone: Option<String>,
+    /// Unix ms, inclusive.
+    pub started_from: Option<i64>,
+    /// Unix ms, exclusive.
+    pub started_to: Option<i64>,
+}
+
+/// A call as listed (no transcript).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallSummary {
+    pub id: String,
+    pub company_id: String,
+    pub bot_id: String,
+    pub bot_config_version: i64,
+    pub direction: String,
+    pub status: String,
+    pub from_number: Option<String>,
+    pub to_number: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub duration_sec: Option<i64>,
+    pub outcome: Option<String>,
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallPage {
+    pub calls: Vec<CallSummary>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+const SUMMARY_COLUMNS: &str = "id, company_id, bot_id, bot_config_version, direction, status, from_number, \
+     to_number, started_at, ended_at, duration_sec, outcome, language";
+
+fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
+    Ok(CallSummary {
+        id: row.try_get("id")?,
+        company_id: row.try_get("company_id")?,
+        bot_id: row.try_get("bot_id")?,
+        bot_config_version: row.try_get("bot_config_version")?,
+        direction: row.try_get("direction")?,
+        status: row.try_get("status")?,
+        from_number: row.try_get("from_number")?,
+        to_number: row.try_get("to_number")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        duration_sec: row.try_get("duration_sec")?,
+        outcome: row.try_get("outcome")?,
+        language: row.try_get("language")?,
+    })
+}
+
+fn record_from_row(row: &AnyRow) -> Result<CallRecord> {
+    let direction: String = row.try_get("direction")?;
+    let status: String = row.try_get("status")?;
+    let outcome: Option<String> = row.try_get("outcome")?;
+    let evidence: Vec<String> = json_column(row, "outcome_evidence")?;
+    Ok(CallRecord {
+        id: row.try_get("id")?,
+        company_id: row.try_get("company_id")?,
+        bot_id: row.try_get("bot_id")?,
+        bot_config_version: row.try_get("bot_config_version")?,
+        direction: CallDirection::parse(&direction).ok_or_else(|| StoreError::Corrupt(format!("direction {direction:?}")))?,
+        status: CallStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        from_number: row.try_get("from_number")?,
+        to_number: row.try_get("to_number")?,
+        room: row.try_get("room")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        language: row.try_get("language")?,
+        transcript: json_column(row, "transcript")?,
+        fields: json_column(row, "fields")?,
+        outcome: outcome.map(|kind| Outcome { kind, evidence }),
+        summary: row.try_get("summary")?,
+        metrics: json_column(row, "metrics")?,
+    })
+}
+
+fn encode_cursor(started_at: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{started_at}:{id}"))
+}
+
+/// `None` when the cursor was not made by [`encode_cursor`].
+fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (started, id) = text.split_once(':')?;
+    Some((started.parse().ok()?, id.to_string()))
+}
+
+/// A cursor that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+impl Store {
+    /// Stores a call; storing the same call again replaces it (post-call retries are harmless).
+    pub async fn upsert_call(&self, call: &CallRecord) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM calls WHERE id = $1").bind(&call.id).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO calls (id, company_id, bot_id, bot_config_version, direction, status, from_number, to_number,
+                room, started_at, ended_at, duration_sec, language, outcome, outcome_evidence, summary, transcript,
+                fields, metrics, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        )
+        .bind(&call.id)
+        .bind(&call.company_id)
+        .bind(&call.bot_id)
+        .bind(call.bot_config_version)
+        .bind(call.direction.as_str())
+        .bind(call.status.as_str())
+        .bind(&call.from_number)
+        .bind(&call.to_number)
+        .bind(&call.room)
+        .bind(call.started_at)
+        .bind(call.ended_at)
+        .bind(call.duration_sec())
+        .bind(&call.language)
+        .bind(call.outcome.as_ref().map(|o| o.kind.clone()))
+        .bind(json(&call.outcome.as_ref().map(|o| o.evidence.clone()).unwrap_or_default()))
+        .bind(&call.summary)
+        .bind(json(&call.transcript))
+        .bind(json(&call.fields))
+        .bind(json(&call.metrics))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_call(&self, id: &str) -> Result<CallRecord> {
+        let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        record_from_row(&row)
+    }
+
+    /// One page of calls, newest first.
+    pub async fn list_calls(
+        &self,
+        filter: &CallFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Result<CallPage, InvalidCursor>> {
+        let mut sql = Sql::new(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE 1 = 1"));
+        let text_filters = [
+            ("company_id", &filter.company_id),
+            ("bot_id", &filter.bot_id),
+            ("status", &filter.status),
+            ("outcome", &filter.outcome),
+            ("direction", &filter.direction),
+        ];
+        for (column, value) in text_filters {
+            if let Some(value) = value {
+                sql.push(&format!(" AND {column} = ")).arg(Arg::Text(value.clone()));
+            }
+        }
+        if let Some(phone) = &filter.phone {
+            sql.push(" AND (from_number = ").arg(Arg::Text(phone.clone()));
+            sql.push(" OR to_number = ").arg(Arg::Text(phone.clone())).push(")");
+        }
+        if let Some(from) = filter.started_from {
+            sql.push(" AND started_at >= ").arg(Arg::Int(from));
+        }
+        if let Some(to) = filter.started_to {
+            sql.push(" AND started_at < ").arg(Arg::Int(to));
+        }
+        if let Some(cursor) = cursor {
+            let Some((started, id)) = decode_cursor(cursor) else {
+                return Ok(Err(InvalidCursor));
+            };
+            // (started_at, id) < (cursor) written out, which both engines plan as an index range.
+            sql.push(" AND (started_at < ").arg(Arg::Int(started));
+            sql.push(" OR (started_at = ").arg(Arg::Int(started));
+            sql.push(" AND id < ").arg(Arg::Text(id)).push("))");
+        }
+        let limit = limit.clamp(1, 500);
+        sql.push(" ORDER BY started_at DESC, id DESC LIMIT ").arg(Arg::Int(i64::from(limit) + 1));
+        tracing::trace!(sql = sql.text(), "list calls");
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        let mut calls = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if calls.len() > limit as usize {
+            calls.truncate(limit as usize);
+            calls.last().map(|c| encode_cursor(c.started_at, &c.id))
+        } else {
+            None
+        };
+        Ok(Ok(CallPage { calls, next_cursor }))
+    }
+}
+
+/// The call's JSON columns are plain data and always serialise.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("call columns are plain data")
+}
