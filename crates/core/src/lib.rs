@@ -6,5 +6,6 @@ pub mod config;
 pub mod domain;
 pub mod ids;
 pub mod phone;
+pub mod secret;
 
 pub use config::{BotConfig, ConfigError, ConfigIssue};
