@@ -1,0 +1,90 @@
+//! Who is calling. `Authorization: Bearer <key>` is either the admin key (everything) or a company
+//! key (that company's resources only). A company key asking for another company's resource gets
+//! 404, exactly as if it did not exist, so ids of other tenants leak nothing.
+
+use crate::error::ApiError;
+use crate::ApiContext;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use subtle::ConstantTimeEq;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Company { company_id: String, key_id: String },
+}
+
+impl Principal {
+    /// Passes when the caller may act on a resource of `company_id`; otherwise the resource is,
+    /// for this caller, not there.
+    pub fn can_access(&self, company_id: &str, what: &'static str) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Company { company_id: own, .. } if own == company_id => Ok(()),
+            Principal::Company { .. } => Err(ApiError::NotFound(what)),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Company { .. } => Err(ApiError::Forbidden("this action needs the admin key")),
+        }
+    }
+
+    /// The company a create request acts for: a company key's own, or the one an admin names.
+    pub fn company_for_create(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        match (self, requested) {
+            (Principal::Company { company_id, .. }, None) => Ok(company_id.clone()),
+            (Principal::Company { company_id, .. }, Some(asked)) if asked == company_id => Ok(company_id.clone()),
+            (Principal::Company { .. }, Some(_)) => Err(ApiError::NotFound("company")),
+            (Principal::Admin, Some(asked)) => Ok(asked.to_string()),
+            (Principal::Admin, None) => Err(ApiError::invalid("company_id", "required when using the admin key")),
+        }
+    }
+
+    /// The company a list request is limited to (`None`: an admin sees all).
+    pub fn company_filter(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        match (self, requested) {
+            (Principal::Admin, requested) => Ok(requested),
+            (Principal::Company { company_id, .. }, None) => Ok(Some(company_id.clone())),
+            (Principal::Company { company_id, .. }, Some(asked)) if &asked == company_id => Ok(Some(asked)),
+            (Principal::Company { .. }, Some(_)) => Err(ApiError::NotFound("company")),
+        }
+    }
+
+    fn rate_limit_key(&self) -> &str {
+        match self {
+            Principal::Admin => "admin",
+            Principal::Company { key_id, .. } => key_id,
+        }
+    }
+}
+
+impl FromRequestParts<ApiContext> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let admin = ctx.config.admin_key.expose();
+        let principal = if !admin.is_empty() && bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) {
+            Principal::Admin
+        } else {
+            let owner = ctx.store.find_api_key(presented).await?.ok_or(ApiError::Unauthorized)?;
+            Principal::Company { company_id: owner.company_id, key_id: owner.key_id }
+        };
+        ctx.limiter
+            .check(principal.rate_limit_key())
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        Ok(principal)
+    }
+}

@@ -1,0 +1,159 @@
+//! Call records: a filtered, cursor-paginated list and one call with its transcript and outcome.
+
+use super::{Id, Params};
+use crate::error::{ApiError, ApiResult, ErrorBody, NotFoundAs};
+use crate::{ApiContext, Principal};
+use axum::extract::State;
+use axum::Json;
+use callfleet_core::domain::{CallDirection, CallRecord, CallStatus};
+use callfleet_store::{CallFilter, CallSummary};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(super) fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(list_calls)).routes(routes!(get_call))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListCalls {
+    /// Admin key only: limit to one company.
+    company_id: Option<String>,
+    bot_id: Option<String>,
+    /// `queued`, `ringing`, `in_progress`, `completed`, `failed`, `no_answer`.
+    status: Option<String>,
+    /// `BOOKING`, `LEAD`, …
+    outcome: Option<String>,
+    /// `inbound`, `outbound`, `web`.
+    direction: Option<String>,
+    /// Either end of the call, E.164.
+    phone: Option<String>,
+    /// Calls started at or after: RFC 3339 time or `YYYY-MM-DD` (UTC).
+    from: Option<String>,
+    /// Calls started before: RFC 3339 time or `YYYY-MM-DD` (UTC).
+    to: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1–500, default 50.
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CallOut {
+    id: String,
+    company_id: String,
+    bot_id: String,
+    bot_config_version: i64,
+    direction: String,
+    status: String,
+    from_number: Option<String>,
+    to_number: Option<String>,
+    started_at: i64,
+    ended_at: Option<i64>,
+    duration_sec: Option<i64>,
+    outcome: Option<String>,
+    language: Option<String>,
+}
+
+impl From<CallSummary> for CallOut {
+    fn from(c: CallSummary) -> Self {
+        CallOut {
+            id: c.id,
+            company_id: c.company_id,
+            bot_id: c.bot_id,
+            bot_config_version: c.bot_config_version,
+            direction: c.direction,
+            status: c.status,
+            from_number: c.from_number,
+            to_number: c.to_number,
+            started_at: c.started_at,
+            ended_at: c.ended_at,
+            duration_sec: c.duration_sec,
+            outcome: c.outcome,
+            language: c.language,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CallPageOut {
+    calls: Vec<CallOut>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CallDetail {
+    /// The full record: transcript, collected fields, outcome with evidence, summary, per-turn metrics.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    record: Value,
+    duration_sec: Option<i64>,
+}
+
+fn parse_time(name: &str, value: &str) -> ApiResult<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis());
+    }
+    Err(ApiError::invalid(name, "must be an RFC 3339 time or a YYYY-MM-DD date"))
+}
+
+fn check_enum(name: &str, value: &Option<String>, allowed: &[&str]) -> ApiResult<()> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::invalid(name, format!("must be one of: {}", allowed.join(", ")))),
+        _ => Ok(()),
+    }
+}
+
+/// Calls, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/calls", tag = "calls", security(("bearer" = [])), params(ListCalls),
+    responses((status = 200, body = CallPageOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_calls(State(ctx): State<ApiContext>, who: Principal, Params(q): Params<ListCalls>) -> ApiResult<Json<CallPageOut>> {
+    let statuses: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let directions: Vec<&str> = CallDirection::ALL.iter().map(|d| d.as_str()).collect();
+    check_enum("status", &q.status, &statuses)?;
+    check_enum("direction", &q.direction, &directions)?;
+    let phone = match &q.phone {
+        Some(p) => Some(callfleet_core::phone::normalize_phone(p, None).ok_or_else(|| ApiError::invalid("phone", "must be an E.164 number such as +79161234567"))?),
+        None => None,
+    };
+    let filter = CallFilter {
+        company_id: who.company_filter(q.company_id)?,
+        bot_id: q.bot_id,
+        status: q.status,
+        outcome: q.outcome,
+        direction: q.direction,
+        phone,
+        started_from: q.from.as_deref().map(|v| parse_time("from", v)).transpose()?,
+        started_to: q.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 500"));
+    }
+    let page = ctx
+        .store
+        .list_calls(&filter, q.cursor.as_deref(), limit)
+        .await?
+        .map_err(|_| ApiError::invalid("cursor", "not a cursor this API returned"))?;
+    Ok(Json(CallPageOut { calls: page.calls.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+}
+
+/// One call: details, transcript, collected fields, outcome.
+#[utoipa::path(get, path = "/calls/{id}", tag = "calls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 200, body = CallDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_call(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<CallDetail>> {
+    let call: CallRecord = ctx.store.get_call(&id).await.not_found_as("call")?;
+    who.can_access(&call.company_id, "call")?;
+    let duration_sec = call.duration_sec();
+    let record = serde_json::to_value(&call).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(Json(CallDetail { record, duration_sec }))
+}
