@@ -1,0 +1,360 @@
+//! PCM frames, the streams of remote audio and the queue behind a local track.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// Mono 16-bit PCM audio at `sample_rate`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AudioFrame {
+    pub samples: Vec<i16>,
+    pub sample_rate: u32,
+}
+
+impl AudioFrame {
+    pub fn new(samples: Vec<i16>, sample_rate: u32) -> Self {
+        Self {
+            samples,
+            sample_rate,
+        }
+    }
+
+    /// How long this frame plays.
+    pub fn duration(&self) -> Duration {
+        if self.sample_rate == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.sample_rate))
+    }
+}
+
+impl std::fmt::Debug for AudioFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioFrame")
+            .field("samples", &self.samples.len())
+            .field("sample_rate", &self.sample_rate)
+            .finish()
+    }
+}
+
+/// Sample rates that Opus encodes and decodes natively: frames at these rates skip resampling.
+pub(crate) fn is_opus_rate(rate: u32) -> bool {
+    matches!(rate, 8000 | 12000 | 16000 | 24000 | 48000)
+}
+
+/// Streaming rational resampler: polyphase windowed-sinc FIR, state kept between frames.
+pub(crate) struct Resampler {
+    up: usize,
+    down: usize,
+    taps: usize,
+    /// `up * taps` coefficients; phase `p` uses `filter[p + k * up]`.
+    filter: Vec<f32>,
+    buf: Vec<f32>,
+    /// Position of the next output on the upsampled grid, relative to `buf[0]`.
+    t: usize,
+    from: u32,
+    to: u32,
+}
+
+impl Resampler {
+    const TAPS_PER_PHASE: usize = 24;
+
+    pub(crate) fn new(from: u32, to: u32) -> Self {
+        let g = gcd(from.max(1), to.max(1));
+        let up = (to.max(1) / g) as usize;
+        let down = (from.max(1) / g) as usize;
+        let taps = Self::TAPS_PER_PHASE;
+        let n = taps * up;
+        // Cut-off below the lower Nyquist, as a fraction of the upsampled rate.
+        let cutoff = 0.5 * 0.92 * f64::from(from.min(to)) / (f64::from(from) * up as f64);
+        let centre = (n as f64 - 1.0) / 2.0;
+        let mut filter = Vec::with_capacity(n);
+        for j in 0..n {
+            let x = j as f64 - centre;
+            let sinc = if x.abs() < 1e-9 {
+                2.0 * cutoff
+            } else {
+                (2.0 * std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * x)
+            };
+            let w = j as f64 / (n as f64 - 1.0).max(1.0);
+            let blackman = 0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos()
+                + 0.08 * (4.0 * std::f64::consts::PI * w).cos();
+            filter.push((sinc * blackman * up as f64) as f32);
+        }
+        Self {
+            up,
+            down,
+            taps,
+            filter,
+            buf: vec![0.0; taps - 1],
+            t: (taps - 1) * up,
+            from,
+            to,
+        }
+    }
+
+    pub(crate) fn rates(&self) -> (u32, u32) {
+        (self.from, self.to)
+    }
+
+    pub(crate) fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
+        if self.up == self.down {
+            out.extend_from_slice(input);
+            return;
+        }
+        self.buf.extend(input.iter().map(|&s| f32::from(s)));
+        loop {
+            let i = self.t / self.up;
+            if i >= self.buf.len() {
+                break;
+            }
+            let p = self.t % self.up;
+            let mut acc = 0.0f32;
+            for k in 0..self.taps {
+                acc += self.filter[p + k * self.up] * self.buf[i - k];
+            }
+            out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
+            self.t += self.down;
+        }
+        let consumed = (self.t / self.up).saturating_sub(self.taps - 1);
+        if consumed > 0 {
+            self.buf.drain(..consumed.min(self.buf.len()));
+            self.t -= consumed * self.up;
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.buf.clear();
+        self.buf.resize(self.taps - 1, 0.0);
+        self.t = (self.taps - 1) * self.up;
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The decoded audio of one remote track. Ends when the track is unsubscribed, its
+/// participant leaves or the room closes.
+pub struct AudioStream {
+    rx: mpsc::Receiver<AudioFrame>,
+    resampler: Option<Resampler>,
+    target_rate: Option<u32>,
+}
+
+impl AudioStream {
+    pub(crate) fn new(rx: mpsc::Receiver<AudioFrame>) -> Self {
+        Self {
+            rx,
+            resampler: None,
+            target_rate: None,
+        }
+    }
+
+    /// Deliver frames at `sample_rate` (e.g. 16 000 or 8 000 for speech recognition).
+    pub fn resampled(mut self, sample_rate: u32) -> Self {
+        self.target_rate = Some(sample_rate);
+        self
+    }
+
+    /// The next frame (20 ms of audio), or `None` once the track has ended.
+    pub async fn recv(&mut self) -> Option<AudioFrame> {
+        let frame = self.rx.recv().await?;
+        Some(self.convert(frame))
+    }
+
+    /// A frame if one is ready now.
+    pub fn try_recv(&mut self) -> Option<AudioFrame> {
+        let frame = self.rx.try_recv().ok()?;
+        Some(self.convert(frame))
+    }
+
+    fn convert(&mut self, frame: AudioFrame) -> AudioFrame {
+        let Some(rate) = self.target_rate else {
+            return frame;
+        };
+        if rate == frame.sample_rate || rate == 0 {
+            return frame;
+        }
+        let needs_new = self
+            .resampler
+            .as_ref()
+            .is_none_or(|r| r.rates() != (frame.sample_rate, rate));
+        if needs_new {
+            self.resampler = Some(Resampler::new(frame.sample_rate, rate));
+        }
+        let mut out = Vec::with_capacity(frame.samples.len() * rate as usize / frame.sample_rate as usize + 2);
+        if let Some(r) = self.resampler.as_mut() {
+            r.process(&frame.samples, &mut out);
+        }
+        AudioFrame::new(out, rate)
+    }
+}
+
+impl futures::Stream for AudioStream {
+    type Item = AudioFrame;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<AudioFrame>> {
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(f)) => std::task::Poll::Ready(Some(self.convert(f))),
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Debug for AudioStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioStream")
+            .field("target_rate", &self.target_rate)
+            .finish()
+    }
+}
+
+/// Samples waiting to be encoded for one local track, at the encoder's rate.
+pub(crate) struct TrackQueue {
+    pub(crate) samples: VecDeque<i16>,
+    pub(crate) resampler: Option<Resampler>,
+    pub(crate) closed: bool,
+}
+
+pub(crate) type SharedQueue = Arc<Mutex<TrackQueue>>;
+
+/// An audio track this participant publishes. Frames pushed here are encoded as 20 ms
+/// Opus packets and sent in real time; `clear()` drops whatever is still queued.
+#[derive(Clone)]
+pub struct LocalAudioTrack {
+    pub(crate) sid: String,
+    pub(crate) name: String,
+    pub(crate) rate: u32,
+    pub(crate) queue: SharedQueue,
+}
+
+impl LocalAudioTrack {
+    pub(crate) fn new_queue() -> SharedQueue {
+        Arc::new(Mutex::new(TrackQueue {
+            samples: VecDeque::new(),
+            resampler: None,
+            closed: false,
+        }))
+    }
+
+    /// The server-assigned track id.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queue audio for sending. Any sample rate is accepted; frames of any length.
+    pub fn push(&self, frame: &AudioFrame) {
+        let Ok(mut q) = self.queue.lock() else {
+            return;
+        };
+        if frame.sample_rate == self.rate || frame.sample_rate == 0 {
+            q.samples.extend(frame.samples.iter().copied());
+            return;
+        }
+        let needs_new = q
+            .resampler
+            .as_ref()
+            .is_none_or(|r| r.rates() != (frame.sample_rate, self.rate));
+        if needs_new {
+            q.resampler = Some(Resampler::new(frame.sample_rate, self.rate));
+        }
+        let mut out = Vec::with_capacity(
+            frame.samples.len() * self.rate as usize / frame.sample_rate.max(1) as usize + 2,
+        );
+        if let Some(r) = q.resampler.as_mut() {
+            r.process(&frame.samples, &mut out);
+        }
+        q.samples.extend(out);
+    }
+
+    /// Drop all queued audio at once (barge-in).
+    pub fn clear(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.samples.clear();
+            if let Some(r) = q.resampler.as_mut() {
+                r.reset();
+            }
+        }
+    }
+
+    /// Audio queued and not yet sent.
+    pub fn queued(&self) -> Duration {
+        let n = self.queue.lock().map(|q| q.samples.len()).unwrap_or(0);
+        Duration::from_secs_f64(n as f64 / f64::from(self.rate.max(1)))
+    }
+
+    /// Wait until the queue has played out (or was cleared).
+    pub async fn wait_played_out(&self) {
+        loop {
+            let left = self.queued();
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(20))).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalAudioTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAudioTrack")
+            .field("sid", &self.sid)
+            .field("name", &self.name)
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(rate: u32, freq: f64, secs: f64) -> Vec<i16> {
+        (0..(f64::from(rate) * secs) as usize)
+            .map(|i| ((2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() * 10000.0) as i16)
+            .collect()
+    }
+
+    fn rms(x: &[i16]) -> f64 {
+        (x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+    }
+
+    #[test]
+    fn resampler_keeps_length_and_level() {
+        for (from, to) in [(48000, 16000), (16000, 48000), (44100, 48000), (48000, 8000), (22050, 16000)] {
+            let input = tone(from, 440.0, 1.0);
+            let mut r = Resampler::new(from, to);
+            let mut out = Vec::new();
+            for chunk in input.chunks(441) {
+                r.process(chunk, &mut out);
+            }
+            let expected = to as usize;
+            assert!((out.len() as i64 - expected as i64).abs() < 40, "{from}->{to}: {}", out.len());
+            let level = rms(&out[out.len() / 4..out.len() * 3 / 4]);
+            assert!((level - 7071.0).abs() < 400.0, "{from}->{to}: rms {level}");
+        }
+    }
+
+    #[test]
+    fn resampler_removes_content_above_nyquist() {
+        let input = tone(48000, 7000.0, 0.5);
+        let mut r = Resampler::new(48000, 8000);
+        let mut out = Vec::new();
+        r.process(&input, &mut out);
+        assert!(rms(&out[200..]) < 300.0);
+    }
+}

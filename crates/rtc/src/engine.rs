@@ -1,0 +1,1266 @@
+//! The task behind a `Room`: one select loop owning the signalling connection, both peer
+//! connections, the Opus codecs and the local track queues. Nothing here is shared with
+//! other tasks except the track queues (a mutex each) and bounded channels.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use livekit_protocol as proto;
+use proto::signal_request::Message as Req;
+use proto::signal_response::Message as Resp;
+use prost::Message as _;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::{Event, IceConnectionState};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audio::{is_opus_rate, AudioFrame, AudioStream, LocalAudioTrack, Resampler, SharedQueue};
+use crate::error::RoomError;
+use crate::peer::{first_mid, local_ip_for, Peer, Role};
+use crate::room::{Participant, ParticipantKind, RoomEvent, RoomOptions};
+use crate::secret::Token;
+use crate::signal::{self, SignalConn, SignalInput};
+
+const FRAME: Duration = Duration::from_millis(20);
+const CHAT_TOPIC: &str = "lk.chat";
+
+pub(crate) enum Command {
+    PublishAudio {
+        name: String,
+        sample_rate: u32,
+        reply: oneshot::Sender<Result<LocalAudioTrack, RoomError>>,
+    },
+    SendChat {
+        text: String,
+    },
+    SendData {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    DropSignal,
+}
+
+pub(crate) struct Joined {
+    pub(crate) engine: Engine,
+    pub(crate) identity: String,
+    pub(crate) sid: String,
+    pub(crate) room_name: String,
+}
+
+struct RemoteTrack {
+    track_sid: String,
+    participant_sid: String,
+    decoder: opus::Decoder,
+    decode_rate: u32,
+    resampler: Option<Resampler>,
+    tx: mpsc::Sender<AudioFrame>,
+    /// Held until the participant is known and `TrackSubscribed` is emitted.
+    stream: Option<AudioStream>,
+    dropped: u64,
+}
+
+struct LocalTrack {
+    cid: String,
+    queue: SharedQueue,
+    mid: Option<Mid>,
+    pt: Option<Pt>,
+    encoder: opus::Encoder,
+    frame_len: usize,
+    rtp_ts: u64,
+    talking: bool,
+    /// Ticks a partial frame has waited; a tail shorter than 20 ms is padded after one.
+    partial_wait: u8,
+}
+
+struct PendingPublish {
+    name: String,
+    rate: u32,
+    reply: oneshot::Sender<Result<LocalAudioTrack, RoomError>>,
+}
+
+struct TextStream {
+    from: String,
+    topic: String,
+    content: Vec<u8>,
+}
+
+type ReconnectResult = Result<SignalConn, RoomError>;
+
+/// What woke the engine's loop.
+enum Wake {
+    Command(Option<Command>),
+    Signal(SignalInput),
+    Reconnected(ReconnectResult),
+    Udp(Role, Option<(usize, std::net::SocketAddr)>),
+    Timer,
+}
+
+pub(crate) struct Engine {
+    base_url: String,
+    token: Token,
+    opts: RoomOptions,
+    cmd_rx: mpsc::Receiver<Command>,
+    events: mpsc::Sender<RoomEvent>,
+    event_backlog: VecDeque<RoomEvent>,
+    sig: Option<SignalConn>,
+    sig_backlog: Vec<Req>,
+    reconnect: Option<oneshot::Receiver<ReconnectResult>>,
+    sub: Peer,
+    publ: Peer,
+    identity: String,
+    sid: String,
+    participants: HashMap<String, Participant>,
+    track_names: HashMap<String, String>,
+    remote: HashMap<Mid, RemoteTrack>,
+    local: Vec<LocalTrack>,
+    pending_publish: HashMap<String, PendingPublish>,
+    pub_offer: Option<SdpPendingOffer>,
+    pub_channels: Option<(ChannelId, ChannelId)>,
+    pub_reliable_open: bool,
+    pub_trickled: bool,
+    sub_trickled: bool,
+    data_backlog: Vec<Vec<u8>>,
+    text_streams: HashMap<String, TextStream>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    next_ping: Instant,
+    last_pong: Instant,
+    next_tick: Instant,
+    cid_counter: u64,
+    closed: bool,
+    leave_reply: Option<oneshot::Sender<()>>,
+    decode_buf: Vec<i16>,
+    encode_buf: Vec<u8>,
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn participant_from(info: &proto::ParticipantInfo) -> Participant {
+    Participant {
+        sid: info.sid.clone(),
+        identity: info.identity.clone(),
+        name: info.name.clone(),
+        kind: ParticipantKind::from_proto(info.kind),
+        attributes: info.attributes.clone(),
+        metadata: info.metadata.clone(),
+    }
+}
+
+/// Wait for the first message of a fresh connection.
+async fn first_response(conn: &mut SignalConn) -> Result<Box<proto::SignalResponse>, RoomError> {
+    match conn.rx.recv().await {
+        Some(SignalInput::Response(r)) => Ok(r),
+        Some(SignalInput::Closed(reason)) => Err(RoomError::Signal(reason)),
+        None => Err(RoomError::Signal("connection closed".into())),
+    }
+}
+
+impl Engine {
+    pub(crate) async fn join(
+        url: &str,
+        token: Token,
+        opts: RoomOptions,
+        cmd_rx: mpsc::Receiver<Command>,
+        events: mpsc::Sender<RoomEvent>,
+    ) -> Result<Joined, RoomError> {
+        let parsed = url::Url::parse(url).map_err(|e| RoomError::InvalidUrl(e.to_string()))?;
+        let host = parsed.host_str().unwrap_or("").to_string();
+        let loopback_only = opts.loopback_only.unwrap_or_else(|| is_loopback_host(&host));
+        let rtc_url = signal::rtc_url(url, opts.auto_subscribe, None)?;
+        tracing::debug!(url = %rtc_url, "Joining room.");
+        let mut conn = signal::connect(&rtc_url, &token).await?;
+        let join = loop {
+            let resp = first_response(&mut conn).await?;
+            match resp.message {
+                Some(Resp::Join(j)) => break j,
+                Some(Resp::Leave(l)) => {
+                    return Err(RoomError::Signal(format!("server sent leave (reason {})", l.reason)))
+                }
+                _ => continue,
+            }
+        };
+        let me = join.participant.clone().unwrap_or_default();
+        let room_name = join.room.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        // The server's ICE servers (public STUN in dev mode) are deliberately ignored: we
+        // only ever offer host candidates.
+        let ip = local_ip_for(&host, loopback_only).await;
+        let sub = Peer::new(Role::Subscriber, ip, loopback_only).await?;
+        let publ = Peer::new(Role::Publisher, ip, loopback_only).await?;
+        let now = Instant::now();
+        let ping_interval = Duration::from_secs(join.ping_interval.clamp(1, 60) as u64);
+        let ping_timeout = Duration::from_secs(join.ping_timeout.clamp(2, 120) as u64);
+        let mut engine = Engine {
+            base_url: url.to_string(),
+            token,
+            opts,
+            cmd_rx,
+            events,
+            event_backlog: VecDeque::new(),
+            sig: Some(conn),
+            sig_backlog: Vec::new(),
+            reconnect: None,
+            sub,
+            publ,
+            identity: me.identity.clone(),
+            sid: me.sid.clone(),
+            participants: HashMap::new(),
+            track_names: HashMap::new(),
+            remote: HashMap::new(),
+            local: Vec::new(),
+            pending_publish: HashMap::new(),
+            pub_offer: None,
+            pub_channels: None,
+            pub_reliable_open: false,
+            pub_trickled: false,
+            sub_trickled: false,
+            data_backlog: Vec::new(),
+            text_streams: HashMap::new(),
+            ping_interval,
+            ping_timeout,
+            next_ping: now + ping_interval,
+            last_pong: now,
+            next_tick: now + FRAME,
+            cid_counter: 0,
+            closed: false,
+            leave_reply: None,
+            decode_buf: vec![0; 5760],
+            encode_buf: vec![0; 1500],
+        };
+        for p in &join.other_participants {
+            engine.update_participant(p);
+        }
+        Ok(Joined {
+            identity: me.identity,
+            sid: me.sid,
+            room_name,
+            engine,
+        })
+    }
+
+    pub(crate) async fn run(mut self) {
+        // Open the publisher's data channels at once, so that data can be sent before any
+        // track is published.
+        self.negotiate_publisher();
+        let mut events = Vec::new();
+        while !self.closed {
+            self.drive(&mut events);
+            if self.closed {
+                break;
+            }
+            let deadline = self
+                .sub
+                .next_timeout
+                .min(self.publ.next_timeout)
+                .min(self.next_tick)
+                .min(self.next_ping);
+            let has_backlog = !self.event_backlog.is_empty();
+            let wake = tokio::select! {
+                cmd = self.cmd_rx.recv() => Wake::Command(cmd),
+                input = recv_signal(&mut self.sig) => Wake::Signal(input),
+                res = recv_reconnect(&mut self.reconnect) => Wake::Reconnected(res),
+                r = self.sub.socket.recv_from(&mut self.sub.buf) => Wake::Udp(Role::Subscriber, r.ok()),
+                r = self.publ.socket.recv_from(&mut self.publ.buf) => Wake::Udp(Role::Publisher, r.ok()),
+                permit = self.events.reserve(), if has_backlog => {
+                    if let (Ok(permit), Some(ev)) = (permit, self.event_backlog.pop_front()) {
+                        permit.send(ev);
+                    }
+                    Wake::Timer
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+            };
+            match wake {
+                Wake::Command(Some(c)) => self.handle_command(c),
+                Wake::Command(None) => self.leave(),
+                Wake::Signal(input) => self.handle_signal_input(input),
+                Wake::Reconnected(res) => self.handle_reconnected(res),
+                Wake::Udp(Role::Subscriber, Some((n, src))) => self.sub.handle_receive(n, src),
+                Wake::Udp(Role::Publisher, Some((n, src))) => self.publ.handle_receive(n, src),
+                Wake::Udp(_, None) | Wake::Timer => {}
+            }
+            let now = Instant::now();
+            self.sub.handle_timeout(now);
+            self.publ.handle_timeout(now);
+            if now >= self.next_tick {
+                self.audio_tick(now);
+            }
+            if now >= self.next_ping {
+                self.ping(now);
+            }
+        }
+        self.drive(&mut events);
+        // Streams end when their senders drop.
+        self.remote.clear();
+        for (_, p) in self.pending_publish.drain() {
+            let _ = p.reply.send(Err(RoomError::Closed));
+        }
+        for t in &self.local {
+            if let Ok(mut q) = t.queue.lock() {
+                q.closed = true;
+                q.samples.clear();
+            }
+        }
+        while let Some(ev) = self.event_backlog.pop_front() {
+            if self.events.send(ev).await.is_err() {
+                break;
+            }
+        }
+        if let Some(reply) = self.leave_reply.take() {
+            let _ = reply.send(());
+        }
+    }
+
+    fn emit(&mut self, ev: RoomEvent) {
+        if !self.event_backlog.is_empty() {
+            self.event_backlog.push_back(ev);
+            return;
+        }
+        match self.events.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(ev)) => self.event_backlog.push_back(ev),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn send_signal(&mut self, msg: Req) {
+        match &self.sig {
+            Some(conn) if conn.send(msg.clone()) => {}
+            _ => self.sig_backlog.push(msg),
+        }
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    #[allow(deprecated)] // DTX and identity fields: still what servers read.
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::PublishAudio {
+                name,
+                sample_rate,
+                reply,
+            } => {
+                self.cid_counter += 1;
+                let cid = format!("callfleet-{}-{}", self.sid, self.cid_counter);
+                self.send_signal(Req::AddTrack(proto::AddTrackRequest {
+                    cid: cid.clone(),
+                    name: name.clone(),
+                    r#type: proto::TrackType::Audio as i32,
+                    source: proto::TrackSource::Microphone as i32,
+                    disable_red: true,
+                    disable_dtx: false,
+                    ..Default::default()
+                }));
+                self.pending_publish.insert(
+                    cid,
+                    PendingPublish {
+                        name,
+                        rate: sample_rate,
+                        reply,
+                    },
+                );
+            }
+            Command::SendChat { text } => self.send_chat(&text),
+            Command::SendData { topic, payload } => {
+                let packet = self.data_packet(proto::data_packet::Value::User(proto::UserPacket {
+                    participant_identity: self.identity.clone(),
+                    payload,
+                    topic: Some(topic),
+                    ..Default::default()
+                }));
+                self.send_data_packet(packet);
+            }
+            Command::Leave { reply } => {
+                self.leave_reply = Some(reply);
+                self.leave();
+            }
+            Command::DropSignal => {
+                if let Some(conn) = self.sig.take() {
+                    conn.close();
+                }
+                self.signal_lost("simulated signalling loss".into());
+            }
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.send_signal(Req::Leave(proto::LeaveRequest {
+            can_reconnect: false,
+            reason: proto::DisconnectReason::ClientInitiated as i32,
+            action: proto::leave_request::Action::Disconnect as i32,
+            ..Default::default()
+        }));
+        if let Some(conn) = self.sig.take() {
+            conn.close();
+        }
+        self.sub.rtc.disconnect();
+        self.publ.rtc.disconnect();
+        self.closed = true;
+        self.emit(RoomEvent::Disconnected {
+            reason: "left".into(),
+        });
+    }
+
+    // ---------------------------------------------------------------- signalling
+
+    fn handle_signal_input(&mut self, input: SignalInput) {
+        match input {
+            SignalInput::Response(resp) => {
+                if let Some(msg) = resp.message {
+                    self.handle_response(msg);
+                }
+            }
+            SignalInput::Closed(reason) => {
+                self.sig = None;
+                self.signal_lost(reason);
+            }
+        }
+    }
+
+    fn signal_lost(&mut self, reason: String) {
+        if self.closed || self.reconnect.is_some() {
+            return;
+        }
+        tracing::info!(room_identity = %self.identity, reason = %reason, "Signalling lost; resuming.");
+        self.emit(RoomEvent::Reconnecting);
+        let (tx, rx) = oneshot::channel();
+        self.reconnect = Some(rx);
+        let base = self.base_url.clone();
+        let token = self.token.clone();
+        let sid = self.sid.clone();
+        let auto = self.opts.auto_subscribe;
+        let limit = self.opts.reconnect_timeout;
+        tokio::spawn(async move {
+            let _ = tx.send(resume(base, token, sid, auto, limit).await);
+        });
+    }
+
+    fn handle_reconnected(&mut self, res: ReconnectResult) {
+        self.reconnect = None;
+        match res {
+            Ok(conn) => {
+                self.sig = Some(conn);
+                let backlog = std::mem::take(&mut self.sig_backlog);
+                for msg in backlog {
+                    self.send_signal(msg);
+                }
+                let now = Instant::now();
+                self.last_pong = now;
+                self.next_ping = now;
+                tracing::info!(room_identity = %self.identity, "Signalling resumed.");
+                self.emit(RoomEvent::Reconnected);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not resume the session.");
+                self.closed = true;
+                self.sub.rtc.disconnect();
+                self.publ.rtc.disconnect();
+                self.emit(RoomEvent::Disconnected {
+                    reason: format!("resume failed: {e}"),
+                });
+            }
+        }
+    }
+
+    fn ping(&mut self, now: Instant) {
+        self.next_ping = now + self.ping_interval;
+        if self.sig.is_none() {
+            return;
+        }
+        if now.duration_since(self.last_pong) > self.ping_timeout {
+            if let Some(conn) = self.sig.take() {
+                conn.close();
+            }
+            self.signal_lost("ping timeout".into());
+            return;
+        }
+        self.send_signal(Req::PingReq(proto::Ping {
+            timestamp: unix_ms(),
+            rtt: 0,
+        }));
+    }
+
+    fn handle_response(&mut self, msg: Resp) {
+        match msg {
+            Resp::Offer(desc) => self.handle_subscriber_offer(desc),
+            Resp::Answer(desc) => self.handle_publisher_answer(desc),
+            Resp::Trickle(t) => {
+                let candidate = serde_json::from_str::<serde_json::Value>(&t.candidate_init)
+                    .ok()
+                    .and_then(|v| v.get("candidate").and_then(|c| c.as_str()).map(str::to_string))
+                    .unwrap_or_default();
+                if t.target == Role::Publisher.signal_target() {
+                    self.publ.add_remote_candidate(&candidate);
+                } else {
+                    self.sub.add_remote_candidate(&candidate);
+                }
+            }
+            Resp::Update(u) => {
+                for p in &u.participants {
+                    self.update_participant(p);
+                }
+            }
+            Resp::TrackPublished(tp) => self.handle_track_published(tp),
+            Resp::Leave(l) => {
+                let action = l.action;
+                if action == proto::leave_request::Action::Resume as i32 {
+                    if let Some(conn) = self.sig.take() {
+                        conn.close();
+                    }
+                    self.signal_lost("server asked to resume".into());
+                } else {
+                    self.closed = true;
+                    self.sub.rtc.disconnect();
+                    self.publ.rtc.disconnect();
+                    self.emit(RoomEvent::Disconnected {
+                        reason: format!("server sent leave (reason {})", l.reason),
+                    });
+                }
+            }
+            Resp::RefreshToken(t) => self.token = Token::new(t),
+            Resp::PongResp(_) | Resp::Pong(_) => self.last_pong = Instant::now(),
+            Resp::TrackUnpublished(_) | Resp::Reconnect(_) | Resp::Join(_) => {}
+            _ => {}
+        }
+    }
+
+    fn handle_subscriber_offer(&mut self, desc: proto::SessionDescription) {
+        let sdp = self.sub.filter_sdp(&desc.sdp);
+        let offer = match SdpOffer::from_sdp_string(&sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "Unparsable subscriber offer.");
+                return;
+            }
+        };
+        let answer = match self.sub.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Subscriber offer rejected.");
+                return;
+            }
+        };
+        let answer_sdp = answer.to_sdp_string();
+        self.send_signal(Req::Answer(proto::SessionDescription {
+            r#type: "answer".into(),
+            sdp: answer_sdp.clone(),
+            id: desc.id,
+            ..Default::default()
+        }));
+        if !self.sub_trickled {
+            self.sub_trickled = true;
+            let init = self.sub.candidate_init(&first_mid(&answer_sdp));
+            self.send_signal(Req::Trickle(proto::TrickleRequest {
+                candidate_init: init,
+                target: Role::Subscriber.signal_target(),
+                ..Default::default()
+            }));
+        }
+        self.reconcile_remote_tracks();
+    }
+
+    fn handle_publisher_answer(&mut self, desc: proto::SessionDescription) {
+        let Some(pending) = self.pub_offer.take() else {
+            return;
+        };
+        let sdp = self.publ.filter_sdp(&desc.sdp);
+        let answer = match SdpAnswer::from_sdp_string(&sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Unparsable publisher answer.");
+                return;
+            }
+        };
+        if let Err(e) = self.publ.rtc.sdp_api().accept_answer(pending, answer) {
+            tracing::warn!(error = %e, "Publisher answer rejected.");
+            return;
+        }
+        for t in &mut self.local {
+            if let (Some(mid), None) = (t.mid, t.pt) {
+                t.pt = self.publ.rtc.writer(mid).and_then(|w| {
+                    w.payload_params()
+                        .find(|p| p.spec().codec == Codec::Opus)
+                        .map(|p| p.pt())
+                });
+            }
+        }
+        self.negotiate_publisher();
+    }
+
+    /// Send an offer for whatever the publisher still lacks (data channels, new tracks).
+    /// One offer at a time: further changes wait for the answer.
+    fn negotiate_publisher(&mut self) {
+        if self.pub_offer.is_some() || self.closed {
+            return;
+        }
+        let mut api = self.publ.rtc.sdp_api();
+        if self.pub_channels.is_none() {
+            let reliable = api.add_channel_with_config(ChannelConfig {
+                label: "_reliable".into(),
+                ordered: true,
+                reliability: Reliability::Reliable,
+                ..Default::default()
+            });
+            let lossy = api.add_channel_with_config(ChannelConfig {
+                label: "_lossy".into(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                ..Default::default()
+            });
+            self.pub_channels = Some((reliable, lossy));
+        }
+        for t in &mut self.local {
+            if t.mid.is_none() {
+                t.mid = Some(api.add_media(
+                    MediaKind::Audio,
+                    Direction::SendOnly,
+                    Some(t.cid.clone()),
+                    Some(t.cid.clone()),
+                    None,
+                ));
+            }
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        let sdp = offer.to_sdp_string();
+        self.pub_offer = Some(pending);
+        self.send_signal(Req::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: sdp.clone(),
+            ..Default::default()
+        }));
+        if !self.pub_trickled {
+            self.pub_trickled = true;
+            let init = self.publ.candidate_init(&first_mid(&sdp));
+            self.send_signal(Req::Trickle(proto::TrickleRequest {
+                candidate_init: init,
+                target: Role::Publisher.signal_target(),
+                ..Default::default()
+            }));
+        }
+    }
+
+    fn handle_track_published(&mut self, tp: proto::TrackPublishedResponse) {
+        let Some(pending) = self.pending_publish.remove(&tp.cid) else {
+            return;
+        };
+        let sid = tp.track.map(|t| t.sid).unwrap_or_default();
+        let enc_rate = if is_opus_rate(pending.rate) { pending.rate } else { 48_000 };
+        let encoder = match opus::Encoder::new(enc_rate, opus::Channels::Mono, opus::Application::Voip) {
+            Ok(mut e) => {
+                let _ = e.set_complexity(self.opts.opus_complexity.clamp(0, 10));
+                let _ = e.set_inband_fec(true);
+                e
+            }
+            Err(e) => {
+                let _ = pending.reply.send(Err(RoomError::Codec(e.to_string())));
+                return;
+            }
+        };
+        let queue = LocalAudioTrack::new_queue();
+        self.local.push(LocalTrack {
+            cid: tp.cid.clone(),
+            queue: queue.clone(),
+            mid: None,
+            pt: None,
+            encoder,
+            frame_len: (enc_rate / 50) as usize,
+            rtp_ts: 0,
+            talking: false,
+            partial_wait: 0,
+        });
+        let track = LocalAudioTrack {
+            sid,
+            name: pending.name,
+            rate: enc_rate,
+            queue,
+        };
+        let _ = pending.reply.send(Ok(track));
+        self.negotiate_publisher();
+    }
+
+    // ---------------------------------------------------------------- participants
+
+    fn update_participant(&mut self, info: &proto::ParticipantInfo) {
+        if info.sid == self.sid || (!self.identity.is_empty() && info.identity == self.identity) {
+            return;
+        }
+        for t in &info.tracks {
+            self.track_names.insert(t.sid.clone(), t.name.clone());
+        }
+        let disconnected = info.state == proto::participant_info::State::Disconnected as i32;
+        if disconnected {
+            if self.participants.remove(&info.sid).is_some() {
+                let gone: Vec<Mid> = self
+                    .remote
+                    .iter()
+                    .filter(|(_, t)| t.participant_sid == info.sid)
+                    .map(|(m, _)| *m)
+                    .collect();
+                for mid in gone {
+                    if let Some(t) = self.remote.remove(&mid) {
+                        self.emit(RoomEvent::TrackUnsubscribed {
+                            identity: info.identity.clone(),
+                            track_sid: t.track_sid,
+                        });
+                    }
+                }
+                self.emit(RoomEvent::ParticipantLeft {
+                    identity: info.identity.clone(),
+                });
+            }
+            return;
+        }
+        let new = participant_from(info);
+        match self.participants.get(&info.sid) {
+            None => {
+                self.participants.insert(info.sid.clone(), new.clone());
+                self.emit(RoomEvent::ParticipantJoined(new));
+                self.announce_tracks();
+            }
+            Some(old) => {
+                let changed = old.attributes != new.attributes;
+                self.participants.insert(info.sid.clone(), new.clone());
+                if changed {
+                    self.emit(RoomEvent::AttributesChanged {
+                        identity: new.identity,
+                        attributes: new.attributes,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Emit `TrackSubscribed` for tracks whose participant is now known.
+    fn announce_tracks(&mut self) {
+        let mut ready = Vec::new();
+        for (mid, t) in &mut self.remote {
+            if t.stream.is_some() {
+                if let Some(p) = self.participants.get(&t.participant_sid) {
+                    if let Some(stream) = t.stream.take() {
+                        ready.push((*mid, p.clone(), t.track_sid.clone(), stream));
+                    }
+                }
+            }
+        }
+        for (_, participant, track_sid, stream) in ready {
+            let track_name = self.track_names.get(&track_sid).cloned().unwrap_or_default();
+            self.emit(RoomEvent::TrackSubscribed {
+                participant,
+                track_sid,
+                track_name,
+                stream,
+            });
+        }
+    }
+
+    /// After a subscriber renegotiation: start tracks on new or reused m-lines, end those
+    /// the server stopped sending.
+    fn reconcile_remote_tracks(&mut self) {
+        let known: Vec<Mid> = self.remote.keys().copied().collect();
+        for mid in known {
+            let current = self.sub.rtc.media(mid).map(|m| {
+                (
+                    m.track_id().to_string(),
+                    matches!(m.direction(), Direction::RecvOnly | Direction::SendRecv),
+                )
+            });
+            let keep = matches!(&current, Some((tid, true)) if self.remote.get(&mid).is_some_and(|t| &t.track_sid == tid));
+            if !keep {
+                if let Some(t) = self.remote.remove(&mid) {
+                    let identity = self
+                        .participants
+                        .get(&t.participant_sid)
+                        .map(|p| p.identity.clone())
+                        .unwrap_or_default();
+                    self.emit(RoomEvent::TrackUnsubscribed {
+                        identity,
+                        track_sid: t.track_sid,
+                    });
+                }
+                if let Some((_, true)) = current {
+                    self.start_remote_track(mid);
+                }
+            }
+        }
+    }
+
+    fn start_remote_track(&mut self, mid: Mid) {
+        let Some(media) = self.sub.rtc.media(mid) else {
+            return;
+        };
+        if media.kind() != MediaKind::Audio
+            || !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv)
+        {
+            return;
+        }
+        let track_sid = media.track_id().to_string();
+        let participant_sid = media.stream_id().split('|').next().unwrap_or("").to_string();
+        let rate = self.opts.sample_rate;
+        let decode_rate = if is_opus_rate(rate) { rate } else { 48_000 };
+        let decoder = match opus::Decoder::new(decode_rate, opus::Channels::Mono) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "Opus decoder failed to start.");
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel(self.opts.buffer.max(4));
+        self.remote.insert(
+            mid,
+            RemoteTrack {
+                track_sid,
+                participant_sid,
+                decoder,
+                decode_rate,
+                resampler: (decode_rate != rate).then(|| Resampler::new(decode_rate, rate)),
+                tx,
+                stream: Some(AudioStream::new(rx)),
+                dropped: 0,
+            },
+        );
+        self.announce_tracks();
+    }
+
+    // ---------------------------------------------------------------- media
+
+    fn drive(&mut self, events: &mut Vec<Event>) {
+        self.sub.drive(events);
+        for ev in events.drain(..) {
+            self.handle_peer_event(Role::Subscriber, ev);
+        }
+        self.publ.drive(events);
+        for ev in events.drain(..) {
+            self.handle_peer_event(Role::Publisher, ev);
+        }
+        // Events may have queued more output (data channel writes, media).
+        self.sub.drive(events);
+        self.publ.drive(events);
+        for ev in events.drain(..) {
+            tracing::trace!(?ev, "Late peer event.");
+        }
+    }
+
+    fn handle_peer_event(&mut self, role: Role, ev: Event) {
+        match ev {
+            Event::Connected => {
+                tracing::debug!(?role, "Peer connection established.");
+                match role {
+                    Role::Subscriber => self.sub.connected = true,
+                    Role::Publisher => self.publ.connected = true,
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                tracing::debug!(?role, ?state, "ICE state.");
+                if state == IceConnectionState::Disconnected {
+                    match role {
+                        Role::Subscriber => self.sub.connected = false,
+                        Role::Publisher => self.publ.connected = false,
+                    }
+                }
+            }
+            Event::MediaAdded(m) if role == Role::Subscriber => {
+                if m.kind == MediaKind::Audio {
+                    self.start_remote_track(m.mid);
+                }
+            }
+            Event::MediaChanged(c) if role == Role::Subscriber => {
+                let _ = c;
+                self.reconcile_remote_tracks();
+            }
+            Event::MediaData(d) if role == Role::Subscriber => self.handle_media(d),
+            Event::ChannelOpen(id, label) => {
+                tracing::debug!(?role, label = %label, "Data channel open.");
+                if role == Role::Publisher && self.pub_channels.is_some_and(|(r, _)| r == id) {
+                    self.pub_reliable_open = true;
+                    for bytes in std::mem::take(&mut self.data_backlog) {
+                        self.write_reliable(&bytes);
+                    }
+                }
+            }
+            Event::ChannelData(cd) => match proto::DataPacket::decode(cd.data.as_slice()) {
+                Ok(packet) => self.handle_data_packet(packet),
+                Err(e) => tracing::debug!(error = %e, "Undecodable data packet."),
+            },
+            _ => {}
+        }
+    }
+
+    fn handle_media(&mut self, d: str0m::media::MediaData) {
+        let Some(t) = self.remote.get_mut(&d.mid) else {
+            return;
+        };
+        let n = match t.decoder.decode(&d.data, &mut self.decode_buf, false) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "Opus decode failed.");
+                return;
+            }
+        };
+        let pcm = &self.decode_buf[..n];
+        let frame = match t.resampler.as_mut() {
+            Some(r) => {
+                let (_, to) = r.rates();
+                let mut out = Vec::with_capacity(n * to as usize / t.decode_rate as usize + 2);
+                r.process(pcm, &mut out);
+                AudioFrame::new(out, to)
+            }
+            None => AudioFrame::new(pcm.to_vec(), t.decode_rate),
+        };
+        if t.tx.try_send(frame).is_err() {
+            t.dropped += 1;
+            if t.dropped % 250 == 1 {
+                tracing::debug!(track = %t.track_sid, dropped = t.dropped, "Audio consumer is behind; frames dropped.");
+            }
+        }
+    }
+
+    /// Encode and send 20 ms per local track; keeps real-time pace with catch-up.
+    fn audio_tick(&mut self, now: Instant) {
+        let mut ticks = 0;
+        while self.next_tick <= now {
+            self.next_tick += FRAME;
+            ticks += 1;
+            if ticks > 5 {
+                // Far behind (a stall): don't burst, restart the clock.
+                self.next_tick = now + FRAME;
+                break;
+            }
+            for i in 0..self.local.len() {
+                self.send_local_frame(i, now);
+            }
+        }
+    }
+
+    fn send_local_frame(&mut self, i: usize, now: Instant) {
+        let t = &mut self.local[i];
+        let ts = t.rtp_ts;
+        t.rtp_ts += 960;
+        let mut pcm = Vec::new();
+        if let Ok(mut q) = t.queue.lock() {
+            let len = q.samples.len();
+            if len >= t.frame_len || (len > 0 && t.partial_wait >= 1) {
+                let take = len.min(t.frame_len);
+                pcm.extend(q.samples.drain(..take));
+                pcm.resize(t.frame_len, 0);
+                t.partial_wait = 0;
+            } else if len > 0 {
+                t.partial_wait += 1;
+            }
+        }
+        if pcm.is_empty() {
+            t.talking = false;
+            return;
+        }
+        let (Some(mid), Some(pt)) = (t.mid, t.pt) else {
+            return;
+        };
+        if !self.publ.connected {
+            return;
+        }
+        let n = match t.encoder.encode(&pcm, &mut self.encode_buf) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "Opus encode failed.");
+                return;
+            }
+        };
+        let start = !t.talking;
+        t.talking = true;
+        let level = audio_level(&pcm);
+        let Some(writer) = self.publ.rtc.writer(mid) else {
+            return;
+        };
+        let res = writer
+            .start_of_talkspurt(start)
+            .audio_level(-level, level < 127)
+            .write(pt, now, MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ), &self.encode_buf[..n]);
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "RTP write failed.");
+        }
+    }
+
+    // ---------------------------------------------------------------- data
+
+    #[allow(deprecated)] // `kind` is still what servers read.
+    fn data_packet(&self, value: proto::data_packet::Value) -> proto::DataPacket {
+        proto::DataPacket {
+            kind: proto::data_packet::Kind::Reliable as i32,
+            participant_identity: self.identity.clone(),
+            value: Some(value),
+            ..Default::default()
+        }
+    }
+
+    fn send_data_packet(&mut self, packet: proto::DataPacket) {
+        let bytes = packet.encode_to_vec();
+        if self.pub_reliable_open {
+            self.write_reliable(&bytes);
+        } else {
+            self.data_backlog.push(bytes);
+        }
+    }
+
+    fn write_reliable(&mut self, bytes: &[u8]) {
+        let Some((id, _)) = self.pub_channels else {
+            return;
+        };
+        match self.publ.rtc.channel(id) {
+            Some(mut ch) => {
+                if let Err(e) = ch.write(true, bytes) {
+                    tracing::debug!(error = %e, "Data channel write failed.");
+                }
+            }
+            None => tracing::debug!("Reliable data channel is gone."),
+        }
+    }
+
+    /// Chat as a LiveKit text stream on `lk.chat` (what current SDKs and agents use).
+    fn send_chat(&mut self, text: &str) {
+        let stream_id = format!("{}-{}-{}", self.sid, unix_ms(), self.cid_counter);
+        self.cid_counter += 1;
+        let header = proto::data_stream::Header {
+            stream_id: stream_id.clone(),
+            timestamp: unix_ms(),
+            topic: CHAT_TOPIC.into(),
+            mime_type: "text/plain".into(),
+            total_length: Some(text.len() as u64),
+            content_header: Some(proto::data_stream::header::ContentHeader::TextHeader(
+                proto::data_stream::TextHeader {
+                    operation_type: proto::data_stream::OperationType::Create as i32,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        let mut packets = vec![self.data_packet(proto::data_packet::Value::StreamHeader(header))];
+        let mut index = 0u64;
+        for chunk in utf8_chunks(text, 15_000) {
+            packets.push(self.data_packet(proto::data_packet::Value::StreamChunk(
+                proto::data_stream::Chunk {
+                    stream_id: stream_id.clone(),
+                    chunk_index: index,
+                    content: chunk.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )));
+            index += 1;
+        }
+        packets.push(self.data_packet(proto::data_packet::Value::StreamTrailer(
+            proto::data_stream::Trailer {
+                stream_id,
+                ..Default::default()
+            },
+        )));
+        for p in packets {
+            self.send_data_packet(p);
+        }
+    }
+
+    #[allow(deprecated)] // older SDKs fill only the user packet's identity.
+    fn handle_data_packet(&mut self, packet: proto::DataPacket) {
+        let from = packet.participant_identity.clone();
+        let Some(value) = packet.value else {
+            return;
+        };
+        use proto::data_packet::Value;
+        match value {
+            Value::User(u) => {
+                let from = if from.is_empty() { u.participant_identity.clone() } else { from };
+                if u.topic.as_deref() == Some(CHAT_TOPIC) {
+                    let text = String::from_utf8_lossy(&u.payload).to_string();
+                    self.emit(RoomEvent::ChatMessage { from, text });
+                } else {
+                    self.emit(RoomEvent::Data {
+                        from,
+                        topic: u.topic,
+                        payload: u.payload,
+                    });
+                }
+            }
+            Value::ChatMessage(c) => self.emit(RoomEvent::ChatMessage {
+                from,
+                text: c.message,
+            }),
+            Value::SipDtmf(d) => self.emit(RoomEvent::Dtmf {
+                from,
+                code: d.code,
+                digit: d.digit,
+            }),
+            Value::StreamHeader(h) => {
+                let is_text = matches!(
+                    h.content_header,
+                    Some(proto::data_stream::header::ContentHeader::TextHeader(_))
+                );
+                if !is_text {
+                    return;
+                }
+                let content = h.inline_content.clone().unwrap_or_default();
+                let done = h.inline_content.is_some();
+                let stream = TextStream {
+                    from,
+                    topic: h.topic,
+                    content,
+                };
+                if done {
+                    self.finish_text_stream(stream);
+                } else {
+                    self.text_streams.insert(h.stream_id, stream);
+                }
+            }
+            Value::StreamChunk(c) => {
+                if let Some(s) = self.text_streams.get_mut(&c.stream_id) {
+                    s.content.extend_from_slice(&c.content);
+                }
+            }
+            Value::StreamTrailer(t) => {
+                if let Some(s) = self.text_streams.remove(&t.stream_id) {
+                    self.finish_text_stream(s);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish_text_stream(&mut self, s: TextStream) {
+        let text = String::from_utf8_lossy(&s.content).to_string();
+        if s.topic == CHAT_TOPIC {
+            self.emit(RoomEvent::ChatMessage { from: s.from, text });
+        } else {
+            self.emit(RoomEvent::Data {
+                from: s.from,
+                topic: Some(s.topic),
+                payload: s.content,
+            });
+        }
+    }
+}
+
+/// RFC 6464 level: 0 (loud) … 127 (silence), in -dBov.
+fn audio_level(pcm: &[i16]) -> i8 {
+    let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len().max(1) as f64;
+    let rms = energy.sqrt() / 32768.0;
+    if rms <= 0.0 {
+        return 127;
+    }
+    (-20.0 * rms.log10()).clamp(0.0, 127.0) as i8
+}
+
+fn utf8_chunks(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+    out
+}
+
+async fn recv_signal(sig: &mut Option<SignalConn>) -> SignalInput {
+    match sig {
+        Some(conn) => conn
+            .rx
+            .recv()
+            .await
+            .unwrap_or_else(|| SignalInput::Closed("connection closed".into())),
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_reconnect(rx: &mut Option<oneshot::Receiver<ReconnectResult>>) -> ReconnectResult {
+    match rx {
+        Some(rx) => rx.await.unwrap_or(Err(RoomError::Closed)),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reopen the signalling socket with `reconnect=1`, retrying with backoff until `limit`.
+async fn resume(base: String, token: Token, sid: String, auto: bool, limit: Duration) -> ReconnectResult {
+    let url = signal::rtc_url(&base, auto, Some(&sid))?;
+    let deadline = Instant::now() + limit;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut conn = signal::connect(&url, &token).await?;
+            loop {
+                let resp = tokio::time::timeout(Duration::from_secs(5), first_response(&mut conn))
+                    .await
+                    .map_err(|_| RoomError::Timeout("the reconnect response"))??;
+                match resp.message {
+                    Some(Resp::Reconnect(_)) => return Ok(conn),
+                    Some(Resp::Leave(l)) => {
+                        return Err(RoomError::Signal(format!("server refused to resume (reason {})", l.reason)))
+                    }
+                    // Before protocol 9 servers sent nothing; any other message means resumed.
+                    Some(_) => return Ok(conn),
+                    None => continue,
+                }
+            }
+        };
+        match attempt.await {
+            Ok(conn) => return Ok(conn),
+            Err(RoomError::Rejected { status, message }) if (400..500).contains(&status) => {
+                return Err(RoomError::Rejected { status, message })
+            }
+            Err(e) => {
+                if Instant::now() + backoff > deadline {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "Resume attempt failed.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for (h, want) in [("127.0.0.1", true), ("localhost", true), ("[::1]", true), ("10.0.0.1", false), ("lk.example.com", false)] {
+            assert_eq!(is_loopback_host(h), want, "{h}");
+        }
+    }
+
+    #[test]
+    fn chunks_split_on_char_boundaries() {
+        let s = "ééééé";
+        let parts = utf8_chunks(s, 3);
+        assert_eq!(parts.concat(), s);
+        assert!(parts.iter().all(|p| p.len() <= 3));
+    }
+
+    #[test]
+    fn level_of_silence_and_full_scale() {
+        assert_eq!(audio_level(&[0; 960]), 127);
+        assert!(audio_level(&[32767; 960]) <= 1);
+    }
+}

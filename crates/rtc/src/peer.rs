@@ -1,0 +1,200 @@
+//! One peer connection: a sans-IO str0m `Rtc` and the UDP socket it owns.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+use crate::error::RoomError;
+
+/// Which of the two LiveKit peer connections this is (`SignalTarget` numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Publisher,
+    Subscriber,
+}
+
+impl Role {
+    pub(crate) fn signal_target(self) -> i32 {
+        match self {
+            Role::Publisher => livekit_protocol::SignalTarget::Publisher as i32,
+            Role::Subscriber => livekit_protocol::SignalTarget::Subscriber as i32,
+        }
+    }
+}
+
+pub(crate) struct Peer {
+    pub(crate) role: Role,
+    pub(crate) rtc: Rtc,
+    pub(crate) socket: UdpSocket,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) local_candidate: Candidate,
+    pub(crate) next_timeout: Instant,
+    /// Only loopback peers may be sent to (a loopback server).
+    loopback_only: bool,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) connected: bool,
+}
+
+impl Peer {
+    pub(crate) async fn new(role: Role, bind_ip: IpAddr, loopback_only: bool) -> Result<Self, RoomError> {
+        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))
+            .await
+            .map_err(|e| RoomError::Transport(format!("bind UDP: {e}")))?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| RoomError::Transport(format!("UDP address: {e}")))?;
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(now);
+        let local_candidate = Candidate::host(local_addr, "udp")
+            .map_err(|e| RoomError::Transport(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(local_candidate.clone());
+        Ok(Self {
+            role,
+            rtc,
+            socket,
+            local_addr,
+            local_candidate,
+            next_timeout: now,
+            loopback_only,
+            buf: vec![0; 2000],
+            connected: false,
+        })
+    }
+
+    /// Whether a remote ICE candidate may be used.
+    pub(crate) fn accepts_candidate(&self, c: &Candidate) -> bool {
+        c.proto() == Protocol::Udp && (!self.loopback_only || c.addr().ip().is_loopback())
+    }
+
+    pub(crate) fn add_remote_candidate(&mut self, candidate: &str) {
+        let line = candidate.trim().trim_start_matches("a=");
+        if line.is_empty() {
+            return;
+        }
+        match Candidate::from_sdp_string(line) {
+            Ok(c) if self.accepts_candidate(&c) => self.rtc.add_remote_candidate(c),
+            Ok(_) => tracing::trace!(role = ?self.role, "Remote candidate ignored."),
+            Err(e) => tracing::debug!(role = ?self.role, error = %e, "Unparsable remote candidate."),
+        }
+    }
+
+    /// Drop `a=candidate` lines we may not use from a remote SDP.
+    pub(crate) fn filter_sdp(&self, sdp: &str) -> String {
+        let mut out = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            let l = line.trim_end();
+            if let Some(cand) = l.strip_prefix("a=candidate:") {
+                match Candidate::from_sdp_string(&format!("candidate:{cand}")) {
+                    Ok(c) if self.accepts_candidate(&c) => {}
+                    _ => continue,
+                }
+            }
+            out.push_str(line);
+        }
+        out
+    }
+
+    /// The JSON `RTCIceCandidateInit` of our host candidate, for a trickle request.
+    pub(crate) fn candidate_init(&self, sdp_mid: &str) -> String {
+        serde_json::json!({
+            "candidate": self.local_candidate.to_sdp_string(),
+            "sdpMid": sdp_mid,
+            "sdpMLineIndex": 0,
+        })
+        .to_string()
+    }
+
+    pub(crate) fn handle_receive(&mut self, n: usize, source: SocketAddr) {
+        if self.loopback_only && !source.ip().is_loopback() {
+            return;
+        }
+        let Ok(contents) = self.buf[..n].try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local_addr,
+                contents,
+            },
+        );
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::debug!(role = ?self.role, error = %e, "Packet rejected.");
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_timeout {
+            if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(role = ?self.role, error = %e, "Timeout handling failed.");
+            }
+        }
+    }
+
+    /// Send what str0m wants sent; collect its events; remember its next timeout.
+    pub(crate) fn drive(&mut self, events: &mut Vec<Event>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    if self.loopback_only && !t.destination.ip().is_loopback() {
+                        continue;
+                    }
+                    if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
+                        tracing::trace!(role = ?self.role, error = %e, "UDP send dropped.");
+                    }
+                }
+                Ok(Output::Event(e)) => events.push(e),
+                Err(e) => {
+                    tracing::warn!(role = ?self.role, error = %e, "Peer connection failed.");
+                    self.next_timeout = Instant::now() + Duration::from_secs(3600);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The address to bind and advertise: loopback for a loopback server, else the interface
+/// the OS would route to the server through (found without sending anything).
+pub(crate) async fn local_ip_for(server_host: &str, loopback_only: bool) -> IpAddr {
+    if loopback_only {
+        return IpAddr::V4(Ipv4Addr::LOCALHOST);
+    }
+    let Ok(mut addrs) = tokio::net::lookup_host((server_host, 443)).await else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    let Some(addr) = addrs.next() else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    let bind = if addr.is_ipv4() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0)
+    };
+    match std::net::UdpSocket::bind(bind).and_then(|s| {
+        s.connect(addr)?;
+        s.local_addr()
+    }) {
+        Ok(a) => a.ip(),
+        Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// The first `a=mid:` of an SDP, for trickle requests.
+pub(crate) fn first_mid(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:").map(str::to_string))
+        .unwrap_or_else(|| "0".into())
+}
