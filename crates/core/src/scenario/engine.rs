@@ -1,0 +1,922 @@
+//! The scenario engine: given a bot's config and what the caller says, decides what the bot
+//! says next and what happened (scenario entered, field collected, request completed).
+//!
+//! One engine serves one call. Its whole memory is [`EngineState`], a plain serde value, so a
+//! call can be checkpointed after every turn and resumed on another worker with
+//! [`ScenarioEngine::restore`]. The engine is pure; the LLM and the knowledge base are reached
+//! through the traits in [`super::assist`].
+
+use super::assist::{KnowledgeSearch, Llm, LlmMessage};
+use super::extract::{extract, is_name_field, object_after, ExtractContext, Found};
+use super::outcome::classify;
+use super::phrases::{self, Problem, YesNo};
+use crate::config::{BotConfig, FieldKind, FieldSpec, Scenario};
+use crate::domain::{Outcome, Speaker, Turn};
+use crate::text::stem::{phrase_in, stems_match, token_stems};
+use crate::text::{detect_language, stems, tokenize, Language, Stems, Token};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How sure keyword matching must be before the caller is taken into a scenario: the share
+/// of a trigger phrase's words that were said.
+pub const INTENT_THRESHOLD: f64 = 0.6;
+
+/// How many times a field is re-asked before the engine stops insisting on it.
+const MAX_RETRIES: u32 = 3;
+
+/// What the engine knows about the call from outside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallContext {
+    /// When the call started; "tomorrow" is relative to this, in `timezone`.
+    pub now: DateTime<Utc>,
+    #[serde(with = "tz_name")]
+    pub timezone: Tz,
+    /// ISO country for phone numbers said without a country code (`RU`, `US`).
+    pub region: Option<String>,
+    /// The config version this call runs on; a running call keeps it across reloads.
+    pub config_version: i64,
+}
+
+mod tz_name {
+    use chrono_tz::Tz;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(tz.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(|_| serde::de::Error::custom(format!("unknown timezone {name:?}")))
+    }
+}
+
+impl CallContext {
+    /// The context a bot's own settings imply: its timezone (else Moscow for Russian bots,
+    /// UTC otherwise) and the phone region of its language.
+    pub fn for_bot(config: &BotConfig, now: DateTime<Utc>) -> Self {
+        let lang = Language::from_code(&config.language);
+        let timezone = config
+            .timezone
+            .as_deref()
+            .and_then(|tz| tz.parse().ok())
+            .unwrap_or(if lang == Some(Language::Ru) { chrono_tz::Europe::Moscow } else { chrono_tz::UTC });
+        let region = match lang {
+            Some(Language::Ru) => Some("RU".to_string()),
+            Some(Language::En) => Some("US".to_string()),
+            None => None,
+        };
+        CallContext { now, timezone, region, config_version: 0 }
+    }
+
+    /// The call's local date.
+    pub fn today(&self) -> NaiveDate {
+        self.now.with_timezone(&self.timezone).date_naive()
+    }
+}
+
+/// Something that happened in a turn, for the pipeline and the call record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    ScenarioEntered { scenario: String },
+    FieldCollected { field: String, value: String },
+    FieldRejected { field: String, reason: String },
+    ConfirmationRequested { scenario: String },
+    Completed { scenario: String, event: Option<String> },
+    KnowledgeAnswered { sources: Vec<String> },
+    LanguageChanged { language: String },
+    CallbackRequested,
+    /// Hand the call to a person.
+    Transfer,
+    /// Hang up after saying the reply.
+    EndCall,
+}
+
+/// The bot's reply to a turn and what happened in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnOutput {
+    pub reply: String,
+    pub actions: Vec<Action>,
+}
+
+impl TurnOutput {
+    pub fn ends_call(&self) -> bool {
+        self.actions.iter().any(|a| matches!(a, Action::EndCall | Action::Transfer))
+    }
+
+    fn say(&mut self, text: impl AsRef<str>) {
+        let text = text.as_ref().trim();
+        if text.is_empty() {
+            return;
+        }
+        if !self.reply.is_empty() {
+            self.reply.push(' ');
+        }
+        self.reply.push_str(text);
+    }
+}
+
+/// A field value and the user turn (1-based) it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectedField {
+    pub value: String,
+    pub turn: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnteredScenario {
+    pub scenario: String,
+    pub turn: u32,
+    pub collects_fields: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletedScenario {
+    pub scenario: String,
+    pub event: Option<String>,
+    pub turn: u32,
+    pub fields: Vec<String>,
+}
+
+/// Where the active scenario is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Collecting,
+    /// The values were read back; waiting for a yes or a correction.
+    Confirming,
+    /// The caller said no; waiting to hear what to change.
+    Correcting,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveScenario {
+    pub scenario: String,
+    pub phase: Phase,
+    /// The field the bot asked for last.
+    pub pending: Option<String>,
+    /// How many times `pending` was asked without an answer.
+    pub retries: u32,
+    /// Optional fields asked once and not answered.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+/// Everything the engine remembers about a call; checkpointed after each turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    /// The language the bot speaks now.
+    pub language: Language,
+    pub transcript: Vec<Turn>,
+    pub fields: BTreeMap<String, CollectedField>,
+    pub active: Option<ActiveScenario>,
+    pub entered: Vec<EnteredScenario>,
+    pub completed: Vec<CompletedScenario>,
+    /// User turns whose question was answered from knowledge.
+    pub answered: Vec<u32>,
+    /// The user turn in which the call was handed to a person.
+    pub transferred: Option<u32>,
+    pub callback_requested: Option<u32>,
+    pub ended: bool,
+    pub user_turns: u32,
+    /// Utterances heard per language code, to report the call's language.
+    pub language_votes: BTreeMap<String, u32>,
+}
+
+/// A call's engine, frozen for a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    pub context: CallContext,
+    pub state: EngineState,
+}
+
+/// A finished call as the engine saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallResult {
+    pub transcript: Vec<Turn>,
+    pub fields: BTreeMap<String, String>,
+    pub outcome: Outcome,
+    /// The caller's language (`ru`, `en`), else the bot's.
+    pub language: String,
+    /// How many times the caller spoke.
+    pub turns: u32,
+    pub config_version: i64,
+    pub state: EngineState,
+}
+
+/// One call's conversation logic.
+pub struct ScenarioEngine {
+    config: Arc<BotConfig>,
+    context: CallContext,
+    state: EngineState,
+    llm: Option<Arc<dyn Llm>>,
+    knowledge: Option<Arc<dyn KnowledgeSearch>>,
+    /// Stems of every trigger phrase, per scenario, computed once per call.
+    triggers: Vec<Vec<Stems>>,
+}
+
+struct Intent {
+    scenario: usize,
+    score: f64,
+    /// The token after the matched phrase, where its object ("на стрижку") starts.
+    end: Option<usize>,
+    span: Option<(usize, usize)>,
+}
+
+impl ScenarioEngine {
+    pub fn new(config: Arc<BotConfig>, context: CallContext) -> Self {
+        let language = Language::from_code(&config.language).unwrap_or(Language::En);
+        let state = EngineState {
+            language,
+            transcript: Vec::new(),
+            fields: BTreeMap::new(),
+            active: None,
+            entered: Vec::new(),
+            completed: Vec::new(),
+            answered: Vec::new(),
+            transferred: None,
+            callback_requested: None,
+            ended: false,
+            user_turns: 0,
+            language_votes: BTreeMap::new(),
+        };
+        Self::with_state(config, context, state)
+    }
+
+    fn with_state(config: Arc<BotConfig>, context: CallContext, state: EngineState) -> Self {
+        let triggers = config.scenarios.iter().map(|s| s.trigger_keywords.iter().map(|k| stems(k)).collect()).collect();
+        ScenarioEngine { config, context, state, llm: None, knowledge: None, triggers }
+    }
+
+    /// Lets the engine classify intents and ground answers with an LLM.
+    pub fn with_llm(mut self, llm: Arc<dyn Llm>) -> Self {
+        self.llm = Some(llm);
+        self
+    }
+
+    /// Lets scenarios with `use_knowledge_base` answer from the bot's documents.
+    pub fn with_knowledge(mut self, knowledge: Arc<dyn KnowledgeSearch>) -> Self {
+        self.knowledge = Some(knowledge);
+        self
+    }
+
+    pub fn config(&self) -> &BotConfig {
+        &self.config
+    }
+
+    pub fn context(&self) -> &CallContext {
+        &self.context
+    }
+
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.state.ended
+    }
+
+    /// The engine's memory, to checkpoint.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot { context: self.context.clone(), state: self.state.clone() }
+    }
+
+    /// An engine that continues a checkpointed call. `config` must be the version the call
+    /// started with (`snapshot.context.config_version`).
+    pub fn restore(config: Arc<BotConfig>, snapshot: EngineSnapshot) -> Self {
+        Self::with_state(config, snapshot.context, snapshot.state)
+    }
+
+    fn lang(&self) -> Language {
+        self.state.language
+    }
+
+    fn push_turn(&mut self, speaker: Speaker, text: &str) {
+        self.state.transcript.push(Turn { speaker, text: text.to_string(), at_ms: 0, interrupted: false });
+    }
+
+    /// The greeting.
+    pub fn start_call(&mut self) -> TurnOutput {
+        let greeting = self.config.greeting.clone();
+        self.push_turn(Speaker::Bot, &greeting);
+        TurnOutput { reply: greeting, actions: Vec::new() }
+    }
+
+    /// The bot's answer to one caller utterance.
+    pub async fn process_turn(&mut self, user_text: &str) -> TurnOutput {
+        let mut out = TurnOutput::default();
+        if self.state.ended {
+            out.say(phrases::call_ended(self.lang()));
+            out.actions.push(Action::EndCall);
+            return out;
+        }
+        let text = user_text.trim();
+        if text.is_empty() || tokenize(text).is_empty() {
+            out.say(phrases::cannot_hear(self.lang()));
+            self.push_turn(Speaker::Bot, &out.reply);
+            return out;
+        }
+        self.state.user_turns += 1;
+        self.push_turn(Speaker::User, text);
+        self.note_language(text, &mut out);
+        let tokens = tokenize(text);
+        self.respond(text, &tokens, &mut out).await;
+        if !self.state.ended && self.state.user_turns >= self.config.max_turns {
+            out.say(phrases::max_turns_reached(self.lang()));
+            self.end(&mut out);
+        }
+        if out.reply.is_empty() {
+            out.say(&self.config.fallback);
+        }
+        self.push_turn(Speaker::Bot, &out.reply);
+        out
+    }
+
+    /// Ends the call and says what it achieved.
+    pub fn end_call(&mut self) -> CallResult {
+        self.state.ended = true;
+        let outcome = classify(&self.config, &self.state);
+        let language = self
+            .state
+            .language_votes
+            .iter()
+            .max_by_key(|(_, votes)| **votes)
+            .map(|(code, _)| code.clone())
+            .unwrap_or_else(|| self.config.language.clone());
+        CallResult {
+            transcript: self.state.transcript.clone(),
+            fields: self.state.fields.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+            outcome,
+            language,
+            turns: self.state.user_turns,
+            config_version: self.context.config_version,
+            state: self.state.clone(),
+        }
+    }
+
+    fn note_language(&mut self, text: &str, out: &mut TurnOutput) {
+        let Some(heard) = detect_language(text) else { return };
+        *self.state.language_votes.entry(heard.code().to_string()).or_default() += 1;
+        let allowed = self.config.languages.iter().any(|l| Language::from_code(l) == Some(heard));
+        if heard != self.state.language && allowed {
+            self.state.language = heard;
+            out.actions.push(Action::LanguageChanged { language: heard.code().to_string() });
+        }
+    }
+
+    fn end(&mut self, out: &mut TurnOutput) {
+        self.state.ended = true;
+        self.state.active = None;
+        out.actions.push(Action::EndCall);
+    }
+
+    fn extract_context<'a>(&'a self, pending: Option<&'a str>) -> ExtractContext<'a> {
+        ExtractContext { today: self.context.today(), region: self.context.region.as_deref(), pending }
+    }
+
+    async fn respond(&mut self, text: &str, tokens: &[Token], out: &mut TurnOutput) {
+        let turn = self.state.user_turns;
+        if phrases::wants_callback(tokens) && self.state.callback_requested.is_none() {
+            self.state.callback_requested = Some(turn);
+            out.actions.push(Action::CallbackRequested);
+        }
+        if phrases::is_goodbye(tokens, self.state.active.is_none()) {
+            out.say(phrases::farewell(self.lang()));
+            self.end(out);
+            return;
+        }
+        if phrases::wants_person(tokens) {
+            self.transfer(out);
+            return;
+        }
+        if let Some(active) = self.state.active.clone() {
+            match active.phase {
+                Phase::Collecting => self.collect(text, tokens, active, out).await,
+                Phase::Confirming | Phase::Correcting => self.confirm_turn(text, tokens, active, out).await,
+            }
+            return;
+        }
+        if let Some(intent) = self.match_intent(text, tokens).await {
+            self.enter(intent, text, tokens, out).await;
+            return;
+        }
+        let did_something = !self.state.completed.is_empty() || !self.state.answered.is_empty();
+        if did_something && tokens.len() <= 2 && phrases::yes_no(tokens) == Some(YesNo::No) {
+            out.say(phrases::farewell(self.lang()));
+            self.end(out);
+            return;
+        }
+        if self.state.callback_requested == Some(turn) {
+            out.say(phrases::callback(self.lang()));
+            return;
+        }
+        if phrases::is_hello(tokens) {
+            out.say(phrases::hello(self.lang()));
+            return;
+        }
+        if let Some(intent) = self.implicit_scenario(tokens) {
+            self.enter(intent, text, tokens, out).await;
+            return;
+        }
+        if phrases::is_question(text, tokens) && self.answers_questions() {
+            let answer = self.answer(text, out).await;
+            out.say(answer);
+            return;
+        }
+        out.say(&self.config.fallback);
+    }
+
+    fn answers_questions(&self) -> bool {
+        self.knowledge.is_some() || self.config.scenarios.iter().any(|s| s.use_knowledge_base)
+    }
+
+    fn transfer(&mut self, out: &mut TurnOutput) {
+        self.state.transferred = Some(self.state.user_turns);
+        out.say(phrases::transfer(self.lang()));
+        out.actions.push(Action::Transfer);
+        self.state.ended = true;
+        self.state.active = None;
+    }
+
+    /// The scenario the caller's words point to, if any is sure enough.
+    async fn match_intent(&self, text: &str, tokens: &[Token]) -> Option<Intent> {
+        let said = token_stems(tokens);
+        // Ties go to the scenario whose phrases cover more of what was said, then to the one
+        // listed first: the config's order is its priority.
+        let mut best: Option<(Intent, usize)> = None;
+        for (i, phrases) in self.triggers.iter().enumerate() {
+            let mut score = 0.0f64;
+            let mut covered = vec![false; said.len()];
+            let mut span = None;
+            for phrase in phrases {
+                if phrase.is_empty() {
+                    continue;
+                }
+                let s = if let Some(found) = phrase_in(phrase, &said) {
+                    if span.is_none() {
+                        span = Some(found);
+                    }
+                    for c in &mut covered[found.0..found.1] {
+                        *c = true;
+                    }
+                    1.0
+                } else {
+                    // Words present but not as the phrase ranks below the phrase itself.
+                    let found = phrase.iter().filter(|w| said.iter().any(|s| stems_match(w, s))).count();
+                    0.9 * found as f64 / phrase.len() as f64
+                };
+                score = score.max(s);
+            }
+            let hits = covered.iter().filter(|c| **c).count();
+            if score >= INTENT_THRESHOLD && best.as_ref().is_none_or(|(b, h)| score > b.score || (score == b.score && hits > *h)) {
+                best = Some((Intent { scenario: i, score, end: span.map(|s| s.1), span }, hits));
+            }
+        }
+        if let Some((intent, _)) = best {
+            return Some(intent);
+        }
+        self.classify_with_llm(text).await
+    }
+
+    async fn classify_with_llm(&self, text: &str) -> Option<Intent> {
+        let llm = self.llm.as_ref()?;
+        let mut list = String::new();
+        for s in &self.config.scenarios {
+            list.push_str(&format!(
+                "- {}: {} (keywords: {})\n",
+                s.name,
+                s.description.as_deref().unwrap_or(""),
+                s.trigger_keywords.join(", ")
+            ));
+        }
+        let messages = vec![
+            LlmMessage {
+                role: "system",
+                content: format!(
+                    "You route a phone caller's request. Reply with exactly one scenario name from this list, or `none` if none fits:\n{list}"
+                ),
+            },
+            LlmMessage { role: "user", content: text.to_string() },
+        ];
+        let reply = llm.complete(messages).await.ok()?.to_lowercase();
+        let words: Vec<&str> = reply.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).collect();
+        let scenario = self.config.scenarios.iter().position(|s| words.contains(&s.name.as_str()))?;
+        Some(Intent { scenario, score: 0.7, end: None, span: None })
+    }
+
+    /// A scenario the caller is clearly in without naming it: "на завтра в пять можно?"
+    /// carries a booking's date and time.
+    fn implicit_scenario(&self, tokens: &[Token]) -> Option<Intent> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, scenario) in self.config.scenarios.iter().enumerate() {
+            let typed: Vec<FieldSpec> =
+                scenario.collect_fields.iter().filter(|f| matches!(f.kind(), FieldKind::Enum | FieldKind::Date | FieldKind::Time)).cloned().collect();
+            if typed.is_empty() {
+                continue;
+            }
+            let mut toks = tokens.to_vec();
+            let found = extract(&typed, &mut toks, self.extract_context(None), &|_| false);
+            let count = found.iter().filter(|(_, f)| matches!(f, Found::Value(_))).count();
+            if count > 0 && best.is_none_or(|(_, c)| count > c) {
+                best = Some((i, count));
+            }
+        }
+        best.map(|(scenario, _)| Intent { scenario, score: 0.5, end: None, span: None })
+    }
+
+    async fn enter(&mut self, intent: Intent, text: &str, tokens: &[Token], out: &mut TurnOutput) {
+        let config = self.config.clone();
+        let scenario = &config.scenarios[intent.scenario];
+        let turn = self.state.user_turns;
+        if !self.state.entered.iter().any(|e| e.scenario == scenario.name) {
+            self.state.entered.push(EnteredScenario {
+                scenario: scenario.name.clone(),
+                turn,
+                collects_fields: !scenario.collect_fields.is_empty(),
+            });
+        }
+        out.actions.push(Action::ScenarioEntered { scenario: scenario.name.clone() });
+        if scenario.collect_fields.is_empty() {
+            if scenario.use_knowledge_base {
+                let answer = self.answer(text, out).await;
+                out.say(answer);
+            } else {
+                match &scenario.completion_message {
+                    Some(message) => out.say(message),
+                    None => out.say(phrases::anything_else(self.lang())),
+                }
+            }
+            self.state.completed.push(CompletedScenario { scenario: scenario.name.clone(), event: None, turn, fields: Vec::new() });
+            return;
+        }
+        self.state.active =
+            Some(ActiveScenario { scenario: scenario.name.clone(), phase: Phase::Collecting, pending: None, retries: 0, skipped: Vec::new() });
+        let mut toks = tokens.to_vec();
+        if let (Some(end), Some(first_text)) = (
+            intent.end,
+            scenario.collect_fields.iter().find(|f| f.kind() == FieldKind::Text && !is_name_field(&f.name) && !self.state.fields.contains_key(&f.name)),
+        ) {
+            // Typed values first, so "записаться на завтра" does not make "завтра" a service.
+            let mut probe = toks.clone();
+            let _ = extract(&scenario.collect_fields, &mut probe, self.extract_context(None), &|_| false);
+            if let Some((value, span)) = object_after(&probe, end) {
+                self.set_field(&first_text.name, value, out);
+                for t in &mut toks[span.start..span.end] {
+                    t.text.clear();
+                }
+            }
+        }
+        if let Some((start, end)) = intent.span {
+            for t in &mut toks[start..end] {
+                t.text.clear();
+            }
+        }
+        let found = {
+            let fields = &self.state.fields;
+            extract(&scenario.collect_fields, &mut toks, self.extract_context(None), &|f| fields.contains_key(f))
+        };
+        let problems = self.apply(found, out);
+        self.advance(scenario, problems, out);
+    }
+
+    fn set_field(&mut self, name: &str, value: String, out: &mut TurnOutput) {
+        out.actions.push(Action::FieldCollected { field: name.to_string(), value: value.clone() });
+        self.state.fields.insert(name.to_string(), CollectedField { value, turn: self.state.user_turns });
+    }
+
+    /// Stores the values found; returns the problems, first one first.
+    fn apply(&mut self, found: Vec<(String, Found)>, out: &mut TurnOutput) -> Vec<(String, Problem)> {
+        let mut problems = Vec::new();
+        for (field, result) in found {
+            match result {
+                Found::Value(value) => {
+                    if self.state.fields.get(&field).map(|f| &f.value) != Some(&value) {
+                        self.set_field(&field, value, out);
+                    }
+                }
+                Found::Invalid(problem) => {
+                    out.actions.push(Action::FieldRejected { field: field.clone(), reason: problem.describe().to_string() });
+                    problems.push((field, problem));
+                }
+            }
+        }
+        problems
+    }
+
+    /// Asks for what is missing, or confirms, or completes.
+    fn advance(&mut self, scenario: &Scenario, problems: Vec<(String, Problem)>, out: &mut TurnOutput) {
+        let lang = self.lang();
+        let Some(active) = self.state.active.as_mut() else { return };
+        if let Some((name, problem)) = problems.into_iter().next() {
+            if let Some(field) = scenario.collect_fields.iter().find(|f| f.name == name) {
+                active.retries = if active.pending.as_deref() == Some(name.as_str()) { active.retries + 1 } else { 0 };
+                active.pending = Some(name);
+                active.phase = Phase::Collecting;
+                out.say(phrases::retry(field, Some(&problem), lang));
+                return;
+            }
+        }
+        let missing = scenario.collect_fields.iter().find(|f| {
+            !self.state.fields.contains_key(&f.name) && (f.required || !active.skipped.contains(&f.name))
+        });
+        if let Some(field) = missing {
+            if active.pending.as_deref() != Some(field.name.as_str()) {
+                active.retries = 0;
+            }
+            active.pending = Some(field.name.clone());
+            active.phase = Phase::Collecting;
+            out.say(&field.prompt);
+            return;
+        }
+        active.pending = None;
+        if scenario.confirm.unwrap_or(true) {
+            active.phase = Phase::Confirming;
+            out.actions.push(Action::ConfirmationRequested { scenario: scenario.name.clone() });
+            out.say(phrases::confirm(&self.summary(scenario), lang));
+        } else {
+            self.complete(scenario, out);
+        }
+    }
+
+    fn summary(&self, scenario: &Scenario) -> String {
+        let values: Vec<(&FieldSpec, &str)> =
+            scenario.collect_fields.iter().filter_map(|f| self.state.fields.get(&f.name).map(|v| (f, v.value.as_str()))).collect();
+        phrases::summary(&values, self.lang())
+    }
+
+    fn complete(&mut self, scenario: &Scenario, out: &mut TurnOutput) {
+        let turn = self.state.user_turns;
+        let fields: Vec<String> = scenario.collect_fields.iter().filter(|f| self.state.fields.contains_key(&f.name)).map(|f| f.name.clone()).collect();
+        self.state.completed.push(CompletedScenario { scenario: scenario.name.clone(), event: scenario.on_complete.clone(), turn, fields });
+        out.actions.push(Action::Completed { scenario: scenario.name.clone(), event: scenario.on_complete.clone() });
+        let reply = match &scenario.completion_message {
+            Some(message) => self.fill_placeholders(scenario, message),
+            None => phrases::completed(&self.summary(scenario), self.lang()),
+        };
+        self.state.active = None;
+        out.say(reply);
+    }
+
+    /// `{date}` in a completion message becomes the date as it is read back.
+    fn fill_placeholders(&self, scenario: &Scenario, message: &str) -> String {
+        let mut text = message.to_string();
+        for field in &scenario.collect_fields {
+            let value = self.state.fields.get(&field.name).map(|v| phrases::display_value(field, &v.value, self.lang())).unwrap_or_default();
+            text = text.replace(&format!("{{{}}}", field.name), &value);
+        }
+        text
+    }
+
+    fn active_scenario(&self, active: &ActiveScenario) -> Option<Arc<BotConfig>> {
+        self.config.scenarios.iter().any(|s| s.name == active.scenario).then(|| self.config.clone())
+    }
+
+    async fn collect(&mut self, text: &str, tokens: &[Token], active: ActiveScenario, out: &mut TurnOutput) {
+        let Some(config) = self.active_scenario(&active) else {
+            self.state.active = None;
+            out.say(&self.config.fallback);
+            return;
+        };
+        let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else { return };
+        let pending_field = active.pending.as_deref().and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p));
+        let mut toks = tokens.to_vec();
+        let found = {
+            let fields = &self.state.fields;
+            extract(&scenario.collect_fields, &mut toks, self.extract_context(active.pending.as_deref()), &|f| fields.contains_key(f))
+        };
+        // A value the call already has ("сколько стоит педикюр?" while booking a pedicure)
+        // is no answer to the question asked.
+        let values = found
+            .iter()
+            .filter(|(name, f)| matches!(f, Found::Value(v) if self.state.fields.get(name).map(|c| &c.value) != Some(v)))
+            .count();
+        let only_free_text = values == 1
+            && found.len() == 1
+            && pending_field.is_some_and(|f| f.kind() == FieldKind::Text && found[0].0 == f.name);
+        if values == 0 || only_free_text {
+            if self.digress(text, tokens, scenario, &active, out).await {
+                return;
+            }
+        }
+        if values == 0 && found.is_empty() {
+            let Some(field) = pending_field else {
+                self.advance(scenario, Vec::new(), out);
+                return;
+            };
+            let lang = self.lang();
+            let Some(active) = self.state.active.as_mut() else { return };
+            active.retries += 1;
+            // An optional field is asked once; a required one until the caller gives up.
+            if !field.required {
+                active.skipped.push(field.name.clone());
+                self.advance(scenario, Vec::new(), out);
+                return;
+            }
+            if active.retries > MAX_RETRIES {
+                out.say(phrases::offer_person(lang));
+            }
+            out.say(phrases::retry(field, None, lang));
+            return;
+        }
+        let problems = self.apply(found, out);
+        self.advance(scenario, problems, out);
+    }
+
+    /// A question or a change of topic in the middle of a scenario. Questions are answered
+    /// and the bot returns to where it was; a different request is switched to.
+    async fn digress(&mut self, text: &str, tokens: &[Token], scenario: &Scenario, active: &ActiveScenario, out: &mut TurnOutput) -> bool {
+        let intent = self.match_intent(text, tokens).await.filter(|i| self.config.scenarios[i.scenario].name != scenario.name);
+        let question = phrases::is_question(text, tokens);
+        let resume_prompt = match active.phase {
+            Phase::Collecting => active
+                .pending
+                .as_deref()
+                .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p))
+                .map(|f| phrases::back_to(&f.prompt, self.lang())),
+            _ => Some(phrases::confirm(&self.summary(scenario), self.lang())),
+        };
+        match intent {
+            Some(intent) if !self.config.scenarios[intent.scenario].collect_fields.is_empty() => {
+                self.state.active = None;
+                self.enter(intent, text, tokens, out).await;
+                true
+            }
+            // A name like "Linda Park" must not read as a question about parking.
+            Some(intent) if question || intent.score >= 1.0 && !only_text_pending(scenario, active) => {
+                let other = self.config.clone();
+                let other = &other.scenarios[intent.scenario];
+                if !self.state.entered.iter().any(|e| e.scenario == other.name) {
+                    self.state.entered.push(EnteredScenario { scenario: other.name.clone(), turn: self.state.user_turns, collects_fields: false });
+                }
+                out.actions.push(Action::ScenarioEntered { scenario: other.name.clone() });
+                if other.use_knowledge_base {
+                    let answer = self.answer(text, out).await;
+                    out.say(answer);
+                } else if let Some(message) = &other.completion_message {
+                    out.say(message);
+                }
+                if let Some(prompt) = resume_prompt {
+                    out.say(prompt);
+                }
+                true
+            }
+            _ if question && self.answers_questions() => {
+                let answer = self.answer(text, out).await;
+                out.say(answer);
+                if let Some(prompt) = resume_prompt {
+                    out.say(prompt);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn confirm_turn(&mut self, text: &str, tokens: &[Token], active: ActiveScenario, out: &mut TurnOutput) {
+        let config = self.config.clone();
+        let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else {
+            self.state.active = None;
+            return;
+        };
+        let mut toks = tokens.to_vec();
+        let found = {
+            let fields = &self.state.fields;
+            extract(&scenario.collect_fields, &mut toks, self.extract_context(None), &|f| fields.contains_key(f))
+        };
+        let changed: Vec<(String, Found)> = found
+            .iter()
+            .filter(|(name, f)| match f {
+                Found::Value(v) => self.state.fields.get(name).map(|c| &c.value) != Some(v),
+                Found::Invalid(_) => true,
+            })
+            .cloned()
+            .collect();
+        let answer = phrases::yes_no(tokens);
+        let lang = self.lang();
+        if !changed.is_empty() {
+            let problems = self.apply(changed, out);
+            if !problems.is_empty() {
+                self.advance(scenario, problems, out);
+                return;
+            }
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Confirming;
+            }
+            out.actions.push(Action::ConfirmationRequested { scenario: scenario.name.clone() });
+            out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+            return;
+        }
+        if answer == Some(YesNo::Yes) {
+            self.complete(scenario, out);
+            return;
+        }
+        if let Some(field) = scenario.collect_fields.iter().find(|f| phrases::mentions_field(f, tokens)) {
+            self.state.fields.remove(&field.name);
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Collecting;
+                active.pending = Some(field.name.clone());
+                active.retries = 0;
+            }
+            out.say(&field.prompt);
+            return;
+        }
+        if answer == Some(YesNo::No) {
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Correcting;
+            }
+            out.say(phrases::what_to_correct(lang));
+            return;
+        }
+        if self.digress(text, tokens, scenario, &active, out).await {
+            return;
+        }
+        // "Не стрижка, а маникюр" after "what should I change?": the one free-text field.
+        let text_fields: Vec<&FieldSpec> = scenario.collect_fields.iter().filter(|f| f.kind() == FieldKind::Text).collect();
+        if active.phase == Phase::Correcting && text_fields.len() == 1 {
+            let field = text_fields[0];
+            let mut toks = tokens.to_vec();
+            let found = extract(std::slice::from_ref(field), &mut toks, self.extract_context(Some(&field.name)), &|_| true);
+            if let Some((_, Found::Value(value))) = found.into_iter().next() {
+                self.set_field(&field.name, value, out);
+                if let Some(active) = self.state.active.as_mut() {
+                    active.phase = Phase::Confirming;
+                }
+                out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+                return;
+            }
+        }
+        out.say(phrases::confirm_again(lang));
+    }
+
+    /// An answer from the bot's documents, citing the source; says so when nothing fits.
+    async fn answer(&mut self, question: &str, out: &mut TurnOutput) -> String {
+        let lang = self.lang();
+        let turn = self.state.user_turns;
+        let Some(knowledge) = self.knowledge.clone() else {
+            return format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang));
+        };
+        let top_k = self.config.knowledge.top_k.max(1) as usize;
+        let min_score = self.config.knowledge.min_score.unwrap_or(0.0);
+        let chunks: Vec<_> = knowledge.search(question, top_k).await.unwrap_or_default().into_iter().filter(|c| c.score >= min_score).collect();
+        let Some(best) = chunks.first() else {
+            return format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang));
+        };
+        let mut sources: Vec<String> = Vec::new();
+        for c in &chunks {
+            if !sources.contains(&c.source) {
+                sources.push(c.source.clone());
+            }
+        }
+        self.state.answered.push(turn);
+        if let Some(llm) = &self.llm {
+            let excerpts: String = chunks.iter().map(|c| format!("[{}]\n{}\n\n", c.source, c.text)).collect();
+            let system = format!(
+                "{}\nAnswer the caller in {} in one or two short spoken sentences, using only these excerpts from the company's documents, and name the document you used. If they do not contain the answer, say that you do not have that information.\n\n{excerpts}",
+                self.config.system_prompt.as_deref().unwrap_or(""),
+                if lang == Language::Ru { "Russian" } else { "English" }
+            );
+            let messages = vec![LlmMessage { role: "system", content: system }, LlmMessage { role: "user", content: question.to_string() }];
+            if let Ok(reply) = llm.complete(messages).await {
+                if !reply.trim().is_empty() {
+                    out.actions.push(Action::KnowledgeAnswered { sources });
+                    return reply.trim().to_string();
+                }
+            }
+        }
+        out.actions.push(Action::KnowledgeAnswered { sources: vec![best.source.clone()] });
+        format!("{} {}", excerpt(&best.text, 300), phrases::source(&best.source, lang))
+    }
+}
+
+/// True when the bot waits for free text, where any words are a plausible answer.
+fn only_text_pending(scenario: &Scenario, active: &ActiveScenario) -> bool {
+    active.phase == Phase::Collecting
+        && active
+            .pending
+            .as_deref()
+            .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p))
+            .is_some_and(|f| f.kind() == FieldKind::Text)
+}
+
+/// The first sentences of a passage, up to about `limit` characters, for reading aloud.
+fn excerpt(text: &str, limit: usize) -> String {
+    let clean: String = text.lines().map(|l| l.trim_start_matches(['#', '-', '*', ' '])).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let mut out = String::new();
+    for sentence in clean.split_inclusive(['.', '!', '?']) {
+        if !out.is_empty() && out.chars().count() + sentence.chars().count() > limit {
+            break;
+        }
+        out.push_str(sentence);
+    }
+    let out = out.trim().to_string();
+    if out.chars().count() > limit * 2 {
+        out.chars().take(limit).collect::<String>() + "…"
+    } else {
+        out
+    }
+}
+

@@ -1,0 +1,15 @@
+//! The scenario engine and what surrounds it: intent matching and field collection
+//! ([`engine`]), value extraction ([`extract`]), the bot's own phrases ([`phrases`]), outcome
+//! classification ([`outcome`]), the LLM and knowledge traits ([`assist`]) and scripted-call
+//! tests ([`script`]).
+
+pub mod assist;
+pub mod engine;
+pub mod extract;
+pub mod outcome;
+pub mod phrases;
+pub mod script;
+
+pub use assist::{block_on, AssistError, BoxFuture, InMemoryKnowledge, KnowledgeChunk, KnowledgeSearch, Llm, LlmMessage};
+pub use engine::{Action, CallContext, CallResult, EngineSnapshot, EngineState, Phase, ScenarioEngine, TurnOutput};
+pub use script::{run_script, CallScript, ScriptError, ScriptReport};

@@ -1,0 +1,126 @@
+//! Deciding what a call achieved. The bot's `outcome_rules` are tried first (the first whose
+//! conditions all hold wins); then what is unmistakable (a completed scenario's event, a
+//! transfer, a callback request, silence); then the bot's `default_outcome`; then a reading of
+//! the rest (questions answered → INFO_ONLY, else ABANDONED).
+
+use super::engine::EngineState;
+use crate::config::{BotConfig, OutcomeCondition};
+use crate::domain::Outcome;
+
+fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<String>) -> bool {
+    let mut ok = true;
+    if let Some(name) = &when.scenario_completed {
+        match state.completed.iter().find(|c| &c.scenario == name) {
+            Some(c) => evidence.push(format!("turn {}: scenario {name} completed", c.turn)),
+            None => ok = false,
+        }
+    }
+    if let Some(name) = &when.scenario_entered {
+        match state.entered.iter().find(|e| &e.scenario == name) {
+            Some(e) => evidence.push(format!("turn {}: scenario {name} entered", e.turn)),
+            None => ok = false,
+        }
+    }
+    if let Some(event) = &when.event {
+        match state.completed.iter().find(|c| c.event.as_ref() == Some(event)) {
+            Some(c) => evidence.push(format!("turn {}: event {event}", c.turn)),
+            None => ok = false,
+        }
+    }
+    for field in &when.fields_collected {
+        match state.fields.get(field) {
+            Some(f) => evidence.push(format!("turn {}: field {field} = {}", f.turn, f.value)),
+            None => ok = false,
+        }
+    }
+    if let Some(want) = when.transferred {
+        ok &= state.transferred.is_some() == want;
+        if let Some(turn) = state.transferred.filter(|_| want) {
+            evidence.push(format!("turn {turn}: transferred"));
+        }
+    }
+    if let Some(want) = when.no_user_speech {
+        ok &= (state.user_turns == 0) == want;
+    }
+    if let Some(want) = when.callback_requested {
+        ok &= state.callback_requested.is_some() == want;
+        if let Some(turn) = state.callback_requested.filter(|_| want) {
+            evidence.push(format!("turn {turn}: callback requested"));
+        }
+    }
+    if let Some(min) = when.min_user_turns {
+        ok &= state.user_turns >= min;
+    }
+    ok
+}
+
+/// The standard outcome an `on_complete` event most likely means.
+fn outcome_of_event(event: &str) -> &'static str {
+    let e = event.to_ascii_lowercase();
+    if ["book", "appoint", "reserv", "schedul", "visit"].iter().any(|w| e.contains(w)) {
+        "BOOKING"
+    } else if ["callback", "call_back", "recall"].iter().any(|w| e.contains(w)) {
+        "CALLBACK"
+    } else if e.contains("transfer") {
+        "TRANSFERRED"
+    } else {
+        "LEAD"
+    }
+}
+
+/// The outcome of a call in `state`, with the evidence for it.
+pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
+    for (i, rule) in config.outcome_rules.iter().enumerate() {
+        let mut evidence = vec![format!("rule outcome_rules[{i}]")];
+        if holds(&rule.when, state, &mut evidence) {
+            return Outcome { kind: rule.outcome.clone(), evidence };
+        }
+    }
+    if state.user_turns == 0 {
+        return Outcome { kind: "NO_ANSWER".into(), evidence: vec!["the caller said nothing".into()] };
+    }
+    if let Some(turn) = state.transferred {
+        return Outcome { kind: "TRANSFERRED".into(), evidence: vec![format!("turn {turn}: transferred to a person")] };
+    }
+    if let Some(done) = state.completed.iter().rev().find(|c| c.event.is_some()) {
+        let event = done.event.clone().unwrap_or_default();
+        let mut evidence = vec![format!("turn {}: scenario {} completed, event {event}", done.turn, done.scenario)];
+        evidence.extend(done.fields.iter().filter_map(|f| state.fields.get(f).map(|v| format!("turn {}: field {f} = {}", v.turn, v.value))));
+        return Outcome { kind: outcome_of_event(&event).into(), evidence };
+    }
+    if let Some(turn) = state.callback_requested {
+        return Outcome { kind: "CALLBACK".into(), evidence: vec![format!("turn {turn}: the caller asked to be called back")] };
+    }
+    if let Some(default) = &config.default_outcome {
+        return Outcome { kind: default.clone(), evidence: vec!["default_outcome".into()] };
+    }
+    let contact: Vec<String> = state
+        .fields
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.to_ascii_lowercase();
+            n.contains("phone") || n.contains("email") || n.contains("mail")
+        })
+        .map(|(name, f)| format!("turn {}: field {name} = {}", f.turn, f.value))
+        .collect();
+    if !contact.is_empty() {
+        let mut evidence = vec!["contact details left without completing a request".to_string()];
+        evidence.extend(contact);
+        return Outcome { kind: "LEAD".into(), evidence };
+    }
+    if !state.answered.is_empty() && state.entered.iter().all(|e| !e.collects_fields) {
+        let evidence = state.answered.iter().map(|t| format!("turn {t}: question answered")).collect();
+        return Outcome { kind: "INFO_ONLY".into(), evidence };
+    }
+    if !state.answered.is_empty() || state.completed.iter().any(|c| c.event.is_none()) {
+        let evidence = state.answered.iter().map(|t| format!("turn {t}: question answered")).collect();
+        if state.entered.iter().all(|e| !e.collects_fields || state.completed.iter().any(|c| c.scenario == e.scenario)) {
+            return Outcome { kind: "INFO_ONLY".into(), evidence };
+        }
+    }
+    let evidence = match state.entered.last() {
+        Some(e) => vec![format!("turn {}: scenario {} entered but not completed", e.turn, e.scenario)],
+        None => vec!["no request recognised".into()],
+    };
+    Outcome { kind: "ABANDONED".into(), evidence }
+}
