@@ -72,6 +72,17 @@ impl CallContext {
         CallContext { now, timezone, region, config_version: 0 }
     }
 
+    /// [`CallContext::for_bot`] for a call starting now.
+    pub fn for_bot_now(config: &BotConfig) -> Self {
+        Self::for_bot(config, Utc::now())
+    }
+
+    /// An RFC 3339 instant (`2025-03-12T10:00:00+03:00`), for tools that take the call's
+    /// start as text so that "tomorrow" is reproducible.
+    pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    }
+
     /// The call's local date.
     pub fn today(&self) -> NaiveDate {
         self.now.with_timezone(&self.timezone).date_naive()
@@ -920,3 +931,87 @@ fn excerpt(text: &str, limit: usize) -> String {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::assist::{block_on, AssistError, BoxFuture};
+    use chrono::TimeZone;
+
+    const SALON: &str = r#"
+language: ru
+greeting: "Здравствуйте!"
+fallback: "Не поняла."
+scenarios:
+  - name: booking
+    trigger_keywords: ["записаться"]
+    collect_fields:
+      - {name: service, type: enum, prompt: "Какая услуга?", options: ["стрижка|подстричься", "маникюр"]}
+      - {name: date, prompt: "Какой день?"}
+      - {name: time, prompt: "Какое время?"}
+      - {name: phone, prompt: "Ваш номер?"}
+    on_complete: booking_created
+  - name: callback
+    description: "the caller wants a call back about prices"
+    collect_fields:
+      - {name: phone, prompt: "Ваш номер?"}
+    on_complete: callback_requested
+providers:
+  llm: {provider: ollama}
+"#;
+
+    fn engine() -> ScenarioEngine {
+        let config = BotConfig::parse_any(SALON).expect("valid test config");
+        let now = Utc.with_ymd_and_hms(2025, 3, 12, 7, 0, 0).unwrap();
+        ScenarioEngine::new(Arc::new(config.clone()), CallContext::for_bot(&config, now))
+    }
+
+    /// Plays caller lines and returns the bot's replies.
+    fn play(engine: &mut ScenarioEngine, lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| block_on(engine.process_turn(l)).reply).collect()
+    }
+
+    #[test]
+    fn a_checkpointed_call_resumes_where_it_stopped() {
+        let mut first = engine();
+        first.start_call();
+        play(&mut first, &["хочу записаться на стрижку", "завтра в 5"]);
+        let json = serde_json::to_string(&first.snapshot()).unwrap();
+        let snapshot: EngineSnapshot = serde_json::from_str(&json).unwrap();
+        let mut second = ScenarioEngine::restore(Arc::new(first.config().clone()), snapshot);
+        let replies = play(&mut second, &["8 916 123 45 67", "да"]);
+        assert!(replies[0].contains("Всё верно?"), "{replies:?}");
+        let result = second.end_call();
+        assert_eq!(result.outcome.kind, "BOOKING");
+        assert_eq!(result.fields["date"], "2025-03-13");
+        assert_eq!(result.turns, 4);
+    }
+
+    struct RoutesToCallback;
+
+    impl Llm for RoutesToCallback {
+        fn complete<'a>(&'a self, messages: Vec<LlmMessage>) -> BoxFuture<'a, Result<String, AssistError>> {
+            let listed = messages[0].content.contains("callback:");
+            Box::pin(std::future::ready(Ok(if listed { "callback".to_string() } else { "none".to_string() })))
+        }
+    }
+
+    #[test]
+    fn an_llm_classifies_what_keywords_miss() {
+        let mut engine = engine().with_llm(Arc::new(RoutesToCallback));
+        let out = block_on(engine.process_turn("наберите меня попозже насчёт цен"));
+        assert_eq!(out.actions[0], Action::ScenarioEntered { scenario: "callback".into() });
+        assert_eq!(out.reply, "Ваш номер?");
+    }
+
+    #[test]
+    fn the_call_ends_at_max_turns() {
+        let config = BotConfig::parse_any(&SALON.replace("language: ru", "language: ru\nmax_turns: 2")).unwrap();
+        let now = Utc.with_ymd_and_hms(2025, 3, 12, 7, 0, 0).unwrap();
+        let mut engine = ScenarioEngine::new(Arc::new(config.clone()), CallContext::for_bot(&config, now));
+        play(&mut engine, &["а"]);
+        let out = block_on(engine.process_turn("б"));
+        assert!(out.ends_call());
+        assert_eq!(engine.end_call().outcome.kind, "ABANDONED");
+    }
+}

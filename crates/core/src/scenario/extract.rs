@@ -266,7 +266,8 @@ fn find_introduced_name(tokens: &[Token]) -> Option<(String, Span)> {
     let intro_end = (0..words.len()).find_map(|i| match (words[i], words.get(i + 1).copied()) {
         ("зовут", _) => Some(i + 1),
         ("имя", _) if i > 0 && words[i - 1] == "мое" => Some(i + 1),
-        ("name", Some("is")) if i > 0 && words[i - 1] == "my" => Some(i + 2),
+        ("name", Some("is")) if i > 0 && matches!(words[i - 1], "my" | "his" | "her" | "patient's" | "their") => Some(i + 2),
+        ("фамилия", _) => Some(i + 1),
         ("name's", _) => Some(i + 1),
         // "This is Mary": only a capitalised word is a name ("this is urgent" is not).
         ("this", Some("is")) if tokens.get(i + 2).is_some_and(|t| t.raw.chars().next().is_some_and(char::is_uppercase)) => Some(i + 2),
@@ -356,6 +357,7 @@ mod tests {
         check("хочу подстричься в пятницу в половине пятого", None, &[("time", "16:30"), ("date", "2025-03-14"), ("service", "haircut")]);
         check("на окрашивание, нас будет двое", None, &[("service", "coloring"), ("guests", "2")]);
         check("меня зовут анна, телефон 89161234567", None, &[("phone", "+79161234567"), ("name", "Анна")]);
+        check("His name is Leo Martin", Some("name"), &[("name", "Leo Martin")]);
     }
 
     #[test]
