@@ -63,6 +63,7 @@ async fn seed(store: &Store, calls: u64) -> (String, String) {
     while let Some(done) = tasks.join_next().await {
         done.expect("seeding task");
     }
+    store.refresh_statistics().await.expect("analyze");
     println!("  seeded {calls} calls in {:.1} s", started.elapsed().as_secs_f64());
     (key.secret, bot.id)
 }

@@ -133,6 +133,12 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes the planner's statistics (`ANALYZE`), e.g. after a bulk load.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -1,0 +1,123 @@
+//! The `callfleet` binary. It parses flags and environment (and `.env`), then wires the crates
+//! each subcommand needs; it holds no logic of its own beyond that wiring.
+
+mod config_check;
+mod serve;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// callfleet — a LiveKit-native voice-agent fleet.
+///
+/// Every flag can also be set through the environment variable named in its help, or in a `.env`
+/// file in the working directory.
+#[derive(Parser, Debug)]
+#[command(name = "callfleet", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct GlobalArgs {
+    /// Directory for the embedded database and other local state; created on first run.
+    #[arg(long, env = "CALLFLEET_DATA", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL (`postgres://user:pass@host/db`). Without it, the embedded SQLite database
+    /// under the data dir is used.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "CALLFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run everything in one process with embedded defaults (SQLite under the data dir): the admin
+    /// API now; the dispatcher and an agent worker as they land. Nothing else needs installing.
+    Dev(ApiArgs),
+    /// Run the admin HTTP API (production: set DATABASE_URL and CALLFLEET_ADMIN_KEY).
+    Api(ApiArgs),
+    /// Run the dispatcher: places calls on agent workers (not in this build yet).
+    Dispatcher,
+    /// Run an agent worker: joins LiveKit rooms and talks (not in this build yet).
+    Agent,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Check a bot config file (YAML or JSON) and list every problem with its path.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ApiArgs {
+    /// Address the admin API listens on.
+    #[arg(long, env = "CALLFLEET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// The admin key: manages companies and issues company keys. `dev` creates one under the data
+    /// dir (admin.key) when unset; `api` requires it.
+    #[arg(long, env = "CALLFLEET_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Requests per second each API key may make on average (0 = unlimited).
+    #[arg(long, env = "CALLFLEET_RATE_LIMIT", default_value_t = 50.0)]
+    pub rate_limit: f64,
+
+    /// Requests each API key may make in a burst.
+    #[arg(long, env = "CALLFLEET_RATE_BURST", default_value_t = 100)]
+    pub rate_burst: u32,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CALLFLEET_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // A missing .env is normal; a malformed one is worth stopping for.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            return Err(e).context("reading .env");
+        }
+    }
+    let cli = Cli::parse();
+    init_tracing(cli.global.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => serve::dev(&cli.global, args).await,
+            Command::Api(args) => serve::api(&cli.global, args).await,
+            Command::Migrate => serve::migrate(&cli.global).await,
+            Command::CheckConfig { file } => config_check::run(&file),
+            Command::Dispatcher | Command::Agent => anyhow::bail!(
+                "this subcommand is not in this build yet: the fleet (dispatcher and agent workers) is being built \
+                 (issue 5); `callfleet dev` runs what exists"
+            ),
+        }
+    })
+}

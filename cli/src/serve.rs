@@ -1,0 +1,127 @@
+//! Wiring of the long-running subcommands: open the store, migrate, serve until Ctrl-C/SIGTERM.
+
+use crate::{ApiArgs, GlobalArgs};
+use anyhow::Context;
+use callfleet_admin_api::{ApiConfig, ApiContext};
+use callfleet_core::secret::Secret;
+use callfleet_store::{redact_url, Store};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use std::path::Path;
+
+/// Opens the database the flags name and brings its schema up to date.
+async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
+    let store = match &global.database_url {
+        Some(url) => Store::connect(url).await.with_context(|| format!("connecting to {}", redact_url(url)))?,
+        None => Store::open_data_dir(&global.data_dir)
+            .await
+            .with_context(|| format!("opening the embedded database under {}", global.data_dir.display()))?,
+    };
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+fn describe_store(global: &GlobalArgs) -> String {
+    match &global.database_url {
+        Some(url) => format!("PostgreSQL at {}", redact_url(url)),
+        None => format!("SQLite at {}", global.data_dir.join("callfleet.db").display()),
+    }
+}
+
+pub(crate) async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
+    open_store(global).await?;
+    println!("migrations applied: {}", describe_store(global));
+    Ok(())
+}
+
+/// The dev admin key: the configured one, else the one kept in `DATA/admin.key`, else a new one
+/// written there (readable by the owner only).
+fn dev_admin_key(configured: Option<String>, data_dir: &Path) -> anyhow::Result<(Secret, Option<String>)> {
+    if let Some(key) = configured.filter(|k| !k.is_empty()) {
+        return Ok((Secret::new(key), None));
+    }
+    let path = data_dir.join("admin.key");
+    let key = match std::fs::read_to_string(&path) {
+        Ok(existing) if !existing.trim().is_empty() => existing.trim().to_string(),
+        _ => {
+            let random: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+            let key = format!("cfa_{random}");
+            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+            key
+        }
+    };
+    Ok((Secret::new(key), Some(path.display().to_string())))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+fn api_config(args: &ApiArgs, admin_key: Secret) -> ApiConfig {
+    ApiConfig {
+        admin_key,
+        rate_limit_per_sec: args.rate_limit,
+        rate_limit_burst: args.rate_burst,
+        max_body_bytes: args.max_body_bytes,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run_api(store: Store, config: ApiConfig, args: &ApiArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("listening on {} (set --http-addr or CALLFLEET_HTTP_ADDR)", args.http_addr))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("admin API: http://{addr}  (OpenAPI: http://{addr}/openapi.json)");
+    tracing::info!(%addr, "admin API listening");
+    callfleet_admin_api::serve(listener, ApiContext::new(config, store), shutdown_signal()).await.context("serving the admin API")
+}
+
+pub(crate) async fn dev(global: &GlobalArgs, args: ApiArgs) -> anyhow::Result<()> {
+    let store = open_store(global).await?;
+    let (admin_key, key_file) = dev_admin_key(args.admin_key.clone(), &global.data_dir)?;
+    println!("callfleet dev: database {}", describe_store(global));
+    match key_file {
+        Some(path) => println!("admin key: in {path}  (export CALLFLEET_ADMIN_KEY=$(cat {path}))"),
+        None => println!("admin key: from CALLFLEET_ADMIN_KEY"),
+    }
+    run_api(store, api_config(&args, admin_key), &args).await
+}
+
+pub(crate) async fn api(global: &GlobalArgs, args: ApiArgs) -> anyhow::Result<()> {
+    let admin_key = args
+        .admin_key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .context("CALLFLEET_ADMIN_KEY (or --admin-key) is required for `callfleet api`")?;
+    let store = open_store(global).await?;
+    println!("callfleet api: database {}", describe_store(global));
+    run_api(store, api_config(&args, Secret::new(admin_key)), &args).await
+}
