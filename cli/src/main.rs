@@ -2,7 +2,9 @@
 //! each subcommand needs; it holds no logic of its own beyond that wiring.
 
 mod config_check;
+mod console;
 mod serve;
+mod test_calls;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -62,6 +64,29 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Talk to a bot in the terminal, without LiveKit: one caller line per stdin line; prints
+    /// `bot: <text>` for the greeting and each reply, and ends the call at end of input.
+    Console {
+        /// The bot config file (YAML or JSON).
+        #[arg(long)]
+        bot: PathBuf,
+        /// Print the call result (outcome, fields, language, turns, transcript) as one JSON
+        /// object on the last line.
+        #[arg(long)]
+        json: bool,
+        /// A folder of .md/.txt documents the bot answers questions from (default:
+        /// `<bot dir>/docs/<bot file name>/` when it exists).
+        #[arg(long)]
+        docs: Option<PathBuf>,
+        /// The call's start time, RFC 3339 (default: now); makes "tomorrow" reproducible.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Run scripted test calls (YAML) against their bots; prints each result and `N passed, N failed`.
+    TestCalls {
+        /// A script file, or a folder searched for scripts.
+        path: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -114,6 +139,10 @@ fn main() -> anyhow::Result<()> {
             Command::Api(args) => serve::api(&cli.global, args).await,
             Command::Migrate => serve::migrate(&cli.global).await,
             Command::CheckConfig { file } => config_check::run(&file),
+            Command::Console { bot, json, docs, now } => {
+                console::run(&bot, &console::ConsoleOptions { json, docs, now })
+            }
+            Command::TestCalls { path } => test_calls::run(&path),
             Command::Dispatcher | Command::Agent => anyhow::bail!(
                 "this subcommand is not in this build yet: the fleet (dispatcher and agent workers) is being built \
                  (issue 5); `callfleet dev` runs what exists"
