@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audio::{is_opus_rate, AudioFrame, AudioStream, LocalAudioTrack, Resampler, SharedQueue};
 use crate::error::RoomError;
+use crate::playout::{Playout, FRAME_TS};
 use crate::peer::{first_mid, local_ip_for, Peer, Role};
 use crate::room::{Participant, ParticipantKind, RoomEvent, RoomOptions};
 use crate::secret::Token;
@@ -62,6 +63,28 @@ struct RemoteTrack {
     /// Held until the participant is known and `TrackSubscribed` is emitted.
     stream: Option<AudioStream>,
     dropped: u64,
+    playout: Playout,
+}
+
+impl RemoteTrack {
+    /// Hand decoded PCM (at `decode_rate`) to the consumer, resampled if asked.
+    fn emit(&mut self, pcm: &[i16]) {
+        let frame = match self.resampler.as_mut() {
+            Some(r) => {
+                let (_, to) = r.rates();
+                let mut out = Vec::with_capacity(pcm.len() * to as usize / self.decode_rate as usize + 2);
+                r.process(pcm, &mut out);
+                AudioFrame::new(out, to)
+            }
+            None => AudioFrame::new(pcm.to_vec(), self.decode_rate),
+        };
+        if self.tx.try_send(frame).is_err() {
+            self.dropped += 1;
+            if self.dropped % 250 == 1 {
+                tracing::debug!(track = %self.track_sid, dropped = self.dropped, "Audio consumer is behind; frames dropped.");
+            }
+        }
+    }
 }
 
 struct LocalTrack {
@@ -837,6 +860,7 @@ impl Engine {
                 tx,
                 stream: Some(AudioStream::new(rx)),
                 dropped: 0,
+                playout: Playout::default(),
             },
         );
         self.announce_tracks();
@@ -907,9 +931,27 @@ impl Engine {
     }
 
     fn handle_media(&mut self, d: str0m::media::MediaData) {
+        let now = Instant::now();
         let Some(t) = self.remote.get_mut(&d.mid) else {
             return;
         };
+        let Some((ts, gap)) = t.playout.on_packet(d.time.numer() as u32, now) else {
+            return;
+        };
+        // Short gaps (loss) are concealed by the decoder, longer ones (DTX) are silence.
+        let mut filler = gap;
+        while filler >= FRAME_TS {
+            let frame = t.decode_rate as usize / 50;
+            if gap <= 3 * FRAME_TS {
+                if let Ok(n) = t.decoder.decode(&[], &mut self.decode_buf[..frame], false) {
+                    let pcm = self.decode_buf[..n].to_vec();
+                    t.emit(&pcm);
+                }
+            } else {
+                t.emit(&vec![0; frame]);
+            }
+            filler -= FRAME_TS;
+        }
         let n = match t.decoder.decode(&d.data, &mut self.decode_buf, false) {
             Ok(n) => n,
             Err(e) => {
@@ -917,20 +959,20 @@ impl Engine {
                 return;
             }
         };
-        let pcm = &self.decode_buf[..n];
-        let frame = match t.resampler.as_mut() {
-            Some(r) => {
-                let (_, to) = r.rates();
-                let mut out = Vec::with_capacity(n * to as usize / t.decode_rate as usize + 2);
-                r.process(pcm, &mut out);
-                AudioFrame::new(out, to)
-            }
-            None => AudioFrame::new(pcm.to_vec(), t.decode_rate),
-        };
-        if t.tx.try_send(frame).is_err() {
-            t.dropped += 1;
-            if t.dropped % 250 == 1 {
-                tracing::debug!(track = %t.track_sid, dropped = t.dropped, "Audio consumer is behind; frames dropped.");
+        t.playout.played(ts, n as i64 * 48_000 / i64::from(t.decode_rate));
+        let pcm = self.decode_buf[..n].to_vec();
+        t.emit(&pcm);
+    }
+
+    /// Keep silent remote tracks flowing in real time.
+    fn fill_silence(&mut self, now: Instant) {
+        for t in self.remote.values_mut() {
+            let due = t.playout.silence_due(now);
+            if due > 0 {
+                let silence = vec![0; t.decode_rate as usize / 50];
+                for _ in 0..due {
+                    t.emit(&silence);
+                }
             }
         }
     }
@@ -950,6 +992,7 @@ impl Engine {
                 self.send_local_frame(i, now);
             }
         }
+        self.fill_silence(now);
     }
 
     fn send_local_frame(&mut self, i: usize, now: Instant) {

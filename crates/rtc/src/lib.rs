@@ -17,6 +17,7 @@ pub mod echo;
 mod engine;
 mod error;
 mod peer;
+mod playout;
 mod room;
 mod secret;
 mod signal;

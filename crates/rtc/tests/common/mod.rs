@@ -1,0 +1,327 @@
+//! Harness for the end-to-end tests: a real livekit-server and LiveKit's Python SDK as the
+//! other participant (`tests/py/peer.py`).
+//!
+//! Env: `CALLFLEET_LIVEKIT_URL` (default ws://127.0.0.1:7880), `CALLFLEET_LIVEKIT_API_KEY` /
+//! `CALLFLEET_LIVEKIT_API_SECRET` (devkey / secret), `CALLFLEET_PYTHON` (default
+//! `$HOME/.cache/callfleet/venv/bin/python`). `scripts/rtc-test-env.sh` sets all of them up.
+//! With `CI` set, a missing server, Python or espeak-ng fails the test; locally it prints a
+//! note and the test returns.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use callfleet_rtc::{AudioFrame, Room, RoomEvent, RoomOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub struct Env {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+    pub python: PathBuf,
+    pub peer_script: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+fn missing(what: &str) -> Option<Env> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} (CI is set, so this end-to-end test fails instead of skipping; run scripts/rtc-test-env.sh)");
+    }
+    eprintln!("note: skipping end-to-end test: {what} (run `eval \"$(scripts/rtc-test-env.sh)\"` to set it up)");
+    None
+}
+
+/// The environment, or `None` (locally) when the server or the Python SDK is missing.
+pub fn env() -> Option<Env> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let url = std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
+    let python = std::env::var_os("CALLFLEET_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/venv/bin/python")
+    });
+    let parsed = url::Url::parse(&url).expect("CALLFLEET_LIVEKIT_URL is a URL");
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_string();
+    let port = parsed.port_or_known_default().unwrap_or(7880);
+    if std::net::TcpStream::connect_timeout(
+        &format!("{host}:{port}").parse().unwrap_or_else(|_| ([127, 0, 0, 1], port).into()),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        return missing(&format!("no livekit-server answers at {url}"));
+    }
+    if !python.exists() {
+        return missing(&format!("no Python with the livekit SDK at {}", python.display()));
+    }
+    let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/peer.py");
+    Some(Env {
+        url,
+        api_key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
+        api_secret: std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
+        python,
+        peer_script,
+        dir: tempfile::tempdir().expect("a temp dir"),
+    })
+}
+
+static ROOM_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A room name no other test (or earlier run) uses.
+pub fn unique_room(prefix: &str) -> String {
+    let n = ROOM_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{t}-{n}", std::process::id())
+}
+
+impl Env {
+    pub fn token(&self, room: &str, identity: &str) -> String {
+        callfleet_rtc::participant_token(&self.api_key, &self.api_secret, room, identity).expect("token")
+    }
+
+    pub async fn join(&self, room: &str, identity: &str, options: RoomOptions) -> (Room, mpsc::Receiver<RoomEvent>) {
+        Room::connect(&self.url, &self.token(room, identity), options)
+            .await
+            .expect("the Rust participant joins")
+    }
+
+    /// Speech made with espeak-ng, as (sample rate, samples).
+    pub fn speech(&self, name: &str, text: &str) -> (PathBuf, u32, Vec<i16>) {
+        let path = self.dir.path().join(format!("{name}.wav"));
+        let status = std::process::Command::new("espeak-ng")
+            .arg("-w")
+            .arg(&path)
+            .arg(text)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => panic!("espeak-ng failed ({other:?}); install it (apt-get install -y espeak-ng)"),
+        }
+        let (rate, samples) = read_wav(&path);
+        (path, rate, samples)
+    }
+
+    /// Start `peer.py` with `args`; its JSON lines arrive on the returned peer.
+    pub fn python(&self, args: &[&str]) -> PyPeer {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.peer_script)
+            .arg("--url")
+            .arg(&self.url)
+            .arg("--api-key")
+            .arg(&self.api_key)
+            .arg("--api-secret")
+            .arg(&self.api_secret)
+            .args(args)
+            .env("PYTHONWARNINGS", "ignore")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("python starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("peer.py: {line}"),
+                }
+            }
+        });
+        PyPeer { child, rx, seen: Vec::new() }
+    }
+}
+
+pub struct PyPeer {
+    pub child: Child,
+    rx: mpsc::UnboundedReceiver<serde_json::Value>,
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl PyPeer {
+    /// The next event named `name` (optionally in `room`), within `timeout`.
+    pub async fn wait_event(&mut self, name: &str, room: Option<&str>, timeout: Duration) -> serde_json::Value {
+        let matches = |v: &serde_json::Value| {
+            v["event"] == name && room.is_none_or(|r| v["room"] == r)
+        };
+        if let Some(i) = self.seen.iter().position(|v| matches(v)) {
+            return self.seen.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(v)) if matches(&v) => return v,
+                Ok(Some(v)) => self.seen.push(v),
+                Ok(None) => panic!("peer.py exited before '{name}' (seen: {:?})", self.seen),
+                Err(_) => panic!("timed out waiting for '{name}' from peer.py (seen: {:?})", self.seen),
+            }
+        }
+    }
+
+    pub async fn finish(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}
+
+/// Next event matching `pred` within `timeout`.
+pub async fn wait_room_event<T>(
+    events: &mut mpsc::Receiver<RoomEvent>,
+    timeout: Duration,
+    mut pred: impl FnMut(RoomEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ev)) => {
+                if let Some(t) = pred(ev) {
+                    return t;
+                }
+            }
+            Ok(None) => panic!("room events ended"),
+            Err(_) => panic!("timed out waiting for a room event"),
+        }
+    }
+}
+
+/// Collect `secs` of audio (by sample count) from a stream, or whatever arrives until `timeout`.
+pub async fn collect_audio(stream: &mut callfleet_rtc::AudioStream, secs: f64, timeout: Duration) -> (u32, Vec<i16>) {
+    let mut out = Vec::new();
+    let mut rate = 0;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(Some(AudioFrame { samples, sample_rate })) = tokio::time::timeout_at(deadline, stream.recv()).await {
+        rate = sample_rate;
+        out.extend(samples);
+        if out.len() as f64 >= secs * f64::from(rate) {
+            break;
+        }
+    }
+    (rate, out)
+}
+
+/// Minimal RIFF/WAVE reader for 16-bit PCM (first channel).
+pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+    let data = std::fs::read(path).expect("WAV readable");
+    assert!(data.len() >= 12 && &data[0..4] == b"RIFF" && &data[8..12] == b"WAVE", "not a WAV: {}", path.display());
+    let mut pos = 12;
+    let (mut rate, mut channels) = (0u32, 1usize);
+    while pos + 8 <= data.len() {
+        let id = &data[pos..pos + 4];
+        let len = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]) as usize;
+        let body = pos + 8;
+        if id == b"fmt " {
+            channels = u16::from_le_bytes([data[body + 2], data[body + 3]]) as usize;
+            rate = u32::from_le_bytes([data[body + 4], data[body + 5], data[body + 6], data[body + 7]]);
+        } else if id == b"data" {
+            let end = (body + len).min(data.len());
+            let samples = data[body..end]
+                .chunks_exact(2 * channels.max(1))
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return (rate, samples);
+        }
+        pos = body + len + (len & 1);
+    }
+    panic!("no data chunk in {}", path.display());
+}
+
+/// RMS envelope in 20 ms windows (rate-independent, so signals at different rates compare).
+pub fn envelope(samples: &[i16], rate: u32) -> Vec<f64> {
+    let n = (rate / 50).max(1) as usize;
+    samples
+        .chunks_exact(n)
+        .map(|c| (c.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / n as f64).sqrt())
+        .collect()
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let (a, b) = (&a[..n], &b[..n]);
+    let ma = a.iter().sum::<f64>() / n as f64;
+    let mb = b.iter().sum::<f64>() / n as f64;
+    let (mut num, mut da, mut db) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        num += (a[i] - ma) * (b[i] - mb);
+        da += (a[i] - ma).powi(2);
+        db += (b[i] - mb).powi(2);
+    }
+    if da == 0.0 || db == 0.0 {
+        0.0
+    } else {
+        num / (da.sqrt() * db.sqrt())
+    }
+}
+
+/// Best Pearson correlation of the sent envelope against the received one over all lags
+/// (received may start earlier or later); returns (correlation, lag in 20 ms windows).
+pub fn best_correlation(sent: &[f64], received: &[f64]) -> (f64, i64) {
+    let mut best = (f64::MIN, 0i64);
+    let n = sent.len() as i64;
+    let m = received.len() as i64;
+    for lag in -(n / 2)..m {
+        let (s, r) = if lag >= 0 {
+            (sent, &received[lag as usize..])
+        } else {
+            (&sent[(-lag) as usize..], received)
+        };
+        let len = s.len().min(r.len());
+        if len < (sent.len() / 2).max(10) {
+            continue;
+        }
+        let c = pearson(&s[..len], &r[..len]);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
+
+/// Dominant frequency of the loudest second of `samples`, by zero crossings.
+pub fn dominant_frequency(samples: &[i16], rate: u32) -> f64 {
+    let win = rate as usize / 2;
+    let env = envelope(samples, rate);
+    let loudest = env
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i * (rate as usize / 50))
+        .unwrap_or(0);
+    let start = loudest.saturating_sub(win / 2).min(samples.len().saturating_sub(win));
+    let seg = &samples[start..(start + win).min(samples.len())];
+    let crossings = seg.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (seg.len() as f64 / f64::from(rate))
+}
+
+/// A sine tone.
+pub fn tone(freq: f64, secs: f64, rate: u32, amplitude: f64) -> Vec<i16> {
+    (0..(secs * f64::from(rate)) as usize)
+        .map(|i| ((2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() * amplitude) as i16)
+        .collect()
+}
+
+/// Push `samples` into a track in 20 ms frames, in real time.
+pub async fn play(track: &callfleet_rtc::LocalAudioTrack, samples: &[i16], rate: u32) {
+    let n = (rate / 50) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for chunk in samples.chunks(n) {
+        tick.tick().await;
+        track.push(&AudioFrame::new(chunk.to_vec(), rate));
+    }
+}
