@@ -20,7 +20,7 @@ async fn python_speech_reaches_rust_as_correlated_pcm() {
         ..Default::default()
     };
     let (rust, mut events) = env.join(&room, "rust", options).await;
-    let mut py = env.python(&[
+    let py = env.python(&[
         "--room", &room, "--identity", "py", "--wait-participant",
         "--publish-wav", wav.to_str().expect("utf-8 path"), "--duration", "15",
     ]);

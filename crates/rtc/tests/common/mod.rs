@@ -188,8 +188,10 @@ pub async fn wait_room_event<T>(
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(ev)) => {
-                if let Some(t) = pred(ev) {
-                    return t;
+                let shown = format!("{ev:?}");
+                match pred(ev) {
+                    Some(t) => return t,
+                    None => eprintln!("(event not waited for: {shown})"),
                 }
             }
             Ok(None) => panic!("room events ended"),
