@@ -327,3 +327,65 @@ pub async fn play(track: &callfleet_rtc::LocalAudioTrack, samples: &[i16], rate:
         track.push(&AudioFrame::new(chunk.to_vec(), rate));
     }
 }
+
+/// A TCP proxy in front of the server's signalling port whose connections can be cut at
+/// once, as a network failure would (media still flows directly over UDP).
+pub struct CutProxy {
+    pub url: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    pub async fn start(server_url: &str) -> CutProxy {
+        let parsed = url::Url::parse(server_url).expect("server URL");
+        let upstream = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("127.0.0.1"),
+            parsed.port_or_known_default().unwrap_or(7880)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let port = listener.local_addr().expect("proxy address").port();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                list.lock().expect("proxy list").push(task.abort_handle());
+            }
+        });
+        CutProxy {
+            url: format!("ws://127.0.0.1:{port}"),
+            conns,
+            accept,
+        }
+    }
+
+    /// Drop every open connection (new ones are still accepted).
+    pub fn cut(&self) -> usize {
+        let mut list = self.conns.lock().expect("proxy list");
+        let n = list.len();
+        for c in list.drain(..) {
+            c.abort();
+        }
+        n
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Fraction of 20 ms windows louder than `threshold`.
+pub fn loud_fraction(samples: &[i16], rate: u32, threshold: f64) -> f64 {
+    let env = envelope(samples, rate);
+    env.iter().filter(|&&e| e > threshold).count() as f64 / env.len().max(1) as f64
+}
