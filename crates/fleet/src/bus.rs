@@ -1,0 +1,76 @@
+//! The transport traits. Both implementations (Redis, in-process) pass one shared test suite.
+
+use crate::messages::{Checkpoint, Job, WorkerStatus};
+use async_trait::async_trait;
+use callfleet_core::domain::CallRecord;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("message could not be read: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("queue file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("message version {0} is newer than this build understands")]
+    Version(u32),
+}
+
+pub type Result<T, E = FleetError> = std::result::Result<T, E>;
+
+/// Workers, jobs and checkpoints.
+#[async_trait]
+pub trait FleetBus: Send + Sync + 'static {
+    /// Records a worker's heartbeat, valid for `ttl`.
+    async fn heartbeat(&self, status: &WorkerStatus, ttl: Duration) -> Result<()>;
+    /// Removes a worker at once (clean shutdown); its unfinished jobs stay for failover.
+    async fn deregister(&self, worker_id: &str) -> Result<()>;
+    /// Workers whose heartbeat is still valid.
+    async fn live_workers(&self) -> Result<Vec<WorkerStatus>>;
+    /// Every worker that has ever registered and not been forgotten, live or not.
+    async fn known_workers(&self) -> Result<Vec<String>>;
+    /// Forgets a dead worker once its jobs have been re-placed.
+    async fn forget_worker(&self, worker_id: &str) -> Result<()>;
+
+    /// Claims `key` (a room, a re-placement) for `owner` for `ttl`; false if someone holds it.
+    /// This is how several dispatchers avoid placing one room twice.
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives `job` to `worker_id`: queued for it and recorded as its until finished.
+    async fn assign(&self, worker_id: &str, job: &Job) -> Result<()>;
+    /// The next job queued for `worker_id`, waiting up to `wait`.
+    async fn next_job(&self, worker_id: &str, wait: Duration) -> Result<Option<Job>>;
+    /// The worker is done with this call (ended, or handed back).
+    async fn finish_job(&self, worker_id: &str, call_id: &str) -> Result<()>;
+    /// Jobs assigned to `worker_id` and not finished.
+    async fn jobs_of(&self, worker_id: &str) -> Result<Vec<Job>>;
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()>;
+    async fn load_checkpoint(&self, call_id: &str) -> Result<Option<Checkpoint>>;
+}
+
+/// A record taken from the post-call queue; ack it once stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedRecord {
+    pub id: String,
+    pub record: CallRecord,
+}
+
+/// The durable queue from agents to post-call processing. Delivery is at-least-once: a record
+/// taken but not acked comes back (to any consumer) after `redeliver_after`.
+#[async_trait]
+pub trait PostCallQueue: Send + Sync + 'static {
+    async fn push(&self, record: &CallRecord) -> Result<String>;
+    async fn pop(&self, consumer: &str, wait: Duration) -> Result<Option<QueuedRecord>>;
+    async fn ack(&self, id: &str) -> Result<()>;
+    /// Records taken more than `idle` ago and never acked (their consumer died).
+    async fn reclaim(&self, consumer: &str, idle: Duration) -> Result<Vec<QueuedRecord>>;
+}
+
+pub(crate) fn check_version(v: u32) -> Result<()> {
+    if v > crate::MESSAGE_VERSION {
+        return Err(FleetError::Version(v));
+    }
+    Ok(())
+}
