@@ -36,6 +36,8 @@ pub trait FleetBus: Send + Sync + 'static {
     /// Claims `key` (a room, a re-placement) for `owner` for `ttl`; false if someone holds it.
     /// This is how several dispatchers avoid placing one room twice.
     async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool>;
+    /// Gives up a claim, if `owner` still holds it.
+    async fn release(&self, key: &str, owner: &str) -> Result<()>;
 
     /// Gives `job` to `worker_id`: queued for it and recorded as its until finished.
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()>;

@@ -23,8 +23,8 @@ pub use redis_bus::{RedisBus, RedisQueue};
 use std::time::Duration;
 
 /// How long a worker's heartbeat stays valid: a worker silent this long is dead.
-pub const HEARTBEAT_TTL: Duration = Duration::from_millis(1000);
+pub const HEARTBEAT_TTL: Duration = Duration::from_millis(800);
 /// How often a worker beats; several beats fit in one TTL so one late beat is not a death.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a checkpoint outlives its last update.
 pub const CHECKPOINT_TTL: Duration = Duration::from_secs(3600);

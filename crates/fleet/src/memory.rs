@@ -85,6 +85,14 @@ impl FleetBus for MemoryBus {
         }
     }
 
+    async fn release(&self, key: &str, owner: &str) -> Result<()> {
+        let mut state = self.state();
+        if state.claims.get(key).is_some_and(|(held_by, _)| held_by == owner) {
+            state.claims.remove(key);
+        }
+        Ok(())
+    }
+
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()> {
         {
             let mut state = self.state();

@@ -135,6 +135,16 @@ impl FleetBus for RedisBus {
         Ok(set.is_some())
     }
 
+    async fn release(&self, key: &str, owner: &str) -> Result<()> {
+        // Compare-and-delete in one step, so an expired-and-retaken claim is not deleted.
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        );
+        let mut conn = self.conn.clone();
+        let _: i64 = script.key(self.key(&format!("claim:{key}"))).arg(owner).invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()> {
         let mut conn = self.conn.clone();
         let body = serde_json::to_string(job)?;

@@ -83,6 +83,10 @@ async fn a_claim_has_one_owner_until_it_expires() {
         assert!(bus.claim("room:r1", "dispatcher-a", Duration::from_millis(150)).await.unwrap(), "{name}");
         assert!(!bus.claim("room:r1", "dispatcher-b", Duration::from_millis(150)).await.unwrap(), "{name}");
         assert!(bus.claim("room:r2", "dispatcher-b", Duration::from_secs(5)).await.unwrap(), "{name}");
+        bus.release("room:r2", "dispatcher-a").await.unwrap();
+        assert!(!bus.claim("room:r2", "dispatcher-a", Duration::from_secs(5)).await.unwrap(), "{name}: only the owner releases");
+        bus.release("room:r2", "dispatcher-b").await.unwrap();
+        assert!(bus.claim("room:r2", "dispatcher-a", Duration::from_secs(5)).await.unwrap(), "{name}: released");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(bus.claim("room:r1", "dispatcher-b", Duration::from_secs(5)).await.unwrap(), "{name}: expired");
     }
