@@ -295,9 +295,10 @@ pub fn best_correlation(sent: &[f64], received: &[f64]) -> (f64, i64) {
     best
 }
 
-/// Dominant frequency of the loudest second of `samples`, by zero crossings.
+/// Dominant frequency (50–4000 Hz) of the loudest quarter second of `samples`, by a
+/// coarse-then-fine DFT peak search (robust to short dropouts, unlike zero crossings).
 pub fn dominant_frequency(samples: &[i16], rate: u32) -> f64 {
-    let win = rate as usize / 2;
+    let win = (rate as usize / 4).min(samples.len());
     let env = envelope(samples, rate);
     let loudest = env
         .iter()
@@ -305,10 +306,31 @@ pub fn dominant_frequency(samples: &[i16], rate: u32) -> f64 {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i * (rate as usize / 50))
         .unwrap_or(0);
-    let start = loudest.saturating_sub(win / 2).min(samples.len().saturating_sub(win));
-    let seg = &samples[start..(start + win).min(samples.len())];
-    let crossings = seg.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    crossings as f64 / 2.0 / (seg.len() as f64 / f64::from(rate))
+    let start = loudest.saturating_sub(win / 2).min(samples.len() - win);
+    let seg: Vec<f64> = samples[start..start + win].iter().map(|&s| f64::from(s)).collect();
+    let power = |f: f64| {
+        let w = 2.0 * std::f64::consts::PI * f / f64::from(rate);
+        let (mut re, mut im) = (0.0, 0.0);
+        for (i, x) in seg.iter().enumerate() {
+            re += x * (w * i as f64).cos();
+            im += x * (w * i as f64).sin();
+        }
+        re * re + im * im
+    };
+    let peak = |from: f64, to: f64, step: f64| {
+        let mut best = (from, f64::MIN);
+        let mut f = from;
+        while f <= to {
+            let p = power(f);
+            if p > best.1 {
+                best = (f, p);
+            }
+            f += step;
+        }
+        best.0
+    };
+    let coarse = peak(50.0, 4000.0, 4.0);
+    peak(coarse - 4.0, coarse + 4.0, 0.25)
 }
 
 /// A sine tone.

@@ -136,7 +136,8 @@ async def publish(args, room_name, room):
     pub = await room.local_participant.publish_track(track, opts)
     emit(room_name, "published", track=pub.sid, sample_rate=rate, samples=len(data))
     await asyncio.sleep(args.publish_delay)
-    chunk = rate // 100
+    # 100 ms per capture: fewer wake-ups, so one process can feed many rooms in real time.
+    chunk = rate // 10
     for repeat in range(args.publish_repeat):
         start = time.time()
         for i in range(0, len(data) - chunk + 1, chunk):
@@ -145,7 +146,7 @@ async def publish(args, room_name, room):
         emit(room_name, "publish_done", repeat=repeat, seconds=time.time() - start)
     # Trailing silence so the jitter buffer drains the tail.
     silence = np.zeros(chunk, dtype=np.int16).tobytes()
-    for _ in range(50):
+    for _ in range(5):
         await source.capture_frame(rtc.AudioFrame(silence, rate, 1, chunk))
     await source.wait_for_playout()
 
@@ -153,7 +154,7 @@ async def publish(args, room_name, room):
 async def record(args, room_name, track, who, n):
     if not args.record_dir:
         return
-    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1, frame_size_ms=100)
     path = os.path.join(args.record_dir, f"{room_name}_{n}.wav")
     samples = []
     first = None
