@@ -1,0 +1,66 @@
+//! Opening provider WebSockets with auth headers, and telling a refused key from a network fault.
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Error as WsLibError;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug)]
+pub(crate) enum WsOpenError {
+    /// 401/403: retrying cannot help.
+    Auth,
+    Other(String),
+}
+
+/// Connects to `url` sending `headers`; header values are never logged.
+pub(crate) async fn open(url: &str, headers: &[(&'static str, String)]) -> Result<Ws, WsOpenError> {
+    let mut request = url.into_client_request().map_err(|e| WsOpenError::Other(format!("bad url: {e}")))?;
+    for (name, value) in headers {
+        let mut value = HeaderValue::from_str(value).map_err(|_| WsOpenError::Other(format!("bad {name} header")))?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(*name, value);
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsLibError::Http(resp)) if matches!(resp.status().as_u16(), 401 | 403) => Err(WsOpenError::Auth),
+        Err(WsLibError::Http(resp)) => Err(WsOpenError::Other(format!("HTTP {}", resp.status()))),
+        Err(e) => Err(WsOpenError::Other(e.to_string())),
+    }
+}
+
+/// `http(s)://` base URLs are accepted for WebSocket services too, as users paste them.
+pub(crate) fn ws_base(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    }
+}
+
+/// Percent-encodes a query value (voice ids, language codes, model names).
+pub(crate) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// [`open`] with retries; a refused key is not retried.
+pub(crate) async fn open_with_retry(
+    url: &str,
+    headers: &[(&'static str, String)],
+    backoff: crate::Backoff,
+) -> Result<Ws, WsOpenError> {
+    backoff.retry(|| open(url, headers), |e| !matches!(e, WsOpenError::Auth)).await
+}
