@@ -1,6 +1,18 @@
-//! The dispatcher: knows the live workers and their load, places each room that needs an agent on
-//! one, re-places the calls of a worker that died, receives LiveKit webhooks, routes SIP calls
-//! (called number → bot) and starts outbound calls.
+//! The dispatcher: knows the live workers and their load, places each room that needs an agent
+//! on one (with admission control per company and per worker), re-places the calls of a worker
+//! whose heartbeat stopped, and turns LiveKit webhooks (signature checked) into placements: a
+//! room whose metadata names a bot, or a SIP caller whose called number routes to one.
 //!
-//! Architecture invariant: the dispatcher decides where a call runs; it never runs one. (It lands
-//! with the fleet work, issue 5.)
+//! Several dispatchers (and the admin API, which places browser calls itself) may run at once:
+//! every placement first claims its room on the fleet bus, so a room is placed once.
+//!
+//! Architecture invariant: the dispatcher decides where a call runs; it never runs one, and the
+//! only state it keeps is on the bus.
+
+mod dispatcher;
+mod placement;
+mod webhook;
+
+pub use dispatcher::{Dispatcher, DispatcherConfig, PlaceError, Placement, PlacementRequest};
+pub use placement::choose_worker;
+pub use webhook::{router as webhook_router, WebhookState};
