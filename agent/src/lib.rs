@@ -1,6 +1,14 @@
-//! The agent worker: takes jobs from the fleet, joins the job's LiveKit room as a participant and
-//! runs a call session (room audio → VAD/turns → STT → scenario engine/LLM/knowledge → TTS → room
-//! audio), checkpointing after each turn and handing the finished call to post-call processing.
+//! The agent worker: registers with the fleet (heartbeats carrying capacity and load), takes the
+//! jobs the dispatcher queues for it, runs each call through a [`CallRunner`] (the LiveKit room +
+//! voice pipeline + scenario engine), checkpoints after every turn so another worker can resume
+//! the call if this one dies, and pushes each finished call to the durable post-call queue.
+//! SIGTERM drains it: no new jobs, running calls finish, then it leaves; a second SIGTERM forces
+//! the calls to end.
 //!
 //! Architecture invariant: a worker never writes to the database; everything it produces leaves
-//! through the fleet's queues. (The worker itself lands with the fleet work, issue 5.)
+//! through the fleet (checkpoints, the post-call queue).
+
+mod load;
+mod worker;
+
+pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig};

@@ -1,0 +1,178 @@
+//! The worker loop: heartbeat, take jobs while there is room, run calls, drain on request.
+
+use crate::load::{rss_bytes, LoadSampler};
+use async_trait::async_trait;
+use callfleet_core::domain::CallRecord;
+use callfleet_fleet::{Checkpoint, FleetBus, FleetError, Job, PostCallQueue, WorkerStatus, CHECKPOINT_TTL, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, MESSAGE_VERSION};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    /// Calls this worker runs at once.
+    pub capacity: u32,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_ttl: Duration,
+    /// How long one wait for a job lasts before the loop looks at its state again.
+    pub job_wait: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(worker_id: &str, capacity: u32) -> WorkerConfig {
+        WorkerConfig {
+            worker_id: worker_id.to_string(),
+            capacity,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            heartbeat_ttl: HEARTBEAT_TTL,
+            job_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Saves a call's checkpoint after each turn.
+#[derive(Clone)]
+pub struct Checkpointer {
+    bus: Arc<dyn FleetBus>,
+    call_id: String,
+}
+
+impl Checkpointer {
+    pub async fn save(&self, engine: serde_json::Value, turns: u32) -> Result<(), FleetError> {
+        let checkpoint = Checkpoint { v: MESSAGE_VERSION, call_id: self.call_id.clone(), engine, turns, at: now_ms() };
+        self.bus.save_checkpoint(&checkpoint, CHECKPOINT_TTL).await
+    }
+}
+
+/// Everything a call needs from the worker.
+pub struct CallHandle {
+    pub job: Job,
+    /// Where the call was when its previous worker died (a re-placed call), else `None`.
+    pub resume_from: Option<Checkpoint>,
+    pub checkpointer: Checkpointer,
+    /// Cancelled when the worker is forced to stop: end the call now.
+    pub cancel: CancellationToken,
+}
+
+/// Runs one call to its end and returns its record. Implemented by the LiveKit voice session.
+#[async_trait]
+pub trait CallRunner: Send + Sync + 'static {
+    async fn run(&self, call: CallHandle) -> CallRecord;
+}
+
+pub struct Worker {
+    bus: Arc<dyn FleetBus>,
+    queue: Arc<dyn PostCallQueue>,
+    runner: Arc<dyn CallRunner>,
+    config: WorkerConfig,
+    active: AtomicU32,
+    draining: AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Worker {
+    pub fn new(bus: Arc<dyn FleetBus>, queue: Arc<dyn PostCallQueue>, runner: Arc<dyn CallRunner>, config: WorkerConfig) -> Arc<Worker> {
+        Arc::new(Worker { bus, queue, runner, config, active: AtomicU32::new(0), draining: AtomicBool::new(false) })
+    }
+
+    pub fn active_calls(&self) -> u32 {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn status(&self, sampler: &mut LoadSampler) -> WorkerStatus {
+        WorkerStatus {
+            v: MESSAGE_VERSION,
+            worker_id: self.config.worker_id.clone(),
+            capacity: self.config.capacity,
+            active_calls: self.active_calls(),
+            cpu: sampler.cpu(),
+            memory_bytes: rss_bytes(),
+            provider_connections: 0,
+            draining: self.draining.load(Ordering::SeqCst),
+            at: now_ms(),
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut sampler = LoadSampler::new();
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.bus.heartbeat(&self.status(&mut sampler), self.config.heartbeat_ttl).await {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_call(self: Arc<Self>, job: Job, cancel: CancellationToken) {
+        let call_id = job.call_id.clone();
+        let resume_from = match self.bus.load_checkpoint(&call_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(call_id = %call_id, error = %e, "checkpoint unreadable; starting the call afresh");
+                None
+            }
+        };
+        let checkpointer = Checkpointer { bus: self.bus.clone(), call_id: call_id.clone() };
+        let record = self.runner.run(CallHandle { job, resume_from, checkpointer, cancel }).await;
+        // The record is durable before the job is released: if we die in between, the call is
+        // re-placed and ends again, which post-call processing absorbs (storing is an upsert).
+        if let Err(e) = self.queue.push(&record).await {
+            tracing::error!(call_id = %call_id, error = %e, "could not queue the finished call");
+        }
+        if let Err(e) = self.bus.finish_job(&self.config.worker_id, &call_id).await {
+            tracing::warn!(call_id = %call_id, error = %e, "could not release the job");
+        }
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(call_id = %call_id, "call finished");
+    }
+
+    /// Runs until `drain` is cancelled and every call has ended; `force` ends the calls early.
+    pub async fn run(self: Arc<Self>, drain: CancellationToken, force: CancellationToken) -> Result<(), FleetError> {
+        let beats = CancellationToken::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(beats.clone()));
+        let mut calls = JoinSet::new();
+        tracing::info!(worker = %self.config.worker_id, capacity = self.config.capacity, "worker started");
+        while !drain.is_cancelled() {
+            while calls.try_join_next().is_some() {}
+            if self.active_calls() >= self.config.capacity {
+                tokio::select! {
+                    () = drain.cancelled() => break,
+                    _ = calls.join_next() => continue,
+                }
+            }
+            // Never abandon a wait half-way: a job popped by an abandoned wait would be lost
+            // until failover. Waits are short, so draining still starts promptly.
+            match self.bus.next_job(&self.config.worker_id, self.config.job_wait).await {
+                Ok(Some(job)) => {
+                    self.active.fetch_add(1, Ordering::SeqCst);
+                    tracing::info!(call_id = %job.call_id, room = %job.room, attempt = job.attempt, "job taken");
+                    calls.spawn(self.clone().run_call(job, force.child_token()));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "could not take a job");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        self.draining.store(true, Ordering::SeqCst);
+        tracing::info!(active = self.active_calls(), "draining: no new jobs, waiting for calls to end");
+        while calls.join_next().await.is_some() {}
+        beats.cancel();
+        heartbeat.await.ok();
+        self.bus.deregister(&self.config.worker_id).await?;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The worker lifecycle with a runner whose calls end when the test says so.
+
+use async_trait::async_trait;
+use callfleet_agent::{CallHandle, CallRunner, Worker, WorkerConfig};
+use callfleet_core::domain::{CallDirection, CallRecord, CallStatus};
+use callfleet_fleet::testing::test_buses;
+use callfleet_fleet::{Checkpoint, FileQueue, FleetBus, Job, PostCallQueue, MESSAGE_VERSION};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Reports each call it starts (call id, resumed turns) and ends it when its sender fires.
+struct GatedRunner {
+    started: mpsc::UnboundedSender<(String, Option<u32>)>,
+    gates: Mutex<HashMap<String, oneshot::Receiver<()>>>,
+}
+
+#[async_trait]
+impl CallRunner for GatedRunner {
+    async fn run(&self, call: CallHandle) -> CallRecord {
+        let id = call.job.call_id.clone();
+        let gate = self.gates.lock().unwrap().remove(&id).expect("a gate per call");
+        self.started.send((id.clone(), call.resume_from.as_ref().map(|c| c.turns))).unwrap();
+        call.checkpointer.save(serde_json::json!({"said": "hello"}), 1).await.unwrap();
+        let status = tokio::select! {
+            _ = gate => CallStatus::Completed,
+            () = call.cancel.cancelled() => CallStatus::Failed,
+        };
+        CallRecord {
+            id,
+            company_id: call.job.company_id,
+            bot_id: call.job.bot_id,
+            bot_config_version: call.job.config_version,
+            direction: call.job.direction,
+            status,
+            from_number: None,
+            to_number: None,
+            room: Some(call.job.room),
+            started_at: 0,
+            ended_at: Some(1),
+            language: None,
+            transcript: vec![],
+            fields: Default::default(),
+            outcome: None,
+            summary: None,
+            metrics: vec![],
+        }
+    }
+}
+
+fn job(call: &str) -> Job {
+    Job {
+        v: MESSAGE_VERSION,
+        call_id: call.into(),
+        room: format!("room-{call}"),
+        company_id: "cmp".into(),
+        bot_id: "bot".into(),
+        config_version: 1,
+        direction: CallDirection::Web,
+        caller_identity: None,
+        from_number: None,
+        to_number: None,
+        created_at: 0,
+        attempt: 0,
+    }
+}
+
+struct Harness {
+    bus: Arc<dyn FleetBus>,
+    queue: Arc<FileQueue>,
+    started: mpsc::UnboundedReceiver<(String, Option<u32>)>,
+    gates: HashMap<String, oneshot::Sender<()>>,
+    drain: CancellationToken,
+    force: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn start(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&str]) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(FileQueue::open(dir.path()).unwrap());
+    let (tx, started) = mpsc::unbounded_channel();
+    let mut gates = HashMap::new();
+    let mut receivers = HashMap::new();
+    for call in calls {
+        let (gtx, grx) = oneshot::channel();
+        gates.insert(call.to_string(), gtx);
+        receivers.insert(call.to_string(), grx);
+    }
+    let runner = Arc::new(GatedRunner { started: tx, gates: Mutex::new(receivers) });
+    let mut config = WorkerConfig::new(worker_id, capacity);
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.job_wait = Duration::from_millis(100);
+    let worker = Worker::new(bus.clone(), queue.clone(), runner, config);
+    let (drain, force) = (CancellationToken::new(), CancellationToken::new());
+    let done = tokio::spawn({
+        let (drain, force) = (drain.clone(), force.clone());
+        async move { worker.run(drain, force).await.unwrap() }
+    });
+    Harness { bus, queue, started, gates, drain, force, done, _dir: dir }
+}
+
+async fn status_of(bus: &Arc<dyn FleetBus>, id: &str) -> Option<callfleet_fleet::WorkerStatus> {
+    bus.live_workers().await.unwrap().into_iter().find(|w| w.worker_id == id)
+}
+
+async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_worker_runs_its_jobs_and_hands_over_the_records() {
+    for (name, bus) in test_buses().await {
+        let mut h = start(bus.clone(), "w1", 1, &["c1", "c2"]);
+        eventually("the worker beats", async || status_of(&h.bus, "w1").await.is_some()).await;
+        bus.assign("w1", &job("c1")).await.unwrap();
+        bus.assign("w1", &job("c2")).await.unwrap();
+        assert_eq!(h.started.recv().await.unwrap(), ("c1".to_string(), None), "{name}");
+        eventually("load is reported", async || status_of(&h.bus, "w1").await.is_some_and(|s| s.active_calls == 1)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(h.started.try_recv().is_err(), "{name}: capacity 1 — the second call waits");
+
+        h.gates.remove("c1").unwrap().send(()).unwrap();
+        let (second, _) = h.started.recv().await.unwrap();
+        assert_eq!(second, "c2", "{name}");
+        let stored = h.queue.pop("t", Duration::from_secs(2)).await.unwrap().expect("record queued");
+        assert_eq!((stored.record.id.as_str(), stored.record.status), ("c1", CallStatus::Completed), "{name}");
+        let held: Vec<String> = bus.jobs_of("w1").await.unwrap().into_iter().map(|j| j.call_id).collect();
+        assert_eq!(held, ["c2"], "{name}: a finished call releases its job");
+        assert!(bus.load_checkpoint("c1").await.unwrap().is_some(), "{name}: the runner's checkpoint is on the bus");
+
+        h.gates.remove("c2").unwrap().send(()).unwrap();
+        h.drain.cancel();
+        h.done.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn draining_takes_no_new_jobs_and_waits_for_calls() {
+    for (name, bus) in test_buses().await {
+        let mut h = start(bus.clone(), "w2", 5, &["c1", "c2"]);
+        bus.assign("w2", &job("c1")).await.unwrap();
+        h.started.recv().await.unwrap();
+        h.drain.cancel();
+        eventually("draining shows in the heartbeat", async || status_of(&h.bus, "w2").await.is_some_and(|s| s.draining)).await;
+        bus.assign("w2", &job("c2")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(h.started.try_recv().is_err(), "{name}: no new call while draining");
+        assert!(!h.done.is_finished(), "{name}: waits for the running call");
+        h.gates.remove("c1").unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), h.done).await.expect("stops once the call ended").unwrap();
+        assert!(status_of(&bus, "w2").await.is_none(), "{name}: deregistered");
+        let held: Vec<String> = bus.jobs_of("w2").await.unwrap().into_iter().map(|j| j.call_id).collect();
+        assert_eq!(held, ["c2"], "{name}: the untaken job stays for the dispatcher to re-place");
+    }
+}
+
+#[tokio::test]
+async fn forcing_ends_calls_and_a_replaced_call_resumes_from_its_checkpoint() {
+    for (name, bus) in test_buses().await {
+        let checkpoint = Checkpoint { v: MESSAGE_VERSION, call_id: "c1".into(), engine: serde_json::json!({}), turns: 4, at: 0 };
+        bus.save_checkpoint(&checkpoint, Duration::from_secs(60)).await.unwrap();
+        let mut h = start(bus.clone(), "w3", 5, &["c1"]);
+        bus.assign("w3", &Job { attempt: 1, ..job("c1") }).await.unwrap();
+        assert_eq!(h.started.recv().await.unwrap(), ("c1".to_string(), Some(4)), "{name}: resumed after turn 4");
+        h.drain.cancel();
+        h.force.cancel();
+        tokio::time::timeout(Duration::from_secs(5), h.done).await.expect("forced stop").unwrap();
+        let record = h.queue.pop("t", Duration::from_secs(1)).await.unwrap().expect("the cut call is still recorded");
+        assert_eq!(record.record.status, CallStatus::Failed, "{name}");
+    }
+}
