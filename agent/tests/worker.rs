@@ -58,6 +58,7 @@ fn job(call: &str) -> Job {
         company_id: "cmp".into(),
         bot_id: "bot".into(),
         config_version: 1,
+        config: serde_json::Value::Null,
         direction: CallDirection::Web,
         caller_identity: None,
         from_number: None,

@@ -124,13 +124,15 @@ impl Dispatcher {
         }
         let workers = self.bus.live_workers().await?;
         let worker = choose_worker(&workers, &[]).ok_or(PlaceError::NoCapacity)?;
+        let version = self.store.get_bot_version(&bot.id, Some(bot.current_version)).await?;
         let job = Job {
             v: MESSAGE_VERSION,
             call_id: new_id(IdKind::Call),
             room: request.room.clone(),
             company_id: company.id,
             bot_id: bot.id,
-            config_version: bot.current_version,
+            config_version: version.version,
+            config: version.config,
             direction: request.direction,
             caller_identity: request.caller_identity.clone(),
             from_number: request.from_number.clone(),

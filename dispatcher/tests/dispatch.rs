@@ -53,6 +53,7 @@ async fn rooms_go_to_the_least_loaded_worker_once() {
         let placed = d.place(request("room-1", &bot)).await.unwrap();
         assert_eq!(placed.worker_id, "w2", "{name}");
         assert_eq!(placed.job.config_version, 2, "{name}: the bot's current config version");
+        assert_eq!(placed.job.config["greeting"], "Hi", "{name}: the job carries the config itself");
         assert_eq!(bus.next_job("w2", Duration::from_secs(1)).await.unwrap().unwrap().call_id, placed.job.call_id, "{name}");
         let again = d.place(request("room-1", &bot)).await.unwrap_err();
         assert!(matches!(again, PlaceError::AlreadyPlaced(_)), "{name}: {again}");

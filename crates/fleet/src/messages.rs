@@ -21,6 +21,10 @@ pub struct Job {
     pub bot_id: String,
     /// The config version the call runs with, fixed when the call is first placed.
     pub config_version: i64,
+    /// That version's validated config (canonical JSON): workers never read the database, so
+    /// the job carries what the bot is.
+    #[serde(default)]
+    pub config: serde_json::Value,
     pub direction: CallDirection,
     /// The caller's participant identity in the room, when known (SIP participants).
     #[serde(default)]

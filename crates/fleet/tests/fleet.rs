@@ -27,6 +27,7 @@ fn job(call: &str) -> Job {
         company_id: "cmp_1".into(),
         bot_id: "bot_1".into(),
         config_version: 3,
+        config: serde_json::Value::Null,
         direction: CallDirection::Web,
         caller_identity: Some("caller".into()),
         from_number: None,
