@@ -53,6 +53,12 @@ impl DeepgramStt {
         self
     }
 
+    /// How long the stream may go without audio before a `KeepAlive` is sent.
+    pub fn with_keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = every;
+        self
+    }
+
     fn url(&self, o: &SttOptions) -> String {
         let model = o.model.as_deref().unwrap_or(&self.model);
         let mut url = format!(

@@ -1,0 +1,148 @@
+//! A fake ElevenLabs input-streaming WebSocket (`/v1/text-to-speech/{voice}/stream-input`):
+//! `xi-api-key` required; the first message must be the single-space text that opens the
+//! stream, pieces follow, an empty text ends it; audio comes back as base64 in `audio` fields,
+//! then `isFinal: true`, then the server closes. Idle sockets close after `inactivity_timeout`.
+
+use crate::server::{self, AbortOnDrop, Out, OutTx};
+use crate::tts::{synthesize, tts_fake_api, ChunkFate, TtsState};
+use base64::Engine as _;
+use futures::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::Message;
+
+pub struct FakeElevenLabs {
+    addr: SocketAddr,
+    state: Arc<TtsState>,
+    _accept: AbortOnDrop,
+}
+
+tts_fake_api!(FakeElevenLabs);
+
+impl FakeElevenLabs {
+    pub async fn start() -> Self {
+        let (listener, addr) = server::bind().await;
+        let state = TtsState::new(crate::TEST_KEY);
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Ok((tcp, _)) = listener.accept().await {
+                n += 1;
+                tokio::spawn(connection(tcp, st.clone(), n));
+            }
+        });
+        FakeElevenLabs { addr, state, _accept: AbortOnDrop(accept) }
+    }
+}
+
+async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>, n: usize) {
+    let refuse = state.take_refusal();
+    let key = state.key.lock().expect("fake state lock").clone();
+    let accepted = server::accept(tcp, |req| {
+        if refuse {
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        if server::header(req, "xi-api-key") != Some(key.as_str()) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        let path = req.uri().path();
+        if !(path.starts_with("/v1/text-to-speech/") && path.ends_with("/stream-input")) {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        Ok(())
+    })
+    .await;
+    let Some((mut ws, hs)) = accepted else {
+        state.log.lock().expect("fake state lock").refused += 1;
+        return;
+    };
+    state.log.lock().expect("fake state lock").connections += 1;
+    let rate: u32 = hs.param("output_format").and_then(|f| f.strip_prefix("pcm_")).and_then(|r| r.parse().ok()).unwrap_or(16000);
+    let idle = Duration::from_secs(hs.param("inactivity_timeout").and_then(|t| t.parse().ok()).unwrap_or(20));
+    let utterance = format!("stream-{n}");
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let (piece_tx, piece_rx) = mpsc::unbounded_channel();
+    let generator = tokio::spawn(generate(rate, piece_rx, out_tx.clone(), state.clone()));
+    let mut opened = false;
+    loop {
+        tokio::select! {
+            msg = tokio::time::timeout(idle, ws.next()) => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(_) if !opened => break,
+                    Err(_) => continue,
+                };
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                        let Some(t) = v["text"].as_str() else {
+                            let _ = out_tx.send(Out::Text(serde_json::json!({"message": "text is required", "error": "invalid_request", "code": 1008}).to_string()));
+                            continue;
+                        };
+                        if !opened {
+                            if t != " " {
+                                let _ = out_tx.send(Out::Text(serde_json::json!({"message": "the first message must be a single space", "error": "invalid_request", "code": 1008}).to_string()));
+                                let _ = out_tx.send(Out::Close);
+                            }
+                            opened = true;
+                            continue;
+                        }
+                        if t.is_empty() {
+                            let _ = piece_tx.send(None);
+                        } else {
+                            state.note_text(&utterance, t);
+                            let _ = piece_tx.send(Some(t.to_string()));
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+            out = out_rx.recv() => {
+                let Some(out) = out else { break };
+                if !server::send_out(&mut ws, out).await {
+                    break;
+                }
+            }
+        }
+    }
+    generator.abort();
+}
+
+async fn generate(rate: u32, mut pieces: mpsc::UnboundedReceiver<Option<String>>, out: OutTx, state: Arc<TtsState>) {
+    let mut first = true;
+    while let Some(piece) = pieces.recv().await {
+        let Some(text) = piece else {
+            let _ = out.send(Out::Text(serde_json::json!({"isFinal": true}).to_string()));
+            let _ = out.send(Out::Close);
+            return;
+        };
+        let script = state.script();
+        for chunk in synthesize(&text, rate, &script) {
+            let wait = if first { script.first_byte_delay } else { script.chunk_interval };
+            first = false;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            match state.next_chunk() {
+                ChunkFate::Send => {
+                    let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
+                    let msg = serde_json::json!({"audio": audio, "isFinal": null, "normalizedAlignment": null, "alignment": null});
+                    let _ = out.send(Out::Text(msg.to_string()));
+                }
+                ChunkFate::Fail => {
+                    let _ = out.send(Out::Text(serde_json::json!({"message": "generation failed", "error": "internal_error", "code": 1011}).to_string()));
+                    let _ = out.send(Out::Close);
+                    return;
+                }
+                ChunkFate::Disconnect => {
+                    let _ = out.send(Out::Drop);
+                    return;
+                }
+            }
+        }
+    }
+}
