@@ -1,0 +1,268 @@
+//! Turning text into vectors. [`Embedder`] is the one interface the service uses; behind it sit
+//! the offline MiniLM model (feature `minilm`, from `callfleet-local-engines`), Ollama's
+//! `/api/embed`, any OpenAI-compatible `/v1/embeddings`, and [`HashingEmbedder`], a
+//! model-free fallback for tests and for machines that have not fetched the model.
+//!
+//! The providers crate is meant to own provider traits; until it has an embeddings trait this
+//! small one lives here, and the adapters are one-line moves when it does.
+
+use crate::EmbedError;
+use callfleet_core::scenario::BoxFuture;
+use callfleet_core::secret::Secret;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A text embedding model.
+pub trait Embedder: Send + Sync {
+    /// Names the model, so an index built with one model is never searched with another.
+    fn model_id(&self) -> &str;
+    /// Length of every vector it returns.
+    fn dimension(&self) -> usize;
+    /// Most texts to send in one call.
+    fn max_batch(&self) -> usize {
+        32
+    }
+    /// One vector per text, in order, L2-normalised (so cosine is a dot product).
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
+}
+
+/// Embeds any number of texts in batches of the embedder's size, calling `progress` with the
+/// number done after each batch (the service turns it into `chunks_done`).
+pub async fn embed_batched(
+    embedder: &dyn Embedder,
+    texts: &[String],
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let mut out = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(embedder.max_batch().max(1)) {
+        let vectors = embedder.embed(batch).await?;
+        if vectors.len() != batch.len() {
+            return Err(EmbedError::BadResponse(format!("{} vectors for {} texts", vectors.len(), batch.len())));
+        }
+        if let Some(v) = vectors.iter().find(|v| v.len() != embedder.dimension()) {
+            return Err(EmbedError::BadResponse(format!("vector of {} dims, expected {}", v.len(), embedder.dimension())));
+        }
+        out.extend(vectors);
+        progress(out.len());
+    }
+    Ok(out)
+}
+
+pub(crate) fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+/// Feature hashing of word stems and their bigrams: no model, no server, deterministic. It
+/// finds passages sharing words with the question (like a keyword search), not paraphrases;
+/// it keeps `callfleet dev` and the tests working where MiniLM has not been fetched.
+#[derive(Debug, Clone)]
+pub struct HashingEmbedder {
+    dimension: usize,
+}
+
+impl HashingEmbedder {
+    pub fn new(dimension: usize) -> Self {
+        HashingEmbedder { dimension: dimension.max(8) }
+    }
+
+    fn vector(&self, text: &str) -> Vec<f32> {
+        let stems: Vec<String> = callfleet_core::text::stems(text).into_iter().filter(|s| s.chars().count() > 1).collect();
+        let mut v = vec![0f32; self.dimension];
+        let mut add = |feature: &str, weight: f32| {
+            // FNV-1a: stable across runs and platforms, unlike std's randomised hasher.
+            let hash = feature.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            let sign = if hash >> 63 == 0 { 1.0 } else { -1.0 };
+            v[(hash % self.dimension as u64) as usize] += sign * weight;
+        };
+        for stem in &stems {
+            add(stem, 1.0);
+        }
+        for pair in stems.windows(2) {
+            add(&format!("{} {}", pair[0], pair[1]), 0.5);
+        }
+        normalize(v)
+    }
+}
+
+impl Embedder for HashingEmbedder {
+    fn model_id(&self) -> &str {
+        "hashing"
+    }
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    fn max_batch(&self) -> usize {
+        256
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(std::future::ready(Ok(texts.iter().map(|t| self.vector(t)).collect())))
+    }
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
+    reqwest::Client::builder().timeout(timeout).build().map_err(|e| EmbedError::Unavailable(e.to_string()))
+}
+
+/// Ollama's `/api/embed` (batched: `input` is a list).
+#[derive(Debug, Clone)]
+pub struct OllamaEmbedder {
+    client: reqwest::Client,
+    base_url: String,
+    model: String,
+    dimension: usize,
+}
+
+impl OllamaEmbedder {
+    /// `dimension` is the model's (e.g. 768 for nomic-embed-text); it sizes the index.
+    pub fn new(base_url: &str, model: &str, dimension: usize) -> Result<Self, EmbedError> {
+        Ok(OllamaEmbedder {
+            client: http_client(Duration::from_secs(120))?,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            model: model.to_string(),
+            dimension,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct OllamaEmbedResponse {
+    embeddings: Vec<Vec<f32>>,
+}
+
+impl Embedder for OllamaEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model
+    }
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .post(format!("{}/api/embed", self.base_url))
+                .json(&serde_json::json!({ "model": self.model, "input": texts }))
+                .send()
+                .await
+                .map_err(|e| EmbedError::Unavailable(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(EmbedError::BadResponse(format!("Ollama answered {}", response.status())));
+            }
+            let body: OllamaEmbedResponse = response.json().await.map_err(|e| EmbedError::BadResponse(e.to_string()))?;
+            Ok(body.embeddings.into_iter().map(normalize).collect())
+        })
+    }
+}
+
+/// An OpenAI-compatible `/v1/embeddings` endpoint.
+#[derive(Debug, Clone)]
+pub struct OpenAiEmbedder {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Secret,
+    model: String,
+    dimension: usize,
+}
+
+impl OpenAiEmbedder {
+    /// `base_url` up to and including `/v1`.
+    pub fn new(base_url: &str, api_key: Secret, model: &str, dimension: usize) -> Result<Self, EmbedError> {
+        Ok(OpenAiEmbedder {
+            client: http_client(Duration::from_secs(60))?,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            model: model.to_string(),
+            dimension,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct OpenAiEmbeddingResponse {
+    data: Vec<OpenAiEmbedding>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiEmbedding {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+impl Embedder for OpenAiEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model
+    }
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    fn max_batch(&self) -> usize {
+        128
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .post(format!("{}/embeddings", self.base_url))
+                .bearer_auth(self.api_key.expose())
+                .json(&serde_json::json!({ "model": self.model, "input": texts }))
+                .send()
+                .await
+                .map_err(|e| EmbedError::Unavailable(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(EmbedError::BadResponse(format!("embeddings endpoint answered {}", response.status())));
+            }
+            let mut body: OpenAiEmbeddingResponse = response.json().await.map_err(|e| EmbedError::BadResponse(e.to_string()))?;
+            // The API may answer out of order; `index` says which input each vector is for.
+            body.data.sort_by_key(|d| d.index);
+            Ok(body.data.into_iter().map(|d| normalize(d.embedding)).collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callfleet_core::scenario::block_on;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn hashing_embedder_ranks_shared_words_higher() {
+        let e = HashingEmbedder::new(256);
+        let texts: Vec<String> =
+            ["How much does delivery cost?", "Delivery costs 300 roubles.", "Our office opens at nine."].map(String::from).to_vec();
+        let v = block_on(e.embed(&texts)).unwrap();
+        assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]));
+        assert!((cosine(&v[1], &v[1]) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn batching_reports_progress() {
+        struct Small;
+        impl Embedder for Small {
+            fn model_id(&self) -> &str {
+                "small"
+            }
+            fn dimension(&self) -> usize {
+                2
+            }
+            fn max_batch(&self) -> usize {
+                2
+            }
+            fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+                Box::pin(std::future::ready(Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())))
+            }
+        }
+        let texts: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let mut seen = Vec::new();
+        let out = block_on(embed_batched(&Small, &texts, |n| seen.push(n))).unwrap();
+        assert_eq!(out.len(), 5);
+        assert_eq!(seen, [2, 4, 5]);
+    }
+}

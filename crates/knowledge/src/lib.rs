@@ -1,0 +1,28 @@
+//! The knowledge base behind bots' answers: a file comes in (PDF, DOCX, CSV, TXT, MD), its type
+//! is decided by its bytes, it is parsed by maintained libraries into text blocks that remember
+//! page and heading, cut into ~500-token chunks with overlap, embedded in batches, and stored in
+//! a per-bot partition of a vector index (Qdrant's engine embedded, or a Qdrant server).
+//! Questions are answered by hybrid search: vector similarity and BM25 fused by reciprocal
+//! rank. [`KnowledgeService`] runs it all; [`BotKnowledge`] is the scenario engine's view.
+//!
+//! Architecture invariant: knows no HTTP and no tenancy rules beyond the bot id it is given
+//! (the admin API decides who may see a bot). Detection, parsing, chunking, BM25 and fusion are
+//! pure functions tested with tables; only the index, the embedders and the service do I/O.
+
+pub mod assist;
+pub mod chunk;
+pub mod detect;
+pub mod embed;
+mod error;
+pub mod index;
+pub mod keyword;
+pub mod parse;
+pub mod service;
+
+pub use assist::{citation, BotKnowledge};
+pub use chunk::{Chunk, ChunkConfig};
+pub use detect::ContentKind;
+pub use embed::{Embedder, HashingEmbedder, OllamaEmbedder, OpenAiEmbedder};
+pub use error::{EmbedError, IndexError, KnowledgeError, ParseError};
+pub use index::{ChunkRecord, EdgeIndex, QdrantIndex, VectorHit, VectorIndex};
+pub use service::{KnowledgeConfig, KnowledgeService, SearchHit};
