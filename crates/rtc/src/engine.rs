@@ -110,9 +110,17 @@ struct TextStream {
     from: String,
     topic: String,
     content: Vec<u8>,
+    deflated: bool,
 }
 
-type ReconnectResult = Result<SignalConn, RoomError>;
+/// How signalling came back: the same session resumed, or a new one (the server had
+/// forgotten us, e.g. after a restart) that needs fresh peer connections.
+pub(crate) enum Restored {
+    Resumed(SignalConn),
+    Rejoined(SignalConn, Box<proto::JoinResponse>),
+}
+
+type ReconnectResult = Result<Restored, RoomError>;
 
 /// What woke the engine's loop.
 enum Wake {
@@ -159,6 +167,10 @@ pub(crate) struct Engine {
     leave_reply: Option<oneshot::Sender<()>>,
     decode_buf: Vec<i16>,
     encode_buf: Vec<u8>,
+    bind_ip: std::net::IpAddr,
+    loopback_only: bool,
+    /// cid of a track published again after a rejoin → its index in `local`.
+    republish: HashMap<String, usize>,
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -225,8 +237,8 @@ impl Engine {
         // The server's ICE servers (public STUN in dev mode) are deliberately ignored: we
         // only ever offer host candidates.
         let ip = local_ip_for(&host, loopback_only).await;
-        let sub = Peer::new(Role::Subscriber, ip, loopback_only).await?;
-        let publ = Peer::new(Role::Publisher, ip, loopback_only).await?;
+        let sub = Peer::new(Role::Subscriber, ip, loopback_only)?;
+        let publ = Peer::new(Role::Publisher, ip, loopback_only)?;
         let now = Instant::now();
         let ping_interval = Duration::from_secs(join.ping_interval.clamp(1, 60) as u64);
         let ping_timeout = Duration::from_secs(join.ping_timeout.clamp(2, 120) as u64);
@@ -266,6 +278,9 @@ impl Engine {
             leave_reply: None,
             decode_buf: vec![0; 5760],
             encode_buf: vec![0; 1500],
+            bind_ip: ip,
+            loopback_only,
+            republish: HashMap::new(),
         };
         for p in &join.other_participants {
             engine.update_participant(p);
@@ -371,7 +386,7 @@ impl Engine {
 
     // ---------------------------------------------------------------- commands
 
-    #[allow(deprecated)] // DTX and identity fields: still what servers read.
+    #[allow(deprecated)] // the identity field: still what older SDKs read.
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::PublishAudio {
@@ -381,15 +396,7 @@ impl Engine {
             } => {
                 self.cid_counter += 1;
                 let cid = format!("callfleet-{}-{}", self.sid, self.cid_counter);
-                self.send_signal(Req::AddTrack(proto::AddTrackRequest {
-                    cid: cid.clone(),
-                    name: name.clone(),
-                    r#type: proto::TrackType::Audio as i32,
-                    source: proto::TrackSource::Microphone as i32,
-                    disable_red: true,
-                    disable_dtx: false,
-                    ..Default::default()
-                }));
+                self.send_signal(Req::AddTrack(add_track_request(cid.clone(), name.clone())));
                 self.pending_publish.insert(
                     cid,
                     PendingPublish {
@@ -480,28 +487,119 @@ impl Engine {
     fn handle_reconnected(&mut self, res: ReconnectResult) {
         self.reconnect = None;
         match res {
-            Ok(conn) => {
+            Ok(Restored::Resumed(conn)) => {
                 self.sig = Some(conn);
                 let backlog = std::mem::take(&mut self.sig_backlog);
                 for msg in backlog {
                     self.send_signal(msg);
                 }
-                let now = Instant::now();
-                self.last_pong = now;
-                self.next_ping = now;
                 tracing::info!(room_identity = %self.identity, "Signalling resumed.");
-                self.emit(RoomEvent::Reconnected);
+            }
+            Ok(Restored::Rejoined(conn, join)) => {
+                self.sig = Some(conn);
+                if let Err(e) = self.rejoin(*join) {
+                    self.fail(format!("rejoin failed: {e}"));
+                    return;
+                }
+                tracing::info!(room_identity = %self.identity, "Rejoined the room with a new session.");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Could not resume the session.");
-                self.closed = true;
-                self.sub.rtc.disconnect();
-                self.publ.rtc.disconnect();
-                self.emit(RoomEvent::Disconnected {
-                    reason: format!("resume failed: {e}"),
-                });
+                self.fail(format!("resume failed: {e}"));
+                return;
             }
         }
+        let now = Instant::now();
+        self.last_pong = now;
+        self.next_ping = now;
+        self.emit(RoomEvent::Reconnected);
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.closed = true;
+        self.sub.rtc.disconnect();
+        self.publ.rtc.disconnect();
+        self.emit(RoomEvent::Disconnected { reason });
+    }
+
+    /// A new session after the server lost ours: new peer connections, remote tracks start
+    /// over, local tracks are published again (their queues keep working), participants are
+    /// reconciled with the new join's list.
+    fn rejoin(&mut self, join: proto::JoinResponse) -> Result<(), RoomError> {
+        let me = join.participant.clone().unwrap_or_default();
+        self.sid = me.sid;
+        self.identity = me.identity;
+        let mut sub = Peer::new(Role::Subscriber, self.bind_ip, self.loopback_only)?;
+        let mut publ = Peer::new(Role::Publisher, self.bind_ip, self.loopback_only)?;
+        std::mem::swap(&mut self.sub, &mut sub);
+        std::mem::swap(&mut self.publ, &mut publ);
+        sub.rtc.disconnect();
+        publ.rtc.disconnect();
+        // Signalling queued for the old session means nothing to the new one.
+        self.sig_backlog.clear();
+        self.pub_offer = None;
+        self.pub_channels = None;
+        self.pub_reliable_open = false;
+        self.pub_trickled = false;
+        self.sub_trickled = false;
+        self.text_streams.clear();
+        self.ping_interval = Duration::from_secs(join.ping_interval.clamp(1, 60) as u64);
+        self.ping_timeout = Duration::from_secs(join.ping_timeout.clamp(2, 120) as u64);
+        let old_tracks: Vec<RemoteTrack> = self.remote.drain().map(|(_, t)| t).collect();
+        for t in old_tracks {
+            let identity = self
+                .participants
+                .get(&t.participant_sid)
+                .map(|p| p.identity.clone())
+                .unwrap_or_default();
+            self.emit(RoomEvent::TrackUnsubscribed {
+                identity,
+                track_sid: t.track_sid,
+            });
+        }
+        // Participants: the new list is the truth.
+        let present: std::collections::HashSet<String> =
+            join.other_participants.iter().map(|p| p.identity.clone()).collect();
+        let gone: Vec<(String, String)> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| !present.contains(&p.identity))
+            .map(|(sid, p)| (sid.clone(), p.identity.clone()))
+            .collect();
+        for (sid, identity) in gone {
+            self.participants.remove(&sid);
+            self.emit(RoomEvent::ParticipantLeft { identity });
+        }
+        // Same people may have new sids: key by identity.
+        let known: HashMap<String, String> = self
+            .participants
+            .iter()
+            .map(|(sid, p)| (p.identity.clone(), sid.clone()))
+            .collect();
+        for info in &join.other_participants {
+            if let Some(old_sid) = known.get(&info.identity) {
+                if let Some(mut p) = self.participants.remove(old_sid) {
+                    p.sid = info.sid.clone();
+                    self.participants.insert(info.sid.clone(), p);
+                }
+            }
+            self.update_participant(info);
+        }
+        // Publish the local tracks again.
+        self.republish.clear();
+        for i in 0..self.local.len() {
+            self.cid_counter += 1;
+            let cid = format!("callfleet-{}-{}", self.sid, self.cid_counter);
+            let t = &mut self.local[i];
+            t.cid = cid.clone();
+            t.mid = None;
+            t.pt = None;
+            t.talking = false;
+            self.republish.insert(cid.clone(), i);
+            self.send_signal(Req::AddTrack(add_track_request(cid, format!("track-{i}"))));
+        }
+        self.negotiate_publisher();
+        Ok(())
     }
 
     fn ping(&mut self, now: Instant) {
@@ -684,6 +782,10 @@ impl Engine {
     }
 
     fn handle_track_published(&mut self, tp: proto::TrackPublishedResponse) {
+        if self.republish.remove(&tp.cid).is_some() {
+            self.negotiate_publisher();
+            return;
+        }
         let Some(pending) = self.pending_publish.remove(&tp.cid) else {
             return;
         };
@@ -1164,6 +1266,7 @@ impl Engine {
                     from,
                     topic: h.topic,
                     content,
+                    deflated: h.compression == proto::data_stream::CompressionType::DeflateRaw as i32,
                 };
                 if done {
                     self.finish_text_stream(stream);
@@ -1185,7 +1288,16 @@ impl Engine {
         }
     }
 
-    fn finish_text_stream(&mut self, s: TextStream) {
+    fn finish_text_stream(&mut self, mut s: TextStream) {
+        if s.deflated {
+            let mut inflated = Vec::new();
+            let mut decoder = flate2::read::DeflateDecoder::new(s.content.as_slice());
+            if let Err(e) = std::io::Read::read_to_end(&mut decoder, &mut inflated) {
+                tracing::debug!(error = %e, "Undecodable compressed text stream.");
+                return;
+            }
+            s.content = inflated;
+        }
         let text = String::from_utf8_lossy(&s.content).to_string();
         if s.topic == CHAT_TOPIC {
             self.emit(RoomEvent::ChatMessage { from: s.from, text });
@@ -1196,6 +1308,19 @@ impl Engine {
                 payload: s.content,
             });
         }
+    }
+}
+
+#[allow(deprecated)] // `disable_dtx`: still what servers read.
+fn add_track_request(cid: String, name: String) -> proto::AddTrackRequest {
+    proto::AddTrackRequest {
+        cid,
+        name,
+        r#type: proto::TrackType::Audio as i32,
+        source: proto::TrackSource::Microphone as i32,
+        disable_red: true,
+        disable_dtx: false,
+        ..Default::default()
     }
 }
 
@@ -1243,38 +1368,50 @@ async fn recv_reconnect(rx: &mut Option<oneshot::Receiver<ReconnectResult>>) -> 
 }
 
 /// Reopen the signalling socket with `reconnect=1`, retrying with backoff until `limit`.
+/// When the server no longer knows the session (it refuses, or it restarted), join afresh.
 async fn resume(base: String, token: Token, sid: String, auto: bool, limit: Duration) -> ReconnectResult {
-    let url = signal::rtc_url(&base, auto, Some(&sid))?;
+    let resume_url = signal::rtc_url(&base, auto, Some(&sid))?;
+    let join_url = signal::rtc_url(&base, auto, None)?;
     let deadline = Instant::now() + limit;
     let mut backoff = Duration::from_millis(100);
+    let mut fresh = false;
     loop {
+        let url = if fresh { &join_url } else { &resume_url };
         let attempt = async {
-            let mut conn = signal::connect(&url, &token).await?;
+            let mut conn = signal::connect(url, &token).await?;
             loop {
                 let resp = tokio::time::timeout(Duration::from_secs(5), first_response(&mut conn))
                     .await
                     .map_err(|_| RoomError::Timeout("the reconnect response"))??;
                 match resp.message {
-                    Some(Resp::Reconnect(_)) => return Ok(conn),
+                    Some(Resp::Join(j)) => return Ok(Restored::Rejoined(conn, Box::new(j))),
+                    Some(Resp::Reconnect(_)) if !fresh => return Ok(Restored::Resumed(conn)),
                     Some(Resp::Leave(l)) => {
-                        return Err(RoomError::Signal(format!("server refused to resume (reason {})", l.reason)))
+                        return Err(RoomError::SessionGone(format!("server sent leave (reason {})", l.reason)))
                     }
-                    // Before protocol 9 servers sent nothing; any other message means resumed.
-                    Some(_) => return Ok(conn),
-                    None => continue,
+                    // Servers before protocol 9 sent nothing first: any message means resumed.
+                    Some(_) if !fresh => return Ok(Restored::Resumed(conn)),
+                    _ => continue,
                 }
             }
         };
         match attempt.await {
-            Ok(conn) => return Ok(conn),
-            Err(RoomError::Rejected { status, message }) if (400..500).contains(&status) => {
-                return Err(RoomError::Rejected { status, message })
-            }
+            Ok(restored) => return Ok(restored),
             Err(e) => {
                 if Instant::now() + backoff > deadline {
                     return Err(e);
                 }
-                tracing::debug!(error = %e, "Resume attempt failed.");
+                // A refusal (leave, 4xx) means the session is gone: join afresh next time.
+                // Forbidden tokens fail the fresh join too, and then we give up.
+                match &e {
+                    RoomError::Rejected { status: 401 | 403, .. } if fresh => return Err(e),
+                    RoomError::Rejected { .. } | RoomError::SessionGone(_) if !fresh => {
+                        tracing::debug!(error = %e, "Resume refused; joining afresh.");
+                        fresh = true;
+                        continue;
+                    }
+                    _ => tracing::debug!(error = %e, "Reconnect attempt failed."),
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

@@ -19,6 +19,8 @@ pub enum RoomError {
     Transport(String),
     #[error("audio codec failed: {0}")]
     Codec(String),
+    #[error("the server no longer has our session: {0}")]
+    SessionGone(String),
     #[error("the room is closed")]
     Closed,
     #[error("the server did not publish the track: {0}")]

@@ -39,10 +39,13 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) async fn new(role: Role, bind_ip: IpAddr, loopback_only: bool) -> Result<Self, RoomError> {
-        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))
-            .await
+    /// Must run inside a tokio runtime (the socket registers with it).
+    pub(crate) fn new(role: Role, bind_ip: IpAddr, loopback_only: bool) -> Result<Self, RoomError> {
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|e| RoomError::Transport(format!("bind UDP: {e}")))?;
+        let socket =
+            UdpSocket::from_std(std_socket).map_err(|e| RoomError::Transport(format!("register UDP: {e}")))?;
         let local_addr = socket
             .local_addr()
             .map_err(|e| RoomError::Transport(format!("UDP address: {e}")))?;

@@ -139,3 +139,38 @@ pub(crate) async fn connect(url: &url::Url, token: &Token) -> Result<SignalConn,
     });
     Ok(SignalConn { tx, rx, close })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtc_urls() {
+        let check = |base: &str, reconnect: Option<&str>, expected: &str| {
+            assert_eq!(rtc_url(base, true, reconnect).map(|u| u.to_string()).ok().as_deref(), Some(expected), "{base}");
+        };
+        check(
+            "ws://127.0.0.1:7880",
+            None,
+            "ws://127.0.0.1:7880/rtc?protocol=16&auto_subscribe=1&sdk=rust&version=0.1.0&adaptive_stream=0",
+        );
+        check(
+            "https://lk.example.com/base/",
+            Some("PA_1"),
+            "wss://lk.example.com/base/rtc?protocol=16&auto_subscribe=1&sdk=rust&version=0.1.0&adaptive_stream=0&reconnect=1&sid=PA_1",
+        );
+        check(
+            "http://localhost:7880",
+            None,
+            "ws://localhost:7880/rtc?protocol=16&auto_subscribe=1&sdk=rust&version=0.1.0&adaptive_stream=0",
+        );
+        assert!(rtc_url("ftp://x", true, None).is_err());
+        assert!(rtc_url("not a url", true, None).is_err());
+    }
+
+    #[test]
+    fn token_never_prints() {
+        let t = Token::new("eyJhbGciOiJIUzI1NiJ9.secret.sig");
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+}

@@ -1,4 +1,4 @@
-//! Chat both ways, participant events and leaving, against a real livekit-server with
+//! Chat both ways, DTMF, attributes, participant events and leaving, against a real livekit-server with
 //! LiveKit's Python SDK on the other side.
 
 mod common;
@@ -9,24 +9,37 @@ use callfleet_rtc::{RoomEvent, RoomOptions};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_both_ways_and_a_leaving_participant_is_seen() {
+async fn chat_dtmf_attributes_and_a_leaving_participant_are_seen() {
     let Some(env) = env() else { return };
     let room = unique_room("chat");
     let (rust, mut events) = env.join(&room, "rust", RoomOptions::default()).await;
     let mut py = env.python(&[
         "--room", &room, "--identity", "py", "--wait-participant",
-        "--send-chat", "привет from python", "--chat-delay", "1.0", "--leave-after", "4",
+        "--send-chat", "привет from python", "--chat-delay", "1.0", "--leave-after", "5",
+        "--set-attributes", r#"{"sip.phoneNumber": "+15550100"}"#, "--send-dtmf", "5:5",
     ]);
-    // Signalling (joins) and data channels (chat) are separate paths: either may come first.
-    let (mut joined, mut chat) = (None, None);
-    while joined.is_none() || chat.is_none() {
+    // Signalling (joins, attributes) and data channels (chat, DTMF) are separate paths:
+    // their events may come in any order.
+    let (mut joined, mut chat, mut dtmf, mut attributes) = (None, None, None, None);
+    while joined.is_none() || chat.is_none() || dtmf.is_none() || attributes.is_none() {
         wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
             RoomEvent::ParticipantJoined(p) => {
+                if p.attributes.contains_key("sip.phoneNumber") {
+                    attributes = Some(p.attributes.clone());
+                }
                 joined = Some(p.identity);
+                Some(())
+            }
+            RoomEvent::AttributesChanged { identity, attributes: a } if identity == "py" => {
+                attributes = Some(a);
                 Some(())
             }
             RoomEvent::ChatMessage { from, text } => {
                 chat = Some((from, text));
+                Some(())
+            }
+            RoomEvent::Dtmf { from, code, digit } => {
+                dtmf = Some((from, code, digit));
                 Some(())
             }
             _ => None,
@@ -35,6 +48,11 @@ async fn chat_both_ways_and_a_leaving_participant_is_seen() {
     }
     assert_eq!(joined.as_deref(), Some("py"));
     assert_eq!(chat, Some(("py".to_string(), "привет from python".to_string())));
+    assert_eq!(dtmf, Some(("py".to_string(), 5, "5".to_string())));
+    assert_eq!(
+        attributes.and_then(|a| a.get("sip.phoneNumber").cloned()).as_deref(),
+        Some("+15550100")
+    );
 
     rust.send_chat("hello from rust").await.expect("chat sent");
     let got = py.wait_event("chat", None, Duration::from_secs(10)).await;

@@ -411,3 +411,79 @@ pub fn loud_fraction(samples: &[i16], rate: u32, threshold: f64) -> f64 {
     let env = envelope(samples, rate);
     env.iter().filter(|&&e| e > threshold).count() as f64 / env.len().max(1) as f64
 }
+
+/// A livekit-server of this test's own (so it can be killed and restarted), started with
+/// scripts/start-livekit-server.sh on the given ports.
+pub struct PrivateServer {
+    pub url: String,
+    dir: tempfile::TempDir,
+    ports: (u16, u16, u16),
+}
+
+impl PrivateServer {
+    pub fn start(ports: (u16, u16, u16)) -> Option<PrivateServer> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = PrivateServer { url: String::new(), dir, ports };
+        server.url = server.launch()?;
+        Some(server)
+    }
+
+    fn launch(&self) -> Option<String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-livekit-server.sh");
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&script)
+            .arg(self.dir.path())
+            .env("LIVEKIT_PORT", self.ports.0.to_string())
+            .env("LIVEKIT_RTC_TCP_PORT", self.ports.1.to_string())
+            .env("LIVEKIT_RTC_UDP_PORT", self.ports.2.to_string());
+        let cached = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/bin/livekit-server");
+        match std::env::var_os("LIVEKIT_SERVER_BIN") {
+            Some(bin) => {
+                cmd.env("LIVEKIT_SERVER_BIN", bin);
+            }
+            None if cached.exists() => {
+                cmd.env("LIVEKIT_SERVER_BIN", &cached);
+            }
+            None => {
+                missing("no livekit-server binary (LIVEKIT_SERVER_BIN or ~/.cache/callfleet/bin/livekit-server)");
+                return None;
+            }
+        }
+        let out = cmd.output().expect("start script runs");
+        if !out.status.success() {
+            panic!("livekit-server did not start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn pid(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("livekit-server.pid")).ok().map(|p| p.trim().to_string())
+    }
+
+    pub fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            // SIGKILL: a crash. (SIGTERM makes the server drain its rooms first, slowly.)
+            let _ = std::process::Command::new("kill").arg("-9").arg(&pid).status();
+            // Wait until it is gone so the ports are free again.
+            for _ in 0..100 {
+                let alive = std::process::Command::new("kill").arg("-0").arg(&pid).status().is_ok_and(|s| s.success());
+                if !alive {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = std::fs::remove_file(self.dir.path().join("livekit-server.pid"));
+        }
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.launch().expect("restarted");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

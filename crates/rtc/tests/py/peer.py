@@ -31,7 +31,7 @@ def token(args, room, identity):
         api.AccessToken(args.api_key, args.api_secret)
         .with_identity(identity)
         .with_name(identity)
-        .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True))
+        .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True, can_update_own_metadata=True))
         .to_jwt()
     )
 
@@ -107,6 +107,13 @@ async def run_peer(args, index):
     tasks = []
     if args.publish_wav:
         tasks.append(asyncio.ensure_future(publish(args, room_name, room)))
+    if args.set_attributes:
+        await room.local_participant.set_attributes(json.loads(args.set_attributes))
+        emit(room_name, "attributes_set")
+    if args.send_dtmf:
+        code, digit = args.send_dtmf.split(":")
+        await room.local_participant.publish_dtmf(code=int(code), digit=digit)
+        emit(room_name, "dtmf_sent")
     if args.send_chat:
         await asyncio.sleep(args.chat_delay)
         await room.local_participant.send_text(args.send_chat, topic="lk.chat")
@@ -189,6 +196,8 @@ async def main():
     p.add_argument("--record-dir")
     p.add_argument("--record-seconds", type=float, default=0)
     p.add_argument("--send-chat")
+    p.add_argument("--send-dtmf", help="CODE:DIGIT, e.g. 5:5")
+    p.add_argument("--set-attributes", help="JSON object of attributes to set after joining")
     p.add_argument("--chat-delay", type=float, default=0.5)
     p.add_argument("--exit-on-chat", action="store_true")
     p.add_argument("--duration", type=float, default=10)
