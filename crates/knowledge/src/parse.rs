@@ -101,6 +101,11 @@ fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
         }
         other => ParseError::Corrupt(format!("unreadable PDF: {other}")),
     })?;
+    // lopdf decrypts with the empty user password when it can; a document still encrypted
+    // after loading needs a password we do not have.
+    if doc.is_encrypted() {
+        return Err(ParseError::Encrypted("the PDF needs a password".into()));
+    }
     let page_count = doc.get_pages().len() as u32;
     if page_count == 0 {
         return Err(ParseError::Empty);
