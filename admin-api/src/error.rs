@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The request is well-formed but its content is not acceptable; `details` names each problem.
     #[error("{message}")]
     Unprocessable { message: String, details: Vec<ConfigIssue> },
+    /// A dependency (LiveKit, the fleet) cannot serve this now; `code` says which.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
     #[error("internal error")]
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -39,11 +39,22 @@ impl Default for ApiConfig {
     }
 }
 
+/// What browser calls need: a dispatcher to place the agent, and LiveKit to mint the caller's
+/// token for.
+pub struct BrowserCalls {
+    pub dispatcher: Arc<callfleet_dispatcher::Dispatcher>,
+    /// The LiveKit URL as a browser reaches it (`wss://…`).
+    pub livekit_url: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiContext {
     pub config: Arc<ApiConfig>,
     pub store: Store,
+    pub(crate) browser_calls: Option<Arc<BrowserCalls>>,
     pub(crate) limiter: Arc<rate_limit::RateLimiter>,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
 }
@@ -54,9 +65,16 @@ impl ApiContext {
         ApiContext {
             config: Arc::new(config),
             store,
+            browser_calls: None,
             limiter: Arc::new(limiter),
             metrics: Arc::new(metrics::HttpMetrics::new()),
         }
+    }
+
+    /// Enables `POST /bots/{id}/sessions`.
+    pub fn with_browser_calls(mut self, calls: BrowserCalls) -> ApiContext {
+        self.browser_calls = Some(Arc::new(calls));
+        self
     }
 }
 

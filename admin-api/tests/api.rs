@@ -408,7 +408,7 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "GET /companies/{id}/bots", "POST /bots", "GET /bots/{id}", "PATCH /bots/{id}", "DELETE /bots/{id}",
         "PUT /bots/{id}/config", "GET /bots/{id}/config", "GET /bots/{id}/config/versions", "GET /bots/{id}/config/versions/{version}",
         "POST /bots/{id}/phone-numbers", "GET /bots/{id}/phone-numbers", "DELETE /bots/{id}/phone-numbers/{number}",
-        "GET /calls", "GET /calls/{id}",
+        "GET /calls", "GET /calls/{id}", "POST /bots/{id}/sessions",
         "POST /webhooks", "GET /webhooks", "GET /webhooks/{id}", "PATCH /webhooks/{id}", "DELETE /webhooks/{id}", "GET /webhooks/{id}/deliveries",
     ];
     expected.sort();
@@ -429,4 +429,53 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
     let text = metrics.body.as_str().unwrap();
     assert!(text.contains(r#"callfleet_http_requests_total{method="GET",route="/health",status="200"} 2"#), "{text}");
     assert!(text.contains(r#"route="/bots/{id}""#), "routes are labelled by template: {text}");
+}
+
+#[tokio::test]
+async fn browser_sessions_place_an_agent_and_hand_out_a_token() {
+    use callfleet_dispatcher::{Dispatcher, DispatcherConfig};
+    use callfleet_fleet::{FleetBus, MemoryBus, WorkerStatus, MESSAGE_VERSION};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let db = callfleet_store::testing::sqlite().await;
+    let without = Api::new(db.store.clone(), ApiConfig::default());
+    let a = tenant(&without, "A", "+74950000001").await;
+    let b = tenant(&without, "B", "+74950000002").await;
+    let unavailable = without.call(Method::POST, &format!("/bots/{}/sessions", a.bot), &a.key, None).await;
+    assert_eq!((unavailable.status, unavailable.body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("calls_unavailable")));
+
+    let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
+    let dispatcher = Arc::new(Dispatcher::new(bus.clone(), db.store.clone(), DispatcherConfig::default()));
+    let calls = callfleet_admin_api::BrowserCalls {
+        dispatcher,
+        livekit_url: "ws://127.0.0.1:7880".into(),
+        api_key: "devkey".into(),
+        api_secret: Secret::new("secret"),
+    };
+    let config = ApiConfig { admin_key: Secret::new(ADMIN), ..ApiConfig::default() };
+    let app = router(ApiContext::new(config, db.store.clone()).with_browser_calls(calls));
+    let api = Api { app, store: db.store.clone() };
+
+    let no_worker = api.call(Method::POST, &format!("/bots/{}/sessions", a.bot), &a.key, None).await;
+    assert_eq!((no_worker.status, no_worker.body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity")));
+
+    let worker = WorkerStatus { v: MESSAGE_VERSION, worker_id: "w1".into(), capacity: 4, active_calls: 0, cpu: 0.0, memory_bytes: 0, provider_connections: 0, draining: false, at: 0 };
+    bus.heartbeat(&worker, Duration::from_secs(60)).await.unwrap();
+    let session = api.call(Method::POST, &format!("/bots/{}/sessions", a.bot), &a.key, None).await;
+    assert_eq!(session.status, StatusCode::CREATED, "{}", session.body);
+    assert_eq!(session.body["url"], "ws://127.0.0.1:7880");
+    let job = bus.next_job("w1", Duration::from_secs(1)).await.unwrap().expect("an agent was placed at once");
+    assert_eq!(job.call_id, session.body["call_id"].as_str().unwrap());
+    assert_eq!(job.room, session.body["room"].as_str().unwrap());
+    assert_eq!(job.caller_identity.as_deref(), session.body["identity"].as_str());
+    assert_eq!(job.config["greeting"], "Здравствуйте! Салон красоты Элегант. Чем могу помочь?");
+    // The token is a LiveKit JWT for that room and identity, signed with the API secret.
+    let claims = livekit_api::access_token::TokenVerifier::with_api_key("devkey", "secret")
+        .verify(session.body["token"].as_str().unwrap())
+        .expect("signed with the LiveKit secret");
+    assert_eq!((claims.sub.as_str(), claims.video.room.as_str(), claims.video.room_join), (job.caller_identity.as_deref().unwrap(), job.room.as_str(), true));
+
+    let other = api.call(Method::POST, &format!("/bots/{}/sessions", b.bot), &a.key, None).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "another company's bot");
 }

@@ -9,6 +9,8 @@
 //! through the fleet (checkpoints, the post-call queue).
 
 mod load;
+mod session;
 mod worker;
 
+pub use session::{ChatSession, LiveKitSettings};
 pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig};

@@ -11,8 +11,10 @@
 
 mod dispatcher;
 mod placement;
+mod tokens;
 mod webhook;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig, PlaceError, Placement, PlacementRequest};
 pub use placement::choose_worker;
+pub use tokens::caller_token;
 pub use webhook::{router as webhook_router, WebhookState};

@@ -6,6 +6,7 @@ mod calls;
 mod companies;
 mod health;
 mod phone_numbers;
+mod sessions;
 mod webhooks;
 
 use crate::error::ErrorBody;
@@ -25,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "companies", description = "Tenants and their API keys (admin key)"),
         (name = "bots", description = "Bots and versioned configs"),
         (name = "phone-numbers", description = "Numbers routed to bots"),
-        (name = "calls", description = "Call records, transcripts, outcomes"),
+        (name = "calls", description = "Call records, transcripts, outcomes; browser call sessions"),
         (name = "webhooks", description = "Where call events are sent"),
         (name = "system", description = "Health, metrics, this document"),
     )
@@ -50,6 +51,7 @@ fn api_router() -> OpenApiRouter<ApiContext> {
         .merge(companies::router())
         .merge(bots::router())
         .merge(phone_numbers::router())
+        .merge(sessions::router())
         .merge(calls::router())
         .merge(webhooks::router())
 }
