@@ -1,0 +1,97 @@
+//! Audio said without waiting on a synthesizer: the greeting (synthesized once per bot, voice
+//! and text, then reused by every call), the apology played when every provider has failed, and
+//! a comfort tone for when not even the apology could be synthesized — the caller never hears
+//! silence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Synthesized phrases shared by the calls of one process.
+#[derive(Debug, Clone, Default)]
+pub struct PhraseCache {
+    inner: Arc<Mutex<HashMap<String, Arc<Vec<i16>>>>>,
+}
+
+impl PhraseCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key of a phrase: the same text in another voice or rate is another recording.
+    pub fn key(bot: &str, voice: Option<&str>, sample_rate: u32, text: &str) -> String {
+        format!("{bot}\u{1f}{}\u{1f}{sample_rate}\u{1f}{text}", voice.unwrap_or(""))
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Vec<i16>>> {
+        self.inner.lock().ok()?.get(key).cloned()
+    }
+
+    pub fn insert(&self, key: String, samples: Vec<i16>) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.insert(key, Arc::new(samples));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Two soft notes, 400 ms: what the caller hears when no apology could be synthesized.
+pub fn comfort_tone(sample_rate: u32) -> Vec<i16> {
+    let note = |hz: f32, ms: u32| -> Vec<i16> {
+        let n = (sample_rate * ms / 1000) as usize;
+        (0..n)
+            .map(|i| {
+                let fade = (i.min(n - i) as f32 / (n as f32 * 0.1)).min(1.0);
+                ((i as f32 * hz * std::f32::consts::TAU / sample_rate as f32).sin() * 2500.0 * fade) as i16
+            })
+            .collect()
+    };
+    let mut v = note(523.0, 200);
+    v.extend(note(392.0, 200));
+    v
+}
+
+pub fn apology(language: &str) -> &'static str {
+    if language.starts_with("ru") {
+        "Извините, у нас технические неполадки. Пожалуйста, перезвоните чуть позже."
+    } else {
+        "I'm sorry, we're having technical trouble. Please call again a little later."
+    }
+}
+
+pub fn reprompt(language: &str) -> &'static str {
+    if language.starts_with("ru") {
+        "Вы меня слышите?"
+    } else {
+        "Are you still there?"
+    }
+}
+
+pub fn goodbye(language: &str) -> &'static str {
+    if language.starts_with("ru") {
+        "Я вас не слышу. Перезвоните, пожалуйста. До свидания."
+    } else {
+        "I can't hear you, so I'll end the call. Please call again. Goodbye."
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_separate_voices_and_rates() {
+        let c = PhraseCache::new();
+        c.insert(PhraseCache::key("b", Some("v1"), 16000, "Hi"), vec![1]);
+        assert!(c.get(&PhraseCache::key("b", Some("v1"), 16000, "Hi")).is_some());
+        assert!(c.get(&PhraseCache::key("b", Some("v2"), 16000, "Hi")).is_none());
+        assert!(c.get(&PhraseCache::key("b", Some("v1"), 24000, "Hi")).is_none());
+        assert_eq!(comfort_tone(16000).len(), 6400);
+    }
+}

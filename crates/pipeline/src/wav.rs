@@ -1,0 +1,130 @@
+//! 16-bit PCM WAV files and sample-rate conversion, for the console's audio mode and fixtures.
+//! Parsing and encoding work on bytes; only [`read`] and [`write`] touch the file system.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WavError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a WAV file: {0}")]
+    Format(&'static str),
+    #[error("unsupported WAV: {0} (16-bit PCM only)")]
+    Unsupported(String),
+}
+
+/// Mono samples and their rate; stereo is mixed down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pcm {
+    pub samples: Vec<i16>,
+    pub sample_rate: u32,
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Pcm, WavError> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(WavError::Format("no RIFF/WAVE header"));
+    }
+    let mut at = 12;
+    let mut format: Option<(u16, u16, u32, u16)> = None;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
+        let body = &bytes[at + 8..(at + 8 + len).min(bytes.len())];
+        match id {
+            b"fmt " if body.len() >= 16 => {
+                let u16_at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
+                let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
+                format = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
+            }
+            b"data" => {
+                let (tag, channels, rate, bits) = format.ok_or(WavError::Format("data before fmt"))?;
+                // 0xFFFE is WAVE_FORMAT_EXTENSIBLE, which ffmpeg and sox write for plain PCM too.
+                if !(tag == 1 || tag == 0xFFFE) || bits != 16 || channels == 0 {
+                    return Err(WavError::Unsupported(format!("format {tag}, {bits} bits, {channels} channels")));
+                }
+                let frames = body.chunks_exact(2 * channels as usize);
+                let samples = frames
+                    .map(|f| {
+                        let sum: i32 = f.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]) as i32).sum();
+                        (sum / channels as i32) as i16
+                    })
+                    .collect();
+                return Ok(Pcm { samples, sample_rate: rate });
+            }
+            _ => {}
+        }
+        at += 8 + len + (len & 1);
+    }
+    Err(WavError::Format("no data chunk"))
+}
+
+pub fn encode(samples: &[i16], sample_rate: u32) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+pub fn read(path: &Path) -> Result<Pcm, WavError> {
+    parse(&std::fs::read(path)?)
+}
+
+pub fn write(path: &Path, samples: &[i16], sample_rate: u32) -> Result<(), WavError> {
+    Ok(std::fs::write(path, encode(samples, sample_rate))?)
+}
+
+/// Linear-interpolation resampling: enough for speech between the usual telephony and TTS rates.
+pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
+    if from == to || samples.is_empty() || from == 0 || to == 0 {
+        return samples.to_vec();
+    }
+    let n = (samples.len() as u64 * to as u64 / from as u64) as usize;
+    let step = from as f64 / to as f64;
+    (0..n)
+        .map(|i| {
+            let pos = i as f64 * step;
+            let k = pos as usize;
+            let frac = pos - k as f64;
+            let a = samples[k.min(samples.len() - 1)] as f64;
+            let b = samples[(k + 1).min(samples.len() - 1)] as f64;
+            (a + (b - a) * frac).round() as i16
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_stereo_downmix() {
+        let samples = vec![0, 1, -1, 32767, -32768];
+        assert_eq!(parse(&encode(&samples, 16000)).unwrap(), Pcm { samples: samples.clone(), sample_rate: 16000 });
+        let mut stereo = encode(&[100, 300, -100, -300], 8000);
+        stereo[22] = 2; // channels
+        assert_eq!(parse(&stereo).unwrap().samples, vec![200, -200]);
+        assert!(matches!(parse(b"RIFF0000WAVE"), Err(WavError::Format(_))));
+    }
+
+    #[test]
+    fn resampling_keeps_duration() {
+        let cases = [(16000, 48000, 160, 480), (48000, 16000, 480, 160), (24000, 16000, 240, 160), (16000, 16000, 7, 7)];
+        for (from, to, n, want) in cases {
+            assert_eq!(resample(&vec![5; n], from, to).len(), want, "{from}->{to}");
+        }
+    }
+}
