@@ -3,6 +3,7 @@
 
 mod config_check;
 mod console;
+mod fleet;
 mod serve;
 mod test_calls;
 
@@ -48,15 +49,36 @@ pub(crate) enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run everything in one process with embedded defaults (SQLite under the data dir): the admin
-    /// API now; the dispatcher and an agent worker as they land. Nothing else needs installing.
-    Dev(ApiArgs),
-    /// Run the admin HTTP API (production: set DATABASE_URL and CALLFLEET_ADMIN_KEY).
-    Api(ApiArgs),
-    /// Run the dispatcher: places calls on agent workers (not in this build yet).
-    Dispatcher,
-    /// Run an agent worker: joins LiveKit rooms and talks (not in this build yet).
-    Agent,
+    /// Run everything in one process with embedded defaults: the admin API (SQLite under the data
+    /// dir), the dispatcher and an agent worker on an in-process bus, and post-call processing on
+    /// a queue file. Browser calls need a LiveKit server (LIVEKIT_URL, default ws://127.0.0.1:7880).
+    Dev {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        livekit: fleet::LiveKitArgs,
+        #[command(flatten)]
+        worker: fleet::WorkerArgs,
+    },
+    /// Run the admin HTTP API (production: set DATABASE_URL and CALLFLEET_ADMIN_KEY; with
+    /// REDIS_URL it also starts browser calls, placing agents through the fleet).
+    Api {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Redis, where the fleet meets; enables `POST /bots/{id}/sessions`.
+        #[arg(long, env = "REDIS_URL")]
+        redis_url: Option<String>,
+        #[arg(long, env = "CALLFLEET_REDIS_PREFIX", default_value = "cf:")]
+        redis_prefix: String,
+        #[command(flatten)]
+        livekit: fleet::LiveKitArgs,
+    },
+    /// Run the dispatcher: places rooms on agent workers, re-places a dead worker's calls,
+    /// receives LiveKit webhooks, and stores finished calls (post-call processing).
+    Dispatcher(fleet::DispatcherArgs),
+    /// Run an agent worker: takes jobs from the fleet (Redis), joins LiveKit rooms and runs the
+    /// calls. SIGTERM drains it (running calls finish); a second SIGTERM forces it to stop.
+    Agent(fleet::AgentArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Check a bot config file (YAML or JSON) and list every problem with its path.
@@ -135,18 +157,22 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Dev(args) => serve::dev(&cli.global, args).await,
-            Command::Api(args) => serve::api(&cli.global, args).await,
+            Command::Dev { api, livekit, worker } => fleet::dev(&cli.global, api, livekit, worker).await,
+            Command::Api { api, redis_url, redis_prefix, livekit } => {
+                let calls = match redis_url {
+                    Some(url) => Some(fleet::browser_calls(&cli.global, &url, &redis_prefix, &livekit).await?),
+                    None => None,
+                };
+                serve::api(&cli.global, api, calls).await
+            }
             Command::Migrate => serve::migrate(&cli.global).await,
             Command::CheckConfig { file } => config_check::run(&file),
             Command::Console { bot, json, docs, now } => {
                 console::run(&bot, &console::ConsoleOptions { json, docs, now })
             }
             Command::TestCalls { path } => test_calls::run(&path),
-            Command::Dispatcher | Command::Agent => anyhow::bail!(
-                "this subcommand is not in this build yet: the fleet (dispatcher and agent workers) is being built \
-                 (issue 5); `callfleet dev` runs what exists"
-            ),
+            Command::Dispatcher(args) => fleet::dispatcher(&cli.global, args).await,
+            Command::Agent(args) => fleet::agent(args).await,
         }
     })
 }

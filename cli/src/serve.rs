@@ -10,7 +10,7 @@ use rand::Rng;
 use std::path::Path;
 
 /// Opens the database the flags name and brings its schema up to date.
-async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
     let store = match &global.database_url {
         Some(url) => Store::connect(url).await.with_context(|| format!("connecting to {}", redact_url(url)))?,
         None => Store::open_data_dir(&global.data_dir)
@@ -72,7 +72,7 @@ fn api_config(args: &ApiArgs, admin_key: Secret) -> ApiConfig {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         tokio::signal::ctrl_c().await.ok();
     };
@@ -94,28 +94,38 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run_api(store: Store, config: ApiConfig, args: &ApiArgs) -> anyhow::Result<()> {
+async fn run_api_with(ctx: ApiContext, args: &ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("listening on {} (set --http-addr or CALLFLEET_HTTP_ADDR)", args.http_addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     println!("admin API: http://{addr}  (OpenAPI: http://{addr}/openapi.json)");
     tracing::info!(%addr, "admin API listening");
-    callfleet_admin_api::serve(listener, ApiContext::new(config, store), shutdown_signal()).await.context("serving the admin API")
+    callfleet_admin_api::serve(listener, ctx, shutdown_signal()).await.context("serving the admin API")
 }
 
-pub(crate) async fn dev(global: &GlobalArgs, args: ApiArgs) -> anyhow::Result<()> {
-    let store = open_store(global).await?;
+/// The API half of `callfleet dev`: the embedded store, a dev admin key, browser calls enabled.
+pub(crate) async fn dev_api(
+    global: &GlobalArgs,
+    args: &ApiArgs,
+    store: Store,
+    calls: callfleet_admin_api::BrowserCalls,
+) -> anyhow::Result<()> {
     let (admin_key, key_file) = dev_admin_key(args.admin_key.clone(), &global.data_dir)?;
     println!("callfleet dev: database {}", describe_store(global));
     match key_file {
         Some(path) => println!("admin key: in {path}  (export CALLFLEET_ADMIN_KEY=$(cat {path}))"),
         None => println!("admin key: from CALLFLEET_ADMIN_KEY"),
     }
-    run_api(store, api_config(&args, admin_key), &args).await
+    let ctx = ApiContext::new(api_config(args, admin_key), store).with_browser_calls(calls);
+    run_api_with(ctx, args).await
 }
 
-pub(crate) async fn api(global: &GlobalArgs, args: ApiArgs) -> anyhow::Result<()> {
+pub(crate) async fn api(
+    global: &GlobalArgs,
+    args: ApiArgs,
+    calls: Option<callfleet_admin_api::BrowserCalls>,
+) -> anyhow::Result<()> {
     let admin_key = args
         .admin_key
         .clone()
@@ -123,5 +133,9 @@ pub(crate) async fn api(global: &GlobalArgs, args: ApiArgs) -> anyhow::Result<()
         .context("CALLFLEET_ADMIN_KEY (or --admin-key) is required for `callfleet api`")?;
     let store = open_store(global).await?;
     println!("callfleet api: database {}", describe_store(global));
-    run_api(store, api_config(&args, Secret::new(admin_key)), &args).await
+    let mut ctx = ApiContext::new(api_config(&args, Secret::new(admin_key)), store);
+    if let Some(calls) = calls {
+        ctx = ctx.with_browser_calls(calls);
+    }
+    run_api_with(ctx, &args).await
 }
