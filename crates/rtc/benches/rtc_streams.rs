@@ -5,7 +5,7 @@
 //! For each N in `CALLFLEET_BENCH_STREAMS` (default 10,50,100): N rooms, each with one measured
 //! participant in this process (publishes a 48 kHz tone in 20 ms frames, receives and decodes
 //! the far end's audio) and one far-end participant in a child process (this binary with
-//! `--peer`; publishes a tone, subscribes to nothing). CPU (user+system, % of one core) and RSS
+//! `--peer`; publishes a tone at Opus complexity 0, subscribes to nothing). CPU (user+system, % of one core) and RSS
 //! growth of this process are measured over `CALLFLEET_BENCH_SECS` (default 10) after a warm-up.
 //! Latency: two participants in this process, one room; a tone burst after silence is pushed
 //! into one track and detected in the other's decoded stream (push → PCM out, through the SFU).
@@ -88,8 +88,11 @@ async fn peer_mode(n: usize, prefix: String) {
     let mut rooms = Vec::new();
     let mut tracks = Vec::new();
     for i in 0..n {
+        // The far ends only need to produce audio, as cheaply as possible, so that the
+        // shared cores are left to the process being measured.
         let options = RoomOptions {
             auto_subscribe: false,
+            opus_complexity: 0,
             ..Default::default()
         };
         let (room, events) = server.join(&format!("{prefix}{i}"), "far-end", options).await;

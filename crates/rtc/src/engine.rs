@@ -1011,8 +1011,11 @@ impl Engine {
                 }
             }
             Event::MediaChanged(c) if role == Role::Subscriber => {
-                let _ = c;
+                // The server reuses m-lines: a changed one may now carry a new track.
                 self.reconcile_remote_tracks();
+                if !self.remote.contains_key(&c.mid) {
+                    self.start_remote_track(c.mid);
+                }
             }
             Event::MediaData(d) if role == Role::Subscriber => self.handle_media(d),
             Event::ChannelOpen(id, label) => {
