@@ -10,6 +10,7 @@
 
 pub mod metrics;
 pub mod phrases;
+pub mod recorded;
 pub mod responder;
 pub mod runtime;
 pub mod splitter;
@@ -19,6 +20,7 @@ pub mod wav;
 
 pub use metrics::PipelineMetrics;
 pub use phrases::PhraseCache;
+pub use recorded::{run_recorded_call, RecordedCall};
 pub use responder::{LlmResponder, Responder, ScenarioResponder};
 pub use runtime::{CallInput, CallOutput, CallReport, Pipeline, PipelineConfig, PipelineError, Providers};
 pub use splitter::{SentenceSplitter, SplitRules};

@@ -126,6 +126,8 @@ pub struct CallReport {
 pub enum PipelineError {
     #[error("the caller's side went away")]
     OutputClosed,
+    #[error("the call's task failed: {0}")]
+    Task(String),
 }
 
 pub struct Pipeline {
@@ -139,6 +141,10 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(config: PipelineConfig, providers: Providers) -> Self {
         Pipeline { config, providers, vad: Box::new(EnergyVad::new()), metrics: None, phrases: PhraseCache::new() }
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
     }
 
     pub fn with_vad(mut self, vad: Box<dyn Vad>) -> Self {

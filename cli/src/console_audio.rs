@@ -1,0 +1,122 @@
+//! `callfleet console --bot FILE --wav-in caller.wav --wav-out reply.wav`: the console's audio
+//! mode. The caller's recording is played in real time through the same pipeline a LiveKit call
+//! runs (VAD, streaming STT, turn-taking, the scenario engine, streaming TTS) with the providers
+//! the bot configures and the keys in the environment; the bot's audio is written on the same
+//! timeline as the caller's. Transcript lines print as they happen (`caller: …`, `bot: …`), and
+//! `--json` adds the call result as one JSON object on the last line, as in text mode.
+
+use crate::console::{load_documents, ConsoleOptions};
+use anyhow::{bail, Context};
+use callfleet_core::domain::Speaker;
+use callfleet_core::scenario::{CallContext, ScenarioEngine};
+use callfleet_core::BotConfig;
+use callfleet_pipeline::{run_recorded_call, wav, Pipeline, PipelineConfig, Providers, ScenarioResponder};
+use callfleet_providers::{build_chains, EngineLlm, ProviderEnv};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the call goes on in silence after the recording ends, once the bot is quiet.
+const TAIL: Duration = Duration::from_secs(3);
+
+/// Runs an audio conversation from `wav_in` to `wav_out`; keys and endpoints from the
+/// environment (`DEEPGRAM_API_KEY`, `CARTESIA_API_KEY`, …, see [`ProviderEnv::from_env`]).
+pub fn run(bot: &Path, wav_in: &Path, wav_out: &Path, options: &ConsoleOptions) -> anyhow::Result<()> {
+    let fut = run_async(bot, wav_in, wav_out, options, ProviderEnv::from_env(), std::io::stdout());
+    match tokio::runtime::Handle::try_current() {
+        // Called from the binary's runtime: borrow this worker thread for the call.
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fut)),
+        Err(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(fut),
+    }
+}
+
+/// [`run`] with explicit provider settings and output, for tests and async callers.
+pub async fn run_async(
+    bot: &Path,
+    wav_in: &Path,
+    wav_out: &Path,
+    options: &ConsoleOptions,
+    env: ProviderEnv,
+    mut output: impl Write,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(bot).with_context(|| format!("reading bot config {}", bot.display()))?;
+    let config = BotConfig::parse_any(&text).with_context(|| format!("bot config {}", bot.display()))?;
+    let context = match &options.now {
+        Some(now) => {
+            let at = CallContext::parse_instant(now).with_context(|| format!("--now {now:?}: expected RFC 3339, e.g. 2025-03-12T10:00:00+03:00"))?;
+            CallContext::for_bot(&config, at)
+        }
+        None => CallContext::for_bot_now(&config),
+    };
+
+    let chains = build_chains(&config.providers, &env);
+    for skipped in &chains.skipped {
+        tracing::warn!(provider = %skipped, "Provider left out.");
+    }
+    let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
+        let why = if chains.skipped.is_empty() { "none configured".to_string() } else { chains.skipped.join("; ") };
+        bail!("audio mode needs a speech-to-text and a text-to-speech provider in the bot's `providers:` ({why}); text mode needs none");
+    };
+
+    let input = wav::read(wav_in).with_context(|| format!("reading {}", wav_in.display()))?;
+    let bot_id = config.bot_id.clone().or_else(|| config.name.clone()).unwrap_or_else(|| "console".into());
+    let pipeline_config = PipelineConfig::for_bot(bot_id, &config);
+    let caller = wav::resample(&input.samples, input.sample_rate, pipeline_config.input_rate);
+    let out_rate = pipeline_config.output_rate;
+
+    let config = Arc::new(config);
+    let mut engine = ScenarioEngine::new(config.clone(), context);
+    if let Some(llm) = chains.llm {
+        let choice = config.providers.llm.as_ref();
+        let sampling = (choice.and_then(|c| c.temperature).map(|t| t as f32), choice.and_then(|c| c.max_tokens));
+        engine = engine.with_llm(Arc::new(EngineLlm::new(llm).with_sampling(sampling.0, sampling.1)));
+    }
+    if let Some(dir) = options.docs.clone().or_else(|| default_docs_dir(bot)) {
+        engine = engine.with_knowledge(Arc::new(load_documents(&dir)?));
+    }
+
+    let pipeline = Pipeline::new(pipeline_config, Providers { stt, tts });
+    let mut lines = Vec::new();
+    let call = run_recorded_call(pipeline, Box::new(ScenarioResponder::new(engine)), &caller, TAIL, |turn| {
+        let who = match (turn.speaker, turn.interrupted) {
+            (Speaker::User, _) => "caller",
+            (Speaker::Bot, false) => "bot",
+            (Speaker::Bot, true) => "bot (interrupted)",
+        };
+        lines.push(format!("{who}: {}", turn.text));
+    })
+    .await
+    .context("running the call")?;
+    for line in &lines {
+        writeln!(output, "{line}")?;
+    }
+    wav::write(wav_out, &call.reply, out_rate).with_context(|| format!("writing {}", wav_out.display()))?;
+
+    if options.json {
+        let transcript: Vec<serde_json::Value> = call
+            .report
+            .transcript
+            .iter()
+            .map(|t| serde_json::json!({"speaker": t.speaker, "text": t.text, "at_ms": t.at_ms, "interrupted": t.interrupted}))
+            .collect();
+        let result = call.report.result.as_ref();
+        let summary = serde_json::json!({
+            "outcome": result.map(|r| r.outcome.kind.clone()),
+            "evidence": result.map(|r| r.outcome.evidence.clone()),
+            "fields": result.map(|r| r.fields.clone()),
+            "language": result.map(|r| r.language.clone()),
+            "turns": result.map(|r| r.turns),
+            "transcript": transcript,
+            "metrics": call.report.metrics,
+        });
+        writeln!(output, "{}", serde_json::to_string(&summary)?)?;
+    }
+    output.flush()?;
+    Ok(())
+}
+
+fn default_docs_dir(bot: &Path) -> Option<PathBuf> {
+    let dir = bot.parent()?.join("docs").join(bot.file_stem()?);
+    dir.is_dir().then_some(dir)
+}
