@@ -31,11 +31,13 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest knowledge document accepted for upload, in bytes.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { admin_key: Secret::default(), rate_limit_per_sec: 50.0, rate_limit_burst: 100, max_body_bytes: 1 << 20 }
+        ApiConfig { admin_key: Secret::default(), rate_limit_per_sec: 50.0, rate_limit_burst: 100, max_body_bytes: 1 << 20, max_upload_bytes: 20 << 20 }
     }
 }
 
@@ -54,6 +56,7 @@ pub struct BrowserCalls {
 pub struct ApiContext {
     pub config: Arc<ApiConfig>,
     pub store: Store,
+    pub(crate) knowledge: Option<callfleet_knowledge::KnowledgeService>,
     pub(crate) browser_calls: Option<Arc<BrowserCalls>>,
     pub(crate) limiter: Arc<rate_limit::RateLimiter>,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
@@ -65,10 +68,17 @@ impl ApiContext {
         ApiContext {
             config: Arc::new(config),
             store,
+            knowledge: None,
             browser_calls: None,
             limiter: Arc::new(limiter),
             metrics: Arc::new(metrics::HttpMetrics::new()),
         }
+    }
+
+    /// Enables the `/bots/{id}/knowledge` routes (without it they answer 503).
+    pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> ApiContext {
+        self.knowledge = Some(knowledge);
+        self
     }
 
     /// Enables `POST /bots/{id}/sessions`.

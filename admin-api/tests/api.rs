@@ -408,6 +408,8 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "GET /companies/{id}/bots", "POST /bots", "GET /bots/{id}", "PATCH /bots/{id}", "DELETE /bots/{id}",
         "PUT /bots/{id}/config", "GET /bots/{id}/config", "GET /bots/{id}/config/versions", "GET /bots/{id}/config/versions/{version}",
         "POST /bots/{id}/phone-numbers", "GET /bots/{id}/phone-numbers", "DELETE /bots/{id}/phone-numbers/{number}",
+        "POST /bots/{id}/knowledge", "GET /bots/{id}/knowledge", "DELETE /bots/{id}/knowledge",
+        "GET /bots/{id}/knowledge/{doc_id}", "DELETE /bots/{id}/knowledge/{doc_id}", "POST /bots/{id}/knowledge/search",
         "GET /calls", "GET /calls/{id}", "POST /bots/{id}/sessions",
         "POST /webhooks", "GET /webhooks", "GET /webhooks/{id}", "PATCH /webhooks/{id}", "DELETE /webhooks/{id}", "GET /webhooks/{id}/deliveries",
     ];

@@ -5,6 +5,7 @@ mod bots;
 mod calls;
 mod companies;
 mod health;
+mod knowledge;
 mod phone_numbers;
 mod sessions;
 mod webhooks;
@@ -25,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
     tags(
         (name = "companies", description = "Tenants and their API keys (admin key)"),
         (name = "bots", description = "Bots and versioned configs"),
+        (name = "knowledge", description = "Bots' documents: upload, indexing progress, search"),
         (name = "phone-numbers", description = "Numbers routed to bots"),
         (name = "calls", description = "Call records, transcripts, outcomes; browser call sessions"),
         (name = "webhooks", description = "Where call events are sent"),
@@ -50,6 +52,7 @@ fn api_router() -> OpenApiRouter<ApiContext> {
         .merge(health::router())
         .merge(companies::router())
         .merge(bots::router())
+        .merge(knowledge::router())
         .merge(phone_numbers::router())
         .merge(sessions::router())
         .merge(calls::router())

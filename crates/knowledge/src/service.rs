@@ -169,14 +169,16 @@ impl KnowledgeService {
         let cancel = Arc::new(AtomicBool::new(false));
         let inner = self.inner.clone();
         let (doc_id, task_cancel) = (document.id.clone(), cancel.clone());
-        // The job map is updated under its lock before the task can finish and remove itself.
-        let mut jobs = lock(&self.inner.jobs);
-        let handle = tokio::spawn(async move {
-            index_document(&inner, &doc_id, records, &task_cancel).await;
-            lock(&inner.jobs).remove(&doc_id);
-        });
-        jobs.insert(document.id.clone(), Job { cancel, handle });
-        drop(jobs);
+        {
+            // The job is registered under the lock the task takes to remove itself, so it cannot
+            // finish (and remove) before it is inserted.
+            let mut jobs = lock(&self.inner.jobs);
+            let handle = tokio::spawn(async move {
+                index_document(&inner, &doc_id, records, &task_cancel).await;
+                lock(&inner.jobs).remove(&doc_id);
+            });
+            jobs.insert(document.id.clone(), Job { cancel, handle });
+        }
         Ok(self.inner.store.get_knowledge_document(&document.id).await?)
     }
 
