@@ -271,7 +271,10 @@ impl TurnDetector {
         if let Some(t) = self.last_dtmf {
             d.push(t + self.cfg.dtmf_timeout);
         }
-        if !self.user_speaking && !self.agent_holds_floor() {
+        // Silence is measured from the last voiced frame, not from the smoothed VAD flipping back:
+        // its hangover steadies barge-in but would add its length to every reply. A caller still
+        // talking keeps pushing `last_voiced` forward, so the deadline never comes.
+        if !self.agent_holds_floor() {
             let since = self.last_voiced.or(self.last_final);
             if let Some(since) = since {
                 if !self.finals.is_empty() {
@@ -298,12 +301,12 @@ impl TurnDetector {
             let digits = std::mem::take(&mut self.dtmf);
             return self.end_turn(digits, Endpoint::Dtmf);
         }
-        if !self.finals.is_empty() && !self.user_speaking && !self.agent_holds_floor() {
+        if !self.finals.is_empty() && !self.agent_holds_floor() {
             let via = if self.endpointed { Endpoint::Stt } else { Endpoint::Silence };
             let text = self.text();
             return self.end_turn(text, via);
         }
-        if self.interrupted && self.finals.is_empty() && !self.user_speaking {
+        if self.interrupted && self.finals.is_empty() {
             self.interrupted = false;
             self.awaiting_reply = true;
             return vec![TurnAction::Resume];
