@@ -35,9 +35,16 @@ impl Server {
         }
     }
 
-    async fn join(&self, room: &str, identity: &str, options: RoomOptions) -> (Room, mpsc::Receiver<RoomEvent>) {
+    async fn join(
+        &self,
+        room: &str,
+        identity: &str,
+        options: RoomOptions,
+    ) -> (Room, mpsc::Receiver<RoomEvent>) {
         let token = participant_token(&self.key, &self.secret, room, identity).expect("token");
-        Room::connect(&self.url, &token, options).await.expect("join")
+        Room::connect(&self.url, &token, options)
+            .await
+            .expect("join")
     }
 }
 
@@ -68,10 +75,21 @@ fn spawn_feeder(tracks: Vec<LocalAudioTrack>, freq: f64) -> tokio::task::JoinHan
 /// `(user+system CPU seconds, RSS bytes)` of this process.
 fn usage() -> (f64, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // After the command name: state is field 3, utime 14, stime 15 (1-based) → index 11, 12.
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let hz = 100.0; // USER_HZ on Linux
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let rss_kb = status
@@ -95,7 +113,9 @@ async fn peer_mode(n: usize, prefix: String) {
             opus_complexity: 0,
             ..Default::default()
         };
-        let (room, events) = server.join(&format!("{prefix}{i}"), "far-end", options).await;
+        let (room, events) = server
+            .join(&format!("{prefix}{i}"), "far-end", options)
+            .await;
         tracks.push(room.publish_audio("tone", 48_000).await.expect("publish"));
         rooms.push((room, events));
     }
@@ -132,7 +152,9 @@ async fn measure(server: &Server, n: usize, secs: u64) {
     let mut tracks = Vec::new();
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for i in 0..n {
-        let (room, mut events) = server.join(&format!("{prefix}{i}"), "measured", RoomOptions::default()).await;
+        let (room, mut events) = server
+            .join(&format!("{prefix}{i}"), "measured", RoomOptions::default())
+            .await;
         tracks.push(room.publish_audio("tone", 48_000).await.expect("publish"));
         let count = received.clone();
         tokio::spawn(async move {
@@ -206,7 +228,13 @@ async fn latency(server: &Server, rounds: usize) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, stream.recv()).await {
                 Ok(Some(f)) => {
-                    let loud = f.samples.iter().map(|&s| i64::from(s).abs()).max().unwrap_or(0) > 2000;
+                    let loud = f
+                        .samples
+                        .iter()
+                        .map(|&s| i64::from(s).abs())
+                        .max()
+                        .unwrap_or(0)
+                        > 2000;
                     if loud {
                         results.push(pushed.elapsed().as_secs_f64() * 1000.0);
                         break;
@@ -239,23 +267,43 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     if let Some(i) = args.iter().position(|a| a == "--peer") {
-        let n = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--peer N PREFIX");
+        let n = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--peer N PREFIX");
         let prefix = args.get(i + 2).cloned().expect("--peer N PREFIX");
         runtime.block_on(peer_mode(n, prefix));
         return;
     }
     let server = Server::from_env();
-    let host = url::Url::parse(&server.url).ok().and_then(|u| u.socket_addrs(|| Some(7880)).ok());
-    if host.and_then(|a| a.first().copied()).is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err()) {
-        eprintln!("no livekit-server at {} (eval \"$(scripts/rtc-test-env.sh)\" first)", server.url);
-        std::process::exit(if std::env::var_os("CI").is_some() { 1 } else { 0 });
+    let host = url::Url::parse(&server.url)
+        .ok()
+        .and_then(|u| u.socket_addrs(|| Some(7880)).ok());
+    if host
+        .and_then(|a| a.first().copied())
+        .is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err())
+    {
+        eprintln!(
+            "no livekit-server at {} (eval \"$(scripts/rtc-test-env.sh)\" first)",
+            server.url
+        );
+        std::process::exit(if std::env::var_os("CI").is_some() {
+            1
+        } else {
+            0
+        });
     }
     let secs: u64 = env_or("CALLFLEET_BENCH_SECS", "10").parse().unwrap_or(10);
     let counts: Vec<usize> = env_or("CALLFLEET_BENCH_STREAMS", "10,50,100")
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    println!("callfleet-rtc: {} cores; measured process only (far ends run in a child process)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "callfleet-rtc: {} cores; measured process only (far ends run in a child process)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     runtime.block_on(async {
         latency(&server, 20).await;
         for n in counts {

@@ -24,7 +24,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args: Vec<String> = std::env::args().collect();
     let url = arg(&args, "--url").unwrap_or_else(|| "ws://127.0.0.1:7880".into());
-    let delay = Duration::from_millis(arg(&args, "--delay-ms").and_then(|d| d.parse().ok()).unwrap_or(500));
+    let delay = Duration::from_millis(
+        arg(&args, "--delay-ms")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(500),
+    );
     let token = match arg(&args, "--token") {
         Some(t) => t,
         None => {

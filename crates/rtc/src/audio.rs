@@ -189,7 +189,9 @@ impl AudioStream {
         if needs_new {
             self.resampler = Some(Resampler::new(frame.sample_rate, rate));
         }
-        let mut out = Vec::with_capacity(frame.samples.len() * rate as usize / frame.sample_rate as usize + 2);
+        let mut out = Vec::with_capacity(
+            frame.samples.len() * rate as usize / frame.sample_rate as usize + 2,
+        );
         if let Some(r) = self.resampler.as_mut() {
             r.process(&frame.samples, &mut out);
         }
@@ -325,7 +327,10 @@ mod tests {
 
     fn tone(rate: u32, freq: f64, secs: f64) -> Vec<i16> {
         (0..(f64::from(rate) * secs) as usize)
-            .map(|i| ((2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() * 10000.0) as i16)
+            .map(|i| {
+                ((2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() * 10000.0)
+                    as i16
+            })
             .collect()
     }
 
@@ -335,7 +340,13 @@ mod tests {
 
     #[test]
     fn resampler_keeps_length_and_level() {
-        for (from, to) in [(48000, 16000), (16000, 48000), (44100, 48000), (48000, 8000), (22050, 16000)] {
+        for (from, to) in [
+            (48000, 16000),
+            (16000, 48000),
+            (44100, 48000),
+            (48000, 8000),
+            (22050, 16000),
+        ] {
             let input = tone(from, 440.0, 1.0);
             let mut r = Resampler::new(from, to);
             let mut out = Vec::new();
@@ -343,7 +354,11 @@ mod tests {
                 r.process(chunk, &mut out);
             }
             let expected = to as usize;
-            assert!((out.len() as i64 - expected as i64).abs() < 40, "{from}->{to}: {}", out.len());
+            assert!(
+                (out.len() as i64 - expected as i64).abs() < 40,
+                "{from}->{to}: {}",
+                out.len()
+            );
             let level = rms(&out[out.len() / 4..out.len() * 3 / 4]);
             assert!((level - 7071.0).abs() < 400.0, "{from}->{to}: rms {level}");
         }

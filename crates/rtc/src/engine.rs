@@ -6,9 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
+use prost::Message as _;
 use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
-use prost::Message as _;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
@@ -16,10 +16,12 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audio::{is_opus_rate, AudioFrame, AudioStream, LocalAudioTrack, Resampler, SharedQueue};
+use crate::audio::{
+    is_opus_rate, AudioFrame, AudioStream, LocalAudioTrack, Resampler, SharedQueue,
+};
 use crate::error::RoomError;
-use crate::playout::{Playout, FRAME_TS};
 use crate::peer::{first_mid, local_ip_for, Peer, Role};
+use crate::playout::{Playout, FRAME_TS};
 use crate::room::{Participant, ParticipantKind, RoomEvent, RoomOptions};
 use crate::secret::Token;
 use crate::signal::{self, SignalConn, SignalInput};
@@ -72,7 +74,8 @@ impl RemoteTrack {
         let frame = match self.resampler.as_mut() {
             Some(r) => {
                 let (_, to) = r.rates();
-                let mut out = Vec::with_capacity(pcm.len() * to as usize / self.decode_rate as usize + 2);
+                let mut out =
+                    Vec::with_capacity(pcm.len() * to as usize / self.decode_rate as usize + 2);
                 r.process(pcm, &mut out);
                 AudioFrame::new(out, to)
             }
@@ -178,7 +181,9 @@ fn is_loopback_host(host: &str) -> bool {
     if h.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    h.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    h.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 fn unix_ms() -> i64 {
@@ -218,7 +223,9 @@ impl Engine {
     ) -> Result<Joined, RoomError> {
         let parsed = url::Url::parse(url).map_err(|e| RoomError::InvalidUrl(e.to_string()))?;
         let host = parsed.host_str().unwrap_or("").to_string();
-        let loopback_only = opts.loopback_only.unwrap_or_else(|| is_loopback_host(&host));
+        let loopback_only = opts
+            .loopback_only
+            .unwrap_or_else(|| is_loopback_host(&host));
         let rtc_url = signal::rtc_url(url, opts.auto_subscribe, None)?;
         tracing::debug!(url = %rtc_url, "Joining room.");
         let mut conn = signal::connect(&rtc_url, &token).await?;
@@ -227,13 +234,20 @@ impl Engine {
             match resp.message {
                 Some(Resp::Join(j)) => break j,
                 Some(Resp::Leave(l)) => {
-                    return Err(RoomError::Signal(format!("server sent leave (reason {})", l.reason)))
+                    return Err(RoomError::Signal(format!(
+                        "server sent leave (reason {})",
+                        l.reason
+                    )))
                 }
                 _ => continue,
             }
         };
         let me = join.participant.clone().unwrap_or_default();
-        let room_name = join.room.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        let room_name = join
+            .room
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
         // The server's ICE servers (public STUN in dev mode) are deliberately ignored: we
         // only ever offer host candidates.
         let ip = local_ip_for(&host, loopback_only).await;
@@ -558,8 +572,11 @@ impl Engine {
             });
         }
         // Participants: the new list is the truth.
-        let present: std::collections::HashSet<String> =
-            join.other_participants.iter().map(|p| p.identity.clone()).collect();
+        let present: std::collections::HashSet<String> = join
+            .other_participants
+            .iter()
+            .map(|p| p.identity.clone())
+            .collect();
         let gone: Vec<(String, String)> = self
             .participants
             .iter()
@@ -627,7 +644,11 @@ impl Engine {
             Resp::Trickle(t) => {
                 let candidate = serde_json::from_str::<serde_json::Value>(&t.candidate_init)
                     .ok()
-                    .and_then(|v| v.get("candidate").and_then(|c| c.as_str()).map(str::to_string))
+                    .and_then(|v| {
+                        v.get("candidate")
+                            .and_then(|c| c.as_str())
+                            .map(str::to_string)
+                    })
                     .unwrap_or_default();
                 if t.target == Role::Publisher.signal_target() {
                     self.publ.add_remote_candidate(&candidate);
@@ -790,18 +811,23 @@ impl Engine {
             return;
         };
         let sid = tp.track.map(|t| t.sid).unwrap_or_default();
-        let enc_rate = if is_opus_rate(pending.rate) { pending.rate } else { 48_000 };
-        let encoder = match opus::Encoder::new(enc_rate, opus::Channels::Mono, opus::Application::Voip) {
-            Ok(mut e) => {
-                let _ = e.set_complexity(self.opts.opus_complexity.clamp(0, 10));
-                let _ = e.set_inband_fec(true);
-                e
-            }
-            Err(e) => {
-                let _ = pending.reply.send(Err(RoomError::Codec(e.to_string())));
-                return;
-            }
+        let enc_rate = if is_opus_rate(pending.rate) {
+            pending.rate
+        } else {
+            48_000
         };
+        let encoder =
+            match opus::Encoder::new(enc_rate, opus::Channels::Mono, opus::Application::Voip) {
+                Ok(mut e) => {
+                    let _ = e.set_complexity(self.opts.opus_complexity.clamp(0, 10));
+                    let _ = e.set_inband_fec(true);
+                    e
+                }
+                Err(e) => {
+                    let _ = pending.reply.send(Err(RoomError::Codec(e.to_string())));
+                    return;
+                }
+            };
         let queue = LocalAudioTrack::new_queue();
         self.local.push(LocalTrack {
             cid: tp.cid.clone(),
@@ -889,7 +915,11 @@ impl Engine {
             }
         }
         for (_, participant, track_sid, stream) in ready {
-            let track_name = self.track_names.get(&track_sid).cloned().unwrap_or_default();
+            let track_name = self
+                .track_names
+                .get(&track_sid)
+                .cloned()
+                .unwrap_or_default();
             self.emit(RoomEvent::TrackSubscribed {
                 participant,
                 track_sid,
@@ -940,7 +970,12 @@ impl Engine {
             return;
         }
         let track_sid = media.track_id().to_string();
-        let participant_sid = media.stream_id().split('|').next().unwrap_or("").to_string();
+        let participant_sid = media
+            .stream_id()
+            .split('|')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let rate = self.opts.sample_rate;
         let decode_rate = if is_opus_rate(rate) { rate } else { 48_000 };
         let decoder = match opus::Decoder::new(decode_rate, opus::Channels::Mono) {
@@ -1005,10 +1040,8 @@ impl Engine {
                     }
                 }
             }
-            Event::MediaAdded(m) if role == Role::Subscriber => {
-                if m.kind == MediaKind::Audio {
-                    self.start_remote_track(m.mid);
-                }
+            Event::MediaAdded(m) if role == Role::Subscriber && m.kind == MediaKind::Audio => {
+                self.start_remote_track(m.mid);
             }
             Event::MediaChanged(c) if role == Role::Subscriber => {
                 // The server reuses m-lines: a changed one may now carry a new track.
@@ -1064,7 +1097,8 @@ impl Engine {
                 return;
             }
         };
-        t.playout.played(ts, n as i64 * 48_000 / i64::from(t.decode_rate));
+        t.playout
+            .played(ts, n as i64 * 48_000 / i64::from(t.decode_rate));
         let pcm = self.decode_buf[..n].to_vec();
         t.emit(&pcm);
     }
@@ -1142,7 +1176,12 @@ impl Engine {
         let res = writer
             .start_of_talkspurt(start)
             .audio_level(-level, level < 127)
-            .write(pt, now, MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ), &self.encode_buf[..n]);
+            .write(
+                pt,
+                now,
+                MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
+                &self.encode_buf[..n],
+            );
         if let Err(e) = res {
             tracing::debug!(error = %e, "RTP write failed.");
         }
@@ -1202,17 +1241,15 @@ impl Engine {
             ..Default::default()
         };
         let mut packets = vec![self.data_packet(proto::data_packet::Value::StreamHeader(header))];
-        let mut index = 0u64;
-        for chunk in utf8_chunks(text, 15_000) {
+        for (index, chunk) in utf8_chunks(text, 15_000).into_iter().enumerate() {
             packets.push(self.data_packet(proto::data_packet::Value::StreamChunk(
                 proto::data_stream::Chunk {
                     stream_id: stream_id.clone(),
-                    chunk_index: index,
+                    chunk_index: index as u64,
                     content: chunk.as_bytes().to_vec(),
                     ..Default::default()
                 },
             )));
-            index += 1;
         }
         packets.push(self.data_packet(proto::data_packet::Value::StreamTrailer(
             proto::data_stream::Trailer {
@@ -1234,7 +1271,11 @@ impl Engine {
         use proto::data_packet::Value;
         match value {
             Value::User(u) => {
-                let from = if from.is_empty() { u.participant_identity.clone() } else { from };
+                let from = if from.is_empty() {
+                    u.participant_identity.clone()
+                } else {
+                    from
+                };
                 if u.topic.as_deref() == Some(CHAT_TOPIC) {
                     let text = String::from_utf8_lossy(&u.payload).to_string();
                     self.emit(RoomEvent::ChatMessage { from, text });
@@ -1269,7 +1310,8 @@ impl Engine {
                     from,
                     topic: h.topic,
                     content,
-                    deflated: h.compression == proto::data_stream::CompressionType::DeflateRaw as i32,
+                    deflated: h.compression
+                        == proto::data_stream::CompressionType::DeflateRaw as i32,
                 };
                 if done {
                     self.finish_text_stream(stream);
@@ -1329,7 +1371,11 @@ fn add_track_request(cid: String, name: String) -> proto::AddTrackRequest {
 
 /// RFC 6464 level: 0 (loud) … 127 (silence), in -dBov.
 fn audio_level(pcm: &[i16]) -> i8 {
-    let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len().max(1) as f64;
+    let energy: f64 = pcm
+        .iter()
+        .map(|&s| f64::from(s) * f64::from(s))
+        .sum::<f64>()
+        / pcm.len().max(1) as f64;
     let rms = energy.sqrt() / 32768.0;
     if rms <= 0.0 {
         return 127;
@@ -1372,7 +1418,13 @@ async fn recv_reconnect(rx: &mut Option<oneshot::Receiver<ReconnectResult>>) -> 
 
 /// Reopen the signalling socket with `reconnect=1`, retrying with backoff until `limit`.
 /// When the server no longer knows the session (it refuses, or it restarted), join afresh.
-async fn resume(base: String, token: Token, sid: String, auto: bool, limit: Duration) -> ReconnectResult {
+async fn resume(
+    base: String,
+    token: Token,
+    sid: String,
+    auto: bool,
+    limit: Duration,
+) -> ReconnectResult {
     let resume_url = signal::rtc_url(&base, auto, Some(&sid))?;
     let join_url = signal::rtc_url(&base, auto, None)?;
     let deadline = Instant::now() + limit;
@@ -1390,7 +1442,10 @@ async fn resume(base: String, token: Token, sid: String, auto: bool, limit: Dura
                     Some(Resp::Join(j)) => return Ok(Restored::Rejoined(conn, Box::new(j))),
                     Some(Resp::Reconnect(_)) if !fresh => return Ok(Restored::Resumed(conn)),
                     Some(Resp::Leave(l)) => {
-                        return Err(RoomError::SessionGone(format!("server sent leave (reason {})", l.reason)))
+                        return Err(RoomError::SessionGone(format!(
+                            "server sent leave (reason {})",
+                            l.reason
+                        )))
                     }
                     // Servers before protocol 9 sent nothing first: any message means resumed.
                     Some(_) if !fresh => return Ok(Restored::Resumed(conn)),
@@ -1407,7 +1462,9 @@ async fn resume(base: String, token: Token, sid: String, auto: bool, limit: Dura
                 // A refusal (leave, 4xx) means the session is gone: join afresh next time.
                 // Forbidden tokens fail the fresh join too, and then we give up.
                 match &e {
-                    RoomError::Rejected { status: 401 | 403, .. } if fresh => return Err(e),
+                    RoomError::Rejected {
+                        status: 401 | 403, ..
+                    } if fresh => return Err(e),
                     RoomError::Rejected { .. } | RoomError::SessionGone(_) if !fresh => {
                         tracing::debug!(error = %e, "Resume refused; joining afresh.");
                         fresh = true;
@@ -1428,7 +1485,13 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for (h, want) in [("127.0.0.1", true), ("localhost", true), ("[::1]", true), ("10.0.0.1", false), ("lk.example.com", false)] {
+        for (h, want) in [
+            ("127.0.0.1", true),
+            ("localhost", true),
+            ("[::1]", true),
+            ("10.0.0.1", false),
+            ("lk.example.com", false),
+        ] {
             assert_eq!(is_loopback_host(h), want, "{h}");
         }
     }

@@ -25,5 +25,5 @@ mod token;
 
 pub use audio::{AudioFrame, AudioStream, LocalAudioTrack};
 pub use error::RoomError;
-pub use token::participant_token;
 pub use room::{Participant, ParticipantKind, Room, RoomEvent, RoomOptions};
+pub use token::participant_token;

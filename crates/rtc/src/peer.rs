@@ -44,8 +44,8 @@ impl Peer {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|e| RoomError::Transport(format!("bind UDP: {e}")))?;
-        let socket =
-            UdpSocket::from_std(std_socket).map_err(|e| RoomError::Transport(format!("register UDP: {e}")))?;
+        let socket = UdpSocket::from_std(std_socket)
+            .map_err(|e| RoomError::Transport(format!("register UDP: {e}")))?;
         let local_addr = socket
             .local_addr()
             .map_err(|e| RoomError::Transport(format!("UDP address: {e}")))?;
@@ -83,7 +83,9 @@ impl Peer {
         match Candidate::from_sdp_string(line) {
             Ok(c) if self.accepts_candidate(&c) => self.rtc.add_remote_candidate(c),
             Ok(_) => tracing::trace!(role = ?self.role, "Remote candidate ignored."),
-            Err(e) => tracing::debug!(role = ?self.role, error = %e, "Unparsable remote candidate."),
+            Err(e) => {
+                tracing::debug!(role = ?self.role, error = %e, "Unparsable remote candidate.")
+            }
         }
     }
 

@@ -35,8 +35,9 @@ impl Playout {
     }
 
     fn expected(&self, now: Instant) -> Option<i64> {
-        self.anchor
-            .map(|(ts, at)| ts + (now.saturating_duration_since(at).as_micros() as i64) * CLOCK / 1_000_000)
+        self.anchor.map(|(ts, at)| {
+            ts + (now.saturating_duration_since(at).as_micros() as i64) * CLOCK / 1_000_000
+        })
     }
 
     /// A packet with RTP timestamp `raw` arrived. `None`: it is stale (its time was already
@@ -87,7 +88,12 @@ mod tests {
         let mut p = Playout::default();
         let t0 = Instant::now();
         for i in 0..5u32 {
-            let (ts, gap) = p.on_packet(1000 + i * 960, t0 + Duration::from_millis(20 * u64::from(i))).expect("fresh");
+            let (ts, gap) = p
+                .on_packet(
+                    1000 + i * 960,
+                    t0 + Duration::from_millis(20 * u64::from(i)),
+                )
+                .expect("fresh");
             assert_eq!(gap, 0);
             p.played(ts, FRAME_TS);
         }
@@ -100,11 +106,16 @@ mod tests {
         let (ts, _) = p.on_packet(u32::MAX - 500, t0).expect("fresh");
         p.played(ts, FRAME_TS);
         // 400 ms of nothing: the filler plays silence up to 100 ms behind real time.
-        let filled: usize = (1..=20).map(|i| p.silence_due(t0 + Duration::from_millis(20 * i))).sum();
+        let filled: usize = (1..=20)
+            .map(|i| p.silence_due(t0 + Duration::from_millis(20 * i)))
+            .sum();
         assert_eq!(filled, 14);
         // The next packet (timestamp wrapped) comes 400 ms later: a 100 ms gap remains.
         let (ts2, gap) = p
-            .on_packet((u32::MAX - 500).wrapping_add(960 * 20), t0 + Duration::from_millis(400))
+            .on_packet(
+                (u32::MAX - 500).wrapping_add(960 * 20),
+                t0 + Duration::from_millis(400),
+            )
             .expect("fresh");
         assert_eq!(ts2 - ts, 960 * 20);
         assert_eq!(gap, 960 * 5);

@@ -83,23 +83,49 @@ pub struct Participant {
 #[derive(Debug)]
 pub enum RoomEvent {
     ParticipantJoined(Participant),
-    ParticipantLeft { identity: String },
-    AttributesChanged { identity: String, attributes: HashMap<String, String> },
+    ParticipantLeft {
+        identity: String,
+    },
+    AttributesChanged {
+        identity: String,
+        attributes: HashMap<String, String>,
+    },
     /// A remote audio track is flowing; `stream` yields its decoded PCM.
-    TrackSubscribed { participant: Participant, track_sid: String, track_name: String, stream: AudioStream },
-    TrackUnsubscribed { identity: String, track_sid: String },
+    TrackSubscribed {
+        participant: Participant,
+        track_sid: String,
+        track_name: String,
+        stream: AudioStream,
+    },
+    TrackUnsubscribed {
+        identity: String,
+        track_sid: String,
+    },
     /// Text on topic `lk.chat` (text stream, legacy chat packet or user packet).
-    ChatMessage { from: String, text: String },
+    ChatMessage {
+        from: String,
+        text: String,
+    },
     /// Any other user data packet.
-    Data { from: String, topic: Option<String>, payload: Vec<u8> },
+    Data {
+        from: String,
+        topic: Option<String>,
+        payload: Vec<u8>,
+    },
     /// A DTMF digit from a SIP participant.
-    Dtmf { from: String, code: u32, digit: String },
+    Dtmf {
+        from: String,
+        code: u32,
+        digit: String,
+    },
     /// The signalling connection dropped; media keeps flowing while we resume.
     Reconnecting,
     /// Signalling is back.
     Reconnected,
     /// The room is gone for us; no more events follow.
-    Disconnected { reason: String },
+    Disconnected {
+        reason: String,
+    },
 }
 
 /// A joined room. Cheap to clone; every clone drives the same participant.
@@ -154,7 +180,11 @@ impl Room {
 
     /// Publish a microphone audio track whose frames are usually at `sample_rate`
     /// (any rate is accepted by `push`).
-    pub async fn publish_audio(&self, name: &str, sample_rate: u32) -> Result<LocalAudioTrack, RoomError> {
+    pub async fn publish_audio(
+        &self,
+        name: &str,
+        sample_rate: u32,
+    ) -> Result<LocalAudioTrack, RoomError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Command::PublishAudio {
@@ -173,7 +203,9 @@ impl Room {
     /// Send chat text on topic `lk.chat` to everyone.
     pub async fn send_chat(&self, text: &str) -> Result<(), RoomError> {
         self.cmd
-            .send(Command::SendChat { text: text.to_string() })
+            .send(Command::SendChat {
+                text: text.to_string(),
+            })
             .await
             .map_err(|_| RoomError::Closed)
     }

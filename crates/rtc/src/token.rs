@@ -4,7 +4,12 @@ use crate::error::RoomError;
 
 /// A token that lets `identity` join `room`, publish, subscribe and send data, valid for
 /// six hours. Signed with the API key's secret.
-pub fn participant_token(api_key: &str, api_secret: &str, room: &str, identity: &str) -> Result<String, RoomError> {
+pub fn participant_token(
+    api_key: &str,
+    api_secret: &str,
+    room: &str,
+    identity: &str,
+) -> Result<String, RoomError> {
     livekit_api::access_token::AccessToken::with_api_key(api_key, api_secret)
         .with_identity(identity)
         .with_name(identity)

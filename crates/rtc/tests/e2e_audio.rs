@@ -8,7 +8,8 @@ use std::time::Duration;
 use callfleet_rtc::{RoomEvent, RoomOptions};
 use common::*;
 
-const SPEECH: &str = "The quick brown fox jumps over the lazy dog. Call fleet answers the phone, one two three.";
+const SPEECH: &str =
+    "The quick brown fox jumps over the lazy dog. Call fleet answers the phone, one two three.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_speech_reaches_rust_as_correlated_pcm() {
@@ -21,21 +22,40 @@ async fn python_speech_reaches_rust_as_correlated_pcm() {
     };
     let (rust, mut events) = env.join(&room, "rust", options).await;
     let py = env.python(&[
-        "--room", &room, "--identity", "py", "--wait-participant",
-        "--publish-wav", wav.to_str().expect("utf-8 path"), "--duration", "15",
+        "--room",
+        &room,
+        "--identity",
+        "py",
+        "--wait-participant",
+        "--publish-wav",
+        wav.to_str().expect("utf-8 path"),
+        "--duration",
+        "15",
     ]);
-    let (participant, mut stream) = wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
-        RoomEvent::TrackSubscribed { participant, stream, .. } => Some((participant, stream)),
-        _ => None,
-    })
-    .await;
+    let (participant, mut stream) =
+        wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
+            RoomEvent::TrackSubscribed {
+                participant,
+                stream,
+                ..
+            } => Some((participant, stream)),
+            _ => None,
+        })
+        .await;
     assert_eq!(participant.identity, "py");
     let secs = sent.len() as f64 / f64::from(rate) + 2.0;
     let (got_rate, received) = collect_audio(&mut stream, secs, Duration::from_secs(20)).await;
     assert_eq!(got_rate, 16_000, "frames arrive at the rate asked for");
     let (corr, lag) = best_correlation(&envelope(&sent, rate), &envelope(&received, got_rate));
-    eprintln!("speech in: {} s received, envelope correlation {corr:.3} at lag {} ms", received.len() / 16_000, lag * 20);
-    assert!(corr > 0.8, "received audio should follow the sent speech (correlation {corr:.3})");
+    eprintln!(
+        "speech in: {} s received, envelope correlation {corr:.3} at lag {} ms",
+        received.len() / 16_000,
+        lag * 20
+    );
+    assert!(
+        corr > 0.8,
+        "received audio should follow the sent speech (correlation {corr:.3})"
+    );
 
     // The same stream, resampled on the consumer side to 8 kHz.
     let mut stream8 = stream.resampled(8_000);
@@ -57,27 +77,46 @@ async fn rust_tone_and_speech_reach_python() {
     let tone_samples = tone(440.0, 1.0, tone_rate, 12_000.0);
     let total = 1.5 + speech.len() as f64 / f64::from(speech_rate) + 1.0;
     let mut py = env.python(&[
-        "--room", &room, "--identity", "py", "--record-dir", &dir,
-        "--record-seconds", &format!("{total:.1}"), "--duration", "25",
+        "--room",
+        &room,
+        "--identity",
+        "py",
+        "--record-dir",
+        &dir,
+        "--record-seconds",
+        &format!("{total:.1}"),
+        "--duration",
+        "25",
     ]);
     wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
         RoomEvent::ParticipantJoined(p) if p.identity == "py" => Some(()),
         _ => None,
     })
     .await;
-    let track = rust.publish_audio("voice", 48_000).await.expect("track published");
-    py.wait_event("track_subscribed", None, Duration::from_secs(15)).await;
+    let track = rust
+        .publish_audio("voice", 48_000)
+        .await
+        .expect("track published");
+    py.wait_event("track_subscribed", None, Duration::from_secs(15))
+        .await;
     play(&track, &tone_samples, tone_rate).await;
     play(&track, &vec![0; tone_rate as usize / 2], tone_rate).await;
     play(&track, &speech, speech_rate).await;
     track.wait_played_out().await;
-    let recorded = py.wait_event("recorded", None, Duration::from_secs(20)).await;
-    let (rate, received) = read_wav(std::path::Path::new(recorded["path"].as_str().expect("path")));
+    let recorded = py
+        .wait_event("recorded", None, Duration::from_secs(20))
+        .await;
+    let (rate, received) = read_wav(std::path::Path::new(
+        recorded["path"].as_str().expect("path"),
+    ));
     assert_eq!(rate, 48_000);
 
     // Find the tone: the first loud stretch; its frequency must be 440 Hz.
     let env_rx = envelope(&received, rate);
-    let onset = env_rx.iter().position(|&e| e > 2000.0).expect("the tone arrived");
+    let onset = env_rx
+        .iter()
+        .position(|&e| e > 2000.0)
+        .expect("the tone arrived");
     let start = onset * 960 + 4800;
     let freq = dominant_frequency(&received[start..start + 24_000], rate);
     eprintln!("tone out: {freq:.1} Hz");
@@ -85,9 +124,18 @@ async fn rust_tone_and_speech_reach_python() {
 
     // The speech after it follows the sent envelope.
     let speech_part = &received[(onset * 960 + 72_000).min(received.len())..];
-    let (corr, lag) = best_correlation(&envelope(&speech, speech_rate), &envelope(speech_part, rate));
-    eprintln!("speech out: envelope correlation {corr:.3} at lag {} ms", lag * 20);
-    assert!(corr > 0.8, "Python should hear the speech (correlation {corr:.3})");
+    let (corr, lag) = best_correlation(
+        &envelope(&speech, speech_rate),
+        &envelope(speech_part, rate),
+    );
+    eprintln!(
+        "speech out: envelope correlation {corr:.3} at lag {} ms",
+        lag * 20
+    );
+    assert!(
+        corr > 0.8,
+        "Python should hear the speech (correlation {corr:.3})"
+    );
     rust.leave().await;
     py.finish().await;
 }

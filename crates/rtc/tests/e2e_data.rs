@@ -14,9 +14,21 @@ async fn chat_dtmf_attributes_and_a_leaving_participant_are_seen() {
     let room = unique_room("chat");
     let (rust, mut events) = env.join(&room, "rust", RoomOptions::default()).await;
     let mut py = env.python(&[
-        "--room", &room, "--identity", "py", "--wait-participant",
-        "--send-chat", "привет from python", "--chat-delay", "1.0", "--leave-after", "5",
-        "--set-attributes", r#"{"sip.phoneNumber": "+15550100"}"#, "--send-dtmf", "5:5",
+        "--room",
+        &room,
+        "--identity",
+        "py",
+        "--wait-participant",
+        "--send-chat",
+        "привет from python",
+        "--chat-delay",
+        "1.0",
+        "--leave-after",
+        "5",
+        "--set-attributes",
+        r#"{"sip.phoneNumber": "+15550100"}"#,
+        "--send-dtmf",
+        "5:5",
     ]);
     // Signalling (joins, attributes) and data channels (chat, DTMF) are separate paths:
     // their events may come in any order.
@@ -30,7 +42,10 @@ async fn chat_dtmf_attributes_and_a_leaving_participant_are_seen() {
                 joined = Some(p.identity);
                 Some(())
             }
-            RoomEvent::AttributesChanged { identity, attributes: a } if identity == "py" => {
+            RoomEvent::AttributesChanged {
+                identity,
+                attributes: a,
+            } if identity == "py" => {
                 attributes = Some(a);
                 Some(())
             }
@@ -47,10 +62,15 @@ async fn chat_dtmf_attributes_and_a_leaving_participant_are_seen() {
         .await;
     }
     assert_eq!(joined.as_deref(), Some("py"));
-    assert_eq!(chat, Some(("py".to_string(), "привет from python".to_string())));
+    assert_eq!(
+        chat,
+        Some(("py".to_string(), "привет from python".to_string()))
+    );
     assert_eq!(dtmf, Some(("py".to_string(), 5, "5".to_string())));
     assert_eq!(
-        attributes.and_then(|a| a.get("sip.phoneNumber").cloned()).as_deref(),
+        attributes
+            .and_then(|a| a.get("sip.phoneNumber").cloned())
+            .as_deref(),
         Some("+15550100")
     );
 

@@ -11,17 +11,36 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_resumes_after_the_signalling_socket_is_cut() {
     let Some(env) = env() else { return };
-    let (wav, _, _) = env.speech("resume", "Counting slowly: one, two, three, four, five, six, seven, eight, nine, ten.");
+    let (wav, _, _) = env.speech(
+        "resume",
+        "Counting slowly: one, two, three, four, five, six, seven, eight, nine, ten.",
+    );
     let room = unique_room("resume");
     let proxy = CutProxy::start(&env.url).await;
-    let (rust, mut events) = Room::connect(&proxy.url, &env.token(&room, "rust"), RoomOptions::default())
-        .await
-        .expect("joins through the proxy");
+    let (rust, mut events) = Room::connect(
+        &proxy.url,
+        &env.token(&room, "rust"),
+        RoomOptions::default(),
+    )
+    .await
+    .expect("joins through the proxy");
     let dir = env.dir.path().to_str().expect("utf-8 path").to_string();
     let mut py = env.python(&[
-        "--room", &room, "--identity", "py", "--wait-participant",
-        "--publish-wav", wav.to_str().expect("utf-8 path"), "--publish-repeat", "4",
-        "--record-dir", &dir, "--record-seconds", "12", "--duration", "40",
+        "--room",
+        &room,
+        "--identity",
+        "py",
+        "--wait-participant",
+        "--publish-wav",
+        wav.to_str().expect("utf-8 path"),
+        "--publish-repeat",
+        "4",
+        "--record-dir",
+        &dir,
+        "--record-seconds",
+        "12",
+        "--duration",
+        "40",
     ]);
     let mut stream = wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
         RoomEvent::TrackSubscribed { stream, .. } => Some(stream),
@@ -31,12 +50,20 @@ async fn audio_resumes_after_the_signalling_socket_is_cut() {
     let track = rust.publish_audio("tone", 48_000).await.expect("published");
     let player = {
         let track = track.clone();
-        tokio::spawn(async move { play(&track, &tone(440.0, 14.0, 48_000, 12_000.0), 48_000).await })
+        tokio::spawn(
+            async move { play(&track, &tone(440.0, 14.0, 48_000, 12_000.0), 48_000).await },
+        )
     };
     let (rate, before) = collect_audio(&mut stream, 3.0, Duration::from_secs(10)).await;
-    assert!(loud_fraction(&before, rate, 300.0) > 0.3, "speech flows before the cut");
+    assert!(
+        loud_fraction(&before, rate, 300.0) > 0.3,
+        "speech flows before the cut"
+    );
 
-    assert!(proxy.cut() > 0, "the signalling connection went through the proxy");
+    assert!(
+        proxy.cut() > 0,
+        "the signalling connection went through the proxy"
+    );
     // Keep draining audio while waiting, and count what arrives during the outage.
     let mut during = Vec::new();
     let mut state = Vec::new();
@@ -61,17 +88,30 @@ async fn audio_resumes_after_the_signalling_socket_is_cut() {
         during.len() as f64 / f64::from(rate),
         loud_fraction(&after, rate, 300.0)
     );
-    assert!(after.len() as f64 >= 2.9 * f64::from(rate), "audio keeps arriving after the resume");
-    assert!(loud_fraction(&after, rate, 300.0) > 0.3, "speech flows after the resume");
+    assert!(
+        after.len() as f64 >= 2.9 * f64::from(rate),
+        "audio keeps arriving after the resume"
+    );
+    assert!(
+        loud_fraction(&after, rate, 300.0) > 0.3,
+        "speech flows after the resume"
+    );
 
     rust.send_chat("after resume").await.expect("chat");
     let got = py.wait_event("chat", None, Duration::from_secs(10)).await;
     assert_eq!(got["text"], "after resume");
 
-    let recorded = py.wait_event("recorded", None, Duration::from_secs(25)).await;
-    let (prate, heard) = read_wav(std::path::Path::new(recorded["path"].as_str().expect("path")));
+    let recorded = py
+        .wait_event("recorded", None, Duration::from_secs(25))
+        .await;
+    let (prate, heard) = read_wav(std::path::Path::new(
+        recorded["path"].as_str().expect("path"),
+    ));
     let tail = &heard[heard.len().saturating_sub(4 * prate as usize)..];
-    assert!(loud_fraction(tail, prate, 2000.0) > 0.9, "Python still hears the tone at the end");
+    assert!(
+        loud_fraction(tail, prate, 2000.0) > 0.9,
+        "Python still hears the tone at the end"
+    );
     assert!((dominant_frequency(tail, prate) - 440.0).abs() < 5.0);
     player.abort();
     rust.leave().await;

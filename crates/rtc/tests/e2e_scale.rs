@@ -9,26 +9,49 @@ use callfleet_rtc::{RoomEvent, RoomOptions};
 use common::*;
 
 fn room_count() -> usize {
-    std::env::var("CALLFLEET_E2E_ROOMS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+    std::env::var("CALLFLEET_E2E_ROOMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_rooms_at_once_all_audio_verified() {
     let Some(env) = env() else { return };
-    let (wav, rate, sent) = env.speech("scale", "Twenty rooms at once, each one talking. Seven, eight, nine.");
+    let (wav, rate, sent) = env.speech(
+        "scale",
+        "Twenty rooms at once, each one talking. Seven, eight, nine.",
+    );
     let prefix = unique_room("scale");
     let dir = env.dir.path().to_str().expect("utf-8 path").to_string();
     let speech_secs = sent.len() as f64 / f64::from(rate);
 
     let mut rooms = Vec::new();
     for i in 0..room_count() {
-        let options = RoomOptions { sample_rate: 16_000, ..Default::default() };
+        let options = RoomOptions {
+            sample_rate: 16_000,
+            ..Default::default()
+        };
         rooms.push(env.join(&format!("{prefix}{i}"), "rust", options).await);
     }
     let mut py = env.python(&[
-        "--room", &prefix, "--rooms", &room_count().to_string(), "--identity", "py", "--wait-participant",
-        "--publish-wav", wav.to_str().expect("utf-8 path"), "--publish-delay", "3",
-        "--record-dir", &dir, "--record-seconds", "6", "--duration", "40",
+        "--room",
+        &prefix,
+        "--rooms",
+        &room_count().to_string(),
+        "--identity",
+        "py",
+        "--wait-participant",
+        "--publish-wav",
+        wav.to_str().expect("utf-8 path"),
+        "--publish-delay",
+        "3",
+        "--record-dir",
+        &dir,
+        "--record-seconds",
+        "6",
+        "--duration",
+        "40",
     ]);
 
     let mut tasks = Vec::new();
@@ -45,10 +68,14 @@ async fn twenty_rooms_at_once_all_audio_verified() {
             let freq = 300.0 + 25.0 * i as f64;
             let player = {
                 let track = track.clone();
-                tokio::spawn(async move { play(&track, &tone(freq, 8.0, 16_000, 10_000.0), 16_000).await })
+                tokio::spawn(async move {
+                    play(&track, &tone(freq, 8.0, 16_000, 10_000.0), 16_000).await
+                })
             };
-            let (got_rate, received) = collect_audio(&mut stream, speech_secs + 4.0, Duration::from_secs(30)).await;
-            let (corr, _) = best_correlation(&envelope(&sent, rate), &envelope(&received, got_rate));
+            let (got_rate, received) =
+                collect_audio(&mut stream, speech_secs + 4.0, Duration::from_secs(30)).await;
+            let (corr, _) =
+                best_correlation(&envelope(&sent, rate), &envelope(&received, got_rate));
             player.await.expect("player");
             (room, corr, freq)
         }));
@@ -60,7 +87,9 @@ async fn twenty_rooms_at_once_all_audio_verified() {
     let mut heard = Vec::new();
     for i in 0..room_count() {
         let room_name = format!("{prefix}{i}");
-        let rec = py.wait_event("recorded", Some(&room_name), Duration::from_secs(30)).await;
+        let rec = py
+            .wait_event("recorded", Some(&room_name), Duration::from_secs(30))
+            .await;
         let (prate, samples) = read_wav(std::path::Path::new(rec["path"].as_str().expect("path")));
         heard.push(dominant_frequency(&samples, prate));
     }

@@ -43,15 +43,21 @@ pub fn env() -> Option<Env> {
         )
         .with_test_writer()
         .try_init();
-    let url = std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
-    let python = std::env::var_os("CALLFLEET_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/venv/bin/python")
-    });
+    let url =
+        std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
+    let python = std::env::var_os("CALLFLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/callfleet/venv/bin/python")
+        });
     let parsed = url::Url::parse(&url).expect("CALLFLEET_LIVEKIT_URL is a URL");
     let host = parsed.host_str().unwrap_or("127.0.0.1").to_string();
     let port = parsed.port_or_known_default().unwrap_or(7880);
     if std::net::TcpStream::connect_timeout(
-        &format!("{host}:{port}").parse().unwrap_or_else(|_| ([127, 0, 0, 1], port).into()),
+        &format!("{host}:{port}")
+            .parse()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], port).into()),
         Duration::from_secs(2),
     )
     .is_err()
@@ -59,13 +65,17 @@ pub fn env() -> Option<Env> {
         return missing(&format!("no livekit-server answers at {url}"));
     }
     if !python.exists() {
-        return missing(&format!("no Python with the livekit SDK at {}", python.display()));
+        return missing(&format!(
+            "no Python with the livekit SDK at {}",
+            python.display()
+        ));
     }
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/peer.py");
     Some(Env {
         url,
         api_key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
-        api_secret: std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
+        api_secret: std::env::var("CALLFLEET_LIVEKIT_API_SECRET")
+            .unwrap_or_else(|_| "secret".into()),
         python,
         peer_script,
         dir: tempfile::tempdir().expect("a temp dir"),
@@ -86,10 +96,16 @@ pub fn unique_room(prefix: &str) -> String {
 
 impl Env {
     pub fn token(&self, room: &str, identity: &str) -> String {
-        callfleet_rtc::participant_token(&self.api_key, &self.api_secret, room, identity).expect("token")
+        callfleet_rtc::participant_token(&self.api_key, &self.api_secret, room, identity)
+            .expect("token")
     }
 
-    pub async fn join(&self, room: &str, identity: &str, options: RoomOptions) -> (Room, mpsc::Receiver<RoomEvent>) {
+    pub async fn join(
+        &self,
+        room: &str,
+        identity: &str,
+        options: RoomOptions,
+    ) -> (Room, mpsc::Receiver<RoomEvent>) {
         Room::connect(&self.url, &self.token(room, identity), options)
             .await
             .expect("the Rust participant joins")
@@ -105,7 +121,9 @@ impl Env {
             .status();
         match status {
             Ok(s) if s.success() => {}
-            other => panic!("espeak-ng failed ({other:?}); install it (apt-get install -y espeak-ng)"),
+            other => {
+                panic!("espeak-ng failed ({other:?}); install it (apt-get install -y espeak-ng)")
+            }
         }
         let (rate, samples) = read_wav(&path);
         (path, rate, samples)
@@ -143,7 +161,11 @@ impl Env {
                 }
             }
         });
-        PyPeer { child, rx, seen: Vec::new() }
+        PyPeer {
+            child,
+            rx,
+            seen: Vec::new(),
+        }
     }
 }
 
@@ -155,11 +177,15 @@ pub struct PyPeer {
 
 impl PyPeer {
     /// The next event named `name` (optionally in `room`), within `timeout`.
-    pub async fn wait_event(&mut self, name: &str, room: Option<&str>, timeout: Duration) -> serde_json::Value {
-        let matches = |v: &serde_json::Value| {
-            v["event"] == name && room.is_none_or(|r| v["room"] == r)
-        };
-        if let Some(i) = self.seen.iter().position(|v| matches(v)) {
+    pub async fn wait_event(
+        &mut self,
+        name: &str,
+        room: Option<&str>,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let matches =
+            |v: &serde_json::Value| v["event"] == name && room.is_none_or(|r| v["room"] == r);
+        if let Some(i) = self.seen.iter().position(&matches) {
             return self.seen.remove(i);
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -168,7 +194,10 @@ impl PyPeer {
                 Ok(Some(v)) if matches(&v) => return v,
                 Ok(Some(v)) => self.seen.push(v),
                 Ok(None) => panic!("peer.py exited before '{name}' (seen: {:?})", self.seen),
-                Err(_) => panic!("timed out waiting for '{name}' from peer.py (seen: {:?})", self.seen),
+                Err(_) => panic!(
+                    "timed out waiting for '{name}' from peer.py (seen: {:?})",
+                    self.seen
+                ),
             }
         }
     }
@@ -201,11 +230,19 @@ pub async fn wait_room_event<T>(
 }
 
 /// Collect `secs` of audio (by sample count) from a stream, or whatever arrives until `timeout`.
-pub async fn collect_audio(stream: &mut callfleet_rtc::AudioStream, secs: f64, timeout: Duration) -> (u32, Vec<i16>) {
+pub async fn collect_audio(
+    stream: &mut callfleet_rtc::AudioStream,
+    secs: f64,
+    timeout: Duration,
+) -> (u32, Vec<i16>) {
     let mut out = Vec::new();
     let mut rate = 0;
     let deadline = tokio::time::Instant::now() + timeout;
-    while let Ok(Some(AudioFrame { samples, sample_rate })) = tokio::time::timeout_at(deadline, stream.recv()).await {
+    while let Ok(Some(AudioFrame {
+        samples,
+        sample_rate,
+    })) = tokio::time::timeout_at(deadline, stream.recv()).await
+    {
         rate = sample_rate;
         out.extend(samples);
         if out.len() as f64 >= secs * f64::from(rate) {
@@ -218,16 +255,26 @@ pub async fn collect_audio(stream: &mut callfleet_rtc::AudioStream, secs: f64, t
 /// Minimal RIFF/WAVE reader for 16-bit PCM (first channel).
 pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     let data = std::fs::read(path).expect("WAV readable");
-    assert!(data.len() >= 12 && &data[0..4] == b"RIFF" && &data[8..12] == b"WAVE", "not a WAV: {}", path.display());
+    assert!(
+        data.len() >= 12 && &data[0..4] == b"RIFF" && &data[8..12] == b"WAVE",
+        "not a WAV: {}",
+        path.display()
+    );
     let mut pos = 12;
     let (mut rate, mut channels) = (0u32, 1usize);
     while pos + 8 <= data.len() {
         let id = &data[pos..pos + 4];
-        let len = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]) as usize;
+        let len = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]])
+            as usize;
         let body = pos + 8;
         if id == b"fmt " {
             channels = u16::from_le_bytes([data[body + 2], data[body + 3]]) as usize;
-            rate = u32::from_le_bytes([data[body + 4], data[body + 5], data[body + 6], data[body + 7]]);
+            rate = u32::from_le_bytes([
+                data[body + 4],
+                data[body + 5],
+                data[body + 6],
+                data[body + 7],
+            ]);
         } else if id == b"data" {
             let end = (body + len).min(data.len());
             let samples = data[body..end]
@@ -307,7 +354,10 @@ pub fn dominant_frequency(samples: &[i16], rate: u32) -> f64 {
         .map(|(i, _)| i * (rate as usize / 50))
         .unwrap_or(0);
     let start = loudest.saturating_sub(win / 2).min(samples.len() - win);
-    let seg: Vec<f64> = samples[start..start + win].iter().map(|&s| f64::from(s)).collect();
+    let seg: Vec<f64> = samples[start..start + win]
+        .iter()
+        .map(|&s| f64::from(s))
+        .collect();
     let power = |f: f64| {
         let w = 2.0 * std::f64::consts::PI * f / f64::from(rate);
         let (mut re, mut im) = (0.0, 0.0);
@@ -336,7 +386,10 @@ pub fn dominant_frequency(samples: &[i16], rate: u32) -> f64 {
 /// A sine tone.
 pub fn tone(freq: f64, secs: f64, rate: u32, amplitude: f64) -> Vec<i16> {
     (0..(secs * f64::from(rate)) as usize)
-        .map(|i| ((2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() * amplitude) as i16)
+        .map(|i| {
+            ((2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() * amplitude)
+                as i16
+        })
         .collect()
 }
 
@@ -366,9 +419,12 @@ impl CutProxy {
             parsed.host_str().unwrap_or("127.0.0.1"),
             parsed.port_or_known_default().unwrap_or(7880)
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
         let port = listener.local_addr().expect("proxy address").port();
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
         let list = conns.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
@@ -423,20 +479,26 @@ pub struct PrivateServer {
 impl PrivateServer {
     pub fn start(ports: (u16, u16, u16)) -> Option<PrivateServer> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = PrivateServer { url: String::new(), dir, ports };
+        let mut server = PrivateServer {
+            url: String::new(),
+            dir,
+            ports,
+        };
         server.url = server.launch()?;
         Some(server)
     }
 
     fn launch(&self) -> Option<String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-livekit-server.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-livekit-server.sh");
         let mut cmd = std::process::Command::new("bash");
         cmd.arg(&script)
             .arg(self.dir.path())
             .env("LIVEKIT_PORT", self.ports.0.to_string())
             .env("LIVEKIT_RTC_TCP_PORT", self.ports.1.to_string())
             .env("LIVEKIT_RTC_UDP_PORT", self.ports.2.to_string());
-        let cached = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/bin/livekit-server");
+        let cached = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/callfleet/bin/livekit-server");
         match std::env::var_os("LIVEKIT_SERVER_BIN") {
             Some(bin) => {
                 cmd.env("LIVEKIT_SERVER_BIN", bin);
@@ -451,22 +513,34 @@ impl PrivateServer {
         }
         let out = cmd.output().expect("start script runs");
         if !out.status.success() {
-            panic!("livekit-server did not start: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "livekit-server did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     fn pid(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.path().join("livekit-server.pid")).ok().map(|p| p.trim().to_string())
+        std::fs::read_to_string(self.dir.path().join("livekit-server.pid"))
+            .ok()
+            .map(|p| p.trim().to_string())
     }
 
     pub fn stop(&self) {
         if let Some(pid) = self.pid() {
             // SIGKILL: a crash. (SIGTERM makes the server drain its rooms first, slowly.)
-            let _ = std::process::Command::new("kill").arg("-9").arg(&pid).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(&pid)
+                .status();
             // Wait until it is gone so the ports are free again.
             for _ in 0..100 {
-                let alive = std::process::Command::new("kill").arg("-0").arg(&pid).status().is_ok_and(|s| s.success());
+                let alive = std::process::Command::new("kill")
+                    .arg("-0")
+                    .arg(&pid)
+                    .status()
+                    .is_ok_and(|s| s.success());
                 if !alive {
                     break;
                 }
