@@ -9,6 +9,8 @@
 //! growth of this process are measured over `CALLFLEET_BENCH_SECS` (default 10) after a warm-up.
 //! Latency: two participants in this process, one room; a tone burst after silence is pushed
 //! into one track and detected in the other's decoded stream (push → PCM out, through the SFU).
+//! With `--python` (or `CALLFLEET_BENCH_PYTHON=1`) the stream measurement is repeated with
+//! LiveKit's Python SDK as the measured side (`benches/py_streams.py`, same far ends).
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -132,12 +134,12 @@ async fn peer_mode(n: usize, prefix: String) {
     }
 }
 
-async fn measure(server: &Server, n: usize, secs: u64) {
-    let prefix = format!("bench-{}-{n}-", std::process::id());
+/// Start N far ends in a child process (this binary with `--peer`) and wait until they publish.
+fn spawn_far_ends(n: usize, prefix: &str) -> std::process::Child {
     let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
         .arg("--peer")
         .arg(n.to_string())
-        .arg(&prefix)
+        .arg(prefix)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -146,6 +148,33 @@ async fn measure(server: &Server, n: usize, secs: u64) {
     let mut line = String::new();
     let _ = out.read_line(&mut line);
     assert_eq!(line.trim(), "ready", "peer process failed");
+    child
+}
+
+/// The same measurement with LiveKit's Python SDK on the measured side (`py_streams.py`).
+fn measure_python(n: usize, secs: u64) {
+    let prefix = format!("bench-py-{}-{n}-", std::process::id());
+    let mut child = spawn_far_ends(n, &prefix);
+    let python = std::env::var_os("CALLFLEET_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/callfleet/venv/bin/python")
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py_streams.py");
+    let status = std::process::Command::new(python)
+        .arg(script)
+        .args(["--n", &n.to_string(), "--prefix", &prefix, "--secs", &secs.to_string()])
+        .env("PYTHONWARNINGS", "ignore")
+        .status();
+    if !status.as_ref().is_ok_and(|s| s.success()) {
+        println!("python streams={n:>3}  failed ({status:?})");
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+async fn measure(server: &Server, n: usize, secs: u64) {
+    let prefix = format!("bench-{}-{n}-", std::process::id());
+    let mut child = spawn_far_ends(n, &prefix);
 
     let (_, rss0) = usage();
     let mut rooms = Vec::new();
@@ -304,10 +333,16 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    let python = args.iter().any(|a| a == "--python") || std::env::var_os("CALLFLEET_BENCH_PYTHON").is_some();
     runtime.block_on(async {
         latency(&server, 20).await;
-        for n in counts {
+        for &n in &counts {
             measure(&server, n, secs).await;
         }
     });
+    if python {
+        for &n in &counts {
+            measure_python(n, secs);
+        }
+    }
 }
