@@ -266,3 +266,50 @@ mod tests {
         assert_eq!(seen, [2, 4, 5]);
     }
 }
+
+/// The offline default: all-MiniLM-L6-v2 in-process (candle), from the models dir.
+#[cfg(feature = "minilm")]
+#[derive(Debug, Clone)]
+pub struct MiniLmEmbedder {
+    model: std::sync::Arc<callfleet_local_engines::MiniLm>,
+}
+
+#[cfg(feature = "minilm")]
+impl MiniLmEmbedder {
+    /// Loads the model from `dir` (`callfleet_local_engines::minilm_dir(models_dir())` by
+    /// default); fails with a message naming scripts/fetch-models.sh when it is missing.
+    pub fn load(dir: &std::path::Path) -> Result<Self, EmbedError> {
+        let model = callfleet_local_engines::MiniLm::load(dir).map_err(|e| EmbedError::Model(e.to_string()))?;
+        Ok(MiniLmEmbedder { model: std::sync::Arc::new(model) })
+    }
+
+    /// Loads from the default models dir.
+    pub fn load_default() -> Result<Self, EmbedError> {
+        Self::load(&callfleet_local_engines::minilm_dir(&callfleet_local_engines::models_dir()))
+    }
+}
+
+#[cfg(feature = "minilm")]
+impl Embedder for MiniLmEmbedder {
+    fn model_id(&self) -> &str {
+        "all-minilm-l6-v2"
+    }
+    fn dimension(&self) -> usize {
+        callfleet_local_engines::MiniLm::DIMENSION
+    }
+    fn max_batch(&self) -> usize {
+        // Batches pad to their longest text; 16 keeps that waste small for chunk-sized texts.
+        16
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        let model = self.model.clone();
+        let texts = texts.to_vec();
+        Box::pin(async move {
+            // The model is CPU-bound for milliseconds to seconds: keep it off the async workers.
+            tokio::task::spawn_blocking(move || model.embed(&texts))
+                .await
+                .map_err(|e| EmbedError::Model(format!("embedding task failed: {e}")))?
+                .map_err(|e| EmbedError::Model(e.to_string()))
+        })
+    }
+}

@@ -23,6 +23,8 @@ pub use assist::{citation, BotKnowledge};
 pub use chunk::{Chunk, ChunkConfig};
 pub use detect::ContentKind;
 pub use embed::{Embedder, HashingEmbedder, OllamaEmbedder, OpenAiEmbedder};
+#[cfg(feature = "minilm")]
+pub use embed::MiniLmEmbedder;
 pub use error::{EmbedError, IndexError, KnowledgeError, ParseError};
 pub use index::{ChunkRecord, EdgeIndex, QdrantIndex, VectorHit, VectorIndex};
 pub use service::{KnowledgeConfig, KnowledgeService, SearchHit};

