@@ -104,6 +104,19 @@ enum Command {
         #[arg(long)]
         now: Option<String>,
     },
+    /// Join a LiveKit room and echo: publish back whatever audio is heard after a delay, and
+    /// repeat chat messages. Checks the LiveKit participant with any LiveKit client.
+    LkEcho {
+        /// LiveKit server URL.
+        #[arg(long, env = "LIVEKIT_URL", default_value = "ws://127.0.0.1:7880")]
+        url: String,
+        /// An access token for the room (join, publish, subscribe).
+        #[arg(long, env = "LIVEKIT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// How long after hearing audio to play it back.
+        #[arg(long, default_value_t = 500)]
+        delay_ms: u64,
+    },
     /// Run scripted test calls (YAML) against their bots; prints each result and `N passed, N failed`.
     TestCalls {
         /// A script file, or a folder searched for scripts.
@@ -133,6 +146,10 @@ pub(crate) struct ApiArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CALLFLEET_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+
+    /// Largest knowledge file accepted for upload, in bytes.
+    #[arg(long, env = "CALLFLEET_MAX_UPLOAD_BYTES", default_value_t = 20 << 20)]
+    pub max_upload_bytes: usize,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -171,6 +188,13 @@ fn main() -> anyhow::Result<()> {
                 console::run(&bot, &console::ConsoleOptions { json, docs, now })
             }
             Command::TestCalls { path } => test_calls::run(&path),
+            Command::LkEcho { url, token, delay_ms } => {
+                println!("lk-echo: joining {url}; Ctrl-C leaves");
+                tokio::select! {
+                    done = callfleet_rtc::echo::run(&url, &token, std::time::Duration::from_millis(delay_ms)) => done.context("echo participant"),
+                    () = serve::shutdown_signal() => Ok(()),
+                }
+            }
             Command::Dispatcher(args) => fleet::dispatcher(&cli.global, args).await,
             Command::Agent(args) => fleet::agent(args).await,
         }

@@ -69,6 +69,7 @@ fn api_config(args: &ApiArgs, admin_key: Secret) -> ApiConfig {
         rate_limit_per_sec: args.rate_limit,
         rate_limit_burst: args.rate_burst,
         max_body_bytes: args.max_body_bytes,
+        max_upload_bytes: args.max_upload_bytes,
     }
 }
 
