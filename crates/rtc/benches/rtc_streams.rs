@@ -155,14 +155,23 @@ fn spawn_far_ends(n: usize, prefix: &str) -> std::process::Child {
 fn measure_python(n: usize, secs: u64) {
     let prefix = format!("bench-py-{}-{n}-", std::process::id());
     let mut child = spawn_far_ends(n, &prefix);
-    let python = std::env::var_os("CALLFLEET_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/callfleet/venv/bin/python")
-    });
+    let python = std::env::var_os("CALLFLEET_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/callfleet/venv/bin/python")
+        });
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py_streams.py");
     let status = std::process::Command::new(python)
         .arg(script)
-        .args(["--n", &n.to_string(), "--prefix", &prefix, "--secs", &secs.to_string()])
+        .args([
+            "--n",
+            &n.to_string(),
+            "--prefix",
+            &prefix,
+            "--secs",
+            &secs.to_string(),
+        ])
         .env("PYTHONWARNINGS", "ignore")
         .status();
     if !status.as_ref().is_ok_and(|s| s.success()) {
@@ -333,7 +342,8 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    let python = args.iter().any(|a| a == "--python") || std::env::var_os("CALLFLEET_BENCH_PYTHON").is_some();
+    let python = args.iter().any(|a| a == "--python")
+        || std::env::var_os("CALLFLEET_BENCH_PYTHON").is_some();
     runtime.block_on(async {
         latency(&server, 20).await;
         for &n in &counts {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audio::{
     is_opus_rate, AudioFrame, AudioStream, LocalAudioTrack, Resampler, SharedQueue,
 };
+use crate::data::{self, DataReceiver};
 use crate::error::RoomError;
 use crate::peer::{first_mid, local_ip_for, Peer, Role};
 use crate::playout::{Playout, FRAME_TS};
@@ -27,7 +28,6 @@ use crate::secret::Token;
 use crate::signal::{self, SignalConn, SignalInput};
 
 const FRAME: Duration = Duration::from_millis(20);
-const CHAT_TOPIC: &str = "lk.chat";
 
 pub(crate) enum Command {
     PublishAudio {
@@ -109,13 +109,6 @@ struct PendingPublish {
     reply: oneshot::Sender<Result<LocalAudioTrack, RoomError>>,
 }
 
-struct TextStream {
-    from: String,
-    topic: String,
-    content: Vec<u8>,
-    deflated: bool,
-}
-
 /// How signalling came back: the same session resumed, or a new one (the server had
 /// forgotten us, e.g. after a restart) that needs fresh peer connections.
 pub(crate) enum Restored {
@@ -159,7 +152,7 @@ pub(crate) struct Engine {
     pub_trickled: bool,
     sub_trickled: bool,
     data_backlog: Vec<Vec<u8>>,
-    text_streams: HashMap<String, TextStream>,
+    data_rx: DataReceiver,
     ping_interval: Duration,
     ping_timeout: Duration,
     next_ping: Instant,
@@ -281,7 +274,7 @@ impl Engine {
             pub_trickled: false,
             sub_trickled: false,
             data_backlog: Vec::new(),
-            text_streams: HashMap::new(),
+            data_rx: DataReceiver::default(),
             ping_interval,
             ping_timeout,
             next_ping: now + ping_interval,
@@ -400,7 +393,6 @@ impl Engine {
 
     // ---------------------------------------------------------------- commands
 
-    #[allow(deprecated)] // the identity field: still what older SDKs read.
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::PublishAudio {
@@ -422,12 +414,7 @@ impl Engine {
             }
             Command::SendChat { text } => self.send_chat(&text),
             Command::SendData { topic, payload } => {
-                let packet = self.data_packet(proto::data_packet::Value::User(proto::UserPacket {
-                    participant_identity: self.identity.clone(),
-                    payload,
-                    topic: Some(topic),
-                    ..Default::default()
-                }));
+                let packet = data::user_packet(&self.identity, &topic, payload);
                 self.send_data_packet(packet);
             }
             Command::Leave { reply } => {
@@ -556,7 +543,7 @@ impl Engine {
         self.pub_reliable_open = false;
         self.pub_trickled = false;
         self.sub_trickled = false;
-        self.text_streams.clear();
+        self.data_rx.clear();
         self.ping_interval = Duration::from_secs(join.ping_interval.clamp(1, 60) as u64);
         self.ping_timeout = Duration::from_secs(join.ping_timeout.clamp(2, 120) as u64);
         let old_tracks: Vec<RemoteTrack> = self.remote.drain().map(|(_, t)| t).collect();
@@ -1189,16 +1176,6 @@ impl Engine {
 
     // ---------------------------------------------------------------- data
 
-    #[allow(deprecated)] // `kind` is still what servers read.
-    fn data_packet(&self, value: proto::data_packet::Value) -> proto::DataPacket {
-        proto::DataPacket {
-            kind: proto::data_packet::Kind::Reliable as i32,
-            participant_identity: self.identity.clone(),
-            value: Some(value),
-            ..Default::default()
-        }
-    }
-
     fn send_data_packet(&mut self, packet: proto::DataPacket) {
         let bytes = packet.encode_to_vec();
         if self.pub_reliable_open {
@@ -1226,132 +1203,14 @@ impl Engine {
     fn send_chat(&mut self, text: &str) {
         let stream_id = format!("{}-{}-{}", self.sid, unix_ms(), self.cid_counter);
         self.cid_counter += 1;
-        let header = proto::data_stream::Header {
-            stream_id: stream_id.clone(),
-            timestamp: unix_ms(),
-            topic: CHAT_TOPIC.into(),
-            mime_type: "text/plain".into(),
-            total_length: Some(text.len() as u64),
-            content_header: Some(proto::data_stream::header::ContentHeader::TextHeader(
-                proto::data_stream::TextHeader {
-                    operation_type: proto::data_stream::OperationType::Create as i32,
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        };
-        let mut packets = vec![self.data_packet(proto::data_packet::Value::StreamHeader(header))];
-        for (index, chunk) in utf8_chunks(text, 15_000).into_iter().enumerate() {
-            packets.push(self.data_packet(proto::data_packet::Value::StreamChunk(
-                proto::data_stream::Chunk {
-                    stream_id: stream_id.clone(),
-                    chunk_index: index as u64,
-                    content: chunk.as_bytes().to_vec(),
-                    ..Default::default()
-                },
-            )));
-        }
-        packets.push(self.data_packet(proto::data_packet::Value::StreamTrailer(
-            proto::data_stream::Trailer {
-                stream_id,
-                ..Default::default()
-            },
-        )));
-        for p in packets {
+        for p in data::chat_packets(&self.identity, &stream_id, unix_ms(), text) {
             self.send_data_packet(p);
         }
     }
 
-    #[allow(deprecated)] // older SDKs fill only the user packet's identity.
     fn handle_data_packet(&mut self, packet: proto::DataPacket) {
-        let from = packet.participant_identity.clone();
-        let Some(value) = packet.value else {
-            return;
-        };
-        use proto::data_packet::Value;
-        match value {
-            Value::User(u) => {
-                let from = if from.is_empty() {
-                    u.participant_identity.clone()
-                } else {
-                    from
-                };
-                if u.topic.as_deref() == Some(CHAT_TOPIC) {
-                    let text = String::from_utf8_lossy(&u.payload).to_string();
-                    self.emit(RoomEvent::ChatMessage { from, text });
-                } else {
-                    self.emit(RoomEvent::Data {
-                        from,
-                        topic: u.topic,
-                        payload: u.payload,
-                    });
-                }
-            }
-            Value::ChatMessage(c) => self.emit(RoomEvent::ChatMessage {
-                from,
-                text: c.message,
-            }),
-            Value::SipDtmf(d) => self.emit(RoomEvent::Dtmf {
-                from,
-                code: d.code,
-                digit: d.digit,
-            }),
-            Value::StreamHeader(h) => {
-                let is_text = matches!(
-                    h.content_header,
-                    Some(proto::data_stream::header::ContentHeader::TextHeader(_))
-                );
-                if !is_text {
-                    return;
-                }
-                let content = h.inline_content.clone().unwrap_or_default();
-                let done = h.inline_content.is_some();
-                let stream = TextStream {
-                    from,
-                    topic: h.topic,
-                    content,
-                    deflated: h.compression
-                        == proto::data_stream::CompressionType::DeflateRaw as i32,
-                };
-                if done {
-                    self.finish_text_stream(stream);
-                } else {
-                    self.text_streams.insert(h.stream_id, stream);
-                }
-            }
-            Value::StreamChunk(c) => {
-                if let Some(s) = self.text_streams.get_mut(&c.stream_id) {
-                    s.content.extend_from_slice(&c.content);
-                }
-            }
-            Value::StreamTrailer(t) => {
-                if let Some(s) = self.text_streams.remove(&t.stream_id) {
-                    self.finish_text_stream(s);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn finish_text_stream(&mut self, mut s: TextStream) {
-        if s.deflated {
-            let mut inflated = Vec::new();
-            let mut decoder = flate2::read::DeflateDecoder::new(s.content.as_slice());
-            if let Err(e) = std::io::Read::read_to_end(&mut decoder, &mut inflated) {
-                tracing::debug!(error = %e, "Undecodable compressed text stream.");
-                return;
-            }
-            s.content = inflated;
-        }
-        let text = String::from_utf8_lossy(&s.content).to_string();
-        if s.topic == CHAT_TOPIC {
-            self.emit(RoomEvent::ChatMessage { from: s.from, text });
-        } else {
-            self.emit(RoomEvent::Data {
-                from: s.from,
-                topic: Some(s.topic),
-                payload: s.content,
-            });
+        if let Some(ev) = self.data_rx.on_packet(packet) {
+            self.emit(ev);
         }
     }
 }
@@ -1381,21 +1240,6 @@ fn audio_level(pcm: &[i16]) -> i8 {
         return 127;
     }
     (-20.0 * rms.log10()).clamp(0.0, 127.0) as i8
-}
-
-fn utf8_chunks(text: &str, max: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while rest.len() > max {
-        let mut cut = max;
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    out.push(rest);
-    out
 }
 
 async fn recv_signal(sig: &mut Option<SignalConn>) -> SignalInput {
@@ -1494,14 +1338,6 @@ mod tests {
         ] {
             assert_eq!(is_loopback_host(h), want, "{h}");
         }
-    }
-
-    #[test]
-    fn chunks_split_on_char_boundaries() {
-        let s = "ééééé";
-        let parts = utf8_chunks(s, 3);
-        assert_eq!(parts.concat(), s);
-        assert!(parts.iter().all(|p| p.len() <= 3));
     }
 
     #[test]

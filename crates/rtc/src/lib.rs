@@ -13,6 +13,7 @@
 //! advertised or sent to, and the ICE servers the server suggests are ignored.
 
 mod audio;
+mod data;
 pub mod echo;
 mod engine;
 mod error;

@@ -1,0 +1,309 @@
+//! Data packets: chat as LiveKit text streams on `lk.chat` out; text streams (plain or
+//! deflated), legacy chat packets, user packets and SIP DTMF in. Pure: no I/O, no state
+//! beyond partly received streams.
+
+use std::collections::HashMap;
+
+use livekit_protocol as proto;
+use proto::data_packet::Value;
+
+use crate::room::RoomEvent;
+
+pub(crate) const CHAT_TOPIC: &str = "lk.chat";
+/// LiveKit's chunk size limit for stream content.
+const CHUNK_BYTES: usize = 15_000;
+
+struct TextStream {
+    from: String,
+    topic: String,
+    content: Vec<u8>,
+    deflated: bool,
+}
+
+/// Reassembles text streams and turns packets into room events.
+#[derive(Default)]
+pub(crate) struct DataReceiver {
+    streams: HashMap<String, TextStream>,
+}
+
+impl DataReceiver {
+    pub(crate) fn clear(&mut self) {
+        self.streams.clear();
+    }
+
+    #[allow(deprecated)] // older SDKs fill only the user packet's identity.
+    pub(crate) fn on_packet(&mut self, packet: proto::DataPacket) -> Option<RoomEvent> {
+        let from = packet.participant_identity;
+        match packet.value? {
+            Value::User(u) => {
+                let from = if from.is_empty() {
+                    u.participant_identity
+                } else {
+                    from
+                };
+                if u.topic.as_deref() == Some(CHAT_TOPIC) {
+                    let text = String::from_utf8_lossy(&u.payload).to_string();
+                    Some(RoomEvent::ChatMessage { from, text })
+                } else {
+                    Some(RoomEvent::Data {
+                        from,
+                        topic: u.topic,
+                        payload: u.payload,
+                    })
+                }
+            }
+            Value::ChatMessage(c) => Some(RoomEvent::ChatMessage {
+                from,
+                text: c.message,
+            }),
+            Value::SipDtmf(d) => Some(RoomEvent::Dtmf {
+                from,
+                code: d.code,
+                digit: d.digit,
+            }),
+            Value::StreamHeader(h) => {
+                let is_text = matches!(
+                    h.content_header,
+                    Some(proto::data_stream::header::ContentHeader::TextHeader(_))
+                );
+                if !is_text {
+                    return None;
+                }
+                let stream = TextStream {
+                    from,
+                    topic: h.topic,
+                    content: h.inline_content.clone().unwrap_or_default(),
+                    deflated: h.compression
+                        == proto::data_stream::CompressionType::DeflateRaw as i32,
+                };
+                if h.inline_content.is_some() {
+                    finish(stream)
+                } else {
+                    self.streams.insert(h.stream_id, stream);
+                    None
+                }
+            }
+            Value::StreamChunk(c) => {
+                if let Some(s) = self.streams.get_mut(&c.stream_id) {
+                    s.content.extend_from_slice(&c.content);
+                }
+                None
+            }
+            Value::StreamTrailer(t) => self.streams.remove(&t.stream_id).and_then(finish),
+            _ => None,
+        }
+    }
+}
+
+fn finish(mut s: TextStream) -> Option<RoomEvent> {
+    if s.deflated {
+        let mut inflated = Vec::new();
+        let mut decoder = flate2::read::DeflateDecoder::new(s.content.as_slice());
+        if let Err(e) = std::io::Read::read_to_end(&mut decoder, &mut inflated) {
+            tracing::debug!(error = %e, "Undecodable compressed text stream.");
+            return None;
+        }
+        s.content = inflated;
+    }
+    if s.topic == CHAT_TOPIC {
+        let text = String::from_utf8_lossy(&s.content).to_string();
+        Some(RoomEvent::ChatMessage { from: s.from, text })
+    } else {
+        Some(RoomEvent::Data {
+            from: s.from,
+            topic: Some(s.topic),
+            payload: s.content,
+        })
+    }
+}
+
+#[allow(deprecated)] // `kind` is still what servers read.
+pub(crate) fn packet(identity: &str, value: Value) -> proto::DataPacket {
+    proto::DataPacket {
+        kind: proto::data_packet::Kind::Reliable as i32,
+        participant_identity: identity.to_string(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+/// A user packet on `topic`.
+#[allow(deprecated)] // the identity field: still what older SDKs read.
+pub(crate) fn user_packet(identity: &str, topic: &str, payload: Vec<u8>) -> proto::DataPacket {
+    packet(
+        identity,
+        Value::User(proto::UserPacket {
+            participant_identity: identity.to_string(),
+            payload,
+            topic: Some(topic.to_string()),
+            ..Default::default()
+        }),
+    )
+}
+
+/// Chat as a text stream: header, chunks, trailer.
+pub(crate) fn chat_packets(
+    identity: &str,
+    stream_id: &str,
+    timestamp_ms: i64,
+    text: &str,
+) -> Vec<proto::DataPacket> {
+    let header = proto::data_stream::Header {
+        stream_id: stream_id.to_string(),
+        timestamp: timestamp_ms,
+        topic: CHAT_TOPIC.into(),
+        mime_type: "text/plain".into(),
+        total_length: Some(text.len() as u64),
+        content_header: Some(proto::data_stream::header::ContentHeader::TextHeader(
+            proto::data_stream::TextHeader {
+                operation_type: proto::data_stream::OperationType::Create as i32,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let mut packets = vec![packet(identity, Value::StreamHeader(header))];
+    for (index, chunk) in utf8_chunks(text, CHUNK_BYTES).into_iter().enumerate() {
+        packets.push(packet(
+            identity,
+            Value::StreamChunk(proto::data_stream::Chunk {
+                stream_id: stream_id.to_string(),
+                chunk_index: index as u64,
+                content: chunk.as_bytes().to_vec(),
+                ..Default::default()
+            }),
+        ));
+    }
+    packets.push(packet(
+        identity,
+        Value::StreamTrailer(proto::data_stream::Trailer {
+            stream_id: stream_id.to_string(),
+            ..Default::default()
+        }),
+    ));
+    packets
+}
+
+fn utf8_chunks(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed packets, return the events as `(kind, from, text)` for easy comparison.
+    fn check(packets: Vec<proto::DataPacket>, expected: &[(&str, &str, &str)]) {
+        let mut rx = DataReceiver::default();
+        let got: Vec<(String, String, String)> = packets
+            .into_iter()
+            .filter_map(|p| rx.on_packet(p))
+            .map(|ev| match ev {
+                RoomEvent::ChatMessage { from, text } => ("chat".into(), from, text),
+                RoomEvent::Dtmf { from, code, digit } => {
+                    ("dtmf".into(), from, format!("{code}:{digit}"))
+                }
+                RoomEvent::Data {
+                    from,
+                    topic,
+                    payload,
+                } => (
+                    format!("data:{}", topic.unwrap_or_default()),
+                    from,
+                    String::from_utf8_lossy(&payload).to_string(),
+                ),
+                other => ("other".into(), String::new(), format!("{other:?}")),
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    fn deflate(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, bytes).expect("deflate");
+        e.finish().expect("deflate")
+    }
+
+    #[test]
+    fn chat_text_streams_round_trip() {
+        check(
+            chat_packets("a", "s1", 1, "hello"),
+            &[("chat", "a", "hello")],
+        );
+        let long = "ж".repeat(20_000);
+        let packets = chat_packets("a", "s2", 1, &long);
+        assert_eq!(packets.len(), 5, "header, three chunks, trailer");
+        check(packets, &[("chat", "a", long.as_str())]);
+    }
+
+    #[test]
+    fn legacy_chat_user_packets_and_dtmf() {
+        check(
+            vec![
+                user_packet("b", CHAT_TOPIC, b"via user packet".to_vec()),
+                user_packet("b", "other", b"payload".to_vec()),
+                packet(
+                    "c",
+                    Value::ChatMessage(proto::ChatMessage {
+                        message: "legacy".into(),
+                        ..Default::default()
+                    }),
+                ),
+                packet(
+                    "sip",
+                    Value::SipDtmf(proto::SipDtmf {
+                        code: 11,
+                        digit: "#".into(),
+                    }),
+                ),
+            ],
+            &[
+                ("chat", "b", "via user packet"),
+                ("data:other", "b", "payload"),
+                ("chat", "c", "legacy"),
+                ("dtmf", "sip", "11:#"),
+            ],
+        );
+    }
+
+    #[test]
+    fn deflated_and_inline_streams() {
+        let mut packets = chat_packets("d", "s3", 1, "");
+        if let Some(Value::StreamHeader(h)) = packets[0].value.as_mut() {
+            h.compression = proto::data_stream::CompressionType::DeflateRaw as i32;
+        }
+        if let Some(Value::StreamChunk(c)) = packets[1].value.as_mut() {
+            c.content = deflate("compressed text".as_bytes());
+        }
+        check(packets, &[("chat", "d", "compressed text")]);
+
+        let mut inline = chat_packets("e", "s4", 1, "");
+        if let Some(Value::StreamHeader(h)) = inline[0].value.as_mut() {
+            h.inline_content = Some(b"inline".to_vec());
+        }
+        check(vec![inline.remove(0)], &[("chat", "e", "inline")]);
+    }
+
+    #[test]
+    fn chunks_split_on_char_boundaries() {
+        let s = "ééééé";
+        let parts = utf8_chunks(s, 3);
+        assert_eq!(parts.concat(), s);
+        assert!(parts.iter().all(|p| p.len() <= 3));
+    }
+}
