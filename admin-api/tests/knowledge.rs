@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use callfleet_admin_api::{router, ApiConfig, ApiContext};
 use callfleet_core::secret::Secret;
-use callfleet_knowledge::{EdgeIndex, HashingEmbedder, KnowledgeConfig, KnowledgeService};
+use callfleet_knowledge::{EdgeIndex, HashingEmbedder, KnowledgeConfig, KnowledgeService, VectorIndex};
 use callfleet_store::testing::test_stores;
 use callfleet_store::Store;
 use http_body_util::BodyExt;
@@ -20,6 +20,7 @@ const BOUNDARY: &str = "XcallfleetX";
 
 struct Api {
     app: axum::Router,
+    index: Arc<EdgeIndex>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,12 +39,12 @@ impl Api {
         let dir = tempfile::tempdir().unwrap();
         let config = ApiConfig { admin_key: Secret::new(ADMIN), max_upload_bytes: 4096, ..ApiConfig::default() };
         let mut ctx = ApiContext::new(config, store.clone());
+        let index = Arc::new(EdgeIndex::open(dir.path(), 128).unwrap());
         if with_knowledge {
-            let index = Arc::new(EdgeIndex::open(dir.path(), 128).unwrap());
-            let service = KnowledgeService::new(store, index, Arc::new(HashingEmbedder::new(128)), KnowledgeConfig::default()).unwrap();
+            let service = KnowledgeService::new(store, index.clone(), Arc::new(HashingEmbedder::new(128)), KnowledgeConfig::default()).unwrap();
             ctx = ctx.with_knowledge(service);
         }
-        Api { app: router(ctx), _dir: dir }
+        Api { app: router(ctx), index, _dir: dir }
     }
 
     async fn raw(&self, method: Method, path: &str, key: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
@@ -132,6 +133,14 @@ async fn upload_index_search_delete_clear() {
         assert_eq!(listed, json!([]));
         let (_, hits) = api.json(Method::POST, &format!("/bots/{bot}/knowledge/search"), &key, json!({"query": "opening hours"})).await;
         assert_eq!(hits, json!([]), "{:?}", db.backend);
+
+        // Deleting the bot takes its vectors too.
+        let (_, doc) = api.upload(&bot, &key, "c.txt", b"Opening hours are nine to five.").await;
+        api.until_indexed(&bot, &key, doc["id"].as_str().unwrap()).await;
+        assert_eq!(api.index.count(&bot, None).await.unwrap(), 1);
+        let (status, _) = api.raw(Method::DELETE, &format!("/bots/{bot}"), &key, "application/json", vec![]).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(api.index.count(&bot, None).await.unwrap(), 0, "{:?}", db.backend);
     }
 }
 

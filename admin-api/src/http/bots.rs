@@ -214,12 +214,16 @@ async fn update_bot(
     Ok(Json(ctx.store.update_bot(&id, patch).await.not_found_as("bot")?.into()))
 }
 
-/// Delete a bot. Its numbers are released; its calls stay.
+/// Delete a bot. Its numbers are released, its documents and their vectors removed; its calls stay.
 #[utoipa::path(delete, path = "/bots/{id}", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_bot(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<StatusCode> {
     visible_bot(&ctx, &who, &id).await?;
+    // The rows would cascade, but the vectors live in the index: clear them first.
+    if let Some(knowledge) = &ctx.knowledge {
+        knowledge.clear_bot(&id).await?;
+    }
     ctx.store.delete_bot(&id).await.not_found_as("bot")?;
     Ok(StatusCode::NO_CONTENT)
 }

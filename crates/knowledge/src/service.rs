@@ -182,6 +182,24 @@ impl KnowledgeService {
         Ok(self.inner.store.get_knowledge_document(&document.id).await?)
     }
 
+    /// Fails the documents a previous process left half-indexed (their background task died
+    /// with it and the file itself is not kept): their points are removed and the document
+    /// says to upload it again. Call once at start-up, before serving; returns how many.
+    pub async fn recover_interrupted(&self) -> Result<usize, KnowledgeError> {
+        let unfinished = self.inner.store.list_unfinished_knowledge_documents().await?;
+        for doc in &unfinished {
+            if lock(&self.inner.jobs).contains_key(&doc.id) {
+                continue; // ours, still running
+            }
+            self.inner.index.delete_document(&doc.bot_id, &doc.id).await?;
+            self.inner
+                .store
+                .update_knowledge_progress(&doc.id, "failed", None, doc.chunks_total, 0, Some("indexing was interrupted by a restart; upload the file again"))
+                .await?;
+        }
+        Ok(unfinished.len())
+    }
+
     /// Waits until a document is no longer being indexed (tests, benchmarks, the CLI).
     pub async fn wait_indexed(&self, document_id: &str) -> Result<KnowledgeDocument, KnowledgeError> {
         let job = lock(&self.inner.jobs).remove(document_id);

@@ -146,3 +146,42 @@ async fn bad_files_fail_with_a_clear_error_and_index_nothing() {
         assert!(too_big.unwrap_err().to_string().contains("too large"), "{backend}");
     }
 }
+
+#[tokio::test]
+async fn documents_left_half_indexed_by_a_dead_process_are_failed_and_removed() {
+    for db in test_stores().await {
+        let backend = format!("{:?}", db.backend);
+        let f = fixture(db.store.clone()).await;
+        let kept = upload_ready(&f, &f.bot_a, "kept.txt", b"Kept text about gardens.".to_vec()).await;
+        // What a crash mid-indexing leaves: a row in `indexing` and some of its points.
+        let new = callfleet_store::NewKnowledgeDocument {
+            bot_id: &f.bot_a,
+            company_id: &f.company,
+            filename: "half.txt",
+            content_type: "text/plain",
+            size_bytes: 10,
+            sha256: "00",
+        };
+        let half = f.store.create_knowledge_document(new).await.unwrap();
+        f.store.update_knowledge_progress(&half.id, "indexing", None, 4, 2, None).await.unwrap();
+        let record = callfleet_knowledge::ChunkRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            company_id: f.company.clone(),
+            bot_id: f.bot_a.clone(),
+            document_id: half.id.clone(),
+            source: "half.txt".into(),
+            ordinal: 0,
+            text: "half".into(),
+            page: None,
+            heading: None,
+        };
+        f.index.upsert(vec![(record, vec![1.0; 256])]).await.unwrap();
+
+        assert_eq!(f.service.recover_interrupted().await.unwrap(), 1, "{backend}");
+        let half = f.store.get_knowledge_document(&half.id).await.unwrap();
+        assert_eq!(half.status, "failed", "{backend}");
+        assert!(half.error.unwrap().contains("interrupted"), "{backend}");
+        assert_eq!(f.index.count(&f.bot_a, Some(&half.id)).await.unwrap(), 0, "{backend}");
+        assert_eq!(f.index.count(&f.bot_a, Some(&kept.id)).await.unwrap(), 1, "{backend}");
+    }
+}

@@ -135,6 +135,17 @@ impl Store {
         Ok(())
     }
 
+    /// Documents whose indexing had not finished (`pending` or `indexing`), on every bot: after
+    /// a restart their background task is gone and the service fails them.
+    pub async fn list_unfinished_knowledge_documents(&self) -> Result<Vec<KnowledgeDocument>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM knowledge_documents WHERE status IN ('pending', 'indexing') ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(document_from_row).collect()
+    }
+
     /// Deletes every document of a bot; returns how many.
     pub async fn clear_knowledge_documents(&self, bot_id: &str) -> Result<u64> {
         let done = sqlx::query("DELETE FROM knowledge_documents WHERE bot_id = $1").bind(bot_id).execute(self.pool()).await?;

@@ -261,12 +261,19 @@ async fn knowledge_documents_track_progress() {
         };
         let doc = s.create_knowledge_document(new).await.unwrap();
         assert_eq!(doc.status, "pending");
+        let unfinished = |s: &Store| {
+            let s = s.clone();
+            async move { s.list_unfinished_knowledge_documents().await.unwrap().into_iter().map(|d| d.id).collect::<Vec<_>>() }
+        };
+        assert_eq!(unfinished(s).await, [doc.id.clone()]);
         s.update_knowledge_progress(&doc.id, "indexing", Some(3), 10, 4, None).await.unwrap();
+        assert_eq!(unfinished(s).await, [doc.id.clone()]);
         let got = s.get_knowledge_document(&doc.id).await.unwrap();
         assert_eq!((got.status.as_str(), got.pages, got.chunks_total, got.chunks_done), ("indexing", Some(3), 10, 4));
         s.update_knowledge_progress(&doc.id, "failed", None, 10, 4, Some("encrypted PDF")).await.unwrap();
         let got = s.get_knowledge_document(&doc.id).await.unwrap();
         assert_eq!((got.pages, got.error.as_deref()), (Some(3), Some("encrypted PDF")));
+        assert!(unfinished(s).await.is_empty());
         assert_eq!(s.list_knowledge_documents(&b).await.unwrap().len(), 1);
         assert_eq!(s.clear_knowledge_documents(&b).await.unwrap(), 1);
         assert!(matches!(s.get_knowledge_document(&doc.id).await, Err(StoreError::NotFound)));
