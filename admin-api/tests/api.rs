@@ -410,7 +410,7 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "POST /bots/{id}/phone-numbers", "GET /bots/{id}/phone-numbers", "DELETE /bots/{id}/phone-numbers/{number}",
         "POST /bots/{id}/knowledge", "GET /bots/{id}/knowledge", "DELETE /bots/{id}/knowledge",
         "GET /bots/{id}/knowledge/{doc_id}", "DELETE /bots/{id}/knowledge/{doc_id}", "POST /bots/{id}/knowledge/search",
-        "GET /calls", "GET /calls/{id}", "POST /bots/{id}/sessions",
+        "GET /calls", "GET /calls/{id}", "POST /bots/{id}/sessions", "GET /talk/{bot_id}", "GET /ui/livekit-client.js",
         "POST /webhooks", "GET /webhooks", "GET /webhooks/{id}", "PATCH /webhooks/{id}", "DELETE /webhooks/{id}", "GET /webhooks/{id}/deliveries",
     ];
     expected.sort();

@@ -8,6 +8,7 @@ mod health;
 mod knowledge;
 mod phone_numbers;
 mod sessions;
+mod talk;
 mod webhooks;
 
 use crate::error::ErrorBody;
@@ -55,6 +56,7 @@ fn api_router() -> OpenApiRouter<ApiContext> {
         .merge(knowledge::router())
         .merge(phone_numbers::router())
         .merge(sessions::router())
+        .merge(talk::router())
         .merge(calls::router())
         .merge(webhooks::router())
 }
