@@ -45,6 +45,9 @@ pub struct PipelineConfig {
     pub vad_threshold: f32,
     pub vad_onset_ms: u32,
     pub vad_hangover_ms: u32,
+    /// After the reply to this many caller turns, the call ends (the scenario engine also says
+    /// so itself; this guards responders that do not count).
+    pub max_turns: Option<u32>,
 }
 
 impl PipelineConfig {
@@ -61,6 +64,7 @@ impl PipelineConfig {
             vad_threshold: 0.5,
             vad_onset_ms: 40,
             vad_hangover_ms: 200,
+            max_turns: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl PipelineConfig {
         c.tts.voice = tts.and_then(|t| t.voice.clone()).or_else(|| bot.voice_id.clone());
         c.tts.model = tts.and_then(|t| t.model.clone());
         c.turn.silence_timeout = Duration::from_secs(bot.silence_timeout_sec.max(1) as u64);
+        c.max_turns = Some(bot.max_turns);
         c
     }
 
@@ -172,7 +177,9 @@ impl Pipeline {
     ) -> Result<CallReport, PipelineError> {
         let start = Instant::now();
         // Both connections open now, at call start, not at the first utterance.
-        let (stt, tts) = tokio::join!(self.providers.stt.open(self.config.stt.clone()), self.providers.tts.open(self.config.tts.clone()));
+        let stt_options = SttOptions { sample_rate: self.config.input_rate, ..self.config.stt.clone() };
+        let tts_options = TtsOptions { sample_rate: self.config.output_rate, ..self.config.tts.clone() };
+        let (stt, tts) = tokio::join!(self.providers.stt.open(stt_options), self.providers.tts.open(tts_options));
         let greeting = responder.greeting();
         let language = responder.language();
         let (requests, events, cancels) = spawn_responder(responder);
@@ -591,7 +598,8 @@ impl Call {
             actions.extend(self.detector.handle(now, TurnInput::AgentSpeaking(true)));
         }
         actions.extend(self.detector.handle(now, TurnInput::AgentSpeaking(false)));
-        if s.ends_call {
+        let out_of_turns = s.turn.is_some() && self.config.max_turns.is_some_and(|max| self.user_turns >= max);
+        if s.ends_call || out_of_turns {
             self.end = Some(self.pending_end.take().unwrap_or(CallEnd::BotEnded));
             return Ok(());
         }
@@ -658,6 +666,9 @@ impl Call {
                     buf.extend_from_slice(&samples);
                     return Ok(());
                 }
+                let rate = self.tts.as_ref().map_or(self.config.output_rate, TtsSession::sample_rate);
+                // A fallback provider may not offer the rate asked for.
+                let samples = if rate == self.config.output_rate { samples } else { crate::wav::resample(&samples, rate, self.config.output_rate) };
                 let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else { return Ok(()) };
                 s.timer.tts_first_audio.get_or_insert(now);
                 s.samples_in += samples.len() as u64;

@@ -152,3 +152,15 @@ async fn turn_metrics_add_up_on_a_virtual_clock() {
     assert!(within(m.tts_first_byte_ms, 90, 95), "{m:?}");
     assert!(within(m.voice_to_voice_ms, 440, 500), "{m:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_call_ends_after_max_turns() {
+    let call = start(&["one", "two"], |c| c.max_turns = Some(1)).await;
+    let mut caller = silence(600, 16000);
+    caller.extend(speech(400, 16000));
+    caller.extend(silence(3000, 16000));
+    call.play(caller).await;
+    let report = call.call.await.unwrap().unwrap();
+    assert_eq!(report.end, CallEnd::BotEnded);
+    assert_eq!(report.transcript.last().map(|t| t.text.as_str()), Some("You said: one."));
+}
