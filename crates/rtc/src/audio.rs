@@ -365,6 +365,26 @@ mod tests {
     }
 
     #[test]
+    fn track_queue_resamples_and_clears_at_once() {
+        let track = LocalAudioTrack {
+            sid: "TR_1".into(),
+            name: "t".into(),
+            rate: 48_000,
+            queue: LocalAudioTrack::new_queue(),
+        };
+        track.push(&AudioFrame::new(tone(16_000, 440.0, 0.5), 16_000));
+        track.push(&AudioFrame::new(tone(48_000, 440.0, 0.5), 48_000));
+        let queued = track.queued().as_secs_f64();
+        assert!((queued - 1.0).abs() < 0.01, "{queued}");
+        track.clear();
+        assert!(track.queued().is_zero());
+        assert!(
+            !format!("{track:?}").contains("samples"),
+            "Debug stays short"
+        );
+    }
+
+    #[test]
     fn resampler_removes_content_above_nyquist() {
         let input = tone(48000, 7000.0, 0.5);
         let mut r = Resampler::new(48000, 8000);

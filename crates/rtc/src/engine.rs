@@ -21,7 +21,7 @@ use crate::audio::{
 };
 use crate::data::{self, DataReceiver};
 use crate::error::RoomError;
-use crate::peer::{first_mid, local_ip_for, Peer, Role};
+use crate::peer::{first_mid, local_ip_for, offered_audio, OfferedTrack, Peer, Role};
 use crate::playout::{Playout, FRAME_TS};
 use crate::room::{Participant, ParticipantKind, RoomEvent, RoomOptions};
 use crate::secret::Token;
@@ -153,6 +153,8 @@ pub(crate) struct Engine {
     sub_trickled: bool,
     data_backlog: Vec<Vec<u8>>,
     data_rx: DataReceiver,
+    /// Audio the server's latest subscriber offer sends us, by mid.
+    offered: Vec<OfferedTrack>,
     ping_interval: Duration,
     ping_timeout: Duration,
     next_ping: Instant,
@@ -275,6 +277,7 @@ impl Engine {
             sub_trickled: false,
             data_backlog: Vec::new(),
             data_rx: DataReceiver::default(),
+            offered: Vec::new(),
             ping_interval,
             ping_timeout,
             next_ping: now + ping_interval,
@@ -544,6 +547,7 @@ impl Engine {
         self.pub_trickled = false;
         self.sub_trickled = false;
         self.data_rx.clear();
+        self.offered.clear();
         self.ping_interval = Duration::from_secs(join.ping_interval.clamp(1, 60) as u64);
         self.ping_timeout = Duration::from_secs(join.ping_timeout.clamp(2, 120) as u64);
         let old_tracks: Vec<RemoteTrack> = self.remote.drain().map(|(_, t)| t).collect();
@@ -650,19 +654,15 @@ impl Engine {
             }
             Resp::TrackPublished(tp) => self.handle_track_published(tp),
             Resp::Leave(l) => {
-                let action = l.action;
-                if action == proto::leave_request::Action::Resume as i32 {
+                // Resume and Reconnect both mean "come back": the resume task falls back to
+                // a fresh join when the server refuses to resume.
+                if l.action == proto::leave_request::Action::Disconnect as i32 && !l.can_reconnect {
+                    self.fail(format!("server sent leave (reason {})", l.reason));
+                } else {
                     if let Some(conn) = self.sig.take() {
                         conn.close();
                     }
-                    self.signal_lost("server asked to resume".into());
-                } else {
-                    self.closed = true;
-                    self.sub.rtc.disconnect();
-                    self.publ.rtc.disconnect();
-                    self.emit(RoomEvent::Disconnected {
-                        reason: format!("server sent leave (reason {})", l.reason),
-                    });
+                    self.signal_lost(format!("server asked to reconnect (reason {})", l.reason));
                 }
             }
             Resp::RefreshToken(t) => self.token = Token::new(t),
@@ -674,6 +674,7 @@ impl Engine {
 
     fn handle_subscriber_offer(&mut self, desc: proto::SessionDescription) {
         let sdp = self.sub.filter_sdp(&desc.sdp);
+        self.offered = offered_audio(&sdp);
         let offer = match SdpOffer::from_sdp_string(&sdp) {
             Ok(o) => o,
             Err(e) => {
@@ -916,53 +917,43 @@ impl Engine {
         }
     }
 
-    /// After a subscriber renegotiation: start tracks on new or reused m-lines, end those
-    /// the server stopped sending.
+    /// Make the remote tracks match the server's latest offer: start tracks on new or
+    /// reused m-lines, end those the server stopped sending or gave to another track.
     fn reconcile_remote_tracks(&mut self) {
-        let known: Vec<Mid> = self.remote.keys().copied().collect();
-        for mid in known {
-            let current = self.sub.rtc.media(mid).map(|m| {
-                (
-                    m.track_id().to_string(),
-                    matches!(m.direction(), Direction::RecvOnly | Direction::SendRecv),
-                )
-            });
-            let keep = matches!(&current, Some((tid, true)) if self.remote.get(&mid).is_some_and(|t| &t.track_sid == tid));
-            if !keep {
-                if let Some(t) = self.remote.remove(&mid) {
-                    let identity = self
-                        .participants
-                        .get(&t.participant_sid)
-                        .map(|p| p.identity.clone())
-                        .unwrap_or_default();
-                    self.emit(RoomEvent::TrackUnsubscribed {
-                        identity,
-                        track_sid: t.track_sid,
-                    });
-                }
-                if let Some((_, true)) = current {
-                    self.start_remote_track(mid);
-                }
+        let offered = self.offered.clone();
+        let stale: Vec<Mid> = self
+            .remote
+            .iter()
+            .filter(|(mid, t)| {
+                !offered
+                    .iter()
+                    .any(|o| Mid::from(o.mid.as_str()) == **mid && o.track_id == t.track_sid)
+            })
+            .map(|(mid, _)| *mid)
+            .collect();
+        for mid in stale {
+            if let Some(t) = self.remote.remove(&mid) {
+                let identity = self
+                    .participants
+                    .get(&t.participant_sid)
+                    .map(|p| p.identity.clone())
+                    .unwrap_or_default();
+                self.emit(RoomEvent::TrackUnsubscribed {
+                    identity,
+                    track_sid: t.track_sid,
+                });
+            }
+        }
+        for o in offered {
+            let mid = Mid::from(o.mid.as_str());
+            if !self.remote.contains_key(&mid) && self.sub.rtc.media(mid).is_some() {
+                let participant_sid = o.stream_id.split('|').next().unwrap_or("").to_string();
+                self.start_remote_track(mid, o.track_id, participant_sid);
             }
         }
     }
 
-    fn start_remote_track(&mut self, mid: Mid) {
-        let Some(media) = self.sub.rtc.media(mid) else {
-            return;
-        };
-        if media.kind() != MediaKind::Audio
-            || !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv)
-        {
-            return;
-        }
-        let track_sid = media.track_id().to_string();
-        let participant_sid = media
-            .stream_id()
-            .split('|')
-            .next()
-            .unwrap_or("")
-            .to_string();
+    fn start_remote_track(&mut self, mid: Mid, track_sid: String, participant_sid: String) {
         let rate = self.opts.sample_rate;
         let decode_rate = if is_opus_rate(rate) { rate } else { 48_000 };
         let decoder = match opus::Decoder::new(decode_rate, opus::Channels::Mono) {
@@ -1028,15 +1019,9 @@ impl Engine {
                 }
             }
             Event::MediaAdded(m) if role == Role::Subscriber && m.kind == MediaKind::Audio => {
-                self.start_remote_track(m.mid);
-            }
-            Event::MediaChanged(c) if role == Role::Subscriber => {
-                // The server reuses m-lines: a changed one may now carry a new track.
                 self.reconcile_remote_tracks();
-                if !self.remote.contains_key(&c.mid) {
-                    self.start_remote_track(c.mid);
-                }
             }
+            Event::MediaChanged(_) if role == Role::Subscriber => self.reconcile_remote_tracks(),
             Event::MediaData(d) if role == Role::Subscriber => self.handle_media(d),
             Event::ChannelOpen(id, label) => {
                 tracing::debug!(?role, label = %label, "Data channel open.");

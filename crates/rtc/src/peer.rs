@@ -203,3 +203,88 @@ pub(crate) fn first_mid(sdp: &str) -> String {
         .find_map(|l| l.trim().strip_prefix("a=mid:").map(str::to_string))
         .unwrap_or_else(|| "0".into())
 }
+
+/// What the server's offer says one m-line carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OfferedTrack {
+    pub(crate) mid: String,
+    /// `PA_…|TR_…` in LiveKit offers.
+    pub(crate) stream_id: String,
+    pub(crate) track_id: String,
+}
+
+/// Audio m-lines the remote side is sending on, with their msid. Read from the SDP text
+/// because a reused m-line keeps its old msid inside str0m.
+pub(crate) fn offered_audio(sdp: &str) -> Vec<OfferedTrack> {
+    struct Section {
+        audio: bool,
+        rejected: bool,
+        sending: bool,
+        mid: Option<String>,
+        msid: Option<(String, String)>,
+    }
+    let mut sections: Vec<Section> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut parts = m.split_whitespace();
+            let kind = parts.next().unwrap_or("");
+            let port = parts.next().unwrap_or("0");
+            sections.push(Section {
+                audio: kind == "audio",
+                rejected: port == "0",
+                sending: true,
+                mid: None,
+                msid: None,
+            });
+            continue;
+        }
+        let Some(sec) = sections.last_mut() else {
+            continue;
+        };
+        if let Some(mid) = line.strip_prefix("a=mid:") {
+            sec.mid = Some(mid.to_string());
+        } else if let Some(msid) = line.strip_prefix("a=msid:") {
+            let mut parts = msid.split_whitespace();
+            if let (Some(stream), Some(track)) = (parts.next(), parts.next()) {
+                sec.msid = Some((stream.to_string(), track.to_string()));
+            }
+        } else if line == "a=inactive" || line == "a=recvonly" {
+            sec.sending = false;
+        }
+    }
+    sections
+        .into_iter()
+        .filter(|s| s.audio && !s.rejected && s.sending)
+        .filter_map(|s| {
+            let (stream_id, track_id) = s.msid?;
+            Some(OfferedTrack {
+                mid: s.mid?,
+                stream_id,
+                track_id,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_audio_reads_msid_and_direction() {
+        let sdp = "v=0\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\na=msid:PA_a|TR_1 TR_1\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\na=inactive\r\na=msid:PA_b|TR_2 TR_2\r\n\
+            m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\na=sendonly\r\na=msid:PA_c|TR_3 TR_3\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:4\r\na=sendonly\r\na=msid:PA_d|TR_4 TR_4\r\n";
+        assert_eq!(
+            offered_audio(sdp),
+            vec![OfferedTrack {
+                mid: "1".into(),
+                stream_id: "PA_a|TR_1".into(),
+                track_id: "TR_1".into()
+            }]
+        );
+    }
+}

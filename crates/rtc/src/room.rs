@@ -168,7 +168,7 @@ impl Room {
         &self.identity
     }
 
-    /// Our participant id.
+    /// Our participant id as of joining (a rejoin after a server restart gets a new one).
     pub fn sid(&self) -> &str {
         &self.sid
     }

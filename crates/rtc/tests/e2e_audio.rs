@@ -139,3 +139,54 @@ async fn rust_tone_and_speech_reach_python() {
     rust.leave().await;
     py.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_publishers_each_get_a_stream() {
+    let Some(env) = env() else { return };
+    let (wav, _, _) = env.speech("successive", "First speaker. Second speaker.");
+    let wav = wav.to_str().expect("utf-8 path").to_string();
+    let room = unique_room("successive");
+    let (rust, mut events) = env.join(&room, "rust", RoomOptions::default()).await;
+    for who in ["first", "second"] {
+        let py = env.python(&[
+            "--room",
+            &room,
+            "--identity",
+            who,
+            "--wait-participant",
+            "--publish-wav",
+            &wav,
+            "--publish-delay",
+            "0.2",
+            "--leave-after",
+            "5",
+        ]);
+        let mut stream = wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
+            RoomEvent::TrackSubscribed {
+                participant,
+                stream,
+                ..
+            } if participant.identity == who => Some(stream),
+            _ => None,
+        })
+        .await;
+        let (rate, audio) = collect_audio(&mut stream, 2.5, Duration::from_secs(10)).await;
+        assert!(
+            loud_fraction(&audio, rate, 300.0) > 0.2,
+            "{who}: speech arrives"
+        );
+        let left = wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
+            RoomEvent::ParticipantLeft { identity } => Some(identity),
+            _ => None,
+        })
+        .await;
+        assert_eq!(left, who);
+        let ended = tokio::time::timeout(Duration::from_secs(3), async {
+            while stream.recv().await.is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "{who}: the stream ends when they leave");
+        py.finish().await;
+    }
+    rust.leave().await;
+}

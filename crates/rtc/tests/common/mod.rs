@@ -70,6 +70,12 @@ pub fn env() -> Option<Env> {
             python.display()
         ));
     }
+    let espeak = std::process::Command::new("espeak-ng")
+        .arg("--version")
+        .output();
+    if !espeak.is_ok_and(|o| o.status.success()) {
+        return missing("espeak-ng is not installed");
+    }
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/peer.py");
     Some(Env {
         url,
