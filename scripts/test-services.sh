@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs (if missing) and starts the servers the test suite talks to, on loopback only:
+# Installs (if missing) Chromium for the browser test, and starts the servers the test suite talks
+# to, on loopback only:
 # PostgreSQL on 127.0.0.1:${CALLFLEET_PG_PORT:-55432} and Redis on 127.0.0.1:${CALLFLEET_REDIS_PORT:-56379}.
 # Prints the environment the tests need; eval its output:  eval "$(scripts/test-services.sh start)"
 # `scripts/test-services.sh stop` stops them.
@@ -23,6 +24,8 @@ install_missing() {
   local need=()
   pg_bin >/dev/null || need+=(postgresql)
   command -v redis-server >/dev/null || need+=(redis-server)
+  # The talk page's browser test drives Debian's Chromium headless.
+  command -v chromium >/dev/null || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -73,6 +76,7 @@ case "${1:-start}" in
     start_redis
     echo "export CALLFLEET_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres"
     echo "export CALLFLEET_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+    echo "export CALLFLEET_CHROMIUM=$(command -v chromium)"
     ;;
   stop)
     bin="$(pg_bin)" && run_as_pg "$bin/pg_ctl" -D "$STATE/pg" stop -m fast >&2 || true
