@@ -48,6 +48,11 @@ impl ScenarioResponder {
         ScenarioResponder { engine }
     }
 
+    /// The engine, e.g. to checkpoint it after a turn.
+    pub fn engine(&self) -> &ScenarioEngine {
+        &self.engine
+    }
+
     fn collecting_digits(&self) -> bool {
         let state = self.engine.state();
         let Some(active) = &state.active else { return false };
