@@ -1,16 +1,15 @@
 //! Turning text into vectors. [`Embedder`] is the one interface the service uses; behind it sit
-//! the offline MiniLM model (feature `minilm`, from `callfleet-local-engines`), Ollama's
-//! `/api/embed`, any OpenAI-compatible `/v1/embeddings`, and [`HashingEmbedder`], a
-//! model-free fallback for tests and for machines that have not fetched the model.
+//! the offline MiniLM model (feature `minilm`, from `callfleet-local-engines`), the providers
+//! crate's embedders (Ollama `/api/embed`, OpenAI-compatible `/v1/embeddings`, fallback chains)
+//! through [`ProviderEmbedder`], and [`HashingEmbedder`], a model-free fallback for tests and
+//! for machines that have not fetched the model.
 //!
-//! The providers crate is meant to own provider traits; until it has an embeddings trait this
-//! small one lives here, and the adapters are one-line moves when it does.
+//! Why a trait of our own on top of `callfleet_providers::Embedder`: an index is built for one
+//! model and one vector length and must refuse another, so the knowledge base needs the model's
+//! name and dimension (and a batch size for progress), which a provider call does not carry.
 
 use crate::EmbedError;
 use callfleet_core::scenario::BoxFuture;
-use callfleet_core::secret::Secret;
-use serde::Deserialize;
-use std::time::Duration;
 
 /// A text embedding model.
 pub trait Embedder: Send + Sync {
@@ -103,122 +102,50 @@ impl Embedder for HashingEmbedder {
     }
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
-    reqwest::Client::builder().timeout(timeout).build().map_err(|e| EmbedError::Unavailable(e.to_string()))
-}
-
-/// Ollama's `/api/embed` (batched: `input` is a list).
-#[derive(Debug, Clone)]
-pub struct OllamaEmbedder {
-    client: reqwest::Client,
-    base_url: String,
-    model: String,
+/// A provider's embedder (Ollama `/api/embed`, an OpenAI-compatible `/v1/embeddings`, or a
+/// fallback chain of them) from `callfleet-providers`, given what an index needs to know and
+/// the provider trait does not say: the model's name and vector length, and a batch size.
+pub struct ProviderEmbedder {
+    inner: std::sync::Arc<dyn callfleet_providers::Embedder>,
+    model_id: String,
     dimension: usize,
+    max_batch: usize,
 }
 
-impl OllamaEmbedder {
-    /// `dimension` is the model's (e.g. 768 for nomic-embed-text); it sizes the index.
-    pub fn new(base_url: &str, model: &str, dimension: usize) -> Result<Self, EmbedError> {
-        Ok(OllamaEmbedder {
-            client: http_client(Duration::from_secs(120))?,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            model: model.to_string(),
-            dimension,
-        })
+impl ProviderEmbedder {
+    /// `dimension` is the model's (768 for nomic-embed-text, 1536 for text-embedding-3-small).
+    pub fn new(inner: std::sync::Arc<dyn callfleet_providers::Embedder>, model_id: &str, dimension: usize, max_batch: usize) -> Self {
+        ProviderEmbedder { inner, model_id: model_id.to_string(), dimension, max_batch: max_batch.max(1) }
     }
 }
 
-#[derive(Deserialize)]
-struct OllamaEmbedResponse {
-    embeddings: Vec<Vec<f32>>,
+impl std::fmt::Debug for ProviderEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderEmbedder").field("provider", &self.inner.name()).field("model", &self.model_id).finish()
+    }
 }
 
-impl Embedder for OllamaEmbedder {
+impl Embedder for ProviderEmbedder {
     fn model_id(&self) -> &str {
-        &self.model
-    }
-    fn dimension(&self) -> usize {
-        self.dimension
-    }
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        Box::pin(async move {
-            let response = self
-                .client
-                .post(format!("{}/api/embed", self.base_url))
-                .json(&serde_json::json!({ "model": self.model, "input": texts }))
-                .send()
-                .await
-                .map_err(|e| EmbedError::Unavailable(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(EmbedError::BadResponse(format!("Ollama answered {}", response.status())));
-            }
-            let body: OllamaEmbedResponse = response.json().await.map_err(|e| EmbedError::BadResponse(e.to_string()))?;
-            Ok(body.embeddings.into_iter().map(normalize).collect())
-        })
-    }
-}
-
-/// An OpenAI-compatible `/v1/embeddings` endpoint.
-#[derive(Debug, Clone)]
-pub struct OpenAiEmbedder {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Secret,
-    model: String,
-    dimension: usize,
-}
-
-impl OpenAiEmbedder {
-    /// `base_url` up to and including `/v1`.
-    pub fn new(base_url: &str, api_key: Secret, model: &str, dimension: usize) -> Result<Self, EmbedError> {
-        Ok(OpenAiEmbedder {
-            client: http_client(Duration::from_secs(60))?,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            api_key,
-            model: model.to_string(),
-            dimension,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-struct OpenAiEmbeddingResponse {
-    data: Vec<OpenAiEmbedding>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiEmbedding {
-    index: usize,
-    embedding: Vec<f32>,
-}
-
-impl Embedder for OpenAiEmbedder {
-    fn model_id(&self) -> &str {
-        &self.model
+        &self.model_id
     }
     fn dimension(&self) -> usize {
         self.dimension
     }
     fn max_batch(&self) -> usize {
-        128
+        self.max_batch
     }
     fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .post(format!("{}/embeddings", self.base_url))
-                .bearer_auth(self.api_key.expose())
-                .json(&serde_json::json!({ "model": self.model, "input": texts }))
-                .send()
-                .await
-                .map_err(|e| EmbedError::Unavailable(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(EmbedError::BadResponse(format!("embeddings endpoint answered {}", response.status())));
-            }
-            let mut body: OpenAiEmbeddingResponse = response.json().await.map_err(|e| EmbedError::BadResponse(e.to_string()))?;
-            // The API may answer out of order; `index` says which input each vector is for.
-            body.data.sort_by_key(|d| d.index);
-            Ok(body.data.into_iter().map(|d| normalize(d.embedding)).collect())
+            let vectors = self.inner.embed(texts.to_vec()).await.map_err(|e| {
+                if e.retryable() {
+                    EmbedError::Unavailable(e.to_string())
+                } else {
+                    EmbedError::BadResponse(e.to_string())
+                }
+            })?;
+            // Providers may or may not normalise; cosine search assumes unit vectors.
+            Ok(vectors.into_iter().map(normalize).collect())
         })
     }
 }

@@ -22,7 +22,7 @@ pub mod service;
 pub use assist::{citation, BotKnowledge};
 pub use chunk::{Chunk, ChunkConfig};
 pub use detect::ContentKind;
-pub use embed::{Embedder, HashingEmbedder, OllamaEmbedder, OpenAiEmbedder};
+pub use embed::{Embedder, HashingEmbedder, ProviderEmbedder};
 #[cfg(feature = "minilm")]
 pub use embed::MiniLmEmbedder;
 pub use error::{EmbedError, IndexError, KnowledgeError, ParseError};

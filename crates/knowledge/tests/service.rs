@@ -185,3 +185,26 @@ async fn documents_left_half_indexed_by_a_dead_process_are_failed_and_removed() 
         assert_eq!(f.index.count(&f.bot_a, Some(&kept.id)).await.unwrap(), 1, "{backend}");
     }
 }
+
+#[tokio::test]
+async fn a_provider_embedder_indexes_and_searches_through_ollama() {
+    use callfleet_knowledge::ProviderEmbedder;
+    let ollama = callfleet_testkit::llm::FakeOllama::start().await;
+    let provider = Arc::new(callfleet_providers::ollama::OllamaEmbedder::new(ollama.url(), "nomic-embed-text"));
+    // The fake answers 8-dimensional vectors.
+    let embedder = Arc::new(ProviderEmbedder::new(provider, "nomic-embed-text", 8, 2));
+    let db = callfleet_store::testing::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(EdgeIndex::open(dir.path(), 8).unwrap());
+    let service = KnowledgeService::new(db.store.clone(), index, embedder, KnowledgeConfig::default()).unwrap();
+    let f = fixture(db.store.clone()).await;
+    let text = "Parking is free. Breakfast is served at eight. Checkout is at noon.";
+    let doc = service.upload(&f.company, &f.bot_a, "hotel.txt", text.as_bytes().to_vec()).await.unwrap();
+    let doc = service.wait_indexed(&doc.id).await.unwrap();
+    assert_eq!((doc.status.as_str(), doc.chunks_done), ("ready", 1), "{:?}", doc.error);
+    let hits = service.search(&f.bot_a, "when is breakfast", 1).await.unwrap();
+    assert_eq!(hits[0].chunk.source, "hotel.txt");
+    // Batches of two texts at most went to the server: one chunk, then one query.
+    let inputs: Vec<usize> = ollama.requests().iter().map(|r| r["input"].as_array().map(|a| a.len()).unwrap_or(1)).collect();
+    assert_eq!(inputs, [1, 1]);
+}

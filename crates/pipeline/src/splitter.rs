@@ -73,7 +73,7 @@ impl SentenceSplitter {
             while j < chars.len() && matches!(chars[j].1, '"' | '\'' | ')' | '»' | '”' | '.' | '!' | '?') {
                 j += 1;
             }
-            let Some(&(_, next)) = chars.get(j) else { return None };
+            let &(_, next) = chars.get(j)?;
             if !next.is_whitespace() {
                 continue;
             }

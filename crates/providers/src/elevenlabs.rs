@@ -133,6 +133,9 @@ async fn run(endpoint: Arc<Endpoint>, first: Ws, mut commands: mpsc::UnboundedRe
     let mut spare: Option<Ws> = Some(first);
     let mut opening: Option<JoinHandle<Result<Ws, TtsError>>> = None;
     let mut active: HashMap<UtteranceId, Active> = HashMap::new();
+    // The socket for a new utterance is awaited between the lookup and the insert, so the map's
+    // entry cannot be held across it.
+    #[allow(clippy::map_entry)]
     while let Some(cmd) = commands.recv().await {
         active.retain(|_, a| !a.task.is_finished());
         match cmd {

@@ -276,7 +276,8 @@ mod tests {
     #[test]
     fn ndjson_lines() {
         let mut calls = 0;
-        let cases: Vec<(&str, Result<(Vec<LlmEvent>, bool), ()>)> = vec![
+        type Want = Result<(Vec<LlmEvent>, bool), ()>;
+        let cases: Vec<(&str, Want)> = vec![
             (r#"{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false}"#, Ok((vec![LlmEvent::Token("Hi".into())], false))),
             ("", Ok((vec![], false))),
             (

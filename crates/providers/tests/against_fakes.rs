@@ -286,7 +286,8 @@ async fn ollama_failures_table() {
     let fake = FakeOllama::start().await;
     let llm = Ollama::new(fake.url(), "m").with_backoff(Backoff::NONE);
     // (failure, error at start?, predicate on the error)
-    let cases: Vec<(LlmFailure, bool, fn(&LlmError) -> bool)> = vec![
+    type Check = fn(&LlmError) -> bool;
+    let cases: Vec<(LlmFailure, bool, Check)> = vec![
         (LlmFailure::Status(500, "boom".into()), true, |e| matches!(e, LlmError::Status { status: 500, .. })),
         (LlmFailure::ErrorAfter(1, "out of memory".into()), false, |e| matches!(e, LlmError::Provider { message, .. } if message == "out of memory")),
         (LlmFailure::DisconnectAfter(1), false, |e| matches!(e, LlmError::Interrupted { .. })),

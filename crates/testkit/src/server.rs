@@ -62,6 +62,8 @@ pub(crate) async fn accept(
     authorize: impl FnOnce(&Request) -> Result<(), StatusCode> + Unpin,
 ) -> Option<(ServerWs, Handshake)> {
     let mut seen = Handshake::default();
+    // The error type is tungstenite's own handshake response; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         seen.path = req.uri().path().to_string();
         seen.query = parse_query(req.uri().query().unwrap_or(""));

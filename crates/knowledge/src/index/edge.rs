@@ -1,7 +1,7 @@
 //! The embedded backend: one `qdrant-edge` shard in a directory, holding every bot's points.
 //! The engine is synchronous and CPU-bound, so every call runs on tokio's blocking pool.
 
-use super::{check_dimension, filter_json, record_from_payload, ChunkRecord, VectorHit, VectorIndex};
+use super::{backend, check_dimension, filter_json, record_from_payload, ChunkRecord, VectorHit, VectorIndex};
 use crate::IndexError;
 use callfleet_core::scenario::BoxFuture;
 use qdrant_edge::{
@@ -17,10 +17,6 @@ use std::sync::Arc;
 pub struct EdgeIndex {
     shard: Arc<EdgeShard>,
     dimension: usize,
-}
-
-fn backend(e: impl std::fmt::Display) -> IndexError {
-    IndexError::Backend(e.to_string())
 }
 
 fn filter(bot_id: &str, document_id: Option<&str>) -> Result<Filter, IndexError> {

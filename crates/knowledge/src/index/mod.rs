@@ -79,6 +79,11 @@ pub(crate) fn record_from_payload(payload: serde_json::Map<String, serde_json::V
     serde_json::from_value(serde_json::Value::Object(payload)).map_err(|e| IndexError::Backend(format!("bad chunk payload: {e}")))
 }
 
+/// A backend's own error, as text: its types stay inside the backend's module.
+pub(crate) fn backend(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Backend(e.to_string())
+}
+
 pub(crate) fn check_dimension(index: usize, points: &[(ChunkRecord, Vec<f32>)]) -> Result<(), IndexError> {
     match points.iter().find(|(_, v)| v.len() != index) {
         Some((_, v)) => Err(IndexError::Dimension { index, embedder: v.len() }),

@@ -2,7 +2,7 @@
 //! every bot's points; the bot id is a keyword payload index marked `is_tenant`, which Qdrant
 //! uses to lay out each tenant's points together.
 
-use super::{check_dimension, record_from_payload, ChunkRecord, VectorHit, VectorIndex};
+use super::{backend, check_dimension, record_from_payload, ChunkRecord, VectorHit, VectorIndex};
 use crate::IndexError;
 use callfleet_core::scenario::BoxFuture;
 use callfleet_core::secret::Secret;
@@ -19,10 +19,6 @@ pub struct QdrantIndex {
     client: Qdrant,
     collection: String,
     dimension: usize,
-}
-
-fn backend(e: impl std::fmt::Display) -> IndexError {
-    IndexError::Backend(e.to_string())
 }
 
 fn filter(bot_id: &str, document_id: Option<&str>) -> Filter {

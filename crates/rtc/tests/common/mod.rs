@@ -18,7 +18,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// End-to-end tests of one binary run one at a time: the far ends (Python, libwebrtc) and
+/// the server share two cores, and parallel calls would measure the machine, not the code.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct Env {
+    _serial: std::sync::MutexGuard<'static, ()>,
     pub url: String,
     pub api_key: String,
     pub api_secret: String,
@@ -78,6 +83,7 @@ pub fn env() -> Option<Env> {
     }
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/peer.py");
     Some(Env {
+        _serial: SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
         url,
         api_key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
         api_secret: std::env::var("CALLFLEET_LIVEKIT_API_SECRET")
