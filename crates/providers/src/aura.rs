@@ -47,10 +47,7 @@ impl AuraTts {
 }
 
 fn open_error(e: WsOpenError) -> TtsError {
-    match e {
-        WsOpenError::Auth => TtsError::Auth { provider: NAME.into() },
-        WsOpenError::Other(message) => TtsError::Connect { provider: NAME.into(), message },
-    }
+    e.into_tts(NAME)
 }
 
 impl TextToSpeech for AuraTts {

@@ -59,10 +59,7 @@ impl CartesiaTts {
 }
 
 fn open_error(e: WsOpenError) -> TtsError {
-    match e {
-        WsOpenError::Auth => TtsError::Auth { provider: NAME.into() },
-        WsOpenError::Other(message) => TtsError::Connect { provider: NAME.into(), message },
-    }
+    e.into_tts(NAME)
 }
 
 impl TextToSpeech for CartesiaTts {

@@ -82,10 +82,7 @@ impl DeepgramStt {
 }
 
 fn open_error(e: WsOpenError) -> SttError {
-    match e {
-        WsOpenError::Auth => SttError::Auth { provider: NAME.into() },
-        WsOpenError::Other(message) => SttError::Connect { provider: NAME.into(), message },
-    }
+    e.into_stt(NAME)
 }
 
 impl SpeechToText for DeepgramStt {

@@ -70,10 +70,7 @@ impl ElevenLabsTts {
 }
 
 fn open_error(e: WsOpenError) -> TtsError {
-    match e {
-        WsOpenError::Auth => TtsError::Auth { provider: NAME.into() },
-        WsOpenError::Other(message) => TtsError::Connect { provider: NAME.into(), message },
-    }
+    e.into_tts(NAME)
 }
 
 /// Where to open sockets; shared by the session task and its utterance tasks.

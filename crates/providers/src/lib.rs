@@ -13,6 +13,7 @@
 mod bytes_pcm;
 mod config;
 mod fallback;
+mod http;
 mod lines;
 mod retry;
 mod types;

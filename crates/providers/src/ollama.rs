@@ -74,23 +74,8 @@ impl Ollama {
     }
 
     async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response, LlmError> {
-        let send = || async {
-            let resp = self
-                .http
-                .post(format!("{}{path}", self.base_url))
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| LlmError::Connect { provider: NAME.into(), message: e.to_string() })?;
-            if resp.status().is_success() {
-                return Ok(resp);
-            }
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
-            Err(LlmError::Status { provider: NAME.into(), status, message })
-        };
-        self.backoff.retry(send, LlmError::retryable).await
+        let url = format!("{}{path}", self.base_url);
+        crate::http::post_json(&self.http, &url, None, body, self.backoff, NAME, |text| serde_json::from_str::<ErrorBody>(text).ok().map(|e| e.error)).await
     }
 }
 

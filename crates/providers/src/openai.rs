@@ -75,24 +75,9 @@ impl OpenAi {
     }
 
     async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response, LlmError> {
-        let send = || async {
-            let mut req = self.http.post(format!("{}{path}", self.base_url)).json(body);
-            if let Some(key) = &self.key {
-                req = req.bearer_auth(key.expose());
-            }
-            let resp = req.send().await.map_err(|e| LlmError::Connect { provider: NAME.into(), message: e.to_string() })?;
-            if resp.status().is_success() {
-                return Ok(resp);
-            }
-            let status = resp.status().as_u16();
-            if status == 401 {
-                return Err(LlmError::Auth { provider: NAME.into() });
-            }
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error.message).unwrap_or(text);
-            Err(LlmError::Status { provider: NAME.into(), status, message })
-        };
-        self.backoff.retry(send, LlmError::retryable).await
+        let url = format!("{}{path}", self.base_url);
+        let message = |text: &str| serde_json::from_str::<ErrorBody>(text).ok().map(|e| e.error.message);
+        crate::http::post_json(&self.http, &url, self.key.as_ref(), body, self.backoff, NAME, message).await
     }
 }
 

@@ -56,6 +56,22 @@ pub(crate) fn query_escape(s: &str) -> String {
     out
 }
 
+impl WsOpenError {
+    pub(crate) fn into_stt(self, provider: &str) -> crate::SttError {
+        match self {
+            WsOpenError::Auth => crate::SttError::Auth { provider: provider.into() },
+            WsOpenError::Other(message) => crate::SttError::Connect { provider: provider.into(), message },
+        }
+    }
+
+    pub(crate) fn into_tts(self, provider: &str) -> crate::TtsError {
+        match self {
+            WsOpenError::Auth => crate::TtsError::Auth { provider: provider.into() },
+            WsOpenError::Other(message) => crate::TtsError::Connect { provider: provider.into(), message },
+        }
+    }
+}
+
 /// [`open`] with retries; a refused key is not retried.
 pub(crate) async fn open_with_retry(
     url: &str,

@@ -4,7 +4,7 @@
 //! `Close` closes.
 
 use crate::server::{self, AbortOnDrop, Out, OutTx};
-use crate::tts::{synthesize, tts_fake_api, ChunkFate, TtsState};
+use crate::tts::{play_text, tts_fake_api, Played, TtsState};
 use futures::StreamExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,26 +125,10 @@ async fn generate(rate: u32, mut jobs: mpsc::UnboundedReceiver<Job>, out: OutTx,
                 let _ = out.send(Out::Text(serde_json::json!({"type": "Flushed", "sequence_id": seq}).to_string()));
             }
             Job::Speak(text) => {
-                let script = state.script();
-                for chunk in synthesize(&text, rate, &script) {
-                    let wait = if first { script.first_byte_delay } else { script.chunk_interval };
-                    first = false;
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    match state.next_chunk() {
-                        ChunkFate::Send => {
-                            let _ = out.send(Out::Binary(chunk));
-                        }
-                        ChunkFate::Fail => {
-                            let _ = out.send(Out::Text(serde_json::json!({"type": "Error", "description": "generation failed", "code": "INTERNAL"}).to_string()));
-                            break;
-                        }
-                        ChunkFate::Disconnect => {
-                            let _ = out.send(Out::Drop);
-                            return;
-                        }
-                    }
+                let failure = || vec![Out::Text(serde_json::json!({"type": "Error", "description": "generation failed", "code": "INTERNAL"}).to_string())];
+                // A failed utterance leaves the socket open for the next; a dropped one does not.
+                if let Played::Dropped = play_text(&text, rate, &state, &mut first, &out, Out::Binary, failure).await {
+                    return;
                 }
             }
         }

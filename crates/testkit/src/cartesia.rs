@@ -3,7 +3,7 @@
 //! messages.
 
 use crate::server::{self, Out, OutTx};
-use crate::tts::{synthesize, tts_fake_api, ChunkFate, TtsState};
+use crate::tts::{play_text, tts_fake_api, Played, TtsState};
 use base64::Engine as _;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -138,29 +138,18 @@ async fn generate(context: String, rate: u32, mut pieces: mpsc::UnboundedReceive
             let _ = out.send(Out::Text(serde_json::json!({"type": "done", "done": true, "status_code": 206, "context_id": context}).to_string()));
             return;
         };
-        let script = state.script();
-        for chunk in synthesize(&text, rate, &script) {
-            let wait = if first { script.first_byte_delay } else { script.chunk_interval };
-            first = false;
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            match state.next_chunk() {
-                ChunkFate::Send => {
-                    let data = base64::engine::general_purpose::STANDARD.encode(chunk);
-                    let msg = serde_json::json!({"type": "chunk", "data": data, "done": false, "status_code": 206, "step_time": 1.0, "context_id": context});
-                    let _ = out.send(Out::Text(msg.to_string()));
-                }
-                ChunkFate::Fail => {
-                    let msg = serde_json::json!({"type": "error", "context_id": context, "status_code": 500, "done": true, "title": "Internal error", "message": "generation failed", "error_code": "internal"});
-                    let _ = out.send(Out::Text(msg.to_string()));
-                    return;
-                }
-                ChunkFate::Disconnect => {
-                    let _ = out.send(Out::Drop);
-                    return;
-                }
-            }
+        let audio = |chunk: Vec<u8>| {
+            let data = base64::engine::general_purpose::STANDARD.encode(chunk);
+            Out::Text(serde_json::json!({"type": "chunk", "data": data, "done": false, "status_code": 206, "step_time": 1.0, "context_id": context}).to_string())
+        };
+        let failure = || {
+            vec![Out::Text(
+                serde_json::json!({"type": "error", "context_id": context, "status_code": 500, "done": true, "title": "Internal error", "message": "generation failed", "error_code": "internal"})
+                    .to_string(),
+            )]
+        };
+        if !matches!(play_text(&text, rate, &state, &mut first, &out, audio, failure).await, Played::Whole) {
+            return;
         }
     }
 }

@@ -4,7 +4,7 @@
 //! then `isFinal: true`, then the server closes. Idle sockets close after `inactivity_timeout`.
 
 use crate::server::{self, AbortOnDrop, Out, OutTx};
-use crate::tts::{synthesize, tts_fake_api, ChunkFate, TtsState};
+use crate::tts::{play_text, tts_fake_api, Played, TtsState};
 use base64::Engine as _;
 use futures::StreamExt;
 use std::net::SocketAddr;
@@ -120,29 +120,13 @@ async fn generate(rate: u32, mut pieces: mpsc::UnboundedReceiver<Option<String>>
             let _ = out.send(Out::Close);
             return;
         };
-        let script = state.script();
-        for chunk in synthesize(&text, rate, &script) {
-            let wait = if first { script.first_byte_delay } else { script.chunk_interval };
-            first = false;
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            match state.next_chunk() {
-                ChunkFate::Send => {
-                    let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
-                    let msg = serde_json::json!({"audio": audio, "isFinal": null, "normalizedAlignment": null, "alignment": null});
-                    let _ = out.send(Out::Text(msg.to_string()));
-                }
-                ChunkFate::Fail => {
-                    let _ = out.send(Out::Text(serde_json::json!({"message": "generation failed", "error": "internal_error", "code": 1011}).to_string()));
-                    let _ = out.send(Out::Close);
-                    return;
-                }
-                ChunkFate::Disconnect => {
-                    let _ = out.send(Out::Drop);
-                    return;
-                }
-            }
+        let audio = |chunk: Vec<u8>| {
+            let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
+            Out::Text(serde_json::json!({"audio": audio, "isFinal": null, "normalizedAlignment": null, "alignment": null}).to_string())
+        };
+        let failure = || vec![Out::Text(serde_json::json!({"message": "generation failed", "error": "internal_error", "code": 1011}).to_string()), Out::Close];
+        if !matches!(play_text(&text, rate, &state, &mut first, &out, audio, failure).await, Played::Whole) {
+            return;
         }
     }
 }

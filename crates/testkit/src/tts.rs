@@ -141,3 +141,49 @@ macro_rules! tts_fake_api {
     };
 }
 pub(crate) use tts_fake_api;
+
+/// How playing a piece of text ended.
+pub(crate) enum Played {
+    Whole,
+    /// The script made the server report an error (sent already).
+    Failed,
+    /// The script cut the connection.
+    Dropped,
+}
+
+/// Sends the audio for `text` paced by the script: `audio` frames each chunk, `failure` is what
+/// the service says when generation fails.
+pub(crate) async fn play_text(
+    text: &str,
+    rate: u32,
+    state: &TtsState,
+    first: &mut bool,
+    out: &crate::server::OutTx,
+    audio: impl Fn(Vec<u8>) -> crate::server::Out,
+    failure: impl Fn() -> Vec<crate::server::Out>,
+) -> Played {
+    let script = state.script();
+    for chunk in synthesize(text, rate, &script) {
+        let wait = if *first { script.first_byte_delay } else { script.chunk_interval };
+        *first = false;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        match state.next_chunk() {
+            ChunkFate::Send => {
+                let _ = out.send(audio(chunk));
+            }
+            ChunkFate::Fail => {
+                for o in failure() {
+                    let _ = out.send(o);
+                }
+                return Played::Failed;
+            }
+            ChunkFate::Disconnect => {
+                let _ = out.send(crate::server::Out::Drop);
+                return Played::Dropped;
+            }
+        }
+    }
+    Played::Whole
+}
