@@ -10,7 +10,9 @@
 
 mod load;
 mod session;
+mod voice;
 mod worker;
 
 pub use session::{ChatSession, LiveKitSettings};
+pub use voice::VoiceSession;
 pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig};

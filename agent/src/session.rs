@@ -49,15 +49,15 @@ enum SessionError {
     Room(#[from] callfleet_rtc::RoomError),
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn is_caller(kind: ParticipantKind) -> bool {
+pub(crate) fn is_caller(kind: ParticipantKind) -> bool {
     !matches!(kind, ParticipantKind::Agent | ParticipantKind::Egress)
 }
 
-fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
+pub(crate) fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
     let opening = if language == "ru" { "Извините, связь прервалась. Продолжим." } else { "Sorry, we got cut off. Let's continue." };
     match last_bot_line {
         Some(line) => format!("{opening} {line}"),
@@ -65,7 +65,7 @@ fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
     }
 }
 
-fn record_for(job: &Job, started_at: i64, status: CallStatus) -> CallRecord {
+pub(crate) fn record_for(job: &Job, started_at: i64, status: CallStatus) -> CallRecord {
     CallRecord {
         id: job.call_id.clone(),
         company_id: job.company_id.clone(),

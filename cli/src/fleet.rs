@@ -3,11 +3,12 @@
 
 use crate::{ApiArgs, GlobalArgs};
 use anyhow::Context;
-use callfleet_agent::{ChatSession, LiveKitSettings, Worker, WorkerConfig};
+use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
 use callfleet_core::secret::Secret;
 use callfleet_dispatcher::{webhook_router, Dispatcher, DispatcherConfig, WebhookState};
 use callfleet_fleet::{FileQueue, FleetBus, MemoryBus, PostCallQueue, RedisBus, RedisQueue};
 use callfleet_postcall::PostCallWorker;
+use callfleet_providers::ProviderEnv;
 use clap::Args;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +100,7 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let bus: Arc<dyn FleetBus> = Arc::new(RedisBus::connect(&args.redis_url, &args.redis_prefix).await.context("connecting to Redis")?);
     let queue: Arc<dyn PostCallQueue> = Arc::new(RedisQueue::connect(&args.redis_url, &args.redis_prefix).await.context("opening the post-call stream")?);
     let worker_id = args.worker.worker_id.clone().unwrap_or_else(default_worker_id);
-    let runner = Arc::new(ChatSession::new(args.livekit.settings()));
+    let runner = Arc::new(VoiceSession::new(args.livekit.settings(), ProviderEnv::from_env()));
     let worker = Worker::new(bus, queue, runner, WorkerConfig::new(&worker_id, args.worker.capacity));
     println!("agent worker {worker_id}: capacity {}, LiveKit {}", args.worker.capacity, args.livekit.livekit_url);
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
@@ -159,7 +160,7 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
     let shutdown = CancellationToken::new();
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let worker_id = worker.worker_id.clone().unwrap_or_else(|| "dev-worker".into());
-    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(ChatSession::new(livekit.settings())), WorkerConfig::new(&worker_id, worker.capacity));
+    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit.settings(), ProviderEnv::from_env())), WorkerConfig::new(&worker_id, worker.capacity));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run_failover(shutdown.clone()));
     tasks.spawn(PostCallWorker::new(queue, store.clone(), "dev").run(shutdown.clone()));

@@ -1,0 +1,284 @@
+//! A voice call in a LiveKit room: the caller's audio track feeds the pipeline (VAD → STT →
+//! turns → scenario engine → TTS), whose audio goes out on the agent's track; barge-in clears
+//! the track at once. Transcript turns are also sent on the data topic `callfleet.transcript` so
+//! the talk page can show them live. The engine is checkpointed after the greeting and every
+//! turn; a re-placed call resumes from its checkpoint and says it is back.
+//!
+//! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
+//! a chat call instead, so it still answers.
+
+use crate::session::{back_message, is_caller, now_ms, record_for, ChatSession, LiveKitSettings};
+use crate::worker::{CallHandle, CallRunner, Checkpointer};
+use async_trait::async_trait;
+use callfleet_core::config::BotConfig;
+use callfleet_core::domain::{CallRecord, CallStatus, Outcome, Speaker};
+use callfleet_core::scenario::{BoxFuture, CallContext, CallResult, EngineSnapshot, ScenarioEngine};
+use callfleet_pipeline::{CallInput, CallOutput, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics, Providers, Responder, ScenarioResponder};
+use callfleet_pipeline::responder::{Reply, ResponderError};
+use callfleet_providers::{build_chains, ProviderEnv};
+use callfleet_rtc::{participant_token, AudioFrame, Room, RoomEvent, RoomOptions};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Runs calls over the room's audio.
+pub struct VoiceSession {
+    livekit: LiveKitSettings,
+    providers: ProviderEnv,
+    phrases: PhraseCache,
+    metrics: Option<PipelineMetrics>,
+    chat: ChatSession,
+    /// How long to wait for the caller's microphone before the call ends as NO_ANSWER.
+    pub caller_timeout: Duration,
+}
+
+impl VoiceSession {
+    pub fn new(livekit: LiveKitSettings, providers: ProviderEnv) -> VoiceSession {
+        VoiceSession {
+            chat: ChatSession::new(livekit.clone()),
+            livekit,
+            providers,
+            phrases: PhraseCache::new(),
+            metrics: None,
+            caller_timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: PipelineMetrics) -> VoiceSession {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+/// The scenario engine, checkpointed after the greeting and after every reply.
+struct CheckpointingResponder {
+    inner: ScenarioResponder,
+    snapshots: mpsc::UnboundedSender<EngineSnapshot>,
+    resumed: bool,
+}
+
+impl CheckpointingResponder {
+    fn checkpoint(&self) {
+        // The receiver lives as long as the call; a send after it is gone has nothing to save.
+        let _ = self.snapshots.send(self.inner.engine().snapshot());
+    }
+}
+
+impl Responder for CheckpointingResponder {
+    fn greeting(&mut self) -> String {
+        let text = if self.resumed {
+            let state = self.inner.engine().state();
+            let last = state.transcript.iter().rev().find(|t| t.speaker == Speaker::Bot).map(|t| t.text.clone());
+            back_message(state.language.code(), last.as_deref())
+        } else {
+            self.inner.greeting()
+        };
+        self.checkpoint();
+        text
+    }
+
+    fn language(&self) -> String {
+        self.inner.language()
+    }
+
+    fn respond<'a>(&'a mut self, text: &'a str, pieces: mpsc::UnboundedSender<String>) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+        Box::pin(async move {
+            let reply = self.inner.respond(text, pieces).await;
+            self.checkpoint();
+            reply
+        })
+    }
+
+    fn interrupted(&mut self, said: &str, heard: &str) {
+        self.inner.interrupted(said, heard);
+    }
+
+    fn finish(&mut self) -> Option<CallResult> {
+        self.inner.finish()
+    }
+}
+
+async fn save_checkpoints(checkpointer: Checkpointer, mut snapshots: mpsc::UnboundedReceiver<EngineSnapshot>) {
+    while let Some(snapshot) = snapshots.recv().await {
+        let turns = snapshot.state.user_turns;
+        match serde_json::to_value(&snapshot) {
+            Ok(value) => {
+                if let Err(e) = checkpointer.save(value, turns).await {
+                    tracing::warn!(error = %e, "checkpoint not saved");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "checkpoint not serialisable"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum VoiceError {
+    #[error("the job's bot config is invalid: {0}")]
+    Config(String),
+    #[error("the checkpoint cannot be resumed: {0}")]
+    Checkpoint(#[from] serde_json::Error),
+    #[error("room: {0}")]
+    Room(#[from] callfleet_rtc::RoomError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] callfleet_pipeline::PipelineError),
+}
+
+impl VoiceSession {
+    async fn converse(&self, call: &CallHandle, config: Arc<BotConfig>, providers: Providers, started_at: i64) -> Result<CallRecord, VoiceError> {
+        let job = &call.job;
+        let resumed = call.resume_from.is_some();
+        let engine = match &call.resume_from {
+            Some(checkpoint) => ScenarioEngine::restore(config.clone(), serde_json::from_value(checkpoint.engine.clone())?),
+            None => {
+                let mut context = CallContext::for_bot_now(&config);
+                context.config_version = job.config_version;
+                ScenarioEngine::new(config.clone(), context)
+            }
+        };
+        let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
+        let saver = tokio::spawn(save_checkpoints(call.checkpointer.clone(), snapshot_rx));
+        let responder = CheckpointingResponder { inner: ScenarioResponder::new(engine), snapshots: snapshot_tx, resumed };
+
+        let pipeline_config = PipelineConfig::for_bot(job.bot_id.clone(), &config);
+        let (input_rate, output_rate) = (pipeline_config.input_rate, pipeline_config.output_rate);
+        let mut pipeline = Pipeline::new(pipeline_config, providers).with_phrase_cache(self.phrases.clone());
+        if let Some(metrics) = &self.metrics {
+            pipeline = pipeline.with_metrics(metrics.clone());
+        }
+
+        let identity = format!("agent-{}", job.call_id);
+        let token = participant_token(&self.livekit.api_key, self.livekit.api_secret.expose(), &job.room, &identity)?;
+        let (room, mut events) = Room::connect(&self.livekit.url, &token, RoomOptions::default()).await?;
+        let track = room.publish_audio("agent", output_rate).await?;
+        tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room for a voice call");
+
+        // The call starts when the caller's microphone does, so the greeting is heard.
+        let mut caller = job.caller_identity.clone();
+        let wait = tokio::time::sleep(self.caller_timeout);
+        tokio::pin!(wait);
+        let stream = loop {
+            let event = tokio::select! {
+                () = call.cancel.cancelled() => None,
+                () = &mut wait => None,
+                e = events.recv() => e,
+            };
+            match event {
+                Some(RoomEvent::TrackSubscribed { participant, stream, .. })
+                    if is_caller(participant.kind) && caller.as_deref().is_none_or(|c| c == participant.identity) =>
+                {
+                    caller = Some(participant.identity.clone());
+                    break Some(stream.resampled(input_rate));
+                }
+                Some(RoomEvent::Disconnected { .. }) | None => break None,
+                Some(_) => {}
+            }
+        };
+        let Some(mut stream) = stream else {
+            room.leave().await;
+            drop(saver);
+            let mut record = record_for(job, started_at, CallStatus::NoAnswer);
+            record.outcome = Some(Outcome { kind: "NO_ANSWER".into(), evidence: vec!["the caller's audio never arrived".into()] });
+            return Ok(record);
+        };
+
+        let (input_tx, input_rx) = mpsc::channel::<CallInput>(256);
+        let (output_tx, mut output_rx) = mpsc::channel::<CallOutput>(256);
+        let microphone = {
+            let input = input_tx.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = stream.recv().await {
+                    if input.send(CallInput::Audio(frame.samples)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let room_events = {
+            let (input, caller, cancel) = (input_tx.clone(), caller.clone(), call.cancel.clone());
+            tokio::spawn(async move {
+                loop {
+                    let event = tokio::select! {
+                        () = cancel.cancelled() => None,
+                        e = events.recv() => e,
+                    };
+                    match event {
+                        Some(RoomEvent::ParticipantLeft { identity }) if caller.as_deref() == Some(identity.as_str()) => break,
+                        Some(RoomEvent::Dtmf { from, digit, .. }) if caller.as_deref() == Some(from.as_str()) => {
+                            for c in digit.chars() {
+                                let _ = input.send(CallInput::Dtmf(c)).await;
+                            }
+                        }
+                        Some(RoomEvent::Disconnected { .. }) | None => break,
+                        Some(_) => {}
+                    }
+                }
+                let _ = input.send(CallInput::Hangup).await;
+            })
+        };
+        let speaker = {
+            let (room, track) = (room.clone(), track.clone());
+            tokio::spawn(async move {
+                while let Some(out) = output_rx.recv().await {
+                    match out {
+                        CallOutput::Audio(samples) => track.push(&AudioFrame::new(samples, output_rate)),
+                        CallOutput::Clear => track.clear(),
+                        CallOutput::Transcript(turn) => {
+                            let body = serde_json::json!({"speaker": turn.speaker, "text": turn.text, "interrupted": turn.interrupted});
+                            let _ = room.send_data("callfleet.transcript", body.to_string().into_bytes()).await;
+                        }
+                        CallOutput::Metrics(_) => {}
+                    }
+                }
+                track.wait_played_out().await;
+            })
+        };
+        drop(input_tx);
+        let report = pipeline.run(Box::new(responder), input_rx, output_tx).await;
+        speaker.await.ok();
+        microphone.abort();
+        room_events.abort();
+        room.leave().await;
+        saver.await.ok();
+        let report = report?;
+
+        let mut record = record_for(job, started_at, if call.cancel.is_cancelled() { CallStatus::Failed } else { CallStatus::Completed });
+        record.transcript = report.transcript;
+        record.metrics = report.metrics;
+        if let Some(result) = report.result {
+            record.language = Some(result.language);
+            record.fields = result.fields;
+            record.outcome = Some(result.outcome);
+        }
+        Ok(record)
+    }
+}
+
+#[async_trait]
+impl CallRunner for VoiceSession {
+    async fn run(&self, call: CallHandle) -> CallRecord {
+        let started_at = if call.job.created_at > 0 { call.job.created_at } else { now_ms() };
+        let config = match BotConfig::from_value(&call.job.config) {
+            Ok(config) => Arc::new(config),
+            Err(e) => {
+                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
+                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![VoiceError::Config(e.to_string()).to_string()] });
+                return record;
+            }
+        };
+        let chains = build_chains(&config.providers, &self.providers);
+        let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
+            tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
+            return self.chat.run(call).await;
+        };
+        match self.converse(&call, config, Providers { stt, tts }, started_at).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(call_id = %call.job.call_id, error = %e, "voice call failed");
+                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
+                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![e.to_string()] });
+                record
+            }
+        }
+    }
+}
