@@ -91,21 +91,12 @@ impl Connection {
     async fn run(mut self, mut ws: Ws, mut commands: mpsc::UnboundedReceiver<TtsCommand>, events: Events) {
         loop {
             let Some(reason) = self.drive(&mut ws, &mut commands, &events).await else { return };
-            tracing::warn!(provider = NAME, reason = %reason, "TTS connection dropped; reconnecting.");
-            for p in std::mem::take(&mut self.queue) {
-                let error = TtsError::Connect { provider: NAME.into(), message: reason.clone() };
-                if events.send(Ok(TtsEvent::Failed { id: p.id, error })).await.is_err() {
-                    return;
-                }
-            }
+            let lost: Vec<UtteranceId> = std::mem::take(&mut self.queue).into_iter().map(|p| p.id).collect();
             self.clearing = 0;
             self.pcm = PcmAssembler::default();
-            match ws::open_with_retry(&self.url, &self.headers, self.backoff).await {
-                Ok(new) => ws = new,
-                Err(e) => {
-                    let _ = events.send(Err(open_error(e))).await;
-                    return;
-                }
+            match ws::reopen_tts(NAME, &reason, lost, &self.url, &self.headers, self.backoff, &events).await {
+                Some(new) => ws = new,
+                None => return,
             }
         }
     }

@@ -137,21 +137,10 @@ impl Connection {
                 None => return,
                 Some(reason) => reason,
             };
-            tracing::warn!(provider = NAME, reason = %reason, "TTS connection dropped; reconnecting.");
-            // What was being spoken is lost with the connection; the caller's pipeline decides
-            // whether to say it again elsewhere.
-            for id in std::mem::take(&mut self.contexts).into_keys() {
-                let error = TtsError::Connect { provider: NAME.into(), message: reason.clone() };
-                if events.send(Ok(TtsEvent::Failed { id, error })).await.is_err() {
-                    return;
-                }
-            }
-            match ws::open_with_retry(&self.url, &self.headers, self.backoff).await {
-                Ok(new) => ws = new,
-                Err(e) => {
-                    let _ = events.send(Err(open_error(e))).await;
-                    return;
-                }
+            let lost: Vec<UtteranceId> = std::mem::take(&mut self.contexts).into_keys().collect();
+            match ws::reopen_tts(NAME, &reason, lost, &self.url, &self.headers, self.backoff, &events).await {
+                Some(new) => ws = new,
+                None => return,
             }
         }
     }

@@ -72,6 +72,31 @@ impl WsOpenError {
     }
 }
 
+/// After a TTS connection dropped: fails the utterances it was speaking (the pipeline decides
+/// whether to say them elsewhere) and opens a new one. `None` when the session should end.
+pub(crate) async fn reopen_tts(
+    provider: &str,
+    reason: &str,
+    lost: impl IntoIterator<Item = crate::UtteranceId>,
+    url: &str,
+    headers: &[(&'static str, String)],
+    backoff: crate::Backoff,
+    events: &tokio::sync::mpsc::Sender<Result<crate::TtsEvent, crate::TtsError>>,
+) -> Option<Ws> {
+    tracing::warn!(provider, reason, "TTS connection dropped; reconnecting.");
+    for id in lost {
+        let error = crate::TtsError::Connect { provider: provider.into(), message: reason.to_string() };
+        events.send(Ok(crate::TtsEvent::Failed { id, error })).await.ok()?;
+    }
+    match open_with_retry(url, headers, backoff).await {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            let _ = events.send(Err(e.into_tts(provider))).await;
+            None
+        }
+    }
+}
+
 /// [`open`] with retries; a refused key is not retried.
 pub(crate) async fn open_with_retry(
     url: &str,
