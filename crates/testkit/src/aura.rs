@@ -22,15 +22,9 @@ tts_fake_api!(FakeAura);
 
 impl FakeAura {
     pub async fn start() -> Self {
-        let (listener, addr) = server::bind().await;
         let state = TtsState::new(crate::TEST_KEY);
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(connection(tcp, st.clone()));
-            }
-        });
-        FakeAura { addr, state, _accept: AbortOnDrop(accept) }
+        let (addr, accept) = server::serve(state.clone(), connection).await;
+        FakeAura { addr, state, _accept: accept }
     }
 }
 
@@ -40,12 +34,7 @@ enum Job {
 }
 
 async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
-    let refuse = state.take_refusal();
-    let key = state.key.lock().expect("fake state lock").clone();
-    let accepted = server::accept(tcp, |req| {
-        if refuse {
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
-        }
+    let accepted = crate::tts::accept_counted(tcp, &state, |req, key| {
         if server::header(req, "authorization") != Some(format!("Token {key}").as_str()) {
             return Err(StatusCode::UNAUTHORIZED);
         }
@@ -55,11 +44,7 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
         Ok(())
     })
     .await;
-    let Some((mut ws, hs)) = accepted else {
-        state.log.lock().expect("fake state lock").refused += 1;
-        return;
-    };
-    state.log.lock().expect("fake state lock").connections += 1;
+    let Some((mut ws, hs)) = accepted else { return };
     let rate: u32 = hs.param("sample_rate").and_then(|r| r.parse().ok()).unwrap_or(24000);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let spawn_gen = |out: OutTx| {

@@ -28,31 +28,20 @@ impl FakeCartesia {
     }
 
     pub async fn start_with_key(key: &str) -> Self {
-        let (listener, addr) = server::bind().await;
         let state = TtsState::new(key);
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(connection(tcp, st.clone()));
-            }
-        });
-        FakeCartesia { addr, state, _accept: crate::server::AbortOnDrop(accept) }
+        let (addr, accept) = server::serve(state.clone(), connection).await;
+        FakeCartesia { addr, state, _accept: accept }
     }
 }
 
 async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
-    let refuse = state.take_refusal();
-    let key = state.key.lock().expect("fake state lock").clone();
-    let accepted = server::accept(tcp, |req| {
-        if refuse {
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
-        }
+    let accepted = crate::tts::accept_counted(tcp, &state, |req, key| {
         let query = req.uri().query().unwrap_or("");
         let given = server::header(req, "x-api-key")
             .map(str::to_string)
             .or_else(|| server::header(req, "authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::to_string))
             .or_else(|| query.split('&').find_map(|p| p.strip_prefix("api_key=")).map(str::to_string));
-        if given.as_deref() != Some(key.as_str()) {
+        if given.as_deref() != Some(key) {
             return Err(StatusCode::UNAUTHORIZED);
         }
         if server::header(req, "cartesia-version").is_none() && !query.contains("cartesia_version=") {
@@ -61,11 +50,7 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
         Ok(())
     })
     .await;
-    let Some((mut ws, _)) = accepted else {
-        state.log.lock().expect("fake state lock").refused += 1;
-        return;
-    };
-    state.log.lock().expect("fake state lock").connections += 1;
+    let Some((mut ws, _)) = accepted else { return };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let mut contexts: HashMap<String, (mpsc::UnboundedSender<Option<String>>, JoinHandle<()>)> = HashMap::new();
     loop {

@@ -24,28 +24,16 @@ tts_fake_api!(FakeElevenLabs);
 
 impl FakeElevenLabs {
     pub async fn start() -> Self {
-        let (listener, addr) = server::bind().await;
         let state = TtsState::new(crate::TEST_KEY);
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            let mut n = 0usize;
-            while let Ok((tcp, _)) = listener.accept().await {
-                n += 1;
-                tokio::spawn(connection(tcp, st.clone(), n));
-            }
-        });
-        FakeElevenLabs { addr, state, _accept: AbortOnDrop(accept) }
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (addr, accept) = server::serve(state.clone(), move |tcp, st| connection(tcp, st, counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)).await;
+        FakeElevenLabs { addr, state, _accept: accept }
     }
 }
 
 async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>, n: usize) {
-    let refuse = state.take_refusal();
-    let key = state.key.lock().expect("fake state lock").clone();
-    let accepted = server::accept(tcp, |req| {
-        if refuse {
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
-        }
-        if server::header(req, "xi-api-key") != Some(key.as_str()) {
+    let accepted = crate::tts::accept_counted(tcp, &state, |req, key| {
+        if server::header(req, "xi-api-key") != Some(key) {
             return Err(StatusCode::UNAUTHORIZED);
         }
         let path = req.uri().path();
@@ -55,11 +43,7 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>, n: usize) 
         Ok(())
     })
     .await;
-    let Some((mut ws, hs)) = accepted else {
-        state.log.lock().expect("fake state lock").refused += 1;
-        return;
-    };
-    state.log.lock().expect("fake state lock").connections += 1;
+    let Some((mut ws, hs)) = accepted else { return };
     let rate: u32 = hs.param("output_format").and_then(|f| f.strip_prefix("pcm_")).and_then(|r| r.parse().ok()).unwrap_or(16000);
     let idle = Duration::from_secs(hs.param("inactivity_timeout").and_then(|t| t.parse().ok()).unwrap_or(20));
     let utterance = format!("stream-{n}");

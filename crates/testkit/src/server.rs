@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
+pub(crate) use tokio_tungstenite::tungstenite::handshake::server::Request;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Response};
+pub(crate) use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::WebSocketStream;
 
 pub(crate) type ServerWs = WebSocketStream<TcpStream>;
@@ -120,4 +121,20 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Binds a loopback port and hands every connection to `handler` with the fake's state.
+pub(crate) async fn serve<S, F, Fut>(state: std::sync::Arc<S>, handler: F) -> (SocketAddr, AbortOnDrop)
+where
+    S: Send + Sync + 'static,
+    F: Fn(TcpStream, std::sync::Arc<S>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (listener, addr) = bind().await;
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(handler(tcp, state.clone()));
+        }
+    });
+    (addr, AbortOnDrop(task))
 }

@@ -187,3 +187,26 @@ pub(crate) async fn play_text(
     }
     Played::Whole
 }
+
+/// Accepts a TTS client: refuses it while the script says so, else lets `check` judge the
+/// handshake against the fake's key; counts both outcomes.
+pub(crate) async fn accept_counted(
+    tcp: tokio::net::TcpStream,
+    state: &TtsState,
+    check: impl FnOnce(&crate::server::Request, &str) -> Result<(), crate::server::StatusCode> + Unpin,
+) -> Option<(crate::server::ServerWs, crate::server::Handshake)> {
+    let refuse = state.take_refusal();
+    let key = state.key.lock().expect("fake state lock").clone();
+    let accepted = crate::server::accept(tcp, |req| if refuse { Err(crate::server::StatusCode::SERVICE_UNAVAILABLE) } else { check(req, &key) }).await;
+    let mut log = state.log.lock().expect("fake state lock");
+    match accepted {
+        Some(a) => {
+            log.connections += 1;
+            Some(a)
+        }
+        None => {
+            log.refused += 1;
+            None
+        }
+    }
+}
