@@ -45,6 +45,9 @@ pub struct PipelineConfig {
     pub vad_threshold: f32,
     pub vad_onset_ms: u32,
     pub vad_hangover_ms: u32,
+    /// Ask the recognizer to finalize as soon as the VAD hears the caller stop, instead of
+    /// waiting for its own endpointing (Deepgram's advice for voice agents).
+    pub finalize_on_silence: bool,
     /// After the reply to this many caller turns, the call ends (the scenario engine also says
     /// so itself; this guards responders that do not count).
     pub max_turns: Option<u32>,
@@ -65,6 +68,7 @@ impl PipelineConfig {
             vad_onset_ms: 40,
             vad_hangover_ms: 200,
             max_turns: None,
+            finalize_on_silence: true,
         }
     }
 
@@ -622,10 +626,14 @@ impl Call {
         let ms = (samples.len() as u64 * 1000 / self.config.input_rate.max(1) as u64) as u32;
         let p = self.vad.speech_probability(&samples, self.config.input_rate);
         let voiced = p >= self.config.vad_threshold;
+        let was_speaking = self.smoother.is_speaking();
         let speaking = self.smoother.push(p, ms);
         if let Some(stt) = &mut self.stt {
             if stt.send_audio(samples).is_err() {
                 tracing::warn!("STT session closed; the caller can no longer be heard.");
+            }
+            if was_speaking && !speaking && self.config.finalize_on_silence {
+                let _ = stt.finalize().await;
             }
         }
         let now = self.now();
@@ -638,7 +646,8 @@ impl Call {
         let input = match ev {
             Some(Ok(SttEvent::Transcript(t))) if t.is_final => {
                 self.last_final = Some(now);
-                TurnInput::Final { text: t.text, speech_final: t.speech_final }
+                // A flush we asked for on VAD silence is as good as the recognizer's endpoint.
+                TurnInput::Final { text: t.text, speech_final: t.speech_final || t.from_finalize }
             }
             Some(Ok(SttEvent::Transcript(t))) => TurnInput::Interim { text: t.text },
             Some(Ok(SttEvent::UtteranceEnd)) => TurnInput::UtteranceEnd,

@@ -213,4 +213,19 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         );
         assert_eq!(format!("{env:?}").matches("[redacted]").count(), 2);
     }
+
+    #[test]
+    fn clients_never_print_their_keys() {
+        let key = || Secret::new("sk-live-123");
+        let printed = [
+            format!("{:?}", DeepgramStt::new(key())),
+            format!("{:?}", CartesiaTts::new(key())),
+            format!("{:?}", ElevenLabsTts::new(key())),
+            format!("{:?}", AuraTts::new(key())),
+            format!("{:?}", OpenAi::new("http://x/v1", Some(key()), "m")),
+        ];
+        for p in printed {
+            assert!(!p.contains("sk-live") && p.contains("[redacted]"), "{p}");
+        }
+    }
 }
