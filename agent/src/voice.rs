@@ -125,7 +125,14 @@ enum VoiceError {
 }
 
 impl VoiceSession {
-    async fn converse(&self, call: &CallHandle, config: Arc<BotConfig>, providers: Providers, started_at: i64) -> Result<CallRecord, VoiceError> {
+    async fn converse(
+        &self,
+        call: &CallHandle,
+        config: Arc<BotConfig>,
+        providers: Providers,
+        llm: Option<Arc<dyn callfleet_core::scenario::Llm>>,
+        started_at: i64,
+    ) -> Result<CallRecord, VoiceError> {
         let job = &call.job;
         let resumed = call.resume_from.is_some();
         let engine = match &call.resume_from {
@@ -135,6 +142,10 @@ impl VoiceSession {
                 context.config_version = job.config_version;
                 ScenarioEngine::new(config.clone(), context)
             }
+        };
+        let engine = match llm {
+            Some(llm) => engine.with_llm(llm),
+            None => engine,
         };
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let saver = tokio::spawn(save_checkpoints(call.checkpointer.clone(), snapshot_rx));
@@ -271,7 +282,13 @@ impl CallRunner for VoiceSession {
             tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
             return self.chat.run(call).await;
         };
-        match self.converse(&call, config, Providers { stt, tts }, started_at).await {
+        let llm = chains.llm.map(|model| {
+            let choice = config.providers.llm.as_ref();
+            let engine_llm = callfleet_providers::EngineLlm::new(model)
+                .with_sampling(choice.and_then(|c| c.temperature).map(|t| t as f32), choice.and_then(|c| c.max_tokens));
+            Arc::new(engine_llm) as Arc<dyn callfleet_core::scenario::Llm>
+        });
+        match self.converse(&call, config, Providers { stt, tts }, llm, started_at).await {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(call_id = %call.job.call_id, error = %e, "voice call failed");

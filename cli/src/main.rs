@@ -3,6 +3,7 @@
 
 mod config_check;
 mod console;
+mod console_audio;
 mod fleet;
 mod serve;
 mod test_calls;
@@ -103,6 +104,13 @@ enum Command {
         /// The call's start time, RFC 3339 (default: now); makes "tomorrow" reproducible.
         #[arg(long)]
         now: Option<String>,
+        /// Audio mode: the caller's recording (WAV, 16-bit PCM, any rate; stereo is mixed down),
+        /// run through the voice pipeline with the bot's providers.
+        #[arg(long, requires = "wav_out")]
+        wav_in: Option<PathBuf>,
+        /// Audio mode: where the bot's audio is written, on the caller's timeline.
+        #[arg(long, requires = "wav_in")]
+        wav_out: Option<PathBuf>,
     },
     /// Join a LiveKit room and echo: publish back whatever audio is heard after a delay, and
     /// repeat chat messages. Checks the LiveKit participant with any LiveKit client.
@@ -184,8 +192,12 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Migrate => serve::migrate(&cli.global).await,
             Command::CheckConfig { file } => config_check::run(&file),
-            Command::Console { bot, json, docs, now } => {
-                console::run(&bot, &console::ConsoleOptions { json, docs, now })
+            Command::Console { bot, json, docs, now, wav_in, wav_out } => {
+                let options = console::ConsoleOptions { json, docs, now };
+                match (wav_in, wav_out) {
+                    (Some(wav_in), Some(wav_out)) => console_audio::run(&bot, &wav_in, &wav_out, &options),
+                    _ => console::run(&bot, &options),
+                }
             }
             Command::TestCalls { path } => test_calls::run(&path),
             Command::LkEcho { url, token, delay_ms } => {

@@ -2,7 +2,8 @@
 //! (browser sessions), `callfleet dispatcher` (failover, post-call), two `callfleet agent` workers,
 //! and LiveKit's Python SDK as the caller (tests/py/chat_caller.py). Mid-call the worker running
 //! the call is killed with SIGKILL; the other worker must take the call over with the
-//! conversation intact, and the finished call must be stored.
+//! conversation intact, and the finished call must be stored. The surviving worker is then sent
+//! SIGTERM mid-call: it must finish the call (drain) and exit by itself once the caller is gone.
 //!
 //! Needs: CALLFLEET_TEST_REDIS_URL, a livekit-server (CALLFLEET_LIVEKIT_URL, default
 //! ws://127.0.0.1:7880, keys devkey/secret) and the Python SDK (CALLFLEET_PYTHON) — `scripts/test`
@@ -138,6 +139,7 @@ fn a_call_survives_its_worker_being_killed() {
     let mut heard = Vec::new();
     let mut killed_at = None;
     let mut failover = None;
+    let mut drained = None;
     for line in caller_out.lines() {
         let line = line.unwrap();
         let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("caller printed {line}"));
@@ -146,6 +148,12 @@ fn a_call_survives_its_worker_being_killed() {
                 let text = event["text"].as_str().unwrap().to_string();
                 if let (Some(at), None) = (killed_at, failover) {
                     failover = Some(Instant::now().duration_since(at));
+                    // The survivor now holds the call: ask it to stop; it must drain, not drop it.
+                    let (name, survivor) = workers.pop().expect("one worker left");
+                    let pid = survivor.0.id().to_string();
+                    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+                    eprintln!("sent SIGTERM to {name}");
+                    drained = Some(survivor);
                 }
                 heard.push(text);
             }
@@ -168,6 +176,16 @@ fn a_call_survives_its_worker_being_killed() {
     }
     let status = caller.wait().unwrap();
     assert!(status.success(), "the caller finished its script; heard: {heard:#?}");
+    let mut survivor = drained.expect("the surviving worker was asked to drain");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = survivor.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "a drained worker exits once its calls end");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "drained worker exit status: {exit}");
     eprintln!("failover: the caller heard the agent again {:?} after the kill", failover.unwrap());
     assert!(heard[0].contains("Riverside Family Clinic"), "greeting: {heard:?}");
     let back = heard.iter().position(|t| t.starts_with("Sorry, we got cut off")).expect("the new worker says it is back");
