@@ -57,6 +57,8 @@ pub(crate) struct Joined {
 
 struct RemoteTrack {
     track_sid: String,
+    /// Packets from any other SSRC on this m-line belong to a previous track.
+    ssrc: Option<u32>,
     participant_sid: String,
     decoder: opus::Decoder,
     decode_rate: u32,
@@ -66,6 +68,22 @@ struct RemoteTrack {
     stream: Option<AudioStream>,
     dropped: u64,
     playout: Playout,
+    stats: TrackStats,
+}
+
+/// Per-track receive counters, logged when the track ends.
+#[derive(Debug, Default)]
+struct TrackStats {
+    packets: u64,
+    late: u64,
+    concealed: u64,
+    silence: u64,
+}
+
+impl Drop for RemoteTrack {
+    fn drop(&mut self) {
+        tracing::debug!(track = %self.track_sid, stats = ?self.stats, consumer_behind = self.dropped, "Remote track ended.");
+    }
 }
 
 impl RemoteTrack {
@@ -559,7 +577,7 @@ impl Engine {
                 .unwrap_or_default();
             self.emit(RoomEvent::TrackUnsubscribed {
                 identity,
-                track_sid: t.track_sid,
+                track_sid: t.track_sid.clone(),
             });
         }
         // Participants: the new list is the truth.
@@ -860,7 +878,7 @@ impl Engine {
                     if let Some(t) = self.remote.remove(&mid) {
                         self.emit(RoomEvent::TrackUnsubscribed {
                             identity: info.identity.clone(),
-                            track_sid: t.track_sid,
+                            track_sid: t.track_sid.clone(),
                         });
                     }
                 }
@@ -940,7 +958,7 @@ impl Engine {
                     .unwrap_or_default();
                 self.emit(RoomEvent::TrackUnsubscribed {
                     identity,
-                    track_sid: t.track_sid,
+                    track_sid: t.track_sid.clone(),
                 });
             }
         }
@@ -948,12 +966,18 @@ impl Engine {
             let mid = Mid::from(o.mid.as_str());
             if !self.remote.contains_key(&mid) && self.sub.rtc.media(mid).is_some() {
                 let participant_sid = o.stream_id.split('|').next().unwrap_or("").to_string();
-                self.start_remote_track(mid, o.track_id, participant_sid);
+                self.start_remote_track(mid, o.track_id, participant_sid, o.ssrc);
             }
         }
     }
 
-    fn start_remote_track(&mut self, mid: Mid, track_sid: String, participant_sid: String) {
+    fn start_remote_track(
+        &mut self,
+        mid: Mid,
+        track_sid: String,
+        participant_sid: String,
+        ssrc: Option<u32>,
+    ) {
         let rate = self.opts.sample_rate;
         let decode_rate = if is_opus_rate(rate) { rate } else { 48_000 };
         let decoder = match opus::Decoder::new(decode_rate, opus::Channels::Mono) {
@@ -968,6 +992,7 @@ impl Engine {
             mid,
             RemoteTrack {
                 track_sid,
+                ssrc,
                 participant_sid,
                 decoder,
                 decode_rate,
@@ -976,6 +1001,7 @@ impl Engine {
                 stream: Some(AudioStream::new(rx)),
                 dropped: 0,
                 playout: Playout::default(),
+                stats: TrackStats::default(),
             },
         );
         self.announce_tracks();
@@ -1022,7 +1048,7 @@ impl Engine {
                 self.reconcile_remote_tracks();
             }
             Event::MediaChanged(_) if role == Role::Subscriber => self.reconcile_remote_tracks(),
-            Event::MediaData(d) if role == Role::Subscriber => self.handle_media(d),
+            Event::RtpPacket(p) if role == Role::Subscriber => self.handle_rtp(p),
             Event::ChannelOpen(id, label) => {
                 tracing::debug!(?role, label = %label, "Data channel open.");
                 if role == Role::Publisher && self.pub_channels.is_some_and(|(r, _)| r == id) {
@@ -1040,12 +1066,31 @@ impl Engine {
         }
     }
 
-    fn handle_media(&mut self, d: str0m::media::MediaData) {
+    fn handle_rtp(&mut self, p: str0m::rtp::RtpPacket) {
+        if p.payload.is_empty() {
+            return; // padding / probes
+        }
         let now = Instant::now();
-        let Some(t) = self.remote.get_mut(&d.mid) else {
+        let Some(mid) = self
+            .sub
+            .rtc
+            .direct_api()
+            .stream_rx(&p.header.ssrc)
+            .map(|s| s.mid())
+        else {
             return;
         };
-        let Some((ts, gap)) = t.playout.on_packet(d.time.numer() as u32, now) else {
+        let Some(t) = self.remote.get_mut(&mid) else {
+            return;
+        };
+        let ssrc = *p.header.ssrc;
+        if *t.ssrc.get_or_insert(ssrc) != ssrc {
+            return;
+        }
+        t.stats.packets += 1;
+        let Some((ts, gap)) = t.playout.on_packet(p.header.timestamp, now) else {
+            t.stats.late += 1;
+            tracing::trace!(track = %t.track_sid, seq = ?p.seq_no, ts = p.header.timestamp, "Late packet dropped.");
             return;
         };
         // Short gaps (loss) are concealed by the decoder, longer ones (DTX) are silence.
@@ -1053,16 +1098,18 @@ impl Engine {
         while filler >= FRAME_TS {
             let frame = t.decode_rate as usize / 50;
             if gap <= 3 * FRAME_TS {
+                t.stats.concealed += 1;
                 if let Ok(n) = t.decoder.decode(&[], &mut self.decode_buf[..frame], false) {
                     let pcm = self.decode_buf[..n].to_vec();
                     t.emit(&pcm);
                 }
             } else {
+                t.stats.silence += 1;
                 t.emit(&vec![0; frame]);
             }
             filler -= FRAME_TS;
         }
-        let n = match t.decoder.decode(&d.data, &mut self.decode_buf, false) {
+        let n = match t.decoder.decode(&p.payload, &mut self.decode_buf, false) {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(error = %e, "Opus decode failed.");
@@ -1079,6 +1126,7 @@ impl Engine {
     fn fill_silence(&mut self, now: Instant) {
         for t in self.remote.values_mut() {
             let due = t.playout.silence_due(now);
+            t.stats.silence += due as u64;
             if due > 0 {
                 let silence = vec![0; t.decode_rate as usize / 50];
                 for _ in 0..due {

@@ -50,9 +50,13 @@ impl Peer {
             .local_addr()
             .map_err(|e| RoomError::Transport(format!("UDP address: {e}")))?;
         let now = Instant::now();
+        // The subscriber takes raw RTP: each Opus packet is one frame, and str0m's
+        // depacketizer would keep a reused m-line's old sequence state and drop the new
+        // track's packets. Our playout (timestamps, loss, DTX) does the rest.
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
+            .set_rtp_mode(role == Role::Subscriber)
             .build(now);
         let local_candidate = Candidate::host(local_addr, "udp")
             .map_err(|e| RoomError::Transport(format!("host candidate: {e}")))?;
@@ -211,6 +215,8 @@ pub(crate) struct OfferedTrack {
     /// `PA_…|TR_…` in LiveKit offers.
     pub(crate) stream_id: String,
     pub(crate) track_id: String,
+    /// The sender's SSRC when the offer declares it (`a=ssrc:`).
+    pub(crate) ssrc: Option<u32>,
 }
 
 /// Audio m-lines the remote side is sending on, with their msid. Read from the SDP text
@@ -222,6 +228,7 @@ pub(crate) fn offered_audio(sdp: &str) -> Vec<OfferedTrack> {
         sending: bool,
         mid: Option<String>,
         msid: Option<(String, String)>,
+        ssrc: Option<u32>,
     }
     let mut sections: Vec<Section> = Vec::new();
     for line in sdp.lines().map(str::trim) {
@@ -235,6 +242,7 @@ pub(crate) fn offered_audio(sdp: &str) -> Vec<OfferedTrack> {
                 sending: true,
                 mid: None,
                 msid: None,
+                ssrc: None,
             });
             continue;
         }
@@ -247,6 +255,10 @@ pub(crate) fn offered_audio(sdp: &str) -> Vec<OfferedTrack> {
             let mut parts = msid.split_whitespace();
             if let (Some(stream), Some(track)) = (parts.next(), parts.next()) {
                 sec.msid = Some((stream.to_string(), track.to_string()));
+            }
+        } else if let Some(ssrc) = line.strip_prefix("a=ssrc:") {
+            if sec.ssrc.is_none() {
+                sec.ssrc = ssrc.split_whitespace().next().and_then(|v| v.parse().ok());
             }
         } else if line == "a=inactive" || line == "a=recvonly" {
             sec.sending = false;
@@ -261,6 +273,7 @@ pub(crate) fn offered_audio(sdp: &str) -> Vec<OfferedTrack> {
                 mid: s.mid?,
                 stream_id,
                 track_id,
+                ssrc: s.ssrc,
             })
         })
         .collect()
@@ -274,7 +287,7 @@ mod tests {
     fn offered_audio_reads_msid_and_direction() {
         let sdp = "v=0\r\n\
             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n\
-            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\na=msid:PA_a|TR_1 TR_1\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\na=msid:PA_a|TR_1 TR_1\r\na=ssrc:1234 cname:x\r\n\
             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\na=inactive\r\na=msid:PA_b|TR_2 TR_2\r\n\
             m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\na=sendonly\r\na=msid:PA_c|TR_3 TR_3\r\n\
             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:4\r\na=sendonly\r\na=msid:PA_d|TR_4 TR_4\r\n";
@@ -283,7 +296,8 @@ mod tests {
             vec![OfferedTrack {
                 mid: "1".into(),
                 stream_id: "PA_a|TR_1".into(),
-                track_id: "TR_1".into()
+                track_id: "TR_1".into(),
+                ssrc: Some(1234),
             }]
         );
     }

@@ -172,7 +172,10 @@ async fn successive_publishers_each_get_a_stream() {
         .await;
         let (rate, audio) = collect_audio(&mut stream, 2.5, Duration::from_secs(10)).await;
         let loud = loud_fraction(&audio, rate, 300.0);
-        eprintln!("{who}: {:.2} s of audio, loud fraction {loud:.2}", audio.len() as f64 / f64::from(rate.max(1)));
+        eprintln!(
+            "{who}: {:.2} s of audio, loud fraction {loud:.2}",
+            audio.len() as f64 / f64::from(rate.max(1))
+        );
         assert!(loud > 0.2, "{who}: speech arrives");
         let left = wait_room_event(&mut events, Duration::from_secs(15), |ev| match ev {
             RoomEvent::ParticipantLeft { identity } => Some(identity),

@@ -83,7 +83,9 @@ pub fn env() -> Option<Env> {
     }
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/peer.py");
     Some(Env {
-        _serial: SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        _serial: SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
         url,
         api_key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
         api_secret: std::env::var("CALLFLEET_LIVEKIT_API_SECRET")
@@ -302,7 +304,13 @@ pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
 
 /// RMS envelope in 20 ms windows (rate-independent, so signals at different rates compare).
 pub fn envelope(samples: &[i16], rate: u32) -> Vec<f64> {
-    let n = (rate / 50).max(1) as usize;
+    envelope_ms(samples, rate, 20)
+}
+
+/// RMS envelope in `ms` windows; coarser windows tolerate small time warps (a far end that
+/// stutters under load) while still following the speech.
+pub fn envelope_ms(samples: &[i16], rate: u32, ms: u32) -> Vec<f64> {
+    let n = (rate * ms / 1000).max(1) as usize;
     samples
         .chunks_exact(n)
         .map(|c| (c.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / n as f64).sqrt())
