@@ -39,14 +39,40 @@ impl ChatSession {
     }
 }
 
+/// Why a call could not run (chat or voice).
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum CallError {
     #[error("the job's bot config is invalid: {0}")]
     Config(String),
     #[error("the checkpoint cannot be resumed: {0}")]
     Checkpoint(#[from] serde_json::Error),
     #[error("room: {0}")]
     Room(#[from] callfleet_rtc::RoomError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] callfleet_pipeline::PipelineError),
+}
+
+/// The call's engine: restored from its checkpoint when the call was re-placed, else new.
+pub(crate) fn start_engine(call: &CallHandle, config: Arc<BotConfig>) -> Result<ScenarioEngine, CallError> {
+    Ok(match &call.resume_from {
+        Some(checkpoint) => {
+            let snapshot: EngineSnapshot = serde_json::from_value(checkpoint.engine.clone())?;
+            ScenarioEngine::restore(config, snapshot)
+        }
+        None => {
+            let mut context = CallContext::for_bot_now(&config);
+            context.config_version = call.job.config_version;
+            ScenarioEngine::new(config, context)
+        }
+    })
+}
+
+/// Joins the job's room with a token of our own. One identity per call: a worker that takes
+/// over replaces a dead one's ghost at once.
+pub(crate) async fn join_room(livekit: &LiveKitSettings, job: &Job) -> Result<(Room, tokio::sync::mpsc::Receiver<RoomEvent>), CallError> {
+    let identity = format!("agent-{}", job.call_id);
+    let token = participant_token(&livekit.api_key, livekit.api_secret.expose(), &job.room, &identity)?;
+    Ok(Room::connect(&livekit.url, &token, RoomOptions::default()).await?)
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -88,25 +114,12 @@ pub(crate) fn record_for(job: &Job, started_at: i64, status: CallStatus) -> Call
 }
 
 impl ChatSession {
-    async fn converse(&self, call: &CallHandle, started_at: i64) -> Result<CallRecord, SessionError> {
+    async fn converse(&self, call: &CallHandle, started_at: i64) -> Result<CallRecord, CallError> {
         let job = &call.job;
-        let config = Arc::new(BotConfig::from_value(&job.config).map_err(|e| SessionError::Config(e.to_string()))?);
+        let config = Arc::new(BotConfig::from_value(&job.config).map_err(|e| CallError::Config(e.to_string()))?);
         let resumed = call.resume_from.is_some();
-        let mut engine = match &call.resume_from {
-            Some(checkpoint) => {
-                let snapshot: EngineSnapshot = serde_json::from_value(checkpoint.engine.clone())?;
-                ScenarioEngine::restore(config.clone(), snapshot)
-            }
-            None => {
-                let mut context = CallContext::for_bot_now(&config);
-                context.config_version = job.config_version;
-                ScenarioEngine::new(config.clone(), context)
-            }
-        };
-        // One identity per call: a worker that takes over replaces a dead one's ghost at once.
-        let identity = format!("agent-{}", job.call_id);
-        let token = participant_token(&self.livekit.api_key, self.livekit.api_secret.expose(), &job.room, &identity)?;
-        let (room, mut events) = Room::connect(&self.livekit.url, &token, RoomOptions::default()).await?;
+        let mut engine = start_engine(call, config)?;
+        let (room, mut events) = join_room(&self.livekit, job).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room");
 
         let mut caller: Option<String> = job.caller_identity.clone();
@@ -169,16 +182,7 @@ impl ChatSession {
     }
 
     async fn checkpoint(&self, call: &CallHandle, engine: &ScenarioEngine) {
-        let snapshot = engine.snapshot();
-        let turns = snapshot.state.user_turns;
-        match serde_json::to_value(&snapshot) {
-            Ok(value) => {
-                if let Err(e) = call.checkpointer.save(value, turns).await {
-                    tracing::warn!(call_id = %call.job.call_id, error = %e, "checkpoint not saved");
-                }
-            }
-            Err(e) => tracing::error!(call_id = %call.job.call_id, error = %e, "checkpoint not serialisable"),
-        }
+        call.checkpointer.save_snapshot(&engine.snapshot()).await;
     }
 }
 

@@ -7,16 +7,16 @@
 //! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
 //! a chat call instead, so it still answers.
 
-use crate::session::{back_message, is_caller, now_ms, record_for, ChatSession, LiveKitSettings};
+use crate::session::{back_message, is_caller, join_room, now_ms, record_for, start_engine, CallError, ChatSession, LiveKitSettings};
 use crate::worker::{CallHandle, CallRunner, Checkpointer};
 use async_trait::async_trait;
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{CallRecord, CallStatus, Outcome, Speaker};
-use callfleet_core::scenario::{BoxFuture, CallContext, CallResult, EngineSnapshot, ScenarioEngine};
+use callfleet_core::scenario::{BoxFuture, CallResult, EngineSnapshot};
 use callfleet_pipeline::{CallInput, CallOutput, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics, Providers, Responder, ScenarioResponder};
 use callfleet_pipeline::responder::{Reply, ResponderError};
 use callfleet_providers::{build_chains, ProviderEnv};
-use callfleet_rtc::{participant_token, AudioFrame, Room, RoomEvent, RoomOptions};
+use callfleet_rtc::{AudioFrame, RoomEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -100,29 +100,10 @@ impl Responder for CheckpointingResponder {
 
 async fn save_checkpoints(checkpointer: Checkpointer, mut snapshots: mpsc::UnboundedReceiver<EngineSnapshot>) {
     while let Some(snapshot) = snapshots.recv().await {
-        let turns = snapshot.state.user_turns;
-        match serde_json::to_value(&snapshot) {
-            Ok(value) => {
-                if let Err(e) = checkpointer.save(value, turns).await {
-                    tracing::warn!(error = %e, "checkpoint not saved");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "checkpoint not serialisable"),
-        }
+        checkpointer.save_snapshot(&snapshot).await;
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum VoiceError {
-    #[error("the job's bot config is invalid: {0}")]
-    Config(String),
-    #[error("the checkpoint cannot be resumed: {0}")]
-    Checkpoint(#[from] serde_json::Error),
-    #[error("room: {0}")]
-    Room(#[from] callfleet_rtc::RoomError),
-    #[error("pipeline: {0}")]
-    Pipeline(#[from] callfleet_pipeline::PipelineError),
-}
 
 impl VoiceSession {
     async fn converse(
@@ -132,17 +113,10 @@ impl VoiceSession {
         providers: Providers,
         llm: Option<Arc<dyn callfleet_core::scenario::Llm>>,
         started_at: i64,
-    ) -> Result<CallRecord, VoiceError> {
+    ) -> Result<CallRecord, CallError> {
         let job = &call.job;
         let resumed = call.resume_from.is_some();
-        let engine = match &call.resume_from {
-            Some(checkpoint) => ScenarioEngine::restore(config.clone(), serde_json::from_value(checkpoint.engine.clone())?),
-            None => {
-                let mut context = CallContext::for_bot_now(&config);
-                context.config_version = job.config_version;
-                ScenarioEngine::new(config.clone(), context)
-            }
-        };
+        let engine = start_engine(call, config.clone())?;
         let engine = match llm {
             Some(llm) => engine.with_llm(llm),
             None => engine,
@@ -158,9 +132,7 @@ impl VoiceSession {
             pipeline = pipeline.with_metrics(metrics.clone());
         }
 
-        let identity = format!("agent-{}", job.call_id);
-        let token = participant_token(&self.livekit.api_key, self.livekit.api_secret.expose(), &job.room, &identity)?;
-        let (room, mut events) = Room::connect(&self.livekit.url, &token, RoomOptions::default()).await?;
+        let (room, mut events) = join_room(&self.livekit, job).await?;
         let track = room.publish_audio("agent", output_rate).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room for a voice call");
 
@@ -273,7 +245,7 @@ impl CallRunner for VoiceSession {
             Ok(config) => Arc::new(config),
             Err(e) => {
                 let mut record = record_for(&call.job, started_at, CallStatus::Failed);
-                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![VoiceError::Config(e.to_string()).to_string()] });
+                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![CallError::Config(e.to_string()).to_string()] });
                 return record;
             }
         };

@@ -45,6 +45,18 @@ impl Checkpointer {
         let checkpoint = Checkpoint { v: MESSAGE_VERSION, call_id: self.call_id.clone(), engine, turns, at: now_ms() };
         self.bus.save_checkpoint(&checkpoint, CHECKPOINT_TTL).await
     }
+
+    /// Saves the engine's snapshot; a failure is logged, never fatal to the call.
+    pub async fn save_snapshot(&self, snapshot: &callfleet_core::scenario::EngineSnapshot) {
+        match serde_json::to_value(snapshot) {
+            Ok(value) => {
+                if let Err(e) = self.save(value, snapshot.state.user_turns).await {
+                    tracing::warn!(call_id = %self.call_id, error = %e, "checkpoint not saved");
+                }
+            }
+            Err(e) => tracing::error!(call_id = %self.call_id, error = %e, "checkpoint not serialisable"),
+        }
+    }
 }
 
 /// Everything a call needs from the worker.
