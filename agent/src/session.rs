@@ -83,7 +83,24 @@ pub(crate) fn is_caller(kind: ParticipantKind) -> bool {
     !matches!(kind, ParticipantKind::Agent | ParticipantKind::Egress)
 }
 
-pub(crate) fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
+/// What the bot says first: the greeting, or — on a call taken over from a dead worker — that it
+/// is back, with the last thing it had said.
+pub(crate) fn opening(engine: &mut ScenarioEngine, resumed: bool) -> String {
+    if resumed {
+        opening_after_takeover(engine)
+    } else {
+        engine.start_call().reply
+    }
+}
+
+/// The bot is back after its worker died: say so, and repeat where it was.
+pub(crate) fn opening_after_takeover(engine: &ScenarioEngine) -> String {
+    let state = engine.state();
+    let last = state.transcript.iter().rev().find(|t| t.speaker == Speaker::Bot).map(|t| t.text.as_str());
+    back_message(state.language.code(), last)
+}
+
+fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
     let opening = if language == "ru" { "Извините, связь прервалась. Продолжим." } else { "Sorry, we got cut off. Let's continue." };
     match last_bot_line {
         Some(line) => format!("{opening} {line}"),
@@ -134,19 +151,13 @@ impl ChatSession {
                 event = events.recv() => match event { Some(e) => e, None => break },
             };
             match event {
-                RoomEvent::ParticipantJoined(p) if is_caller(p.kind) && !greeted => {
-                    if caller.as_deref().is_none_or(|c| c == p.identity) {
-                        caller = Some(p.identity.clone());
-                        let opening = if resumed {
-                            let last = engine.state().transcript.iter().rev().find(|t| t.speaker == Speaker::Bot).map(|t| t.text.clone());
-                            back_message(engine.state().language.code(), last.as_deref())
-                        } else {
-                            engine.start_call().reply
-                        };
-                        room.send_chat(&opening).await?;
-                        greeted = true;
-                        self.checkpoint(call, &engine).await;
-                    }
+                RoomEvent::ParticipantJoined(p)
+                    if is_caller(p.kind) && !greeted && caller.as_deref().is_none_or(|c| c == p.identity) =>
+                {
+                    caller = Some(p.identity.clone());
+                    room.send_chat(&opening(&mut engine, resumed)).await?;
+                    greeted = true;
+                    self.checkpoint(call, &engine).await;
                 }
                 RoomEvent::ChatMessage { from, text } if greeted && caller.as_deref() == Some(from.as_str()) => {
                     let out = engine.process_turn(&text).await;

@@ -7,7 +7,7 @@
 //! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
 //! a chat call instead, so it still answers.
 
-use crate::session::{back_message, is_caller, join_room, now_ms, record_for, start_engine, CallError, ChatSession, LiveKitSettings};
+use crate::session::{opening_after_takeover, is_caller, join_room, now_ms, record_for, start_engine, CallError, ChatSession, LiveKitSettings};
 use crate::worker::{CallHandle, CallRunner, Checkpointer};
 use async_trait::async_trait;
 use callfleet_core::config::BotConfig;
@@ -66,13 +66,7 @@ impl CheckpointingResponder {
 
 impl Responder for CheckpointingResponder {
     fn greeting(&mut self) -> String {
-        let text = if self.resumed {
-            let state = self.inner.engine().state();
-            let last = state.transcript.iter().rev().find(|t| t.speaker == Speaker::Bot).map(|t| t.text.clone());
-            back_message(state.language.code(), last.as_deref())
-        } else {
-            self.inner.greeting()
-        };
+        let text = if self.resumed { opening_after_takeover(self.inner.engine()) } else { self.inner.greeting() };
         self.checkpoint();
         text
     }

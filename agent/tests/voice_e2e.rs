@@ -75,7 +75,7 @@ fn bursts(samples: &[i16], rate: usize) -> usize {
 async fn the_caller_hears_the_greeting_and_an_answer() {
     let url = std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
     let host_port = url.split("://").nth(1).unwrap_or(&url).trim_end_matches('/').to_string();
-    if !host_port.parse().ok().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()) {
+    if host_port.parse().ok().is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err()) {
         return missing(&format!("no livekit-server at {url}"));
     }
     let python = std::env::var_os("CALLFLEET_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
