@@ -29,13 +29,20 @@ pub struct LiveKitSettings {
 /// Runs calls over LiveKit chat.
 pub struct ChatSession {
     livekit: LiveKitSettings,
+    knowledge: Option<callfleet_knowledge::KnowledgeService>,
     /// How long to wait for a caller before the call ends as NO_ANSWER.
     pub caller_timeout: Duration,
 }
 
 impl ChatSession {
     pub fn new(livekit: LiveKitSettings) -> ChatSession {
-        ChatSession { livekit, caller_timeout: Duration::from_secs(60) }
+        ChatSession { livekit, knowledge: None, caller_timeout: Duration::from_secs(60) }
+    }
+
+    /// Bots with `use_knowledge_base` answer from their documents in this service.
+    pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> ChatSession {
+        self.knowledge = Some(knowledge);
+        self
     }
 }
 
@@ -52,9 +59,14 @@ pub(crate) enum CallError {
     Pipeline(#[from] callfleet_pipeline::PipelineError),
 }
 
-/// The call's engine: restored from its checkpoint when the call was re-placed, else new.
-pub(crate) fn start_engine(call: &CallHandle, config: Arc<BotConfig>) -> Result<ScenarioEngine, CallError> {
-    Ok(match &call.resume_from {
+/// The call's engine: restored from its checkpoint when the call was re-placed, else new; with
+/// the bot's documents when there is a knowledge service.
+pub(crate) fn start_engine(
+    call: &CallHandle,
+    config: Arc<BotConfig>,
+    knowledge: Option<&callfleet_knowledge::KnowledgeService>,
+) -> Result<ScenarioEngine, CallError> {
+    let engine = match &call.resume_from {
         Some(checkpoint) => {
             let snapshot: EngineSnapshot = serde_json::from_value(checkpoint.engine.clone())?;
             ScenarioEngine::restore(config, snapshot)
@@ -64,6 +76,10 @@ pub(crate) fn start_engine(call: &CallHandle, config: Arc<BotConfig>) -> Result<
             context.config_version = call.job.config_version;
             ScenarioEngine::new(config, context)
         }
+    };
+    Ok(match knowledge {
+        Some(service) => engine.with_knowledge(Arc::new(callfleet_knowledge::BotKnowledge::new(service.clone(), call.job.bot_id.clone()))),
+        None => engine,
     })
 }
 
@@ -135,7 +151,7 @@ impl ChatSession {
         let job = &call.job;
         let config = Arc::new(BotConfig::from_value(&job.config).map_err(|e| CallError::Config(e.to_string()))?);
         let resumed = call.resume_from.is_some();
-        let mut engine = start_engine(call, config)?;
+        let mut engine = start_engine(call, config, self.knowledge.as_ref())?;
         let (room, mut events) = join_room(&self.livekit, job).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room");
 

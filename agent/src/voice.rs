@@ -11,7 +11,7 @@ use crate::session::{opening_after_takeover, is_caller, join_room, now_ms, recor
 use crate::worker::{CallHandle, CallRunner, Checkpointer};
 use async_trait::async_trait;
 use callfleet_core::config::BotConfig;
-use callfleet_core::domain::{CallRecord, CallStatus, Outcome, Speaker};
+use callfleet_core::domain::{CallRecord, CallStatus, Outcome};
 use callfleet_core::scenario::{BoxFuture, CallResult, EngineSnapshot};
 use callfleet_pipeline::{CallInput, CallOutput, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics, Providers, Responder, ScenarioResponder};
 use callfleet_pipeline::responder::{Reply, ResponderError};
@@ -28,6 +28,7 @@ pub struct VoiceSession {
     phrases: PhraseCache,
     metrics: Option<PipelineMetrics>,
     chat: ChatSession,
+    knowledge: Option<callfleet_knowledge::KnowledgeService>,
     /// How long to wait for the caller's microphone before the call ends as NO_ANSWER.
     pub caller_timeout: Duration,
 }
@@ -40,8 +41,16 @@ impl VoiceSession {
             providers,
             phrases: PhraseCache::new(),
             metrics: None,
+            knowledge: None,
             caller_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Bots with `use_knowledge_base` answer from their documents in this service.
+    pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> VoiceSession {
+        self.chat = self.chat.with_knowledge(knowledge.clone());
+        self.knowledge = Some(knowledge);
+        self
     }
 
     pub fn with_metrics(mut self, metrics: PipelineMetrics) -> VoiceSession {
@@ -110,7 +119,7 @@ impl VoiceSession {
     ) -> Result<CallRecord, CallError> {
         let job = &call.job;
         let resumed = call.resume_from.is_some();
-        let engine = start_engine(call, config.clone())?;
+        let engine = start_engine(call, config.clone(), self.knowledge.as_ref())?;
         let engine = match llm {
             Some(llm) => engine.with_llm(llm),
             None => engine,

@@ -157,10 +157,11 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
     let queue: Arc<dyn PostCallQueue> =
         Arc::new(FileQueue::open(&global.data_dir.join("queue")).context("opening the post-call queue under the data dir")?);
     let dispatcher = Arc::new(Dispatcher::new(bus.clone(), store.clone(), DispatcherConfig::default()));
+    let knowledge = crate::serve::open_knowledge(global, &store).await?;
     let shutdown = CancellationToken::new();
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let worker_id = worker.worker_id.clone().unwrap_or_else(|| "dev-worker".into());
-    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit.settings(), ProviderEnv::from_env())), WorkerConfig::new(&worker_id, worker.capacity));
+    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit.settings(), ProviderEnv::from_env()).with_knowledge(knowledge.clone())), WorkerConfig::new(&worker_id, worker.capacity));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run_failover(shutdown.clone()));
     tasks.spawn(PostCallWorker::new(queue, store.clone(), "dev").run(shutdown.clone()));
@@ -189,7 +190,7 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
         api_key: livekit.livekit_api_key.clone(),
         api_secret: Secret::new(livekit.livekit_api_secret.clone()),
     };
-    let served = crate::serve::dev_api(global, &api, store, calls).await;
+    let served = crate::serve::dev_api(global, &api, store, calls, knowledge).await;
     drain.cancel();
     shutdown.cancel();
     // Give running calls a moment to end cleanly; a second Ctrl-C is not needed in dev.

@@ -34,6 +34,41 @@ pub(crate) async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The knowledge service — on Qdrant when QDRANT_URL is set, else on the embedded index under the
+/// data dir — with the offline MiniLM
+/// embedder (or, without its weights, the hashing embedder, said once at start).
+pub(crate) async fn open_knowledge(global: &GlobalArgs, store: &Store) -> anyhow::Result<callfleet_knowledge::KnowledgeService> {
+    use callfleet_knowledge::{EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService, MiniLmEmbedder};
+    use std::sync::Arc;
+    let embedder: Arc<dyn Embedder> = match MiniLmEmbedder::load_default() {
+        Ok(minilm) => Arc::new(minilm),
+        Err(e) => {
+            println!("knowledge: MiniLM weights not found ({e}); using the hashing embedder — run scripts/fetch-models.sh");
+            Arc::new(HashingEmbedder::new(384))
+        }
+    };
+    let index: Arc<dyn callfleet_knowledge::VectorIndex> = match std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let key = std::env::var("QDRANT_API_KEY").ok().filter(|k| !k.is_empty()).map(Secret::new);
+            Arc::new(
+                callfleet_knowledge::QdrantIndex::connect(&url, key, "callfleet_knowledge", embedder.dimension())
+                    .await
+                    .with_context(|| format!("connecting to Qdrant at {url}"))?,
+            )
+        }
+        None => {
+            let dir = EdgeIndex::dir_in(&global.data_dir, embedder.model_id(), embedder.dimension());
+            Arc::new(EdgeIndex::open(&dir, embedder.dimension()).with_context(|| format!("opening the vector index in {}", dir.display()))?)
+        }
+    };
+    let knowledge = KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default()).context("starting the knowledge service")?;
+    let recovered = knowledge.recover_interrupted().await.context("cleaning up interrupted indexing")?;
+    if recovered > 0 {
+        println!("knowledge: {recovered} document(s) left half-indexed by an earlier run were marked failed");
+    }
+    Ok(knowledge)
+}
+
 /// The dev admin key: the configured one, else the one kept in `DATA/admin.key`, else a new one
 /// written there (readable by the owner only).
 fn dev_admin_key(configured: Option<String>, data_dir: &Path) -> anyhow::Result<(Secret, Option<String>)> {
@@ -111,6 +146,7 @@ pub(crate) async fn dev_api(
     args: &ApiArgs,
     store: Store,
     calls: callfleet_admin_api::BrowserCalls,
+    knowledge: callfleet_knowledge::KnowledgeService,
 ) -> anyhow::Result<()> {
     let (admin_key, key_file) = dev_admin_key(args.admin_key.clone(), &global.data_dir)?;
     println!("callfleet dev: database {}", describe_store(global));
@@ -118,7 +154,7 @@ pub(crate) async fn dev_api(
         Some(path) => println!("admin key: in {path}  (export CALLFLEET_ADMIN_KEY=$(cat {path}))"),
         None => println!("admin key: from CALLFLEET_ADMIN_KEY"),
     }
-    let ctx = ApiContext::new(api_config(args, admin_key), store).with_browser_calls(calls);
+    let ctx = ApiContext::new(api_config(args, admin_key), store).with_browser_calls(calls).with_knowledge(knowledge);
     run_api_with(ctx, args).await
 }
 
@@ -134,7 +170,8 @@ pub(crate) async fn api(
         .context("CALLFLEET_ADMIN_KEY (or --admin-key) is required for `callfleet api`")?;
     let store = open_store(global).await?;
     println!("callfleet api: database {}", describe_store(global));
-    let mut ctx = ApiContext::new(api_config(&args, Secret::new(admin_key)), store);
+    let knowledge = open_knowledge(global, &store).await?;
+    let mut ctx = ApiContext::new(api_config(&args, Secret::new(admin_key)), store).with_knowledge(knowledge);
     if let Some(calls) = calls {
         ctx = ctx.with_browser_calls(calls);
     }
