@@ -1,6 +1,7 @@
 //! The worker loop: heartbeat, take jobs while there is room, run calls, drain on request.
 
 use crate::load::{rss_bytes, LoadSampler};
+use crate::session::now_ms;
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use callfleet_fleet::{Checkpoint, FleetBus, FleetError, Job, PostCallQueue, WorkerStatus, CHECKPOINT_TTL, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, MESSAGE_VERSION};
@@ -84,9 +85,6 @@ pub struct Worker {
     draining: AtomicBool,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 impl Worker {
     pub fn new(bus: Arc<dyn FleetBus>, queue: Arc<dyn PostCallQueue>, runner: Arc<dyn CallRunner>, config: WorkerConfig) -> Arc<Worker> {

@@ -4,7 +4,7 @@ use crate::placement::choose_worker;
 use callfleet_core::domain::CallDirection;
 use callfleet_core::ids::{new_id, IdKind};
 use callfleet_fleet::{FleetBus, FleetError, Job, WorkerStatus, MESSAGE_VERSION};
-use callfleet_store::{Store, StoreError};
+use callfleet_store::{now_ms, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -73,9 +73,6 @@ pub struct Dispatcher {
     config: DispatcherConfig,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 impl Dispatcher {
     pub fn new(bus: Arc<dyn FleetBus>, store: Store, config: DispatcherConfig) -> Dispatcher {
