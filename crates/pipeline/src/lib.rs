@@ -8,6 +8,7 @@
 //! Its decisions live in I/O-free modules ([`turn`], [`splitter`], [`vad`]) that read no clock;
 //! the runtime feeds them tokio time, so every timing rule runs under a paused clock in tests.
 
+pub mod end_of_turn;
 pub mod metrics;
 pub mod phrases;
 pub mod recorded;
@@ -18,6 +19,7 @@ pub mod turn;
 pub mod vad;
 pub mod wav;
 
+pub use end_of_turn::EndOfTurnModel;
 pub use metrics::PipelineMetrics;
 pub use phrases::PhraseCache;
 pub use recorded::{run_recorded_call, RecordedCall};

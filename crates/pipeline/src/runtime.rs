@@ -2,6 +2,7 @@
 //! the turn detector, the splitter and the playout queue, and runs the responder in a task of
 //! its own so a reply can be cancelled the moment the caller barges in.
 
+use crate::end_of_turn::{EndOfTurnModel, RecentAudio};
 use crate::metrics::{PipelineMetrics, TurnTimer};
 use crate::phrases::{self, PhraseCache};
 use crate::responder::{Reply, Responder, ResponderError};
@@ -16,7 +17,7 @@ use callfleet_providers::{
     SPOKEN_CHARS_PER_SEC,
 };
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -145,11 +146,12 @@ pub struct Pipeline {
     vad: Box<dyn Vad>,
     metrics: Option<PipelineMetrics>,
     phrases: PhraseCache,
+    turn_model: Option<Box<dyn EndOfTurnModel>>,
 }
 
 impl Pipeline {
     pub fn new(config: PipelineConfig, providers: Providers) -> Self {
-        Pipeline { config, providers, vad: Box::new(EnergyVad::new()), metrics: None, phrases: PhraseCache::new() }
+        Pipeline { config, providers, vad: Box::new(EnergyVad::new()), metrics: None, phrases: PhraseCache::new(), turn_model: None }
     }
 
     pub fn config(&self) -> &PipelineConfig {
@@ -158,6 +160,13 @@ impl Pipeline {
 
     pub fn with_vad(mut self, vad: Box<dyn Vad>) -> Self {
         self.vad = vad;
+        self
+    }
+
+    /// Judges the recognizer's endpoints with an end-of-turn model on the caller's last 8 s of
+    /// audio: a caller it finds mid-sentence gets up to `max_endpointing` to go on.
+    pub fn with_turn_model(mut self, model: Box<dyn EndOfTurnModel>) -> Self {
+        self.turn_model = Some(model);
         self
     }
 
@@ -187,9 +196,16 @@ impl Pipeline {
         let greeting = responder.greeting();
         let language = responder.language();
         let (requests, events, cancels) = spawn_responder(responder);
+        let detector = TurnDetector::new(self.config.turn.clone());
+        let detector = if self.turn_model.is_some() { detector.with_turn_model() } else { detector };
+        let (verdict_tx, verdicts) = mpsc::unbounded_channel();
         let mut call = Call {
             smoother: VadSmoother::new(self.config.vad_threshold, self.config.vad_onset_ms, self.config.vad_hangover_ms),
-            detector: TurnDetector::new(self.config.turn.clone()),
+            detector,
+            turn_model: self.turn_model.map(|m| Arc::new(Mutex::new(m))),
+            recent_audio: RecentAudio::default(),
+            verdict_tx,
+            verdicts,
             splitter: SentenceSplitter::new(self.config.split),
             stt: stt.map_err(|e| tracing::warn!(error = %e, "No speech-to-text for this call.")).ok(),
             tts: tts.map_err(|e| tracing::warn!(error = %e, "No text-to-speech for this call.")).ok(),
@@ -343,6 +359,12 @@ struct Call {
     vad: Box<dyn Vad>,
     smoother: VadSmoother,
     detector: TurnDetector,
+    turn_model: Option<Arc<Mutex<Box<dyn EndOfTurnModel>>>>,
+    /// The caller's last seconds, for the end-of-turn model (kept only with one).
+    recent_audio: RecentAudio,
+    /// The model's verdicts, by request.
+    verdict_tx: mpsc::UnboundedSender<(u64, Option<f32>)>,
+    verdicts: mpsc::UnboundedReceiver<(u64, Option<f32>)>,
     splitter: SentenceSplitter,
     stt: Option<SttSession>,
     tts: Option<TtsSession>,
@@ -527,6 +549,11 @@ impl Call {
                 ev = recv_stt(&mut self.stt) => self.stt_event(ev).await?,
                 ev = recv_tts(&mut self.tts) => self.tts_event(ev).await?,
                 Some(ev) = self.events.recv() => self.responder_event(ev).await?,
+                Some((request, probability)) = self.verdicts.recv() => {
+                    let now = self.now();
+                    let actions = self.detector.handle(now, TurnInput::EndOfTurnVerdict { request, probability });
+                    self.act(actions).await?;
+                }
                 _ = sleep_until(deadline) => {
                     let now = self.now();
                     let actions = self.detector.poll(now);
@@ -625,6 +652,9 @@ impl Call {
     async fn caller_audio(&mut self, samples: Vec<i16>) -> Result<(), PipelineError> {
         let ms = (samples.len() as u64 * 1000 / self.config.input_rate.max(1) as u64) as u32;
         let p = self.vad.speech_probability(&samples, self.config.input_rate);
+        if self.turn_model.is_some() {
+            self.recent_audio.push(&samples, self.config.input_rate);
+        }
         let voiced = p >= self.config.vad_threshold;
         let was_speaking = self.smoother.is_speaking();
         let speaking = self.smoother.push(p, ms);
@@ -826,6 +856,7 @@ impl Call {
                     }
                 },
                 TurnAction::Reprompt => self.say_phrase(phrases::reprompt(&self.language).to_string(), true, false),
+                TurnAction::PredictEndOfTurn { request } => self.predict_end_of_turn(request),
                 TurnAction::Hangup => {
                     self.say_phrase(phrases::goodbye(&self.language).to_string(), true, true);
                     self.pending_end = Some(CallEnd::SilenceTimeout);
@@ -833,6 +864,31 @@ impl Call {
             }
         }
         Ok(())
+    }
+
+    /// Runs the end-of-turn model off the executor; its verdict comes back through `verdicts`.
+    fn predict_end_of_turn(&self, request: u64) {
+        let Some(model) = self.turn_model.clone() else {
+            let _ = self.verdict_tx.send((request, None));
+            return;
+        };
+        let audio = self.recent_audio.snapshot();
+        let tx = self.verdict_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let verdict = match model.lock() {
+                Ok(mut m) => m.complete_probability(&audio),
+                Err(_) => Err("the model panicked on an earlier call".to_string()),
+            };
+            let probability = match verdict {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "The end-of-turn model failed; endpointing without it this time.");
+                    None
+                }
+            };
+            tracing::debug!(request, ?probability, "End-of-turn verdict.");
+            let _ = tx.send((request, probability));
+        });
     }
 
     /// Barge-in: cancel the reply, then its synthesis, then the queued audio — in that order —

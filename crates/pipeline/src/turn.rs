@@ -3,6 +3,12 @@
 //! is really interrupting the agent (min speech, min words), when an interruption was only a
 //! cough (resume), and when silence calls for a re-prompt or the end of the call.
 //!
+//! With an end-of-turn model (audio-native, like Smart Turn), endpointing works the way LiveKit
+//! Agents does it: at the recognizer's endpoint the machine asks for the model's verdict on the
+//! caller's recent audio ([`TurnAction::PredictEndOfTurn`]) and holds the turn meanwhile; a
+//! caller the model judges finished is answered after `min_endpointing`, one it judges mid-
+//! sentence gets up to `max_endpointing` of silence to go on. Without a model nothing changes.
+//!
 //! Times are offsets from the call's start, handed in by the caller; the machine never reads a
 //! clock, so every rule is tested with plain tables, and the pipeline drives it from tokio time.
 
@@ -30,6 +36,8 @@ pub struct TurnConfig {
     pub reprompts: u32,
     /// Between DTMF digits; `#` ends the entry at once.
     pub dtmf_timeout: Duration,
+    /// An end-of-turn model's probability at or above this means the caller has finished.
+    pub end_of_turn_threshold: f32,
 }
 
 impl Default for TurnConfig {
@@ -45,6 +53,7 @@ impl Default for TurnConfig {
             silence_timeout: Duration::from_secs(10),
             reprompts: 1,
             dtmf_timeout: Duration::from_millis(2500),
+            end_of_turn_threshold: 0.5,
         }
     }
 }
@@ -63,6 +72,10 @@ pub enum TurnInput {
     AgentSpeaking(bool),
     /// The agent now waits for a phone number or e-mail (or no longer does).
     Collecting(bool),
+    /// The end-of-turn model's answer to [`TurnAction::PredictEndOfTurn`] with the same
+    /// `request`: the probability that the caller has finished, `None` if the model failed
+    /// (endpointing then goes on as without a model).
+    EndOfTurnVerdict { request: u64, probability: Option<f32> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +97,20 @@ pub enum TurnAction {
     Resume,
     Reprompt,
     Hangup,
+    /// Run the end-of-turn model on the caller's recent audio and answer with
+    /// [`TurnInput::EndOfTurnVerdict`]; only with [`TurnDetector::with_turn_model`].
+    PredictEndOfTurn { request: u64 },
+}
+
+/// Where the end-of-turn model stands on the current endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// No model, or no endpoint to judge yet.
+    None,
+    /// Asked; the turn is held until the answer (or the max delay).
+    Pending(u64),
+    Complete,
+    Incomplete,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +133,10 @@ pub struct TurnDetector {
     awaiting_reply: bool,
     silence_since: Option<Duration>,
     reprompts_done: u32,
+    /// An end-of-turn model judges endpoints.
+    turn_model: bool,
+    verdict: Verdict,
+    requests: u64,
 }
 
 fn words(s: &str) -> usize {
@@ -131,7 +162,16 @@ impl TurnDetector {
             awaiting_reply: false,
             silence_since: None,
             reprompts_done: 0,
+            turn_model: false,
+            verdict: Verdict::None,
+            requests: 0,
         }
+    }
+
+    /// Endpoints are judged by an end-of-turn model: the detector asks for its verdict.
+    pub fn with_turn_model(mut self) -> Self {
+        self.turn_model = true;
+        self
     }
 
     pub fn config(&self) -> &TurnConfig {
@@ -172,6 +212,7 @@ impl TurnDetector {
                         self.user_speaking = true;
                         self.speech_started = Some(at);
                         self.endpointed = false;
+                        self.verdict = Verdict::None;
                     }
                     self.silence_since = None;
                 } else if self.user_speaking {
@@ -233,10 +274,29 @@ impl TurnDetector {
                 }
             }
             TurnInput::Collecting(on) => self.collecting = on,
+            TurnInput::EndOfTurnVerdict { request, probability } => {
+                if self.verdict == Verdict::Pending(request) {
+                    self.verdict = match probability {
+                        Some(p) if p < self.cfg.end_of_turn_threshold => Verdict::Incomplete,
+                        _ => Verdict::Complete,
+                    };
+                }
+            }
         }
         let mut out = self.check_interruption(at);
+        out.extend(self.request_verdict());
         out.extend(self.poll(at));
         out
+    }
+
+    /// Asks the model about an endpoint that would end a turn, once per endpoint.
+    fn request_verdict(&mut self) -> Option<TurnAction> {
+        if !self.turn_model || !self.endpointed || self.verdict != Verdict::None || self.finals.is_empty() || self.agent_holds_floor() {
+            return None;
+        }
+        self.requests += 1;
+        self.verdict = Verdict::Pending(self.requests);
+        Some(TurnAction::PredictEndOfTurn { request: self.requests })
     }
 
     fn check_interruption(&mut self, at: Duration) -> Vec<TurnAction> {
@@ -259,6 +319,7 @@ impl TurnDetector {
         self.dtmf.clear();
         self.last_dtmf = None;
         self.endpointed = false;
+        self.verdict = Verdict::None;
         self.interrupted = false;
         self.awaiting_reply = true;
         self.silence_since = None;
@@ -279,7 +340,9 @@ impl TurnDetector {
             if let Some(since) = since {
                 if !self.finals.is_empty() {
                     let (min, max) = self.endpointing();
-                    d.push(since + if self.endpointed { min } else { max });
+                    // A model's doubt, or its answer still coming, holds the turn up to the max.
+                    let judged_complete = matches!(self.verdict, Verdict::None | Verdict::Complete);
+                    d.push(since + if self.endpointed && judged_complete { min } else { max });
                 } else if self.interrupted {
                     d.push(since + self.cfg.false_interruption_timeout);
                 }
@@ -342,7 +405,10 @@ mod tests {
 
     /// Runs timed inputs (`None` = just poll at that time) and returns the actions with times.
     fn check(cfg: TurnConfig, script: &[(u64, Option<TurnInput>)], want: &[(u64, TurnAction)]) {
-        let mut t = TurnDetector::new(cfg);
+        check_detector(TurnDetector::new(cfg), script, want)
+    }
+
+    fn check_detector(mut t: TurnDetector, script: &[(u64, Option<TurnInput>)], want: &[(u64, TurnAction)]) {
         let mut got = Vec::new();
         for (at, input) in script {
             // Deadlines that fall before this step fire at their own time, as timers would.
@@ -482,5 +548,82 @@ mod tests {
             vec![(9600, Some(fin("yes", true))), (10000, Some(AgentSpeaking(true))), (11000, Some(AgentSpeaking(false))), (15500, None), (17000, None)],
         ]);
         check(cfg, &s, &[(7000, Reprompt), (9600, eot("yes", Endpoint::Stt)), (16000, Reprompt)]);
+    }
+
+    // --- With an end-of-turn model -------------------------------------------------------------
+
+    fn verdict(request: u64, probability: Option<f32>) -> TurnInput {
+        EndOfTurnVerdict { request, probability }
+    }
+
+    fn with_model(cfg: TurnConfig, script: &[(u64, Option<TurnInput>)], want: &[(u64, TurnAction)]) {
+        check_detector(TurnDetector::new(cfg).with_turn_model(), script, want)
+    }
+
+    fn predict(request: u64) -> TurnAction {
+        PredictEndOfTurn { request }
+    }
+
+    #[test]
+    fn a_caller_the_model_judges_finished_is_answered_after_the_min_delay() {
+        // Voice last heard at 980; endpoint at 1150; the verdict (0.9) comes at 1180, past
+        // 980 + 100, so the turn ends on it.
+        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("thank you that is all", true))), (1180, Some(verdict(1, Some(0.9)))), (4000, None)]]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (1180, eot("thank you that is all", Endpoint::Stt))]);
+        // With a longer min delay the verdict does not end it early.
+        let cfg = TurnConfig { min_endpointing: ms(400), ..TurnConfig::default() };
+        with_model(cfg, &s, &[(1150, predict(1)), (1380, eot("thank you that is all", Endpoint::Stt))]);
+    }
+
+    #[test]
+    fn a_caller_the_model_judges_mid_sentence_may_go_on() {
+        let s = script(vec![
+            speech(0, 1000),
+            vec![(1150, Some(fin("my phone number is five five five", true))), (1180, Some(verdict(1, Some(0.1))))],
+            speech(1800, 2600),
+            vec![(2750, Some(fin("one two three four", true))), (2770, Some(verdict(2, Some(0.95)))), (6000, None)],
+        ]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (2750, predict(2)), (2770, eot("my phone number is five five five one two three four", Endpoint::Stt))]);
+        // The same caller without a model is cut off at the first endpoint.
+        check(TurnConfig::default(), &s, &[(1150, eot("my phone number is five five five", Endpoint::Stt)), (2750, eot("one two three four", Endpoint::Stt))]);
+    }
+
+    #[test]
+    fn doubt_waits_up_to_the_max_delay_then_ends_the_turn() {
+        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("I want to", true))), (1170, Some(verdict(1, Some(0.2)))), (6000, None)]]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (980 + 2500, eot("I want to", Endpoint::Stt))]);
+    }
+
+    #[test]
+    fn the_turn_is_held_until_the_verdict_and_stale_or_failed_verdicts_are_handled() {
+        // No answer (or only a stale one): held to the max delay.
+        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("hello", true))), (1200, Some(verdict(7, Some(0.99)))), (6000, None)]]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (3480, eot("hello", Endpoint::Stt))]);
+        // The model failed: endpointing as without one.
+        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("hello", true))), (1300, Some(verdict(1, None))), (6000, None)]]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (1300, eot("hello", Endpoint::Stt))]);
+    }
+
+    #[test]
+    fn the_model_works_with_the_longer_delays_of_dictation() {
+        let s = script(vec![
+            vec![(0, Some(Collecting(true)))],
+            speech(0, 1000),
+            vec![(1150, Some(fin("seven nine one six", true))), (1170, Some(verdict(1, Some(0.8)))), (9000, None)],
+        ]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (980 + 1500, eot("seven nine one six", Endpoint::Stt))]);
+        let s = script(vec![
+            vec![(0, Some(Collecting(true)))],
+            speech(0, 1000),
+            vec![(1150, Some(fin("seven nine one six", true))), (1170, Some(verdict(1, Some(0.3)))), (9000, None)],
+        ]);
+        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (980 + 3500, eot("seven nine one six", Endpoint::Stt))]);
+    }
+
+    #[test]
+    fn no_verdict_is_asked_while_the_agent_holds_the_floor() {
+        // 300 ms over the agent: a backchannel; its endpoint is not judged.
+        let s = script(vec![vec![(0, Some(AgentSpeaking(true)))], speech(1000, 1300), vec![(1400, Some(fin("uh huh", true))), (1500, Some(AgentSpeaking(false))), (4000, None)]]);
+        with_model(TurnConfig::default(), &s, &[]);
     }
 }
