@@ -103,7 +103,7 @@ impl Worker {
             active_calls: self.active_calls(),
             cpu: sampler.cpu(),
             memory_bytes: rss_bytes(),
-            provider_connections: 0,
+            provider_connections: callfleet_providers::open_connections(),
             draining: self.draining.load(Ordering::SeqCst),
             at: now_ms(),
         }

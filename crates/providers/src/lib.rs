@@ -29,4 +29,5 @@ pub mod openai;
 pub use config::{build_chains, ProviderChains, ProviderEnv};
 pub use fallback::{heard_prefix, unheard_rest, FallbackEmbedder, FallbackLlm, FallbackStt, FallbackTts, SPOKEN_CHARS_PER_SEC};
 pub use retry::Backoff;
+pub use ws::open_connections;
 pub use types::*;

@@ -1,12 +1,48 @@
 //! Opening provider WebSockets with auth headers, and telling a refused key from a network fault.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Error as WsLibError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// Provider WebSockets open in this process right now (every call holds its STT and TTS ones).
+static OPEN: AtomicU32 = AtomicU32::new(0);
+
+/// How many provider connections this process holds open; workers report it in heartbeats.
+pub fn open_connections() -> u32 {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// A provider WebSocket, counted in [`open_connections`] while it exists.
+pub(crate) struct Ws(WebSocketStream<MaybeTlsStream<TcpStream>>);
+
+impl Ws {
+    fn new(inner: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Ws(inner)
+    }
+}
+
+impl Drop for Ws {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Ws {
+    type Target = WebSocketStream<MaybeTlsStream<TcpStream>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ws {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
 pub(crate) use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug)]
@@ -25,7 +61,7 @@ pub(crate) async fn open(url: &str, headers: &[(&'static str, String)]) -> Resul
         request.headers_mut().insert(*name, value);
     }
     match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, _)) => Ok(Ws::new(ws)),
         Err(WsLibError::Http(resp)) if matches!(resp.status().as_u16(), 401 | 403) => Err(WsOpenError::Auth),
         Err(WsLibError::Http(resp)) => Err(WsOpenError::Other(format!("HTTP {}", resp.status()))),
         Err(e) => Err(WsOpenError::Other(e.to_string())),
