@@ -120,6 +120,9 @@ impl VoiceSession {
         let job = &call.job;
         let resumed = call.resume_from.is_some();
         let engine = start_engine(call, config.clone(), self.knowledge.as_ref())?;
+        // A taken-over call's record holds the whole conversation: what was said on the dead
+        // worker (from the checkpoint) and then what is said here.
+        let earlier = if resumed { engine.state().transcript.clone() } else { Vec::new() };
         let engine = match llm {
             Some(llm) => engine.with_llm(llm),
             None => engine,
@@ -229,7 +232,8 @@ impl VoiceSession {
         let report = report?;
 
         let mut record = record_for(job, started_at, if call.cancel.is_cancelled() { CallStatus::Failed } else { CallStatus::Completed });
-        record.transcript = report.transcript;
+        record.transcript = earlier;
+        record.transcript.extend(report.transcript);
         record.metrics = report.metrics;
         if let Some(result) = report.result {
             record.language = Some(result.language);
