@@ -15,6 +15,21 @@ mod minilm;
 #[cfg(feature = "minilm")]
 pub use minilm::MiniLm;
 
+#[cfg(feature = "onnx")]
+pub mod mel;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+#[cfg(feature = "onnx")]
+mod silero;
+#[cfg(feature = "onnx")]
+mod smart_turn;
+#[cfg(feature = "onnx")]
+pub use onnx::{init_onnxruntime, ModelFile, OnnxOptions, ONNX_MODELS};
+#[cfg(feature = "onnx")]
+pub use silero::SileroVad;
+#[cfg(feature = "onnx")]
+pub use smart_turn::SmartTurn;
+
 use std::path::PathBuf;
 
 /// Why an engine could not run.
