@@ -15,6 +15,26 @@ mod minilm;
 #[cfg(feature = "minilm")]
 pub use minilm::MiniLm;
 
+#[cfg(feature = "whisper")]
+pub mod ct2;
+#[cfg(feature = "whisper")]
+mod whisper;
+#[cfg(feature = "whisper")]
+pub use whisper::{WhisperConfig, WhisperModel, WhisperStt};
+
+#[cfg(feature = "llm")]
+mod llm;
+#[cfg(feature = "llm")]
+pub use llm::{LocalLlm, LocalLlmConfig};
+
+#[cfg(feature = "espeak")]
+mod espeak;
+#[cfg(feature = "espeak")]
+pub use espeak::{EspeakConfig, EspeakTts};
+
+#[cfg(any(feature = "whisper", feature = "espeak"))]
+pub mod wavio;
+
 #[cfg(feature = "onnx")]
 pub mod mel;
 #[cfg(feature = "onnx")]
