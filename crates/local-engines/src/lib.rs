@@ -40,11 +40,15 @@ pub mod mel;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 #[cfg(feature = "onnx")]
+mod piper;
+#[cfg(feature = "onnx")]
 mod silero;
 #[cfg(feature = "onnx")]
 mod smart_turn;
 #[cfg(feature = "onnx")]
 pub use onnx::{init_onnxruntime, ModelFile, OnnxOptions, ONNX_MODELS};
+#[cfg(feature = "onnx")]
+pub use piper::{PiperConfig, PiperTts, PiperVoice};
 #[cfg(feature = "onnx")]
 pub use silero::SileroVad;
 #[cfg(feature = "onnx")]

@@ -18,8 +18,9 @@ const NORM_EPS: f64 = 1e-7;
 pub struct LogMel {
     samples: usize,
     window: Vec<f64>,
-    /// `[bin][mel]`, `N_FFT / 2 + 1` bins.
-    filters: Vec<[f64; N_MELS]>,
+    /// Per mel band, its first FFT bin and the weights from there (the rest are zero: 391 of
+    /// the 80 × 201 weights are not).
+    bands: Vec<(usize, Vec<f64>)>,
     fft: Fft,
 }
 
@@ -27,7 +28,15 @@ impl LogMel {
     /// Features for `samples` samples at 16 kHz (8 s = 128 000 for Smart Turn: 800 frames).
     pub fn new(samples: usize) -> Self {
         let window = (0..N_FFT).map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos()).collect();
-        LogMel { samples, window, filters: slaney_filters(N_FFT / 2 + 1, N_MELS, 0.0, SAMPLE_RATE as f64 / 2.0, SAMPLE_RATE), fft: Fft::new(N_FFT) }
+        let filters = slaney_filters(N_FFT / 2 + 1, N_MELS, 0.0, SAMPLE_RATE as f64 / 2.0, SAMPLE_RATE);
+        let bands = (0..N_MELS)
+            .map(|m| {
+                let first = filters.iter().position(|row| row[m] != 0.0).unwrap_or(0);
+                let last = filters.iter().rposition(|row| row[m] != 0.0).unwrap_or(0);
+                (first, filters[first..=last].iter().map(|row| row[m]).collect())
+            })
+            .collect();
+        LogMel { samples, window, bands, fft: Fft::new(N_FFT) }
     }
 
     /// Frames per band in the output.
@@ -67,16 +76,8 @@ impl LogMel {
                 let (re, im) = buf[k];
                 *p = re * re + im * im;
             }
-            let mut mel = [0f64; N_MELS];
-            for (k, p) in power.iter().enumerate() {
-                if *p == 0.0 {
-                    continue;
-                }
-                for (m, w) in self.filters[k].iter().enumerate() {
-                    mel[m] += w * p;
-                }
-            }
-            for (m, v) in mel.iter().enumerate() {
+            for (m, (first, weights)) in self.bands.iter().enumerate() {
+                let v: f64 = weights.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
                 out[m * frames + f] = v.max(MEL_FLOOR).log10();
             }
         }
