@@ -147,7 +147,7 @@ struct Fft {
 }
 
 fn smallest_factor(n: usize) -> usize {
-    (2..=n).find(|p| n % p == 0).unwrap_or(n)
+    (2..=n).find(|&p| n.is_multiple_of(p)).unwrap_or(n)
 }
 
 fn cmul(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {

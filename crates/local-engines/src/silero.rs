@@ -145,7 +145,7 @@ fn to_model_rate(frame: &[i16], rate: u32, out: &mut Vec<f32>) {
     let scale = 1.0 / 32768.0;
     if rate == 8_000 || rate == 16_000 {
         out.extend(frame.iter().map(|&s| s as f32 * scale));
-    } else if rate % 16_000 == 0 {
+    } else if rate.is_multiple_of(16_000) {
         let k = (rate / 16_000) as usize;
         out.extend(frame.chunks(k).map(|g| g.iter().map(|&s| s as f32).sum::<f32>() / g.len() as f32 * scale));
     } else {
@@ -222,7 +222,7 @@ mod tests {
         let noise: Vec<i16> = (0..32_000)
             .map(|_| {
                 seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                ((seed >> 16) as i16 % 200) as i16
+                (seed >> 16) as i16 % 200
             })
             .collect();
         let p_noise = run(&mut vad, &noise, 16_000);
