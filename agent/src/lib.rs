@@ -15,4 +15,4 @@ mod worker;
 
 pub use session::{ChatSession, LiveKitSettings};
 pub use voice::VoiceSession;
-pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig};
+pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig, CALL_MEMORY_BUDGET};

@@ -20,7 +20,15 @@ pub struct WorkerConfig {
     pub heartbeat_ttl: Duration,
     /// How long one wait for a job lasts before the loop looks at its state again.
     pub job_wait: Duration,
+    /// The memory budget of one call. With `memory_limit`, it bounds how many calls fit.
+    pub call_memory: u64,
+    /// The most resident memory this process may use: a new call is taken only while the
+    /// process's RSS plus one call's budget stays under it. `None`: capacity alone decides.
+    pub memory_limit: Option<u64>,
 }
+
+/// What one call may cost; bench-fleet measures the real figure (well under this).
+pub const CALL_MEMORY_BUDGET: u64 = 8 << 20;
 
 impl WorkerConfig {
     pub fn new(worker_id: &str, capacity: u32) -> WorkerConfig {
@@ -30,6 +38,8 @@ impl WorkerConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             heartbeat_ttl: HEARTBEAT_TTL,
             job_wait: Duration::from_millis(500),
+            call_memory: CALL_MEMORY_BUDGET,
+            memory_limit: None,
         }
     }
 }
@@ -95,14 +105,23 @@ impl Worker {
         self.active.load(Ordering::SeqCst)
     }
 
+    /// Whether one more call fits in the memory limit, given `rss` now.
+    fn memory_allows_another(&self, rss: u64) -> bool {
+        self.config.memory_limit.is_none_or(|limit| rss.saturating_add(self.config.call_memory) <= limit)
+    }
+
     fn status(&self, sampler: &mut LoadSampler) -> WorkerStatus {
+        let rss = rss_bytes();
+        let active = self.active_calls();
+        // Out of memory is out of capacity: the dispatcher sees this worker as full.
+        let capacity = if self.memory_allows_another(rss) { self.config.capacity } else { active.min(self.config.capacity) };
         WorkerStatus {
             v: MESSAGE_VERSION,
             worker_id: self.config.worker_id.clone(),
-            capacity: self.config.capacity,
-            active_calls: self.active_calls(),
+            capacity,
+            active_calls: active,
             cpu: sampler.cpu(),
-            memory_bytes: rss_bytes(),
+            memory_bytes: rss,
             provider_connections: callfleet_providers::open_connections(),
             draining: self.draining.load(Ordering::SeqCst),
             at: now_ms(),
@@ -152,6 +171,7 @@ impl Worker {
         let beats = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(beats.clone()));
         let mut calls = JoinSet::new();
+        let mut memory_full = false;
         tracing::info!(worker = %self.config.worker_id, capacity = self.config.capacity, "worker started");
         while !drain.is_cancelled() {
             while calls.try_join_next().is_some() {}
@@ -161,6 +181,20 @@ impl Worker {
                     _ = calls.join_next() => continue,
                 }
             }
+            if !self.memory_allows_another(rss_bytes()) {
+                // The heartbeat shows this worker full, so the dispatcher places calls elsewhere.
+                if !memory_full {
+                    tracing::warn!(active = self.active_calls(), limit = ?self.config.memory_limit, "memory limit reached: taking no new calls");
+                    memory_full = true;
+                }
+                tokio::select! {
+                    () = drain.cancelled() => break,
+                    Some(_) = calls.join_next(), if !calls.is_empty() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            memory_full = false;
             // Never abandon a wait half-way: a job popped by an abandoned wait would be lost
             // until failover. Waits are short, so draining still starts promptly.
             match self.bus.next_job(&self.config.worker_id, self.config.job_wait).await {

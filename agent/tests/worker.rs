@@ -80,6 +80,10 @@ struct Harness {
 }
 
 fn start(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&str]) -> Harness {
+    start_with(bus, worker_id, capacity, calls, |_| {})
+}
+
+fn start_with(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(FileQueue::open(dir.path()).unwrap());
     let (tx, started) = mpsc::unbounded_channel();
@@ -94,6 +98,7 @@ fn start(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&str])
     let mut config = WorkerConfig::new(worker_id, capacity);
     config.heartbeat_interval = Duration::from_millis(50);
     config.job_wait = Duration::from_millis(100);
+    tune(&mut config);
     let worker = Worker::new(bus.clone(), queue.clone(), runner, config);
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let done = tokio::spawn({
@@ -177,5 +182,31 @@ async fn forcing_ends_calls_and_a_replaced_call_resumes_from_its_checkpoint() {
         tokio::time::timeout(Duration::from_secs(5), h.done).await.expect("forced stop").unwrap();
         let record = h.queue.pop("t", Duration::from_secs(1)).await.unwrap().expect("the cut call is still recorded");
         assert_eq!(record.record.status, CallStatus::Failed, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_at_its_memory_limit_takes_no_new_calls_and_shows_full() {
+    for (name, bus) in test_buses().await {
+        // A limit below what the process already uses: not even one more call fits.
+        let mut h = start_with(bus.clone(), "w4", 5, &["c1"], |c| c.memory_limit = Some(1 << 20));
+        eventually("the worker beats", async || status_of(&h.bus, "w4").await.is_some()).await;
+        let status = status_of(&bus, "w4").await.unwrap();
+        assert_eq!((status.capacity, status.active_calls), (0, 0), "{name}: out of memory is out of capacity");
+        assert!(status.memory_bytes > 1 << 20, "{name}: RSS is reported");
+        bus.assign("w4", &job("c1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(h.started.try_recv().is_err(), "{name}: the job is not taken");
+        h.drain.cancel();
+        h.done.await.unwrap();
+    }
+    // With room for the budget, the same worker takes its call.
+    for (name, bus) in test_buses().await {
+        let mut h = start_with(bus.clone(), "w5", 5, &["c1"], |c| c.memory_limit = Some(64 << 30));
+        bus.assign("w5", &job("c1")).await.unwrap();
+        assert_eq!(h.started.recv().await.unwrap().0, "c1", "{name}");
+        h.gates.remove("c1").unwrap().send(()).unwrap();
+        h.drain.cancel();
+        h.done.await.unwrap();
     }
 }

@@ -49,6 +49,18 @@ pub(crate) struct WorkerArgs {
     /// Calls this worker runs at once.
     #[arg(long, env = "CALLFLEET_WORKER_CAPACITY", default_value_t = 100)]
     pub capacity: u32,
+    /// The most memory (MiB) this worker may use: it takes a new call only while its RSS plus
+    /// one call's budget (8 MiB) fits. Unset: capacity alone decides.
+    #[arg(long, env = "CALLFLEET_WORKER_MAX_MEMORY_MB")]
+    pub max_memory_mb: Option<u64>,
+}
+
+impl WorkerArgs {
+    pub(crate) fn config(&self, worker_id: &str) -> WorkerConfig {
+        let mut config = WorkerConfig::new(worker_id, self.capacity);
+        config.memory_limit = self.max_memory_mb.map(|mb| mb << 20);
+        config
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,7 +113,7 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let queue: Arc<dyn PostCallQueue> = Arc::new(RedisQueue::connect(&args.redis_url, &args.redis_prefix).await.context("opening the post-call stream")?);
     let worker_id = args.worker.worker_id.clone().unwrap_or_else(default_worker_id);
     let runner = Arc::new(VoiceSession::new(args.livekit.settings(), ProviderEnv::from_env()));
-    let worker = Worker::new(bus, queue, runner, WorkerConfig::new(&worker_id, args.worker.capacity));
+    let worker = Worker::new(bus, queue, runner, args.worker.config(&worker_id));
     println!("agent worker {worker_id}: capacity {}, LiveKit {}", args.worker.capacity, args.livekit.livekit_url);
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     watch_signals(drain.clone(), force.clone());
@@ -161,7 +173,7 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
     let shutdown = CancellationToken::new();
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let worker_id = worker.worker_id.clone().unwrap_or_else(|| "dev-worker".into());
-    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit.settings(), ProviderEnv::from_env()).with_knowledge(knowledge.clone())), WorkerConfig::new(&worker_id, worker.capacity));
+    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit.settings(), ProviderEnv::from_env()).with_knowledge(knowledge.clone())), worker.config(&worker_id));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run_failover(shutdown.clone()));
     tasks.spawn(PostCallWorker::new(queue, store.clone(), "dev").run(shutdown.clone()));
