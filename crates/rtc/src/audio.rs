@@ -226,7 +226,43 @@ pub(crate) struct TrackQueue {
     pub(crate) samples: VecDeque<i16>,
     pub(crate) resampler: Option<Resampler>,
     pub(crate) closed: bool,
+    pub(crate) stats: SendStats,
 }
+
+/// How a published track has kept real time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// 20 ms frames of audio sent (silence between talkspurts is not sent).
+    pub frames: u64,
+    /// Frames sent more than [`LATE_FRAME`] after their slot: the process was too busy to keep
+    /// real time, and a listener's jitter buffer would have run dry (an underrun).
+    pub late_frames: u64,
+}
+
+static FRAMES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LATE_FRAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`SendStats`] summed over every track this process has published (for load reports and
+/// benchmarks, where the tracks belong to many calls).
+pub fn process_send_stats() -> SendStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    SendStats { frames: FRAMES_SENT.load(Relaxed), late_frames: LATE_FRAMES.load(Relaxed) }
+}
+
+impl SendStats {
+    pub(crate) fn count(&mut self, late: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.frames += 1;
+        FRAMES_SENT.fetch_add(1, Relaxed);
+        if late {
+            self.late_frames += 1;
+            LATE_FRAMES.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// How far behind its slot a frame may leave before it counts as late.
+pub const LATE_FRAME: Duration = Duration::from_millis(40);
 
 pub(crate) type SharedQueue = Arc<Mutex<TrackQueue>>;
 
@@ -246,6 +282,7 @@ impl LocalAudioTrack {
             samples: VecDeque::new(),
             resampler: None,
             closed: false,
+            stats: SendStats::default(),
         }))
     }
 
@@ -291,6 +328,11 @@ impl LocalAudioTrack {
                 r.reset();
             }
         }
+    }
+
+    /// Frames sent so far and how many left late.
+    pub fn stats(&self) -> SendStats {
+        self.queue.lock().map(|q| q.stats).unwrap_or_default()
     }
 
     /// Audio queued and not yet sent.

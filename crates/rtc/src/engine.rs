@@ -1140,6 +1140,7 @@ impl Engine {
     fn audio_tick(&mut self, now: Instant) {
         let mut ticks = 0;
         while self.next_tick <= now {
+            let behind = now - self.next_tick;
             self.next_tick += FRAME;
             ticks += 1;
             if ticks > 5 {
@@ -1148,13 +1149,13 @@ impl Engine {
                 break;
             }
             for i in 0..self.local.len() {
-                self.send_local_frame(i, now);
+                self.send_local_frame(i, now, behind);
             }
         }
         self.fill_silence(now);
     }
 
-    fn send_local_frame(&mut self, i: usize, now: Instant) {
+    fn send_local_frame(&mut self, i: usize, now: Instant, behind: Duration) {
         let t = &mut self.local[i];
         let ts = t.rtp_ts;
         t.rtp_ts += 960;
@@ -1166,6 +1167,7 @@ impl Engine {
                 pcm.extend(q.samples.drain(..take));
                 pcm.resize(t.frame_len, 0);
                 t.partial_wait = 0;
+                q.stats.count(behind > crate::audio::LATE_FRAME);
             } else if len > 0 {
                 t.partial_wait += 1;
             }

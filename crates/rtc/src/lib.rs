@@ -24,7 +24,7 @@ mod secret;
 mod signal;
 mod token;
 
-pub use audio::{AudioFrame, AudioStream, LocalAudioTrack};
+pub use audio::{process_send_stats, AudioFrame, AudioStream, LocalAudioTrack, SendStats, LATE_FRAME};
 pub use error::RoomError;
 pub use room::{Participant, ParticipantKind, Room, RoomEvent, RoomOptions};
 pub use token::participant_token;
