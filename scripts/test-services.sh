@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs (if missing) Chromium for the browser test, and starts the servers the test suite talks
+# Installs (if missing) Chromium for the browser test and what the offline engines build and
+# speak with (cmake, libclang, espeak-ng), and starts the servers the test suite talks
 # to, on loopback only:
 # PostgreSQL on 127.0.0.1:${CALLFLEET_PG_PORT:-55432} and Redis on 127.0.0.1:${CALLFLEET_REDIS_PORT:-56379}.
 # Prints the environment the tests need; eval its output:  eval "$(scripts/test-services.sh start)"
@@ -26,6 +27,11 @@ install_missing() {
   command -v redis-server >/dev/null || need+=(redis-server)
   # The talk page's browser test drives Debian's Chromium headless.
   command -v chromium >/dev/null || need+=(chromium)
+  # The offline engines: whisper.cpp builds with cmake and bindgen (libclang); Piper takes its
+  # phonemes from the espeak-ng program, which is also the espeak voice and the tests' speaker.
+  command -v cmake >/dev/null || need+=(cmake)
+  compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || need+=(libclang-dev)
+  command -v espeak-ng >/dev/null || need+=(espeak-ng)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

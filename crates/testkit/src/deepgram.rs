@@ -133,15 +133,19 @@ impl Listener {
         let mut out = Vec::new();
         self.carry.extend_from_slice(samples);
         let window = (self.rate / 100) as usize;
-        let script = state.script.lock().expect("fake state lock").clone();
+        // Only the knobs, not the transcripts: a long script must not cost a copy per window.
+        let (speech_rms, interim_every_ms) = {
+            let script = state.script.lock().expect("fake state lock");
+            (script.speech_rms, script.interim_every_ms)
+        };
         while self.carry.len() >= window {
             let w: Vec<i16> = self.carry.drain(..window).collect();
             self.audio_ms += 10;
-            let loud = crate::audio::rms(&w) > script.speech_rms;
+            let loud = crate::audio::rms(&w) > speech_rms;
             match (&mut self.speech, loud) {
                 (None, true) => {
                     let i = state.next.fetch_add(1, Ordering::SeqCst);
-                    let words = script.transcripts.get(i).map(|t| t.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+                    let words = state.script.lock().expect("fake state lock").transcripts.get(i).map(|t| t.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
                     self.owed_utterance_end = None;
                     if self.vad_events {
                         out.push((serde_json::json!({"type": "SpeechStarted", "channel": [0], "timestamp": self.audio_ms as f64 / 1000.0}).to_string(), false));
@@ -151,7 +155,7 @@ impl Listener {
                 (Some(s), true) => {
                     s.speech_ms += 10;
                     s.silence_ms = 0;
-                    if self.interim && s.speech_ms % script.interim_every_ms.max(10) == 0 && s.shown < s.words.len() {
+                    if self.interim && s.speech_ms % interim_every_ms.max(10) == 0 && s.shown < s.words.len() {
                         s.shown += 1;
                         out.push((results(s.start_ms, self.audio_ms, &s.words[..s.shown].join(" "), false, false, false), false));
                     }
