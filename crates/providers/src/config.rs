@@ -60,6 +60,80 @@ pub struct ProviderChains {
     pub tts: Option<Arc<dyn TextToSpeech>>,
     /// `provider: why it was left out`, for a warning at start-up.
     pub skipped: Vec<String>,
+    /// What each built stage runs, in fallback order: `stt: deepgram → whisper`.
+    pub chosen: Vec<String>,
+}
+
+impl ProviderEnv {
+    /// Whether any cloud provider's key is set (Ollama and self-hosted OpenAI-compatible servers
+    /// need none, so they do not count).
+    pub fn has_cloud_keys(&self) -> bool {
+        self.deepgram_key.is_some() || self.cartesia_key.is_some() || self.elevenlabs_key.is_some() || self.openai_key.is_some()
+    }
+}
+
+/// Builds the providers that run on this machine (`whisper`, `local-llm`, `piper`, `espeak`).
+/// Implemented by `callfleet-local-engines` (its `LocalFactory`), so this crate never links a
+/// model runtime. An `Err` is the reason the provider is left out, shown in
+/// [`ProviderChains::skipped`]; it names `callfleet models pull` when model files are missing.
+pub trait LocalEngines: Send + Sync {
+    fn stt(&self, choice: &ProviderChoice) -> Result<Arc<dyn SpeechToText>, String>;
+    fn llm(&self, choice: &ProviderChoice) -> Result<Arc<dyn LanguageModel>, String>;
+    fn tts(&self, choice: &ProviderChoice) -> Result<Arc<dyn TextToSpeech>, String>;
+}
+
+/// Local engine names per stage, as the bot config spells them.
+pub const LOCAL_STT: &[&str] = &["whisper"];
+pub const LOCAL_LLM: &[&str] = &["local-llm"];
+pub const LOCAL_TTS: &[&str] = &["piper", "espeak"];
+
+fn choice(provider: &str) -> ProviderChoice {
+    ProviderChoice {
+        provider: provider.into(),
+        model: None,
+        voice: None,
+        language: None,
+        temperature: None,
+        max_tokens: None,
+        fallback: Vec::new(),
+    }
+}
+
+/// The local engines a call in `language` runs on: whisper (tiny.en for English, base
+/// otherwise: the engine picks per call), SmolLM2, and Piper for English (espeak-ng behind it)
+/// or espeak-ng for other languages.
+pub fn local_default(language: &str) -> Providers {
+    let english = language.eq_ignore_ascii_case("en") || language.to_ascii_lowercase().starts_with("en-");
+    let tts = if english {
+        ProviderChoice { fallback: vec![choice("espeak")], ..choice("piper") }
+    } else {
+        choice("espeak")
+    };
+    Providers { stt: Some(choice("whisper")), llm: Some(choice("local-llm")), tts: Some(tts) }
+}
+
+/// `providers` with local engines where the cloud cannot serve: a stage the bot leaves out runs
+/// on [`local_default`], and a stage naming only cloud providers gets the local default as its
+/// last fallback (so `cartesia` without a key becomes `piper`). Meant for environments with no
+/// cloud keys (`callfleet dev`, the console); a stage already naming a local engine is kept.
+pub fn with_local_defaults(providers: &Providers, language: &str) -> Providers {
+    let defaults = local_default(language);
+    let fill = |stage: &Option<ProviderChoice>, default: Option<ProviderChoice>, local: &[&str]| -> Option<ProviderChoice> {
+        let Some(stage) = stage else { return default };
+        let mut names = Vec::new();
+        flatten(stage, &mut names);
+        if names.iter().any(|c| local.contains(&c.provider.as_str())) {
+            return Some(stage.clone());
+        }
+        let mut stage = stage.clone();
+        stage.fallback.extend(default);
+        Some(stage)
+    };
+    Providers {
+        stt: fill(&providers.stt, defaults.stt, LOCAL_STT),
+        llm: fill(&providers.llm, defaults.llm, LOCAL_LLM),
+        tts: fill(&providers.tts, defaults.tts, LOCAL_TTS),
+    }
 }
 
 fn flatten(choice: &ProviderChoice, out: &mut Vec<ProviderChoice>) {
@@ -73,9 +147,29 @@ fn missing(var: &str) -> String {
     format!("{var} is not set")
 }
 
-/// Builds what can be built; providers served by local engines (whisper, piper, espeak,
-/// local-llm) are left to that crate and reported in `skipped`.
+/// The chains a call in `language` runs on. With local engines and no cloud key in `env`, what
+/// the cloud cannot serve runs locally ([`with_local_defaults`]); otherwise the bot's
+/// `providers:` as configured, local names included.
+pub fn call_chains(providers: &Providers, language: &str, env: &ProviderEnv, local: Option<&dyn LocalEngines>) -> ProviderChains {
+    match local {
+        Some(local) if !env.has_cloud_keys() => build_chains_with(&with_local_defaults(providers, language), env, Some(local)),
+        _ => build_chains_with(providers, env, local),
+    }
+}
+
+/// Builds what can be built of the cloud providers; local engines (whisper, piper, espeak,
+/// local-llm) are reported in `skipped` — [`build_chains_with`] builds them too.
 pub fn build_chains(providers: &Providers, env: &ProviderEnv) -> ProviderChains {
+    build_chains_with(providers, env, None)
+}
+
+fn local_missing(name: &str) -> String {
+    format!("{name}: served by local engines, not built in")
+}
+
+/// Like [`build_chains`], with local engines built through `local`, so one chain may mix cloud
+/// and local providers (`cartesia` → `piper`).
+pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option<&dyn LocalEngines>) -> ProviderChains {
     let mut chains = ProviderChains::default();
     let mut skipped = Vec::new();
     let list = |c: &Option<ProviderChoice>| {
@@ -102,7 +196,12 @@ pub fn build_chains(providers: &Providers, env: &ProviderEnv) -> ProviderChains 
                 }
                 None => skipped.push(format!("deepgram: {}", missing("DEEPGRAM_API_KEY"))),
             },
-            other => skipped.push(format!("{other}: served by local engines, not built in")),
+            name if LOCAL_STT.contains(&name) => match local.map(|l| l.stt(&c)) {
+                Some(Ok(engine)) => stt.push(engine),
+                Some(Err(why)) => skipped.push(format!("{name}: {why}")),
+                None => skipped.push(local_missing(name)),
+            },
+            other => skipped.push(format!("{other}: unknown speech-to-text provider")),
         }
     }
 
@@ -122,7 +221,12 @@ pub fn build_chains(providers: &Providers, env: &ProviderEnv) -> ProviderChains 
                 }
                 llm.push(Arc::new(OpenAi::new(url, env.openai_key.clone(), c.model.clone().unwrap_or_else(|| "gpt-4o-mini".into()))));
             }
-            other => skipped.push(format!("{other}: served by local engines, not built in")),
+            name if LOCAL_LLM.contains(&name) => match local.map(|l| l.llm(&c)) {
+                Some(Ok(engine)) => llm.push(engine),
+                Some(Err(why)) => skipped.push(format!("{name}: {why}")),
+                None => skipped.push(local_missing(name)),
+            },
+            other => skipped.push(format!("{other}: unknown language model provider")),
         }
     }
 
@@ -159,10 +263,24 @@ pub fn build_chains(providers: &Providers, env: &ProviderEnv) -> ProviderChains 
                 }
                 None => skipped.push(format!("deepgram-aura: {}", missing("DEEPGRAM_API_KEY"))),
             },
-            other => skipped.push(format!("{other}: served by local engines, not built in")),
+            name if LOCAL_TTS.contains(&name) => match local.map(|l| l.tts(&c)) {
+                Some(Ok(engine)) => tts.push(engine),
+                Some(Err(why)) => skipped.push(format!("{name}: {why}")),
+                None => skipped.push(local_missing(name)),
+            },
+            other => skipped.push(format!("{other}: unknown text-to-speech provider")),
         }
     }
 
+    let describe = |stage: &str, names: Vec<&str>| (!names.is_empty()).then(|| format!("{stage}: {}", names.join(" → ")));
+    chains.chosen = [
+        describe("stt", stt.iter().map(|p| p.name()).collect()),
+        describe("llm", llm.iter().map(|p| p.name()).collect()),
+        describe("tts", tts.iter().map(|p| p.name()).collect()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     chains.stt = match stt.len() {
         0 => None,
         1 => stt.pop(),
@@ -212,6 +330,93 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
             ]
         );
         assert_eq!(format!("{env:?}").matches("[redacted]").count(), 2);
+    }
+
+    /// Local engines that are "built" by name; `piper` has its model missing.
+    struct FakeLocal;
+
+    struct Named(String);
+
+    impl SpeechToText for Named {
+        fn name(&self) -> &str {
+            &self.0
+        }
+        fn open(&self, _: SttOptions) -> callfleet_core::scenario::BoxFuture<'_, Result<SttSession, SttError>> {
+            Box::pin(async { Err(SttError::Connect { provider: self.0.clone(), message: "fake".into() }) })
+        }
+    }
+
+    impl LanguageModel for Named {
+        fn name(&self) -> &str {
+            &self.0
+        }
+        fn stream(&self, _: ChatRequest) -> callfleet_core::scenario::BoxFuture<'_, Result<LlmStream, LlmError>> {
+            Box::pin(async { Err(LlmError::Connect { provider: self.0.clone(), message: "fake".into() }) })
+        }
+    }
+
+    impl TextToSpeech for Named {
+        fn name(&self) -> &str {
+            &self.0
+        }
+        fn open(&self, _: TtsOptions) -> callfleet_core::scenario::BoxFuture<'_, Result<TtsSession, TtsError>> {
+            Box::pin(async { Err(TtsError::Connect { provider: self.0.clone(), message: "fake".into() }) })
+        }
+    }
+
+    impl LocalEngines for FakeLocal {
+        fn stt(&self, c: &ProviderChoice) -> Result<Arc<dyn SpeechToText>, String> {
+            Ok(Arc::new(Named(c.provider.clone())))
+        }
+        fn llm(&self, c: &ProviderChoice) -> Result<Arc<dyn LanguageModel>, String> {
+            Ok(Arc::new(Named(c.provider.clone())))
+        }
+        fn tts(&self, c: &ProviderChoice) -> Result<Arc<dyn TextToSpeech>, String> {
+            match c.provider.as_str() {
+                "piper" => Err("model files missing: run `callfleet models pull`".into()),
+                name => Ok(Arc::new(Named(name.into()))),
+            }
+        }
+    }
+
+    fn chains_for(yaml: &str, env: &ProviderEnv, language: Option<&str>) -> ProviderChains {
+        let mut providers: Providers = serde_yaml::from_str(yaml).unwrap();
+        if let Some(language) = language {
+            providers = with_local_defaults(&providers, language);
+        }
+        build_chains_with(&providers, env, Some(&FakeLocal))
+    }
+
+    #[test]
+    fn local_engines_join_cloud_chains() {
+        let keyed = ProviderEnv::from_lookup(|n| (n == "CARTESIA_API_KEY").then(|| "k".into()));
+        let yaml = "stt: {provider: whisper}\nllm: {provider: local-llm}\ntts: {provider: cartesia, fallback: [{provider: piper}, {provider: espeak}]}\n";
+        let chains = chains_for(yaml, &keyed, None);
+        assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: cartesia → espeak"]);
+        assert_eq!(chains.skipped, vec!["piper: model files missing: run `callfleet models pull`"]);
+
+        // No key: the chain starts at the local engine.
+        let chains = chains_for(yaml, &ProviderEnv::default(), None);
+        assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: espeak"]);
+        assert!(chains.skipped.contains(&"cartesia: CARTESIA_API_KEY is not set".to_string()));
+    }
+
+    #[test]
+    fn local_defaults_fill_what_the_cloud_cannot_serve() {
+        let none = ProviderEnv::default();
+        assert!(!none.has_cloud_keys());
+        // Nothing configured: all local, Piper (then espeak) for English, espeak for Russian.
+        assert_eq!(chains_for("{}", &none, Some("en")).chosen, vec!["stt: whisper", "llm: local-llm", "tts: espeak"]);
+        assert_eq!(local_default("en").tts.unwrap().fallback[0].provider, "espeak");
+        assert_eq!(local_default("ru").tts.unwrap().provider, "espeak");
+        assert_eq!(local_default("en-US").tts.unwrap().provider, "piper");
+        // Cloud names without keys: the local default is appended as the last fallback.
+        let yaml = "stt: {provider: deepgram}\nllm: {provider: openai}\ntts: {provider: cartesia}\n";
+        let chains = chains_for(yaml, &none, Some("ru"));
+        assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: espeak"]);
+        // A stage that already names a local engine is left as configured.
+        let providers: Providers = serde_yaml::from_str("tts: {provider: cartesia, fallback: [{provider: espeak}]}").unwrap();
+        assert_eq!(with_local_defaults(&providers, "en").tts, providers.tts);
     }
 
     #[test]
