@@ -14,5 +14,5 @@ mod voice;
 mod worker;
 
 pub use session::{ChatSession, LiveKitSettings};
-pub use voice::VoiceSession;
+pub use voice::{CallTurnModels, TurnModelFactory, VoiceSession};
 pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig, CALL_MEMORY_BUDGET};

@@ -4,6 +4,10 @@
 //! the talk page can show them live. The engine is checkpointed after the greeting and every
 //! turn; a re-placed call resumes from its checkpoint and says it is back.
 //!
+//! Local engines (`whisper`, `local-llm`, `piper`, `espeak`) are built through the
+//! [`LocalEngines`] the session is given — with no cloud key set, they also serve what the cloud
+//! cannot ([`call_chains`]) — and each call gets its VAD and end-of-turn model from a
+//! [`TurnModelFactory`] (Silero + Smart Turn in the binary), so this crate links no model.
 //! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
 //! a chat call instead, so it still answers.
 
@@ -13,18 +17,50 @@ use async_trait::async_trait;
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{CallRecord, CallStatus, Outcome};
 use callfleet_core::scenario::{BoxFuture, CallResult, EngineSnapshot};
-use callfleet_pipeline::{CallInput, CallOutput, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics, Providers, Responder, ScenarioResponder};
+use callfleet_pipeline::{CallInput, CallOutput, EndOfTurnModel, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics, Providers, Responder, ScenarioResponder, Vad};
 use callfleet_pipeline::responder::{Reply, ResponderError};
-use callfleet_providers::{build_chains, ProviderEnv};
+use callfleet_providers::{call_chains, LocalEngines, ProviderEnv};
 use callfleet_rtc::{AudioFrame, RoomEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// One call's voice activity detector and end-of-turn model; `None` keeps the pipeline's own
+/// (the energy VAD, no end-of-turn model).
+#[derive(Default)]
+pub struct CallTurnModels {
+    pub vad: Option<Box<dyn Vad>>,
+    pub end_of_turn: Option<Box<dyn EndOfTurnModel>>,
+}
+
+/// Makes [`CallTurnModels`] for each call (run on the blocking pool at call start).
+pub type TurnModelFactory = Arc<dyn Fn() -> CallTurnModels + Send + Sync>;
+
+impl CallTurnModels {
+    /// One call's models from `factory`, opened off the executor (reading model files).
+    pub async fn open(factory: &TurnModelFactory) -> CallTurnModels {
+        let factory = factory.clone();
+        tokio::task::spawn_blocking(move || factory()).await.unwrap_or_default()
+    }
+
+    /// `pipeline` judging the caller with these models.
+    pub fn install(self, mut pipeline: Pipeline) -> Pipeline {
+        if let Some(vad) = self.vad {
+            pipeline = pipeline.with_vad(vad);
+        }
+        if let Some(model) = self.end_of_turn {
+            pipeline = pipeline.with_turn_model(model);
+        }
+        pipeline
+    }
+}
+
 /// Runs calls over the room's audio.
 pub struct VoiceSession {
     livekit: LiveKitSettings,
     providers: ProviderEnv,
+    local: Option<Arc<dyn LocalEngines>>,
+    turn_models: Option<TurnModelFactory>,
     phrases: PhraseCache,
     metrics: Option<PipelineMetrics>,
     chat: ChatSession,
@@ -39,6 +75,8 @@ impl VoiceSession {
             chat: ChatSession::new(livekit.clone()),
             livekit,
             providers,
+            local: None,
+            turn_models: None,
             phrases: PhraseCache::new(),
             metrics: None,
             knowledge: None,
@@ -50,6 +88,19 @@ impl VoiceSession {
     pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> VoiceSession {
         self.chat = self.chat.with_knowledge(knowledge.clone());
         self.knowledge = Some(knowledge);
+        self
+    }
+
+    /// Builds `whisper`, `local-llm`, `piper` and `espeak` through `engines`; with no cloud key
+    /// set, they also serve the stages the cloud cannot.
+    pub fn with_local_engines(mut self, engines: Arc<dyn LocalEngines>) -> VoiceSession {
+        self.local = Some(engines);
+        self
+    }
+
+    /// Each call's VAD and end-of-turn model come from `factory`.
+    pub fn with_turn_models(mut self, factory: TurnModelFactory) -> VoiceSession {
+        self.turn_models = Some(factory);
         self
     }
 
@@ -136,6 +187,9 @@ impl VoiceSession {
         let mut pipeline = Pipeline::new(pipeline_config, providers).with_phrase_cache(self.phrases.clone());
         if let Some(metrics) = &self.metrics {
             pipeline = pipeline.with_metrics(metrics.clone());
+        }
+        if let Some(factory) = &self.turn_models {
+            pipeline = CallTurnModels::open(factory).await.install(pipeline);
         }
 
         let (room, mut events) = join_room(&self.livekit, job).await?;
@@ -256,7 +310,8 @@ impl CallRunner for VoiceSession {
                 return record;
             }
         };
-        let chains = build_chains(&config.providers, &self.providers);
+        let chains = call_chains(&config.providers, &config.language, &self.providers, self.local.as_deref());
+        tracing::info!(call_id = %call.job.call_id, chosen = ?chains.chosen, skipped = ?chains.skipped, "Providers for this call.");
         let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
             tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
             return self.chat.run(call).await;
