@@ -1,7 +1,10 @@
 //! `callfleet console --bot FILE --wav-in caller.wav --wav-out reply.wav`: the console's audio
 //! mode. The caller's recording is played in real time through the same pipeline a LiveKit call
 //! runs (VAD, streaming STT, turn-taking, the scenario engine, streaming TTS) with the providers
-//! the bot configures and the keys in the environment; the bot's audio is written on the same
+//! the bot configures and the keys in the environment, chosen as `callfleet dev` chooses them:
+//! local engines (whisper, local-llm, piper, espeak) are built too, and with no cloud key they
+//! serve whatever the cloud cannot — so it runs fully offline; Silero VAD and Smart Turn judge
+//! the caller when their models are there. The bot's audio is written on the same
 //! timeline as the caller's. Transcript lines print as they happen (`caller: …`, `bot: …`), and
 //! `--json` adds the call result as one JSON object on the last line, as in text mode.
 
@@ -11,7 +14,7 @@ use callfleet_core::domain::Speaker;
 use callfleet_core::scenario::{CallContext, ScenarioEngine};
 use callfleet_core::BotConfig;
 use callfleet_pipeline::{run_recorded_call, wav, Pipeline, PipelineConfig, Providers, ScenarioResponder};
-use callfleet_providers::{build_chains, EngineLlm, ProviderEnv};
+use callfleet_providers::{call_chains, EngineLlm, LocalEngines, ProviderEnv};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,12 +26,23 @@ const TAIL: Duration = Duration::from_secs(3);
 /// Runs an audio conversation from `wav_in` to `wav_out`; keys and endpoints from the
 /// environment (`DEEPGRAM_API_KEY`, `CARTESIA_API_KEY`, …, see [`ProviderEnv::from_env`]).
 pub fn run(bot: &Path, wav_in: &Path, wav_out: &Path, options: &ConsoleOptions) -> anyhow::Result<()> {
-    let fut = run_async(bot, wav_in, wav_out, options, ProviderEnv::from_env(), std::io::stdout());
+    let engines = crate::models::local_engines();
+    let (turn_models, said) = crate::models::turn_models(&engines);
+    tracing::info!("{said}");
+    let local = LocalSelection { engines: Some(engines as Arc<dyn LocalEngines>), turn_models };
+    let fut = run_async(bot, wav_in, wav_out, options, ProviderEnv::from_env(), local, std::io::stdout());
     match tokio::runtime::Handle::try_current() {
         // Called from the binary's runtime: borrow this worker thread for the call.
         Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fut)),
         Err(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(fut),
     }
+}
+
+/// The local engines a console call may use.
+#[derive(Default)]
+pub struct LocalSelection {
+    pub engines: Option<Arc<dyn LocalEngines>>,
+    pub turn_models: Option<callfleet_agent::TurnModelFactory>,
 }
 
 /// [`run`] with explicit provider settings and output, for tests and async callers.
@@ -38,6 +52,7 @@ pub async fn run_async(
     wav_out: &Path,
     options: &ConsoleOptions,
     env: ProviderEnv,
+    local: LocalSelection,
     mut output: impl Write,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(bot).with_context(|| format!("reading bot config {}", bot.display()))?;
@@ -50,13 +65,17 @@ pub async fn run_async(
         None => CallContext::for_bot_now(&config),
     };
 
-    let chains = build_chains(&config.providers, &env);
+    let chains = call_chains(&config.providers, &config.language, &env, local.engines.as_deref());
     for skipped in &chains.skipped {
         tracing::warn!(provider = %skipped, "Provider left out.");
     }
+    tracing::info!(chosen = ?chains.chosen, "Providers for this call.");
     let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
         let why = if chains.skipped.is_empty() { "none configured".to_string() } else { chains.skipped.join("; ") };
-        bail!("audio mode needs a speech-to-text and a text-to-speech provider in the bot's `providers:` ({why}); text mode needs none");
+        bail!(
+            "audio mode needs a speech-to-text and a text-to-speech provider: the bot's `providers:`, or local engines \
+             when no cloud key is set ({why}); text mode needs none"
+        );
     };
 
     let input = wav::read(wav_in).with_context(|| format!("reading {}", wav_in.display()))?;
@@ -76,7 +95,10 @@ pub async fn run_async(
         engine = engine.with_knowledge(Arc::new(load_documents(&dir)?));
     }
 
-    let pipeline = Pipeline::new(pipeline_config, Providers { stt, tts });
+    let mut pipeline = Pipeline::new(pipeline_config, Providers { stt, tts });
+    if let Some(factory) = &local.turn_models {
+        pipeline = callfleet_agent::CallTurnModels::open(factory).await.install(pipeline);
+    }
     let mut lines = Vec::new();
     let call = run_recorded_call(pipeline, Box::new(ScenarioResponder::new(engine)), &caller, TAIL, |turn| {
         let who = match (turn.speaker, turn.interrupted) {

@@ -108,11 +108,26 @@ fn watch_signals(drain: CancellationToken, force: CancellationToken) {
     });
 }
 
+/// Calls with the environment's cloud keys and the local engines (which serve what the cloud
+/// cannot when no key is set); says at start which engines calls will run on.
+fn voice_session(livekit: LiveKitSettings) -> VoiceSession {
+    let env = ProviderEnv::from_env();
+    let engines = crate::models::local_engines();
+    crate::models::describe_engines(&env, &engines);
+    let mut session = VoiceSession::new(livekit, env).with_local_engines(engines.clone());
+    let (turn_models, said) = crate::models::turn_models(&engines);
+    println!("{said}");
+    if let Some(turn_models) = turn_models {
+        session = session.with_turn_models(turn_models);
+    }
+    session
+}
+
 pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let bus: Arc<dyn FleetBus> = Arc::new(RedisBus::connect(&args.redis_url, &args.redis_prefix).await.context("connecting to Redis")?);
     let queue: Arc<dyn PostCallQueue> = Arc::new(RedisQueue::connect(&args.redis_url, &args.redis_prefix).await.context("opening the post-call stream")?);
     let worker_id = args.worker.worker_id.clone().unwrap_or_else(default_worker_id);
-    let runner = Arc::new(VoiceSession::new(args.livekit.settings(), ProviderEnv::from_env()));
+    let runner = Arc::new(voice_session(args.livekit.settings()));
     let worker = Worker::new(bus, queue, runner, args.worker.config(&worker_id));
     println!("agent worker {worker_id}: capacity {}, LiveKit {}", args.worker.capacity, args.livekit.livekit_url);
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
@@ -173,7 +188,7 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
     let shutdown = CancellationToken::new();
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let worker_id = worker.worker_id.clone().unwrap_or_else(|| "dev-worker".into());
-    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit.settings(), ProviderEnv::from_env()).with_knowledge(knowledge.clone())), worker.config(&worker_id));
+    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(voice_session(livekit.settings()).with_knowledge(knowledge.clone())), worker.config(&worker_id));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run_failover(shutdown.clone()));
     tasks.spawn(PostCallWorker::new(queue, store.clone(), "dev").run(shutdown.clone()));

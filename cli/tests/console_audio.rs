@@ -44,3 +44,60 @@ async fn a_recorded_caller_is_heard_and_answered() {
     assert!(reply.samples.len() > 16000 * 6, "the bot's audio covers the greeting and the answer");
     assert!(stt.log().audio_ms > 5000, "the recording was streamed to STT");
 }
+
+/// All local engines, no cloud key: an espeak-ng caller is understood by Whisper, answered by
+/// the scenario engine, and spoken by Piper, with Silero VAD and Smart Turn taking turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_is_heard_and_answered_fully_offline() {
+    let factory = callfleet_local_engines::LocalFactory::new(callfleet_local_engines::models_dir());
+    let missing: Vec<String> = factory.status().into_iter().filter_map(|s| s.ready.err().map(|why| format!("{}: {why}", s.engine))).collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "local engines unavailable under CI: {missing:?}");
+        eprintln!("note: skipping: {missing:?}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let said = dir.path().join("said.wav");
+    let espeak = std::process::Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&said).arg("What are your opening hours?").status().unwrap();
+    assert!(espeak.success());
+    let speech = callfleet_pipeline::wav::read(&said).unwrap();
+    let mut caller = silence(7000, 16000);
+    caller.extend(callfleet_pipeline::wav::resample(&speech.samples, speech.sample_rate, 16000));
+    // Room for the answer (looked up, maybe phrased by the local LLM, then spoken).
+    caller.extend(silence(12000, 16000));
+    let wav_in = dir.path().join("in.wav");
+    callfleet_pipeline::wav::write(&wav_in, &caller, 16000).unwrap();
+    let wav_out = dir.path().join("out.wav");
+
+    let started = std::time::Instant::now();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_callfleet"));
+    command
+        .args(["console", "--json", "--bot"])
+        .arg(root.join("bots/clinic-en.yaml"))
+        .arg("--docs").arg(root.join("bots/docs/clinic-en"))
+        .arg("--wav-in").arg(&wav_in)
+        .arg("--wav-out").arg(&wav_out);
+    for key in ["DEEPGRAM_API_KEY", "CARTESIA_API_KEY", "ELEVENLABS_API_KEY", "OPENAI_API_KEY", "CALLFLEET_VAD"] {
+        command.env_remove(key);
+    }
+    let output = command.output().await.unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}\n{log}");
+    eprintln!("{text}\nran in {:?}", started.elapsed());
+    assert!(log.contains("Silero VAD + Smart Turn"), "{log}");
+    assert!(text.starts_with("bot: Hello, you've reached Riverside Family Clinic"), "{text}");
+    let heard = text.lines().find(|l| l.starts_with("caller: ")).unwrap_or_default().to_lowercase();
+    assert!(heard.contains("opening hours"), "Whisper heard {heard:?}\n{text}");
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["turns"], 1, "{last}");
+    let bot_lines = last["transcript"].as_array().unwrap().iter().filter(|t| t["speaker"] == "bot").count();
+    assert!(bot_lines >= 2, "the greeting and an answer: {last}");
+
+    let reply = callfleet_pipeline::wav::read(&wav_out).unwrap();
+    let after_question = &reply.samples[(reply.sample_rate as usize * 8).min(reply.samples.len())..];
+    let rms = |s: &[i16]| (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt();
+    assert!(rms(&reply.samples[..reply.sample_rate as usize * 3]) > 300.0, "the greeting is audible");
+    assert!(rms(after_question) > 100.0, "the answer is audible (rms {})", rms(after_question));
+}
