@@ -6,7 +6,6 @@
 use callfleet_core::config::Providers;
 use callfleet_local_engines::wavio::rms;
 use callfleet_local_engines::{models_dir, LocalFactory};
-use callfleet_pipeline::{EndOfTurnModel, Vad};
 use callfleet_providers::{build_chains_with, call_chains, ProviderEnv, TextToSpeech, TtsEvent, TtsOptions};
 use std::time::{Duration, Instant};
 
@@ -108,7 +107,7 @@ fn missing_models_are_left_out_with_the_command_that_fetches_them() {
     for why in &chains.skipped {
         assert!(why.contains("callfleet models pull"), "{why}");
     }
-    assert!(factory.vad().unwrap_err().contains("callfleet models pull"));
+    assert!(factory.vad().err().expect("no Silero without its model").contains("callfleet models pull"));
     let bad = providers(serde_json::json!({"tts": {"provider": "piper", "voice": "en_GB-alan"}, "stt": {"provider": "whisper", "model": "large"}}));
     let chains = build_chains_with(&bad, &ProviderEnv::default(), Some(&factory));
     assert!(chains.skipped.iter().any(|s| s.contains("unknown Whisper model")), "{:?}", chains.skipped);
