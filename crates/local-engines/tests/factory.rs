@@ -1,12 +1,15 @@
 //! The local engines built from a bot's `providers:` through `build_chains_with`: each engine,
 //! a chain mixing cloud and local (`cartesia` without its key → `piper`), shared models, the
-//! per-call Silero VAD / Smart Turn pair, and the reasons given when models are missing.
+//! per-call Silero VAD / Smart Turn pair, Piper speech round-tripped through Whisper, and the
+//! reasons given when models are missing.
 #![cfg(feature = "engines")]
+
+mod common;
 
 use callfleet_core::config::Providers;
 use callfleet_local_engines::wavio::rms;
 use callfleet_local_engines::{models_dir, LocalFactory};
-use callfleet_providers::{build_chains_with, call_chains, ProviderEnv, TextToSpeech, TtsEvent, TtsOptions};
+use callfleet_providers::{build_chains_with, call_chains, ProviderEnv, SpeechToText, SttEvent, SttOptions, TextToSpeech, TtsEvent, TtsOptions};
 use std::time::{Duration, Instant};
 
 fn providers(json: serde_json::Value) -> Providers {
@@ -73,6 +76,58 @@ async fn every_local_provider_is_built_from_config_and_chains_mix_with_the_cloud
     let keyed = ProviderEnv::from_lookup(|n| (n == "DEEPGRAM_API_KEY").then(|| "k".into()));
     let chains = call_chains(&Providers::default(), "ru", &keyed, Some(&factory));
     assert!(chains.stt.is_none(), "with a key the bot's own choices stand");
+}
+
+/// What a streaming recognizer makes of `audio` (16 kHz), fed in 20 ms frames between pauses:
+/// its final transcripts joined.
+async fn hear(stt: &dyn SpeechToText, audio: &[i16]) -> String {
+    let mut session = stt.open(SttOptions { language: Some("en".into()), ..SttOptions::default() }).await.expect("session");
+    let pause = vec![0i16; 16_000 / 2];
+    for frame in pause.iter().chain(audio).chain(&pause).copied().collect::<Vec<_>>().chunks(320) {
+        session.send_audio(frame.to_vec()).unwrap();
+    }
+    session.close().await.unwrap();
+    let mut text = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(120), session.recv()).await.expect("transcripts in time") {
+        if let SttEvent::Transcript(t) = ev.expect("no recognizer error") {
+            if t.is_final {
+                text.push(t.text);
+            }
+        }
+    }
+    text.join(" ")
+}
+
+/// Piper speaks, Whisper listens, both built from a bot's `providers:` and used through the
+/// same traits a call uses: the words come back (WER printed per sentence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piper_speech_round_trips_through_whisper() {
+    let factory = LocalFactory::new(models_dir());
+    if !models_present(&factory) {
+        return;
+    }
+    let config = providers(serde_json::json!({"stt": {"provider": "whisper", "model": "tiny.en"}, "tts": {"provider": "piper"}}));
+    let chains = build_chains_with(&config, &ProviderEnv::default(), Some(&factory));
+    assert_eq!(chains.chosen, vec!["stt: whisper", "tts: piper"]);
+    let (stt, tts) = (chains.stt.expect("whisper"), chains.tts.expect("piper"));
+    let sentences = [
+        "Good morning, you have reached the dental clinic.",
+        "We are open from nine in the morning until six in the evening.",
+        "Would you like to book an appointment for Tuesday?",
+        "Please tell me your name and phone number.",
+    ];
+    let mut total = 0.0;
+    for text in sentences {
+        let audio = speak(tts.as_ref(), text).await;
+        let heard = hear(stt.as_ref(), &audio).await;
+        let w = common::wer(text, &heard);
+        println!("piper → whisper tiny.en: WER {w:.2}\n  ref: {text}\n  hyp: {heard}");
+        assert!(w <= 0.5, "{text:?} came back as {heard:?}");
+        total += w;
+    }
+    let mean = total / sentences.len() as f64;
+    println!("piper → whisper tiny.en: mean WER {mean:.3} over {} sentences", sentences.len());
+    assert!(mean <= 0.2, "mean WER {mean}");
 }
 
 #[test]
