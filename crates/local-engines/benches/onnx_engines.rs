@@ -13,7 +13,7 @@ fn espeak_16k(text: &str) -> Vec<i16> {
     assert!(ok, "espeak-ng is needed for the bench's speech");
     let pcm = callfleet_pipeline::wav::read(&wav).expect("espeak-ng writes a WAV");
     let _ = std::fs::remove_file(&wav);
-    callfleet_pipeline::wav::resample(&pcm.samples, pcm.sample_rate, 16_000)
+    callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, 16_000)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -5,7 +5,7 @@
 //! streamed text, so the first audio does not wait for the whole reply. `Cancel` kills the
 //! running process and drops the utterance's queued text.
 
-use crate::wavio::{parse_wav, resample};
+use callfleet_pipeline::wav::{parse, resample_sinc};
 use callfleet_core::scenario::BoxFuture;
 use callfleet_providers::*;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -124,8 +124,8 @@ async fn synthesize(config: &EspeakConfig, text: &str, voice: &str, sample_rate:
     if !out.status.success() {
         return Err(provider_err(format!("espeak-ng failed ({}): {}", out.status, stderr.trim())));
     }
-    let pcm = parse_wav(&out.stdout).map_err(|e| provider_err(format!("espeak-ng output: {e}")))?;
-    Ok(resample(&pcm.samples, pcm.sample_rate, sample_rate))
+    let pcm = parse(&out.stdout).map_err(|e| provider_err(format!("espeak-ng output: {e}")))?;
+    Ok(resample_sinc(&pcm.samples, pcm.sample_rate, sample_rate))
 }
 
 impl TextToSpeech for EspeakTts {

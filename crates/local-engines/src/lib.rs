@@ -33,9 +33,6 @@ mod espeak;
 #[cfg(feature = "espeak")]
 pub use espeak::{EspeakConfig, EspeakTts};
 
-#[cfg(any(feature = "whisper", feature = "espeak"))]
-pub mod wavio;
-
 #[cfg(feature = "onnx")]
 pub mod mel;
 #[cfg(feature = "onnx")]

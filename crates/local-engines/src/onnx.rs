@@ -175,21 +175,17 @@ pub(crate) mod testing {
     /// English speech from the `espeak-ng` program at 16 kHz, or `None` (with a note; a failure
     /// under CI) where it is not installed.
     pub fn espeak_16k(text: &str) -> Option<Vec<i16>> {
-        let dir = std::env::temp_dir().join(format!("callfleet-onnx-{}-{}", std::process::id(), text.len()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let wav = dir.join("speech.wav");
-        let out = std::process::Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&wav).arg(text).output();
-        match out {
-            Ok(o) if o.status.success() => {}
+        let out = std::process::Command::new("espeak-ng").args(["-v", "en-us", "--stdout", text]).output();
+        let wav = match out {
+            Ok(o) if o.status.success() => o.stdout,
             other => {
                 assert!(std::env::var_os("CI").is_none(), "espeak-ng is needed under CI: {other:?}");
                 eprintln!("note: skipping: espeak-ng did not run: {other:?}");
                 return None;
             }
-        }
-        let pcm = callfleet_pipeline::wav::read(&wav).expect("espeak-ng writes a 16-bit WAV");
-        let _ = std::fs::remove_dir_all(&dir);
-        Some(callfleet_pipeline::wav::resample(&pcm.samples, pcm.sample_rate, 16_000))
+        };
+        let pcm = callfleet_pipeline::wav::parse(&wav).expect("espeak-ng writes a 16-bit WAV");
+        Some(callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, 16_000))
     }
 }
 

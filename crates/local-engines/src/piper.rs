@@ -378,7 +378,7 @@ impl Synthesis {
 
     /// Sends a sentence's audio in 100 ms chunks at the session's rate.
     async fn deliver(&self, id: UtteranceId, samples: Vec<i16>, events: &Events) -> bool {
-        let samples = if self.rate == self.native { samples } else { callfleet_pipeline::wav::resample(&samples, self.native, self.rate) };
+        let samples = if self.rate == self.native { samples } else { callfleet_pipeline::wav::resample_sinc(&samples, self.native, self.rate) };
         let chunk = (self.rate / 10).max(1) as usize;
         for part in samples.chunks(chunk) {
             if events.send(Ok(TtsEvent::Audio { id, samples: part.to_vec() })).await.is_err() {

@@ -13,8 +13,8 @@
 //! once to ggml by [`crate::ct2::convert_ct2_to_ggml`] ([`WhisperModel::ensure_ggml`]).
 
 use crate::ct2::convert_ct2_to_ggml;
-use crate::wavio::{resample, rms};
 use crate::EngineError;
+use callfleet_pipeline::wav::{resample_sinc, rms};
 use callfleet_core::scenario::BoxFuture;
 use callfleet_providers::*;
 use std::collections::{HashMap, VecDeque};
@@ -519,7 +519,7 @@ impl Session {
             audio.truncate(audio.len().saturating_sub(self.silence_run - keep_tail));
         }
         if self.rate != RATE {
-            audio = resample(&audio, self.rate, RATE);
+            audio = resample_sinc(&audio, self.rate, RATE);
         }
         let stt = self.stt.clone();
         let (model, language, threads) = (self.model, self.language.clone(), self.stt.config.threads);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use callfleet_local_engines::wavio::rms;
+use callfleet_pipeline::wav::rms;
 use callfleet_local_engines::{EspeakConfig, EspeakTts};
 use callfleet_providers::{TextToSpeech, TtsEvent, TtsOptions, TtsSession};
 use std::time::Duration;

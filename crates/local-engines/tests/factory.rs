@@ -7,8 +7,8 @@
 mod common;
 
 use callfleet_core::config::Providers;
-use callfleet_local_engines::wavio::rms;
 use callfleet_local_engines::{models_dir, LocalFactory};
+use callfleet_pipeline::wav::rms;
 use callfleet_providers::{build_chains_with, call_chains, ProviderEnv, SpeechToText, SttEvent, SttOptions, TextToSpeech, TtsEvent, TtsOptions};
 use std::time::{Duration, Instant};
 

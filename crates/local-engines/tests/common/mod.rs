@@ -33,8 +33,8 @@ pub fn have_espeak() -> bool {
 pub fn espeak_16k(text: &str, voice: &str) -> Vec<i16> {
     let out = std::process::Command::new("espeak-ng").args(["-v", voice, "--stdout", text]).output().expect("espeak-ng runs");
     assert!(out.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr));
-    let pcm = callfleet_local_engines::wavio::parse_wav(&out.stdout).expect("espeak-ng writes WAV");
-    callfleet_local_engines::wavio::resample(&pcm.samples, pcm.sample_rate, 16_000)
+    let pcm = callfleet_pipeline::wav::parse(&out.stdout).expect("espeak-ng writes WAV");
+    callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, 16_000)
 }
 
 /// Lower-case words without punctuation (`ё` read as `е`), for comparing transcripts.
