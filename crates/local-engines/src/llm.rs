@@ -45,6 +45,11 @@ pub struct LocalLlmConfig {
     pub seed: u64,
     /// Prompt + reply tokens the model may see (SmolLM2 was trained on 8192).
     pub context_tokens: usize,
+    /// Expand the quantized weights to f32 when loading (on by default): candle's Q4_1 kernels are
+    /// scalar unless built for AVX2, while f32 products use the CPU's vector units at run time.
+    /// Measured here: first token 0.1 s instead of 1.4 s, 50 tokens/s instead of 25, for ~450 MB
+    /// more memory (SmolLM2-135M: 540 MB in all, once per process).
+    pub dequantize: bool,
 }
 
 impl LocalLlmConfig {
@@ -60,6 +65,7 @@ impl LocalLlmConfig {
             repeat_last_n: 64,
             seed: 299_792_458,
             context_tokens: 4096,
+            dequantize: true,
         }
     }
 }
@@ -185,7 +191,13 @@ impl LocalLlm {
         let mut file = std::fs::File::open(path).map_err(|e| load_err(format!("{}: {e}", path.display())))?;
         let ct = gguf_file::Content::read(&mut file).map_err(|e| load_err(format!("{}: {e}", path.display())))?;
         let tokenizer = tokenizer_from_gguf(&ct)?;
-        let weights = ModelWeights::from_gguf(ct, &mut file, &Device::Cpu).map_err(load_err)?;
+        let weights = if self.config.dequantize {
+            let (ct, mut tensors) = dequantized(ct, &mut file).map_err(|e| load_err(format!("{}: {e}", path.display())))?;
+            ModelWeights::from_gguf(ct, &mut tensors, &Device::Cpu)
+        } else {
+            ModelWeights::from_gguf(ct, &mut file, &Device::Cpu)
+        }
+        .map_err(load_err)?;
         let stop = ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(self.config.threads.max(1)).thread_name(|i| format!("local-llm-{i}")).build().map_err(load_err)?;
         let loaded = Arc::new(Loaded { weights, tokenizer, stop, pool });
@@ -197,6 +209,25 @@ impl LocalLlm {
     pub fn load_now(&self) -> Result<(), EngineError> {
         self.load().map(|_| ())
     }
+}
+
+/// The GGUF's tensors expanded to f16, in memory, with a `Content` pointing at them. Loading an
+/// f16 tensor, candle's `QMatMul` expands it to f32 and multiplies with its vectorised matmul.
+fn dequantized(mut ct: gguf_file::Content, file: &mut std::fs::File) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
+    use candle_core::quantized::GgmlDType;
+    let mut names: Vec<String> = ct.tensor_infos.keys().cloned().collect();
+    names.sort();
+    let mut data = Vec::new();
+    for name in names {
+        let qtensor = ct.tensor(file, &name, &Device::Cpu)?;
+        let values = qtensor.dequantize_f16(&Device::Cpu)?.flatten_all()?.to_vec1::<half::f16>()?;
+        let info = ct.tensor_infos.get_mut(&name).expect("the name came from this map");
+        info.ggml_dtype = GgmlDType::F16;
+        info.offset = data.len() as u64;
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    ct.tensor_data_offset = 0;
+    Ok((ct, std::io::Cursor::new(data)))
 }
 
 fn provider_err(e: impl std::fmt::Display) -> LlmError {
