@@ -16,6 +16,7 @@
 //!   scripts/bench-fleet            # runs this after the dispatcher bench
 //!   cargo bench -p callfleet-agent --bench capacity
 
+use callfleet_agent::load::{cpu_time, rss_bytes};
 use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
 use callfleet_core::domain::CallDirection;
 use callfleet_core::secret::Secret;
@@ -154,24 +155,6 @@ async fn caller(s: Arc<Settings>, room: String, index: u64, replies: Arc<AtomicU
 }
 
 // ------------------------------------------------------------------------------------- worker
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * 4096)
-}
-
-/// This process's CPU time so far.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
-    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    // utime and stime are fields 14 and 15 of the whole line; 11 and 12 of what follows ')'
-    // once the state letter (not a number) is skipped.
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
 
 fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)

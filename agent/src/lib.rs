@@ -8,7 +8,7 @@
 //! Architecture invariant: a worker never writes to the database; everything it produces leaves
 //! through the fleet (checkpoints, the post-call queue).
 
-mod load;
+pub mod load;
 mod session;
 mod voice;
 mod worker;
