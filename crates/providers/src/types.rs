@@ -345,6 +345,10 @@ pub trait LanguageModel: Send + Sync {
     }
 }
 
+/// Tokens an engine reply may take when the bot sets no `max_tokens`: the engine asks for one or
+/// two spoken sentences, and a small local model left unbounded rambles on.
+pub const ENGINE_REPLY_TOKENS: u32 = 120;
+
 /// A [`LanguageModel`] serving the scenario engine, which wants whole replies.
 pub struct EngineLlm {
     model: std::sync::Arc<dyn LanguageModel>,
@@ -381,11 +385,51 @@ impl callfleet_core::scenario::Llm for EngineLlm {
                     ChatMessage::new(role, m.content)
                 })
                 .collect();
-            let request = ChatRequest { messages, tools: Vec::new(), temperature: self.temperature, max_tokens: self.max_tokens };
+            let max_tokens = Some(self.max_tokens.unwrap_or(ENGINE_REPLY_TOKENS));
+            let request = ChatRequest { messages, tools: Vec::new(), temperature: self.temperature, max_tokens };
             let err = |e: LlmError| callfleet_core::scenario::AssistError(e.to_string());
-            let stream = self.model.stream(request).await.map_err(err)?;
-            stream.collect_text().await.map_err(err)
+            let mut stream = self.model.stream(request).await.map_err(err)?;
+            let mut text = String::new();
+            while let Some(ev) = stream.recv().await {
+                match ev.map_err(err)? {
+                    LlmEvent::Token(t) => text.push_str(&t),
+                    LlmEvent::ToolCall(_) => {}
+                    LlmEvent::Done(reason) => return Ok(spoken_reply(text, &reason)),
+                }
+            }
+            Ok(text)
         })
+    }
+}
+
+/// A reply cut off by the token limit ends at its last whole sentence, so the caller never hears
+/// half of one; with no whole sentence it is kept as it is.
+fn spoken_reply(text: String, reason: &FinishReason) -> String {
+    if *reason != FinishReason::Length {
+        return text;
+    }
+    let ends = text.char_indices().filter(|&(i, c)| {
+        matches!(c, '.' | '!' | '?' | '…' | '。') && text[i + c.len_utf8()..].chars().next().is_none_or(char::is_whitespace)
+    });
+    match ends.last() {
+        Some((i, c)) => text[..i + c.len_utf8()].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod engine_llm_tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_cut_off_ends_at_its_last_whole_sentence() {
+        let check = |text: &str, reason: FinishReason, want: &str| assert_eq!(spoken_reply(text.into(), &reason), want, "{text:?}");
+        check("We open at 8. On Sunday we", FinishReason::Length, "We open at 8.");
+        check("Open 9 to 5! Closed Sunday? Yes. And th", FinishReason::Length, "Open 9 to 5! Closed Sunday? Yes.");
+        check("Visit clinic.md for 3.5 hours of", FinishReason::Length, "Visit clinic.md for 3.5 hours of");
+        check("Мы открыты с 9. В субботу мы", FinishReason::Length, "Мы открыты с 9.");
+        check("We open at 8. On Sunday we", FinishReason::Stop, "We open at 8. On Sunday we");
+        check("", FinishReason::Length, "");
     }
 }
 
