@@ -346,8 +346,9 @@ pub trait LanguageModel: Send + Sync {
 }
 
 /// Tokens an engine reply may take when the bot sets no `max_tokens`: the engine asks for one or
-/// two spoken sentences, and a small local model left unbounded rambles on.
-pub const ENGINE_REPLY_TOKENS: u32 = 120;
+/// two short spoken sentences (30–50 tokens), and a small local model left unbounded rambles on
+/// while the caller waits for the whole reply.
+pub const ENGINE_REPLY_TOKENS: u32 = 64;
 
 /// A [`LanguageModel`] serving the scenario engine, which wants whole replies.
 pub struct EngineLlm {

@@ -185,7 +185,7 @@ fn digit_sequence(tokens: &[Token]) -> Option<(u64, Span)> {
 /// A number said right after the field's own name: "claim number is 482913" for
 /// `claim_number`, "номер полиса 1234" for `policy_number` said in English config names.
 fn find_labelled_number(field: &FieldSpec, tokens: &[Token]) -> Option<(u64, Span)> {
-    let label: Vec<String> = field.name.split(['_', '-']).map(|w| crate::text::stem::stem(w)).collect();
+    let label: Vec<String> = field.name.split(['_', '-']).map(crate::text::stem::stem).collect();
     for start in 0..tokens.len() {
         let found = digit_sequence(&tokens[start..]).filter(|(_, s)| s.start == 0).or_else(|| {
             crate::text::number_at(tokens, start).map(|(v, end)| (v, Span::new(0, end - start)))

@@ -232,7 +232,6 @@ fn date_at(tokens: &[Token], i: usize, today: NaiveDate, lenient: bool) -> Optio
     if let Some(m) = month(word) {
         let k = if text(tokens, i + 1) == "the" { i + 2 } else { i + 1 };
         if let Some((day, next)) = day_at(tokens, k) {
-            let next = if text(tokens, next).is_empty() && next < tokens.len() { next } else { next };
             return with_year(tokens, next, today, m, day);
         }
     }

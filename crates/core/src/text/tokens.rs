@@ -66,9 +66,8 @@ pub fn tokenize(text: &str) -> Vec<Token> {
     let mut current = String::new();
     for (i, &c) in chars.iter().enumerate() {
         let next = chars.get(i + 1).copied();
-        if c.is_alphanumeric() {
-            current.push(c);
-        } else if c == '+' && current.is_empty() && next.is_some_and(|n| n.is_ascii_digit()) {
+        // A leading '+' belongs to the phone number it starts.
+        if c.is_alphanumeric() || (c == '+' && current.is_empty() && next.is_some_and(|n| n.is_ascii_digit())) {
             current.push(c);
         } else if !current.is_empty() && current.chars().last().is_some_and(|p| is_joiner(p, c, next)) {
             current.push(if c == '’' { '\'' } else { c });
