@@ -147,11 +147,30 @@ pub(crate) fn record_for(job: &Job, started_at: i64, status: CallStatus) -> Call
 }
 
 impl ChatSession {
-    async fn converse(&self, call: &CallHandle, started_at: i64) -> Result<CallRecord, CallError> {
+    /// Runs the call over chat with the bot's language model (chosen by the caller of this, from
+    /// the bot's providers) helping the engine classify and answer.
+    pub(crate) async fn run_with_llm(&self, call: CallHandle, llm: Option<Arc<dyn callfleet_core::scenario::Llm>>) -> CallRecord {
+        // A re-placed call keeps the start of the call, not of this worker's part of it.
+        let started_at = if call.job.created_at > 0 { call.job.created_at } else { now_ms() };
+        match self.converse(&call, llm, started_at).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(call_id = %call.job.call_id, error = %e, "call failed");
+                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
+                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![e.to_string()] });
+                record
+            }
+        }
+    }
+
+    async fn converse(&self, call: &CallHandle, llm: Option<Arc<dyn callfleet_core::scenario::Llm>>, started_at: i64) -> Result<CallRecord, CallError> {
         let job = &call.job;
         let config = Arc::new(BotConfig::from_value(&job.config).map_err(|e| CallError::Config(e.to_string()))?);
         let resumed = call.resume_from.is_some();
         let mut engine = start_engine(call, config, self.knowledge.as_ref())?;
+        if let Some(llm) = llm {
+            engine = engine.with_llm(llm);
+        }
         let (room, mut events) = join_room(&self.livekit, job).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room");
 
@@ -215,17 +234,8 @@ impl ChatSession {
 
 #[async_trait]
 impl CallRunner for ChatSession {
+    /// A chat call on the scenario engine alone (no language model).
     async fn run(&self, call: CallHandle) -> CallRecord {
-        // A re-placed call keeps the start of the call, not of this worker's part of it.
-        let started_at = if call.job.created_at > 0 { call.job.created_at } else { now_ms() };
-        match self.converse(&call, started_at).await {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::error!(call_id = %call.job.call_id, error = %e, "call failed");
-                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
-                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![e.to_string()] });
-                record
-            }
-        }
+        self.run_with_llm(call, None).await
     }
 }

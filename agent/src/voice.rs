@@ -312,16 +312,14 @@ impl CallRunner for VoiceSession {
         };
         let chains = call_chains(&config.providers, &config.language, &self.providers, self.local.as_deref());
         tracing::info!(call_id = %call.job.call_id, chosen = ?chains.chosen, skipped = ?chains.skipped, "Providers for this call.");
-        let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
-            tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
-            return self.chat.run(call).await;
-        };
         let llm = chains.llm.map(|model| {
-            let choice = config.providers.llm.as_ref();
-            let engine_llm = callfleet_providers::EngineLlm::new(model)
-                .with_sampling(choice.and_then(|c| c.temperature).map(|t| t as f32), choice.and_then(|c| c.max_tokens));
+            let engine_llm = callfleet_providers::EngineLlm::for_call(model, config.providers.llm.as_ref());
             Arc::new(engine_llm) as Arc<dyn callfleet_core::scenario::Llm>
         });
+        let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
+            tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
+            return self.chat.run_with_llm(call, llm).await;
+        };
         match self.converse(&call, config, Providers { stt, tts }, llm, started_at).await {
             Ok(record) => record,
             Err(e) => {

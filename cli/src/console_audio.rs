@@ -87,9 +87,7 @@ pub async fn run_async(
     let config = Arc::new(config);
     let mut engine = ScenarioEngine::new(config.clone(), context);
     if let Some(llm) = chains.llm {
-        let choice = config.providers.llm.as_ref();
-        let sampling = (choice.and_then(|c| c.temperature).map(|t| t as f32), choice.and_then(|c| c.max_tokens));
-        engine = engine.with_llm(Arc::new(EngineLlm::new(llm).with_sampling(sampling.0, sampling.1)));
+        engine = engine.with_llm(Arc::new(EngineLlm::for_call(llm, config.providers.llm.as_ref())));
     }
     if let Some(dir) = options.docs.clone().or_else(|| default_docs_dir(bot)) {
         engine = engine.with_knowledge(Arc::new(load_documents(&dir)?));

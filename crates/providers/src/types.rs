@@ -367,6 +367,17 @@ impl EngineLlm {
         self.max_tokens = max_tokens;
         self
     }
+
+    /// The engine's model for a call of a bot: its sampling from the bot's `providers.llm`, and the
+    /// model warming up (connecting, or loading a local model) in the background meanwhile, so
+    /// the call's first question does not wait for that.
+    pub fn for_call(model: std::sync::Arc<dyn LanguageModel>, choice: Option<&callfleet_core::config::ProviderChoice>) -> Self {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let warming = model.clone();
+            runtime.spawn(async move { warming.warm_up().await });
+        }
+        EngineLlm::new(model).with_sampling(choice.and_then(|c| c.temperature).map(|t| t as f32), choice.and_then(|c| c.max_tokens))
+    }
 }
 
 impl callfleet_core::scenario::Llm for EngineLlm {
