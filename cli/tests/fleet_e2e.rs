@@ -4,6 +4,8 @@
 //! the call is killed with SIGKILL; the other worker must take the call over with the
 //! conversation intact, and the finished call must be stored. The surviving worker is then sent
 //! SIGTERM mid-call: it must finish the call (drain) and exit by itself once the caller is gone.
+//! A second test runs a chat call of a bot with a language model (a fake Ollama) and no speech
+//! providers: the engine must route through that model.
 //!
 //! Needs: CALLFLEET_TEST_REDIS_URL, a livekit-server (CALLFLEET_LIVEKIT_URL, default
 //! ws://127.0.0.1:7880, keys devkey/secret) and the Python SDK (CALLFLEET_PYTHON) — `scripts/test`
@@ -106,4 +108,51 @@ fn a_call_survives_its_worker_being_killed() {
     assert_eq!(record["fields"]["phone"], "+14155550100", "collected after the kill");
     assert_eq!(record["outcome"]["kind"], "BOOKING");
     assert_eq!(record["direction"], "web");
+}
+
+/// A bot with a language model but no speech providers runs its call over chat with that model:
+/// a request no keyword catches is routed by the LLM (a protocol-exact fake Ollama here).
+#[test]
+fn a_chat_call_routes_through_the_bots_language_model() {
+    let Some(env) = support::env("chat with an LLM end-to-end") else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ollama = runtime.block_on(callfleet_testkit::FakeOllama::start());
+    ollama.push_reply(callfleet_testkit::LlmReply::text("appointment"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let prefix = format!("cfllm:{}:{}:", std::process::id(), Instant::now().elapsed().as_nanos());
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+
+    let mut api = callfleet(&["api", "--http-addr", "127.0.0.1:0"], &data, &env, &prefix, &log("api"), &[]);
+    let base = api_base(&mut api);
+    let _dispatcher = callfleet(&["dispatcher", "--http-addr", "127.0.0.1:0"], &data, &env, &prefix, &log("dispatcher"), &[]);
+    let _worker = callfleet(&["agent", "--worker-id", "w-llm"], &data, &env, &prefix, &log("w-llm"), &[("OLLAMA_URL", ollama.url())]);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let http = reqwest::blocking::Client::new();
+    let mut config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml")).unwrap();
+    config.push_str("\nproviders:\n  llm: {provider: ollama, model: llama3.2}\n");
+    let (key, bot_id) = company_with_bot(&http, &base, &config);
+    let session: serde_json::Value = http.post(format!("{base}/bots/{bot_id}/sessions")).bearer_auth(&key).send().unwrap().json().unwrap();
+    let output = Command::new(&env.python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/chat_caller.py"))
+        .args(["--url", session["url"].as_str().unwrap(), "--token", session["token"].as_str().unwrap()])
+        .args(["--lines", "My tooth hurts and I need someone to look at it"])
+        .output()
+        .expect("run the Python caller");
+    let heard: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "chat")
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(output.status.success(), "the caller finished; heard {heard:#?}");
+    assert_eq!(heard.len(), 2, "greeting and one reply: {heard:#?}");
+    assert!(heard[1].contains("patient's full name"), "the LLM routed the request to booking: {heard:#?}");
+    let requests = ollama.requests();
+    assert!(
+        requests.iter().any(|r| r["messages"][0]["content"].as_str().is_some_and(|c| c.contains("You route a phone caller's request"))),
+        "the engine asked the bot's model: {requests:#?}"
+    );
+    assert_eq!(requests[0]["model"], "llama3.2");
 }
