@@ -124,6 +124,13 @@ fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
     }
 }
 
+/// The record of a call that could not run, with why as the outcome's evidence.
+pub(crate) fn failed_record(job: &Job, started_at: i64, why: &dyn std::fmt::Display) -> CallRecord {
+    let mut record = record_for(job, started_at, CallStatus::Failed);
+    record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![why.to_string()] });
+    record
+}
+
 pub(crate) fn record_for(job: &Job, started_at: i64, status: CallStatus) -> CallRecord {
     CallRecord {
         id: job.call_id.clone(),
@@ -156,9 +163,7 @@ impl ChatSession {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(call_id = %call.job.call_id, error = %e, "call failed");
-                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
-                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![e.to_string()] });
-                record
+                failed_record(&call.job, started_at, &e)
             }
         }
     }

@@ -11,7 +11,7 @@
 //! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
 //! a chat call instead, so it still answers.
 
-use crate::session::{opening_after_takeover, is_caller, join_room, now_ms, record_for, start_engine, CallError, ChatSession, LiveKitSettings};
+use crate::session::{failed_record, opening_after_takeover, is_caller, join_room, now_ms, record_for, start_engine, CallError, ChatSession, LiveKitSettings};
 use crate::worker::{CallHandle, CallRunner, Checkpointer};
 use async_trait::async_trait;
 use callfleet_core::config::BotConfig;
@@ -304,11 +304,7 @@ impl CallRunner for VoiceSession {
         let started_at = if call.job.created_at > 0 { call.job.created_at } else { now_ms() };
         let config = match BotConfig::from_value(&call.job.config) {
             Ok(config) => Arc::new(config),
-            Err(e) => {
-                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
-                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![CallError::Config(e.to_string()).to_string()] });
-                return record;
-            }
+            Err(e) => return failed_record(&call.job, started_at, &CallError::Config(e.to_string())),
         };
         let chains = call_chains(&config.providers, &config.language, &self.providers, self.local.as_deref());
         tracing::info!(call_id = %call.job.call_id, chosen = ?chains.chosen, skipped = ?chains.skipped, "Providers for this call.");
@@ -324,9 +320,7 @@ impl CallRunner for VoiceSession {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(call_id = %call.job.call_id, error = %e, "voice call failed");
-                let mut record = record_for(&call.job, started_at, CallStatus::Failed);
-                record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![e.to_string()] });
-                record
+                failed_record(&call.job, started_at, &e)
             }
         }
     }
