@@ -73,6 +73,17 @@ struct LlmState {
     key: Option<String>,
 }
 
+impl LlmReply {
+    /// At most `limit` tokens, as a server given a token cap sends; whether it cut any.
+    fn capped(mut self, limit: Option<u64>) -> (Self, bool) {
+        let cut = limit.is_some_and(|n| (n as usize) < self.tokens.len());
+        if let (true, Some(n)) = (cut, limit) {
+            self.tokens.truncate(n as usize);
+        }
+        (self, cut)
+    }
+}
+
 impl LlmState {
     fn next_reply(&self, body: &serde_json::Value) -> LlmReply {
         if let Some(r) = self.queue.lock().expect("fake state lock").pop_front() {
@@ -224,7 +235,8 @@ async fn ollama_chat(State(state): State<Arc<LlmState>>, body: Bytes) -> Respons
         // Loading the model, as a warm-up request does.
         return Json(serde_json::json!({"model": model, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})).into_response();
     }
-    let reply = state.next_reply(&body);
+    let (reply, cut) = state.next_reply(&body).capped(body["options"]["num_predict"].as_u64());
+    let done_reason = if cut { "length" } else { "stop" };
     if let Some(LlmFailure::Status(code, message)) = &reply.failure {
         return ollama_error(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message);
     }
@@ -245,7 +257,7 @@ async fn ollama_chat(State(state): State<Arc<LlmState>>, body: Bytes) -> Respons
                 vec![format!("{}\n", serde_json::json!({"model": m, "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": false}))]
             }
         },
-        move |_| vec![format!("{}\n", serde_json::json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop", "total_duration": 1, "eval_count": 1, "eval_duration": 1}))],
+        move |_| vec![format!("{}\n", serde_json::json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": done_reason, "total_duration": 1, "eval_count": 1, "eval_duration": 1}))],
     ));
     Response::builder().header("content-type", "application/x-ndjson").body(stream).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -313,7 +325,7 @@ async fn openai_chat(State(state): State<Arc<LlmState>>, headers: HeaderMap, bod
     if body["stream"] != true {
         return openai_error(StatusCode::BAD_REQUEST, "this fake only streams", "invalid_request_error", "unsupported");
     }
-    let reply = state.next_reply(&body);
+    let (reply, cut) = state.next_reply(&body).capped(body["max_tokens"].as_u64());
     if let Some(LlmFailure::Status(code, message)) = &reply.failure {
         return openai_error(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message, "server_error", "error");
     }
@@ -345,7 +357,7 @@ async fn openai_chat(State(state): State<Arc<LlmState>>, headers: HeaderMap, bod
             out
         },
         move |tools| {
-            let reason = if tools { "tool_calls" } else { "stop" };
+            let reason = if tools { "tool_calls" } else if cut { "length" } else { "stop" };
             vec![chunk(serde_json::json!({}), serde_json::json!(reason)), "data: [DONE]\n\n".to_string()]
         },
     ));
