@@ -3,7 +3,7 @@
 //! cancels it by dropping the reply's future (which closes the LLM stream).
 
 use callfleet_core::config::FieldKind;
-use callfleet_core::scenario::{BoxFuture, CallResult, ScenarioEngine};
+use callfleet_core::scenario::{BoxFuture, CallResult, LiveText, ScenarioEngine};
 use callfleet_providers::{ChatMessage, ChatRequest, LanguageModel, LlmEvent};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -78,8 +78,12 @@ impl Responder for ScenarioResponder {
 
     fn respond<'a>(&'a mut self, text: &'a str, pieces: mpsc::UnboundedSender<String>) -> BoxFuture<'a, Result<Reply, ResponderError>> {
         Box::pin(async move {
-            let out = self.engine.process_turn(text).await;
-            let _ = pieces.send(out.reply.clone());
+            // The reply goes to TTS as the engine decides it: an answer the language model
+            // writes is spoken from its first sentence on.
+            let live: LiveText = Arc::new(move |piece: &str| {
+                let _ = pieces.send(piece.to_string());
+            });
+            let out = self.engine.process_turn_live(text, live).await;
             Ok(Reply { ends_call: out.ends_call(), text: out.reply, collecting_digits: self.collecting_digits() })
         })
     }

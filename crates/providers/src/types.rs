@@ -386,47 +386,89 @@ impl callfleet_core::scenario::Llm for EngineLlm {
         messages: Vec<callfleet_core::scenario::LlmMessage>,
     ) -> BoxFuture<'a, Result<String, callfleet_core::scenario::AssistError>> {
         Box::pin(async move {
-            let messages = messages
-                .into_iter()
-                .map(|m| {
-                    let role = match m.role {
-                        "system" => Role::System,
-                        "assistant" => Role::Assistant,
-                        _ => Role::User,
-                    };
-                    ChatMessage::new(role, m.content)
-                })
-                .collect();
-            let max_tokens = Some(self.max_tokens.unwrap_or(ENGINE_REPLY_TOKENS));
-            let request = ChatRequest { messages, tools: Vec::new(), temperature: self.temperature, max_tokens };
-            let err = |e: LlmError| callfleet_core::scenario::AssistError(e.to_string());
-            let mut stream = self.model.stream(request).await.map_err(err)?;
-            let mut text = String::new();
-            while let Some(ev) = stream.recv().await {
-                match ev.map_err(err)? {
-                    LlmEvent::Token(t) => text.push_str(&t),
-                    LlmEvent::ToolCall(_) => {}
-                    LlmEvent::Done(reason) => return Ok(spoken_reply(text, &reason)),
-                }
-            }
-            Ok(text)
+            self.reply(messages, &|_| {}).await
         })
+    }
+
+    fn complete_streaming<'a>(
+        &'a self,
+        messages: Vec<callfleet_core::scenario::LlmMessage>,
+        on_text: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFuture<'a, Result<String, callfleet_core::scenario::AssistError>> {
+        Box::pin(self.reply(messages, on_text))
     }
 }
 
-/// A reply cut off by the token limit ends at its last whole sentence, so the caller never hears
-/// half of one; with no whole sentence it is kept as it is.
-fn spoken_reply(text: String, reason: &FinishReason) -> String {
-    if *reason != FinishReason::Length {
-        return text;
+impl EngineLlm {
+    /// The reply, each whole sentence handed to `on_text` as soon as it is written. A reply cut
+    /// off by the token limit ends at its last whole sentence (the caller never hears half of
+    /// one; with no whole sentence it is kept); one that fails after sentences went out is
+    /// those sentences, since the caller has heard them.
+    async fn reply(
+        &self,
+        messages: Vec<callfleet_core::scenario::LlmMessage>,
+        on_text: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<String, callfleet_core::scenario::AssistError> {
+        let messages = messages
+            .into_iter()
+            .map(|m| {
+                let role = match m.role {
+                    "system" => Role::System,
+                    "assistant" => Role::Assistant,
+                    _ => Role::User,
+                };
+                ChatMessage::new(role, m.content)
+            })
+            .collect();
+        let max_tokens = Some(self.max_tokens.unwrap_or(ENGINE_REPLY_TOKENS));
+        let request = ChatRequest { messages, tools: Vec::new(), temperature: self.temperature, max_tokens };
+        let err = |e: LlmError| callfleet_core::scenario::AssistError(e.to_string());
+        let mut stream = self.model.stream(request).await.map_err(err)?;
+        let (mut text, mut sent) = (String::new(), 0usize);
+        loop {
+            match stream.recv().await {
+                Some(Ok(LlmEvent::Token(t))) => {
+                    text.push_str(&t);
+                    if let Some(end) = last_sentence_end(&text[sent..], false) {
+                        on_text(&text[sent..sent + end]);
+                        sent += end;
+                    }
+                }
+                Some(Ok(LlmEvent::ToolCall(_))) => {}
+                Some(Ok(LlmEvent::Done(reason))) => {
+                    if reason == FinishReason::Length {
+                        if let Some(end) = last_sentence_end(&text, true) {
+                            text.truncate(end.max(sent));
+                        }
+                    }
+                    break;
+                }
+                None => break,
+                Some(Err(e)) if sent == 0 => return Err(err(e)),
+                Some(Err(e)) => {
+                    tracing::warn!(provider = self.model.name(), error = %e, "The reply broke off; keeping the sentences already said.");
+                    text.truncate(sent);
+                    return Ok(text);
+                }
+            }
+        }
+        if sent < text.len() {
+            on_text(&text[sent..]);
+        }
+        Ok(text)
     }
-    let ends = text.char_indices().filter(|&(i, c)| {
-        matches!(c, '.' | '!' | '?' | '…' | '。') && text[i + c.len_utf8()..].chars().next().is_none_or(char::is_whitespace)
-    });
-    match ends.last() {
-        Some((i, c)) => text[..i + c.len_utf8()].to_string(),
-        None => text,
-    }
+}
+
+/// Where the last whole sentence of `text` ends (just after its full stop, `!`, `?` or `…`): the
+/// mark must be followed by a space, or — with `at_end` — may end the text.
+fn last_sentence_end(text: &str, at_end: bool) -> Option<usize> {
+    text.char_indices()
+        .filter(|&(i, c)| {
+            let next = text[i + c.len_utf8()..].chars().next();
+            matches!(c, '.' | '!' | '?' | '…' | '。') && next.map_or(at_end, char::is_whitespace)
+        })
+        .map(|(i, c)| i + c.len_utf8())
+        .last()
 }
 
 #[cfg(test)]
@@ -434,14 +476,15 @@ mod engine_llm_tests {
     use super::*;
 
     #[test]
-    fn a_reply_cut_off_ends_at_its_last_whole_sentence() {
-        let check = |text: &str, reason: FinishReason, want: &str| assert_eq!(spoken_reply(text.into(), &reason), want, "{text:?}");
-        check("We open at 8. On Sunday we", FinishReason::Length, "We open at 8.");
-        check("Open 9 to 5! Closed Sunday? Yes. And th", FinishReason::Length, "Open 9 to 5! Closed Sunday? Yes.");
-        check("Visit clinic.md for 3.5 hours of", FinishReason::Length, "Visit clinic.md for 3.5 hours of");
-        check("Мы открыты с 9. В субботу мы", FinishReason::Length, "Мы открыты с 9.");
-        check("We open at 8. On Sunday we", FinishReason::Stop, "We open at 8. On Sunday we");
-        check("", FinishReason::Length, "");
+    fn sentences_end_at_a_mark_and_a_space() {
+        let check = |text: &str, at_end: bool, want: Option<&str>| assert_eq!(last_sentence_end(text, at_end).map(|i| &text[..i]), want, "{text:?}");
+        check("We open at 8. On Sunday we", false, Some("We open at 8."));
+        check("Open 9 to 5! Closed Sunday? Yes. And th", false, Some("Open 9 to 5! Closed Sunday? Yes."));
+        check("Visit clinic.md for 3.5 hours of", false, None);
+        check("Мы открыты с 9. В субботу мы", false, Some("Мы открыты с 9."));
+        check("We open at 8.", false, None);
+        check("We open at 8.", true, Some("We open at 8."));
+        check("", true, None);
     }
 }
 

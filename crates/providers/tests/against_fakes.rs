@@ -281,6 +281,50 @@ async fn ollama_streams_tokens_and_tool_calls() {
     assert_eq!(req["tools"][0]["function"]["name"], "book");
 }
 
+/// What the scenario engine gets from `EngineLlm` over a real Ollama wire: the reply, and the
+/// pieces handed over while it streamed.
+async fn engine_reply(llm: &EngineLlm) -> (Result<String, callfleet_core::scenario::AssistError>, Vec<String>) {
+    use callfleet_core::scenario::{Llm, LlmMessage};
+    let pieces = std::sync::Mutex::new(Vec::new());
+    let on_text = |p: &str| pieces.lock().unwrap().push(p.to_string());
+    let messages = vec![LlmMessage { role: "user", content: "When are you open?".into() }];
+    let reply = tokio::time::timeout(WAIT, llm.complete_streaming(messages, &on_text)).await.expect("a reply in time");
+    (reply, pieces.into_inner().unwrap())
+}
+
+#[tokio::test]
+async fn the_engine_gets_whole_sentences_as_they_stream_and_never_half_of_one() {
+    let fake = FakeOllama::start().await;
+    let model: Arc<dyn LanguageModel> = Arc::new(Ollama::new(fake.url(), "m").with_backoff(Backoff::NONE));
+    let text = "We open at 9. We close at 6 on weekdays. Goodbye.";
+
+    // Streamed: each sentence as soon as the next token shows it ended, the last at the end.
+    fake.push_reply(LlmReply::text(text).delays(Duration::ZERO, Duration::from_millis(5)));
+    let (reply, pieces) = engine_reply(&EngineLlm::new(model.clone())).await;
+    assert_eq!(reply.unwrap(), text);
+    assert_eq!(pieces, ["We open at 9.", " We close at 6 on weekdays.", " Goodbye."]);
+    assert_eq!(fake.requests()[0]["options"]["num_predict"], ENGINE_REPLY_TOKENS, "a bot without max_tokens gets the engine's cap");
+
+    // Cut off by the token cap (the server stops at num_predict, done_reason "length"): the
+    // caller hears only the whole sentence.
+    fake.push_reply(LlmReply::text(text));
+    let (reply, pieces) = engine_reply(&EngineLlm::new(model.clone()).with_sampling(None, Some(6))).await;
+    assert_eq!(reply.unwrap(), "We open at 9.");
+    assert_eq!(pieces, ["We open at 9."]);
+
+    // Broken off after a sentence was handed over: that sentence is the reply.
+    fake.push_reply(LlmReply::text(text).failing(LlmFailure::DisconnectAfter(6)));
+    let (reply, pieces) = engine_reply(&EngineLlm::new(model.clone())).await;
+    assert_eq!(reply.unwrap(), "We open at 9.");
+    assert_eq!(pieces, ["We open at 9."]);
+
+    // Broken off before any sentence: an error, and nothing was said.
+    fake.push_reply(LlmReply::text(text).failing(LlmFailure::ErrorAfter(2, "out of memory".into())));
+    let (reply, pieces) = engine_reply(&EngineLlm::new(model)).await;
+    assert!(reply.unwrap_err().0.contains("out of memory"));
+    assert!(pieces.is_empty());
+}
+
 #[tokio::test]
 async fn ollama_failures_table() {
     let fake = FakeOllama::start().await;

@@ -28,6 +28,21 @@ pub struct LlmMessage {
 /// A language model, reached through the providers crate.
 pub trait Llm: Send + Sync {
     fn complete<'a>(&'a self, messages: Vec<LlmMessage>) -> BoxFuture<'a, Result<String, AssistError>>;
+
+    /// Like [`Llm::complete`], handing the reply to `on_text` while it is generated, in whole
+    /// sentences, so a caller hears its start before the rest is written; the pieces joined are
+    /// the reply. The default hands over the whole reply at once.
+    fn complete_streaming<'a>(
+        &'a self,
+        messages: Vec<LlmMessage>,
+        on_text: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFuture<'a, Result<String, AssistError>> {
+        Box::pin(async move {
+            let reply = self.complete(messages).await?;
+            on_text(&reply);
+            Ok(reply)
+        })
+    }
 }
 
 /// A passage of a bot's documents, with where it came from.

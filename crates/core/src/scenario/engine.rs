@@ -112,7 +112,14 @@ pub enum Action {
 pub struct TurnOutput {
     pub reply: String,
     pub actions: Vec<Action>,
+    /// How much of `reply` was handed to a live listener already ([`ScenarioEngine::process_turn_live`]).
+    #[serde(skip)]
+    live_sent: usize,
 }
+
+/// Where a turn's reply goes while the turn is still being worked out (a voice call's TTS): the
+/// pieces, joined, are the reply.
+pub type LiveText = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl TurnOutput {
     pub fn ends_call(&self) -> bool {
@@ -228,6 +235,8 @@ pub struct ScenarioEngine {
     knowledge: Option<Arc<dyn KnowledgeSearch>>,
     /// Stems of every trigger phrase, per scenario, computed once per call.
     triggers: Vec<Vec<Stems>>,
+    /// The listener of the turn being processed by [`ScenarioEngine::process_turn_live`].
+    live: Option<LiveText>,
 }
 
 struct Intent {
@@ -260,7 +269,7 @@ impl ScenarioEngine {
 
     fn with_state(config: Arc<BotConfig>, context: CallContext, state: EngineState) -> Self {
         let triggers = config.scenarios.iter().map(|s| s.trigger_keywords.iter().map(|k| stems(k)).collect()).collect();
-        ScenarioEngine { config, context, state, llm: None, knowledge: None, triggers }
+        ScenarioEngine { config, context, state, llm: None, knowledge: None, triggers, live: None }
     }
 
     /// Lets the engine classify intents and ground answers with an LLM.
@@ -314,7 +323,7 @@ impl ScenarioEngine {
     pub fn start_call(&mut self) -> TurnOutput {
         let greeting = self.config.greeting.clone();
         self.push_turn(Speaker::Bot, &greeting);
-        TurnOutput { reply: greeting, actions: Vec::new() }
+        TurnOutput { reply: greeting, ..TurnOutput::default() }
     }
 
     /// The bot's answer to one caller utterance.
@@ -345,6 +354,27 @@ impl ScenarioEngine {
         }
         self.push_turn(Speaker::Bot, &out.reply);
         out
+    }
+
+    /// [`ScenarioEngine::process_turn`], handing the reply to `live` as it is decided: an answer
+    /// the language model writes goes out sentence by sentence while it is generated, so a voice
+    /// call speaks its start at once. The pieces joined are the returned reply.
+    pub async fn process_turn_live(&mut self, user_text: &str, live: LiveText) -> TurnOutput {
+        self.live = Some(live);
+        let mut out = self.process_turn(user_text).await;
+        self.flush_live(&mut out);
+        self.live = None;
+        out
+    }
+
+    /// Hands what was said since the last flush to the live listener, if there is one.
+    fn flush_live(&self, out: &mut TurnOutput) {
+        if let Some(live) = &self.live {
+            if out.live_sent < out.reply.len() {
+                live(&out.reply[out.live_sent..]);
+                out.live_sent = out.reply.len();
+            }
+        }
     }
 
     /// Ends the call and says what it achieved.
@@ -434,8 +464,7 @@ impl ScenarioEngine {
             return;
         }
         if phrases::is_question(text, tokens) && self.answers_questions() {
-            let answer = self.answer(text, out).await;
-            out.say(answer);
+            self.say_answer(text, out).await;
             return;
         }
         out.say(&self.config.fallback);
@@ -553,8 +582,7 @@ impl ScenarioEngine {
         out.actions.push(Action::ScenarioEntered { scenario: scenario.name.clone() });
         if scenario.collect_fields.is_empty() {
             if scenario.use_knowledge_base {
-                let answer = self.answer(text, out).await;
-                out.say(answer);
+                self.say_answer(text, out).await;
             } else {
                 match &scenario.completion_message {
                     Some(message) => out.say(message),
@@ -765,8 +793,7 @@ impl ScenarioEngine {
                 }
                 out.actions.push(Action::ScenarioEntered { scenario: other.name.clone() });
                 if other.use_knowledge_base {
-                    let answer = self.answer(text, out).await;
-                    out.say(answer);
+                    self.say_answer(text, out).await;
                 } else if let Some(message) = &other.completion_message {
                     out.say(message);
                 }
@@ -776,8 +803,7 @@ impl ScenarioEngine {
                 true
             }
             _ if question && self.answers_questions() => {
-                let answer = self.answer(text, out).await;
-                out.say(answer);
+                self.say_answer(text, out).await;
                 if let Some(prompt) = resume_prompt {
                     out.say(prompt);
                 }
@@ -864,17 +890,21 @@ impl ScenarioEngine {
     }
 
     /// An answer from the bot's documents, citing the source; says so when nothing fits.
-    async fn answer(&mut self, question: &str, out: &mut TurnOutput) -> String {
+    /// Answers a question from the bot's documents: through the language model when there is
+    /// one (streamed to a live listener as it is written), else the best passage itself.
+    async fn say_answer(&mut self, question: &str, out: &mut TurnOutput) {
         let lang = self.lang();
         let turn = self.state.user_turns;
         let Some(knowledge) = self.knowledge.clone() else {
-            return format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang));
+            out.say(format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang)));
+            return;
         };
         let top_k = self.config.knowledge.top_k.max(1) as usize;
         let min_score = self.config.knowledge.min_score.unwrap_or(0.0);
         let chunks: Vec<_> = knowledge.search(question, top_k).await.unwrap_or_default().into_iter().filter(|c| c.score >= min_score).collect();
         let Some(best) = chunks.first() else {
-            return format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang));
+            out.say(format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang)));
+            return;
         };
         let mut sources: Vec<String> = Vec::new();
         for c in &chunks {
@@ -891,15 +921,46 @@ impl ScenarioEngine {
                 if lang == Language::Ru { "Russian" } else { "English" }
             );
             let messages = vec![LlmMessage { role: "system", content: system }, LlmMessage { role: "user", content: question.to_string() }];
-            if let Ok(reply) = llm.complete(messages).await {
-                if !reply.trim().is_empty() {
-                    out.actions.push(Action::KnowledgeAnswered { sources });
-                    return reply.trim().to_string();
+            let reply = match self.live.clone() {
+                Some(live) => {
+                    // What was said before the answer goes first; the answer's first piece
+                    // follows it after a space, the rest as written.
+                    self.flush_live(out);
+                    let first = std::sync::atomic::AtomicBool::new(true);
+                    let gap = !out.reply.is_empty();
+                    let on_text = |piece: &str| {
+                        let is_first = first.load(std::sync::atomic::Ordering::Relaxed);
+                        let piece = if is_first { piece.trim_start() } else { piece };
+                        if piece.is_empty() {
+                            return;
+                        }
+                        if is_first {
+                            first.store(false, std::sync::atomic::Ordering::Relaxed);
+                            if gap {
+                                live(" ");
+                            }
+                        }
+                        live(piece);
+                    };
+                    let reply = llm.complete_streaming(messages, &on_text).await;
+                    // Whatever was streamed is in the reply, so the final flush skips it.
+                    if let Ok(text) = &reply {
+                        if !text.trim().is_empty() {
+                            out.say(text);
+                            out.live_sent = out.reply.len();
+                        }
+                    }
+                    reply
                 }
+                None => llm.complete(messages).await.inspect(|text| out.say(text)),
+            };
+            if reply.is_ok_and(|text| !text.trim().is_empty()) {
+                out.actions.push(Action::KnowledgeAnswered { sources });
+                return;
             }
         }
         out.actions.push(Action::KnowledgeAnswered { sources: vec![best.source.clone()] });
-        format!("{} {}", excerpt(&best.text, 300), phrases::source(&best.source, lang))
+        out.say(format!("{} {}", excerpt(&best.text, 300), phrases::source(&best.source, lang)));
     }
 }
 
@@ -1002,6 +1063,57 @@ providers:
         let out = block_on(engine.process_turn("наберите меня попозже насчёт цен"));
         assert_eq!(out.actions[0], Action::ScenarioEntered { scenario: "callback".into() });
         assert_eq!(out.reply, "Ваш номер?");
+    }
+
+    /// Answers in two sentences, handing each over as it is "written".
+    struct TwoSentences;
+
+    const PRICE_ANSWER: [&str; 2] = ["Стрижка стоит 1500 рублей.", " Запишитесь, и мы подберём время."];
+
+    impl Llm for TwoSentences {
+        fn complete<'a>(&'a self, _messages: Vec<LlmMessage>) -> BoxFuture<'a, Result<String, AssistError>> {
+            Box::pin(std::future::ready(Ok(PRICE_ANSWER.concat())))
+        }
+
+        fn complete_streaming<'a>(&'a self, messages: Vec<LlmMessage>, on_text: &'a (dyn Fn(&str) + Send + Sync)) -> BoxFuture<'a, Result<String, AssistError>> {
+            let classify = messages[0].content.contains("You route");
+            Box::pin(async move {
+                if classify {
+                    return Ok("none".to_string());
+                }
+                for sentence in PRICE_ANSWER {
+                    on_text(sentence);
+                }
+                Ok(PRICE_ANSWER.concat())
+            })
+        }
+    }
+
+    #[test]
+    fn a_live_turn_hands_over_the_answer_sentence_by_sentence_in_order() {
+        let knowledge = || {
+            let mut k = crate::scenario::InMemoryKnowledge::new();
+            k.add_document("prices.md", "Стрижка стоит 1500 рублей. Маникюр стоит 1200 рублей.");
+            Arc::new(k)
+        };
+        let mut live_engine = engine().with_llm(Arc::new(TwoSentences)).with_knowledge(knowledge());
+        let mut plain_engine = engine().with_llm(Arc::new(TwoSentences)).with_knowledge(knowledge());
+        for e in [&mut live_engine, &mut plain_engine] {
+            e.start_call();
+            block_on(e.process_turn("хочу записаться на стрижку"));
+        }
+        // A question while a field is pending: the answer, then the pending question again.
+        let pieces = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = pieces.clone();
+        let live: LiveText = Arc::new(move |p: &str| sink.lock().unwrap().push(p.to_string()));
+        let out = block_on(live_engine.process_turn_live("Сколько стоит стрижка?", live));
+        let pieces = pieces.lock().unwrap().clone();
+        assert_eq!(out.reply, "Стрижка стоит 1500 рублей. Запишитесь, и мы подберём время. Вернёмся к записи. Какой день?");
+        assert_eq!(pieces, ["Стрижка стоит 1500 рублей.", " Запишитесь, и мы подберём время.", " Вернёмся к записи. Какой день?"]);
+        assert_eq!(pieces.concat(), out.reply);
+        // Without a listener the engine says the same.
+        assert_eq!(block_on(plain_engine.process_turn("Сколько стоит стрижка?")).reply, out.reply);
+        assert!(out.actions.iter().any(|a| matches!(a, Action::KnowledgeAnswered { .. })));
     }
 
     #[test]

@@ -11,5 +11,5 @@ pub mod phrases;
 pub mod script;
 
 pub use assist::{block_on, AssistError, BoxFuture, InMemoryKnowledge, KnowledgeChunk, KnowledgeSearch, Llm, LlmMessage};
-pub use engine::{Action, CallContext, CallResult, EngineSnapshot, EngineState, Phase, ScenarioEngine, TurnOutput};
+pub use engine::{Action, CallContext, CallResult, EngineSnapshot, EngineState, LiveText, Phase, ScenarioEngine, TurnOutput};
 pub use script::{run_script, CallScript, ScriptError, ScriptReport};
