@@ -77,17 +77,7 @@ pub(crate) fn turn_models(engines: &Arc<LocalFactory>) -> (Option<TurnModelFacto
 
 /// Which engines calls will run on, and what is missing, for the start of `dev`/`agent`.
 pub(crate) fn describe_engines(env: &ProviderEnv, engines: &LocalFactory) {
-    let mut keys = Vec::new();
-    for (set, name) in [
-        (env.deepgram_key.is_some(), "deepgram"),
-        (env.cartesia_key.is_some(), "cartesia"),
-        (env.elevenlabs_key.is_some(), "elevenlabs"),
-        (env.openai_key.is_some(), "openai"),
-    ] {
-        if set {
-            keys.push(name);
-        }
-    }
+    let keys = env.cloud_keys();
     let status = engines.status();
     let ready: Vec<&str> = status.iter().filter(|s| s.ready.is_ok()).map(|s| s.engine.as_str()).collect();
     let missing: Vec<&str> = status.iter().filter(|s| s.ready.is_err()).map(|s| s.engine.as_str()).collect();

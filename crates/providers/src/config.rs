@@ -68,7 +68,20 @@ impl ProviderEnv {
     /// Whether any cloud provider's key is set (Ollama and self-hosted OpenAI-compatible servers
     /// need none, so they do not count).
     pub fn has_cloud_keys(&self) -> bool {
-        self.deepgram_key.is_some() || self.cartesia_key.is_some() || self.elevenlabs_key.is_some() || self.openai_key.is_some()
+        !self.cloud_keys().is_empty()
+    }
+
+    /// The cloud providers whose key is set, by name.
+    pub fn cloud_keys(&self) -> Vec<&'static str> {
+        [
+            (self.deepgram_key.is_some(), "deepgram"),
+            (self.cartesia_key.is_some(), "cartesia"),
+            (self.elevenlabs_key.is_some(), "elevenlabs"),
+            (self.openai_key.is_some(), "openai"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
     }
 }
 
@@ -163,8 +176,19 @@ pub fn build_chains(providers: &Providers, env: &ProviderEnv) -> ProviderChains 
     build_chains_with(providers, env, None)
 }
 
-fn local_missing(name: &str) -> String {
-    format!("{name}: served by local engines, not built in")
+/// A local engine for a chain, or `None` with the reason pushed to `skipped`.
+fn local_engine<T>(name: &str, built: Option<Result<T, String>>, skipped: &mut Vec<String>) -> Option<T> {
+    match built {
+        Some(Ok(engine)) => Some(engine),
+        Some(Err(why)) => {
+            skipped.push(format!("{name}: {why}"));
+            None
+        }
+        None => {
+            skipped.push(format!("{name}: served by local engines, not built in"));
+            None
+        }
+    }
 }
 
 /// Like [`build_chains`], with local engines built through `local`, so one chain may mix cloud
@@ -196,11 +220,7 @@ pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option
                 }
                 None => skipped.push(format!("deepgram: {}", missing("DEEPGRAM_API_KEY"))),
             },
-            name if LOCAL_STT.contains(&name) => match local.map(|l| l.stt(&c)) {
-                Some(Ok(engine)) => stt.push(engine),
-                Some(Err(why)) => skipped.push(format!("{name}: {why}")),
-                None => skipped.push(local_missing(name)),
-            },
+            name if LOCAL_STT.contains(&name) => stt.extend(local_engine(name, local.map(|l| l.stt(&c)), &mut skipped)),
             other => skipped.push(format!("{other}: unknown speech-to-text provider")),
         }
     }
@@ -221,11 +241,7 @@ pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option
                 }
                 llm.push(Arc::new(OpenAi::new(url, env.openai_key.clone(), c.model.clone().unwrap_or_else(|| "gpt-4o-mini".into()))));
             }
-            name if LOCAL_LLM.contains(&name) => match local.map(|l| l.llm(&c)) {
-                Some(Ok(engine)) => llm.push(engine),
-                Some(Err(why)) => skipped.push(format!("{name}: {why}")),
-                None => skipped.push(local_missing(name)),
-            },
+            name if LOCAL_LLM.contains(&name) => llm.extend(local_engine(name, local.map(|l| l.llm(&c)), &mut skipped)),
             other => skipped.push(format!("{other}: unknown language model provider")),
         }
     }
@@ -263,11 +279,7 @@ pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option
                 }
                 None => skipped.push(format!("deepgram-aura: {}", missing("DEEPGRAM_API_KEY"))),
             },
-            name if LOCAL_TTS.contains(&name) => match local.map(|l| l.tts(&c)) {
-                Some(Ok(engine)) => tts.push(engine),
-                Some(Err(why)) => skipped.push(format!("{name}: {why}")),
-                None => skipped.push(local_missing(name)),
-            },
+            name if LOCAL_TTS.contains(&name) => tts.extend(local_engine(name, local.map(|l| l.tts(&c)), &mut skipped)),
             other => skipped.push(format!("{other}: unknown text-to-speech provider")),
         }
     }
@@ -390,6 +402,7 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
     #[test]
     fn local_engines_join_cloud_chains() {
         let keyed = ProviderEnv::from_lookup(|n| (n == "CARTESIA_API_KEY").then(|| "k".into()));
+        assert_eq!(keyed.cloud_keys(), ["cartesia"]);
         let yaml = "stt: {provider: whisper}\nllm: {provider: local-llm}\ntts: {provider: cartesia, fallback: [{provider: piper}, {provider: espeak}]}\n";
         let chains = chains_for(yaml, &keyed, None);
         assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: cartesia → espeak"]);
