@@ -8,12 +8,7 @@ use callfleet_local_engines::{models_dir, OnnxOptions, PiperVoice, SileroVad, Sm
 use std::time::{Duration, Instant};
 
 fn espeak_16k(text: &str) -> Vec<i16> {
-    let wav = std::env::temp_dir().join(format!("callfleet-bench-{}.wav", std::process::id()));
-    let ok = std::process::Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&wav).arg(text).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "espeak-ng is needed for the bench's speech");
-    let pcm = callfleet_pipeline::wav::read(&wav).expect("espeak-ng writes a WAV");
-    let _ = std::fs::remove_file(&wav);
-    callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, 16_000)
+    callfleet_local_engines::espeak_speech(text, "en-us", 16_000).expect("espeak-ng is needed for the bench's speech")
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -4,7 +4,6 @@
 //! threads), the local LLM's time to first token and tokens per second (1 and 2 threads), and
 //! espeak-ng's real-time factor. Models missing from the models dir are skipped with a note.
 
-use callfleet_pipeline::wav::{parse, resample_sinc};
 use callfleet_local_engines::{models_dir, EspeakConfig, EspeakTts, LocalLlm, LocalLlmConfig, WhisperConfig, WhisperModel, WhisperStt};
 use callfleet_providers::{ChatMessage, ChatRequest, LanguageModel, LlmEvent, TextToSpeech, TtsEvent, TtsOptions};
 use std::time::Instant;
@@ -13,9 +12,7 @@ const EN: &str = "Hello, I would like to book an appointment for a haircut tomor
 const RU: &str = "Здравствуйте, я хочу записаться на стрижку завтра утром, если у вас есть свободное время.";
 
 fn espeak_16k(text: &str, voice: &str) -> Vec<i16> {
-    let out = std::process::Command::new("espeak-ng").args(["-v", voice, "--stdout", text]).output().expect("espeak-ng runs");
-    let pcm = parse(&out.stdout).expect("WAV");
-    resample_sinc(&pcm.samples, pcm.sample_rate, 16_000)
+    callfleet_local_engines::espeak_speech(text, voice, 16_000).expect("espeak-ng speaks")
 }
 
 fn whisper() {

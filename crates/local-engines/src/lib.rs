@@ -33,6 +33,19 @@ mod espeak;
 #[cfg(feature = "espeak")]
 pub use espeak::{EspeakConfig, EspeakTts};
 
+/// `text` spoken by the espeak-ng program's `voice`, as mono PCM at `rate`: speech for the
+/// engines' tests and benches (calls speak through [`EspeakTts`]'s sessions). An `Err` when the
+/// program is missing or fails.
+#[cfg(any(feature = "onnx", feature = "whisper", feature = "espeak"))]
+pub fn espeak_speech(text: &str, voice: &str, rate: u32) -> Result<Vec<i16>, String> {
+    let out = std::process::Command::new("espeak-ng").args(["-v", voice, "--stdout", text]).output().map_err(|e| format!("espeak-ng: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("espeak-ng failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let pcm = callfleet_pipeline::wav::parse(&out.stdout).map_err(|e| format!("espeak-ng output: {e}"))?;
+    Ok(callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, rate))
+}
+
 #[cfg(feature = "onnx")]
 pub mod mel;
 #[cfg(feature = "onnx")]

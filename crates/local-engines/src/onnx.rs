@@ -175,17 +175,14 @@ pub(crate) mod testing {
     /// English speech from the `espeak-ng` program at 16 kHz, or `None` (with a note; a failure
     /// under CI) where it is not installed.
     pub fn espeak_16k(text: &str) -> Option<Vec<i16>> {
-        let out = std::process::Command::new("espeak-ng").args(["-v", "en-us", "--stdout", text]).output();
-        let wav = match out {
-            Ok(o) if o.status.success() => o.stdout,
-            other => {
-                assert!(std::env::var_os("CI").is_none(), "espeak-ng is needed under CI: {other:?}");
-                eprintln!("note: skipping: espeak-ng did not run: {other:?}");
-                return None;
+        match crate::espeak_speech(text, "en-us", 16_000) {
+            Ok(speech) => Some(speech),
+            Err(e) => {
+                assert!(std::env::var_os("CI").is_none(), "espeak-ng is needed under CI: {e}");
+                eprintln!("note: skipping: {e}");
+                None
             }
-        };
-        let pcm = callfleet_pipeline::wav::parse(&wav).expect("espeak-ng writes a 16-bit WAV");
-        Some(callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, 16_000))
+        }
     }
 }
 

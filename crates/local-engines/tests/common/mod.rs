@@ -30,11 +30,9 @@ pub fn have_espeak() -> bool {
 }
 
 /// `text` spoken by espeak-ng's `voice`, as 16 kHz mono.
+#[cfg(any(feature = "onnx", feature = "whisper", feature = "espeak"))]
 pub fn espeak_16k(text: &str, voice: &str) -> Vec<i16> {
-    let out = std::process::Command::new("espeak-ng").args(["-v", voice, "--stdout", text]).output().expect("espeak-ng runs");
-    assert!(out.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr));
-    let pcm = callfleet_pipeline::wav::parse(&out.stdout).expect("espeak-ng writes WAV");
-    callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, 16_000)
+    callfleet_local_engines::espeak_speech(text, voice, 16_000).expect("espeak-ng speaks")
 }
 
 /// Lower-case words without punctuation (`ё` read as `е`), for comparing transcripts.
