@@ -110,23 +110,11 @@ impl LocalFactory {
     }
 
     fn piper(&self) -> Result<PiperTts, String> {
-        let mut slot = self.piper.lock().expect("piper slot lock poisoned");
-        if let Some(p) = slot.as_ref() {
-            return Ok(p.clone());
-        }
-        let piper = PiperTts::load(&self.models, self.onnx()).map_err(reason)?;
-        *slot = Some(piper.clone());
-        Ok(piper)
+        loaded_once(&self.piper, || PiperTts::load(&self.models, self.onnx()))
     }
 
     fn smart_turn(&self) -> Result<Arc<Mutex<SmartTurn>>, String> {
-        let mut slot = self.smart_turn.lock().expect("smart turn slot lock poisoned");
-        if let Some(m) = slot.as_ref() {
-            return Ok(m.clone());
-        }
-        let model = Arc::new(Mutex::new(SmartTurn::load(&self.models, self.onnx()).map_err(reason)?));
-        *slot = Some(model.clone());
-        Ok(model)
+        loaded_once(&self.smart_turn, || SmartTurn::load(&self.models, self.onnx()).map(|m| Arc::new(Mutex::new(m))))
     }
 
     /// A fresh Silero VAD for one call (its state is the call's own).
@@ -164,6 +152,18 @@ impl LocalFactory {
             entry("smart-turn", onnx(&crate::onnx::SMART_TURN)),
         ]
     }
+}
+
+/// The model in `slot`, loaded by `load` the first time it succeeds (a failure is not kept: the
+/// files may be fetched while the process runs).
+fn loaded_once<T: Clone>(slot: &Mutex<Option<T>>, load: impl FnOnce() -> Result<T, EngineError>) -> Result<T, String> {
+    let mut slot = slot.lock().expect("model slot lock poisoned");
+    if let Some(model) = slot.as_ref() {
+        return Ok(model.clone());
+    }
+    let model = load().map_err(reason)?;
+    *slot = Some(model.clone());
+    Ok(model)
 }
 
 /// The shared Smart Turn session, one judgement at a time.
