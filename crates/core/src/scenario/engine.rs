@@ -921,39 +921,34 @@ impl ScenarioEngine {
                 if lang == Language::Ru { "Russian" } else { "English" }
             );
             let messages = vec![LlmMessage { role: "system", content: system }, LlmMessage { role: "user", content: question.to_string() }];
-            let reply = match self.live.clone() {
-                Some(live) => {
-                    // What was said before the answer goes first; the answer's first piece
-                    // follows it after a space, the rest as written.
-                    self.flush_live(out);
-                    let first = std::sync::atomic::AtomicBool::new(true);
-                    let gap = !out.reply.is_empty();
-                    let on_text = |piece: &str| {
-                        let is_first = first.load(std::sync::atomic::Ordering::Relaxed);
-                        let piece = if is_first { piece.trim_start() } else { piece };
-                        if piece.is_empty() {
-                            return;
-                        }
-                        if is_first {
-                            first.store(false, std::sync::atomic::Ordering::Relaxed);
-                            if gap {
-                                live(" ");
-                            }
-                        }
-                        live(piece);
-                    };
-                    let reply = llm.complete_streaming(messages, &on_text).await;
-                    // Whatever was streamed is in the reply, so the final flush skips it.
-                    if let Ok(text) = &reply {
-                        if !text.trim().is_empty() {
-                            out.say(text);
-                            out.live_sent = out.reply.len();
-                        }
-                    }
-                    reply
+            // With a live listener, what was said before the answer goes first, then the answer
+            // as the model writes it (its first piece after a space). Without one, the pieces
+            // go nowhere and the answer is only said.
+            let live = self.live.clone();
+            self.flush_live(out);
+            let gap = !out.reply.is_empty();
+            let first = std::sync::atomic::AtomicBool::new(true);
+            let on_text = |piece: &str| {
+                let Some(live) = &live else { return };
+                let is_first = first.load(std::sync::atomic::Ordering::Relaxed);
+                let piece = if is_first { piece.trim_start() } else { piece };
+                if piece.is_empty() {
+                    return;
                 }
-                None => llm.complete(messages).await.inspect(|text| out.say(text)),
+                if is_first {
+                    first.store(false, std::sync::atomic::Ordering::Relaxed);
+                    if gap {
+                        live(" ");
+                    }
+                }
+                live(piece);
             };
+            let reply = llm.complete_streaming(messages, &on_text).await;
+            if let Ok(text) = &reply {
+                out.say(text);
+                // What was streamed is in the reply now, so the final flush skips it.
+                out.live_sent = out.reply.len();
+            }
             if reply.is_ok_and(|text| !text.trim().is_empty()) {
                 out.actions.push(Action::KnowledgeAnswered { sources });
                 return;
