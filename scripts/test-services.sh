@@ -27,17 +27,14 @@ install_missing() {
   command -v redis-server >/dev/null || need+=(redis-server)
   # The talk page's browser test drives Debian's Chromium headless.
   command -v chromium >/dev/null || need+=(chromium)
-  # The offline engines: whisper.cpp builds with cmake and bindgen (libclang); Piper takes its
-  # phonemes from the espeak-ng program, which is also the espeak voice and the tests' speaker.
-  command -v cmake >/dev/null || need+=(cmake)
-  compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || need+=(libclang-dev)
-  command -v espeak-ng >/dev/null || need+=(espeak-ng)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
   fi
+  # What the product itself builds and speaks with (cmake, libclang, espeak-ng, pip).
+  "$(dirname "$0")/install-engine-deps.sh"
 }
 
 start_postgres() {
