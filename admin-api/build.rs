@@ -12,14 +12,21 @@ fn main() {
     let bundle = ui.join("node_modules/livekit-client/dist/livekit-client.umd.js");
     if !bundle.exists() && std::env::var_os("CALLFLEET_SKIP_NPM").is_none() {
         let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--loglevel=error",
+            ])
             .current_dir(ui)
             .status();
         if !matches!(status, Ok(s) if s.success()) {
             println!("cargo:warning=npm ci in admin-api/ui failed ({status:?}); the talk page will say livekit-client is missing");
         }
     }
-    let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("livekit-client.umd.js");
+    let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("livekit-client.umd.js");
     if bundle.exists() {
         std::fs::copy(&bundle, &out).expect("copy the livekit-client bundle");
     } else {

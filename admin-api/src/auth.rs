@@ -22,7 +22,9 @@ impl Principal {
     pub fn can_access(&self, company_id: &str, what: &'static str) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Company { company_id: own, .. } if own == company_id => Ok(()),
+            Principal::Company {
+                company_id: own, ..
+            } if own == company_id => Ok(()),
             Principal::Company { .. } => Err(ApiError::NotFound(what)),
         }
     }
@@ -30,7 +32,9 @@ impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Company { .. } => Err(ApiError::Forbidden("this action needs the admin key")),
+            Principal::Company { .. } => {
+                Err(ApiError::Forbidden("this action needs the admin key"))
+            }
         }
     }
 
@@ -38,10 +42,15 @@ impl Principal {
     pub fn company_for_create(&self, requested: Option<&str>) -> Result<String, ApiError> {
         match (self, requested) {
             (Principal::Company { company_id, .. }, None) => Ok(company_id.clone()),
-            (Principal::Company { company_id, .. }, Some(asked)) if asked == company_id => Ok(company_id.clone()),
+            (Principal::Company { company_id, .. }, Some(asked)) if asked == company_id => {
+                Ok(company_id.clone())
+            }
             (Principal::Company { .. }, Some(_)) => Err(ApiError::NotFound("company")),
             (Principal::Admin, Some(asked)) => Ok(asked.to_string()),
-            (Principal::Admin, None) => Err(ApiError::invalid("company_id", "required when using the admin key")),
+            (Principal::Admin, None) => Err(ApiError::invalid(
+                "company_id",
+                "required when using the admin key",
+            )),
         }
     }
 
@@ -50,7 +59,9 @@ impl Principal {
         match (self, requested) {
             (Principal::Admin, requested) => Ok(requested),
             (Principal::Company { company_id, .. }, None) => Ok(Some(company_id.clone())),
-            (Principal::Company { company_id, .. }, Some(asked)) if &asked == company_id => Ok(Some(asked)),
+            (Principal::Company { company_id, .. }, Some(asked)) if &asked == company_id => {
+                Ok(Some(asked))
+            }
             (Principal::Company { .. }, Some(_)) => Err(ApiError::NotFound("company")),
         }
     }
@@ -66,7 +77,10 @@ impl Principal {
 impl FromRequestParts<ApiContext> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
         let presented = parts
             .headers
             .get(AUTHORIZATION)
@@ -76,12 +90,20 @@ impl FromRequestParts<ApiContext> for Principal {
             .filter(|v| !v.is_empty())
             .ok_or(ApiError::Unauthorized)?;
         let admin = ctx.config.admin_key.expose();
-        let principal = if !admin.is_empty() && bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) {
-            Principal::Admin
-        } else {
-            let owner = ctx.store.find_api_key(presented).await?.ok_or(ApiError::Unauthorized)?;
-            Principal::Company { company_id: owner.company_id, key_id: owner.key_id }
-        };
+        let principal =
+            if !admin.is_empty() && bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) {
+                Principal::Admin
+            } else {
+                let owner = ctx
+                    .store
+                    .find_api_key(presented)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                Principal::Company {
+                    company_id: owner.company_id,
+                    key_id: owner.key_id,
+                }
+            };
         ctx.limiter
             .check(principal.rate_limit_key())
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;

@@ -27,7 +27,10 @@ pub enum ApiError {
     TooLarge(usize),
     /// The request is well-formed but its content is not acceptable; `details` names each problem.
     #[error("{message}")]
-    Unprocessable { message: String, details: Vec<ConfigIssue> },
+    Unprocessable {
+        message: String,
+        details: Vec<ConfigIssue>,
+    },
     /// A dependency (LiveKit, the fleet) cannot serve this now; `code` says which.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -58,7 +61,10 @@ impl ApiError {
         let message = message.into();
         ApiError::Unprocessable {
             message: format!("{path}: {message}"),
-            details: vec![ConfigIssue { path: path.to_string(), message }],
+            details: vec![ConfigIssue {
+                path: path.to_string(),
+                message,
+            }],
         }
     }
 
@@ -70,7 +76,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::Unprocessable { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -98,14 +106,24 @@ impl IntoResponse for ApiError {
             ApiError::Unprocessable { details, .. } => json!(details),
             _ => Value::Null,
         };
-        let body = ErrorBody { error: ErrorDetail { code: code.to_string(), message: self.to_string(), details } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: self.to_string(),
+                details,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         match self {
             ApiError::RateLimited { retry_after_secs } => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             ApiError::Unauthorized => {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }

@@ -37,7 +37,13 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { admin_key: Secret::default(), rate_limit_per_sec: 50.0, rate_limit_burst: 100, max_body_bytes: 1 << 20, max_upload_bytes: 20 << 20 }
+        ApiConfig {
+            admin_key: Secret::default(),
+            rate_limit_per_sec: 50.0,
+            rate_limit_burst: 100,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 20 << 20,
+        }
     }
 }
 
@@ -64,7 +70,8 @@ pub struct ApiContext {
 
 impl ApiContext {
     pub fn new(config: ApiConfig, store: Store) -> ApiContext {
-        let limiter = rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        let limiter =
+            rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
         ApiContext {
             config: Arc::new(config),
             store,
@@ -76,7 +83,10 @@ impl ApiContext {
     }
 
     /// Enables the `/bots/{id}/knowledge` routes (without it they answer 503).
-    pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> ApiContext {
+    pub fn with_knowledge(
+        mut self,
+        knowledge: callfleet_knowledge::KnowledgeService,
+    ) -> ApiContext {
         self.knowledge = Some(knowledge);
         self
     }
@@ -92,8 +102,13 @@ impl ApiContext {
 pub fn router(ctx: ApiContext) -> axum::Router {
     let (router, _) = http::routes(ctx.clone()).split_for_parts();
     router
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
-        .layer(axum::extract::DefaultBodyLimit::max(ctx.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::track,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            ctx.config.max_body_bytes,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
@@ -108,5 +123,7 @@ pub async fn serve(
     ctx: ApiContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -21,7 +21,11 @@ const MAX_TRACKED_KEYS: usize = 100_000;
 
 impl RateLimiter {
     pub(crate) fn new(rate_per_sec: f64, burst: u32) -> RateLimiter {
-        RateLimiter { rate: rate_per_sec, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            rate: rate_per_sec,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one request from `key`'s bucket; `Err(seconds to wait)` when it is empty.
@@ -30,12 +34,20 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limiter lock is never poisoned: no panics inside");
+        let mut buckets = self
+            .buckets
+            .lock()
+            .expect("rate limiter lock is never poisoned: no panics inside");
         if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
             let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.updated = now;
@@ -60,15 +72,26 @@ mod tests {
             assert_eq!(limiter.check("a"), Ok(()));
         }
         assert_eq!(limiter.check("a"), Err(1), "burst spent");
-        assert_eq!(limiter.check("b"), Ok(()), "other keys have their own bucket");
+        assert_eq!(
+            limiter.check("b"),
+            Ok(()),
+            "other keys have their own bucket"
+        );
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(limiter.check("a"), Ok(()), "one token back after 1/rate seconds");
+        assert_eq!(
+            limiter.check("a"),
+            Ok(()),
+            "one token back after 1/rate seconds"
+        );
         assert_eq!(limiter.check("a"), Err(1));
         tokio::time::advance(Duration::from_secs(60)).await;
         for _ in 0..3 {
             assert_eq!(limiter.check("a"), Ok(()));
         }
-        assert!(limiter.check("a").is_err(), "refill stops at the burst size");
+        assert!(
+            limiter.check("a").is_err(),
+            "refill stops at the burst size"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,35 +49,67 @@ struct Reply {
 
 impl Api {
     fn new(store: Store, config: ApiConfig) -> Api {
-        let config = ApiConfig { admin_key: Secret::new(ADMIN), ..config };
-        Api { app: router(ApiContext::new(config, store.clone())), store }
+        let config = ApiConfig {
+            admin_key: Secret::new(ADMIN),
+            ..config
+        };
+        Api {
+            app: router(ApiContext::new(config, store.clone())),
+            store,
+        }
     }
 
-    async fn raw(&self, method: Method, path: &str, key: Option<&str>, content_type: &str, body: Vec<u8>) -> Reply {
-        let mut request = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, content_type);
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type);
         if let Some(key) = key {
             request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
         }
-        let response = self.app.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, body, headers }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.raw(method, path, Some(key), "application/json", bytes).await
+        self.raw(method, path, Some(key), "application/json", bytes)
+            .await
     }
 
     async fn ok(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Value {
         let reply = self.call(method.clone(), path, key, body).await;
-        assert!(reply.status.is_success(), "{method} {path}: {} {}", reply.status, reply.body);
+        assert!(
+            reply.status.is_success(),
+            "{method} {path}: {} {}",
+            reply.status,
+            reply.body
+        );
         reply.body
     }
 }
@@ -92,15 +124,50 @@ struct Tenant {
 }
 
 async fn tenant(api: &Api, name: &str, number: &str) -> Tenant {
-    let company = api.ok(Method::POST, "/companies", ADMIN, Some(json!({"name": name, "timezone": "Europe/Moscow"}))).await;
+    let company = api
+        .ok(
+            Method::POST,
+            "/companies",
+            ADMIN,
+            Some(json!({"name": name, "timezone": "Europe/Moscow"})),
+        )
+        .await;
     let id = company["id"].as_str().unwrap().to_string();
-    let key = api.ok(Method::POST, &format!("/companies/{id}/api-keys"), ADMIN, Some(json!({"name": "main"}))).await;
+    let key = api
+        .ok(
+            Method::POST,
+            &format!("/companies/{id}/api-keys"),
+            ADMIN,
+            Some(json!({"name": "main"})),
+        )
+        .await;
     let key = key["key"].as_str().unwrap().to_string();
-    let bot = api.ok(Method::POST, "/bots", &key, Some(json!({"config": SALON}))).await;
+    let bot = api
+        .ok(Method::POST, "/bots", &key, Some(json!({"config": SALON})))
+        .await;
     let bot = bot["id"].as_str().unwrap().to_string();
-    api.ok(Method::POST, &format!("/bots/{bot}/phone-numbers"), &key, Some(json!({"number": number}))).await;
-    let hook = api.ok(Method::POST, "/webhooks", &key, Some(json!({"url": "https://example.com/hook"}))).await;
-    Tenant { id, key, bot, number: number.to_string(), webhook: hook["id"].as_str().unwrap().to_string() }
+    api.ok(
+        Method::POST,
+        &format!("/bots/{bot}/phone-numbers"),
+        &key,
+        Some(json!({"number": number})),
+    )
+    .await;
+    let hook = api
+        .ok(
+            Method::POST,
+            "/webhooks",
+            &key,
+            Some(json!({"url": "https://example.com/hook"})),
+        )
+        .await;
+    Tenant {
+        id,
+        key,
+        bot,
+        number: number.to_string(),
+        webhook: hook["id"].as_str().unwrap().to_string(),
+    }
 }
 
 fn call_record(id: &str, company: &str, bot: &str, started_at: i64, outcome: &str) -> CallRecord {
@@ -117,9 +184,17 @@ fn call_record(id: &str, company: &str, bot: &str, started_at: i64, outcome: &st
         started_at,
         ended_at: Some(started_at + 30_000),
         language: Some("ru".into()),
-        transcript: vec![Turn { speaker: Speaker::User, text: "Хочу записаться".into(), at_ms: 500, interrupted: false }],
+        transcript: vec![Turn {
+            speaker: Speaker::User,
+            text: "Хочу записаться".into(),
+            at_ms: 500,
+            interrupted: false,
+        }],
         fields: BTreeMap::from([("service".to_string(), "стрижка".to_string())]),
-        outcome: Some(Outcome { kind: outcome.into(), evidence: vec!["turn 1".into()] }),
+        outcome: Some(Outcome {
+            kind: outcome.into(),
+            evidence: vec!["turn 1".into()],
+        }),
         summary: None,
         metrics: vec![],
     }
@@ -129,28 +204,64 @@ fn call_record(id: &str, company: &str, bot: &str, started_at: i64, outcome: &st
 async fn keys_authenticate_and_admin_actions_need_the_admin_key() {
     for db in test_stores().await {
         let api = Api::new(db.store.clone(), ApiConfig::default());
-        let missing = api.raw(Method::GET, "/companies", None, "application/json", vec![]).await;
+        let missing = api
+            .raw(Method::GET, "/companies", None, "application/json", vec![])
+            .await;
         assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
         assert_eq!(missing.body["error"]["code"], "unauthorized");
         assert_eq!(missing.headers[header::WWW_AUTHENTICATE], "Bearer");
-        let wrong = api.call(Method::GET, "/companies", "cfk_not_a_real_key", None).await;
+        let wrong = api
+            .call(Method::GET, "/companies", "cfk_not_a_real_key", None)
+            .await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 
         let a = tenant(&api, "Salon A", "+74950000001").await;
-        let forbidden = api.call(Method::POST, "/companies", &a.key, Some(json!({"name": "Mine"}))).await;
+        let forbidden = api
+            .call(
+                Method::POST,
+                "/companies",
+                &a.key,
+                Some(json!({"name": "Mine"})),
+            )
+            .await;
         assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
         assert_eq!(forbidden.body["error"]["code"], "forbidden");
-        assert_eq!(api.call(Method::GET, "/companies", &a.key, None).await.status, StatusCode::FORBIDDEN);
-        let own = api.ok(Method::GET, &format!("/companies/{}", a.id), &a.key, None).await;
+        assert_eq!(
+            api.call(Method::GET, "/companies", &a.key, None)
+                .await
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        let own = api
+            .ok(Method::GET, &format!("/companies/{}", a.id), &a.key, None)
+            .await;
         assert_eq!(own["name"], "Salon A");
 
         // A revoked key stops working at once.
-        let keys = api.ok(Method::GET, &format!("/companies/{}/api-keys", a.id), ADMIN, None).await;
+        let keys = api
+            .ok(
+                Method::GET,
+                &format!("/companies/{}/api-keys", a.id),
+                ADMIN,
+                None,
+            )
+            .await;
         assert_eq!(keys.as_array().unwrap().len(), 1);
         assert!(keys[0].get("key").is_none(), "listing never shows keys");
         let key_id = keys[0]["id"].as_str().unwrap();
-        api.ok(Method::DELETE, &format!("/companies/{}/api-keys/{key_id}", a.id), ADMIN, None).await;
-        assert_eq!(api.call(Method::GET, &format!("/companies/{}", a.id), &a.key, None).await.status, StatusCode::UNAUTHORIZED);
+        api.ok(
+            Method::DELETE,
+            &format!("/companies/{}/api-keys/{key_id}", a.id),
+            ADMIN,
+            None,
+        )
+        .await;
+        assert_eq!(
+            api.call(Method::GET, &format!("/companies/{}", a.id), &a.key, None)
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }
 
@@ -160,8 +271,26 @@ async fn a_company_key_never_reaches_another_company() {
         let api = Api::new(db.store.clone(), ApiConfig::default());
         let a = tenant(&api, "Salon A", "+74950000001").await;
         let b = tenant(&api, "Clinic B", "+74950000002").await;
-        api.store.upsert_call(&call_record("call_b", &b.id, &b.bot, 1_700_000_000_000, "BOOKING")).await.unwrap();
-        api.store.upsert_call(&call_record("call_a", &a.id, &a.bot, 1_700_000_000_000, "LEAD")).await.unwrap();
+        api.store
+            .upsert_call(&call_record(
+                "call_b",
+                &b.id,
+                &b.bot,
+                1_700_000_000_000,
+                "BOOKING",
+            ))
+            .await
+            .unwrap();
+        api.store
+            .upsert_call(&call_record(
+                "call_a",
+                &a.id,
+                &a.bot,
+                1_700_000_000_000,
+                "LEAD",
+            ))
+            .await
+            .unwrap();
 
         // Every route that names B's resource answers 404 to A's key, and changes nothing.
         let attempts: Vec<(Method, String, Option<Value>)> = vec![
@@ -169,45 +298,135 @@ async fn a_company_key_never_reaches_another_company() {
             (Method::GET, format!("/companies/{}/bots", b.id), None),
             (Method::GET, format!("/companies/{}/api-keys", b.id), None),
             (Method::GET, format!("/bots/{}", b.bot), None),
-            (Method::PATCH, format!("/bots/{}", b.bot), Some(json!({"name": "hijacked"}))),
+            (
+                Method::PATCH,
+                format!("/bots/{}", b.bot),
+                Some(json!({"name": "hijacked"})),
+            ),
             (Method::DELETE, format!("/bots/{}", b.bot), None),
             (Method::GET, format!("/bots/{}/config", b.bot), None),
-            (Method::PUT, format!("/bots/{}/config", b.bot), Some(serde_json::from_str::<Value>(&serde_json::to_string(&callfleet_core::config::BotConfig::parse_any(SALON).unwrap().to_json()).unwrap()).unwrap())),
-            (Method::GET, format!("/bots/{}/config/versions", b.bot), None),
-            (Method::GET, format!("/bots/{}/config/versions/1", b.bot), None),
+            (
+                Method::PUT,
+                format!("/bots/{}/config", b.bot),
+                Some(
+                    serde_json::from_str::<Value>(
+                        &serde_json::to_string(
+                            &callfleet_core::config::BotConfig::parse_any(SALON)
+                                .unwrap()
+                                .to_json(),
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap(),
+                ),
+            ),
+            (
+                Method::GET,
+                format!("/bots/{}/config/versions", b.bot),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/bots/{}/config/versions/1", b.bot),
+                None,
+            ),
             (Method::GET, format!("/bots/{}/phone-numbers", b.bot), None),
-            (Method::POST, format!("/bots/{}/phone-numbers", b.bot), Some(json!({"number": "+74950000009"}))),
-            (Method::DELETE, format!("/bots/{}/phone-numbers/{}", b.bot, b.number), None),
+            (
+                Method::POST,
+                format!("/bots/{}/phone-numbers", b.bot),
+                Some(json!({"number": "+74950000009"})),
+            ),
+            (
+                Method::DELETE,
+                format!("/bots/{}/phone-numbers/{}", b.bot, b.number),
+                None,
+            ),
             (Method::GET, "/calls/call_b".to_string(), None),
             (Method::GET, format!("/calls?company_id={}", b.id), None),
-            (Method::POST, "/bots".to_string(), Some(json!({"company_id": b.id, "config": SALON}))),
+            (
+                Method::POST,
+                "/bots".to_string(),
+                Some(json!({"company_id": b.id, "config": SALON})),
+            ),
             (Method::GET, format!("/webhooks/{}", b.webhook), None),
-            (Method::PATCH, format!("/webhooks/{}", b.webhook), Some(json!({"enabled": false}))),
+            (
+                Method::PATCH,
+                format!("/webhooks/{}", b.webhook),
+                Some(json!({"enabled": false})),
+            ),
             (Method::DELETE, format!("/webhooks/{}", b.webhook), None),
-            (Method::GET, format!("/webhooks/{}/deliveries", b.webhook), None),
+            (
+                Method::GET,
+                format!("/webhooks/{}/deliveries", b.webhook),
+                None,
+            ),
             (Method::GET, format!("/webhooks?company_id={}", b.id), None),
-            (Method::POST, "/webhooks".to_string(), Some(json!({"company_id": b.id, "url": "https://evil.example"}))),
+            (
+                Method::POST,
+                "/webhooks".to_string(),
+                Some(json!({"company_id": b.id, "url": "https://evil.example"})),
+            ),
         ];
         for (method, path, body) in attempts {
             let reply = api.call(method.clone(), &path, &a.key, body).await;
-            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path} with A's key: {}", reply.body);
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "{method} {path} with A's key: {}",
+                reply.body
+            );
             assert_eq!(reply.body["error"]["code"], "not_found");
         }
         // B's things are untouched and B sees them.
-        let bot = api.ok(Method::GET, &format!("/bots/{}", b.bot), &b.key, None).await;
-        assert_eq!((bot["name"].as_str(), bot["current_version"].as_i64()), (Some("salon-bot-1"), Some(1)));
-        assert_eq!(api.ok(Method::GET, &format!("/bots/{}/phone-numbers", b.bot), &b.key, None).await.as_array().unwrap().len(), 1);
-        assert_eq!(api.ok(Method::GET, &format!("/webhooks/{}", b.webhook), &b.key, None).await["enabled"], true);
+        let bot = api
+            .ok(Method::GET, &format!("/bots/{}", b.bot), &b.key, None)
+            .await;
+        assert_eq!(
+            (bot["name"].as_str(), bot["current_version"].as_i64()),
+            (Some("salon-bot-1"), Some(1))
+        );
+        assert_eq!(
+            api.ok(
+                Method::GET,
+                &format!("/bots/{}/phone-numbers", b.bot),
+                &b.key,
+                None
+            )
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+            1
+        );
+        assert_eq!(
+            api.ok(
+                Method::GET,
+                &format!("/webhooks/{}", b.webhook),
+                &b.key,
+                None
+            )
+            .await["enabled"],
+            true
+        );
 
         // Lists show only the caller's own things.
         let calls = api.ok(Method::GET, "/calls", &a.key, None).await;
-        let ids: Vec<&str> = calls["calls"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = calls["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["call_a"]);
         let hooks = api.ok(Method::GET, "/webhooks", &a.key, None).await;
         assert_eq!(hooks.as_array().unwrap().len(), 1);
         assert_eq!(hooks[0]["id"], a.webhook.as_str());
         let all_calls = api.ok(Method::GET, "/calls", ADMIN, None).await;
-        assert_eq!(all_calls["calls"].as_array().unwrap().len(), 2, "the admin sees every company");
+        assert_eq!(
+            all_calls["calls"].as_array().unwrap().len(),
+            2,
+            "the admin sees every company"
+        );
     }
 }
 
@@ -218,40 +437,153 @@ async fn configs_are_validated_versioned_and_accepted_as_yaml_or_json() {
         let a = tenant(&api, "Salon A", "+74950000001").await;
 
         let invalid = "language: ru\ngreeting: hi\nscenarios:\n  - trigger_keywords: [a]\n    collect_fields:\n      - {prompt: x}\n";
-        let reply = api.raw(Method::PUT, &format!("/bots/{}/config", a.bot), Some(&a.key), "application/yaml", invalid.into()).await;
+        let reply = api
+            .raw(
+                Method::PUT,
+                &format!("/bots/{}/config", a.bot),
+                Some(&a.key),
+                "application/yaml",
+                invalid.into(),
+            )
+            .await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(reply.body["error"]["code"], "validation_failed");
-        let paths: Vec<&str> = reply.body["error"]["details"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
-        assert_eq!(paths, ["scenarios[0].name", "scenarios[0].collect_fields[0].name", "fallback"]);
+        let paths: Vec<&str> = reply.body["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "scenarios[0].name",
+                "scenarios[0].collect_fields[0].name",
+                "fallback"
+            ]
+        );
         assert_eq!(reply.body["error"]["details"][0]["message"], "required");
 
-        let created = api.call(Method::POST, "/bots", &a.key, Some(json!({"config": {"language": "en"}}))).await;
+        let created = api
+            .call(
+                Method::POST,
+                "/bots",
+                &a.key,
+                Some(json!({"config": {"language": "en"}})),
+            )
+            .await;
         assert_eq!(created.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(created.body["error"]["details"].as_array().unwrap().len(), 2, "greeting and fallback: {}", created.body);
+        assert_eq!(
+            created.body["error"]["details"].as_array().unwrap().len(),
+            2,
+            "greeting and fallback: {}",
+            created.body
+        );
 
-        let broken_json = api.raw(Method::PUT, &format!("/bots/{}/config", a.bot), Some(&a.key), "application/json", b"{\"language\":".to_vec()).await;
+        let broken_json = api
+            .raw(
+                Method::PUT,
+                &format!("/bots/{}/config", a.bot),
+                Some(&a.key),
+                "application/json",
+                b"{\"language\":".to_vec(),
+            )
+            .await;
         assert_eq!(broken_json.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(broken_json.body["error"]["details"][0]["message"].as_str().unwrap().starts_with("not valid JSON"));
+        assert!(broken_json.body["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not valid JSON"));
 
         let yaml = SALON.replace("Чем могу помочь?", "Слушаю вас.");
-        let v2 = api.raw(Method::PUT, &format!("/bots/{}/config", a.bot), Some(&a.key), "application/yaml", yaml.clone().into()).await;
+        let v2 = api
+            .raw(
+                Method::PUT,
+                &format!("/bots/{}/config", a.bot),
+                Some(&a.key),
+                "application/yaml",
+                yaml.clone().into(),
+            )
+            .await;
         assert_eq!(v2.status, StatusCode::OK, "{}", v2.body);
         assert_eq!(v2.body["version"], 2);
         assert_eq!(v2.body["source_text"], yaml.as_str());
-        assert_eq!(v2.body["config"]["scenarios"][0]["collect_fields"][3]["type"], "phone", "types inferred");
+        assert_eq!(
+            v2.body["config"]["scenarios"][0]["collect_fields"][3]["type"], "phone",
+            "types inferred"
+        );
 
         let json_config = json!({"language": "en", "greeting": "Hi!", "fallback": "Sorry?", "scenarios": [{"name": "faq", "trigger_keywords": ["question"], "use_knowledge_base": true}]});
-        let v3 = api.raw(Method::PUT, &format!("/bots/{}/config", a.bot), Some(&a.key), "application/json", json_config.to_string().into()).await;
-        assert_eq!((v3.status, v3.body["version"].as_i64(), v3.body["source_format"].as_str()), (StatusCode::OK, Some(3), Some("json")));
+        let v3 = api
+            .raw(
+                Method::PUT,
+                &format!("/bots/{}/config", a.bot),
+                Some(&a.key),
+                "application/json",
+                json_config.to_string().into(),
+            )
+            .await;
+        assert_eq!(
+            (
+                v3.status,
+                v3.body["version"].as_i64(),
+                v3.body["source_format"].as_str()
+            ),
+            (StatusCode::OK, Some(3), Some("json"))
+        );
 
-        let current = api.ok(Method::GET, &format!("/bots/{}/config", a.bot), &a.key, None).await;
+        let current = api
+            .ok(
+                Method::GET,
+                &format!("/bots/{}/config", a.bot),
+                &a.key,
+                None,
+            )
+            .await;
         assert_eq!(current["config"]["greeting"], "Hi!");
-        let versions = api.ok(Method::GET, &format!("/bots/{}/config/versions", a.bot), &a.key, None).await;
-        let listed: Vec<(i64, bool)> = versions.as_array().unwrap().iter().map(|v| (v["version"].as_i64().unwrap(), v["current"].as_bool().unwrap())).collect();
+        let versions = api
+            .ok(
+                Method::GET,
+                &format!("/bots/{}/config/versions", a.bot),
+                &a.key,
+                None,
+            )
+            .await;
+        let listed: Vec<(i64, bool)> = versions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_i64().unwrap(),
+                    v["current"].as_bool().unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(listed, [(3, true), (2, false), (1, false)]);
-        let v1 = api.ok(Method::GET, &format!("/bots/{}/config/versions/1", a.bot), &a.key, None).await;
-        assert_eq!(v1["config"]["greeting"], "Здравствуйте! Салон красоты Элегант. Чем могу помочь?");
-        assert_eq!(api.call(Method::GET, &format!("/bots/{}/config/versions/9", a.bot), &a.key, None).await.status, StatusCode::NOT_FOUND);
+        let v1 = api
+            .ok(
+                Method::GET,
+                &format!("/bots/{}/config/versions/1", a.bot),
+                &a.key,
+                None,
+            )
+            .await;
+        assert_eq!(
+            v1["config"]["greeting"],
+            "Здравствуйте! Салон красоты Элегант. Чем могу помочь?"
+        );
+        assert_eq!(
+            api.call(
+                Method::GET,
+                &format!("/bots/{}/config/versions/9", a.bot),
+                &a.key,
+                None
+            )
+            .await
+            .status,
+            StatusCode::NOT_FOUND
+        );
     }
 }
 
@@ -262,42 +594,166 @@ async fn bots_numbers_and_webhooks_behave() {
         let a = tenant(&api, "Salon A", "+74950000001").await;
         let b = tenant(&api, "Clinic B", "+74950000002").await;
 
-        let taken = api.call(Method::POST, &format!("/bots/{}/phone-numbers", b.bot), &b.key, Some(json!({"number": "8 (495) 000-00-01", "region": "RU"}))).await;
+        let taken = api
+            .call(
+                Method::POST,
+                &format!("/bots/{}/phone-numbers", b.bot),
+                &b.key,
+                Some(json!({"number": "8 (495) 000-00-01", "region": "RU"})),
+            )
+            .await;
         assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
-        assert!(taken.body["error"]["message"].as_str().unwrap().contains("+74950000001"));
-        let bad = api.call(Method::POST, &format!("/bots/{}/phone-numbers", b.bot), &b.key, Some(json!({"number": "call me"}))).await;
-        assert_eq!((bad.status, bad.body["error"]["details"][0]["path"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("number")));
-        let added = api.ok(Method::POST, &format!("/bots/{}/phone-numbers", b.bot), &b.key, Some(json!({"number": "8 916 123 45 67", "region": "RU"}))).await;
+        assert!(taken.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("+74950000001"));
+        let bad = api
+            .call(
+                Method::POST,
+                &format!("/bots/{}/phone-numbers", b.bot),
+                &b.key,
+                Some(json!({"number": "call me"})),
+            )
+            .await;
+        assert_eq!(
+            (bad.status, bad.body["error"]["details"][0]["path"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("number"))
+        );
+        let added = api
+            .ok(
+                Method::POST,
+                &format!("/bots/{}/phone-numbers", b.bot),
+                &b.key,
+                Some(json!({"number": "8 916 123 45 67", "region": "RU"})),
+            )
+            .await;
         assert_eq!(added["number"], "+79161234567");
-        api.ok(Method::DELETE, &format!("/bots/{}/phone-numbers/%2B79161234567", b.bot), &b.key, None).await;
+        api.ok(
+            Method::DELETE,
+            &format!("/bots/{}/phone-numbers/%2B79161234567", b.bot),
+            &b.key,
+            None,
+        )
+        .await;
 
-        let patched = api.ok(Method::PATCH, &format!("/bots/{}", a.bot), &a.key, Some(json!({"status": "disabled"}))).await;
+        let patched = api
+            .ok(
+                Method::PATCH,
+                &format!("/bots/{}", a.bot),
+                &a.key,
+                Some(json!({"status": "disabled"})),
+            )
+            .await;
         assert_eq!(patched["status"], "disabled");
-        let bad_status = api.call(Method::PATCH, &format!("/bots/{}", a.bot), &a.key, Some(json!({"status": "sleeping"}))).await;
+        let bad_status = api
+            .call(
+                Method::PATCH,
+                &format!("/bots/{}", a.bot),
+                &a.key,
+                Some(json!({"status": "sleeping"})),
+            )
+            .await;
         assert_eq!(bad_status.status, StatusCode::UNPROCESSABLE_ENTITY);
-        let unknown_field = api.call(Method::PATCH, &format!("/bots/{}", a.bot), &a.key, Some(json!({"colour": "red"}))).await;
-        assert_eq!((unknown_field.status, unknown_field.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
-        let bots = api.ok(Method::GET, &format!("/companies/{}/bots", a.id), &a.key, None).await;
+        let unknown_field = api
+            .call(
+                Method::PATCH,
+                &format!("/bots/{}", a.bot),
+                &a.key,
+                Some(json!({"colour": "red"})),
+            )
+            .await;
+        assert_eq!(
+            (
+                unknown_field.status,
+                unknown_field.body["error"]["code"].as_str()
+            ),
+            (StatusCode::BAD_REQUEST, Some("bad_request"))
+        );
+        let bots = api
+            .ok(
+                Method::GET,
+                &format!("/companies/{}/bots", a.id),
+                &a.key,
+                None,
+            )
+            .await;
         assert_eq!(bots.as_array().unwrap().len(), 1);
-        api.ok(Method::DELETE, &format!("/bots/{}", a.bot), &a.key, None).await;
-        assert_eq!(api.call(Method::GET, &format!("/bots/{}", a.bot), &a.key, None).await.status, StatusCode::NOT_FOUND);
-        let reuse = api.call(Method::POST, &format!("/bots/{}/phone-numbers", b.bot), &b.key, Some(json!({"number": "+74950000001"}))).await;
-        assert_eq!(reuse.status, StatusCode::CREATED, "a deleted bot's number is free again");
+        api.ok(Method::DELETE, &format!("/bots/{}", a.bot), &a.key, None)
+            .await;
+        assert_eq!(
+            api.call(Method::GET, &format!("/bots/{}", a.bot), &a.key, None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        let reuse = api
+            .call(
+                Method::POST,
+                &format!("/bots/{}/phone-numbers", b.bot),
+                &b.key,
+                Some(json!({"number": "+74950000001"})),
+            )
+            .await;
+        assert_eq!(
+            reuse.status,
+            StatusCode::CREATED,
+            "a deleted bot's number is free again"
+        );
 
-        let hook = api.ok(Method::POST, "/webhooks", &a.key, Some(json!({"url": "https://crm.example/calls", "events": ["call.completed"]}))).await;
-        assert!(hook["secret"].as_str().unwrap().starts_with("whsec_"), "secret shown on creation");
+        let hook = api
+            .ok(
+                Method::POST,
+                "/webhooks",
+                &a.key,
+                Some(json!({"url": "https://crm.example/calls", "events": ["call.completed"]})),
+            )
+            .await;
+        assert!(
+            hook["secret"].as_str().unwrap().starts_with("whsec_"),
+            "secret shown on creation"
+        );
         let id = hook["id"].as_str().unwrap();
-        let got = api.ok(Method::GET, &format!("/webhooks/{id}"), &a.key, None).await;
+        let got = api
+            .ok(Method::GET, &format!("/webhooks/{id}"), &a.key, None)
+            .await;
         assert!(got.get("secret").is_none(), "and never again");
-        let bad_url = api.call(Method::POST, "/webhooks", &a.key, Some(json!({"url": "ftp://x"}))).await;
+        let bad_url = api
+            .call(
+                Method::POST,
+                "/webhooks",
+                &a.key,
+                Some(json!({"url": "ftp://x"})),
+            )
+            .await;
         assert_eq!(bad_url.status, StatusCode::UNPROCESSABLE_ENTITY);
-        let bad_event = api.call(Method::PATCH, &format!("/webhooks/{id}"), &a.key, Some(json!({"events": ["call.exploded"]}))).await;
+        let bad_event = api
+            .call(
+                Method::PATCH,
+                &format!("/webhooks/{id}"),
+                &a.key,
+                Some(json!({"events": ["call.exploded"]})),
+            )
+            .await;
         assert_eq!(bad_event.body["error"]["details"][0]["path"], "events[0]");
-        let paused = api.ok(Method::PATCH, &format!("/webhooks/{id}"), &a.key, Some(json!({"enabled": false}))).await;
-        assert_eq!((paused["enabled"].as_bool(), paused["url"].as_str()), (Some(false), Some("https://crm.example/calls")));
-        api.ok(Method::DELETE, &format!("/webhooks/{id}"), &a.key, None).await;
+        let paused = api
+            .ok(
+                Method::PATCH,
+                &format!("/webhooks/{id}"),
+                &a.key,
+                Some(json!({"enabled": false})),
+            )
+            .await;
+        assert_eq!(
+            (paused["enabled"].as_bool(), paused["url"].as_str()),
+            (Some(false), Some("https://crm.example/calls"))
+        );
+        api.ok(Method::DELETE, &format!("/webhooks/{id}"), &a.key, None)
+            .await;
         let admin_without_company = api.call(Method::GET, "/webhooks", ADMIN, None).await;
-        assert_eq!(admin_without_company.body["error"]["details"][0]["path"], "company_id");
+        assert_eq!(
+            admin_without_company.body["error"]["details"][0]["path"],
+            "company_id"
+        );
     }
 }
 
@@ -309,7 +765,16 @@ async fn calls_are_listed_with_filters_and_cursors() {
         for i in 0..30 {
             let outcome = if i % 3 == 0 { "BOOKING" } else { "INFO_ONLY" };
             let started = 1_767_225_600_000 + i * 3_600_000; // 2026-01-01T00:00Z + i hours
-            api.store.upsert_call(&call_record(&format!("call_{i:02}"), &a.id, &a.bot, started, outcome)).await.unwrap();
+            api.store
+                .upsert_call(&call_record(
+                    &format!("call_{i:02}"),
+                    &a.id,
+                    &a.bot,
+                    started,
+                    outcome,
+                ))
+                .await
+                .unwrap();
         }
         let mut cursor: Option<String> = None;
         let mut ids = Vec::new();
@@ -319,7 +784,13 @@ async fn calls_are_listed_with_filters_and_cursors() {
                 None => "/calls?limit=7".to_string(),
             };
             let page = api.ok(Method::GET, &path, &a.key, None).await;
-            ids.extend(page["calls"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()));
+            ids.extend(
+                page["calls"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string()),
+            );
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = Some(next.to_string()),
                 None => break,
@@ -328,28 +799,81 @@ async fn calls_are_listed_with_filters_and_cursors() {
         let expected: Vec<String> = (0..30).rev().map(|i| format!("call_{i:02}")).collect();
         assert_eq!(ids, expected);
 
-        let bookings = api.ok(Method::GET, "/calls?outcome=BOOKING&limit=500", &a.key, None).await;
+        let bookings = api
+            .ok(
+                Method::GET,
+                "/calls?outcome=BOOKING&limit=500",
+                &a.key,
+                None,
+            )
+            .await;
         assert_eq!(bookings["calls"].as_array().unwrap().len(), 10);
-        let day = api.ok(Method::GET, "/calls?from=2026-01-01T10:00:00Z&to=2026-01-01T13:00:00Z", &a.key, None).await;
-        let got: Vec<&str> = day["calls"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        let day = api
+            .ok(
+                Method::GET,
+                "/calls?from=2026-01-01T10:00:00Z&to=2026-01-01T13:00:00Z",
+                &a.key,
+                None,
+            )
+            .await;
+        let got: Vec<&str> = day["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
         assert_eq!(got, ["call_12", "call_11", "call_10"]);
-        let by_bot = api.ok(Method::GET, &format!("/calls?bot_id={}&direction=inbound&status=completed&phone=%2B79161234567", a.bot), &a.key, None).await;
+        let by_bot = api
+            .ok(
+                Method::GET,
+                &format!(
+                    "/calls?bot_id={}&direction=inbound&status=completed&phone=%2B79161234567",
+                    a.bot
+                ),
+                &a.key,
+                None,
+            )
+            .await;
         assert_eq!(by_bot["calls"].as_array().unwrap().len(), 30);
-        assert_eq!(api.ok(Method::GET, "/calls?direction=outbound", &a.key, None).await["calls"].as_array().unwrap().len(), 0);
+        assert_eq!(
+            api.ok(Method::GET, "/calls?direction=outbound", &a.key, None)
+                .await["calls"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
 
-        for (query, path) in [("status=lost", "status"), ("from=yesterday", "from"), ("limit=0", "limit"), ("cursor=zzz", "cursor")] {
-            let reply = api.call(Method::GET, &format!("/calls?{query}"), &a.key, None).await;
+        for (query, path) in [
+            ("status=lost", "status"),
+            ("from=yesterday", "from"),
+            ("limit=0", "limit"),
+            ("cursor=zzz", "cursor"),
+        ] {
+            let reply = api
+                .call(Method::GET, &format!("/calls?{query}"), &a.key, None)
+                .await;
             assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
             assert_eq!(reply.body["error"]["details"][0]["path"], path);
         }
-        assert_eq!(api.call(Method::GET, "/calls?colour=red", &a.key, None).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            api.call(Method::GET, "/calls?colour=red", &a.key, None)
+                .await
+                .status,
+            StatusCode::BAD_REQUEST
+        );
 
         let detail = api.ok(Method::GET, "/calls/call_03", &a.key, None).await;
         assert_eq!(detail["transcript"][0]["text"], "Хочу записаться");
         assert_eq!(detail["fields"]["service"], "стрижка");
         assert_eq!(detail["outcome"]["kind"], "BOOKING");
         assert_eq!(detail["duration_sec"], 30);
-        assert_eq!(api.call(Method::GET, "/calls/call_missing", &a.key, None).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            api.call(Method::GET, "/calls/call_missing", &a.key, None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
     }
 }
 
@@ -358,31 +882,87 @@ async fn calls_are_listed_with_filters_and_cursors() {
 #[tokio::test]
 async fn each_key_is_rate_limited() {
     let db = callfleet_store::testing::sqlite().await;
-    let api = Api::new(db.store.clone(), ApiConfig { rate_limit_per_sec: 0.01, rate_limit_burst: 3, ..ApiConfig::default() });
-    let company = api.ok(Method::POST, "/companies", ADMIN, Some(json!({"name": "A"}))).await;
-    let key = api.ok(Method::POST, &format!("/companies/{}/api-keys", company["id"].as_str().unwrap()), ADMIN, None).await;
+    let api = Api::new(
+        db.store.clone(),
+        ApiConfig {
+            rate_limit_per_sec: 0.01,
+            rate_limit_burst: 3,
+            ..ApiConfig::default()
+        },
+    );
+    let company = api
+        .ok(
+            Method::POST,
+            "/companies",
+            ADMIN,
+            Some(json!({"name": "A"})),
+        )
+        .await;
+    let key = api
+        .ok(
+            Method::POST,
+            &format!("/companies/{}/api-keys", company["id"].as_str().unwrap()),
+            ADMIN,
+            None,
+        )
+        .await;
     let key = key["key"].as_str().unwrap();
     for _ in 0..3 {
-        assert_eq!(api.call(Method::GET, "/calls", key, None).await.status, StatusCode::OK);
+        assert_eq!(
+            api.call(Method::GET, "/calls", key, None).await.status,
+            StatusCode::OK
+        );
     }
     let limited = api.call(Method::GET, "/calls", key, None).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = limited.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
-    assert!((90..=100).contains(&retry_after), "one token takes 100 s: {retry_after}");
+    let retry_after: u64 = limited.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (90..=100).contains(&retry_after),
+        "one token takes 100 s: {retry_after}"
+    );
     assert_eq!(limited.body["error"]["code"], "rate_limited");
-    assert_eq!(api.call(Method::GET, "/calls", ADMIN, None).await.status, StatusCode::OK, "other keys are not limited");
+    assert_eq!(
+        api.call(Method::GET, "/calls", ADMIN, None).await.status,
+        StatusCode::OK,
+        "other keys are not limited"
+    );
 }
 
 #[tokio::test]
 async fn oversize_bodies_are_refused_whole() {
     let db = callfleet_store::testing::sqlite().await;
-    let api = Api::new(db.store.clone(), ApiConfig { max_body_bytes: 4096, ..ApiConfig::default() });
+    let api = Api::new(
+        db.store.clone(),
+        ApiConfig {
+            max_body_bytes: 4096,
+            ..ApiConfig::default()
+        },
+    );
     let a = tenant(&api, "A", "+74950000001").await;
     let huge = format!("{SALON}\nsystem_prompt: \"{}\"\n", "x".repeat(10_000));
-    let reply = api.raw(Method::PUT, &format!("/bots/{}/config", a.bot), Some(&a.key), "application/yaml", huge.into()).await;
+    let reply = api
+        .raw(
+            Method::PUT,
+            &format!("/bots/{}/config", a.bot),
+            Some(&a.key),
+            "application/yaml",
+            huge.into(),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.body["error"]["code"], "payload_too_large");
-    let config = api.ok(Method::GET, &format!("/bots/{}/config", a.bot), &a.key, None).await;
+    let config = api
+        .ok(
+            Method::GET,
+            &format!("/bots/{}/config", a.bot),
+            &a.key,
+            None,
+        )
+        .await;
     assert_eq!(config["version"], 1, "nothing was saved");
 }
 
@@ -390,7 +970,15 @@ async fn oversize_bodies_are_refused_whole() {
 async fn openapi_lists_every_route_and_metrics_count_requests() {
     let db = callfleet_store::testing::sqlite().await;
     let api = Api::new(db.store.clone(), ApiConfig::default());
-    let doc = api.raw(Method::GET, "/openapi.json", None, "application/json", vec![]).await;
+    let doc = api
+        .raw(
+            Method::GET,
+            "/openapi.json",
+            None,
+            "application/json",
+            vec![],
+        )
+        .await;
     assert_eq!(doc.status, StatusCode::OK);
     let mut routes: Vec<String> = Vec::new();
     for (path, item) in doc.body["paths"].as_object().unwrap() {
@@ -402,16 +990,45 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
     }
     routes.sort();
     let mut expected = vec![
-        "GET /health", "GET /metrics", "GET /openapi.json",
-        "POST /companies", "GET /companies", "GET /companies/{id}", "DELETE /companies/{id}",
-        "POST /companies/{id}/api-keys", "GET /companies/{id}/api-keys", "DELETE /companies/{id}/api-keys/{key_id}",
-        "GET /companies/{id}/bots", "POST /bots", "GET /bots/{id}", "PATCH /bots/{id}", "DELETE /bots/{id}",
-        "PUT /bots/{id}/config", "GET /bots/{id}/config", "GET /bots/{id}/config/versions", "GET /bots/{id}/config/versions/{version}",
-        "POST /bots/{id}/phone-numbers", "GET /bots/{id}/phone-numbers", "DELETE /bots/{id}/phone-numbers/{number}",
-        "POST /bots/{id}/knowledge", "GET /bots/{id}/knowledge", "DELETE /bots/{id}/knowledge",
-        "GET /bots/{id}/knowledge/{doc_id}", "DELETE /bots/{id}/knowledge/{doc_id}", "POST /bots/{id}/knowledge/search",
-        "GET /calls", "GET /calls/{id}", "POST /bots/{id}/sessions", "GET /talk/{bot_id}", "GET /ui/livekit-client.js",
-        "POST /webhooks", "GET /webhooks", "GET /webhooks/{id}", "PATCH /webhooks/{id}", "DELETE /webhooks/{id}", "GET /webhooks/{id}/deliveries",
+        "GET /health",
+        "GET /metrics",
+        "GET /openapi.json",
+        "POST /companies",
+        "GET /companies",
+        "GET /companies/{id}",
+        "DELETE /companies/{id}",
+        "POST /companies/{id}/api-keys",
+        "GET /companies/{id}/api-keys",
+        "DELETE /companies/{id}/api-keys/{key_id}",
+        "GET /companies/{id}/bots",
+        "POST /bots",
+        "GET /bots/{id}",
+        "PATCH /bots/{id}",
+        "DELETE /bots/{id}",
+        "PUT /bots/{id}/config",
+        "GET /bots/{id}/config",
+        "GET /bots/{id}/config/versions",
+        "GET /bots/{id}/config/versions/{version}",
+        "POST /bots/{id}/phone-numbers",
+        "GET /bots/{id}/phone-numbers",
+        "DELETE /bots/{id}/phone-numbers/{number}",
+        "POST /bots/{id}/knowledge",
+        "GET /bots/{id}/knowledge",
+        "DELETE /bots/{id}/knowledge",
+        "GET /bots/{id}/knowledge/{doc_id}",
+        "DELETE /bots/{id}/knowledge/{doc_id}",
+        "POST /bots/{id}/knowledge/search",
+        "GET /calls",
+        "GET /calls/{id}",
+        "POST /bots/{id}/sessions",
+        "GET /talk/{bot_id}",
+        "GET /ui/livekit-client.js",
+        "POST /webhooks",
+        "GET /webhooks",
+        "GET /webhooks/{id}",
+        "PATCH /webhooks/{id}",
+        "DELETE /webhooks/{id}",
+        "GET /webhooks/{id}/deliveries",
     ];
     expected.sort();
     assert_eq!(routes, expected);
@@ -420,17 +1037,45 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
     for route in &expected {
         let (method, path) = route.split_once(' ').unwrap();
         let path = path.replace("{version}", "1").replace(['{', '}'], "");
-        let reply = api.raw(method.parse().unwrap(), &path, None, "application/json", vec![]).await;
-        assert_ne!(reply.status, StatusCode::NOT_FOUND, "{route} is documented but not routed");
-        assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{route} is documented but not routed");
+        let reply = api
+            .raw(
+                method.parse().unwrap(),
+                &path,
+                None,
+                "application/json",
+                vec![],
+            )
+            .await;
+        assert_ne!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{route} is documented but not routed"
+        );
+        assert_ne!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{route} is documented but not routed"
+        );
     }
 
-    let health = api.raw(Method::GET, "/health", None, "application/json", vec![]).await;
+    let health = api
+        .raw(Method::GET, "/health", None, "application/json", vec![])
+        .await;
     assert_eq!(health.body, json!({"status": "ok", "database": "sqlite"}));
-    let metrics = api.raw(Method::GET, "/metrics", None, "text/plain", vec![]).await;
+    let metrics = api
+        .raw(Method::GET, "/metrics", None, "text/plain", vec![])
+        .await;
     let text = metrics.body.as_str().unwrap();
-    assert!(text.contains(r#"callfleet_http_requests_total{method="GET",route="/health",status="200"} 2"#), "{text}");
-    assert!(text.contains(r#"route="/bots/{id}""#), "routes are labelled by template: {text}");
+    assert!(
+        text.contains(
+            r#"callfleet_http_requests_total{method="GET",route="/health",status="200"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/bots/{id}""#),
+        "routes are labelled by template: {text}"
+    );
 }
 
 #[tokio::test]
@@ -444,40 +1089,120 @@ async fn browser_sessions_place_an_agent_and_hand_out_a_token() {
     let without = Api::new(db.store.clone(), ApiConfig::default());
     let a = tenant(&without, "A", "+74950000001").await;
     let b = tenant(&without, "B", "+74950000002").await;
-    let unavailable = without.call(Method::POST, &format!("/bots/{}/sessions", a.bot), &a.key, None).await;
-    assert_eq!((unavailable.status, unavailable.body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("calls_unavailable")));
+    let unavailable = without
+        .call(
+            Method::POST,
+            &format!("/bots/{}/sessions", a.bot),
+            &a.key,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            unavailable.status,
+            unavailable.body["error"]["code"].as_str()
+        ),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("calls_unavailable"))
+    );
 
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
-    let dispatcher = Arc::new(Dispatcher::new(bus.clone(), db.store.clone(), DispatcherConfig::default()));
+    let dispatcher = Arc::new(Dispatcher::new(
+        bus.clone(),
+        db.store.clone(),
+        DispatcherConfig::default(),
+    ));
     let calls = callfleet_admin_api::BrowserCalls {
         dispatcher,
         livekit_url: "ws://127.0.0.1:7880".into(),
         api_key: "devkey".into(),
         api_secret: Secret::new("secret"),
     };
-    let config = ApiConfig { admin_key: Secret::new(ADMIN), ..ApiConfig::default() };
+    let config = ApiConfig {
+        admin_key: Secret::new(ADMIN),
+        ..ApiConfig::default()
+    };
     let app = router(ApiContext::new(config, db.store.clone()).with_browser_calls(calls));
-    let api = Api { app, store: db.store.clone() };
+    let api = Api {
+        app,
+        store: db.store.clone(),
+    };
 
-    let no_worker = api.call(Method::POST, &format!("/bots/{}/sessions", a.bot), &a.key, None).await;
-    assert_eq!((no_worker.status, no_worker.body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity")));
+    let no_worker = api
+        .call(
+            Method::POST,
+            &format!("/bots/{}/sessions", a.bot),
+            &a.key,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (no_worker.status, no_worker.body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity"))
+    );
 
-    let worker = WorkerStatus { v: MESSAGE_VERSION, worker_id: "w1".into(), capacity: 4, active_calls: 0, cpu: 0.0, memory_bytes: 0, provider_connections: 0, draining: false, at: 0 };
-    bus.heartbeat(&worker, Duration::from_secs(60)).await.unwrap();
-    let session = api.call(Method::POST, &format!("/bots/{}/sessions", a.bot), &a.key, None).await;
+    let worker = WorkerStatus {
+        v: MESSAGE_VERSION,
+        worker_id: "w1".into(),
+        capacity: 4,
+        active_calls: 0,
+        cpu: 0.0,
+        memory_bytes: 0,
+        provider_connections: 0,
+        draining: false,
+        at: 0,
+    };
+    bus.heartbeat(&worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let session = api
+        .call(
+            Method::POST,
+            &format!("/bots/{}/sessions", a.bot),
+            &a.key,
+            None,
+        )
+        .await;
     assert_eq!(session.status, StatusCode::CREATED, "{}", session.body);
     assert_eq!(session.body["url"], "ws://127.0.0.1:7880");
-    let job = bus.next_job("w1", Duration::from_secs(1)).await.unwrap().expect("an agent was placed at once");
+    let job = bus
+        .next_job("w1", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("an agent was placed at once");
     assert_eq!(job.call_id, session.body["call_id"].as_str().unwrap());
     assert_eq!(job.room, session.body["room"].as_str().unwrap());
-    assert_eq!(job.caller_identity.as_deref(), session.body["identity"].as_str());
-    assert_eq!(job.config["greeting"], "Здравствуйте! Салон красоты Элегант. Чем могу помочь?");
+    assert_eq!(
+        job.caller_identity.as_deref(),
+        session.body["identity"].as_str()
+    );
+    assert_eq!(
+        job.config["greeting"],
+        "Здравствуйте! Салон красоты Элегант. Чем могу помочь?"
+    );
     // The token is a LiveKit JWT for that room and identity, signed with the API secret.
     let claims = livekit_api::access_token::TokenVerifier::with_api_key("devkey", "secret")
         .verify(session.body["token"].as_str().unwrap())
         .expect("signed with the LiveKit secret");
-    assert_eq!((claims.sub.as_str(), claims.video.room.as_str(), claims.video.room_join), (job.caller_identity.as_deref().unwrap(), job.room.as_str(), true));
+    assert_eq!(
+        (
+            claims.sub.as_str(),
+            claims.video.room.as_str(),
+            claims.video.room_join
+        ),
+        (
+            job.caller_identity.as_deref().unwrap(),
+            job.room.as_str(),
+            true
+        )
+    );
 
-    let other = api.call(Method::POST, &format!("/bots/{}/sessions", b.bot), &a.key, None).await;
+    let other = api
+        .call(
+            Method::POST,
+            &format!("/bots/{}/sessions", b.bot),
+            &a.key,
+            None,
+        )
+        .await;
     assert_eq!(other.status, StatusCode::NOT_FOUND, "another company's bot");
 }

@@ -6,7 +6,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use callfleet_admin_api::{router, ApiConfig, ApiContext};
 use callfleet_core::secret::Secret;
-use callfleet_knowledge::{EdgeIndex, HashingEmbedder, KnowledgeConfig, KnowledgeService, VectorIndex};
+use callfleet_knowledge::{
+    EdgeIndex, HashingEmbedder, KnowledgeConfig, KnowledgeService, VectorIndex,
+};
 use callfleet_store::testing::test_stores;
 use callfleet_store::Store;
 use http_body_util::BodyExt;
@@ -37,17 +39,38 @@ fn multipart(filename: &str, bytes: &[u8]) -> Vec<u8> {
 impl Api {
     fn new(store: Store, with_knowledge: bool) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let config = ApiConfig { admin_key: Secret::new(ADMIN), max_upload_bytes: 4096, ..ApiConfig::default() };
+        let config = ApiConfig {
+            admin_key: Secret::new(ADMIN),
+            max_upload_bytes: 4096,
+            ..ApiConfig::default()
+        };
         let mut ctx = ApiContext::new(config, store.clone());
         let index = Arc::new(EdgeIndex::open(dir.path(), 128).unwrap());
         if with_knowledge {
-            let service = KnowledgeService::new(store, index.clone(), Arc::new(HashingEmbedder::new(128)), KnowledgeConfig::default()).unwrap();
+            let service = KnowledgeService::new(
+                store,
+                index.clone(),
+                Arc::new(HashingEmbedder::new(128)),
+                KnowledgeConfig::default(),
+            )
+            .unwrap();
             ctx = ctx.with_knowledge(service);
         }
-        Api { app: router(ctx), index, _dir: dir }
+        Api {
+            app: router(ctx),
+            index,
+            _dir: dir,
+        }
     }
 
-    async fn raw(&self, method: Method, path: &str, key: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -58,22 +81,59 @@ impl Api {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
-    async fn json(&self, method: Method, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-        self.raw(method, path, key, "application/json", body.to_string().into_bytes()).await
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.raw(
+            method,
+            path,
+            key,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await
     }
 
-    async fn upload(&self, bot: &str, key: &str, filename: &str, bytes: &[u8]) -> (StatusCode, Value) {
+    async fn upload(
+        &self,
+        bot: &str,
+        key: &str,
+        filename: &str,
+        bytes: &[u8],
+    ) -> (StatusCode, Value) {
         let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-        self.raw(Method::POST, &format!("/bots/{bot}/knowledge"), key, &content_type, multipart(filename, bytes)).await
+        self.raw(
+            Method::POST,
+            &format!("/bots/{bot}/knowledge"),
+            key,
+            &content_type,
+            multipart(filename, bytes),
+        )
+        .await
     }
 
     /// Polls the document until indexing ends, as a client would.
     async fn until_indexed(&self, bot: &str, key: &str, doc: &str) -> Value {
         for _ in 0..500 {
-            let (status, body) = self.raw(Method::GET, &format!("/bots/{bot}/knowledge/{doc}"), key, "application/json", vec![]).await;
+            let (status, body) = self
+                .raw(
+                    Method::GET,
+                    &format!("/bots/{bot}/knowledge/{doc}"),
+                    key,
+                    "application/json",
+                    vec![],
+                )
+                .await;
             assert_eq!(status, StatusCode::OK, "{body}");
             if body["status"] != "pending" && body["status"] != "indexing" {
                 return body;
@@ -86,11 +146,27 @@ impl Api {
 
 /// A company with a key and a bot.
 async fn tenant(api: &Api, name: &str) -> (String, String) {
-    let (_, company) = api.json(Method::POST, "/companies", ADMIN, json!({"name": name, "timezone": "Europe/Moscow"})).await;
+    let (_, company) = api
+        .json(
+            Method::POST,
+            "/companies",
+            ADMIN,
+            json!({"name": name, "timezone": "Europe/Moscow"}),
+        )
+        .await;
     let id = company["id"].as_str().unwrap();
-    let (_, key) = api.json(Method::POST, &format!("/companies/{id}/api-keys"), ADMIN, json!({"name": "main"})).await;
+    let (_, key) = api
+        .json(
+            Method::POST,
+            &format!("/companies/{id}/api-keys"),
+            ADMIN,
+            json!({"name": "main"}),
+        )
+        .await;
     let key = key["key"].as_str().unwrap().to_string();
-    let (status, bot) = api.json(Method::POST, "/bots", &key, json!({"config": BOT})).await;
+    let (status, bot) = api
+        .json(Method::POST, "/bots", &key, json!({"config": BOT}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{bot}");
     (key, bot["id"].as_str().unwrap().to_string())
 }
@@ -105,42 +181,132 @@ async fn upload_index_search_delete_clear() {
         assert_eq!(doc["content_type"], "text/markdown");
         let doc_id = doc["id"].as_str().unwrap().to_string();
         let ready = api.until_indexed(&bot, &key, &doc_id).await;
-        assert_eq!((ready["status"].as_str(), ready["chunks_done"].as_i64()), (Some("ready"), ready["chunks_total"].as_i64()), "{ready}");
+        assert_eq!(
+            (ready["status"].as_str(), ready["chunks_done"].as_i64()),
+            (Some("ready"), ready["chunks_total"].as_i64()),
+            "{ready}"
+        );
 
-        let (status, hits) = api.json(Method::POST, &format!("/bots/{bot}/knowledge/search"), &key, json!({"query": "how long does delivery take", "top_k": 1})).await;
+        let (status, hits) = api
+            .json(
+                Method::POST,
+                &format!("/bots/{bot}/knowledge/search"),
+                &key,
+                json!({"query": "how long does delivery take", "top_k": 1}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{hits}");
         assert_eq!(hits[0]["citation"], "faq.md, «Delivery»");
         assert_eq!(hits[0]["document_id"], doc_id.as_str());
-        let (status, _) = api.json(Method::POST, &format!("/bots/{bot}/knowledge/search"), &key, json!({"query": " ", "top_k": 1})).await;
+        let (status, _) = api
+            .json(
+                Method::POST,
+                &format!("/bots/{bot}/knowledge/search"),
+                &key,
+                json!({"query": " ", "top_k": 1}),
+            )
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
-        let (_, listed) = api.raw(Method::GET, &format!("/bots/{bot}/knowledge"), &key, "application/json", vec![]).await;
+        let (_, listed) = api
+            .raw(
+                Method::GET,
+                &format!("/bots/{bot}/knowledge"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(listed.as_array().unwrap().len(), 1);
-        let (status, _) = api.raw(Method::DELETE, &format!("/bots/{bot}/knowledge/{doc_id}"), &key, "application/json", vec![]).await;
+        let (status, _) = api
+            .raw(
+                Method::DELETE,
+                &format!("/bots/{bot}/knowledge/{doc_id}"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        let (status, _) = api.raw(Method::GET, &format!("/bots/{bot}/knowledge/{doc_id}"), &key, "application/json", vec![]).await;
+        let (status, _) = api
+            .raw(
+                Method::GET,
+                &format!("/bots/{bot}/knowledge/{doc_id}"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (_, hits) = api.json(Method::POST, &format!("/bots/{bot}/knowledge/search"), &key, json!({"query": "delivery"})).await;
+        let (_, hits) = api
+            .json(
+                Method::POST,
+                &format!("/bots/{bot}/knowledge/search"),
+                &key,
+                json!({"query": "delivery"}),
+            )
+            .await;
         assert_eq!(hits, json!([]));
 
         for name in ["a.txt", "b.txt"] {
-            let (status, _) = api.upload(&bot, &key, name, b"Opening hours are nine to five.").await;
+            let (status, _) = api
+                .upload(&bot, &key, name, b"Opening hours are nine to five.")
+                .await;
             assert_eq!(status, StatusCode::ACCEPTED);
         }
-        let (status, _) = api.raw(Method::DELETE, &format!("/bots/{bot}/knowledge"), &key, "application/json", vec![]).await;
+        let (status, _) = api
+            .raw(
+                Method::DELETE,
+                &format!("/bots/{bot}/knowledge"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        let (_, listed) = api.raw(Method::GET, &format!("/bots/{bot}/knowledge"), &key, "application/json", vec![]).await;
+        let (_, listed) = api
+            .raw(
+                Method::GET,
+                &format!("/bots/{bot}/knowledge"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(listed, json!([]));
-        let (_, hits) = api.json(Method::POST, &format!("/bots/{bot}/knowledge/search"), &key, json!({"query": "opening hours"})).await;
+        let (_, hits) = api
+            .json(
+                Method::POST,
+                &format!("/bots/{bot}/knowledge/search"),
+                &key,
+                json!({"query": "opening hours"}),
+            )
+            .await;
         assert_eq!(hits, json!([]), "{:?}", db.backend);
 
         // Deleting the bot takes its vectors too.
-        let (_, doc) = api.upload(&bot, &key, "c.txt", b"Opening hours are nine to five.").await;
-        api.until_indexed(&bot, &key, doc["id"].as_str().unwrap()).await;
+        let (_, doc) = api
+            .upload(&bot, &key, "c.txt", b"Opening hours are nine to five.")
+            .await;
+        api.until_indexed(&bot, &key, doc["id"].as_str().unwrap())
+            .await;
         assert_eq!(api.index.count(&bot, None).await.unwrap(), 1);
-        let (status, _) = api.raw(Method::DELETE, &format!("/bots/{bot}"), &key, "application/json", vec![]).await;
+        let (status, _) = api
+            .raw(
+                Method::DELETE,
+                &format!("/bots/{bot}"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert_eq!(api.index.count(&bot, None).await.unwrap(), 0, "{:?}", db.backend);
+        assert_eq!(
+            api.index.count(&bot, None).await.unwrap(),
+            0,
+            "{:?}",
+            db.backend
+        );
     }
 }
 
@@ -150,7 +316,9 @@ async fn another_companys_key_gets_404_everywhere() {
         let api = Api::new(db.store.clone(), true);
         let (key_a, bot_a) = tenant(&api, "A").await;
         let (key_b, bot_b) = tenant(&api, "B").await;
-        let (_, doc) = api.upload(&bot_a, &key_a, "a.txt", b"Secret prices of company A.").await;
+        let (_, doc) = api
+            .upload(&bot_a, &key_a, "a.txt", b"Secret prices of company A.")
+            .await;
         let doc_id = doc["id"].as_str().unwrap();
         api.until_indexed(&bot_a, &key_a, doc_id).await;
 
@@ -164,17 +332,41 @@ async fn another_companys_key_gets_404_everywhere() {
             (Method::DELETE, format!("/bots/{bot_b}/knowledge/{doc_id}")),
         ];
         for (method, path) in b_on_a {
-            let (status, body) = api.raw(method.clone(), &path, &key_b, "application/json", vec![]).await;
+            let (status, body) = api
+                .raw(method.clone(), &path, &key_b, "application/json", vec![])
+                .await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
         }
-        let (status, _) = api.json(Method::POST, &format!("/bots/{bot_a}/knowledge/search"), &key_b, json!({"query": "prices"})).await;
+        let (status, _) = api
+            .json(
+                Method::POST,
+                &format!("/bots/{bot_a}/knowledge/search"),
+                &key_b,
+                json!({"query": "prices"}),
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = api.upload(&bot_a, &key_b, "x.txt", b"injected").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (_, hits) = api.json(Method::POST, &format!("/bots/{bot_b}/knowledge/search"), &key_b, json!({"query": "secret prices company"})).await;
+        let (_, hits) = api
+            .json(
+                Method::POST,
+                &format!("/bots/{bot_b}/knowledge/search"),
+                &key_b,
+                json!({"query": "secret prices company"}),
+            )
+            .await;
         assert_eq!(hits, json!([]), "{:?}", db.backend);
         // A still has everything.
-        let (_, listed) = api.raw(Method::GET, &format!("/bots/{bot_a}/knowledge"), &key_a, "application/json", vec![]).await;
+        let (_, listed) = api
+            .raw(
+                Method::GET,
+                &format!("/bots/{bot_a}/knowledge"),
+                &key_a,
+                "application/json",
+                vec![],
+            )
+            .await;
         assert_eq!(listed.as_array().unwrap().len(), 1);
     }
 }
@@ -191,15 +383,42 @@ async fn bad_and_oversized_files() {
         ] {
             let (status, body) = api.upload(&bot, &key, name, bytes).await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
-            assert!(body["error"]["message"].as_str().unwrap().contains(expected), "{name}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(expected),
+                "{name}: {body}"
+            );
         }
-        let (_, listed) = api.raw(Method::GET, &format!("/bots/{bot}/knowledge"), &key, "application/json", vec![]).await;
-        let statuses: Vec<&str> = listed.as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+        let (_, listed) = api
+            .raw(
+                Method::GET,
+                &format!("/bots/{bot}/knowledge"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
+        let statuses: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["status"].as_str().unwrap())
+            .collect();
         assert_eq!(statuses, ["failed", "failed", "failed"]);
 
         let (status, body) = api.upload(&bot, &key, "big.txt", &vec![b'a'; 5000]).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-        let (status, body) = api.raw(Method::POST, &format!("/bots/{bot}/knowledge"), &key, &format!("multipart/form-data; boundary={BOUNDARY}"), format!("--{BOUNDARY}--\r\n").into_bytes()).await;
+        let (status, body) = api
+            .raw(
+                Method::POST,
+                &format!("/bots/{bot}/knowledge"),
+                &key,
+                &format!("multipart/form-data; boundary={BOUNDARY}"),
+                format!("--{BOUNDARY}--\r\n").into_bytes(),
+            )
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     }
 }

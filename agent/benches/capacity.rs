@@ -51,7 +51,8 @@ struct Settings {
 
 fn settings() -> Settings {
     Settings {
-        url: std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into()),
+        url: std::env::var("CALLFLEET_LIVEKIT_URL")
+            .unwrap_or_else(|_| "ws://127.0.0.1:7880".into()),
         key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
         secret: std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
     }
@@ -65,7 +66,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and test discovery
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if std::env::var("CALLFLEET_BENCH_ROLE").as_deref() == Ok("callers") {
         runtime.block_on(callers());
     } else {
@@ -78,7 +82,10 @@ fn main() {
 /// The child: fakes plus callers. Prints `fakes STT_URL TTS_URL`, then reads commands:
 /// `join RUN I` (a caller joins room I), `stats` (prints `stats REPLIES`), `quit`.
 async fn callers() {
-    let script = SttScript { transcripts: vec!["I have a question about my account".into(); 100_000], ..SttScript::default() };
+    let script = SttScript {
+        transcripts: vec!["I have a question about my account".into(); 100_000],
+        ..SttScript::default()
+    };
     let stt = FakeDeepgram::start(script).await;
     let tts = FakeCartesia::start().await;
     println!("fakes {} {}", stt.url(), tts.url());
@@ -90,8 +97,17 @@ async fn callers() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["join", run, i] => {
-                let (room, index) = (room_name(run, i.parse().unwrap()), i.parse::<u64>().unwrap());
-                tokio::spawn(caller(s.clone(), room, index, replies.clone(), stop.clone()));
+                let (room, index) = (
+                    room_name(run, i.parse().unwrap()),
+                    i.parse::<u64>().unwrap(),
+                );
+                tokio::spawn(caller(
+                    s.clone(),
+                    room,
+                    index,
+                    replies.clone(),
+                    stop.clone(),
+                ));
             }
             ["stats"] => println!("stats {}", replies.load(Ordering::Relaxed)),
             ["quit"] => break,
@@ -104,12 +120,21 @@ async fn callers() {
 
 /// One caller: publishes a microphone (speech for 1.5 s every 8 s, silence otherwise: what a
 /// phone sends) and counts the agent's replies as stretches of sound.
-async fn caller(s: Arc<Settings>, room: String, index: u64, replies: Arc<AtomicU64>, stop: CancellationToken) {
+async fn caller(
+    s: Arc<Settings>,
+    room: String,
+    index: u64,
+    replies: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
     let identity = format!("caller-{index}");
     let token = participant_token(&s.key, &s.secret, &room, &identity).unwrap();
     // The callers are the harness, sharing the worker's two cores: the cheapest Opus encoding
     // leaves more of them to the worker being measured (which keeps the product's default).
-    let options = RoomOptions { opus_complexity: 0, ..RoomOptions::default() };
+    let options = RoomOptions {
+        opus_complexity: 0,
+        ..RoomOptions::default()
+    };
     let (room, mut events) = match Room::connect(&s.url, &token, options).await {
         Ok(joined) => joined,
         Err(e) => return eprintln!("caller {index}: could not join: {e}"),
@@ -125,7 +150,9 @@ async fn caller(s: Arc<Settings>, room: String, index: u64, replies: Arc<AtomicU
                 if let RoomEvent::TrackSubscribed { mut stream, .. } = event {
                     let (mut loud, mut quiet_ms) = (false, 0u32);
                     while let Some(frame) = stream.recv().await {
-                        let ms = (frame.samples.len() as u64 * 1000 / u64::from(frame.sample_rate.max(1))) as u32;
+                        let ms = (frame.samples.len() as u64 * 1000
+                            / u64::from(frame.sample_rate.max(1)))
+                            as u32;
                         if callfleet_testkit::audio::rms(&frame.samples) > 300.0 {
                             if !loud {
                                 replies.fetch_add(1, Ordering::Relaxed);
@@ -165,9 +192,22 @@ fn mib(bytes: f64) -> f64 {
 
 async fn worker() {
     let s = settings();
-    let host_port = s.url.split("://").nth(1).unwrap_or(&s.url).trim_end_matches('/').to_string();
-    if host_port.parse().ok().is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err()) {
-        eprintln!("no livekit-server at {} (scripts/bench-fleet starts one): skipping the capacity bench", s.url);
+    let host_port = s
+        .url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&s.url)
+        .trim_end_matches('/')
+        .to_string();
+    if host_port
+        .parse()
+        .ok()
+        .is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err())
+    {
+        eprintln!(
+            "no livekit-server at {} (scripts/bench-fleet starts one): skipping the capacity bench",
+            s.url
+        );
         return;
     }
     let steps: Vec<usize> = std::env::var("CALLFLEET_BENCH_CALLS")
@@ -175,7 +215,10 @@ async fn worker() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let secs: u64 = std::env::var("CALLFLEET_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let secs: u64 = std::env::var("CALLFLEET_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let run = format!("{}", std::process::id());
 
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -200,12 +243,21 @@ async fn worker() {
         cartesia_url: Some(urls[1].to_string()),
         ..ProviderEnv::default()
     };
-    let livekit = LiveKitSettings { url: s.url.clone(), api_key: s.key.clone(), api_secret: Secret::new(s.secret.clone()) };
+    let livekit = LiveKitSettings {
+        url: s.url.clone(),
+        api_key: s.key.clone(),
+        api_secret: Secret::new(s.secret.clone()),
+    };
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
     let queue = Arc::new(FileQueue::open(dir.path()).unwrap());
     let max = steps.iter().copied().max().unwrap_or(0);
-    let worker = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit, providers)), WorkerConfig::new("bench", max as u32 + 1));
+    let worker = Worker::new(
+        bus.clone(),
+        queue.clone(),
+        Arc::new(VoiceSession::new(livekit, providers)),
+        WorkerConfig::new("bench", max as u32 + 1),
+    );
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let running = tokio::spawn(worker.clone().run(drain.clone(), force.clone()));
     let config = BotConfig::parse_any(BOT).unwrap().to_json();
@@ -213,7 +265,10 @@ async fn worker() {
     let baseline = rss_bytes();
 
     println!("capacity of one agent worker ({} cores, livekit-server and the callers on the same machine)", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    println!("{:>6} {:>10} {:>12} {:>12} {:>10} {:>11} {:>10} {:>9}", "calls", "RSS MiB", "MiB/call", "marginal", "CPU", "late/sent", "underruns", "replies");
+    println!(
+        "{:>6} {:>10} {:>12} {:>12} {:>10} {:>11} {:>10} {:>9}",
+        "calls", "RSS MiB", "MiB/call", "marginal", "CPU", "late/sent", "underruns", "replies"
+    );
     let (mut placed, mut prev_rss, mut prev_calls) = (0usize, baseline, 0usize);
     let mut sustained = 0;
     for &target in &steps {
@@ -242,25 +297,46 @@ async fn worker() {
         // Let joins, greetings and first turns settle, then measure a window.
         tokio::time::sleep(Duration::from_secs(6)).await;
         writeln!(to_child, "stats").unwrap();
-        let replies_before: u64 = read_line().split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-        let (sent_before, cpu_before, at) = (callfleet_rtc::process_send_stats(), cpu_time(), Instant::now());
+        let replies_before: u64 = read_line()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let (sent_before, cpu_before, at) = (
+            callfleet_rtc::process_send_stats(),
+            cpu_time(),
+            Instant::now(),
+        );
         tokio::time::sleep(Duration::from_secs(secs)).await;
-        let (sent, cpu, elapsed) = (callfleet_rtc::process_send_stats(), cpu_time(), at.elapsed());
+        let (sent, cpu, elapsed) = (
+            callfleet_rtc::process_send_stats(),
+            cpu_time(),
+            at.elapsed(),
+        );
         writeln!(to_child, "stats").unwrap();
-        let replies: u64 = read_line().split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let replies: u64 = read_line()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         let rss = rss_bytes();
         let active = worker.active_calls() as usize;
         let frames = sent.frames - sent_before.frames;
         let late = sent.late_frames - sent_before.late_frames;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let cpu_share = (cpu - cpu_before).as_secs_f64() / elapsed.as_secs_f64() / cores;
-        let share = if frames > 0 { late as f64 / frames as f64 } else { 0.0 };
+        let share = if frames > 0 {
+            late as f64 / frames as f64
+        } else {
+            0.0
+        };
         println!(
             "{:>6} {:>10.1} {:>12.2} {:>12.2} {:>9.0}% {:>11} {:>9.3}% {:>9}",
             active,
             mib(rss as f64),
             mib(rss.saturating_sub(baseline) as f64) / active.max(1) as f64,
-            mib(rss.saturating_sub(prev_rss) as f64) / (active.saturating_sub(prev_calls)).max(1) as f64,
+            mib(rss.saturating_sub(prev_rss) as f64)
+                / (active.saturating_sub(prev_calls)).max(1) as f64,
             cpu_share * 100.0,
             format!("{late}/{frames}"),
             share * 100.0,
@@ -293,5 +369,9 @@ async fn worker() {
             }
         }
     }
-    println!("calls recorded: {calls}; turns per call: caller {:.1}, agent {:.1}", user as f64 / calls.max(1) as f64, bot as f64 / calls.max(1) as f64);
+    println!(
+        "calls recorded: {calls}; turns per call: caller {:.1}, agent {:.1}",
+        user as f64 / calls.max(1) as f64,
+        bot as f64 / calls.max(1) as f64
+    );
 }

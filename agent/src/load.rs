@@ -15,7 +15,11 @@ pub(crate) struct LoadSampler {
 impl LoadSampler {
     pub(crate) fn new() -> LoadSampler {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        LoadSampler { last: None, ticks_per_sec: TICKS_PER_SEC as f64, cores }
+        LoadSampler {
+            last: None,
+            ticks_per_sec: TICKS_PER_SEC as f64,
+            cores,
+        }
     }
 
     /// CPU use since the previous sample, as a share of the whole machine (0.0–1.0).
@@ -26,7 +30,8 @@ impl LoadSampler {
             Some((at, before)) => {
                 let secs = now.duration_since(at).as_secs_f64();
                 if secs > 0.0 {
-                    (ticks.saturating_sub(before) as f64 / self.ticks_per_sec / secs / self.cores) as f32
+                    (ticks.saturating_sub(before) as f64 / self.ticks_per_sec / secs / self.cores)
+                        as f32
                 } else {
                     0.0
                 }
@@ -62,7 +67,11 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -72,10 +81,14 @@ mod tests {
 
     #[test]
     fn cpu_ticks_are_utime_plus_stime() {
-        let check = |line: &str, want: Option<u64>| assert_eq!(stat_cpu_ticks(line), want, "{line}");
+        let check =
+            |line: &str, want: Option<u64>| assert_eq!(stat_cpu_ticks(line), want, "{line}");
         check("4242 (callfleet) S 1 4242 4242 0 -1 4194560 9156 0 0 0 731 212 0 0 20 0 12 0 1907 123 456", Some(943));
         // A command name with spaces and a ')' in it; a controlling terminal (tpgid ≥ 0).
-        check("7 (tokio-rt (x) y) R 1 7 7 34816 7 4194304 10 0 0 0 5 6 0 0 20 0 1 0 1 2 3", Some(11));
+        check(
+            "7 (tokio-rt (x) y) R 1 7 7 34816 7 4194304 10 0 0 0 5 6 0 0 20 0 1 0 1 2 3",
+            Some(11),
+        );
         check("7 (cut short) R 1 7", None);
         check("", None);
     }

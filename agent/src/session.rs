@@ -36,11 +36,18 @@ pub struct ChatSession {
 
 impl ChatSession {
     pub fn new(livekit: LiveKitSettings) -> ChatSession {
-        ChatSession { livekit, knowledge: None, caller_timeout: Duration::from_secs(60) }
+        ChatSession {
+            livekit,
+            knowledge: None,
+            caller_timeout: Duration::from_secs(60),
+        }
     }
 
     /// Bots with `use_knowledge_base` answer from their documents in this service.
-    pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> ChatSession {
+    pub fn with_knowledge(
+        mut self,
+        knowledge: callfleet_knowledge::KnowledgeService,
+    ) -> ChatSession {
         self.knowledge = Some(knowledge);
         self
     }
@@ -78,21 +85,34 @@ pub(crate) fn start_engine(
         }
     };
     Ok(match knowledge {
-        Some(service) => engine.with_knowledge(Arc::new(callfleet_knowledge::BotKnowledge::new(service.clone(), call.job.bot_id.clone()))),
+        Some(service) => engine.with_knowledge(Arc::new(callfleet_knowledge::BotKnowledge::new(
+            service.clone(),
+            call.job.bot_id.clone(),
+        ))),
         None => engine,
     })
 }
 
 /// Joins the job's room with a token of our own. One identity per call: a worker that takes
 /// over replaces a dead one's ghost at once.
-pub(crate) async fn join_room(livekit: &LiveKitSettings, job: &Job) -> Result<(Room, tokio::sync::mpsc::Receiver<RoomEvent>), CallError> {
+pub(crate) async fn join_room(
+    livekit: &LiveKitSettings,
+    job: &Job,
+) -> Result<(Room, tokio::sync::mpsc::Receiver<RoomEvent>), CallError> {
     let identity = format!("agent-{}", job.call_id);
-    let token = participant_token(&livekit.api_key, livekit.api_secret.expose(), &job.room, &identity)?;
+    let token = participant_token(
+        &livekit.api_key,
+        livekit.api_secret.expose(),
+        &job.room,
+        &identity,
+    )?;
     Ok(Room::connect(&livekit.url, &token, RoomOptions::default()).await?)
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn is_caller(kind: ParticipantKind) -> bool {
@@ -112,12 +132,21 @@ pub(crate) fn opening(engine: &mut ScenarioEngine, resumed: bool) -> String {
 /// The bot is back after its worker died: say so, and repeat where it was.
 pub(crate) fn opening_after_takeover(engine: &ScenarioEngine) -> String {
     let state = engine.state();
-    let last = state.transcript.iter().rev().find(|t| t.speaker == Speaker::Bot).map(|t| t.text.as_str());
+    let last = state
+        .transcript
+        .iter()
+        .rev()
+        .find(|t| t.speaker == Speaker::Bot)
+        .map(|t| t.text.as_str());
     back_message(state.language.code(), last)
 }
 
 fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
-    let opening = if language == "ru" { "Извините, связь прервалась. Продолжим." } else { "Sorry, we got cut off. Let's continue." };
+    let opening = if language == "ru" {
+        "Извините, связь прервалась. Продолжим."
+    } else {
+        "Sorry, we got cut off. Let's continue."
+    };
     match last_bot_line {
         Some(line) => format!("{opening} {line}"),
         None => opening.to_string(),
@@ -127,7 +156,10 @@ fn back_message(language: &str, last_bot_line: Option<&str>) -> String {
 /// The record of a call that could not run, with why as the outcome's evidence.
 pub(crate) fn failed_record(job: &Job, started_at: i64, why: &dyn std::fmt::Display) -> CallRecord {
     let mut record = record_for(job, started_at, CallStatus::Failed);
-    record.outcome = Some(Outcome { kind: "FAILED".into(), evidence: vec![why.to_string()] });
+    record.outcome = Some(Outcome {
+        kind: "FAILED".into(),
+        evidence: vec![why.to_string()],
+    });
     record
 }
 
@@ -156,9 +188,17 @@ pub(crate) fn record_for(job: &Job, started_at: i64, status: CallStatus) -> Call
 impl ChatSession {
     /// Runs the call over chat with the bot's language model (chosen by the caller of this, from
     /// the bot's providers) helping the engine classify and answer.
-    pub(crate) async fn run_with_llm(&self, call: CallHandle, llm: Option<Arc<dyn callfleet_core::scenario::Llm>>) -> CallRecord {
+    pub(crate) async fn run_with_llm(
+        &self,
+        call: CallHandle,
+        llm: Option<Arc<dyn callfleet_core::scenario::Llm>>,
+    ) -> CallRecord {
         // A re-placed call keeps the start of the call, not of this worker's part of it.
-        let started_at = if call.job.created_at > 0 { call.job.created_at } else { now_ms() };
+        let started_at = if call.job.created_at > 0 {
+            call.job.created_at
+        } else {
+            now_ms()
+        };
         match self.converse(&call, llm, started_at).await {
             Ok(record) => record,
             Err(e) => {
@@ -168,9 +208,16 @@ impl ChatSession {
         }
     }
 
-    async fn converse(&self, call: &CallHandle, llm: Option<Arc<dyn callfleet_core::scenario::Llm>>, started_at: i64) -> Result<CallRecord, CallError> {
+    async fn converse(
+        &self,
+        call: &CallHandle,
+        llm: Option<Arc<dyn callfleet_core::scenario::Llm>>,
+        started_at: i64,
+    ) -> Result<CallRecord, CallError> {
         let job = &call.job;
-        let config = Arc::new(BotConfig::from_value(&job.config).map_err(|e| CallError::Config(e.to_string()))?);
+        let config = Arc::new(
+            BotConfig::from_value(&job.config).map_err(|e| CallError::Config(e.to_string()))?,
+        );
         let resumed = call.resume_from.is_some();
         let mut engine = start_engine(call, config, self.knowledge.as_ref())?;
         if let Some(llm) = llm {
@@ -192,14 +239,18 @@ impl ChatSession {
             };
             match event {
                 RoomEvent::ParticipantJoined(p)
-                    if is_caller(p.kind) && !greeted && caller.as_deref().is_none_or(|c| c == p.identity) =>
+                    if is_caller(p.kind)
+                        && !greeted
+                        && caller.as_deref().is_none_or(|c| c == p.identity) =>
                 {
                     caller = Some(p.identity.clone());
                     room.send_chat(&opening(&mut engine, resumed)).await?;
                     greeted = true;
                     self.checkpoint(call, &engine).await;
                 }
-                RoomEvent::ChatMessage { from, text } if greeted && caller.as_deref() == Some(from.as_str()) => {
+                RoomEvent::ChatMessage { from, text }
+                    if greeted && caller.as_deref() == Some(from.as_str()) =>
+                {
                     let out = engine.process_turn(&text).await;
                     if !out.reply.is_empty() {
                         room.send_chat(&out.reply).await?;
@@ -209,7 +260,11 @@ impl ChatSession {
                         break;
                     }
                 }
-                RoomEvent::ParticipantLeft { identity } if caller.as_deref() == Some(identity.as_str()) => break,
+                RoomEvent::ParticipantLeft { identity }
+                    if caller.as_deref() == Some(identity.as_str()) =>
+                {
+                    break
+                }
                 RoomEvent::Disconnected { reason } => {
                     tracing::warn!(call_id = %job.call_id, reason = %reason, "left the room unexpectedly");
                     status = CallStatus::Failed;
@@ -225,7 +280,10 @@ impl ChatSession {
         record.transcript = result.transcript;
         record.fields = result.fields;
         record.outcome = Some(if status == CallStatus::NoAnswer {
-            Outcome { kind: "NO_ANSWER".into(), evidence: vec!["no caller joined the room".into()] }
+            Outcome {
+                kind: "NO_ANSWER".into(),
+                evidence: vec!["no caller joined the room".into()],
+            }
         } else {
             result.outcome
         });

@@ -11,14 +11,20 @@
 //! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
 //! a chat call instead, so it still answers.
 
-use crate::session::{failed_record, opening_after_takeover, is_caller, join_room, now_ms, record_for, start_engine, CallError, ChatSession, LiveKitSettings};
+use crate::session::{
+    failed_record, is_caller, join_room, now_ms, opening_after_takeover, record_for, start_engine,
+    CallError, ChatSession, LiveKitSettings,
+};
 use crate::worker::{CallHandle, CallRunner, Checkpointer};
 use async_trait::async_trait;
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{CallRecord, CallStatus, Outcome};
 use callfleet_core::scenario::{BoxFuture, CallResult, EngineSnapshot};
-use callfleet_pipeline::{CallInput, CallOutput, EndOfTurnModel, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics, Providers, Responder, ScenarioResponder, Vad};
 use callfleet_pipeline::responder::{Reply, ResponderError};
+use callfleet_pipeline::{
+    CallInput, CallOutput, EndOfTurnModel, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics,
+    Providers, Responder, ScenarioResponder, Vad,
+};
 use callfleet_providers::{call_chains, LocalEngines, ProviderEnv};
 use callfleet_rtc::{AudioFrame, RoomEvent};
 use std::sync::Arc;
@@ -40,7 +46,9 @@ impl CallTurnModels {
     /// One call's models from `factory`, opened off the executor (reading model files).
     pub async fn open(factory: &TurnModelFactory) -> CallTurnModels {
         let factory = factory.clone();
-        tokio::task::spawn_blocking(move || factory()).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || factory())
+            .await
+            .unwrap_or_default()
     }
 
     /// `pipeline` judging the caller with these models.
@@ -85,7 +93,10 @@ impl VoiceSession {
     }
 
     /// Bots with `use_knowledge_base` answer from their documents in this service.
-    pub fn with_knowledge(mut self, knowledge: callfleet_knowledge::KnowledgeService) -> VoiceSession {
+    pub fn with_knowledge(
+        mut self,
+        knowledge: callfleet_knowledge::KnowledgeService,
+    ) -> VoiceSession {
         self.chat = self.chat.with_knowledge(knowledge.clone());
         self.knowledge = Some(knowledge);
         self
@@ -126,7 +137,11 @@ impl CheckpointingResponder {
 
 impl Responder for CheckpointingResponder {
     fn greeting(&mut self) -> String {
-        let text = if self.resumed { opening_after_takeover(self.inner.engine()) } else { self.inner.greeting() };
+        let text = if self.resumed {
+            opening_after_takeover(self.inner.engine())
+        } else {
+            self.inner.greeting()
+        };
         self.checkpoint();
         text
     }
@@ -135,7 +150,11 @@ impl Responder for CheckpointingResponder {
         self.inner.language()
     }
 
-    fn respond<'a>(&'a mut self, text: &'a str, pieces: mpsc::UnboundedSender<String>) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+    fn respond<'a>(
+        &'a mut self,
+        text: &'a str,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
         Box::pin(async move {
             let reply = self.inner.respond(text, pieces).await;
             self.checkpoint();
@@ -152,12 +171,14 @@ impl Responder for CheckpointingResponder {
     }
 }
 
-async fn save_checkpoints(checkpointer: Checkpointer, mut snapshots: mpsc::UnboundedReceiver<EngineSnapshot>) {
+async fn save_checkpoints(
+    checkpointer: Checkpointer,
+    mut snapshots: mpsc::UnboundedReceiver<EngineSnapshot>,
+) {
     while let Some(snapshot) = snapshots.recv().await {
         checkpointer.save_snapshot(&snapshot).await;
     }
 }
-
 
 impl VoiceSession {
     async fn converse(
@@ -173,18 +194,27 @@ impl VoiceSession {
         let engine = start_engine(call, config.clone(), self.knowledge.as_ref())?;
         // A taken-over call's record holds the whole conversation: what was said on the dead
         // worker (from the checkpoint) and then what is said here.
-        let earlier = if resumed { engine.state().transcript.clone() } else { Vec::new() };
+        let earlier = if resumed {
+            engine.state().transcript.clone()
+        } else {
+            Vec::new()
+        };
         let engine = match llm {
             Some(llm) => engine.with_llm(llm),
             None => engine,
         };
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let saver = tokio::spawn(save_checkpoints(call.checkpointer.clone(), snapshot_rx));
-        let responder = CheckpointingResponder { inner: ScenarioResponder::new(engine), snapshots: snapshot_tx, resumed };
+        let responder = CheckpointingResponder {
+            inner: ScenarioResponder::new(engine),
+            snapshots: snapshot_tx,
+            resumed,
+        };
 
         let pipeline_config = PipelineConfig::for_bot(job.bot_id.clone(), &config);
         let (input_rate, output_rate) = (pipeline_config.input_rate, pipeline_config.output_rate);
-        let mut pipeline = Pipeline::new(pipeline_config, providers).with_phrase_cache(self.phrases.clone());
+        let mut pipeline =
+            Pipeline::new(pipeline_config, providers).with_phrase_cache(self.phrases.clone());
         if let Some(metrics) = &self.metrics {
             pipeline = pipeline.with_metrics(metrics.clone());
         }
@@ -207,8 +237,12 @@ impl VoiceSession {
                 e = events.recv() => e,
             };
             match event {
-                Some(RoomEvent::TrackSubscribed { participant, stream, .. })
-                    if is_caller(participant.kind) && caller.as_deref().is_none_or(|c| c == participant.identity) =>
+                Some(RoomEvent::TrackSubscribed {
+                    participant,
+                    stream,
+                    ..
+                }) if is_caller(participant.kind)
+                    && caller.as_deref().is_none_or(|c| c == participant.identity) =>
                 {
                     caller = Some(participant.identity.clone());
                     break Some(stream.resampled(input_rate));
@@ -221,7 +255,10 @@ impl VoiceSession {
             room.leave().await;
             drop(saver);
             let mut record = record_for(job, started_at, CallStatus::NoAnswer);
-            record.outcome = Some(Outcome { kind: "NO_ANSWER".into(), evidence: vec!["the caller's audio never arrived".into()] });
+            record.outcome = Some(Outcome {
+                kind: "NO_ANSWER".into(),
+                evidence: vec!["the caller's audio never arrived".into()],
+            });
             return Ok(record);
         };
 
@@ -246,8 +283,14 @@ impl VoiceSession {
                         e = events.recv() => e,
                     };
                     match event {
-                        Some(RoomEvent::ParticipantLeft { identity }) if caller.as_deref() == Some(identity.as_str()) => break,
-                        Some(RoomEvent::Dtmf { from, digit, .. }) if caller.as_deref() == Some(from.as_str()) => {
+                        Some(RoomEvent::ParticipantLeft { identity })
+                            if caller.as_deref() == Some(identity.as_str()) =>
+                        {
+                            break
+                        }
+                        Some(RoomEvent::Dtmf { from, digit, .. })
+                            if caller.as_deref() == Some(from.as_str()) =>
+                        {
                             for c in digit.chars() {
                                 let _ = input.send(CallInput::Dtmf(c)).await;
                             }
@@ -264,11 +307,15 @@ impl VoiceSession {
             tokio::spawn(async move {
                 while let Some(out) = output_rx.recv().await {
                     match out {
-                        CallOutput::Audio(samples) => track.push(&AudioFrame::new(samples, output_rate)),
+                        CallOutput::Audio(samples) => {
+                            track.push(&AudioFrame::new(samples, output_rate))
+                        }
                         CallOutput::Clear => track.clear(),
                         CallOutput::Transcript(turn) => {
                             let body = serde_json::json!({"speaker": turn.speaker, "text": turn.text, "interrupted": turn.interrupted});
-                            let _ = room.send_data("callfleet.transcript", body.to_string().into_bytes()).await;
+                            let _ = room
+                                .send_data("callfleet.transcript", body.to_string().into_bytes())
+                                .await;
                         }
                         CallOutput::Metrics(_) => {}
                     }
@@ -285,7 +332,15 @@ impl VoiceSession {
         saver.await.ok();
         let report = report?;
 
-        let mut record = record_for(job, started_at, if call.cancel.is_cancelled() { CallStatus::Failed } else { CallStatus::Completed });
+        let mut record = record_for(
+            job,
+            started_at,
+            if call.cancel.is_cancelled() {
+                CallStatus::Failed
+            } else {
+                CallStatus::Completed
+            },
+        );
         record.transcript = earlier;
         record.transcript.extend(report.transcript);
         record.metrics = report.metrics;
@@ -301,22 +356,37 @@ impl VoiceSession {
 #[async_trait]
 impl CallRunner for VoiceSession {
     async fn run(&self, call: CallHandle) -> CallRecord {
-        let started_at = if call.job.created_at > 0 { call.job.created_at } else { now_ms() };
+        let started_at = if call.job.created_at > 0 {
+            call.job.created_at
+        } else {
+            now_ms()
+        };
         let config = match BotConfig::from_value(&call.job.config) {
             Ok(config) => Arc::new(config),
-            Err(e) => return failed_record(&call.job, started_at, &CallError::Config(e.to_string())),
+            Err(e) => {
+                return failed_record(&call.job, started_at, &CallError::Config(e.to_string()))
+            }
         };
-        let chains = call_chains(&config.providers, &config.language, &self.providers, self.local.as_deref());
+        let chains = call_chains(
+            &config.providers,
+            &config.language,
+            &self.providers,
+            self.local.as_deref(),
+        );
         tracing::info!(call_id = %call.job.call_id, chosen = ?chains.chosen, skipped = ?chains.skipped, "Providers for this call.");
         let llm = chains.llm.map(|model| {
-            let engine_llm = callfleet_providers::EngineLlm::for_call(model, config.providers.llm.as_ref());
+            let engine_llm =
+                callfleet_providers::EngineLlm::for_call(model, config.providers.llm.as_ref());
             Arc::new(engine_llm) as Arc<dyn callfleet_core::scenario::Llm>
         });
         let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
             tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
             return self.chat.run_with_llm(call, llm).await;
         };
-        match self.converse(&call, config, Providers { stt, tts }, llm, started_at).await {
+        match self
+            .converse(&call, config, Providers { stt, tts }, llm, started_at)
+            .await
+        {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(call_id = %call.job.call_id, error = %e, "voice call failed");

@@ -4,7 +4,10 @@ use crate::load::{rss_bytes, LoadSampler};
 use crate::session::now_ms;
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
-use callfleet_fleet::{Checkpoint, FleetBus, FleetError, Job, PostCallQueue, WorkerStatus, CHECKPOINT_TTL, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, MESSAGE_VERSION};
+use callfleet_fleet::{
+    Checkpoint, FleetBus, FleetError, Job, PostCallQueue, WorkerStatus, CHECKPOINT_TTL,
+    HEARTBEAT_INTERVAL, HEARTBEAT_TTL, MESSAGE_VERSION,
+};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +56,13 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     pub async fn save(&self, engine: serde_json::Value, turns: u32) -> Result<(), FleetError> {
-        let checkpoint = Checkpoint { v: MESSAGE_VERSION, call_id: self.call_id.clone(), engine, turns, at: now_ms() };
+        let checkpoint = Checkpoint {
+            v: MESSAGE_VERSION,
+            call_id: self.call_id.clone(),
+            engine,
+            turns,
+            at: now_ms(),
+        };
         self.bus.save_checkpoint(&checkpoint, CHECKPOINT_TTL).await
     }
 
@@ -65,7 +74,9 @@ impl Checkpointer {
                     tracing::warn!(call_id = %self.call_id, error = %e, "checkpoint not saved");
                 }
             }
-            Err(e) => tracing::error!(call_id = %self.call_id, error = %e, "checkpoint not serialisable"),
+            Err(e) => {
+                tracing::error!(call_id = %self.call_id, error = %e, "checkpoint not serialisable")
+            }
         }
     }
 }
@@ -95,10 +106,21 @@ pub struct Worker {
     draining: AtomicBool,
 }
 
-
 impl Worker {
-    pub fn new(bus: Arc<dyn FleetBus>, queue: Arc<dyn PostCallQueue>, runner: Arc<dyn CallRunner>, config: WorkerConfig) -> Arc<Worker> {
-        Arc::new(Worker { bus, queue, runner, config, active: AtomicU32::new(0), draining: AtomicBool::new(false) })
+    pub fn new(
+        bus: Arc<dyn FleetBus>,
+        queue: Arc<dyn PostCallQueue>,
+        runner: Arc<dyn CallRunner>,
+        config: WorkerConfig,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            bus,
+            queue,
+            runner,
+            config,
+            active: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+        })
     }
 
     pub fn active_calls(&self) -> u32 {
@@ -107,14 +129,20 @@ impl Worker {
 
     /// Whether one more call fits in the memory limit, given `rss` now.
     fn memory_allows_another(&self, rss: u64) -> bool {
-        self.config.memory_limit.is_none_or(|limit| rss.saturating_add(self.config.call_memory) <= limit)
+        self.config
+            .memory_limit
+            .is_none_or(|limit| rss.saturating_add(self.config.call_memory) <= limit)
     }
 
     fn status(&self, sampler: &mut LoadSampler) -> WorkerStatus {
         let rss = rss_bytes();
         let active = self.active_calls();
         // Out of memory is out of capacity: the dispatcher sees this worker as full.
-        let capacity = if self.memory_allows_another(rss) { self.config.capacity } else { active.min(self.config.capacity) };
+        let capacity = if self.memory_allows_another(rss) {
+            self.config.capacity
+        } else {
+            active.min(self.config.capacity)
+        };
         WorkerStatus {
             v: MESSAGE_VERSION,
             worker_id: self.config.worker_id.clone(),
@@ -152,8 +180,19 @@ impl Worker {
                 None
             }
         };
-        let checkpointer = Checkpointer { bus: self.bus.clone(), call_id: call_id.clone() };
-        let record = self.runner.run(CallHandle { job, resume_from, checkpointer, cancel }).await;
+        let checkpointer = Checkpointer {
+            bus: self.bus.clone(),
+            call_id: call_id.clone(),
+        };
+        let record = self
+            .runner
+            .run(CallHandle {
+                job,
+                resume_from,
+                checkpointer,
+                cancel,
+            })
+            .await;
         // The record is durable before the job is released: if we die in between, the call is
         // re-placed and ends again, which post-call processing absorbs (storing is an upsert).
         if let Err(e) = self.queue.push(&record).await {
@@ -167,7 +206,11 @@ impl Worker {
     }
 
     /// Runs until `drain` is cancelled and every call has ended; `force` ends the calls early.
-    pub async fn run(self: Arc<Self>, drain: CancellationToken, force: CancellationToken) -> Result<(), FleetError> {
+    pub async fn run(
+        self: Arc<Self>,
+        drain: CancellationToken,
+        force: CancellationToken,
+    ) -> Result<(), FleetError> {
         let beats = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(beats.clone()));
         let mut calls = JoinSet::new();
@@ -197,7 +240,11 @@ impl Worker {
             memory_full = false;
             // Never abandon a wait half-way: a job popped by an abandoned wait would be lost
             // until failover. Waits are short, so draining still starts promptly.
-            match self.bus.next_job(&self.config.worker_id, self.config.job_wait).await {
+            match self
+                .bus
+                .next_job(&self.config.worker_id, self.config.job_wait)
+                .await
+            {
                 Ok(Some(job)) => {
                     self.active.fetch_add(1, Ordering::SeqCst);
                     tracing::info!(call_id = %job.call_id, room = %job.room, attempt = job.attempt, "job taken");
@@ -211,7 +258,10 @@ impl Worker {
             }
         }
         self.draining.store(true, Ordering::SeqCst);
-        tracing::info!(active = self.active_calls(), "draining: no new jobs, waiting for calls to end");
+        tracing::info!(
+            active = self.active_calls(),
+            "draining: no new jobs, waiting for calls to end"
+        );
         while calls.join_next().await.is_some() {}
         beats.cancel();
         heartbeat.await.ok();

@@ -43,7 +43,10 @@ fn missing(what: &str) {
 fn read_wav(path: &Path) -> Vec<i16> {
     let bytes = std::fs::read(path).expect("recorded WAV");
     // The recorder writes a plain 44-byte RIFF header, 16-bit mono.
-    bytes[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    bytes[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 /// Stretches of sound at least 200 ms long, separated by at least 300 ms of quiet.
@@ -51,7 +54,9 @@ fn bursts(samples: &[i16], rate: usize) -> usize {
     let window = rate / 20;
     let loud: Vec<bool> = samples
         .chunks(window)
-        .map(|w| (w.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > 800.0)
+        .map(|w| {
+            (w.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > 800.0
+        })
         .collect();
     let (mut count, mut run, mut quiet) = (0, 0, 100);
     for is_loud in loud {
@@ -73,25 +78,46 @@ fn bursts(samples: &[i16], rate: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_hears_the_greeting_and_an_answer() {
-    let url = std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
-    let host_port = url.split("://").nth(1).unwrap_or(&url).trim_end_matches('/').to_string();
-    if host_port.parse().ok().is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err()) {
+    let url =
+        std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
+    let host_port = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&url)
+        .trim_end_matches('/')
+        .to_string();
+    if host_port
+        .parse()
+        .ok()
+        .is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err())
+    {
         return missing(&format!("no livekit-server at {url}"));
     }
-    let python = std::env::var_os("CALLFLEET_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/venv/bin/python")
-    });
+    let python = std::env::var_os("CALLFLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/callfleet/venv/bin/python")
+        });
     if !python.exists() {
         return missing("no Python with the LiveKit SDK");
     }
     let dir = tempfile::tempdir().unwrap();
     let speech = dir.path().join("caller.wav");
-    let spoken = std::process::Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&speech).arg("I would like to book an appointment").status();
+    let spoken = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-w"])
+        .arg(&speech)
+        .arg("I would like to book an appointment")
+        .status();
     if !matches!(spoken, Ok(s) if s.success()) {
         return missing("espeak-ng is not installed");
     }
 
-    let stt = FakeDeepgram::start(SttScript { transcripts: vec!["I would like to book an appointment".into()], ..SttScript::default() }).await;
+    let stt = FakeDeepgram::start(SttScript {
+        transcripts: vec!["I would like to book an appointment".into()],
+        ..SttScript::default()
+    })
+    .await;
     let tts = FakeCartesia::start().await;
     let providers = ProviderEnv {
         deepgram_key: Some(Secret::new(TEST_KEY)),
@@ -103,11 +129,18 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
     let livekit = LiveKitSettings {
         url: url.clone(),
         api_key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
-        api_secret: Secret::new(std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into())),
+        api_secret: Secret::new(
+            std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
+        ),
     };
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
     let queue = Arc::new(FileQueue::open(&dir.path().join("queue")).unwrap());
-    let worker = Worker::new(bus.clone(), queue.clone(), Arc::new(VoiceSession::new(livekit, providers)), WorkerConfig::new("w1", 2));
+    let worker = Worker::new(
+        bus.clone(),
+        queue.clone(),
+        Arc::new(VoiceSession::new(livekit, providers)),
+        WorkerConfig::new("w1", 2),
+    );
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let running = tokio::spawn(worker.run(drain.clone(), force.clone()));
 
@@ -135,26 +168,69 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
     let peer = tokio::process::Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/rtc/tests/py/peer.py"))
         .args(["--url", &url, "--room", &room, "--identity", "caller"])
-        .arg("--publish-wav").arg(&speech)
-        .args(["--publish-delay", "3", "--record-seconds", "9", "--leave-after", "10", "--duration", "12"])
-        .arg("--record-dir").arg(&recordings)
+        .arg("--publish-wav")
+        .arg(&speech)
+        .args([
+            "--publish-delay",
+            "3",
+            "--record-seconds",
+            "9",
+            "--leave-after",
+            "10",
+            "--duration",
+            "12",
+        ])
+        .arg("--record-dir")
+        .arg(&recordings)
         .output()
         .await
         .expect("run the Python caller");
-    assert!(peer.status.success(), "caller failed: {}", String::from_utf8_lossy(&peer.stderr));
+    assert!(
+        peer.status.success(),
+        "caller failed: {}",
+        String::from_utf8_lossy(&peer.stderr)
+    );
 
-    let record = queue.pop("test", Duration::from_secs(15)).await.unwrap().expect("the call ended and was queued").record;
+    let record = queue
+        .pop("test", Duration::from_secs(15))
+        .await
+        .unwrap()
+        .expect("the call ended and was queued")
+        .record;
     drain.cancel();
     running.await.unwrap().unwrap();
 
-    let said: Vec<(Speaker, &str)> = record.transcript.iter().map(|t| (t.speaker, t.text.as_str())).collect();
-    assert_eq!(said.first(), Some(&(Speaker::Bot, "Hi! How can I help?")), "{said:?}");
-    assert!(said.contains(&(Speaker::User, "I would like to book an appointment")), "the caller was understood: {said:?}");
-    assert!(said.iter().any(|(s, t)| *s == Speaker::Bot && t.contains("Your full name?")), "and answered: {said:?}");
+    let said: Vec<(Speaker, &str)> = record
+        .transcript
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str()))
+        .collect();
+    assert_eq!(
+        said.first(),
+        Some(&(Speaker::Bot, "Hi! How can I help?")),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&(Speaker::User, "I would like to book an appointment")),
+        "the caller was understood: {said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|(s, t)| *s == Speaker::Bot && t.contains("Your full name?")),
+        "and answered: {said:?}"
+    );
     assert!(stt.log().audio_ms > 1000, "the caller's audio reached STT");
     assert!(!record.metrics.is_empty(), "per-turn metrics are kept");
 
-    let recorded = std::fs::read_dir(&recordings).unwrap().next().expect("the caller recorded the agent").unwrap().path();
+    let recorded = std::fs::read_dir(&recordings)
+        .unwrap()
+        .next()
+        .expect("the caller recorded the agent")
+        .unwrap()
+        .path();
     let heard = bursts(&read_wav(&recorded), 48_000);
-    assert!(heard >= 2, "the caller heard the greeting and the answer as audio ({heard} bursts)");
+    assert!(
+        heard >= 2,
+        "the caller heard the greeting and the answer as audio ({heard} bursts)"
+    );
 }

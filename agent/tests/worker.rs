@@ -21,9 +21,19 @@ struct GatedRunner {
 impl CallRunner for GatedRunner {
     async fn run(&self, call: CallHandle) -> CallRecord {
         let id = call.job.call_id.clone();
-        let gate = self.gates.lock().unwrap().remove(&id).expect("a gate per call");
-        self.started.send((id.clone(), call.resume_from.as_ref().map(|c| c.turns))).unwrap();
-        call.checkpointer.save(serde_json::json!({"said": "hello"}), 1).await.unwrap();
+        let gate = self
+            .gates
+            .lock()
+            .unwrap()
+            .remove(&id)
+            .expect("a gate per call");
+        self.started
+            .send((id.clone(), call.resume_from.as_ref().map(|c| c.turns)))
+            .unwrap();
+        call.checkpointer
+            .save(serde_json::json!({"said": "hello"}), 1)
+            .await
+            .unwrap();
         let status = tokio::select! {
             _ = gate => CallStatus::Completed,
             () = call.cancel.cancelled() => CallStatus::Failed,
@@ -83,7 +93,13 @@ fn start(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&str])
     start_with(bus, worker_id, capacity, calls, |_| {})
 }
 
-fn start_with(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Harness {
+fn start_with(
+    bus: Arc<dyn FleetBus>,
+    worker_id: &str,
+    capacity: u32,
+    calls: &[&str],
+    tune: impl FnOnce(&mut WorkerConfig),
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(FileQueue::open(dir.path()).unwrap());
     let (tx, started) = mpsc::unbounded_channel();
@@ -94,7 +110,10 @@ fn start_with(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&
         gates.insert(call.to_string(), gtx);
         receivers.insert(call.to_string(), grx);
     }
-    let runner = Arc::new(GatedRunner { started: tx, gates: Mutex::new(receivers) });
+    let runner = Arc::new(GatedRunner {
+        started: tx,
+        gates: Mutex::new(receivers),
+    });
     let mut config = WorkerConfig::new(worker_id, capacity);
     config.heartbeat_interval = Duration::from_millis(50);
     config.job_wait = Duration::from_millis(100);
@@ -105,11 +124,24 @@ fn start_with(bus: Arc<dyn FleetBus>, worker_id: &str, capacity: u32, calls: &[&
         let (drain, force) = (drain.clone(), force.clone());
         async move { worker.run(drain, force).await.unwrap() }
     });
-    Harness { bus, queue, started, gates, drain, force, done, _dir: dir }
+    Harness {
+        bus,
+        queue,
+        started,
+        gates,
+        drain,
+        force,
+        done,
+        _dir: dir,
+    }
 }
 
 async fn status_of(bus: &Arc<dyn FleetBus>, id: &str) -> Option<callfleet_fleet::WorkerStatus> {
-    bus.live_workers().await.unwrap().into_iter().find(|w| w.worker_id == id)
+    bus.live_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.worker_id == id)
 }
 
 async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
@@ -126,22 +158,55 @@ async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
 async fn a_worker_runs_its_jobs_and_hands_over_the_records() {
     for (name, bus) in test_buses().await {
         let mut h = start(bus.clone(), "w1", 1, &["c1", "c2"]);
-        eventually("the worker beats", async || status_of(&h.bus, "w1").await.is_some()).await;
+        eventually("the worker beats", async || {
+            status_of(&h.bus, "w1").await.is_some()
+        })
+        .await;
         bus.assign("w1", &job("c1")).await.unwrap();
         bus.assign("w1", &job("c2")).await.unwrap();
-        assert_eq!(h.started.recv().await.unwrap(), ("c1".to_string(), None), "{name}");
-        eventually("load is reported", async || status_of(&h.bus, "w1").await.is_some_and(|s| s.active_calls == 1)).await;
+        assert_eq!(
+            h.started.recv().await.unwrap(),
+            ("c1".to_string(), None),
+            "{name}"
+        );
+        eventually("load is reported", async || {
+            status_of(&h.bus, "w1")
+                .await
+                .is_some_and(|s| s.active_calls == 1)
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(h.started.try_recv().is_err(), "{name}: capacity 1 — the second call waits");
+        assert!(
+            h.started.try_recv().is_err(),
+            "{name}: capacity 1 — the second call waits"
+        );
 
         h.gates.remove("c1").unwrap().send(()).unwrap();
         let (second, _) = h.started.recv().await.unwrap();
         assert_eq!(second, "c2", "{name}");
-        let stored = h.queue.pop("t", Duration::from_secs(2)).await.unwrap().expect("record queued");
-        assert_eq!((stored.record.id.as_str(), stored.record.status), ("c1", CallStatus::Completed), "{name}");
-        let held: Vec<String> = bus.jobs_of("w1").await.unwrap().into_iter().map(|j| j.call_id).collect();
+        let stored = h
+            .queue
+            .pop("t", Duration::from_secs(2))
+            .await
+            .unwrap()
+            .expect("record queued");
+        assert_eq!(
+            (stored.record.id.as_str(), stored.record.status),
+            ("c1", CallStatus::Completed),
+            "{name}"
+        );
+        let held: Vec<String> = bus
+            .jobs_of("w1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.call_id)
+            .collect();
         assert_eq!(held, ["c2"], "{name}: a finished call releases its job");
-        assert!(bus.load_checkpoint("c1").await.unwrap().is_some(), "{name}: the runner's checkpoint is on the bus");
+        assert!(
+            bus.load_checkpoint("c1").await.unwrap().is_some(),
+            "{name}: the runner's checkpoint is on the bus"
+        );
 
         h.gates.remove("c2").unwrap().send(()).unwrap();
         h.drain.cancel();
@@ -156,31 +221,81 @@ async fn draining_takes_no_new_jobs_and_waits_for_calls() {
         bus.assign("w2", &job("c1")).await.unwrap();
         h.started.recv().await.unwrap();
         h.drain.cancel();
-        eventually("draining shows in the heartbeat", async || status_of(&h.bus, "w2").await.is_some_and(|s| s.draining)).await;
+        eventually("draining shows in the heartbeat", async || {
+            status_of(&h.bus, "w2").await.is_some_and(|s| s.draining)
+        })
+        .await;
         bus.assign("w2", &job("c2")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(h.started.try_recv().is_err(), "{name}: no new call while draining");
+        assert!(
+            h.started.try_recv().is_err(),
+            "{name}: no new call while draining"
+        );
         assert!(!h.done.is_finished(), "{name}: waits for the running call");
         h.gates.remove("c1").unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), h.done).await.expect("stops once the call ended").unwrap();
-        assert!(status_of(&bus, "w2").await.is_none(), "{name}: deregistered");
-        let held: Vec<String> = bus.jobs_of("w2").await.unwrap().into_iter().map(|j| j.call_id).collect();
-        assert_eq!(held, ["c2"], "{name}: the untaken job stays for the dispatcher to re-place");
+        tokio::time::timeout(Duration::from_secs(5), h.done)
+            .await
+            .expect("stops once the call ended")
+            .unwrap();
+        assert!(
+            status_of(&bus, "w2").await.is_none(),
+            "{name}: deregistered"
+        );
+        let held: Vec<String> = bus
+            .jobs_of("w2")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.call_id)
+            .collect();
+        assert_eq!(
+            held,
+            ["c2"],
+            "{name}: the untaken job stays for the dispatcher to re-place"
+        );
     }
 }
 
 #[tokio::test]
 async fn forcing_ends_calls_and_a_replaced_call_resumes_from_its_checkpoint() {
     for (name, bus) in test_buses().await {
-        let checkpoint = Checkpoint { v: MESSAGE_VERSION, call_id: "c1".into(), engine: serde_json::json!({}), turns: 4, at: 0 };
-        bus.save_checkpoint(&checkpoint, Duration::from_secs(60)).await.unwrap();
+        let checkpoint = Checkpoint {
+            v: MESSAGE_VERSION,
+            call_id: "c1".into(),
+            engine: serde_json::json!({}),
+            turns: 4,
+            at: 0,
+        };
+        bus.save_checkpoint(&checkpoint, Duration::from_secs(60))
+            .await
+            .unwrap();
         let mut h = start(bus.clone(), "w3", 5, &["c1"]);
-        bus.assign("w3", &Job { attempt: 1, ..job("c1") }).await.unwrap();
-        assert_eq!(h.started.recv().await.unwrap(), ("c1".to_string(), Some(4)), "{name}: resumed after turn 4");
+        bus.assign(
+            "w3",
+            &Job {
+                attempt: 1,
+                ..job("c1")
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            h.started.recv().await.unwrap(),
+            ("c1".to_string(), Some(4)),
+            "{name}: resumed after turn 4"
+        );
         h.drain.cancel();
         h.force.cancel();
-        tokio::time::timeout(Duration::from_secs(5), h.done).await.expect("forced stop").unwrap();
-        let record = h.queue.pop("t", Duration::from_secs(1)).await.unwrap().expect("the cut call is still recorded");
+        tokio::time::timeout(Duration::from_secs(5), h.done)
+            .await
+            .expect("forced stop")
+            .unwrap();
+        let record = h
+            .queue
+            .pop("t", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("the cut call is still recorded");
         assert_eq!(record.record.status, CallStatus::Failed, "{name}");
     }
 }
@@ -189,20 +304,34 @@ async fn forcing_ends_calls_and_a_replaced_call_resumes_from_its_checkpoint() {
 async fn a_worker_at_its_memory_limit_takes_no_new_calls_and_shows_full() {
     for (name, bus) in test_buses().await {
         // A limit below what the process already uses: not even one more call fits.
-        let mut h = start_with(bus.clone(), "w4", 5, &["c1"], |c| c.memory_limit = Some(1 << 20));
-        eventually("the worker beats", async || status_of(&h.bus, "w4").await.is_some()).await;
+        let mut h = start_with(bus.clone(), "w4", 5, &["c1"], |c| {
+            c.memory_limit = Some(1 << 20)
+        });
+        eventually("the worker beats", async || {
+            status_of(&h.bus, "w4").await.is_some()
+        })
+        .await;
         let status = status_of(&bus, "w4").await.unwrap();
-        assert_eq!((status.capacity, status.active_calls), (0, 0), "{name}: out of memory is out of capacity");
+        assert_eq!(
+            (status.capacity, status.active_calls),
+            (0, 0),
+            "{name}: out of memory is out of capacity"
+        );
         assert!(status.memory_bytes > 1 << 20, "{name}: RSS is reported");
         bus.assign("w4", &job("c1")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(h.started.try_recv().is_err(), "{name}: the job is not taken");
+        assert!(
+            h.started.try_recv().is_err(),
+            "{name}: the job is not taken"
+        );
         h.drain.cancel();
         h.done.await.unwrap();
     }
     // With room for the budget, the same worker takes its call.
     for (name, bus) in test_buses().await {
-        let mut h = start_with(bus.clone(), "w5", 5, &["c1"], |c| c.memory_limit = Some(64 << 30));
+        let mut h = start_with(bus.clone(), "w5", 5, &["c1"], |c| {
+            c.memory_limit = Some(64 << 30)
+        });
         bus.assign("w5", &job("c1")).await.unwrap();
         assert_eq!(h.started.recv().await.unwrap().0, "c1", "{name}");
         h.gates.remove("c1").unwrap().send(()).unwrap();

@@ -30,13 +30,21 @@ pub fn run(bot: &Path, options: &ConsoleOptions) -> anyhow::Result<()> {
 }
 
 /// [`run`] over any input and output, for tests.
-pub fn run_with(bot: &Path, options: &ConsoleOptions, input: impl BufRead, mut output: impl Write) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(bot).with_context(|| format!("reading bot config {}", bot.display()))?;
-    let config = BotConfig::parse_any(&text).with_context(|| format!("bot config {}", bot.display()))?;
+pub fn run_with(
+    bot: &Path,
+    options: &ConsoleOptions,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(bot)
+        .with_context(|| format!("reading bot config {}", bot.display()))?;
+    let config =
+        BotConfig::parse_any(&text).with_context(|| format!("bot config {}", bot.display()))?;
     let context = match &options.now {
         Some(now) => {
-            let at = CallContext::parse_instant(now)
-                .with_context(|| format!("--now {now:?}: expected RFC 3339, e.g. 2025-03-12T10:00:00+03:00"))?;
+            let at = CallContext::parse_instant(now).with_context(|| {
+                format!("--now {now:?}: expected RFC 3339, e.g. 2025-03-12T10:00:00+03:00")
+            })?;
             CallContext::for_bot(&config, at)
         }
         None => CallContext::for_bot_now(&config),
@@ -96,8 +104,12 @@ pub fn load_documents(dir: &Path) -> anyhow::Result<InMemoryKnowledge> {
         .collect();
     paths.sort();
     for path in paths {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let source = path.file_name().and_then(|n| n.to_str()).unwrap_or("document");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let source = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("document");
         knowledge.add_document(source, &text);
     }
     Ok(knowledge)

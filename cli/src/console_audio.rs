@@ -13,7 +13,9 @@ use anyhow::{bail, Context};
 use callfleet_core::domain::Speaker;
 use callfleet_core::scenario::{CallContext, ScenarioEngine};
 use callfleet_core::BotConfig;
-use callfleet_pipeline::{run_recorded_call, wav, Pipeline, PipelineConfig, Providers, ScenarioResponder};
+use callfleet_pipeline::{
+    run_recorded_call, wav, Pipeline, PipelineConfig, Providers, ScenarioResponder,
+};
 use callfleet_providers::{call_chains, EngineLlm, LocalEngines, ProviderEnv};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,16 +27,36 @@ const TAIL: Duration = Duration::from_secs(3);
 
 /// Runs an audio conversation from `wav_in` to `wav_out`; keys and endpoints from the
 /// environment (`DEEPGRAM_API_KEY`, `CARTESIA_API_KEY`, …, see [`ProviderEnv::from_env`]).
-pub fn run(bot: &Path, wav_in: &Path, wav_out: &Path, options: &ConsoleOptions) -> anyhow::Result<()> {
+pub fn run(
+    bot: &Path,
+    wav_in: &Path,
+    wav_out: &Path,
+    options: &ConsoleOptions,
+) -> anyhow::Result<()> {
     let engines = crate::models::local_engines();
     let (turn_models, said) = crate::models::turn_models(&engines);
     tracing::info!("{said}");
-    let local = LocalSelection { engines: Some(engines as Arc<dyn LocalEngines>), turn_models };
-    let fut = run_async(bot, wav_in, wav_out, options, ProviderEnv::from_env(), local, std::io::stdout());
+    let local = LocalSelection {
+        engines: Some(engines as Arc<dyn LocalEngines>),
+        turn_models,
+    };
+    let fut = run_async(
+        bot,
+        wav_in,
+        wav_out,
+        options,
+        ProviderEnv::from_env(),
+        local,
+        std::io::stdout(),
+    );
     match tokio::runtime::Handle::try_current() {
         // Called from the binary's runtime: borrow this worker thread for the call.
         Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fut)),
-        Err(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(fut),
+        Err(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(fut),
     }
 }
 
@@ -55,23 +77,36 @@ pub async fn run_async(
     local: LocalSelection,
     mut output: impl Write,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(bot).with_context(|| format!("reading bot config {}", bot.display()))?;
-    let config = BotConfig::parse_any(&text).with_context(|| format!("bot config {}", bot.display()))?;
+    let text = std::fs::read_to_string(bot)
+        .with_context(|| format!("reading bot config {}", bot.display()))?;
+    let config =
+        BotConfig::parse_any(&text).with_context(|| format!("bot config {}", bot.display()))?;
     let context = match &options.now {
         Some(now) => {
-            let at = CallContext::parse_instant(now).with_context(|| format!("--now {now:?}: expected RFC 3339, e.g. 2025-03-12T10:00:00+03:00"))?;
+            let at = CallContext::parse_instant(now).with_context(|| {
+                format!("--now {now:?}: expected RFC 3339, e.g. 2025-03-12T10:00:00+03:00")
+            })?;
             CallContext::for_bot(&config, at)
         }
         None => CallContext::for_bot_now(&config),
     };
 
-    let chains = call_chains(&config.providers, &config.language, &env, local.engines.as_deref());
+    let chains = call_chains(
+        &config.providers,
+        &config.language,
+        &env,
+        local.engines.as_deref(),
+    );
     for skipped in &chains.skipped {
         tracing::warn!(provider = %skipped, "Provider left out.");
     }
     tracing::info!(chosen = ?chains.chosen, "Providers for this call.");
     let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
-        let why = if chains.skipped.is_empty() { "none configured".to_string() } else { chains.skipped.join("; ") };
+        let why = if chains.skipped.is_empty() {
+            "none configured".to_string()
+        } else {
+            chains.skipped.join("; ")
+        };
         bail!(
             "audio mode needs a speech-to-text and a text-to-speech provider: the bot's `providers:`, or local engines \
              when no cloud key is set ({why}); text mode needs none"
@@ -79,15 +114,26 @@ pub async fn run_async(
     };
 
     let input = wav::read(wav_in).with_context(|| format!("reading {}", wav_in.display()))?;
-    let bot_id = config.bot_id.clone().or_else(|| config.name.clone()).unwrap_or_else(|| "console".into());
+    let bot_id = config
+        .bot_id
+        .clone()
+        .or_else(|| config.name.clone())
+        .unwrap_or_else(|| "console".into());
     let pipeline_config = PipelineConfig::for_bot(bot_id, &config);
-    let caller = wav::resample(&input.samples, input.sample_rate, pipeline_config.input_rate);
+    let caller = wav::resample(
+        &input.samples,
+        input.sample_rate,
+        pipeline_config.input_rate,
+    );
     let out_rate = pipeline_config.output_rate;
 
     let config = Arc::new(config);
     let mut engine = ScenarioEngine::new(config.clone(), context);
     if let Some(llm) = chains.llm {
-        engine = engine.with_llm(Arc::new(EngineLlm::for_call(llm, config.providers.llm.as_ref())));
+        engine = engine.with_llm(Arc::new(EngineLlm::for_call(
+            llm,
+            config.providers.llm.as_ref(),
+        )));
     }
     if let Some(dir) = options.docs.clone().or_else(|| default_docs_dir(bot)) {
         engine = engine.with_knowledge(Arc::new(load_documents(&dir)?));
@@ -95,23 +141,32 @@ pub async fn run_async(
 
     let mut pipeline = Pipeline::new(pipeline_config, Providers { stt, tts });
     if let Some(factory) = &local.turn_models {
-        pipeline = callfleet_agent::CallTurnModels::open(factory).await.install(pipeline);
+        pipeline = callfleet_agent::CallTurnModels::open(factory)
+            .await
+            .install(pipeline);
     }
     let mut lines = Vec::new();
-    let call = run_recorded_call(pipeline, Box::new(ScenarioResponder::new(engine)), &caller, TAIL, |turn| {
-        let who = match (turn.speaker, turn.interrupted) {
-            (Speaker::User, _) => "caller",
-            (Speaker::Bot, false) => "bot",
-            (Speaker::Bot, true) => "bot (interrupted)",
-        };
-        lines.push(format!("{who}: {}", turn.text));
-    })
+    let call = run_recorded_call(
+        pipeline,
+        Box::new(ScenarioResponder::new(engine)),
+        &caller,
+        TAIL,
+        |turn| {
+            let who = match (turn.speaker, turn.interrupted) {
+                (Speaker::User, _) => "caller",
+                (Speaker::Bot, false) => "bot",
+                (Speaker::Bot, true) => "bot (interrupted)",
+            };
+            lines.push(format!("{who}: {}", turn.text));
+        },
+    )
     .await
     .context("running the call")?;
     for line in &lines {
         writeln!(output, "{line}")?;
     }
-    wav::write(wav_out, &call.reply, out_rate).with_context(|| format!("writing {}", wav_out.display()))?;
+    wav::write(wav_out, &call.reply, out_rate)
+        .with_context(|| format!("writing {}", wav_out.display()))?;
 
     if options.json {
         let transcript: Vec<serde_json::Value> = call

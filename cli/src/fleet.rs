@@ -27,7 +27,13 @@ pub(crate) struct LiveKitArgs {
     #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
     pub livekit_api_key: String,
     /// LiveKit API secret.
-    #[arg(long, env = "LIVEKIT_API_SECRET", default_value = "secret", hide_env_values = true, hide_default_value = true)]
+    #[arg(
+        long,
+        env = "LIVEKIT_API_SECRET",
+        default_value = "secret",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub livekit_api_secret: String,
 }
 
@@ -85,14 +91,20 @@ pub(crate) struct DispatcherArgs {
     #[arg(long, env = "CALLFLEET_REDIS_PREFIX", default_value = "cf:")]
     pub redis_prefix: String,
     /// Address for LiveKit webhooks (`POST /livekit/webhook`).
-    #[arg(long, env = "CALLFLEET_DISPATCHER_ADDR", default_value = "127.0.0.1:8090")]
+    #[arg(
+        long,
+        env = "CALLFLEET_DISPATCHER_ADDR",
+        default_value = "127.0.0.1:8090"
+    )]
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub livekit: LiveKitArgs,
 }
 
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".into());
     format!("{host}-{}", std::process::id())
 }
 
@@ -124,12 +136,27 @@ fn voice_session(livekit: LiveKitSettings) -> VoiceSession {
 }
 
 pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let bus: Arc<dyn FleetBus> = Arc::new(RedisBus::connect(&args.redis_url, &args.redis_prefix).await.context("connecting to Redis")?);
-    let queue: Arc<dyn PostCallQueue> = Arc::new(RedisQueue::connect(&args.redis_url, &args.redis_prefix).await.context("opening the post-call stream")?);
-    let worker_id = args.worker.worker_id.clone().unwrap_or_else(default_worker_id);
+    let bus: Arc<dyn FleetBus> = Arc::new(
+        RedisBus::connect(&args.redis_url, &args.redis_prefix)
+            .await
+            .context("connecting to Redis")?,
+    );
+    let queue: Arc<dyn PostCallQueue> = Arc::new(
+        RedisQueue::connect(&args.redis_url, &args.redis_prefix)
+            .await
+            .context("opening the post-call stream")?,
+    );
+    let worker_id = args
+        .worker
+        .worker_id
+        .clone()
+        .unwrap_or_else(default_worker_id);
     let runner = Arc::new(voice_session(args.livekit.settings()));
     let worker = Worker::new(bus, queue, runner, args.worker.config(&worker_id));
-    println!("agent worker {worker_id}: capacity {}, LiveKit {}", args.worker.capacity, args.livekit.livekit_url);
+    println!(
+        "agent worker {worker_id}: capacity {}, LiveKit {}",
+        args.worker.capacity, args.livekit.livekit_url
+    );
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     watch_signals(drain.clone(), force.clone());
     worker.run(drain, force).await.context("worker")
@@ -137,16 +164,42 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> anyhow::Result<()> {
     let store = crate::serve::open_store(global).await?;
-    let bus: Arc<dyn FleetBus> = Arc::new(RedisBus::connect(&args.redis_url, &args.redis_prefix).await.context("connecting to Redis")?);
-    let queue: Arc<dyn PostCallQueue> = Arc::new(RedisQueue::connect(&args.redis_url, &args.redis_prefix).await.context("opening the post-call stream")?);
-    let dispatcher = Arc::new(Dispatcher::new(bus, store.clone(), DispatcherConfig::default()));
+    let bus: Arc<dyn FleetBus> = Arc::new(
+        RedisBus::connect(&args.redis_url, &args.redis_prefix)
+            .await
+            .context("connecting to Redis")?,
+    );
+    let queue: Arc<dyn PostCallQueue> = Arc::new(
+        RedisQueue::connect(&args.redis_url, &args.redis_prefix)
+            .await
+            .context("opening the post-call stream")?,
+    );
+    let dispatcher = Arc::new(Dispatcher::new(
+        bus,
+        store.clone(),
+        DispatcherConfig::default(),
+    ));
     let shutdown = CancellationToken::new();
     let failover = tokio::spawn(dispatcher.clone().run_failover(shutdown.clone()));
-    let postcall = tokio::spawn(PostCallWorker::new(queue, store, &format!("postcall-{}", std::process::id())).run(shutdown.clone()));
-    let state = WebhookState::new(dispatcher, &args.livekit.livekit_api_key, &args.livekit.livekit_api_secret);
-    let listener = tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("listening on {}", args.http_addr))?;
-    println!("dispatcher: LiveKit webhooks at http://{}/livekit/webhook", listener.local_addr()?);
-    axum::serve(listener, webhook_router(state)).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
+    let postcall = tokio::spawn(
+        PostCallWorker::new(queue, store, &format!("postcall-{}", std::process::id()))
+            .run(shutdown.clone()),
+    );
+    let state = WebhookState::new(
+        dispatcher,
+        &args.livekit.livekit_api_key,
+        &args.livekit.livekit_api_secret,
+    );
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.http_addr))?;
+    println!(
+        "dispatcher: LiveKit webhooks at http://{}/livekit/webhook",
+        listener.local_addr()?
+    );
+    axum::serve(listener, webhook_router(state))
+        .with_graceful_shutdown(crate::serve::shutdown_signal())
+        .await?;
     shutdown.cancel();
     failover.await.ok();
     postcall.await.ok();
@@ -161,10 +214,17 @@ pub(crate) async fn browser_calls(
     livekit: &LiveKitArgs,
 ) -> anyhow::Result<callfleet_admin_api::BrowserCalls> {
     let store = crate::serve::open_store(global).await?;
-    let bus: Arc<dyn FleetBus> = Arc::new(RedisBus::connect(redis_url, prefix).await.context("connecting to Redis")?);
+    let bus: Arc<dyn FleetBus> = Arc::new(
+        RedisBus::connect(redis_url, prefix)
+            .await
+            .context("connecting to Redis")?,
+    );
     Ok(callfleet_admin_api::BrowserCalls {
         dispatcher: Arc::new(Dispatcher::new(bus, store, DispatcherConfig::default())),
-        livekit_url: livekit.livekit_public_url.clone().unwrap_or_else(|| livekit.livekit_url.clone()),
+        livekit_url: livekit
+            .livekit_public_url
+            .clone()
+            .unwrap_or_else(|| livekit.livekit_url.clone()),
         api_key: livekit.livekit_api_key.clone(),
         api_secret: Secret::new(livekit.livekit_api_secret.clone()),
     })
@@ -174,21 +234,51 @@ pub(crate) async fn browser_calls(
 async fn livekit_answers(url: &str) -> bool {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let host_port = rest.split('/').next().unwrap_or(rest);
-    let target = if host_port.contains(':') { host_port.to_string() } else { format!("{host_port}:80") };
-    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&target)).await, Ok(Ok(_)))
+    let target = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:80")
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(&target)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
-pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs, worker: WorkerArgs) -> anyhow::Result<()> {
+pub(crate) async fn dev(
+    global: &GlobalArgs,
+    api: ApiArgs,
+    livekit: LiveKitArgs,
+    worker: WorkerArgs,
+) -> anyhow::Result<()> {
     let store = crate::serve::open_store(global).await?;
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
-    let queue: Arc<dyn PostCallQueue> =
-        Arc::new(FileQueue::open(&global.data_dir.join("queue")).context("opening the post-call queue under the data dir")?);
-    let dispatcher = Arc::new(Dispatcher::new(bus.clone(), store.clone(), DispatcherConfig::default()));
+    let queue: Arc<dyn PostCallQueue> = Arc::new(
+        FileQueue::open(&global.data_dir.join("queue"))
+            .context("opening the post-call queue under the data dir")?,
+    );
+    let dispatcher = Arc::new(Dispatcher::new(
+        bus.clone(),
+        store.clone(),
+        DispatcherConfig::default(),
+    ));
     let knowledge = crate::serve::open_knowledge(global, &store).await?;
     let shutdown = CancellationToken::new();
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
-    let worker_id = worker.worker_id.clone().unwrap_or_else(|| "dev-worker".into());
-    let agent = Worker::new(bus.clone(), queue.clone(), Arc::new(voice_session(livekit.settings()).with_knowledge(knowledge.clone())), worker.config(&worker_id));
+    let worker_id = worker
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| "dev-worker".into());
+    let agent = Worker::new(
+        bus.clone(),
+        queue.clone(),
+        Arc::new(voice_session(livekit.settings()).with_knowledge(knowledge.clone())),
+        worker.config(&worker_id),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dispatcher.clone().run_failover(shutdown.clone()));
     tasks.spawn(PostCallWorker::new(queue, store.clone(), "dev").run(shutdown.clone()));
@@ -201,7 +291,10 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
         }
     });
     if livekit_answers(&livekit.livekit_url).await {
-        println!("LiveKit: {} answers; browser calls go there (POST /bots/{{id}}/sessions)", livekit.livekit_url);
+        println!(
+            "LiveKit: {} answers; browser calls go there (POST /bots/{{id}}/sessions)",
+            livekit.livekit_url
+        );
     } else {
         println!(
             "LiveKit: nothing answers at {} — browser calls will fail until one runs. Start one with \
@@ -210,10 +303,16 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
             livekit.livekit_url
         );
     }
-    println!("agent worker {worker_id}: capacity {}, in process", worker.capacity);
+    println!(
+        "agent worker {worker_id}: capacity {}, in process",
+        worker.capacity
+    );
     let calls = callfleet_admin_api::BrowserCalls {
         dispatcher,
-        livekit_url: livekit.livekit_public_url.clone().unwrap_or_else(|| livekit.livekit_url.clone()),
+        livekit_url: livekit
+            .livekit_public_url
+            .clone()
+            .unwrap_or_else(|| livekit.livekit_url.clone()),
         api_key: livekit.livekit_api_key.clone(),
         api_secret: Secret::new(livekit.livekit_api_secret.clone()),
     };
@@ -221,7 +320,12 @@ pub(crate) async fn dev(global: &GlobalArgs, api: ApiArgs, livekit: LiveKitArgs,
     drain.cancel();
     shutdown.cancel();
     // Give running calls a moment to end cleanly; a second Ctrl-C is not needed in dev.
-    if tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
         force.cancel();
         while tasks.join_next().await.is_some() {}
     }

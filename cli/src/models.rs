@@ -11,13 +11,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `callfleet models pull`: fetches what is missing; prints the models dir on the last line.
-pub(crate) fn pull(only: &[String], find_links: Option<PathBuf>, no_index: bool) -> anyhow::Result<()> {
+pub(crate) fn pull(
+    only: &[String],
+    find_links: Option<PathBuf>,
+    no_index: bool,
+) -> anyhow::Result<()> {
     let dir = models_dir();
     let specs = select(catalog(), only)?;
-    let pip = Pip { find_links, no_index };
-    let done = pull_models(&specs, &dir, &pip, |line| eprintln!("{line}")).with_context(|| format!("pulling models into {}", dir.display()))?;
+    let pip = Pip {
+        find_links,
+        no_index,
+    };
+    let done = pull_models(&specs, &dir, &pip, |line| eprintln!("{line}"))
+        .with_context(|| format!("pulling models into {}", dir.display()))?;
     let installed = done.iter().filter(|(_, p)| *p == Pulled::Installed).count();
-    eprintln!("models: {installed} installed, {} already present", done.len() - installed);
+    eprintln!(
+        "models: {installed} installed, {} already present",
+        done.len() - installed
+    );
     println!("{}", dir.display());
     Ok(())
 }
@@ -28,7 +39,11 @@ pub(crate) fn list() -> anyhow::Result<()> {
     let dir = models_dir();
     println!("models dir: {}", dir.display());
     for spec in catalog() {
-        let state = if spec.is_present(&dir) { "present" } else { "missing" };
+        let state = if spec.is_present(&dir) {
+            "present"
+        } else {
+            "missing"
+        };
         let packages: Vec<&str> = spec.wheels.iter().map(|w| w.package.as_str()).collect();
         println!("  {:<18} {state:<8} {}", spec.name, packages.join(" + "));
     }
@@ -50,27 +65,43 @@ pub(crate) fn local_engines() -> Arc<LocalFactory> {
 /// line saying which. `CALLFLEET_VAD=energy` keeps the energy VAD even when Silero is there.
 pub(crate) fn turn_models(engines: &Arc<LocalFactory>) -> (Option<TurnModelFactory>, String) {
     if std::env::var("CALLFLEET_VAD").is_ok_and(|v| v.eq_ignore_ascii_case("energy")) {
-        return (None, "turn-taking: energy VAD (CALLFLEET_VAD=energy)".into());
+        return (
+            None,
+            "turn-taking: energy VAD (CALLFLEET_VAD=energy)".into(),
+        );
     }
     let status = engines.status();
-    let ready = |name: &str| status.iter().find(|s| s.engine == name).map(|s| s.ready.clone()).unwrap_or_else(|| Err("unknown".into()));
+    let ready = |name: &str| {
+        status
+            .iter()
+            .find(|s| s.engine == name)
+            .map(|s| s.ready.clone())
+            .unwrap_or_else(|| Err("unknown".into()))
+    };
     if let Err(why) = ready("silero-vad") {
-        return (None, format!("turn-taking: energy VAD (Silero VAD unavailable: {why})"));
+        return (
+            None,
+            format!("turn-taking: energy VAD (Silero VAD unavailable: {why})"),
+        );
     }
     let smart_turn = ready("smart-turn");
     let said = match &smart_turn {
         Ok(()) => "turn-taking: Silero VAD + Smart Turn v3.2".to_string(),
-        Err(why) => format!("turn-taking: Silero VAD, no end-of-turn model (Smart Turn unavailable: {why})"),
+        Err(why) => {
+            format!("turn-taking: Silero VAD, no end-of-turn model (Smart Turn unavailable: {why})")
+        }
     };
     let with_turn = smart_turn.is_ok();
     let engines = engines.clone();
-    let factory: TurnModelFactory = Arc::new(move || CallTurnModels {
+    let factory: TurnModelFactory = Arc::new(move || {
+        CallTurnModels {
         vad: engines.vad().map_err(|e| tracing::warn!(error = %e, "Silero VAD failed to open; this call uses the energy VAD.")).ok(),
         end_of_turn: if with_turn {
             engines.turn_model().map_err(|e| tracing::warn!(error = %e, "Smart Turn failed to open; this call goes without.")).ok()
         } else {
             None
         },
+    }
     });
     (Some(factory), said)
 }
@@ -79,8 +110,16 @@ pub(crate) fn turn_models(engines: &Arc<LocalFactory>) -> (Option<TurnModelFacto
 pub(crate) fn describe_engines(env: &ProviderEnv, engines: &LocalFactory) {
     let keys = env.cloud_keys();
     let status = engines.status();
-    let ready: Vec<&str> = status.iter().filter(|s| s.ready.is_ok()).map(|s| s.engine.as_str()).collect();
-    let missing: Vec<&str> = status.iter().filter(|s| s.ready.is_err()).map(|s| s.engine.as_str()).collect();
+    let ready: Vec<&str> = status
+        .iter()
+        .filter(|s| s.ready.is_ok())
+        .map(|s| s.engine.as_str())
+        .collect();
+    let missing: Vec<&str> = status
+        .iter()
+        .filter(|s| s.ready.is_err())
+        .map(|s| s.engine.as_str())
+        .collect();
     if keys.is_empty() {
         println!(
             "engines: no cloud keys (DEEPGRAM_API_KEY, CARTESIA_API_KEY, …) — bots run on local engines: whisper (tiny.en for \
@@ -89,8 +128,19 @@ pub(crate) fn describe_engines(env: &ProviderEnv, engines: &LocalFactory) {
     } else {
         println!("engines: cloud keys for {}; local engines serve bots that name them (whisper, local-llm, piper, espeak)", keys.join(", "));
     }
-    println!("engines ready: {}", if ready.is_empty() { "none".to_string() } else { ready.join(", ") });
+    println!(
+        "engines ready: {}",
+        if ready.is_empty() {
+            "none".to_string()
+        } else {
+            ready.join(", ")
+        }
+    );
     if !missing.is_empty() {
-        println!("engines unavailable: {} — models missing: {PULL_HINT} (models dir {})", missing.join(", "), engines.models_dir().display());
+        println!(
+            "engines unavailable: {} — models missing: {PULL_HINT} (models dir {})",
+            missing.join(", "),
+            engines.models_dir().display()
+        );
     }
 }

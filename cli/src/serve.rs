@@ -12,10 +12,17 @@ use std::path::Path;
 /// Opens the database the flags name and brings its schema up to date.
 pub(crate) async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
     let store = match &global.database_url {
-        Some(url) => Store::connect(url).await.with_context(|| format!("connecting to {}", redact_url(url)))?,
+        Some(url) => Store::connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(url)))?,
         None => Store::open_data_dir(&global.data_dir)
             .await
-            .with_context(|| format!("opening the embedded database under {}", global.data_dir.display()))?,
+            .with_context(|| {
+                format!(
+                    "opening the embedded database under {}",
+                    global.data_dir.display()
+                )
+            })?,
     };
     store.migrate().await.context("applying migrations")?;
     Ok(store)
@@ -24,7 +31,10 @@ pub(crate) async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
 fn describe_store(global: &GlobalArgs) -> String {
     match &global.database_url {
         Some(url) => format!("PostgreSQL at {}", redact_url(url)),
-        None => format!("SQLite at {}", global.data_dir.join("callfleet.db").display()),
+        None => format!(
+            "SQLite at {}",
+            global.data_dir.join("callfleet.db").display()
+        ),
     }
 }
 
@@ -37,8 +47,13 @@ pub(crate) async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
 /// The knowledge service — on Qdrant when QDRANT_URL is set, else on the embedded index under the
 /// data dir — with the offline MiniLM
 /// embedder (or, without its weights, the hashing embedder, said once at start).
-pub(crate) async fn open_knowledge(global: &GlobalArgs, store: &Store) -> anyhow::Result<callfleet_knowledge::KnowledgeService> {
-    use callfleet_knowledge::{EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService, MiniLmEmbedder};
+pub(crate) async fn open_knowledge(
+    global: &GlobalArgs,
+    store: &Store,
+) -> anyhow::Result<callfleet_knowledge::KnowledgeService> {
+    use callfleet_knowledge::{
+        EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService, MiniLmEmbedder,
+    };
     use std::sync::Arc;
     let embedder: Arc<dyn Embedder> = match MiniLmEmbedder::load_default() {
         Ok(minilm) => Arc::new(minilm),
@@ -47,22 +62,41 @@ pub(crate) async fn open_knowledge(global: &GlobalArgs, store: &Store) -> anyhow
             Arc::new(HashingEmbedder::new(384))
         }
     };
-    let index: Arc<dyn callfleet_knowledge::VectorIndex> = match std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let key = std::env::var("QDRANT_API_KEY").ok().filter(|k| !k.is_empty()).map(Secret::new);
-            Arc::new(
-                callfleet_knowledge::QdrantIndex::connect(&url, key, "callfleet_knowledge", embedder.dimension())
+    let index: Arc<dyn callfleet_knowledge::VectorIndex> =
+        match std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let key = std::env::var("QDRANT_API_KEY")
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .map(Secret::new);
+                Arc::new(
+                    callfleet_knowledge::QdrantIndex::connect(
+                        &url,
+                        key,
+                        "callfleet_knowledge",
+                        embedder.dimension(),
+                    )
                     .await
                     .with_context(|| format!("connecting to Qdrant at {url}"))?,
-            )
-        }
-        None => {
-            let dir = EdgeIndex::dir_in(&global.data_dir, embedder.model_id(), embedder.dimension());
-            Arc::new(EdgeIndex::open(&dir, embedder.dimension()).with_context(|| format!("opening the vector index in {}", dir.display()))?)
-        }
-    };
-    let knowledge = KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default()).context("starting the knowledge service")?;
-    let recovered = knowledge.recover_interrupted().await.context("cleaning up interrupted indexing")?;
+                )
+            }
+            None => {
+                let dir =
+                    EdgeIndex::dir_in(&global.data_dir, embedder.model_id(), embedder.dimension());
+                Arc::new(
+                    EdgeIndex::open(&dir, embedder.dimension()).with_context(|| {
+                        format!("opening the vector index in {}", dir.display())
+                    })?,
+                )
+            }
+        };
+    let knowledge =
+        KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default())
+            .context("starting the knowledge service")?;
+    let recovered = knowledge
+        .recover_interrupted()
+        .await
+        .context("cleaning up interrupted indexing")?;
     if recovered > 0 {
         println!("knowledge: {recovered} document(s) left half-indexed by an earlier run were marked failed");
     }
@@ -71,7 +105,10 @@ pub(crate) async fn open_knowledge(global: &GlobalArgs, store: &Store) -> anyhow
 
 /// The dev admin key: the configured one, else the one kept in `DATA/admin.key`, else a new one
 /// written there (readable by the owner only).
-fn dev_admin_key(configured: Option<String>, data_dir: &Path) -> anyhow::Result<(Secret, Option<String>)> {
+fn dev_admin_key(
+    configured: Option<String>,
+    data_dir: &Path,
+) -> anyhow::Result<(Secret, Option<String>)> {
     if let Some(key) = configured.filter(|k| !k.is_empty()) {
         return Ok((Secret::new(key), None));
     }
@@ -79,9 +116,14 @@ fn dev_admin_key(configured: Option<String>, data_dir: &Path) -> anyhow::Result<
     let key = match std::fs::read_to_string(&path) {
         Ok(existing) if !existing.trim().is_empty() => existing.trim().to_string(),
         _ => {
-            let random: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+            let random: String = rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(40)
+                .map(char::from)
+                .collect();
             let key = format!("cfa_{random}");
-            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
             write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
             key
         }
@@ -133,11 +175,18 @@ pub(crate) async fn shutdown_signal() {
 async fn run_api_with(ctx: ApiContext, args: &ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
-        .with_context(|| format!("listening on {} (set --http-addr or CALLFLEET_HTTP_ADDR)", args.http_addr))?;
+        .with_context(|| {
+            format!(
+                "listening on {} (set --http-addr or CALLFLEET_HTTP_ADDR)",
+                args.http_addr
+            )
+        })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     println!("admin API: http://{addr}  (OpenAPI: http://{addr}/openapi.json)");
     tracing::info!(%addr, "admin API listening");
-    callfleet_admin_api::serve(listener, ctx, shutdown_signal()).await.context("serving the admin API")
+    callfleet_admin_api::serve(listener, ctx, shutdown_signal())
+        .await
+        .context("serving the admin API")
 }
 
 /// The API half of `callfleet dev`: the embedded store, a dev admin key, browser calls enabled.
@@ -154,7 +203,9 @@ pub(crate) async fn dev_api(
         Some(path) => println!("admin key: in {path}  (export CALLFLEET_ADMIN_KEY=$(cat {path}))"),
         None => println!("admin key: from CALLFLEET_ADMIN_KEY"),
     }
-    let ctx = ApiContext::new(api_config(args, admin_key), store).with_browser_calls(calls).with_knowledge(knowledge);
+    let ctx = ApiContext::new(api_config(args, admin_key), store)
+        .with_browser_calls(calls)
+        .with_knowledge(knowledge);
     run_api_with(ctx, args).await
 }
 
@@ -171,7 +222,8 @@ pub(crate) async fn api(
     let store = open_store(global).await?;
     println!("callfleet api: database {}", describe_store(global));
     let knowledge = open_knowledge(global, &store).await?;
-    let mut ctx = ApiContext::new(api_config(&args, Secret::new(admin_key)), store).with_knowledge(knowledge);
+    let mut ctx =
+        ApiContext::new(api_config(&args, Secret::new(admin_key)), store).with_knowledge(knowledge);
     if let Some(calls) = calls {
         ctx = ctx.with_browser_calls(calls);
     }

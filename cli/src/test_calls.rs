@@ -64,7 +64,10 @@ fn collect_scripts(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
             if entry.file_name().and_then(|n| n.to_str()) != Some("docs") {
                 collect_scripts(&entry, out)?;
             }
-        } else if matches!(entry.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             out.push(entry);
         }
     }
@@ -72,11 +75,16 @@ fn collect_scripts(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn run_one(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut script = CallScript::parse(&text)?;
-    let bot_path = script.bot_path(path).context("the script names no bot (add `bot: path/to/bot.yaml`)")?;
-    let bot_text = std::fs::read_to_string(&bot_path).with_context(|| format!("reading bot {}", bot_path.display()))?;
-    let config = BotConfig::parse_any(&bot_text).with_context(|| format!("bot {}", bot_path.display()))?;
+    let bot_path = script
+        .bot_path(path)
+        .context("the script names no bot (add `bot: path/to/bot.yaml`)")?;
+    let bot_text = std::fs::read_to_string(&bot_path)
+        .with_context(|| format!("reading bot {}", bot_path.display()))?;
+    let config =
+        BotConfig::parse_any(&bot_text).with_context(|| format!("bot {}", bot_path.display()))?;
     if script.knowledge.is_empty() {
         script.knowledge = bot_documents(&bot_path)?;
     }
@@ -86,7 +94,9 @@ fn run_one(path: &Path) -> anyhow::Result<Vec<String>> {
 
 /// The bot's documents, `<bot dir>/docs/<bot file stem>/*.md|txt`, when that folder exists.
 fn bot_documents(bot_path: &Path) -> anyhow::Result<Vec<ScriptDocument>> {
-    let (Some(dir), Some(stem)) = (bot_path.parent(), bot_path.file_stem()) else { return Ok(Vec::new()) };
+    let (Some(dir), Some(stem)) = (bot_path.parent(), bot_path.file_stem()) else {
+        return Ok(Vec::new());
+    };
     let docs = dir.join("docs").join(stem);
     if !docs.is_dir() {
         return Ok(Vec::new());
@@ -99,8 +109,13 @@ fn bot_documents(bot_path: &Path) -> anyhow::Result<Vec<ScriptDocument>> {
     paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            let source = p.file_name().and_then(|n| n.to_str()).unwrap_or("document").to_string();
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let source = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("document")
+                .to_string();
             Ok(ScriptDocument { source, text })
         })
         .collect()

@@ -29,15 +29,30 @@ impl Drop for Kill {
 
 #[test]
 fn the_talk_page_shows_the_conversation() {
-    let livekit = std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
-    let host_port = livekit.split("://").nth(1).unwrap_or(&livekit).trim_end_matches('/').to_string();
-    if !host_port.parse().ok().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()) {
+    let livekit =
+        std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
+    let host_port = livekit
+        .split("://")
+        .nth(1)
+        .unwrap_or(&livekit)
+        .trim_end_matches('/')
+        .to_string();
+    if !host_port
+        .parse()
+        .ok()
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+    {
         return missing(&format!("no livekit-server at {livekit}"));
     }
-    let python = std::env::var_os("CALLFLEET_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/venv/bin/python")
-    });
-    let chromium = std::env::var_os("CALLFLEET_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    let python = std::env::var_os("CALLFLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/callfleet/venv/bin/python")
+        });
+    let chromium = std::env::var_os("CALLFLEET_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
     if !python.exists() {
         return missing("no Python with the LiveKit SDK");
     }
@@ -46,7 +61,11 @@ fn the_talk_page_shows_the_conversation() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("caller.wav");
-    let spoken = Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&wav).arg("I would like to book an appointment").status();
+    let spoken = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-w"])
+        .arg(&wav)
+        .arg("I would like to book an appointment")
+        .status();
     if !matches!(spoken, Ok(s) if s.success()) {
         return missing("espeak-ng cannot make the fake microphone's WAV");
     }
@@ -57,8 +76,14 @@ fn the_talk_page_shows_the_conversation() {
             .args(["dev", "--http-addr", "127.0.0.1:0"])
             .env("CALLFLEET_DATA", &data)
             .env("LIVEKIT_URL", &livekit)
-            .env("LIVEKIT_API_KEY", std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()))
-            .env("LIVEKIT_API_SECRET", std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()))
+            .env(
+                "LIVEKIT_API_KEY",
+                std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
+            )
+            .env(
+                "LIVEKIT_API_SECRET",
+                std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
+            )
             .env_remove("CALLFLEET_ADMIN_KEY")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::piped())
@@ -70,37 +95,87 @@ fn the_talk_page_shows_the_conversation() {
     let mut line = String::new();
     let base = loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "callfleet dev exited early");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "callfleet dev exited early"
+        );
         if let Some(rest) = line.strip_prefix("admin API: ") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
     let admin = std::fs::read_to_string(data.join("admin.key")).unwrap();
     let http = reqwest::blocking::Client::new();
-    let company: serde_json::Value = http.post(format!("{base}/companies")).bearer_auth(admin.trim())
-        .json(&serde_json::json!({"name": "Clinic"})).send().unwrap().json().unwrap();
-    let key: serde_json::Value = http.post(format!("{base}/companies/{}/api-keys", company["id"].as_str().unwrap()))
-        .bearer_auth(admin.trim()).send().unwrap().json().unwrap();
+    let company: serde_json::Value = http
+        .post(format!("{base}/companies"))
+        .bearer_auth(admin.trim())
+        .json(&serde_json::json!({"name": "Clinic"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let key: serde_json::Value = http
+        .post(format!(
+            "{base}/companies/{}/api-keys",
+            company["id"].as_str().unwrap()
+        ))
+        .bearer_auth(admin.trim())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let key = key["key"].as_str().unwrap();
-    let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml")).unwrap();
-    let bot: serde_json::Value = http.post(format!("{base}/bots")).bearer_auth(key)
-        .json(&serde_json::json!({"config": config})).send().unwrap().json().unwrap();
-    let page = format!("{base}/talk/{}#key={key}&autostart=1", bot["id"].as_str().unwrap());
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
+    )
+    .unwrap();
+    let bot: serde_json::Value = http
+        .post(format!("{base}/bots"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"config": config}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let page = format!(
+        "{base}/talk/{}#key={key}&autostart=1",
+        bot["id"].as_str().unwrap()
+    );
 
     let output = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/browser_talk.py"))
-        .arg("--chromium").arg(&chromium)
-        .arg("--url").arg(&page)
-        .arg("--wav").arg(&wav)
+        .arg("--chromium")
+        .arg(&chromium)
+        .arg("--url")
+        .arg(&page)
+        .arg("--wav")
+        .arg(&wav)
         .args(["--expect", "Riverside Family Clinic"])
-        .args(["--say", "I would like to book an appointment", "--then", "full name"])
+        .args([
+            "--say",
+            "I would like to book an appointment",
+            "--then",
+            "full name",
+        ])
         .output()
         .expect("run the browser driver");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the page never showed the conversation: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the page never showed the conversation: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let transcript = report["transcript"].as_str().unwrap();
-    assert!(transcript.contains("Bot Hello, you've reached Riverside Family Clinic"), "{transcript}");
-    assert!(transcript.contains("You I would like to book an appointment"), "{transcript}");
-    assert_eq!(report["microphone"], true, "the fake microphone was published: {report}");
+    assert!(
+        transcript.contains("Bot Hello, you've reached Riverside Family Clinic"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("You I would like to book an appointment"),
+        "{transcript}"
+    );
+    assert_eq!(
+        report["microphone"], true,
+        "the fake microphone was published: {report}"
+    );
 }

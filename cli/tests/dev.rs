@@ -30,10 +30,21 @@ async fn dev_starts_the_api_on_a_fresh_data_dir() {
     .await
     .unwrap();
 
-    let admin_key = std::fs::read_to_string(data.join("admin.key")).expect("dev writes an admin key");
+    let admin_key =
+        std::fs::read_to_string(data.join("admin.key")).expect("dev writes an admin key");
     let client = reqwest::Client::new();
-    let health: serde_json::Value = client.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(health, serde_json::json!({"status": "ok", "database": "sqlite"}));
+    let health: serde_json::Value = client
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health,
+        serde_json::json!({"status": "ok", "database": "sqlite"})
+    );
     let created = client
         .post(format!("{url}/companies"))
         .bearer_auth(admin_key.trim())
@@ -42,8 +53,16 @@ async fn dev_starts_the_api_on_a_fresh_data_dir() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    assert!(data.join("callfleet.db").exists(), "the embedded database is created on first run");
-    let wrong = client.get(format!("{url}/companies")).bearer_auth("nope").send().await.unwrap();
+    assert!(
+        data.join("callfleet.db").exists(),
+        "the embedded database is created on first run"
+    );
+    let wrong = client
+        .get(format!("{url}/companies"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     child.kill().ok();
     child.wait().ok();
@@ -54,7 +73,11 @@ fn check_config_lists_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bot.yaml");
     std::fs::write(&file, "language: ru\nscenarios:\n  - name: Booking\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_callfleet")).arg("check-config").arg(&file).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callfleet"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("greeting: required"), "{stdout}");

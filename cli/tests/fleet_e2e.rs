@@ -21,33 +21,90 @@ use support::{api_base, callfleet, company_with_bot, holder, stored_call, wait_e
 
 #[test]
 fn a_call_survives_its_worker_being_killed() {
-    let Some(env) = support::env("fleet end-to-end") else { return };
+    let Some(env) = support::env("fleet end-to-end") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let prefix = format!("cfe2e:{}:{}:", std::process::id(), Instant::now().elapsed().as_nanos());
+    let prefix = format!(
+        "cfe2e:{}:{}:",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
 
-    let mut api = callfleet(&["api", "--http-addr", "127.0.0.1:0"], &data, &env, &prefix, &log("api"), &[]);
+    let mut api = callfleet(
+        &["api", "--http-addr", "127.0.0.1:0"],
+        &data,
+        &env,
+        &prefix,
+        &log("api"),
+        &[],
+    );
     let base = api_base(&mut api);
-    let _dispatcher = callfleet(&["dispatcher", "--http-addr", "127.0.0.1:0"], &data, &env, &prefix, &log("dispatcher"), &[]);
+    let _dispatcher = callfleet(
+        &["dispatcher", "--http-addr", "127.0.0.1:0"],
+        &data,
+        &env,
+        &prefix,
+        &log("dispatcher"),
+        &[],
+    );
     let mut workers = vec![
-        ("w-a", callfleet(&["agent", "--worker-id", "w-a", "--capacity", "10"], &data, &env, &prefix, &log("w-a"), &[])),
-        ("w-b", callfleet(&["agent", "--worker-id", "w-b", "--capacity", "10"], &data, &env, &prefix, &log("w-b"), &[])),
+        (
+            "w-a",
+            callfleet(
+                &["agent", "--worker-id", "w-a", "--capacity", "10"],
+                &data,
+                &env,
+                &prefix,
+                &log("w-a"),
+                &[],
+            ),
+        ),
+        (
+            "w-b",
+            callfleet(
+                &["agent", "--worker-id", "w-b", "--capacity", "10"],
+                &data,
+                &env,
+                &prefix,
+                &log("w-b"),
+                &[],
+            ),
+        ),
     ];
     std::thread::sleep(Duration::from_secs(2));
 
     let http = reqwest::blocking::Client::new();
-    let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml")).unwrap();
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
+    )
+    .unwrap();
     let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session = http.post(format!("{base}/bots/{bot_id}/sessions")).bearer_auth(&key).send().unwrap();
-    assert_eq!(session.status(), 201, "{}", session.text().unwrap_or_default());
+    let session = http
+        .post(format!("{base}/bots/{bot_id}/sessions"))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(
+        session.status(),
+        201,
+        "{}",
+        session.text().unwrap_or_default()
+    );
     let session: serde_json::Value = session.json().unwrap();
     let call_id = session["call_id"].as_str().unwrap().to_string();
 
     let lines = "I would like to book an appointment|Anna Smith|general practice|next Monday at 10 am|+1 415 555 0100|no thanks|yes";
     let mut caller = Command::new(&env.python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/chat_caller.py"))
-        .args(["--url", session["url"].as_str().unwrap(), "--token", session["token"].as_str().unwrap()])
+        .args([
+            "--url",
+            session["url"].as_str().unwrap(),
+            "--token",
+            session["token"].as_str().unwrap(),
+        ])
         .args(["--lines", lines, "--pause-after", "3"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -61,7 +118,8 @@ fn a_call_survives_its_worker_being_killed() {
     let mut drained = None;
     for line in caller_out.lines() {
         let line = line.unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("caller printed {line}"));
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("caller printed {line}"));
         match event["event"].as_str() {
             Some("chat") => {
                 let text = event["text"].as_str().unwrap().to_string();
@@ -70,7 +128,11 @@ fn a_call_survives_its_worker_being_killed() {
                     // The survivor now holds the call: ask it to stop; it must drain, not drop it.
                     let (name, survivor) = workers.pop().expect("one worker left");
                     let pid = survivor.0.id().to_string();
-                    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+                    assert!(Command::new("kill")
+                        .args(["-TERM", &pid])
+                        .status()
+                        .unwrap()
+                        .success());
                     eprintln!("sent SIGTERM to {name}");
                     drained = Some(survivor);
                 }
@@ -91,21 +153,50 @@ fn a_call_survives_its_worker_being_killed() {
         }
     }
     let status = caller.wait().unwrap();
-    assert!(status.success(), "the caller finished its script; heard: {heard:#?}");
+    assert!(
+        status.success(),
+        "the caller finished its script; heard: {heard:#?}"
+    );
     let mut survivor = drained.expect("the surviving worker was asked to drain");
-    let exit = wait_exit(&mut survivor, Duration::from_secs(20), "a drained worker exits once its calls end");
+    let exit = wait_exit(
+        &mut survivor,
+        Duration::from_secs(20),
+        "a drained worker exits once its calls end",
+    );
     assert!(exit.success(), "drained worker exit status: {exit}");
-    eprintln!("failover: the caller heard the agent again {:?} after the kill", failover.unwrap());
-    assert!(heard[0].contains("Riverside Family Clinic"), "greeting: {heard:?}");
-    let back = heard.iter().position(|t| t.starts_with("Sorry, we got cut off")).expect("the new worker says it is back");
-    assert!(heard[back].contains("department") || heard[back].contains("day"), "and repeats where it was: {}", heard[back]);
-    assert!(heard.last().unwrap().contains("You're booked"), "{heard:#?}");
+    eprintln!(
+        "failover: the caller heard the agent again {:?} after the kill",
+        failover.unwrap()
+    );
+    assert!(
+        heard[0].contains("Riverside Family Clinic"),
+        "greeting: {heard:?}"
+    );
+    let back = heard
+        .iter()
+        .position(|t| t.starts_with("Sorry, we got cut off"))
+        .expect("the new worker says it is back");
+    assert!(
+        heard[back].contains("department") || heard[back].contains("day"),
+        "and repeats where it was: {}",
+        heard[back]
+    );
+    assert!(
+        heard.last().unwrap().contains("You're booked"),
+        "{heard:#?}"
+    );
 
     // Post-call (in the dispatcher) stores the call; the fields span both workers.
     let record = stored_call(&http, &base, &key, &call_id, &log("dispatcher"));
-    assert_eq!(record["fields"]["patient_name"], "Anna Smith", "collected before the kill");
+    assert_eq!(
+        record["fields"]["patient_name"], "Anna Smith",
+        "collected before the kill"
+    );
     assert_eq!(record["fields"]["department"], "general practice");
-    assert_eq!(record["fields"]["phone"], "+14155550100", "collected after the kill");
+    assert_eq!(
+        record["fields"]["phone"], "+14155550100",
+        "collected after the kill"
+    );
     assert_eq!(record["outcome"]["kind"], "BOOKING");
     assert_eq!(record["direction"], "web");
 }
@@ -114,29 +205,70 @@ fn a_call_survives_its_worker_being_killed() {
 /// a request no keyword catches is routed by the LLM (a protocol-exact fake Ollama here).
 #[test]
 fn a_chat_call_routes_through_the_bots_language_model() {
-    let Some(env) = support::env("chat with an LLM end-to-end") else { return };
+    let Some(env) = support::env("chat with an LLM end-to-end") else {
+        return;
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let ollama = runtime.block_on(callfleet_testkit::FakeOllama::start());
     ollama.push_reply(callfleet_testkit::LlmReply::text("appointment"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let prefix = format!("cfllm:{}:{}:", std::process::id(), Instant::now().elapsed().as_nanos());
+    let prefix = format!(
+        "cfllm:{}:{}:",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
 
-    let mut api = callfleet(&["api", "--http-addr", "127.0.0.1:0"], &data, &env, &prefix, &log("api"), &[]);
+    let mut api = callfleet(
+        &["api", "--http-addr", "127.0.0.1:0"],
+        &data,
+        &env,
+        &prefix,
+        &log("api"),
+        &[],
+    );
     let base = api_base(&mut api);
-    let _dispatcher = callfleet(&["dispatcher", "--http-addr", "127.0.0.1:0"], &data, &env, &prefix, &log("dispatcher"), &[]);
-    let _worker = callfleet(&["agent", "--worker-id", "w-llm"], &data, &env, &prefix, &log("w-llm"), &[("OLLAMA_URL", ollama.url())]);
+    let _dispatcher = callfleet(
+        &["dispatcher", "--http-addr", "127.0.0.1:0"],
+        &data,
+        &env,
+        &prefix,
+        &log("dispatcher"),
+        &[],
+    );
+    let _worker = callfleet(
+        &["agent", "--worker-id", "w-llm"],
+        &data,
+        &env,
+        &prefix,
+        &log("w-llm"),
+        &[("OLLAMA_URL", ollama.url())],
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let http = reqwest::blocking::Client::new();
-    let mut config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml")).unwrap();
+    let mut config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
+    )
+    .unwrap();
     config.push_str("\nproviders:\n  llm: {provider: ollama, model: llama3.2}\n");
     let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session: serde_json::Value = http.post(format!("{base}/bots/{bot_id}/sessions")).bearer_auth(&key).send().unwrap().json().unwrap();
+    let session: serde_json::Value = http
+        .post(format!("{base}/bots/{bot_id}/sessions"))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let output = Command::new(&env.python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/chat_caller.py"))
-        .args(["--url", session["url"].as_str().unwrap(), "--token", session["token"].as_str().unwrap()])
+        .args([
+            "--url",
+            session["url"].as_str().unwrap(),
+            "--token",
+            session["token"].as_str().unwrap(),
+        ])
         .args(["--lines", "My tooth hurts and I need someone to look at it"])
         .output()
         .expect("run the Python caller");
@@ -146,12 +278,20 @@ fn a_chat_call_routes_through_the_bots_language_model() {
         .filter(|e| e["event"] == "chat")
         .map(|e| e["text"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(output.status.success(), "the caller finished; heard {heard:#?}");
+    assert!(
+        output.status.success(),
+        "the caller finished; heard {heard:#?}"
+    );
     assert_eq!(heard.len(), 2, "greeting and one reply: {heard:#?}");
-    assert!(heard[1].contains("patient's full name"), "the LLM routed the request to booking: {heard:#?}");
+    assert!(
+        heard[1].contains("patient's full name"),
+        "the LLM routed the request to booking: {heard:#?}"
+    );
     let requests = ollama.requests();
     assert!(
-        requests.iter().any(|r| r["messages"][0]["content"].as_str().is_some_and(|c| c.contains("You route a phone caller's request"))),
+        requests.iter().any(|r| r["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("You route a phone caller's request"))),
         "the engine asked the bot's model: {requests:#?}"
     );
     assert_eq!(requests[0]["model"], "llama3.2");

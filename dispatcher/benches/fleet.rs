@@ -15,11 +15,24 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn worker(id: &str, active: u32) -> WorkerStatus {
-    WorkerStatus { v: MESSAGE_VERSION, worker_id: id.into(), capacity: 100_000, active_calls: active, cpu: 0.1, memory_bytes: 0, provider_connections: 0, draining: false, at: 0 }
+    WorkerStatus {
+        v: MESSAGE_VERSION,
+        worker_id: id.into(),
+        capacity: 100_000,
+        active_calls: active,
+        cpu: 0.1,
+        memory_bytes: 0,
+        provider_connections: 0,
+        draining: false,
+        at: 0,
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -27,8 +40,12 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 fn main() {
-    let url = std::env::var("CALLFLEET_TEST_REDIS_URL").expect("CALLFLEET_TEST_REDIS_URL (scripts/bench-fleet starts Redis)");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let url = std::env::var("CALLFLEET_TEST_REDIS_URL")
+        .expect("CALLFLEET_TEST_REDIS_URL (scripts/bench-fleet starts Redis)");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async move {
         let db = sqlite().await;
         let company = db.store.create_company(NewCompany { name: "bench".into(), timezone: "UTC".into(), max_concurrent_calls: 1_000_000 }).await.unwrap();

@@ -73,7 +73,6 @@ pub struct Dispatcher {
     config: DispatcherConfig,
 }
 
-
 impl Dispatcher {
     pub fn new(bus: Arc<dyn FleetBus>, store: Store, config: DispatcherConfig) -> Dispatcher {
         Dispatcher { bus, store, config }
@@ -87,7 +86,13 @@ impl Dispatcher {
     async fn active_calls_of(&self, company_id: &str) -> Result<i64, FleetError> {
         let mut count = 0;
         for worker in self.bus.known_workers().await? {
-            count += self.bus.jobs_of(&worker).await?.iter().filter(|j| j.company_id == company_id).count() as i64;
+            count += self
+                .bus
+                .jobs_of(&worker)
+                .await?
+                .iter()
+                .filter(|j| j.company_id == company_id)
+                .count() as i64;
         }
         Ok(count)
     }
@@ -96,7 +101,11 @@ impl Dispatcher {
     /// or another dispatcher) gets `AlreadyPlaced`.
     pub async fn place(&self, request: PlacementRequest) -> Result<Placement, PlaceError> {
         let claim = format!("room:{}", request.room);
-        if !self.bus.claim(&claim, &self.config.id, self.config.room_claim_ttl).await? {
+        if !self
+            .bus
+            .claim(&claim, &self.config.id, self.config.room_claim_ttl)
+            .await?
+        {
             return Err(PlaceError::AlreadyPlaced(request.room));
         }
         let placed = self.place_claimed(&request).await;
@@ -109,7 +118,9 @@ impl Dispatcher {
 
     async fn place_claimed(&self, request: &PlacementRequest) -> Result<Placement, PlaceError> {
         let bot = match self.store.get_bot(&request.bot_id).await {
-            Err(StoreError::NotFound) => return Err(PlaceError::BotNotFound(request.bot_id.clone())),
+            Err(StoreError::NotFound) => {
+                return Err(PlaceError::BotNotFound(request.bot_id.clone()))
+            }
             other => other?,
         };
         if bot.status != "active" {
@@ -117,11 +128,17 @@ impl Dispatcher {
         }
         let company = self.store.get_company(&bot.company_id).await?;
         if self.active_calls_of(&company.id).await? >= company.max_concurrent_calls {
-            return Err(PlaceError::CompanyLimit { company_id: company.id, limit: company.max_concurrent_calls });
+            return Err(PlaceError::CompanyLimit {
+                company_id: company.id,
+                limit: company.max_concurrent_calls,
+            });
         }
         let workers = self.bus.live_workers().await?;
         let worker = choose_worker(&workers, &[]).ok_or(PlaceError::NoCapacity)?;
-        let version = self.store.get_bot_version(&bot.id, Some(bot.current_version)).await?;
+        let version = self
+            .store
+            .get_bot_version(&bot.id, Some(bot.current_version))
+            .await?;
         let job = Job {
             v: MESSAGE_VERSION,
             call_id: new_id(IdKind::Call),
@@ -139,7 +156,10 @@ impl Dispatcher {
         };
         self.bus.assign(&worker.worker_id, &job).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, worker = %worker.worker_id, "call placed");
-        Ok(Placement { worker_id: worker.worker_id.clone(), job })
+        Ok(Placement {
+            worker_id: worker.worker_id.clone(),
+            job,
+        })
     }
 
     /// Re-places the calls of every worker whose heartbeat has expired; returns the new
@@ -152,12 +172,18 @@ impl Dispatcher {
                 continue;
             }
             let claim = format!("failover:{dead}");
-            if !self.bus.claim(&claim, &self.config.id, Duration::from_secs(10)).await? {
+            if !self
+                .bus
+                .claim(&claim, &self.config.id, Duration::from_secs(10))
+                .await?
+            {
                 continue;
             }
             let mut all_moved = true;
             for mut job in self.bus.jobs_of(&dead).await? {
-                let Some(target) = choose_worker(&live, &[dead.as_str()]).map(|w| w.worker_id.clone()) else {
+                let Some(target) =
+                    choose_worker(&live, &[dead.as_str()]).map(|w| w.worker_id.clone())
+                else {
                     tracing::error!(call_id = %job.call_id, dead_worker = %dead, "no worker can take over the call");
                     all_moved = false;
                     continue;
@@ -170,7 +196,10 @@ impl Dispatcher {
                     w.active_calls += 1;
                 }
                 tracing::warn!(call_id = %job.call_id, dead_worker = %dead, worker = %target, attempt = job.attempt, "call re-placed");
-                placed.push(Placement { worker_id: target, job });
+                placed.push(Placement {
+                    worker_id: target,
+                    job,
+                });
             }
             if all_moved {
                 self.bus.forget_worker(&dead).await?;

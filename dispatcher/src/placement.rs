@@ -13,7 +13,10 @@ fn load(worker: &WorkerStatus) -> f32 {
 }
 
 /// The worker to place the next call on, never one in `exclude`.
-pub fn choose_worker<'a>(workers: &'a [WorkerStatus], exclude: &[&str]) -> Option<&'a WorkerStatus> {
+pub fn choose_worker<'a>(
+    workers: &'a [WorkerStatus],
+    exclude: &[&str],
+) -> Option<&'a WorkerStatus> {
     workers
         .iter()
         .filter(|w| w.has_room() && w.cpu < 0.95 && !exclude.contains(&w.worker_id.as_str()))
@@ -46,19 +49,50 @@ mod tests {
 
     #[track_caller]
     fn check(workers: &[WorkerStatus], exclude: &[&str], expected: Option<&str>) {
-        assert_eq!(choose_worker(workers, exclude).map(|w| w.worker_id.as_str()), expected);
+        assert_eq!(
+            choose_worker(workers, exclude).map(|w| w.worker_id.as_str()),
+            expected
+        );
     }
 
     #[test]
     fn least_loaded_worker_with_room_wins() {
-        check(&[w("a", 5, 10, 0.1, false), w("b", 2, 10, 0.1, false)], &[], Some("b"));
-        check(&[w("a", 5, 10, 0.1, false), w("b", 2, 10, 0.8, false)], &[], Some("a"), );
-        check(&[w("a", 10, 10, 0.1, false), w("b", 9, 10, 0.2, false)], &[], Some("b"));
-        check(&[w("a", 0, 10, 0.0, true), w("b", 9, 10, 0.2, false)], &[], Some("b"));
-        check(&[w("a", 1, 10, 0.0, false), w("b", 1, 10, 0.0, false)], &[], Some("a"));
-        check(&[w("a", 1, 10, 0.0, false), w("b", 3, 10, 0.0, false)], &["a"], Some("b"));
+        check(
+            &[w("a", 5, 10, 0.1, false), w("b", 2, 10, 0.1, false)],
+            &[],
+            Some("b"),
+        );
+        check(
+            &[w("a", 5, 10, 0.1, false), w("b", 2, 10, 0.8, false)],
+            &[],
+            Some("a"),
+        );
+        check(
+            &[w("a", 10, 10, 0.1, false), w("b", 9, 10, 0.2, false)],
+            &[],
+            Some("b"),
+        );
+        check(
+            &[w("a", 0, 10, 0.0, true), w("b", 9, 10, 0.2, false)],
+            &[],
+            Some("b"),
+        );
+        check(
+            &[w("a", 1, 10, 0.0, false), w("b", 1, 10, 0.0, false)],
+            &[],
+            Some("a"),
+        );
+        check(
+            &[w("a", 1, 10, 0.0, false), w("b", 3, 10, 0.0, false)],
+            &["a"],
+            Some("b"),
+        );
         check(&[w("a", 1, 4, 0.97, false)], &[], None);
-        check(&[w("a", 4, 4, 0.0, false), w("b", 0, 0, 0.0, false)], &[], None);
+        check(
+            &[w("a", 4, 4, 0.0, false), w("b", 0, 0, 0.0, false)],
+            &[],
+            None,
+        );
         check(&[], &[], None);
     }
 }

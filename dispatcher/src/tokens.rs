@@ -4,7 +4,13 @@ use livekit_api::access_token::{AccessToken, AccessTokenError, VideoGrants};
 use std::time::Duration;
 
 /// A token that lets `identity` join `room`, talk and chat, for `ttl`.
-pub fn caller_token(api_key: &str, api_secret: &str, room: &str, identity: &str, ttl: Duration) -> Result<String, AccessTokenError> {
+pub fn caller_token(
+    api_key: &str,
+    api_secret: &str,
+    room: &str,
+    identity: &str,
+    ttl: Duration,
+) -> Result<String, AccessTokenError> {
     AccessToken::with_api_key(api_key, api_secret)
         .with_identity(identity)
         .with_name(identity)

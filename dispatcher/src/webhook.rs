@@ -27,16 +27,28 @@ pub struct WebhookState {
 
 impl WebhookState {
     pub fn new(dispatcher: Arc<Dispatcher>, api_key: &str, api_secret: &str) -> WebhookState {
-        WebhookState { dispatcher, receiver: WebhookReceiver::new(TokenVerifier::with_api_key(api_key, api_secret)) }
+        WebhookState {
+            dispatcher,
+            receiver: WebhookReceiver::new(TokenVerifier::with_api_key(api_key, api_secret)),
+        }
     }
 }
 
 pub fn router(state: WebhookState) -> Router {
-    Router::new().route("/livekit/webhook", post(receive)).with_state(state)
+    Router::new()
+        .route("/livekit/webhook", post(receive))
+        .with_state(state)
 }
 
-async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: String) -> StatusCode {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn receive(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let event = match state.receiver.receive(&body, auth) {
         Ok(event) => event,
         Err(e) => {
@@ -69,7 +81,10 @@ fn placement_for(event: &WebhookEvent) -> Option<(PlacementRequest, Option<Strin
                 bot_id: String::new(),
                 direction: CallDirection::Inbound,
                 caller_identity: Some(participant.identity.clone()),
-                from_number: participant.attributes.get("sip.phoneNumber").and_then(|n| normalize_phone(n, None)),
+                from_number: participant
+                    .attributes
+                    .get("sip.phoneNumber")
+                    .and_then(|n| normalize_phone(n, None)),
                 to_number: normalize_phone(called, None),
             };
             Some((request, Some(called.clone())))
@@ -92,7 +107,9 @@ fn placement_for(event: &WebhookEvent) -> Option<(PlacementRequest, Option<Strin
 }
 
 async fn handle(dispatcher: &Dispatcher, event: &WebhookEvent) -> Result<(), PlaceError> {
-    let Some((mut request, called)) = placement_for(event) else { return Ok(()) };
+    let Some((mut request, called)) = placement_for(event) else {
+        return Ok(());
+    };
     if let Some(called) = called {
         let Some(number) = request.to_number.clone() else {
             tracing::warn!(called = %called, "SIP call to a number that is not E.164; not routed");

@@ -5,7 +5,9 @@ use axum::http::{Request, StatusCode};
 use base64::Engine;
 use callfleet_core::domain::CallDirection;
 use callfleet_core::BotConfig;
-use callfleet_dispatcher::{webhook_router, Dispatcher, DispatcherConfig, PlaceError, PlacementRequest, WebhookState};
+use callfleet_dispatcher::{
+    webhook_router, Dispatcher, DispatcherConfig, PlaceError, PlacementRequest, WebhookState,
+};
 use callfleet_fleet::testing::test_buses;
 use callfleet_fleet::{FleetBus, WorkerStatus, MESSAGE_VERSION};
 use callfleet_store::testing::{sqlite, TestDb};
@@ -19,26 +21,59 @@ const CONFIG: &str = "language: en\ngreeting: Hi\nfallback: Sorry\n";
 
 async fn company_with_bot(store: &Store, limit: i64) -> (String, String) {
     let company = store
-        .create_company(NewCompany { name: "A".into(), timezone: "UTC".into(), max_concurrent_calls: limit })
+        .create_company(NewCompany {
+            name: "A".into(),
+            timezone: "UTC".into(),
+            max_concurrent_calls: limit,
+        })
         .await
         .unwrap();
     let config = BotConfig::parse_any(CONFIG).unwrap();
-    let new = NewBot { company_id: &company.id, name: "bot", config: &config, source_text: CONFIG, source_format: "yaml" };
+    let new = NewBot {
+        company_id: &company.id,
+        name: "bot",
+        config: &config,
+        source_text: CONFIG,
+        source_format: "yaml",
+    };
     let (bot, _) = store.create_bot(new).await.unwrap();
-    store.put_bot_config(&bot.id, &config, CONFIG, "yaml").await.unwrap();
+    store
+        .put_bot_config(&bot.id, &config, CONFIG, "yaml")
+        .await
+        .unwrap();
     (company.id, bot.id)
 }
 
 fn worker(id: &str, active: u32, capacity: u32) -> WorkerStatus {
-    WorkerStatus { v: MESSAGE_VERSION, worker_id: id.into(), capacity, active_calls: active, cpu: 0.1, memory_bytes: 0, provider_connections: 0, draining: false, at: 0 }
+    WorkerStatus {
+        v: MESSAGE_VERSION,
+        worker_id: id.into(),
+        capacity,
+        active_calls: active,
+        cpu: 0.1,
+        memory_bytes: 0,
+        provider_connections: 0,
+        draining: false,
+        at: 0,
+    }
 }
 
 fn request(room: &str, bot: &str) -> PlacementRequest {
-    PlacementRequest { room: room.into(), bot_id: bot.into(), direction: CallDirection::Web, caller_identity: None, from_number: None, to_number: None }
+    PlacementRequest {
+        room: room.into(),
+        bot_id: bot.into(),
+        direction: CallDirection::Web,
+        caller_identity: None,
+        from_number: None,
+        to_number: None,
+    }
 }
 
 fn dispatcher(bus: &Arc<dyn FleetBus>, db: &TestDb, id: &str) -> Arc<Dispatcher> {
-    let config = DispatcherConfig { id: id.into(), ..DispatcherConfig::default() };
+    let config = DispatcherConfig {
+        id: id.into(),
+        ..DispatcherConfig::default()
+    };
     Arc::new(Dispatcher::new(bus.clone(), db.store.clone(), config))
 }
 
@@ -48,17 +83,44 @@ async fn rooms_go_to_the_least_loaded_worker_once() {
         let db = sqlite().await;
         let (_, bot) = company_with_bot(&db.store, 10).await;
         let d = dispatcher(&bus, &db, "d1");
-        bus.heartbeat(&worker("w1", 3, 10), Duration::from_secs(30)).await.unwrap();
-        bus.heartbeat(&worker("w2", 1, 10), Duration::from_secs(30)).await.unwrap();
+        bus.heartbeat(&worker("w1", 3, 10), Duration::from_secs(30))
+            .await
+            .unwrap();
+        bus.heartbeat(&worker("w2", 1, 10), Duration::from_secs(30))
+            .await
+            .unwrap();
         let placed = d.place(request("room-1", &bot)).await.unwrap();
         assert_eq!(placed.worker_id, "w2", "{name}");
-        assert_eq!(placed.job.config_version, 2, "{name}: the bot's current config version");
-        assert_eq!(placed.job.config["greeting"], "Hi", "{name}: the job carries the config itself");
-        assert_eq!(bus.next_job("w2", Duration::from_secs(1)).await.unwrap().unwrap().call_id, placed.job.call_id, "{name}");
+        assert_eq!(
+            placed.job.config_version, 2,
+            "{name}: the bot's current config version"
+        );
+        assert_eq!(
+            placed.job.config["greeting"], "Hi",
+            "{name}: the job carries the config itself"
+        );
+        assert_eq!(
+            bus.next_job("w2", Duration::from_secs(1))
+                .await
+                .unwrap()
+                .unwrap()
+                .call_id,
+            placed.job.call_id,
+            "{name}"
+        );
         let again = d.place(request("room-1", &bot)).await.unwrap_err();
-        assert!(matches!(again, PlaceError::AlreadyPlaced(_)), "{name}: {again}");
+        assert!(
+            matches!(again, PlaceError::AlreadyPlaced(_)),
+            "{name}: {again}"
+        );
         let other = dispatcher(&bus, &db, "d2");
-        assert!(matches!(other.place(request("room-1", &bot)).await, Err(PlaceError::AlreadyPlaced(_))), "{name}: another dispatcher too");
+        assert!(
+            matches!(
+                other.place(request("room-1", &bot)).await,
+                Err(PlaceError::AlreadyPlaced(_))
+            ),
+            "{name}: another dispatcher too"
+        );
     }
 }
 
@@ -67,7 +129,9 @@ async fn concurrent_dispatchers_place_a_room_exactly_once() {
     for (name, bus) in test_buses().await {
         let db = sqlite().await;
         let (_, bot) = company_with_bot(&db.store, 100).await;
-        bus.heartbeat(&worker("w1", 0, 100), Duration::from_secs(30)).await.unwrap();
+        bus.heartbeat(&worker("w1", 0, 100), Duration::from_secs(30))
+            .await
+            .unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..8 {
             let d = dispatcher(&bus, &db, &format!("d{i}"));
@@ -89,19 +153,67 @@ async fn admission_control_says_why_nothing_was_placed() {
         let db = sqlite().await;
         let (_, bot) = company_with_bot(&db.store, 2).await;
         let d = dispatcher(&bus, &db, "d1");
-        assert!(matches!(d.place(request("r0", &bot)).await, Err(PlaceError::NoCapacity)), "{name}: no workers");
-        bus.heartbeat(&worker("w1", 0, 10), Duration::from_secs(30)).await.unwrap();
-        d.place(request("r0", &bot)).await.expect("the failed attempt released its claim");
+        assert!(
+            matches!(
+                d.place(request("r0", &bot)).await,
+                Err(PlaceError::NoCapacity)
+            ),
+            "{name}: no workers"
+        );
+        bus.heartbeat(&worker("w1", 0, 10), Duration::from_secs(30))
+            .await
+            .unwrap();
+        d.place(request("r0", &bot))
+            .await
+            .expect("the failed attempt released its claim");
         d.place(request("r1", &bot)).await.unwrap();
         let limited = d.place(request("r2", &bot)).await.unwrap_err();
-        assert!(matches!(limited, PlaceError::CompanyLimit { limit: 2, .. }), "{name}: {limited}");
-        assert!(matches!(d.place(request("r3", "bot_missing")).await, Err(PlaceError::BotNotFound(_))), "{name}");
+        assert!(
+            matches!(limited, PlaceError::CompanyLimit { limit: 2, .. }),
+            "{name}: {limited}"
+        );
+        assert!(
+            matches!(
+                d.place(request("r3", "bot_missing")).await,
+                Err(PlaceError::BotNotFound(_))
+            ),
+            "{name}"
+        );
         let (_, bot2) = company_with_bot(&db.store, 5).await;
-        db.store.update_bot(&bot2, BotPatch { status: Some("disabled".into()), name: None }).await.unwrap();
-        assert!(matches!(d.place(request("r4", &bot2)).await, Err(PlaceError::BotDisabled(_))), "{name}");
-        bus.heartbeat(&WorkerStatus { draining: true, ..worker("w1", 2, 10) }, Duration::from_secs(30)).await.unwrap();
+        db.store
+            .update_bot(
+                &bot2,
+                BotPatch {
+                    status: Some("disabled".into()),
+                    name: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                d.place(request("r4", &bot2)).await,
+                Err(PlaceError::BotDisabled(_))
+            ),
+            "{name}"
+        );
+        bus.heartbeat(
+            &WorkerStatus {
+                draining: true,
+                ..worker("w1", 2, 10)
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
         let (_, bot3) = company_with_bot(&db.store, 5).await;
-        assert!(matches!(d.place(request("r5", &bot3)).await, Err(PlaceError::NoCapacity)), "{name}: draining workers take nothing");
+        assert!(
+            matches!(
+                d.place(request("r5", &bot3)).await,
+                Err(PlaceError::NoCapacity)
+            ),
+            "{name}: draining workers take nothing"
+        );
     }
 }
 
@@ -111,33 +223,71 @@ async fn a_dead_workers_calls_move_to_live_workers() {
         let db = sqlite().await;
         let (_, bot) = company_with_bot(&db.store, 10).await;
         let d = dispatcher(&bus, &db, "d1");
-        bus.heartbeat(&worker("w1", 0, 10), Duration::from_millis(200)).await.unwrap();
+        bus.heartbeat(&worker("w1", 0, 10), Duration::from_millis(200))
+            .await
+            .unwrap();
         let a = d.place(request("room-a", &bot)).await.unwrap();
         let b = d.place(request("room-b", &bot)).await.unwrap();
-        assert_eq!((a.worker_id.as_str(), b.worker_id.as_str()), ("w1", "w1"), "{name}");
-        bus.heartbeat(&worker("w2", 0, 10), Duration::from_secs(30)).await.unwrap();
-        bus.heartbeat(&worker("w3", 0, 10), Duration::from_secs(30)).await.unwrap();
-        assert!(d.failover_tick().await.unwrap().is_empty(), "{name}: w1 is still alive");
+        assert_eq!(
+            (a.worker_id.as_str(), b.worker_id.as_str()),
+            ("w1", "w1"),
+            "{name}"
+        );
+        bus.heartbeat(&worker("w2", 0, 10), Duration::from_secs(30))
+            .await
+            .unwrap();
+        bus.heartbeat(&worker("w3", 0, 10), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(
+            d.failover_tick().await.unwrap().is_empty(),
+            "{name}: w1 is still alive"
+        );
 
         tokio::time::sleep(Duration::from_millis(400)).await; // w1 stops beating
         let moved = d.failover_tick().await.unwrap();
-        let mut targets: Vec<(String, String, u32)> =
-            moved.iter().map(|p| (p.job.room.clone(), p.worker_id.clone(), p.job.attempt)).collect();
+        let mut targets: Vec<(String, String, u32)> = moved
+            .iter()
+            .map(|p| (p.job.room.clone(), p.worker_id.clone(), p.job.attempt))
+            .collect();
         targets.sort();
         assert_eq!(
             targets,
-            [("room-a".to_string(), "w2".to_string(), 1), ("room-b".to_string(), "w3".to_string(), 1)],
+            [
+                ("room-a".to_string(), "w2".to_string(), 1),
+                ("room-b".to_string(), "w3".to_string(), 1)
+            ],
             "{name}: spread over the live workers, marked as a second attempt"
         );
-        assert_eq!(moved[0].job.call_id, if moved[0].job.room == "room-a" { a.job.call_id.clone() } else { b.job.call_id.clone() }, "{name}: same call id, so the checkpoint follows");
-        assert!(!bus.known_workers().await.unwrap().contains(&"w1".to_string()), "{name}: w1 forgotten");
-        assert!(d.failover_tick().await.unwrap().is_empty(), "{name}: nothing moves twice");
+        assert_eq!(
+            moved[0].job.call_id,
+            if moved[0].job.room == "room-a" {
+                a.job.call_id.clone()
+            } else {
+                b.job.call_id.clone()
+            },
+            "{name}: same call id, so the checkpoint follows"
+        );
+        assert!(
+            !bus.known_workers()
+                .await
+                .unwrap()
+                .contains(&"w1".to_string()),
+            "{name}: w1 forgotten"
+        );
+        assert!(
+            d.failover_tick().await.unwrap().is_empty(),
+            "{name}: nothing moves twice"
+        );
     }
 }
 
 fn signed(body: &str, key: &str, secret: &str) -> String {
     let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes()));
-    livekit_api::access_token::AccessToken::with_api_key(key, secret).with_sha256(&hash).to_jwt().unwrap()
+    livekit_api::access_token::AccessToken::with_api_key(key, secret)
+        .with_sha256(&hash)
+        .to_jwt()
+        .unwrap()
 }
 
 async fn post(app: &axum::Router, body: &str, auth: &str) -> StatusCode {
@@ -154,9 +304,18 @@ async fn webhooks_are_verified_and_route_sip_calls_by_called_number() {
     for (name, bus) in test_buses().await {
         let db = sqlite().await;
         let (company, bot) = company_with_bot(&db.store, 10).await;
-        db.store.add_phone_number(&company, &bot, "+74951234567").await.unwrap();
-        bus.heartbeat(&worker("w1", 0, 10), Duration::from_secs(30)).await.unwrap();
-        let app = webhook_router(WebhookState::new(dispatcher(&bus, &db, "d1"), "lkkey", "lksecret"));
+        db.store
+            .add_phone_number(&company, &bot, "+74951234567")
+            .await
+            .unwrap();
+        bus.heartbeat(&worker("w1", 0, 10), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let app = webhook_router(WebhookState::new(
+            dispatcher(&bus, &db, "d1"),
+            "lkkey",
+            "lksecret",
+        ));
 
         let sip = serde_json::json!({
             "event": "participant_joined",
@@ -167,23 +326,77 @@ async fn webhooks_are_verified_and_route_sip_calls_by_called_number() {
                 "attributes": {"sip.phoneNumber": "+79161234567", "sip.trunkPhoneNumber": "+74951234567"}}
         })
         .to_string();
-        assert_eq!(post(&app, &sip, &signed(&sip, "lkkey", "lksecret")).await, StatusCode::OK, "{name}");
-        let job = bus.next_job("w1", Duration::from_secs(1)).await.unwrap().expect("SIP call placed");
+        assert_eq!(
+            post(&app, &sip, &signed(&sip, "lkkey", "lksecret")).await,
+            StatusCode::OK,
+            "{name}"
+        );
+        let job = bus
+            .next_job("w1", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("SIP call placed");
         assert_eq!(job.bot_id, bot, "{name}");
-        assert_eq!((job.direction, job.from_number.as_deref(), job.caller_identity.as_deref()), (CallDirection::Inbound, Some("+79161234567"), Some("sip_caller")), "{name}");
+        assert_eq!(
+            (
+                job.direction,
+                job.from_number.as_deref(),
+                job.caller_identity.as_deref()
+            ),
+            (
+                CallDirection::Inbound,
+                Some("+79161234567"),
+                Some("sip_caller")
+            ),
+            "{name}"
+        );
 
         let wrong_secret = signed(&sip, "lkkey", "not-the-secret");
-        assert_eq!(post(&app, &sip, &wrong_secret).await, StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(
+            post(&app, &sip, &wrong_secret).await,
+            StatusCode::UNAUTHORIZED,
+            "{name}"
+        );
         let tampered = sip.replace("+74951234567", "+74950000000");
-        assert_eq!(post(&app, &tampered, &signed(&sip, "lkkey", "lksecret")).await, StatusCode::UNAUTHORIZED, "{name}: body hash");
-        assert_eq!(post(&app, &sip, &signed(&sip, "otherkey", "lksecret")).await, StatusCode::UNAUTHORIZED, "{name}: issuer");
-        assert_eq!(post(&app, &sip, "").await, StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(
+            post(&app, &tampered, &signed(&sip, "lkkey", "lksecret")).await,
+            StatusCode::UNAUTHORIZED,
+            "{name}: body hash"
+        );
+        assert_eq!(
+            post(&app, &sip, &signed(&sip, "otherkey", "lksecret")).await,
+            StatusCode::UNAUTHORIZED,
+            "{name}: issuer"
+        );
+        assert_eq!(
+            post(&app, &sip, "").await,
+            StatusCode::UNAUTHORIZED,
+            "{name}"
+        );
 
-        let unknown = sip.replace("+74951234567", "+74950000000").replace("sip-room-1", "sip-room-2");
-        assert_eq!(post(&app, &unknown, &signed(&unknown, "lkkey", "lksecret")).await, StatusCode::OK, "{name}");
+        let unknown = sip
+            .replace("+74951234567", "+74950000000")
+            .replace("sip-room-1", "sip-room-2");
+        assert_eq!(
+            post(&app, &unknown, &signed(&unknown, "lkkey", "lksecret")).await,
+            StatusCode::OK,
+            "{name}"
+        );
         let web = serde_json::json!({"event": "room_started", "id": "EV_2", "room": {"name": "web-room", "metadata": format!("{{\"bot_id\":\"{bot}\"}}")}}).to_string();
-        assert_eq!(post(&app, &web, &signed(&web, "lkkey", "lksecret")).await, StatusCode::OK, "{name}");
-        let job = bus.next_job("w1", Duration::from_secs(1)).await.unwrap().expect("web room placed");
-        assert_eq!((job.room.as_str(), job.direction), ("web-room", CallDirection::Web), "{name}: the unknown number placed nothing");
+        assert_eq!(
+            post(&app, &web, &signed(&web, "lkkey", "lksecret")).await,
+            StatusCode::OK,
+            "{name}"
+        );
+        let job = bus
+            .next_job("w1", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("web room placed");
+        assert_eq!(
+            (job.room.as_str(), job.direction),
+            ("web-room", CallDirection::Web),
+            "{name}: the unknown number placed nothing"
+        );
     }
 }

@@ -118,16 +118,33 @@ pub(crate) struct VersionInfo {
 fn invalid_config(err: ConfigError) -> ApiError {
     let count = err.issues.len();
     ApiError::Unprocessable {
-        message: format!("invalid bot config: {count} problem{}", if count == 1 { "" } else { "s" }),
+        message: format!(
+            "invalid bot config: {count} problem{}",
+            if count == 1 { "" } else { "s" }
+        ),
         details: err.issues,
     }
 }
 
 /// The config text, its format name and the validated config.
-fn parse_config_text(text: &str, format: Option<ConfigFormat>) -> ApiResult<(BotConfig, &'static str)> {
-    let format = format.unwrap_or(if text.trim_start().starts_with('{') { ConfigFormat::Json } else { ConfigFormat::Yaml });
+fn parse_config_text(
+    text: &str,
+    format: Option<ConfigFormat>,
+) -> ApiResult<(BotConfig, &'static str)> {
+    let format = format.unwrap_or(if text.trim_start().starts_with('{') {
+        ConfigFormat::Json
+    } else {
+        ConfigFormat::Yaml
+    });
     let config = BotConfig::parse(text, format).map_err(invalid_config)?;
-    Ok((config, if format == ConfigFormat::Json { "json" } else { "yaml" }))
+    Ok((
+        config,
+        if format == ConfigFormat::Json {
+            "json"
+        } else {
+            "yaml"
+        },
+    ))
 }
 
 /// Checks that the bot exists and the caller may see it.
@@ -141,9 +158,20 @@ pub(crate) async fn visible_bot(ctx: &ApiContext, who: &Principal, id: &str) -> 
 #[utoipa::path(get, path = "/companies/{id}/bots", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Company id")),
     responses((status = 200, body = Vec<BotOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_company_bots(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<Vec<BotOut>>> {
+async fn list_company_bots(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<Vec<BotOut>>> {
     visible_company(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.list_bots(&id).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_bots(&id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 /// Create a bot with its first config version.
@@ -166,7 +194,12 @@ async fn create_bot(
             let text = serde_json::to_string_pretty(&body.config).expect("a JSON value serialises");
             (config, text, "json")
         }
-        _ => return Err(ApiError::invalid("config", "must be an object or a string of YAML/JSON")),
+        _ => {
+            return Err(ApiError::invalid(
+                "config",
+                "must be an object or a string of YAML/JSON",
+            ))
+        }
     };
     let name = body
         .name
@@ -176,16 +209,32 @@ async fn create_bot(
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
     }
-    let new = NewBot { company_id: &company_id, name: name.trim(), config: &config, source_text: &source_text, source_format: format };
+    let new = NewBot {
+        company_id: &company_id,
+        name: name.trim(),
+        config: &config,
+        source_text: &source_text,
+        source_format: format,
+    };
     let (bot, version) = ctx.store.create_bot(new).await?;
-    Ok((StatusCode::CREATED, Json(CreatedBot { bot: bot.into(), config: version.into() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedBot {
+            bot: bot.into(),
+            config: version.into(),
+        }),
+    ))
 }
 
 /// A bot.
 #[utoipa::path(get, path = "/bots/{id}", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 200, body = BotOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_bot(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<BotOut>> {
+async fn get_bot(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<BotOut>> {
     Ok(Json(visible_bot(&ctx, &who, &id).await?.into()))
 }
 
@@ -202,7 +251,10 @@ async fn update_bot(
     visible_bot(&ctx, &who, &id).await?;
     if let Some(status) = &body.status {
         if status != "active" && status != "disabled" {
-            return Err(ApiError::invalid("status", "must be \"active\" or \"disabled\""));
+            return Err(ApiError::invalid(
+                "status",
+                "must be \"active\" or \"disabled\"",
+            ));
         }
     }
     if let Some(name) = &body.name {
@@ -210,15 +262,28 @@ async fn update_bot(
             return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
         }
     }
-    let patch = BotPatch { name: body.name.map(|n| n.trim().to_string()), status: body.status };
-    Ok(Json(ctx.store.update_bot(&id, patch).await.not_found_as("bot")?.into()))
+    let patch = BotPatch {
+        name: body.name.map(|n| n.trim().to_string()),
+        status: body.status,
+    };
+    Ok(Json(
+        ctx.store
+            .update_bot(&id, patch)
+            .await
+            .not_found_as("bot")?
+            .into(),
+    ))
 }
 
 /// Delete a bot. Its numbers are released, its documents and their vectors removed; its calls stay.
 #[utoipa::path(delete, path = "/bots/{id}", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_bot(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<StatusCode> {
+async fn delete_bot(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<StatusCode> {
     visible_bot(&ctx, &who, &id).await?;
     // The rows would cascade, but the vectors live in the index: clear them first.
     if let Some(knowledge) = &ctx.knowledge {
@@ -248,9 +313,16 @@ async fn put_config(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(ctx.config.max_body_bytes),
         _ => ApiError::BadRequest(rejection.body_text()),
     })?;
-    let format = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(ConfigFormat::from_media_type);
+    let format = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ConfigFormat::from_media_type);
     let (config, format) = parse_config_text(&text, format)?;
-    let version = ctx.store.put_bot_config(&id, &config, &text, format).await.not_found_as("bot")?;
+    let version = ctx
+        .store
+        .put_bot_config(&id, &config, &text, format)
+        .await
+        .not_found_as("bot")?;
     Ok(Json(version.into()))
 }
 
@@ -258,16 +330,30 @@ async fn put_config(
 #[utoipa::path(get, path = "/bots/{id}/config", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 200, body = ConfigVersionOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_config(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<ConfigVersionOut>> {
+async fn get_config(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<ConfigVersionOut>> {
     visible_bot(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.get_bot_version(&id, None).await.not_found_as("config")?.into()))
+    Ok(Json(
+        ctx.store
+            .get_bot_version(&id, None)
+            .await
+            .not_found_as("config")?
+            .into(),
+    ))
 }
 
 /// Every saved version, newest first.
 #[utoipa::path(get, path = "/bots/{id}/config/versions", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 200, body = Vec<VersionInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_versions(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<Vec<VersionInfo>>> {
+async fn list_versions(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<Vec<VersionInfo>>> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     let versions = ctx.store.list_bot_versions(&id).await?;
     Ok(Json(
@@ -293,5 +379,11 @@ async fn get_version(
     Id((id, version)): Id<(String, i64)>,
 ) -> ApiResult<Json<ConfigVersionOut>> {
     visible_bot(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.get_bot_version(&id, Some(version)).await.not_found_as("config version")?.into()))
+    Ok(Json(
+        ctx.store
+            .get_bot_version(&id, Some(version))
+            .await
+            .not_found_as("config version")?
+            .into(),
+    ))
 }

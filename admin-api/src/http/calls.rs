@@ -14,7 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(super) fn router() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new().routes(routes!(list_calls)).routes(routes!(get_call))
+    OpenApiRouter::new()
+        .routes(routes!(list_calls))
+        .routes(routes!(get_call))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -100,14 +102,24 @@ fn parse_time(name: &str, value: &str) -> ApiResult<i64> {
         return Ok(t.timestamp_millis());
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis());
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp_millis());
     }
-    Err(ApiError::invalid(name, "must be an RFC 3339 time or a YYYY-MM-DD date"))
+    Err(ApiError::invalid(
+        name,
+        "must be an RFC 3339 time or a YYYY-MM-DD date",
+    ))
 }
 
 fn check_enum(name: &str, value: &Option<String>, allowed: &[&str]) -> ApiResult<()> {
     match value {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::invalid(name, format!("must be one of: {}", allowed.join(", ")))),
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::invalid(
+            name,
+            format!("must be one of: {}", allowed.join(", ")),
+        )),
         _ => Ok(()),
     }
 }
@@ -115,13 +127,21 @@ fn check_enum(name: &str, value: &Option<String>, allowed: &[&str]) -> ApiResult
 /// Calls, newest first, with filters and cursor pagination.
 #[utoipa::path(get, path = "/calls", tag = "calls", security(("bearer" = [])), params(ListCalls),
     responses((status = 200, body = CallPageOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn list_calls(State(ctx): State<ApiContext>, who: Principal, Params(q): Params<ListCalls>) -> ApiResult<Json<CallPageOut>> {
+async fn list_calls(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Params(q): Params<ListCalls>,
+) -> ApiResult<Json<CallPageOut>> {
     let statuses: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
     let directions: Vec<&str> = CallDirection::ALL.iter().map(|d| d.as_str()).collect();
     check_enum("status", &q.status, &statuses)?;
     check_enum("direction", &q.direction, &directions)?;
     let phone = match &q.phone {
-        Some(p) => Some(callfleet_core::phone::normalize_phone(p, None).ok_or_else(|| ApiError::invalid("phone", "must be an E.164 number such as +79161234567"))?),
+        Some(p) => Some(
+            callfleet_core::phone::normalize_phone(p, None).ok_or_else(|| {
+                ApiError::invalid("phone", "must be an E.164 number such as +79161234567")
+            })?,
+        ),
         None => None,
     };
     let filter = CallFilter {
@@ -131,7 +151,11 @@ async fn list_calls(State(ctx): State<ApiContext>, who: Principal, Params(q): Pa
         outcome: q.outcome,
         direction: q.direction,
         phone,
-        started_from: q.from.as_deref().map(|v| parse_time("from", v)).transpose()?,
+        started_from: q
+            .from
+            .as_deref()
+            .map(|v| parse_time("from", v))
+            .transpose()?,
         started_to: q.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
     };
     let limit = q.limit.unwrap_or(50);
@@ -143,17 +167,27 @@ async fn list_calls(State(ctx): State<ApiContext>, who: Principal, Params(q): Pa
         .list_calls(&filter, q.cursor.as_deref(), limit)
         .await?
         .map_err(|_| ApiError::invalid("cursor", "not a cursor this API returned"))?;
-    Ok(Json(CallPageOut { calls: page.calls.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(CallPageOut {
+        calls: page.calls.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One call: details, transcript, collected fields, outcome.
 #[utoipa::path(get, path = "/calls/{id}", tag = "calls", security(("bearer" = [])),
     params(("id" = String, Path, description = "Call id")),
     responses((status = 200, body = CallDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_call(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<CallDetail>> {
+async fn get_call(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<CallDetail>> {
     let call: CallRecord = ctx.store.get_call(&id).await.not_found_as("call")?;
     who.can_access(&call.company_id, "call")?;
     let duration_sec = call.duration_sec();
     let record = serde_json::to_value(&call).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    Ok(Json(CallDetail { record, duration_sec }))
+    Ok(Json(CallDetail {
+        record,
+        duration_sec,
+    }))
 }

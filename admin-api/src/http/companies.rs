@@ -74,7 +74,14 @@ pub(crate) struct ApiKeyOut {
 
 impl From<ApiKey> for ApiKeyOut {
     fn from(k: ApiKey) -> Self {
-        ApiKeyOut { id: k.id, company_id: k.company_id, name: k.name, prefix: k.prefix, created_at: k.created_at, revoked_at: k.revoked_at }
+        ApiKeyOut {
+            id: k.id,
+            company_id: k.company_id,
+            name: k.name,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
     }
 }
 
@@ -87,7 +94,11 @@ pub(crate) struct CreatedApiKey {
 }
 
 /// Checks that the company exists and the caller may see it.
-pub(crate) async fn visible_company(ctx: &ApiContext, who: &Principal, id: &str) -> ApiResult<Company> {
+pub(crate) async fn visible_company(
+    ctx: &ApiContext,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<Company> {
     who.can_access(id, "company")?;
     ctx.store.get_company(id).await.not_found_as("company")
 }
@@ -108,29 +119,56 @@ async fn create_company(
     }
     let timezone = body.timezone.unwrap_or_else(|| "UTC".to_string());
     if timezone.parse::<chrono_tz::Tz>().is_err() {
-        return Err(ApiError::invalid("timezone", "unknown timezone (use an IANA name such as \"Europe/Moscow\")"));
+        return Err(ApiError::invalid(
+            "timezone",
+            "unknown timezone (use an IANA name such as \"Europe/Moscow\")",
+        ));
     }
     let max_concurrent_calls = body.max_concurrent_calls.unwrap_or(10);
     if !(1..=100_000).contains(&max_concurrent_calls) {
-        return Err(ApiError::invalid("max_concurrent_calls", "must be from 1 to 100000"));
+        return Err(ApiError::invalid(
+            "max_concurrent_calls",
+            "must be from 1 to 100000",
+        ));
     }
-    let company = ctx.store.create_company(NewCompany { name: name.to_string(), timezone, max_concurrent_calls }).await?;
+    let company = ctx
+        .store
+        .create_company(NewCompany {
+            name: name.to_string(),
+            timezone,
+            max_concurrent_calls,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(company.into())))
 }
 
 /// List every company (admin key).
 #[utoipa::path(get, path = "/companies", tag = "companies", security(("bearer" = [])),
     responses((status = 200, body = Vec<CompanyOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_companies(State(ctx): State<ApiContext>, who: Principal) -> ApiResult<Json<Vec<CompanyOut>>> {
+async fn list_companies(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+) -> ApiResult<Json<Vec<CompanyOut>>> {
     who.require_admin()?;
-    Ok(Json(ctx.store.list_companies().await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_companies()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 /// A company (admin key, or that company's key).
 #[utoipa::path(get, path = "/companies/{id}", tag = "companies", security(("bearer" = [])),
     params(("id" = String, Path, description = "Company id")),
     responses((status = 200, body = CompanyOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_company(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<CompanyOut>> {
+async fn get_company(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<CompanyOut>> {
     Ok(Json(visible_company(&ctx, &who, &id).await?.into()))
 }
 
@@ -138,9 +176,16 @@ async fn get_company(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<S
 #[utoipa::path(delete, path = "/companies/{id}", tag = "companies", security(("bearer" = [])),
     params(("id" = String, Path, description = "Company id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_company(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<StatusCode> {
+async fn delete_company(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<StatusCode> {
     who.require_admin()?;
-    ctx.store.delete_company(&id).await.not_found_as("company")?;
+    ctx.store
+        .delete_company(&id)
+        .await
+        .not_found_as("company")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,20 +205,38 @@ async fn create_api_key(
     let body: CreateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
         CreateApiKey::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
     let name = body.name.unwrap_or_else(|| "default".to_string());
     let created = ctx.store.create_api_key(&id, name.trim()).await?;
-    Ok((StatusCode::CREATED, Json(CreatedApiKey { info: created.key.into(), key: created.secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            info: created.key.into(),
+            key: created.secret,
+        }),
+    ))
 }
 
 /// A company's keys, without the keys themselves.
 #[utoipa::path(get, path = "/companies/{id}/api-keys", tag = "companies", security(("bearer" = [])),
     params(("id" = String, Path, description = "Company id")),
     responses((status = 200, body = Vec<ApiKeyOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_api_keys(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<Vec<ApiKeyOut>>> {
+async fn list_api_keys(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<Vec<ApiKeyOut>>> {
     visible_company(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.list_api_keys(&id).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_api_keys(&id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 /// Revoke a key (admin key). It stops working at once.
@@ -186,6 +249,9 @@ async fn revoke_api_key(
     Id((id, key_id)): Id<(String, String)>,
 ) -> ApiResult<StatusCode> {
     who.require_admin()?;
-    ctx.store.revoke_api_key(&id, &key_id).await.not_found_as("api key")?;
+    ctx.store
+        .revoke_api_key(&id, &key_id)
+        .await
+        .not_found_as("api key")?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(super) fn router() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new().routes(routes!(health)).routes(routes!(metrics)).routes(routes!(openapi))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -29,13 +32,19 @@ async fn health(State(ctx): State<ApiContext>) -> ApiResult<Json<Health>> {
         callfleet_store::Backend::Postgres => "postgres",
     };
     ctx.store.ping().await?;
-    Ok(Json(Health { status: "ok", database: backend }))
+    Ok(Json(Health {
+        status: "ok",
+        database: backend,
+    }))
 }
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(ctx): State<ApiContext>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render())
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
 }
 
 /// This API's OpenAPI 3.1 document.

@@ -20,7 +20,9 @@ use utoipa_axum::routes;
 pub(super) fn router() -> OpenApiRouter<ApiContext> {
     // Uploads have their own limit (`ApiConfig::max_upload_bytes`), enforced while the file
     // streams in; the API-wide JSON body limit would refuse any real document.
-    let uploads = OpenApiRouter::new().routes(routes!(upload_document)).layer(DefaultBodyLimit::disable());
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(upload_document))
+        .layer(DefaultBodyLimit::disable());
     OpenApiRouter::new()
         .merge(uploads)
         .routes(routes!(list_documents, clear_documents))
@@ -126,7 +128,10 @@ impl From<KnowledgeError> for ApiError {
     fn from(err: KnowledgeError) -> Self {
         match err {
             KnowledgeError::Parse(ParseError::TooLarge { limit, .. }) => ApiError::TooLarge(limit),
-            KnowledgeError::Parse(e) => ApiError::Unprocessable { message: e.to_string(), details: Vec::new() },
+            KnowledgeError::Parse(e) => ApiError::Unprocessable {
+                message: e.to_string(),
+                details: Vec::new(),
+            },
             KnowledgeError::Store(e) => e.into(),
             KnowledgeError::NotFound => ApiError::NotFound("document"),
             other => ApiError::Internal(Box::new(other)),
@@ -135,8 +140,16 @@ impl From<KnowledgeError> for ApiError {
 }
 
 /// The bot's document with this id, or 404 (also for another bot's document).
-async fn visible_document(ctx: &ApiContext, bot: &Bot, doc_id: &str) -> ApiResult<KnowledgeDocument> {
-    let doc = ctx.store.get_knowledge_document(doc_id).await.not_found_as("document")?;
+async fn visible_document(
+    ctx: &ApiContext,
+    bot: &Bot,
+    doc_id: &str,
+) -> ApiResult<KnowledgeDocument> {
+    let doc = ctx
+        .store
+        .get_knowledge_document(doc_id)
+        .await
+        .not_found_as("document")?;
     if doc.bot_id != bot.id {
         return Err(ApiError::NotFound("document"));
     }
@@ -160,7 +173,9 @@ async fn upload_document(
     let bot = visible_bot(&ctx, &who, &id).await?;
     let service = service(&ctx)?;
     let limit = ctx.config.max_upload_bytes;
-    let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("multipart body: {}", e.body_text()));
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::BadRequest(format!("multipart body: {}", e.body_text()))
+    };
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
         if field.name() != Some("file") {
             continue;
@@ -173,33 +188,59 @@ async fn upload_document(
             }
             bytes.extend_from_slice(&piece);
         }
-        let doc = service.upload(&bot.company_id, &bot.id, &filename, bytes).await?;
+        let doc = service
+            .upload(&bot.company_id, &bot.id, &filename, bytes)
+            .await?;
         if doc.status == "failed" {
-            let message = doc.error.clone().unwrap_or_else(|| "the file could not be read".into());
+            let message = doc
+                .error
+                .clone()
+                .unwrap_or_else(|| "the file could not be read".into());
             return Err(ApiError::Unprocessable {
                 message: format!("{filename}: {message}"),
-                details: vec![ConfigIssue { path: "file".into(), message: format!("document {} failed: {message}", doc.id) }],
+                details: vec![ConfigIssue {
+                    path: "file".into(),
+                    message: format!("document {} failed: {message}", doc.id),
+                }],
             });
         }
         return Ok((StatusCode::ACCEPTED, Json(doc.into())));
     }
-    Err(ApiError::invalid("file", "the multipart body has no `file` field"))
+    Err(ApiError::invalid(
+        "file",
+        "the multipart body has no `file` field",
+    ))
 }
 
 /// The bot's documents with their status and progress.
 #[utoipa::path(get, path = "/bots/{id}/knowledge", tag = "knowledge", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 200, body = Vec<DocumentOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_documents(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<Vec<DocumentOut>>> {
+async fn list_documents(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<Vec<DocumentOut>>> {
     let bot = visible_bot(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.list_knowledge_documents(&bot.id).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_knowledge_documents(&bot.id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 /// Remove every document of the bot and all their chunks.
 #[utoipa::path(delete, path = "/bots/{id}/knowledge", tag = "knowledge", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn clear_documents(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<StatusCode> {
+async fn clear_documents(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<StatusCode> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     service(&ctx)?.clear_bot(&bot.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -209,7 +250,11 @@ async fn clear_documents(State(ctx): State<ApiContext>, who: Principal, Id(id): 
 #[utoipa::path(get, path = "/bots/{id}/knowledge/{doc_id}", tag = "knowledge", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id"), ("doc_id" = String, Path, description = "Document id")),
     responses((status = 200, body = DocumentOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_document(State(ctx): State<ApiContext>, who: Principal, Id((id, doc_id)): Id<(String, String)>) -> ApiResult<Json<DocumentOut>> {
+async fn get_document(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id((id, doc_id)): Id<(String, String)>,
+) -> ApiResult<Json<DocumentOut>> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     Ok(Json(visible_document(&ctx, &bot, &doc_id).await?.into()))
 }
@@ -218,7 +263,11 @@ async fn get_document(State(ctx): State<ApiContext>, who: Principal, Id((id, doc
 #[utoipa::path(delete, path = "/bots/{id}/knowledge/{doc_id}", tag = "knowledge", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id"), ("doc_id" = String, Path, description = "Document id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn delete_document(State(ctx): State<ApiContext>, who: Principal, Id((id, doc_id)): Id<(String, String)>) -> ApiResult<StatusCode> {
+async fn delete_document(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id((id, doc_id)): Id<(String, String)>,
+) -> ApiResult<StatusCode> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     let doc = visible_document(&ctx, &bot, &doc_id).await?;
     service(&ctx)?.delete_document(&bot.id, &doc.id).await?;
@@ -230,7 +279,12 @@ async fn delete_document(State(ctx): State<ApiContext>, who: Principal, Id((id, 
     params(("id" = String, Path, description = "Bot id")), request_body = SearchRequest,
     responses((status = 200, body = Vec<SearchHitOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn search(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>, Body(request): Body<SearchRequest>) -> ApiResult<Json<Vec<SearchHitOut>>> {
+async fn search(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+    Body(request): Body<SearchRequest>,
+) -> ApiResult<Json<Vec<SearchHitOut>>> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     if request.query.trim().is_empty() {
         return Err(ApiError::invalid("query", "must not be empty"));
@@ -238,6 +292,8 @@ async fn search(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String
     if !(1..=50).contains(&request.top_k) {
         return Err(ApiError::invalid("top_k", "must be between 1 and 50"));
     }
-    let hits = service(&ctx)?.search(&bot.id, &request.query, request.top_k).await?;
+    let hits = service(&ctx)?
+        .search(&bot.id, &request.query, request.top_k)
+        .await?;
     Ok(Json(hits.into_iter().map(Into::into).collect()))
 }

@@ -72,7 +72,11 @@ pub(crate) fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The document, rendered once.
 pub(crate) fn openapi_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| openapi_document().to_pretty_json().expect("the OpenAPI document serialises"))
+    DOC.get_or_init(|| {
+        openapi_document()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    })
 }
 
 /// `Json` whose rejections are our JSON errors rather than axum's plain text.

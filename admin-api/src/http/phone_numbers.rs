@@ -16,7 +16,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(super) fn router() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new().routes(routes!(add_number, list_numbers)).routes(routes!(remove_number))
+    OpenApiRouter::new()
+        .routes(routes!(add_number, list_numbers))
+        .routes(routes!(remove_number))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -40,13 +42,22 @@ pub(crate) struct PhoneNumberOut {
 
 impl From<PhoneNumber> for PhoneNumberOut {
     fn from(p: PhoneNumber) -> Self {
-        PhoneNumberOut { id: p.id, number: p.number, bot_id: p.bot_id, company_id: p.company_id, created_at: p.created_at }
+        PhoneNumberOut {
+            id: p.id,
+            number: p.number,
+            bot_id: p.bot_id,
+            company_id: p.company_id,
+            created_at: p.created_at,
+        }
     }
 }
 
 fn normalize(number: &str, region: Option<&str>) -> ApiResult<String> {
     normalize_phone(number, region).ok_or_else(|| {
-        ApiError::invalid("number", "not a phone number (write it as +<country code><number>, or give a region)")
+        ApiError::invalid(
+            "number",
+            "not a phone number (write it as +<country code><number>, or give a region)",
+        )
     })
 }
 
@@ -63,7 +74,10 @@ async fn add_number(
 ) -> ApiResult<(StatusCode, Json<PhoneNumberOut>)> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     let number = normalize(&body.number, body.region.as_deref())?;
-    let phone = ctx.store.add_phone_number(&bot.company_id, &bot.id, &number).await?;
+    let phone = ctx
+        .store
+        .add_phone_number(&bot.company_id, &bot.id, &number)
+        .await?;
     Ok((StatusCode::CREATED, Json(phone.into())))
 }
 
@@ -71,9 +85,20 @@ async fn add_number(
 #[utoipa::path(get, path = "/bots/{id}/phone-numbers", tag = "phone-numbers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 200, body = Vec<PhoneNumberOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_numbers(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<Vec<PhoneNumberOut>>> {
+async fn list_numbers(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<Vec<PhoneNumberOut>>> {
     visible_bot(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.list_phone_numbers(&id).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_phone_numbers(&id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 /// Stop routing a number to this bot.
@@ -87,6 +112,9 @@ async fn remove_number(
 ) -> ApiResult<StatusCode> {
     visible_bot(&ctx, &who, &id).await?;
     let number = normalize(&number, None).map_err(|_| ApiError::NotFound("phone number"))?;
-    ctx.store.remove_phone_number(&id, &number).await.not_found_as("phone number")?;
+    ctx.store
+        .remove_phone_number(&id, &number)
+        .await
+        .not_found_as("phone number")?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -39,7 +39,11 @@ pub(crate) struct SessionOut {
     params(("id" = String, Path, description = "Bot id")),
     responses((status = 201, body = SessionOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn create_session(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<(StatusCode, Json<SessionOut>)> {
+async fn create_session(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<(StatusCode, Json<SessionOut>)> {
     let bot = visible_bot(&ctx, &who, &id).await?;
     let Some(calls) = ctx.browser_calls.clone() else {
         return Err(ApiError::Unavailable {
@@ -59,18 +63,35 @@ async fn create_session(State(ctx): State<ApiContext>, who: Principal, Id(id): I
         to_number: None,
     };
     let placement = calls.dispatcher.place(request).await.map_err(|e| match e {
-        PlaceError::NoCapacity => ApiError::Unavailable { code: "no_capacity", message: e.to_string() },
-        PlaceError::CompanyLimit { .. } => ApiError::RateLimited { retry_after_secs: 30 },
+        PlaceError::NoCapacity => ApiError::Unavailable {
+            code: "no_capacity",
+            message: e.to_string(),
+        },
+        PlaceError::CompanyLimit { .. } => ApiError::RateLimited {
+            retry_after_secs: 30,
+        },
         PlaceError::BotDisabled(_) => ApiError::Conflict(e.to_string()),
         PlaceError::BotNotFound(_) => ApiError::NotFound("bot"),
         PlaceError::AlreadyPlaced(_) => ApiError::Conflict(e.to_string()),
         PlaceError::Store(inner) => inner.into(),
         PlaceError::Fleet(inner) => ApiError::Internal(Box::new(inner)),
     })?;
-    let token = caller_token(&calls.api_key, calls.api_secret.expose(), &room, &identity, Duration::from_secs(3600))
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let token = caller_token(
+        &calls.api_key,
+        calls.api_secret.expose(),
+        &room,
+        &identity,
+        Duration::from_secs(3600),
+    )
+    .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok((
         StatusCode::CREATED,
-        Json(SessionOut { call_id: placement.job.call_id, room, url: calls.livekit_url.clone(), token, identity }),
+        Json(SessionOut {
+            call_id: placement.job.call_id,
+            room,
+            url: calls.livekit_url.clone(),
+            token,
+            identity,
+        }),
     ))
 }

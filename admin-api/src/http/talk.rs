@@ -12,7 +12,9 @@ const TALK_PAGE: &str = include_str!("../../ui/talk.html");
 const LIVEKIT_CLIENT: &str = include_str!(concat!(env!("OUT_DIR"), "/livekit-client.umd.js"));
 
 pub(super) fn router() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new().routes(routes!(talk_page)).routes(routes!(livekit_client))
+    OpenApiRouter::new()
+        .routes(routes!(talk_page))
+        .routes(routes!(livekit_client))
 }
 
 /// The browser page to talk to a bot (`#key=<company key>&autostart=1` to start at once).
@@ -27,5 +29,11 @@ async fn talk_page() -> impl IntoResponse {
 #[utoipa::path(get, path = "/ui/livekit-client.js", tag = "system",
     responses((status = 200, content_type = "text/javascript", body = String)))]
 async fn livekit_client() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/javascript; charset=utf-8"), (CACHE_CONTROL, "public, max-age=86400")], LIVEKIT_CLIENT)
+    (
+        [
+            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        LIVEKIT_CLIENT,
+    )
 }

@@ -124,24 +124,38 @@ impl From<WebhookDelivery> for DeliveryOut {
 }
 
 fn check_url(url: &str) -> ApiResult<()> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
     let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
     match host {
-        Some(h) if !h.is_empty() && url.len() <= 2000 && !url.chars().any(char::is_whitespace) => Ok(()),
-        _ => Err(ApiError::invalid("url", "must be an http:// or https:// URL with a host")),
+        Some(h) if !h.is_empty() && url.len() <= 2000 && !url.chars().any(char::is_whitespace) => {
+            Ok(())
+        }
+        _ => Err(ApiError::invalid(
+            "url",
+            "must be an http:// or https:// URL with a host",
+        )),
     }
 }
 
 fn check_events(events: &[String]) -> ApiResult<()> {
     for (i, event) in events.iter().enumerate() {
         if !WEBHOOK_EVENTS.contains(&event.as_str()) {
-            return Err(ApiError::invalid(&format!("events[{i}]"), format!("unknown event (known: {})", WEBHOOK_EVENTS.join(", "))));
+            return Err(ApiError::invalid(
+                &format!("events[{i}]"),
+                format!("unknown event (known: {})", WEBHOOK_EVENTS.join(", ")),
+            ));
         }
     }
     Ok(())
 }
 
-async fn visible_webhook(ctx: &ApiContext, who: &Principal, id: &str) -> ApiResult<WebhookEndpoint> {
+async fn visible_webhook(
+    ctx: &ApiContext,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<WebhookEndpoint> {
     let hook = ctx.store.get_webhook(id).await.not_found_as("webhook")?;
     who.can_access(&hook.company_id, "webhook")?;
     Ok(hook)
@@ -162,10 +176,23 @@ async fn create_webhook(
     check_events(&events)?;
     let hook = ctx
         .store
-        .create_webhook(&company_id, NewWebhookEndpoint { url: body.url, description: body.description, events })
+        .create_webhook(
+            &company_id,
+            NewWebhookEndpoint {
+                url: body.url,
+                description: body.description,
+                events,
+            },
+        )
         .await?;
     let secret = hook.secret.clone();
-    Ok((StatusCode::CREATED, Json(CreatedWebhook { webhook: hook.into(), secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWebhook {
+            webhook: hook.into(),
+            secret,
+        }),
+    ))
 }
 
 /// A company's webhook endpoints.
@@ -179,14 +206,25 @@ async fn list_webhooks(
     let company_id = who
         .company_filter(q.company_id)?
         .ok_or_else(|| ApiError::invalid("company_id", "required when using the admin key"))?;
-    Ok(Json(ctx.store.list_webhooks(&company_id).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_webhooks(&company_id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 /// One webhook endpoint (without its secret).
 #[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Webhook id")),
     responses((status = 200, body = WebhookOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_webhook(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<WebhookOut>> {
+async fn get_webhook(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<WebhookOut>> {
     Ok(Json(visible_webhook(&ctx, &who, &id).await?.into()))
 }
 
@@ -207,17 +245,35 @@ async fn update_webhook(
     if let Some(events) = &body.events {
         check_events(events)?;
     }
-    let patch = WebhookPatch { url: body.url, description: body.description, events: body.events, enabled: body.enabled };
-    Ok(Json(ctx.store.update_webhook(&id, patch).await.not_found_as("webhook")?.into()))
+    let patch = WebhookPatch {
+        url: body.url,
+        description: body.description,
+        events: body.events,
+        enabled: body.enabled,
+    };
+    Ok(Json(
+        ctx.store
+            .update_webhook(&id, patch)
+            .await
+            .not_found_as("webhook")?
+            .into(),
+    ))
 }
 
 /// Remove a webhook endpoint and its delivery history.
 #[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Webhook id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_webhook(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<StatusCode> {
+async fn delete_webhook(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<StatusCode> {
     visible_webhook(&ctx, &who, &id).await?;
-    ctx.store.delete_webhook(&id).await.not_found_as("webhook")?;
+    ctx.store
+        .delete_webhook(&id)
+        .await
+        .not_found_as("webhook")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,7 +281,18 @@ async fn delete_webhook(State(ctx): State<ApiContext>, who: Principal, Id(id): I
 #[utoipa::path(get, path = "/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Webhook id")),
     responses((status = 200, body = Vec<DeliveryOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_deliveries(State(ctx): State<ApiContext>, who: Principal, Id(id): Id<String>) -> ApiResult<Json<Vec<DeliveryOut>>> {
+async fn list_deliveries(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<Json<Vec<DeliveryOut>>> {
     visible_webhook(&ctx, &who, &id).await?;
-    Ok(Json(ctx.store.list_deliveries(&id, 100).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        ctx.store
+            .list_deliveries(&id, 100)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }

@@ -25,25 +25,43 @@ pub fn missing<T>(test: &str, what: &str) -> Option<T> {
 }
 
 pub fn env(test: &str) -> Option<Env> {
-    let Some(redis) = std::env::var("CALLFLEET_TEST_REDIS_URL").ok().filter(|v| !v.is_empty()) else {
+    let Some(redis) = std::env::var("CALLFLEET_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
         return missing(test, "CALLFLEET_TEST_REDIS_URL is not set");
     };
-    let livekit = std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
-    let host_port = livekit.split("://").nth(1).unwrap_or(&livekit).trim_end_matches('/').to_string();
-    let reachable = host_port
-        .parse()
-        .ok()
-        .is_some_and(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    let livekit =
+        std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
+    let host_port = livekit
+        .split("://")
+        .nth(1)
+        .unwrap_or(&livekit)
+        .trim_end_matches('/')
+        .to_string();
+    let reachable = host_port.parse().ok().is_some_and(|addr| {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+    });
     if !reachable {
         return missing(test, &format!("no livekit-server answers at {livekit}"));
     }
-    let python = std::env::var_os("CALLFLEET_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/callfleet/venv/bin/python")
-    });
+    let python = std::env::var_os("CALLFLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/callfleet/venv/bin/python")
+        });
     if !python.exists() {
-        return missing(test, &format!("no Python with the LiveKit SDK at {}", python.display()));
+        return missing(
+            test,
+            &format!("no Python with the LiveKit SDK at {}", python.display()),
+        );
     }
-    Some(Env { redis, livekit, python })
+    Some(Env {
+        redis,
+        livekit,
+        python,
+    })
 }
 
 /// Kills the child when the test ends, however it ends.
@@ -64,7 +82,14 @@ impl Proc {
 
 /// Starts `callfleet ARGS` against the test's Redis (under `prefix`) and livekit-server, with
 /// stderr going to `log` and `extra` added to its environment.
-pub fn callfleet(args: &[&str], data: &Path, env: &Env, prefix: &str, log: &Path, extra: &[(&str, String)]) -> Proc {
+pub fn callfleet(
+    args: &[&str],
+    data: &Path,
+    env: &Env,
+    prefix: &str,
+    log: &Path,
+    extra: &[(&str, String)],
+) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_callfleet"));
     command
         .args(args)
@@ -73,8 +98,14 @@ pub fn callfleet(args: &[&str], data: &Path, env: &Env, prefix: &str, log: &Path
         .env("REDIS_URL", &env.redis)
         .env("CALLFLEET_REDIS_PREFIX", prefix)
         .env("LIVEKIT_URL", &env.livekit)
-        .env("LIVEKIT_API_KEY", std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()))
-        .env("LIVEKIT_API_SECRET", std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()))
+        .env(
+            "LIVEKIT_API_KEY",
+            std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
+        )
+        .env(
+            "LIVEKIT_API_SECRET",
+            std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
+        )
         .env("RUST_LOG", "info,sqlx=warn")
         .env_remove("DATABASE_URL")
         .stdout(Stdio::piped())
@@ -90,7 +121,10 @@ pub fn wait_line(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(stdout.read_line(&mut line).expect("read stdout") > 0, "exited before printing {prefix:?}");
+        assert!(
+            stdout.read_line(&mut line).expect("read stdout") > 0,
+            "exited before printing {prefix:?}"
+        );
         if let Some(rest) = line.strip_prefix(prefix) {
             return rest.trim().to_string();
         }
@@ -100,30 +134,63 @@ pub fn wait_line(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
 /// The admin API's base URL, once `callfleet api` has printed it.
 pub fn api_base(api: &mut Proc) -> String {
     let mut out = BufReader::new(api.0.stdout.take().unwrap());
-    let base = wait_line(&mut out, "admin API: ").split_whitespace().next().unwrap().to_string();
+    let base = wait_line(&mut out, "admin API: ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     // Keep draining stdout so the API never blocks on a full pipe.
     std::thread::spawn(move || for _ in out.lines() {});
     base
 }
 
 /// A company with an API key and a bot from `config`; returns (key, bot id).
-pub fn company_with_bot(http: &reqwest::blocking::Client, base: &str, config: &str) -> (String, String) {
+pub fn company_with_bot(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    config: &str,
+) -> (String, String) {
     let admin = |req: reqwest::blocking::RequestBuilder| req.bearer_auth("e2e-admin");
     let company: serde_json::Value = admin(http.post(format!("{base}/companies")))
         .json(&serde_json::json!({"name": "Clinic", "timezone": "America/New_York"}))
-        .send().unwrap().json().unwrap();
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let company_id = company["id"].as_str().unwrap();
-    let key: serde_json::Value = admin(http.post(format!("{base}/companies/{company_id}/api-keys"))).send().unwrap().json().unwrap();
+    let key: serde_json::Value =
+        admin(http.post(format!("{base}/companies/{company_id}/api-keys")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
     let key = key["key"].as_str().unwrap().to_string();
-    let bot: serde_json::Value = http.post(format!("{base}/bots")).bearer_auth(&key)
-        .json(&serde_json::json!({"config": config})).send().unwrap().json().unwrap();
-    let bot_id = bot["id"].as_str().unwrap_or_else(|| panic!("bot created: {bot}")).to_string();
+    let bot: serde_json::Value = http
+        .post(format!("{base}/bots"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"config": config}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let bot_id = bot["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("bot created: {bot}"))
+        .to_string();
     (key, bot_id)
 }
 
 /// Which of `workers` has logged `call_id` (the one that took the call).
-pub fn holder(workers: &[(&str, Proc)], log: impl Fn(&str) -> PathBuf, call_id: &str) -> Option<usize> {
-    workers.iter().position(|(name, _)| std::fs::read_to_string(log(name)).unwrap_or_default().contains(call_id))
+pub fn holder(
+    workers: &[(&str, Proc)],
+    log: impl Fn(&str) -> PathBuf,
+    call_id: &str,
+) -> Option<usize> {
+    workers.iter().position(|(name, _)| {
+        std::fs::read_to_string(log(name))
+            .unwrap_or_default()
+            .contains(call_id)
+    })
 }
 
 /// Waits for `proc` to exit by itself; panics after `limit`.
@@ -139,14 +206,28 @@ pub fn wait_exit(proc: &mut Proc, limit: Duration, what: &str) -> std::process::
 }
 
 /// Polls `GET /calls/{id}` until the post-call consumer has stored the call.
-pub fn stored_call(http: &reqwest::blocking::Client, base: &str, key: &str, call_id: &str, log: &Path) -> serde_json::Value {
+pub fn stored_call(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    key: &str,
+    call_id: &str,
+    log: &Path,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let reply = http.get(format!("{base}/calls/{call_id}")).bearer_auth(key).send().unwrap();
+        let reply = http
+            .get(format!("{base}/calls/{call_id}"))
+            .bearer_auth(key)
+            .send()
+            .unwrap();
         if reply.status() == 200 {
             return reply.json::<serde_json::Value>().unwrap();
         }
-        assert!(std::time::Instant::now() < deadline, "the call was never stored: {}", std::fs::read_to_string(log).unwrap_or_default());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call was never stored: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -48,10 +48,17 @@ impl ConfigFormat {
     /// Picks the format from a media type (`application/json`, `application/yaml`, `text/yaml`, …);
     /// `None` for anything else.
     pub fn from_media_type(media_type: &str) -> Option<Self> {
-        let essence = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = media_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "application/json" => Some(Self::Json),
-            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Some(Self::Yaml),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+                Some(Self::Yaml)
+            }
             _ => None,
         }
     }
@@ -157,7 +164,8 @@ fn default_true() -> bool {
 impl FieldSpec {
     /// The field's type, inferred from its name when the config does not say.
     pub fn kind(&self) -> FieldKind {
-        self.kind.unwrap_or_else(|| FieldKind::infer_from_name(&self.name))
+        self.kind
+            .unwrap_or_else(|| FieldKind::infer_from_name(&self.name))
     }
 }
 
@@ -175,12 +183,17 @@ pub enum FieldKind {
 }
 
 impl FieldKind {
-    pub const NAMES: &'static [&'static str] = &["text", "phone", "date", "time", "email", "number", "enum"];
+    pub const NAMES: &'static [&'static str] =
+        &["text", "phone", "date", "time", "email", "number", "enum"];
 
     /// The type a field named like this most likely has.
     pub fn infer_from_name(name: &str) -> FieldKind {
         let name = name.to_ascii_lowercase();
-        let has = |words: &[&str]| words.iter().any(|w| name == *w || name.ends_with(&format!("_{w}")) || name.starts_with(&format!("{w}_")));
+        let has = |words: &[&str]| {
+            words.iter().any(|w| {
+                name == *w || name.ends_with(&format!("_{w}")) || name.starts_with(&format!("{w}_"))
+            })
+        };
         if has(&["phone", "telephone", "mobile", "tel"]) {
             FieldKind::Phone
         } else if has(&["email", "mail"]) {
@@ -287,7 +300,10 @@ fn default_top_k() -> u32 {
 
 impl Default for KnowledgeSettings {
     fn default() -> Self {
-        KnowledgeSettings { top_k: default_top_k(), min_score: None }
+        KnowledgeSettings {
+            top_k: default_top_k(),
+            min_score: None,
+        }
     }
 }
 
@@ -316,11 +332,19 @@ pub struct Key {
 }
 
 const fn req(name: &'static str, shape: Shape) -> Key {
-    Key { name, required: true, shape }
+    Key {
+        name,
+        required: true,
+        shape,
+    }
 }
 
 const fn opt(name: &'static str, shape: Shape) -> Key {
-    Key { name, required: false, shape }
+    Key {
+        name,
+        required: false,
+        shape,
+    }
 }
 
 const PROVIDER_KEYS: &[Key] = &[
@@ -329,7 +353,13 @@ const PROVIDER_KEYS: &[Key] = &[
     opt("voice", Shape::Str),
     opt("language", Shape::Str),
     opt("temperature", Shape::Num),
-    opt("max_tokens", Shape::UInt { min: 1, max: 32_768 }),
+    opt(
+        "max_tokens",
+        Shape::UInt {
+            min: 1,
+            max: 32_768,
+        },
+    ),
     opt("fallback", Shape::List(&Shape::Obj(PROVIDER_FALLBACK_KEYS))),
 ];
 
@@ -339,7 +369,13 @@ const PROVIDER_FALLBACK_KEYS: &[Key] = &[
     opt("voice", Shape::Str),
     opt("language", Shape::Str),
     opt("temperature", Shape::Num),
-    opt("max_tokens", Shape::UInt { min: 1, max: 32_768 }),
+    opt(
+        "max_tokens",
+        Shape::UInt {
+            min: 1,
+            max: 32_768,
+        },
+    ),
 ];
 
 const FIELD_KEYS: &[Key] = &[
@@ -375,7 +411,10 @@ const CONDITION_KEYS: &[Key] = &[
     opt("min_user_turns", Shape::UInt { min: 0, max: 1000 }),
 ];
 
-const RULE_KEYS: &[Key] = &[req("outcome", Shape::NonEmptyStr), req("when", Shape::Obj(CONDITION_KEYS))];
+const RULE_KEYS: &[Key] = &[
+    req("outcome", Shape::NonEmptyStr),
+    req("when", Shape::Obj(CONDITION_KEYS)),
+];
 
 /// The whole config's allowed keys. Public so the admin UI and docs can show it.
 pub const SCHEMA: &[Key] = &[
@@ -403,7 +442,10 @@ pub const SCHEMA: &[Key] = &[
     opt("default_outcome", Shape::NonEmptyStr),
     opt(
         "knowledge",
-        Shape::Obj(&[opt("top_k", Shape::UInt { min: 1, max: 50 }), opt("min_score", Shape::Num)]),
+        Shape::Obj(&[
+            opt("top_k", Shape::UInt { min: 1, max: 50 }),
+            opt("min_score", Shape::Num),
+        ]),
     ),
 ];
 
@@ -411,7 +453,10 @@ struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
     fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.0.push(ConfigIssue { path: path.to_string(), message: message.into() });
+        self.0.push(ConfigIssue {
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 }
 
@@ -460,7 +505,9 @@ fn check_shape(value: &Value, shape: &Shape, path: &str, issues: &mut Issues) {
         (Shape::Obj(keys), Value::Object(map)) => {
             for key in keys.iter() {
                 match map.get(key.name) {
-                    Some(Value::Null) | None if key.required => issues.push(&join(path, key.name), "required"),
+                    Some(Value::Null) | None if key.required => {
+                        issues.push(&join(path, key.name), "required")
+                    }
                     Some(Value::Null) | None => {}
                     Some(v) => check_shape(v, &key.shape, &join(path, key.name), issues),
                 }
@@ -468,7 +515,10 @@ fn check_shape(value: &Value, shape: &Shape, path: &str, issues: &mut Issues) {
             for name in map.keys() {
                 if !keys.iter().any(|k| k.name == name) {
                     let known: Vec<&str> = keys.iter().map(|k| k.name).collect();
-                    issues.push(&join(path, name), format!("unknown key (allowed: {})", known.join(", ")));
+                    issues.push(
+                        &join(path, name),
+                        format!("unknown key (allowed: {})", known.join(", ")),
+                    );
                 }
             }
         }
@@ -507,12 +557,16 @@ fn is_language_code(s: &str) -> bool {
 
 fn is_outcome_name(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn check_provider(choice: &ProviderChoice, known: &[&str], path: &str, issues: &mut Issues) {
     if !known.contains(&choice.provider.as_str()) {
-        issues.push(&join(path, "provider"), format!("unknown provider (known: {})", known.join(", ")));
+        issues.push(
+            &join(path, "provider"),
+            format!("unknown provider (known: {})", known.join(", ")),
+        );
     }
     if let Some(t) = choice.temperature {
         if !(0.0..=2.0).contains(&t) {
@@ -538,7 +592,11 @@ impl BotConfig {
     /// Parses a config whose format is not known: JSON if it starts like JSON, else YAML
     /// (which also accepts most JSON).
     pub fn parse_any(text: &str) -> Result<BotConfig, ConfigError> {
-        let format = if text.trim_start().starts_with('{') { ConfigFormat::Json } else { ConfigFormat::Yaml };
+        let format = if text.trim_start().starts_with('{') {
+            ConfigFormat::Json
+        } else {
+            ConfigFormat::Yaml
+        };
         Self::parse(text, format)
     }
 
@@ -571,20 +629,32 @@ impl BotConfig {
     fn check_meaning(&self, issues: &mut Issues) {
         if let Some(id) = &self.bot_id {
             if !is_identifier(id) {
-                issues.push("bot_id", "must be lowercase letters, digits, '-' or '_', starting with a letter");
+                issues.push(
+                    "bot_id",
+                    "must be lowercase letters, digits, '-' or '_', starting with a letter",
+                );
             }
         }
         if !is_language_code(&self.language) {
-            issues.push("language", "must be a language code such as \"ru\", \"en\" or \"en-US\"");
+            issues.push(
+                "language",
+                "must be a language code such as \"ru\", \"en\" or \"en-US\"",
+            );
         }
         for (i, lang) in self.languages.iter().enumerate() {
             if !is_language_code(lang) {
-                issues.push(&format!("languages[{i}]"), "must be a language code such as \"ru\" or \"en\"");
+                issues.push(
+                    &format!("languages[{i}]"),
+                    "must be a language code such as \"ru\" or \"en\"",
+                );
             }
         }
         if let Some(tz) = &self.timezone {
             if tz.parse::<chrono_tz::Tz>().is_err() {
-                issues.push("timezone", "unknown timezone (use an IANA name such as \"Europe/Moscow\")");
+                issues.push(
+                    "timezone",
+                    "unknown timezone (use an IANA name such as \"Europe/Moscow\")",
+                );
             }
         }
 
@@ -594,10 +664,16 @@ impl BotConfig {
         for (si, scenario) in self.scenarios.iter().enumerate() {
             let sp = format!("scenarios[{si}]");
             if !is_identifier(&scenario.name) {
-                issues.push(&join(&sp, "name"), "must be lowercase letters, digits, '-' or '_', starting with a letter");
+                issues.push(
+                    &join(&sp, "name"),
+                    "must be lowercase letters, digits, '-' or '_', starting with a letter",
+                );
             }
             if !scenario_names.insert(scenario.name.as_str()) {
-                issues.push(&join(&sp, "name"), format!("duplicate scenario name {:?}", scenario.name));
+                issues.push(
+                    &join(&sp, "name"),
+                    format!("duplicate scenario name {:?}", scenario.name),
+                );
             }
             if scenario.trigger_keywords.is_empty() && self.providers.llm.is_none() {
                 issues.push(
@@ -608,17 +684,26 @@ impl BotConfig {
             if let Some(event) = &scenario.on_complete {
                 events.insert(event.as_str());
                 if scenario.collect_fields.is_empty() {
-                    issues.push(&join(&sp, "on_complete"), "needs collect_fields (it fires when they are all collected)");
+                    issues.push(
+                        &join(&sp, "on_complete"),
+                        "needs collect_fields (it fires when they are all collected)",
+                    );
                 }
             }
             let mut field_names = HashSet::new();
             for (fi, field) in scenario.collect_fields.iter().enumerate() {
                 let fp = format!("{sp}.collect_fields[{fi}]");
                 if !is_identifier(&field.name) {
-                    issues.push(&join(&fp, "name"), "must be lowercase letters, digits, '-' or '_', starting with a letter");
+                    issues.push(
+                        &join(&fp, "name"),
+                        "must be lowercase letters, digits, '-' or '_', starting with a letter",
+                    );
                 }
                 if !field_names.insert(field.name.as_str()) {
-                    issues.push(&join(&fp, "name"), format!("duplicate field name {:?} in this scenario", field.name));
+                    issues.push(
+                        &join(&fp, "name"),
+                        format!("duplicate field name {:?} in this scenario", field.name),
+                    );
                 }
                 all_fields.insert(field.name.as_str());
                 let kind = field.kind();
@@ -652,33 +737,51 @@ impl BotConfig {
         for (ri, rule) in self.outcome_rules.iter().enumerate() {
             let rp = format!("outcome_rules[{ri}]");
             if !is_outcome_name(&rule.outcome) {
-                issues.push(&join(&rp, "outcome"), "must be UPPER_SNAKE_CASE, e.g. BOOKING or LEAD");
+                issues.push(
+                    &join(&rp, "outcome"),
+                    "must be UPPER_SNAKE_CASE, e.g. BOOKING or LEAD",
+                );
             }
             let when = &rule.when;
             if *when == OutcomeCondition::default() {
                 issues.push(&join(&rp, "when"), "needs at least one condition");
             }
-            for (key, name) in [("scenario_completed", &when.scenario_completed), ("scenario_entered", &when.scenario_entered)] {
+            for (key, name) in [
+                ("scenario_completed", &when.scenario_completed),
+                ("scenario_entered", &when.scenario_entered),
+            ] {
                 if let Some(name) = name {
                     if !scenario_names.contains(name.as_str()) {
-                        issues.push(&format!("{rp}.when.{key}"), format!("no scenario named {name:?}"));
+                        issues.push(
+                            &format!("{rp}.when.{key}"),
+                            format!("no scenario named {name:?}"),
+                        );
                     }
                 }
             }
             if let Some(event) = &when.event {
                 if !events.contains(event.as_str()) {
-                    issues.push(&format!("{rp}.when.event"), format!("no scenario raises {event:?} (on_complete)"));
+                    issues.push(
+                        &format!("{rp}.when.event"),
+                        format!("no scenario raises {event:?} (on_complete)"),
+                    );
                 }
             }
             for (fi, field) in when.fields_collected.iter().enumerate() {
                 if !all_fields.contains(field.as_str()) {
-                    issues.push(&format!("{rp}.when.fields_collected[{fi}]"), format!("no scenario collects {field:?}"));
+                    issues.push(
+                        &format!("{rp}.when.fields_collected[{fi}]"),
+                        format!("no scenario collects {field:?}"),
+                    );
                 }
             }
         }
         if let Some(outcome) = &self.default_outcome {
             if !is_outcome_name(outcome) {
-                issues.push("default_outcome", "must be UPPER_SNAKE_CASE, e.g. INFO_ONLY");
+                issues.push(
+                    "default_outcome",
+                    "must be UPPER_SNAKE_CASE, e.g. INFO_ONLY",
+                );
             }
         }
     }
@@ -701,7 +804,12 @@ impl BotConfig {
 }
 
 fn single_issue(message: String) -> ConfigError {
-    ConfigError { issues: vec![ConfigIssue { path: String::new(), message }] }
+    ConfigError {
+        issues: vec![ConfigIssue {
+            path: String::new(),
+            message,
+        }],
+    }
 }
 
 fn yaml_to_json(text: &str) -> Result<Value, ConfigError> {
@@ -721,13 +829,18 @@ fn yaml_value_to_json(value: serde_yaml::Value) -> Result<Value, String> {
                 Value::from(i)
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f).map(Value::Number).ok_or("numbers must be finite")?
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or("numbers must be finite")?
             }
         }
         serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(items) => {
-            Value::Array(items.into_iter().map(yaml_value_to_json).collect::<Result<_, _>>()?)
-        }
+        serde_yaml::Value::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .map(yaml_value_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
         serde_yaml::Value::Mapping(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
@@ -783,8 +896,20 @@ silence_timeout_sec: 10
         let config = BotConfig::parse(SALON, ConfigFormat::Yaml).expect("seed config is valid");
         assert_eq!(config.language, "ru");
         assert_eq!(config.scenarios.len(), 2);
-        let kinds: Vec<FieldKind> = config.scenarios[0].collect_fields.iter().map(|f| f.kind()).collect();
-        assert_eq!(kinds, [FieldKind::Text, FieldKind::Date, FieldKind::Time, FieldKind::Phone]);
+        let kinds: Vec<FieldKind> = config.scenarios[0]
+            .collect_fields
+            .iter()
+            .map(|f| f.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                FieldKind::Text,
+                FieldKind::Date,
+                FieldKind::Time,
+                FieldKind::Phone
+            ]
+        );
         assert!(config.scenarios[1].use_knowledge_base);
         assert_eq!(config.max_turns, 20);
     }
@@ -891,9 +1016,18 @@ outcome_rules:
 
     #[test]
     fn media_types_pick_the_format() {
-        assert_eq!(ConfigFormat::from_media_type("application/json; charset=utf-8"), Some(ConfigFormat::Json));
-        assert_eq!(ConfigFormat::from_media_type("application/yaml"), Some(ConfigFormat::Yaml));
-        assert_eq!(ConfigFormat::from_media_type("text/x-yaml"), Some(ConfigFormat::Yaml));
+        assert_eq!(
+            ConfigFormat::from_media_type("application/json; charset=utf-8"),
+            Some(ConfigFormat::Json)
+        );
+        assert_eq!(
+            ConfigFormat::from_media_type("application/yaml"),
+            Some(ConfigFormat::Yaml)
+        );
+        assert_eq!(
+            ConfigFormat::from_media_type("text/x-yaml"),
+            Some(ConfigFormat::Yaml)
+        );
         assert_eq!(ConfigFormat::from_media_type("text/plain"), None);
     }
 }

@@ -137,6 +137,7 @@ pub struct CallRecord {
 impl CallRecord {
     /// Duration in whole seconds, once the call has ended.
     pub fn duration_sec(&self) -> Option<i64> {
-        self.ended_at.map(|end| ((end - self.started_at).max(0)) / 1000)
+        self.ended_at
+            .map(|end| ((end - self.started_at).max(0)) / 1000)
     }
 }

@@ -8,7 +8,7 @@ pub mod domain;
 pub mod ids;
 pub mod phone;
 pub mod scenario;
-pub mod text;
 pub mod secret;
+pub mod text;
 
 pub use config::{BotConfig, ConfigError, ConfigIssue};

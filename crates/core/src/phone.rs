@@ -34,7 +34,9 @@ pub fn normalize_phone(input: &str, region: Option<&str>) -> Option<String> {
 fn national_to_international(digits: &str, region: &str) -> Option<String> {
     match region.to_ascii_uppercase().as_str() {
         "RU" | "KZ" => match digits.len() {
-            11 if digits.starts_with('8') || digits.starts_with('7') => Some(format!("7{}", &digits[1..])),
+            11 if digits.starts_with('8') || digits.starts_with('7') => {
+                Some(format!("7{}", &digits[1..]))
+            }
             10 => Some(format!("7{digits}")),
             _ => None,
         },
@@ -57,7 +59,11 @@ mod tests {
 
     #[track_caller]
     fn check(input: &str, region: Option<&str>, expected: Option<&str>) {
-        assert_eq!(normalize_phone(input, region).as_deref(), expected, "input {input:?} region {region:?}");
+        assert_eq!(
+            normalize_phone(input, region).as_deref(),
+            expected,
+            "input {input:?} region {region:?}"
+        );
     }
 
     #[test]

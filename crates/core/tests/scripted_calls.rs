@@ -13,16 +13,25 @@ fn bots_dir() -> PathBuf {
 
 /// The bot's documents: `bots/docs/<bot file stem>/*.md|txt`.
 fn documents(bot_path: &Path) -> Vec<ScriptDocument> {
-    let (Some(dir), Some(stem)) = (bot_path.parent(), bot_path.file_stem()) else { return Vec::new() };
+    let (Some(dir), Some(stem)) = (bot_path.parent(), bot_path.file_stem()) else {
+        return Vec::new();
+    };
     let docs = dir.join("docs").join(stem);
     let mut out = Vec::new();
     if let Ok(entries) = fs::read_dir(&docs) {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
-            if matches!(path.extension().and_then(|e| e.to_str()), Some("md" | "txt")) {
+            if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("md" | "txt")
+            ) {
                 let text = fs::read_to_string(&path).expect("document is readable");
-                let source = path.file_name().and_then(|n| n.to_str()).unwrap_or("document").to_string();
+                let source = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("document")
+                    .to_string();
                 out.push(ScriptDocument { source, text });
             }
         }
@@ -49,10 +58,13 @@ fn every_scripted_call_passes() {
     let mut failed = Vec::new();
     for path in &scripts {
         let text = fs::read_to_string(path).expect("script is readable");
-        let mut script = CallScript::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut script =
+            CallScript::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let bot_path = script.bot_path(path).expect("script has a bot");
-        let bot_text = fs::read_to_string(&bot_path).unwrap_or_else(|e| panic!("{}: {e}", bot_path.display()));
-        let config = BotConfig::parse_any(&bot_text).unwrap_or_else(|e| panic!("{}: {e}", bot_path.display()));
+        let bot_text =
+            fs::read_to_string(&bot_path).unwrap_or_else(|e| panic!("{}: {e}", bot_path.display()));
+        let config = BotConfig::parse_any(&bot_text)
+            .unwrap_or_else(|e| panic!("{}: {e}", bot_path.display()));
         if script.knowledge.is_empty() {
             script.knowledge = documents(&bot_path);
         }
@@ -75,7 +87,17 @@ fn every_scripted_call_passes() {
             failed.push(text);
         }
     }
-    assert!(failed.is_empty(), "{} of {} scripts failed:\n{}", failed.len(), scripts.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} scripts failed:\n{}",
+        failed.len(),
+        scripts.len(),
+        failed.join("\n")
+    );
     // The issue asks for at least 30 conversations across the three shipped bots.
-    assert!(scripts.len() >= 30, "expected at least 30 scripts, found {}", scripts.len());
+    assert!(
+        scripts.len() >= 30,
+        "expected at least 30 scripts, found {}",
+        scripts.len()
+    );
 }

@@ -39,7 +39,9 @@ pub struct FileQueue {
 
 impl std::fmt::Debug for FileQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileQueue").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("FileQueue")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +62,9 @@ impl FileQueue {
             for line in BufReader::new(f).lines() {
                 let line = line?;
                 // A torn last line (crash mid-write) was never acknowledged to the pusher.
-                let Ok(entry) = serde_json::from_str::<Entry>(&line) else { continue };
+                let Ok(entry) = serde_json::from_str::<Entry>(&line) else {
+                    continue;
+                };
                 if !acked.contains(&entry.id) {
                     pending.insert(entry.id, entry.record);
                 }
@@ -71,7 +75,13 @@ impl FileQueue {
         {
             let mut out = File::create(&tmp)?;
             for (id, record) in &pending {
-                serde_json::to_writer(&mut out, &Entry { id: id.clone(), record: record.clone() })?;
+                serde_json::to_writer(
+                    &mut out,
+                    &Entry {
+                        id: id.clone(),
+                        record: record.clone(),
+                    },
+                )?;
                 out.write_all(b"\n")?;
             }
             out.sync_all()?;
@@ -79,9 +89,19 @@ impl FileQueue {
         std::fs::rename(&tmp, dir.join(LOG))?;
         let acks = File::create(dir.join(ACKS))?;
         let log = OpenOptions::new().append(true).open(dir.join(LOG))?;
-        let next_seq = pending.keys().last().and_then(|id| id.parse::<u64>().ok()).map_or(0, |n| n + 1);
+        let next_seq = pending
+            .keys()
+            .last()
+            .and_then(|id| id.parse::<u64>().ok())
+            .map_or(0, |n| n + 1);
         Ok(FileQueue {
-            state: Mutex::new(State { pending, taken: HashMap::new(), next_seq, log, acks }),
+            state: Mutex::new(State {
+                pending,
+                taken: HashMap::new(),
+                next_seq,
+                log,
+                acks,
+            }),
             pushed: Notify::new(),
             dir: dir.to_path_buf(),
         })
@@ -104,7 +124,10 @@ impl PostCallQueue for FileQueue {
             let mut state = self.state();
             let id = format!("{:020}", state.next_seq);
             state.next_seq += 1;
-            let mut line = serde_json::to_vec(&Entry { id: id.clone(), record: record.clone() })?;
+            let mut line = serde_json::to_vec(&Entry {
+                id: id.clone(),
+                record: record.clone(),
+            })?;
             line.push(b'\n');
             state.log.write_all(&line)?;
             state.log.sync_data()?;
@@ -123,7 +146,11 @@ impl PostCallQueue for FileQueue {
             notified.as_mut().enable();
             {
                 let mut state = self.state();
-                let next = state.pending.iter().find(|(id, _)| !state.taken.contains_key(*id)).map(|(id, r)| (id.clone(), r.clone()));
+                let next = state
+                    .pending
+                    .iter()
+                    .find(|(id, _)| !state.taken.contains_key(*id))
+                    .map(|(id, r)| (id.clone(), r.clone()));
                 if let Some((id, record)) = next {
                     state.taken.insert(id.clone(), Instant::now());
                     return Ok(Some(QueuedRecord { id, record }));
@@ -149,13 +176,20 @@ impl PostCallQueue for FileQueue {
     async fn reclaim(&self, _consumer: &str, idle: Duration) -> Result<Vec<QueuedRecord>> {
         let now = Instant::now();
         let mut state = self.state();
-        let stale: Vec<String> =
-            state.taken.iter().filter(|(_, at)| now.duration_since(**at) >= idle).map(|(id, _)| id.clone()).collect();
+        let stale: Vec<String> = state
+            .taken
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut out = Vec::new();
         for id in stale {
             state.taken.insert(id.clone(), now);
             if let Some(record) = state.pending.get(&id) {
-                out.push(QueuedRecord { id, record: record.clone() });
+                out.push(QueuedRecord {
+                    id,
+                    record: record.clone(),
+                });
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -43,7 +43,10 @@ impl FleetBus for MemoryBus {
     async fn heartbeat(&self, status: &WorkerStatus, ttl: Duration) -> Result<()> {
         let mut state = self.state();
         state.known.insert(status.worker_id.clone());
-        state.workers.insert(status.worker_id.clone(), (status.clone(), Instant::now() + ttl));
+        state.workers.insert(
+            status.worker_id.clone(),
+            (status.clone(), Instant::now() + ttl),
+        );
         Ok(())
     }
 
@@ -54,8 +57,13 @@ impl FleetBus for MemoryBus {
 
     async fn live_workers(&self) -> Result<Vec<WorkerStatus>> {
         let now = Instant::now();
-        let mut live: Vec<WorkerStatus> =
-            self.state().workers.values().filter(|(_, expires)| *expires > now).map(|(s, _)| s.clone()).collect();
+        let mut live: Vec<WorkerStatus> = self
+            .state()
+            .workers
+            .values()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(s, _)| s.clone())
+            .collect();
         live.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(live)
     }
@@ -79,7 +87,9 @@ impl FleetBus for MemoryBus {
         match state.claims.get(key) {
             Some((_, expires)) if *expires > now => Ok(false),
             _ => {
-                state.claims.insert(key.to_string(), (owner.to_string(), now + ttl));
+                state
+                    .claims
+                    .insert(key.to_string(), (owner.to_string(), now + ttl));
                 Ok(true)
             }
         }
@@ -87,7 +97,11 @@ impl FleetBus for MemoryBus {
 
     async fn release(&self, key: &str, owner: &str) -> Result<()> {
         let mut state = self.state();
-        if state.claims.get(key).is_some_and(|(held_by, _)| held_by == owner) {
+        if state
+            .claims
+            .get(key)
+            .is_some_and(|(held_by, _)| held_by == owner)
+        {
             state.claims.remove(key);
         }
         Ok(())
@@ -96,8 +110,16 @@ impl FleetBus for MemoryBus {
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()> {
         {
             let mut state = self.state();
-            state.assigned.entry(worker_id.to_string()).or_default().insert(job.call_id.clone(), job.clone());
-            state.queues.entry(worker_id.to_string()).or_default().push_back(job.clone());
+            state
+                .assigned
+                .entry(worker_id.to_string())
+                .or_default()
+                .insert(job.call_id.clone(), job.clone());
+            state
+                .queues
+                .entry(worker_id.to_string())
+                .or_default()
+                .push_back(job.clone());
         }
         self.job_queued.notify_waiters();
         Ok(())
@@ -110,7 +132,12 @@ impl FleetBus for MemoryBus {
             let notified = self.job_queued.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(job) = self.state().queues.get_mut(worker_id).and_then(VecDeque::pop_front) {
+            if let Some(job) = self
+                .state()
+                .queues
+                .get_mut(worker_id)
+                .and_then(VecDeque::pop_front)
+            {
                 check_version(job.v)?;
                 return Ok(Some(job));
             }
@@ -128,16 +155,29 @@ impl FleetBus for MemoryBus {
     }
 
     async fn jobs_of(&self, worker_id: &str) -> Result<Vec<Job>> {
-        Ok(self.state().assigned.get(worker_id).map(|jobs| jobs.values().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .state()
+            .assigned
+            .get(worker_id)
+            .map(|jobs| jobs.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()> {
-        self.state().checkpoints.insert(checkpoint.call_id.clone(), (checkpoint.clone(), Instant::now() + ttl));
+        self.state().checkpoints.insert(
+            checkpoint.call_id.clone(),
+            (checkpoint.clone(), Instant::now() + ttl),
+        );
         Ok(())
     }
 
     async fn load_checkpoint(&self, call_id: &str) -> Result<Option<Checkpoint>> {
         let now = Instant::now();
-        Ok(self.state().checkpoints.get(call_id).filter(|(_, expires)| *expires > now).map(|(c, _)| c.clone()))
+        Ok(self
+            .state()
+            .checkpoints
+            .get(call_id)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(c, _)| c.clone()))
     }
 }

@@ -14,7 +14,9 @@ use crate::messages::{Checkpoint, Job, WorkerStatus};
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
+};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -29,7 +31,9 @@ async fn connections(url: &str) -> Result<(Client, ConnectionManager)> {
 /// separate so a blocked read never stalls other commands.
 async fn blocking_connection(client: &Client) -> Result<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    Ok(client.get_multiplexed_async_connection_with_config(&config).await?)
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -48,7 +52,11 @@ impl RedisBus {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBus> {
         let (client, conn) = connections(url).await?;
         let blocking = Mutex::new(blocking_connection(&client).await?);
-        Ok(RedisBus { conn, blocking, prefix: prefix.to_string() })
+        Ok(RedisBus {
+            conn,
+            blocking,
+            prefix: prefix.to_string(),
+        })
     }
 
     fn key(&self, rest: &str) -> String {
@@ -87,8 +95,12 @@ impl FleetBus for RedisBus {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.key(&format!("worker:{id}"))).collect();
-        let bodies: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.key(&format!("worker:{id}")))
+            .collect();
+        let bodies: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         let mut live = Vec::new();
         for body in bodies.into_iter().flatten() {
             let status: WorkerStatus = serde_json::from_str(&body)?;
@@ -141,7 +153,11 @@ impl FleetBus for RedisBus {
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
         );
         let mut conn = self.conn.clone();
-        let _: i64 = script.key(self.key(&format!("claim:{key}"))).arg(owner).invoke_async(&mut conn).await?;
+        let _: i64 = script
+            .key(self.key(&format!("claim:{key}")))
+            .arg(owner)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -151,7 +167,11 @@ impl FleetBus for RedisBus {
         // Both in one MULTI: a job is never queued without being recorded as the worker's.
         redis::pipe()
             .atomic()
-            .hset(self.key(&format!("worker:{worker_id}:jobs")), &job.call_id, &body)
+            .hset(
+                self.key(&format!("worker:{worker_id}:jobs")),
+                &job.call_id,
+                &body,
+            )
             .ignore()
             .lpush(self.key(&format!("worker:{worker_id}:queue")), &body)
             .ignore()
@@ -163,8 +183,9 @@ impl FleetBus for RedisBus {
     async fn next_job(&self, worker_id: &str, wait: Duration) -> Result<Option<Job>> {
         let mut conn = self.blocking.lock().await;
         let secs = wait.as_secs_f64().max(0.01);
-        let popped: Option<(String, String)> =
-            conn.brpop(self.key(&format!("worker:{worker_id}:queue")), secs).await?;
+        let popped: Option<(String, String)> = conn
+            .brpop(self.key(&format!("worker:{worker_id}:queue")), secs)
+            .await?;
         match popped {
             Some((_, body)) => {
                 let job: Job = serde_json::from_str(&body)?;
@@ -177,14 +198,21 @@ impl FleetBus for RedisBus {
 
     async fn finish_job(&self, worker_id: &str, call_id: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: () = conn.hdel(self.key(&format!("worker:{worker_id}:jobs")), call_id).await?;
+        let _: () = conn
+            .hdel(self.key(&format!("worker:{worker_id}:jobs")), call_id)
+            .await?;
         Ok(())
     }
 
     async fn jobs_of(&self, worker_id: &str) -> Result<Vec<Job>> {
         let mut conn = self.conn.clone();
-        let bodies: Vec<String> = conn.hvals(self.key(&format!("worker:{worker_id}:jobs"))).await?;
-        let mut jobs = bodies.iter().map(|b| serde_json::from_str::<Job>(b)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let bodies: Vec<String> = conn
+            .hvals(self.key(&format!("worker:{worker_id}:jobs")))
+            .await?;
+        let mut jobs = bodies
+            .iter()
+            .map(|b| serde_json::from_str::<Job>(b))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         jobs.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         Ok(jobs)
     }
@@ -230,7 +258,8 @@ impl RedisQueue {
         let (client, mut conn) = connections(url).await?;
         let stream = format!("{prefix}postcall");
         let group = "postcall".to_string();
-        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&stream, &group, "0").await;
+        let created: redis::RedisResult<()> =
+            conn.xgroup_create_mkstream(&stream, &group, "0").await;
         if let Err(e) = created {
             // The group already existing is the normal case after the first start.
             if e.code() != Some("BUSYGROUP") {
@@ -238,12 +267,20 @@ impl RedisQueue {
             }
         }
         let blocking = Mutex::new(blocking_connection(&client).await?);
-        Ok(RedisQueue { conn, blocking, stream, group })
+        Ok(RedisQueue {
+            conn,
+            blocking,
+            stream,
+            group,
+        })
     }
 
     fn decode(id: &redis::streams::StreamId) -> Result<QueuedRecord> {
         let body: String = id.get("record").unwrap_or_default();
-        Ok(QueuedRecord { id: id.id.clone(), record: serde_json::from_str(&body)? })
+        Ok(QueuedRecord {
+            id: id.id.clone(),
+            record: serde_json::from_str(&body)?,
+        })
     }
 }
 
@@ -258,8 +295,13 @@ impl PostCallQueue for RedisQueue {
 
     async fn pop(&self, consumer: &str, wait: Duration) -> Result<Option<QueuedRecord>> {
         let mut conn = self.blocking.lock().await;
-        let options = StreamReadOptions::default().group(&self.group, consumer).count(1).block(millis(wait) as usize);
-        let reply: Option<StreamReadReply> = conn.xread_options(&[&self.stream], &[">"], &options).await?;
+        let options = StreamReadOptions::default()
+            .group(&self.group, consumer)
+            .count(1)
+            .block(millis(wait) as usize);
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&[&self.stream], &[">"], &options)
+            .await?;
         let Some(reply) = reply else { return Ok(None) };
         match reply.keys.first().and_then(|k| k.ids.first()) {
             Some(entry) => Ok(Some(Self::decode(entry)?)),
@@ -276,7 +318,14 @@ impl PostCallQueue for RedisQueue {
     async fn reclaim(&self, consumer: &str, idle: Duration) -> Result<Vec<QueuedRecord>> {
         let mut conn = self.conn.clone();
         let reply: StreamAutoClaimReply = conn
-            .xautoclaim_options(&self.stream, &self.group, consumer, millis(idle), "0-0", StreamAutoClaimOptions::default().count(100))
+            .xautoclaim_options(
+                &self.stream,
+                &self.group,
+                consumer,
+                millis(idle),
+                "0-0",
+                StreamAutoClaimOptions::default().count(100),
+            )
             .await?;
         reply.claimed.iter().map(Self::decode).collect()
     }

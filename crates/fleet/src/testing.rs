@@ -11,7 +11,9 @@ pub const REDIS_ENV: &str = "CALLFLEET_TEST_REDIS_URL";
 pub fn redis_url() -> Option<String> {
     match std::env::var(REDIS_ENV) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("{REDIS_ENV} is not set under CI: the Redis half of the suite cannot run"),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{REDIS_ENV} is not set under CI: the Redis half of the suite cannot run")
+        }
         _ => {
             eprintln!("note: {REDIS_ENV} unset; testing the in-process bus only");
             None
@@ -22,15 +24,25 @@ pub fn redis_url() -> Option<String> {
 pub fn unique_prefix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("cftest:{}:{nanos}:{}:", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "cftest:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// `("memory", bus)` and, when available, `("redis", bus)`.
 pub async fn test_buses() -> Vec<(&'static str, Arc<dyn FleetBus>)> {
-    let mut out: Vec<(&'static str, Arc<dyn FleetBus>)> = vec![("memory", Arc::new(MemoryBus::new()))];
+    let mut out: Vec<(&'static str, Arc<dyn FleetBus>)> =
+        vec![("memory", Arc::new(MemoryBus::new()))];
     if let Some(url) = redis_url() {
-        let bus = RedisBus::connect(&url, &unique_prefix()).await.expect("connect to test Redis");
+        let bus = RedisBus::connect(&url, &unique_prefix())
+            .await
+            .expect("connect to test Redis");
         out.push(("redis", Arc::new(bus)));
     }
     out
@@ -39,5 +51,9 @@ pub async fn test_buses() -> Vec<(&'static str, Arc<dyn FleetBus>)> {
 /// A Redis post-call queue under a fresh prefix, when Redis is available.
 pub async fn redis_queue() -> Option<Arc<dyn PostCallQueue>> {
     let url = redis_url()?;
-    Some(Arc::new(RedisQueue::connect(&url, &unique_prefix()).await.expect("connect to test Redis")))
+    Some(Arc::new(
+        RedisQueue::connect(&url, &unique_prefix())
+            .await
+            .expect("connect to test Redis"),
+    ))
 }

@@ -62,15 +62,29 @@ fn record(id: &str) -> CallRecord {
 #[tokio::test]
 async fn heartbeats_expire_and_dead_workers_stay_known() {
     for (name, bus) in test_buses().await {
-        bus.heartbeat(&status("w1", 1), Duration::from_secs(30)).await.unwrap();
-        bus.heartbeat(&status("w2", 2), Duration::from_millis(100)).await.unwrap();
-        let live: Vec<String> = bus.live_workers().await.unwrap().into_iter().map(|w| w.worker_id).collect();
+        bus.heartbeat(&status("w1", 1), Duration::from_secs(30))
+            .await
+            .unwrap();
+        bus.heartbeat(&status("w2", 2), Duration::from_millis(100))
+            .await
+            .unwrap();
+        let live: Vec<String> = bus
+            .live_workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.worker_id)
+            .collect();
         assert_eq!(live, ["w1", "w2"], "{name}");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let live = bus.live_workers().await.unwrap();
         assert_eq!(live.len(), 1, "{name}: w2's beat expired");
         assert_eq!(live[0].active_calls, 1);
-        assert_eq!(bus.known_workers().await.unwrap(), ["w1", "w2"], "{name}: a dead worker is still known");
+        assert_eq!(
+            bus.known_workers().await.unwrap(),
+            ["w1", "w2"],
+            "{name}: a dead worker is still known"
+        );
         bus.forget_worker("w2").await.unwrap();
         assert_eq!(bus.known_workers().await.unwrap(), ["w1"], "{name}");
         bus.deregister("w1").await.unwrap();
@@ -81,32 +95,94 @@ async fn heartbeats_expire_and_dead_workers_stay_known() {
 #[tokio::test]
 async fn a_claim_has_one_owner_until_it_expires() {
     for (name, bus) in test_buses().await {
-        assert!(bus.claim("room:r1", "dispatcher-a", Duration::from_millis(150)).await.unwrap(), "{name}");
-        assert!(!bus.claim("room:r1", "dispatcher-b", Duration::from_millis(150)).await.unwrap(), "{name}");
-        assert!(bus.claim("room:r2", "dispatcher-b", Duration::from_secs(5)).await.unwrap(), "{name}");
+        assert!(
+            bus.claim("room:r1", "dispatcher-a", Duration::from_millis(150))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !bus.claim("room:r1", "dispatcher-b", Duration::from_millis(150))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            bus.claim("room:r2", "dispatcher-b", Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{name}"
+        );
         bus.release("room:r2", "dispatcher-a").await.unwrap();
-        assert!(!bus.claim("room:r2", "dispatcher-a", Duration::from_secs(5)).await.unwrap(), "{name}: only the owner releases");
+        assert!(
+            !bus.claim("room:r2", "dispatcher-a", Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{name}: only the owner releases"
+        );
         bus.release("room:r2", "dispatcher-b").await.unwrap();
-        assert!(bus.claim("room:r2", "dispatcher-a", Duration::from_secs(5)).await.unwrap(), "{name}: released");
+        assert!(
+            bus.claim("room:r2", "dispatcher-a", Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{name}: released"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(bus.claim("room:r1", "dispatcher-b", Duration::from_secs(5)).await.unwrap(), "{name}: expired");
+        assert!(
+            bus.claim("room:r1", "dispatcher-b", Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{name}: expired"
+        );
     }
 }
 
 #[tokio::test]
 async fn jobs_are_queued_taken_and_held_until_finished() {
     for (name, bus) in test_buses().await {
-        assert_eq!(bus.next_job("w1", Duration::from_millis(50)).await.unwrap(), None, "{name}");
+        assert_eq!(
+            bus.next_job("w1", Duration::from_millis(50)).await.unwrap(),
+            None,
+            "{name}"
+        );
         bus.assign("w1", &job("c1")).await.unwrap();
         bus.assign("w1", &job("c2")).await.unwrap();
         bus.assign("w2", &job("c3")).await.unwrap();
-        assert_eq!(bus.next_job("w1", Duration::from_secs(1)).await.unwrap(), Some(job("c1")), "{name}: in order");
-        assert_eq!(bus.next_job("w1", Duration::from_secs(1)).await.unwrap(), Some(job("c2")), "{name}");
-        assert_eq!(bus.next_job("w1", Duration::from_millis(50)).await.unwrap(), None, "{name}");
-        let held: Vec<String> = bus.jobs_of("w1").await.unwrap().into_iter().map(|j| j.call_id).collect();
-        assert_eq!(held, ["c1", "c2"], "{name}: taken jobs are held until finished");
+        assert_eq!(
+            bus.next_job("w1", Duration::from_secs(1)).await.unwrap(),
+            Some(job("c1")),
+            "{name}: in order"
+        );
+        assert_eq!(
+            bus.next_job("w1", Duration::from_secs(1)).await.unwrap(),
+            Some(job("c2")),
+            "{name}"
+        );
+        assert_eq!(
+            bus.next_job("w1", Duration::from_millis(50)).await.unwrap(),
+            None,
+            "{name}"
+        );
+        let held: Vec<String> = bus
+            .jobs_of("w1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.call_id)
+            .collect();
+        assert_eq!(
+            held,
+            ["c1", "c2"],
+            "{name}: taken jobs are held until finished"
+        );
         bus.finish_job("w1", "c1").await.unwrap();
-        let held: Vec<String> = bus.jobs_of("w1").await.unwrap().into_iter().map(|j| j.call_id).collect();
+        let held: Vec<String> = bus
+            .jobs_of("w1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.call_id)
+            .collect();
         assert_eq!(held, ["c2"], "{name}");
     }
 }
@@ -120,7 +196,11 @@ async fn a_waiting_worker_wakes_for_a_new_job() {
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         bus.assign("w9", &job("c9")).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woke").unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woke")
+            .unwrap()
+            .unwrap();
         assert_eq!(got, Some(job("c9")), "{name}");
     }
 }
@@ -129,8 +209,16 @@ async fn a_waiting_worker_wakes_for_a_new_job() {
 async fn checkpoints_round_trip() {
     for (name, bus) in test_buses().await {
         assert_eq!(bus.load_checkpoint("c1").await.unwrap(), None, "{name}");
-        let cp = Checkpoint { v: MESSAGE_VERSION, call_id: "c1".into(), engine: serde_json::json!({"fields": {"date": "2026-11-24"}}), turns: 3, at: 5 };
-        bus.save_checkpoint(&cp, Duration::from_secs(60)).await.unwrap();
+        let cp = Checkpoint {
+            v: MESSAGE_VERSION,
+            call_id: "c1".into(),
+            engine: serde_json::json!({"fields": {"date": "2026-11-24"}}),
+            turns: 3,
+            at: 5,
+        };
+        bus.save_checkpoint(&cp, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(bus.load_checkpoint("c1").await.unwrap(), Some(cp), "{name}");
     }
 }
@@ -141,29 +229,68 @@ async fn newer_messages_are_refused_not_misread() {
         let mut future = job("c1");
         future.v = MESSAGE_VERSION + 1;
         bus.assign("w1", &future).await.unwrap();
-        let err = bus.next_job("w1", Duration::from_secs(1)).await.unwrap_err();
+        let err = bus
+            .next_job("w1", Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("newer"), "{name}: {err}");
     }
 }
 
 async fn queue_suite(name: &str, queue: &dyn PostCallQueue) {
-    assert!(queue.pop("c1", Duration::from_millis(50)).await.unwrap().is_none(), "{name}");
+    assert!(
+        queue
+            .pop("c1", Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none(),
+        "{name}"
+    );
     queue.push(&record("call_1")).await.unwrap();
     queue.push(&record("call_2")).await.unwrap();
-    let first = queue.pop("c1", Duration::from_secs(1)).await.unwrap().expect("first");
+    let first = queue
+        .pop("c1", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("first");
     assert_eq!(first.record.id, "call_1", "{name}");
-    let second = queue.pop("c1", Duration::from_secs(1)).await.unwrap().expect("second");
+    let second = queue
+        .pop("c1", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("second");
     assert_eq!(second.record.id, "call_2", "{name}");
-    assert!(queue.pop("c1", Duration::from_millis(50)).await.unwrap().is_none(), "{name}: taken records are not handed out twice");
+    assert!(
+        queue
+            .pop("c1", Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none(),
+        "{name}: taken records are not handed out twice"
+    );
     queue.ack(&first.id).await.unwrap();
     // call_2 was taken and never acked: its consumer "died"; another reclaims it.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let reclaimed = queue.reclaim("c2", Duration::from_millis(100)).await.unwrap();
+    let reclaimed = queue
+        .reclaim("c2", Duration::from_millis(100))
+        .await
+        .unwrap();
     let ids: Vec<&str> = reclaimed.iter().map(|r| r.record.id.as_str()).collect();
-    assert_eq!(ids, ["call_2"], "{name}: only the unacked record comes back");
+    assert_eq!(
+        ids,
+        ["call_2"],
+        "{name}: only the unacked record comes back"
+    );
     queue.ack(&reclaimed[0].id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(queue.reclaim("c2", Duration::from_millis(100)).await.unwrap().is_empty(), "{name}");
+    assert!(
+        queue
+            .reclaim("c2", Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{name}"
+    );
 }
 
 #[tokio::test]
@@ -183,16 +310,35 @@ async fn the_file_queue_survives_a_restart() {
         let queue = FileQueue::open(dir.path()).unwrap();
         queue.push(&record("call_1")).await.unwrap();
         queue.push(&record("call_2")).await.unwrap();
-        let taken = queue.pop("c", Duration::from_secs(1)).await.unwrap().unwrap();
+        let taken = queue
+            .pop("c", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
         queue.ack(&taken.id).await.unwrap();
-        queue.pop("c", Duration::from_secs(1)).await.unwrap().unwrap(); // taken, never acked: crash
+        queue
+            .pop("c", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap(); // taken, never acked: crash
     }
     let queue = FileQueue::open(dir.path()).unwrap();
     assert_eq!(queue.pending_len(), 1);
-    let again = queue.pop("c", Duration::from_secs(1)).await.unwrap().unwrap();
-    assert_eq!(again.record.id, "call_2", "an unacked record is delivered again after a restart");
+    let again = queue
+        .pop("c", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.record.id, "call_2",
+        "an unacked record is delivered again after a restart"
+    );
     queue.push(&record("call_3")).await.unwrap();
-    let next = queue.pop("c", Duration::from_secs(1)).await.unwrap().unwrap();
+    let next = queue
+        .pop("c", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.record.id, "call_3");
     assert!(next.id > again.id, "ids keep increasing across restarts");
 }

@@ -7,7 +7,10 @@
 //! Run through `scripts/bench-knowledge`.
 
 use callfleet_core::config::BotConfig;
-use callfleet_knowledge::{ChunkRecord, EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService, VectorIndex};
+use callfleet_knowledge::{
+    ChunkRecord, EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService,
+    VectorIndex,
+};
 use callfleet_store::{NewBot, NewCompany, Store};
 use lopdf::content::{Content, Operation};
 use lopdf::{dictionary, Document, Object, Stream};
@@ -27,7 +30,9 @@ struct Words {
 
 impl Words {
     fn new(seed: u64) -> Words {
-        let syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "de", "po", "ze", "bu"];
+        let syllables = [
+            "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "de", "po", "ze", "bu",
+        ];
         let mut vocabulary = Vec::new();
         'outer: for a in syllables {
             for b in syllables {
@@ -39,10 +44,16 @@ impl Words {
                 }
             }
         }
-        Words { state: seed, vocabulary }
+        Words {
+            state: seed,
+            vocabulary,
+        }
     }
     fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.state = self
+            .state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.state >> 33
     }
     fn word(&mut self) -> &str {
@@ -62,18 +73,33 @@ impl Words {
 fn pdf(pages: usize, words: &mut Words) -> Vec<u8> {
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
-    let font_id = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
+    let font_id = doc.add_object(
+        dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" },
+    );
     let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
     let mut kids = Vec::new();
     for _ in 0..pages {
-        let mut ops = vec![Operation::new("BT", vec![]), Operation::new("Tf", vec!["F1".into(), 10.into()]), Operation::new("TL", vec![12.into()]), Operation::new("Td", vec![40.into(), 800.into()])];
+        let mut ops = vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 10.into()]),
+            Operation::new("TL", vec![12.into()]),
+            Operation::new("Td", vec![40.into(), 800.into()]),
+        ];
         for _ in 0..45 {
-            ops.push(Operation::new("Tj", vec![Object::string_literal(words.sentence(10))]));
+            ops.push(Operation::new(
+                "Tj",
+                vec![Object::string_literal(words.sentence(10))],
+            ));
             ops.push(Operation::new("T*", vec![]));
         }
         ops.push(Operation::new("ET", vec![]));
-        let content_id = doc.add_object(Stream::new(dictionary! {}, Content { operations: ops }.encode().expect("content")));
-        kids.push(Object::from(doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id })));
+        let content_id = doc.add_object(Stream::new(
+            dictionary! {},
+            Content { operations: ops }.encode().expect("content"),
+        ));
+        kids.push(Object::from(doc.add_object(
+            dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id },
+        )));
     }
     let count = kids.len() as i64;
     doc.objects.insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()] }));
@@ -86,7 +112,11 @@ fn pdf(pages: usize, words: &mut Words) -> Vec<u8> {
 
 async fn tenant(store: &Store) -> (String, Vec<String>) {
     let company = store
-        .create_company(NewCompany { name: "Bench".into(), timezone: "UTC".into(), max_concurrent_calls: 10 })
+        .create_company(NewCompany {
+            name: "Bench".into(),
+            timezone: "UTC".into(),
+            max_concurrent_calls: 10,
+        })
         .await
         .expect("company")
         .id;
@@ -94,7 +124,13 @@ async fn tenant(store: &Store) -> (String, Vec<String>) {
     let config = BotConfig::parse_any(text).expect("config");
     let mut bots = Vec::new();
     for name in ["bench", "neighbour"] {
-        let new = NewBot { company_id: &company, name, config: &config, source_text: text, source_format: "yaml" };
+        let new = NewBot {
+            company_id: &company,
+            name,
+            config: &config,
+            source_text: text,
+            source_format: "yaml",
+        };
         bots.push(store.create_bot(new).await.expect("bot").0.id);
     }
     (company, bots)
@@ -122,11 +158,20 @@ async fn ingestion(pages: usize) {
         let db = callfleet_store::testing::sqlite().await;
         let dir = tempfile::tempdir().expect("dir");
         let index = Arc::new(EdgeIndex::open(dir.path(), embedder.dimension()).expect("index"));
-        let service = KnowledgeService::new(db.store.clone(), index, embedder, KnowledgeConfig::default()).expect("service");
+        let service = KnowledgeService::new(
+            db.store.clone(),
+            index,
+            embedder,
+            KnowledgeConfig::default(),
+        )
+        .expect("service");
         let (company, bots) = tenant(&db.store).await;
         let bytes = pdf(pages, &mut Words::new(7));
         let started = Instant::now();
-        let doc = service.upload(&company, &bots[0], "bench.pdf", bytes).await.expect("upload");
+        let doc = service
+            .upload(&company, &bots[0], "bench.pdf", bytes)
+            .await
+            .expect("upload");
         let parsed = started.elapsed();
         let doc = service.wait_indexed(&doc.id).await.expect("indexed");
         let total = started.elapsed();
@@ -161,14 +206,20 @@ async fn search(size: usize, queries: usize) {
                     document_id: format!("doc_{}", i / 100),
                     source: format!("doc_{}.pdf", i / 100),
                     ordinal: i as u32,
-                    text: (0..4).map(|_| words.sentence(12)).collect::<Vec<_>>().join(" "),
+                    text: (0..4)
+                        .map(|_| words.sentence(12))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     page: Some((i % 100) as u32 + 1),
                     heading: None,
                 })
                 .collect();
             let texts: Vec<String> = batch.iter().map(|r| r.text.clone()).collect();
             let vectors = hashing.embed(&texts).await.expect("embed");
-            index.upsert(batch.into_iter().zip(vectors).collect()).await.expect("upsert");
+            index
+                .upsert(batch.into_iter().zip(vectors).collect())
+                .await
+                .expect("upsert");
             done += 1000;
         }
     }
@@ -176,14 +227,31 @@ async fn search(size: usize, queries: usize) {
     let started = Instant::now();
     index.optimize().await.expect("optimize");
     let optimized = started.elapsed();
-    println!("index [{size} chunks + {} beside]: insert {:.1} s, HNSW build {:.1} s", size / 10, inserted.as_secs_f64(), optimized.as_secs_f64());
+    println!(
+        "index [{size} chunks + {} beside]: insert {:.1} s, HNSW build {:.1} s",
+        size / 10,
+        inserted.as_secs_f64(),
+        optimized.as_secs_f64()
+    );
 
-    let service = KnowledgeService::new(db.store.clone(), index.clone(), Arc::new(hashing.clone()), KnowledgeConfig::default()).expect("service");
+    let service = KnowledgeService::new(
+        db.store.clone(),
+        index.clone(),
+        Arc::new(hashing.clone()),
+        KnowledgeConfig::default(),
+    )
+    .expect("service");
     let questions: Vec<String> = (0..queries).map(|_| words.sentence(6)).collect();
     let vectors = hashing.embed(&questions).await.expect("embed");
     let started = Instant::now();
-    service.search(&bots[0], &questions[0], 5).await.expect("warm-up"); // builds the bot's BM25 index
-    println!("  first search (builds the keyword index from the vector index): {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    service
+        .search(&bots[0], &questions[0], 5)
+        .await
+        .expect("warm-up"); // builds the bot's BM25 index
+    println!(
+        "  first search (builds the keyword index from the vector index): {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
 
     let mut vector_only = Vec::new();
     for v in &vectors {
@@ -217,13 +285,23 @@ async fn query_embedding(queries: usize) {
             embedder.embed(&q).await.expect("embed");
             samples.push(t.elapsed());
         }
-        println!("query embedding [{name}]: p50 {:.2} ms p95 {:.2} ms", percentile(&mut samples, 0.5), percentile(&mut samples, 0.95));
+        println!(
+            "query embedding [{name}]: p50 {:.2} ms p95 {:.2} ms",
+            percentile(&mut samples, 0.5),
+            percentile(&mut samples, 0.95)
+        );
     }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let sizes: Vec<usize> = env_or("BENCH_SIZES", "10000,100000").split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sizes: Vec<usize> = env_or("BENCH_SIZES", "10000,100000")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let queries: usize = env_or("BENCH_QUERIES", "300").parse().unwrap_or(300);
     let pages: usize = env_or("BENCH_PAGES", "40").parse().unwrap_or(40);
     runtime.block_on(async {

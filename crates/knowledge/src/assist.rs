@@ -13,7 +13,10 @@ pub struct BotKnowledge {
 
 impl BotKnowledge {
     pub fn new(service: KnowledgeService, bot_id: impl Into<String>) -> Self {
-        BotKnowledge { service, bot_id: bot_id.into() }
+        BotKnowledge {
+            service,
+            bot_id: bot_id.into(),
+        }
     }
 }
 
@@ -29,9 +32,17 @@ pub fn citation(hit: &SearchHit) -> String {
 }
 
 impl KnowledgeSearch for BotKnowledge {
-    fn search<'a>(&'a self, query: &'a str, top_k: usize) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        top_k: usize,
+    ) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
         Box::pin(async move {
-            let hits = self.service.search(&self.bot_id, query, top_k).await.map_err(|e| AssistError(e.to_string()))?;
+            let hits = self
+                .service
+                .search(&self.bot_id, query, top_k)
+                .await
+                .map_err(|e| AssistError(e.to_string()))?;
             Ok(hits
                 .iter()
                 .map(|hit| KnowledgeChunk {

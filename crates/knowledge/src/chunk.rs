@@ -15,7 +15,10 @@ pub struct ChunkConfig {
 
 impl Default for ChunkConfig {
     fn default() -> Self {
-        ChunkConfig { max_tokens: 500, overlap_tokens: 50 }
+        ChunkConfig {
+            max_tokens: 500,
+            overlap_tokens: 50,
+        }
     }
 }
 
@@ -45,8 +48,13 @@ pub fn sentences(paragraph: &str) -> Vec<&str> {
             continue;
         }
         let next_is_space = chars.get(i + 1).is_some_and(|(_, n)| n.is_whitespace());
-        let after = chars[i + 1..].iter().find(|(_, n)| !n.is_whitespace()).map(|&(_, n)| n);
-        let starts_new = after.is_some_and(|n| n.is_uppercase() || n.is_ascii_digit() || matches!(n, '"' | '«' | '(' | '-' | '—'));
+        let after = chars[i + 1..]
+            .iter()
+            .find(|(_, n)| !n.is_whitespace())
+            .map(|&(_, n)| n);
+        let starts_new = after.is_some_and(|n| {
+            n.is_uppercase() || n.is_ascii_digit() || matches!(n, '"' | '«' | '(' | '-' | '—')
+        });
         if next_is_space && starts_new {
             let end = pos + c.len_utf8();
             let sentence = paragraph[start..end].trim();
@@ -84,7 +92,10 @@ pub fn chunk(blocks: &[Block], config: ChunkConfig) -> Vec<Chunk> {
         let (page, heading) = (blocks[i].page, blocks[i].heading.clone());
         let mut section: Vec<(String, bool)> = Vec::new(); // (piece, starts a paragraph)
         while i < blocks.len() && blocks[i].page == page && blocks[i].heading == heading {
-            for (j, piece) in pieces(&blocks[i].text, config.max_tokens).into_iter().enumerate() {
+            for (j, piece) in pieces(&blocks[i].text, config.max_tokens)
+                .into_iter()
+                .enumerate()
+            {
                 section.push((piece, j == 0));
             }
             i += 1;
@@ -94,7 +105,13 @@ pub fn chunk(blocks: &[Block], config: ChunkConfig) -> Vec<Chunk> {
     chunks
 }
 
-fn chunk_section(section: &[(String, bool)], page: Option<u32>, heading: Option<&str>, config: ChunkConfig, out: &mut Vec<Chunk>) {
+fn chunk_section(
+    section: &[(String, bool)],
+    page: Option<u32>,
+    heading: Option<&str>,
+    config: ChunkConfig,
+    out: &mut Vec<Chunk>,
+) {
     let mut start = 0;
     while start < section.len() {
         let mut end = start;
@@ -114,7 +131,12 @@ fn chunk_section(section: &[(String, bool)], page: Option<u32>, heading: Option<
             }
             text.push_str(piece);
         }
-        out.push(Chunk { ordinal: out.len() as u32, text, page, heading: heading.map(str::to_string) });
+        out.push(Chunk {
+            ordinal: out.len() as u32,
+            text,
+            page,
+            heading: heading.map(str::to_string),
+        });
         if end >= section.len() {
             break;
         }
@@ -138,7 +160,11 @@ mod tests {
     use super::*;
 
     fn block(text: &str, page: Option<u32>, heading: Option<&str>) -> Block {
-        Block { text: text.into(), page, heading: heading.map(Into::into) }
+        Block {
+            text: text.into(),
+            page,
+            heading: heading.map(Into::into),
+        }
     }
 
     fn check(blocks: &[Block], config: ChunkConfig, expected: &[&str]) {
@@ -150,8 +176,14 @@ mod tests {
     fn sentences_split_on_real_boundaries() {
         let cases: &[(&str, &[&str])] = &[
             ("One. Two! Three? four", &["One.", "Two!", "Three? four"]),
-            ("Weight is 3.5 kg. Next one.", &["Weight is 3.5 kg.", "Next one."]),
-            ("Цена 300 руб. Доставка бесплатно.", &["Цена 300 руб.", "Доставка бесплатно."]),
+            (
+                "Weight is 3.5 kg. Next one.",
+                &["Weight is 3.5 kg.", "Next one."],
+            ),
+            (
+                "Цена 300 руб. Доставка бесплатно.",
+                &["Цена 300 руб.", "Доставка бесплатно."],
+            ),
             ("see e.g. this", &["see e.g. this"]),
         ];
         for (text, expected) in cases {
@@ -162,16 +194,37 @@ mod tests {
     #[test]
     fn chunks_pack_sentences_with_overlap() {
         let text = "A a a. B b b. C c c. D d d.";
-        let config = ChunkConfig { max_tokens: 6, overlap_tokens: 3 };
-        check(&[block(text, None, None)], config, &["A a a. B b b.", "B b b. C c c.", "C c c. D d d."]);
-        let no_overlap = ChunkConfig { max_tokens: 6, overlap_tokens: 0 };
-        check(&[block(text, None, None)], no_overlap, &["A a a. B b b.", "C c c. D d d."]);
+        let config = ChunkConfig {
+            max_tokens: 6,
+            overlap_tokens: 3,
+        };
+        check(
+            &[block(text, None, None)],
+            config,
+            &["A a a. B b b.", "B b b. C c c.", "C c c. D d d."],
+        );
+        let no_overlap = ChunkConfig {
+            max_tokens: 6,
+            overlap_tokens: 0,
+        };
+        check(
+            &[block(text, None, None)],
+            no_overlap,
+            &["A a a. B b b.", "C c c. D d d."],
+        );
     }
 
     #[test]
     fn long_sentences_are_cut_and_progress_is_guaranteed() {
-        let config = ChunkConfig { max_tokens: 3, overlap_tokens: 5 };
-        check(&[block("w1 w2 w3 w4 w5 w6 w7", None, None)], config, &["w1 w2 w3", "w4 w5 w6", "w7"]);
+        let config = ChunkConfig {
+            max_tokens: 3,
+            overlap_tokens: 5,
+        };
+        check(
+            &[block("w1 w2 w3 w4 w5 w6 w7", None, None)],
+            config,
+            &["w1 w2 w3", "w4 w5 w6", "w7"],
+        );
     }
 
     #[test]
@@ -183,13 +236,21 @@ mod tests {
             block("Still prices.", Some(2), Some("Prices")),
         ];
         let chunks = chunk(&blocks, ChunkConfig::default());
-        let got: Vec<_> = chunks.iter().map(|c| (c.ordinal, c.text.as_str(), c.page, c.heading.as_deref())).collect();
+        let got: Vec<_> = chunks
+            .iter()
+            .map(|c| (c.ordinal, c.text.as_str(), c.page, c.heading.as_deref()))
+            .collect();
         assert_eq!(
             got,
             [
                 (0, "Page one text.", Some(1), None),
                 (1, "Page two text.", Some(2), None),
-                (2, "Prices are low.\n\nStill prices.", Some(2), Some("Prices")),
+                (
+                    2,
+                    "Prices are low.\n\nStill prices.",
+                    Some(2),
+                    Some("Prices")
+                ),
             ]
         );
     }

@@ -19,7 +19,9 @@ impl ContentKind {
     pub fn mime(self) -> &'static str {
         match self {
             ContentKind::Pdf => "application/pdf",
-            ContentKind::Docx => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            ContentKind::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            }
             ContentKind::Csv => "text/csv",
             ContentKind::Markdown => "text/markdown",
             ContentKind::Text => "text/plain",
@@ -51,15 +53,20 @@ pub fn detect(filename: &str, bytes: &[u8]) -> Result<ContentKind, ParseError> {
         ContentKind::Pdf
     } else if bytes.starts_with(ZIP_MAGIC) {
         if !zip_has_entry(bytes, "word/document.xml") {
-            return Err(ParseError::Unsupported("a ZIP archive that is not a Word document".into()));
+            return Err(ParseError::Unsupported(
+                "a ZIP archive that is not a Word document".into(),
+            ));
         }
         ContentKind::Docx
     } else if bytes.starts_with(OLE_MAGIC) {
         return Err(ParseError::Encrypted(
-            "an encrypted Office document or a legacy .doc file; save it as an unprotected .docx".into(),
+            "an encrypted Office document or a legacy .doc file; save it as an unprotected .docx"
+                .into(),
         ));
     } else if looks_binary(bytes) {
-        return Err(ParseError::Unsupported("binary content that is neither PDF nor DOCX".into()));
+        return Err(ParseError::Unsupported(
+            "binary content that is neither PDF nor DOCX".into(),
+        ));
     } else {
         match ext.as_deref() {
             Some("csv") | Some("tsv") => ContentKind::Csv,
@@ -84,7 +91,9 @@ pub fn detect(filename: &str, bytes: &[u8]) -> Result<ContentKind, ParseError> {
 }
 
 fn zip_has_entry(bytes: &[u8], name: &str) -> bool {
-    zip::ZipArchive::new(std::io::Cursor::new(bytes)).map(|z| z.index_for_name(name).is_some()).unwrap_or(false)
+    zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map(|z| z.index_for_name(name).is_some())
+        .unwrap_or(false)
 }
 
 /// NUL bytes never occur in text of the encodings we read (UTF-16 is detected by its BOM
@@ -94,7 +103,10 @@ fn looks_binary(bytes: &[u8]) -> bool {
         return false;
     }
     let sample = &bytes[..bytes.len().min(8192)];
-    let controls = sample.iter().filter(|&&b| b < 0x09 || (0x0E..0x20).contains(&b) && b != 0x1B).count();
+    let controls = sample
+        .iter()
+        .filter(|&&b| b < 0x09 || (0x0E..0x20).contains(&b) && b != 0x1B)
+        .count();
     sample.contains(&0) || controls * 20 > sample.len()
 }
 
@@ -118,7 +130,11 @@ mod tests {
         check("a.txt", "Привет, мир".as_bytes(), Ok(ContentKind::Text));
         check("a.csv", b"a,b\n1,2\n", Ok(ContentKind::Csv));
         check("a.md", b"# Title\ntext", Ok(ContentKind::Markdown));
-        check("cp1251.txt", &[0xCF, 0xF0, 0xE8, 0xE2, 0xE5, 0xF2], Ok(ContentKind::Text));
+        check(
+            "cp1251.txt",
+            &[0xCF, 0xF0, 0xE8, 0xE2, 0xE5, 0xF2],
+            Ok(ContentKind::Text),
+        );
         check("a.pdf", b"just text", Err("not that format"));
         check("a.docx", b"just text", Err("not that format"));
         check("a.zip", b"PK\x03\x04garbage", Err("not a Word document"));

@@ -22,7 +22,8 @@ pub trait Embedder: Send + Sync {
         32
     }
     /// One vector per text, in order, L2-normalised (so cosine is a dot product).
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
+    fn embed<'a>(&'a self, texts: &'a [String])
+        -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
 }
 
 /// Embeds any number of texts in batches of the embedder's size, calling `progress` with the
@@ -36,10 +37,18 @@ pub async fn embed_batched(
     for batch in texts.chunks(embedder.max_batch().max(1)) {
         let vectors = embedder.embed(batch).await?;
         if vectors.len() != batch.len() {
-            return Err(EmbedError::BadResponse(format!("{} vectors for {} texts", vectors.len(), batch.len())));
+            return Err(EmbedError::BadResponse(format!(
+                "{} vectors for {} texts",
+                vectors.len(),
+                batch.len()
+            )));
         }
         if let Some(v) = vectors.iter().find(|v| v.len() != embedder.dimension()) {
-            return Err(EmbedError::BadResponse(format!("vector of {} dims, expected {}", v.len(), embedder.dimension())));
+            return Err(EmbedError::BadResponse(format!(
+                "vector of {} dims, expected {}",
+                v.len(),
+                embedder.dimension()
+            )));
         }
         out.extend(vectors);
         progress(out.len());
@@ -65,15 +74,22 @@ pub struct HashingEmbedder {
 
 impl HashingEmbedder {
     pub fn new(dimension: usize) -> Self {
-        HashingEmbedder { dimension: dimension.max(8) }
+        HashingEmbedder {
+            dimension: dimension.max(8),
+        }
     }
 
     fn vector(&self, text: &str) -> Vec<f32> {
-        let stems: Vec<String> = callfleet_core::text::stems(text).into_iter().filter(|s| s.chars().count() > 1).collect();
+        let stems: Vec<String> = callfleet_core::text::stems(text)
+            .into_iter()
+            .filter(|s| s.chars().count() > 1)
+            .collect();
         let mut v = vec![0f32; self.dimension];
         let mut add = |feature: &str, weight: f32| {
             // FNV-1a: stable across runs and platforms, unlike std's randomised hasher.
-            let hash = feature.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            let hash = feature.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
             let sign = if hash >> 63 == 0 { 1.0 } else { -1.0 };
             v[(hash % self.dimension as u64) as usize] += sign * weight;
         };
@@ -97,8 +113,14 @@ impl Embedder for HashingEmbedder {
     fn max_batch(&self) -> usize {
         256
     }
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        Box::pin(std::future::ready(Ok(texts.iter().map(|t| self.vector(t)).collect())))
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(std::future::ready(Ok(texts
+            .iter()
+            .map(|t| self.vector(t))
+            .collect())))
     }
 }
 
@@ -114,14 +136,27 @@ pub struct ProviderEmbedder {
 
 impl ProviderEmbedder {
     /// `dimension` is the model's (768 for nomic-embed-text, 1536 for text-embedding-3-small).
-    pub fn new(inner: std::sync::Arc<dyn callfleet_providers::Embedder>, model_id: &str, dimension: usize, max_batch: usize) -> Self {
-        ProviderEmbedder { inner, model_id: model_id.to_string(), dimension, max_batch: max_batch.max(1) }
+    pub fn new(
+        inner: std::sync::Arc<dyn callfleet_providers::Embedder>,
+        model_id: &str,
+        dimension: usize,
+        max_batch: usize,
+    ) -> Self {
+        ProviderEmbedder {
+            inner,
+            model_id: model_id.to_string(),
+            dimension,
+            max_batch: max_batch.max(1),
+        }
     }
 }
 
 impl std::fmt::Debug for ProviderEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderEmbedder").field("provider", &self.inner.name()).field("model", &self.model_id).finish()
+        f.debug_struct("ProviderEmbedder")
+            .field("provider", &self.inner.name())
+            .field("model", &self.model_id)
+            .finish()
     }
 }
 
@@ -135,7 +170,10 @@ impl Embedder for ProviderEmbedder {
     fn max_batch(&self) -> usize {
         self.max_batch
     }
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
             let vectors = self.inner.embed(texts.to_vec()).await.map_err(|e| {
                 if e.retryable() {
@@ -162,8 +200,13 @@ mod tests {
     #[test]
     fn hashing_embedder_ranks_shared_words_higher() {
         let e = HashingEmbedder::new(256);
-        let texts: Vec<String> =
-            ["How much does delivery cost?", "Delivery costs 300 roubles.", "Our office opens at nine."].map(String::from).to_vec();
+        let texts: Vec<String> = [
+            "How much does delivery cost?",
+            "Delivery costs 300 roubles.",
+            "Our office opens at nine.",
+        ]
+        .map(String::from)
+        .to_vec();
         let v = block_on(e.embed(&texts)).unwrap();
         assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]));
         assert!((cosine(&v[1], &v[1]) - 1.0).abs() < 1e-5);
@@ -182,8 +225,14 @@ mod tests {
             fn max_batch(&self) -> usize {
                 2
             }
-            fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-                Box::pin(std::future::ready(Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())))
+            fn embed<'a>(
+                &'a self,
+                texts: &'a [String],
+            ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+                Box::pin(std::future::ready(Ok(texts
+                    .iter()
+                    .map(|_| vec![1.0, 0.0])
+                    .collect())))
             }
         }
         let texts: Vec<String> = (0..5).map(|i| i.to_string()).collect();
@@ -206,13 +255,18 @@ impl MiniLmEmbedder {
     /// Loads the model from `dir` (`callfleet_local_engines::minilm_dir(models_dir())` by
     /// default); fails with a message naming scripts/fetch-models.sh when it is missing.
     pub fn load(dir: &std::path::Path) -> Result<Self, EmbedError> {
-        let model = callfleet_local_engines::MiniLm::load(dir).map_err(|e| EmbedError::Model(e.to_string()))?;
-        Ok(MiniLmEmbedder { model: std::sync::Arc::new(model) })
+        let model = callfleet_local_engines::MiniLm::load(dir)
+            .map_err(|e| EmbedError::Model(e.to_string()))?;
+        Ok(MiniLmEmbedder {
+            model: std::sync::Arc::new(model),
+        })
     }
 
     /// Loads from the default models dir.
     pub fn load_default() -> Result<Self, EmbedError> {
-        Self::load(&callfleet_local_engines::minilm_dir(&callfleet_local_engines::models_dir()))
+        Self::load(&callfleet_local_engines::minilm_dir(
+            &callfleet_local_engines::models_dir(),
+        ))
     }
 }
 
@@ -228,7 +282,10 @@ impl Embedder for MiniLmEmbedder {
         // Batches pad to their longest text; 16 keeps that waste small for chunk-sized texts.
         16
     }
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         let model = self.model.clone();
         let texts = texts.to_vec();
         Box::pin(async move {

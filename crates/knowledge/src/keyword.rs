@@ -12,11 +12,83 @@ const B: f32 = 0.75;
 /// Words that occur in nearly every passage and question; left in, they let "the" decide
 /// between passages that share nothing else with the question.
 const STOP_WORDS: &[&str] = &[
-    "the", "a", "an", "is", "are", "was", "be", "do", "doe", "does", "you", "your", "i", "we", "our", "to", "of", "in",
-    "on", "for", "and", "or", "what", "how", "it", "my", "me", "can", "there", "this", "that", "with", "at", "by",
-    "from", "as", "much", "mani", "will", "if", "have", "has", "не", "и", "в", "во", "на", "с", "у", "к", "по", "за",
-    "о", "об", "из", "ли", "же", "бы", "то", "это", "как", "что", "вы", "вас", "мне", "я", "есть", "ваш", "мы", "нас",
-    "для", "а", "или", "сколько", "где", "когда", "котор",
+    "the",
+    "a",
+    "an",
+    "is",
+    "are",
+    "was",
+    "be",
+    "do",
+    "doe",
+    "does",
+    "you",
+    "your",
+    "i",
+    "we",
+    "our",
+    "to",
+    "of",
+    "in",
+    "on",
+    "for",
+    "and",
+    "or",
+    "what",
+    "how",
+    "it",
+    "my",
+    "me",
+    "can",
+    "there",
+    "this",
+    "that",
+    "with",
+    "at",
+    "by",
+    "from",
+    "as",
+    "much",
+    "mani",
+    "will",
+    "if",
+    "have",
+    "has",
+    "не",
+    "и",
+    "в",
+    "во",
+    "на",
+    "с",
+    "у",
+    "к",
+    "по",
+    "за",
+    "о",
+    "об",
+    "из",
+    "ли",
+    "же",
+    "бы",
+    "то",
+    "это",
+    "как",
+    "что",
+    "вы",
+    "вас",
+    "мне",
+    "я",
+    "есть",
+    "ваш",
+    "мы",
+    "нас",
+    "для",
+    "а",
+    "или",
+    "сколько",
+    "где",
+    "когда",
+    "котор",
 ];
 
 fn terms(text: &str) -> Vec<String> {
@@ -100,20 +172,32 @@ impl Bm25Index {
         query_terms.sort();
         query_terms.dedup();
         for term in &query_terms {
-            let Some(list) = self.postings.get(term) else { continue };
+            let Some(list) = self.postings.get(term) else {
+                continue;
+            };
             let df = list.len() as f32;
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
             for &(slot, tf) in list {
-                let Some((_, len)) = &self.docs[slot as usize] else { continue };
+                let Some((_, len)) = &self.docs[slot as usize] else {
+                    continue;
+                };
                 let tf = tf as f32;
-                let norm = tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * *len as f32 / avg_len.max(1.0)));
+                let norm =
+                    tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * *len as f32 / avg_len.max(1.0)));
                 *scores.entry(slot).or_default() += idf * norm;
             }
         }
         let mut ranked: Vec<(u32, f32)> = scores.into_iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(limit);
-        ranked.into_iter().filter_map(|(slot, s)| self.docs[slot as usize].as_ref().map(|(r, _)| (r.clone(), s))).collect()
+        ranked
+            .into_iter()
+            .filter_map(|(slot, s)| {
+                self.docs[slot as usize]
+                    .as_ref()
+                    .map(|(r, _)| (r.clone(), s))
+            })
+            .collect()
     }
 }
 
@@ -134,7 +218,10 @@ pub fn reciprocal_rank_fusion<'a>(rankings: &[Vec<&'a str>]) -> Vec<(&'a str, f3
         }
     }
     let mut out: Vec<(&str, f32)> = fused.into_iter().collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(first_seen[a.0].cmp(&first_seen[b.0])));
+    out.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(first_seen[a.0].cmp(&first_seen[b.0]))
+    });
     out
 }
 
@@ -163,11 +250,26 @@ mod tests {
     #[test]
     fn bm25_prefers_rare_matching_terms_and_word_forms() {
         let mut index = Bm25Index::new();
-        index.add(record("1", "d1", "Delivery is free for orders over 3000 roubles."));
+        index.add(record(
+            "1",
+            "d1",
+            "Delivery is free for orders over 3000 roubles.",
+        ));
         index.add(record("2", "d1", "Our office is open from nine to six."));
-        index.add(record("3", "d2", "Доставка по Москве бесплатная, по области 300 рублей."));
-        index.add(record("4", "d2", "The office is in the city centre, the office has parking."));
-        assert_eq!(ids(&index.search("how much does the delivery cost?", 3)), ["1"]);
+        index.add(record(
+            "3",
+            "d2",
+            "Доставка по Москве бесплатная, по области 300 рублей.",
+        ));
+        index.add(record(
+            "4",
+            "d2",
+            "The office is in the city centre, the office has parking.",
+        ));
+        assert_eq!(
+            ids(&index.search("how much does the delivery cost?", 3)),
+            ["1"]
+        );
         assert_eq!(ids(&index.search("сколько стоит доставку", 3)), ["3"]);
         assert_eq!(ids(&index.search("office parking", 3)), ["4", "2"]);
         assert!(index.search("unrelated words entirely", 3).is_empty());

@@ -22,9 +22,9 @@ pub mod service;
 pub use assist::{citation, BotKnowledge};
 pub use chunk::{Chunk, ChunkConfig};
 pub use detect::ContentKind;
-pub use embed::{Embedder, HashingEmbedder, ProviderEmbedder};
 #[cfg(feature = "minilm")]
 pub use embed::MiniLmEmbedder;
+pub use embed::{Embedder, HashingEmbedder, ProviderEmbedder};
 pub use error::{EmbedError, IndexError, KnowledgeError, ParseError};
 pub use index::{ChunkRecord, EdgeIndex, QdrantIndex, VectorHit, VectorIndex};
 pub use service::{KnowledgeConfig, KnowledgeService, SearchHit};

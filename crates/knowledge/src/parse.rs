@@ -35,7 +35,10 @@ pub fn parse(kind: ContentKind, bytes: &[u8]) -> Result<ParsedDocument, ParseErr
         ContentKind::Docx => parse_docx(bytes)?,
         ContentKind::Csv => parse_csv(&decode_text(bytes)?)?,
         ContentKind::Markdown => parse_markdown(&decode_text(bytes)?),
-        ContentKind::Text => ParsedDocument { blocks: paragraphs(&decode_text(bytes)?, None, None), pages: None },
+        ContentKind::Text => ParsedDocument {
+            blocks: paragraphs(&decode_text(bytes)?, None, None),
+            pages: None,
+        },
     };
     if doc.blocks.iter().all(|b| b.text.trim().is_empty()) {
         return Err(ParseError::Empty);
@@ -49,7 +52,10 @@ pub fn decode_text(bytes: &[u8]) -> Result<String, ParseError> {
     if let Some((encoding, bom)) = encoding_rs::Encoding::for_bom(bytes) {
         let (text, had_errors) = encoding.decode_without_bom_handling(&bytes[bom..]);
         if had_errors {
-            return Err(ParseError::Corrupt(format!("invalid {} text", encoding.name())));
+            return Err(ParseError::Corrupt(format!(
+                "invalid {} text",
+                encoding.name()
+            )));
         }
         return Ok(text.into_owned());
     }
@@ -69,7 +75,11 @@ fn paragraphs(text: &str, page: Option<u32>, heading: Option<&str>) -> Vec<Block
         .split("\n\n")
         .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|p| !p.is_empty())
-        .map(|text| Block { text, page, heading: heading.map(str::to_string) })
+        .map(|text| Block {
+            text,
+            page,
+            heading: heading.map(str::to_string),
+        })
         .collect()
 }
 
@@ -90,7 +100,10 @@ fn parse_markdown(text: &str) -> ParsedDocument {
         }
     }
     blocks.extend(paragraphs(&body, None, heading.as_deref()));
-    ParsedDocument { blocks, pages: None }
+    ParsedDocument {
+        blocks,
+        pages: None,
+    }
 }
 
 fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
@@ -111,16 +124,19 @@ fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
         return Err(ParseError::Empty);
     }
     let owned = bytes.to_vec();
-    let pages = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem_by_pages(&owned))
-        .map_err(|_| ParseError::Corrupt("the PDF's text could not be decoded".into()))?
-        .map_err(|e| {
-            let message = e.to_string();
-            if message.to_lowercase().contains("decrypt") || message.to_lowercase().contains("password") {
-                ParseError::Encrypted("the PDF needs a password".into())
-            } else {
-                ParseError::Corrupt(format!("unreadable PDF: {message}"))
-            }
-        })?;
+    let pages =
+        std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem_by_pages(&owned))
+            .map_err(|_| ParseError::Corrupt("the PDF's text could not be decoded".into()))?
+            .map_err(|e| {
+                let message = e.to_string();
+                if message.to_lowercase().contains("decrypt")
+                    || message.to_lowercase().contains("password")
+                {
+                    ParseError::Encrypted("the PDF needs a password".into())
+                } else {
+                    ParseError::Corrupt(format!("unreadable PDF: {message}"))
+                }
+            })?;
     let blocks = pages
         .iter()
         .enumerate()
@@ -131,22 +147,32 @@ fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
             "the PDF has no text layer (a scan?); text recognition is not supported".into(),
         ));
     }
-    Ok(ParsedDocument { blocks, pages: Some(page_count) })
+    Ok(ParsedDocument {
+        blocks,
+        pages: Some(page_count),
+    })
 }
 
-fn read_zip_entry(archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str) -> Result<Option<String>, ParseError> {
+fn read_zip_entry(
+    archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    name: &str,
+) -> Result<Option<String>, ParseError> {
     let mut file = match archive.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(ParseError::Corrupt(format!("DOCX entry {name}: {e}"))),
     };
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| ParseError::Corrupt(format!("DOCX entry {name}: {e}")))?;
+    file.read_to_string(&mut text)
+        .map_err(|e| ParseError::Corrupt(format!("DOCX entry {name}: {e}")))?;
     Ok(Some(text))
 }
 
 fn attr(e: &quick_xml::events::BytesStart<'_>, local: &[u8]) -> Option<String> {
-    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == local).map(|a| String::from_utf8_lossy(&a.value).into_owned())
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == local)
+        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
 }
 
 /// Heading level of each paragraph style: by the style's name (`heading 1`, `Title`, which
@@ -165,13 +191,19 @@ fn heading_styles(styles_xml: &str) -> HashMap<String, u32> {
                         let name = name.to_lowercase();
                         if name == "title" {
                             out.insert(id.clone(), 0);
-                        } else if let Some(level) = name.strip_prefix("heading ").and_then(|l| l.trim().parse().ok()) {
+                        } else if let Some(level) = name
+                            .strip_prefix("heading ")
+                            .and_then(|l| l.trim().parse().ok())
+                        {
                             out.insert(id.clone(), level);
                         }
                     }
                 }
                 b"outlineLvl" => {
-                    if let (Some(id), Some(level)) = (&current, attr(&e, b"val").and_then(|v| v.parse::<u32>().ok())) {
+                    if let (Some(id), Some(level)) = (
+                        &current,
+                        attr(&e, b"val").and_then(|v| v.parse::<u32>().ok()),
+                    ) {
                         out.entry(id.clone()).or_insert(level + 1);
                     }
                 }
@@ -190,7 +222,9 @@ fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
         .map_err(|e| ParseError::Corrupt(format!("not a readable DOCX: {e}")))?;
     let document = read_zip_entry(&mut archive, "word/document.xml")?
         .ok_or_else(|| ParseError::Corrupt("the DOCX has no word/document.xml".into()))?;
-    let styles = read_zip_entry(&mut archive, "word/styles.xml")?.map(|s| heading_styles(&s)).unwrap_or_default();
+    let styles = read_zip_entry(&mut archive, "word/styles.xml")?
+        .map(|s| heading_styles(&s))
+        .unwrap_or_default();
     let is_heading = |style: &str| {
         styles.contains_key(style) || {
             let lower = style.to_lowercase();
@@ -205,12 +239,16 @@ fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
     let mut style: Option<String> = None;
     let mut in_text = false;
     loop {
-        let event = reader.read_event().map_err(|e| ParseError::Corrupt(format!("DOCX XML: {e}")))?;
+        let event = reader
+            .read_event()
+            .map_err(|e| ParseError::Corrupt(format!("DOCX XML: {e}")))?;
         match event {
             Event::Start(e) if e.local_name().as_ref() == b"t" => in_text = true,
             Event::End(e) if e.local_name().as_ref() == b"t" => in_text = false,
             Event::Text(t) if in_text => {
-                let text = t.unescape().map_err(|e| ParseError::Corrupt(format!("DOCX XML: {e}")))?;
+                let text = t
+                    .unescape()
+                    .map_err(|e| ParseError::Corrupt(format!("DOCX XML: {e}")))?;
                 paragraph.push_str(&text);
             }
             Event::Empty(e) | Event::Start(e) => match e.local_name().as_ref() {
@@ -225,7 +263,11 @@ fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
                     if style.as_deref().is_some_and(is_heading) {
                         heading = Some(text);
                     } else {
-                        blocks.push(Block { text, page: None, heading: heading.clone() });
+                        blocks.push(Block {
+                            text,
+                            page: None,
+                            heading: heading.clone(),
+                        });
                     }
                 }
                 paragraph.clear();
@@ -235,7 +277,10 @@ fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
             _ => {}
         }
     }
-    Ok(ParsedDocument { blocks, pages: None })
+    Ok(ParsedDocument {
+        blocks,
+        pages: None,
+    })
 }
 
 /// Rows as "header: value" pairs, so a row chunk reads as a sentence about its columns
@@ -247,7 +292,10 @@ fn parse_csv(text: &str) -> Result<ParsedDocument, ParseError> {
         .into_iter()
         .max_by_key(|&d| first_line.bytes().filter(|&b| b == d).count())
         .unwrap_or(b',');
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| ParseError::Corrupt(format!("CSV: {e}")))?
@@ -268,10 +316,17 @@ fn parse_csv(text: &str) -> Result<ParsedDocument, ParseError> {
             .collect();
         if !cells.is_empty() {
             // A row is a sentence of its own: the chunker packs rows but never splits one.
-            blocks.push(Block { text: format!("{}.", cells.join("; ")), page: None, heading: None });
+            blocks.push(Block {
+                text: format!("{}.", cells.join("; ")),
+                page: None,
+                heading: None,
+            });
         }
     }
-    Ok(ParsedDocument { blocks, pages: None })
+    Ok(ParsedDocument {
+        blocks,
+        pages: None,
+    })
 }
 
 #[cfg(test)]
@@ -280,22 +335,48 @@ mod tests {
 
     #[test]
     fn markdown_headings_become_block_headings() {
-        let doc = parse(ContentKind::Markdown, b"intro\n\n# Prices\nBasic costs 300.\n\n## Refunds\nWithin 14 days.").unwrap();
-        let got: Vec<_> = doc.blocks.iter().map(|b| (b.text.as_str(), b.heading.as_deref())).collect();
-        assert_eq!(got, [("intro", None), ("Basic costs 300.", Some("Prices")), ("Within 14 days.", Some("Refunds"))]);
+        let doc = parse(
+            ContentKind::Markdown,
+            b"intro\n\n# Prices\nBasic costs 300.\n\n## Refunds\nWithin 14 days.",
+        )
+        .unwrap();
+        let got: Vec<_> = doc
+            .blocks
+            .iter()
+            .map(|b| (b.text.as_str(), b.heading.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("intro", None),
+                ("Basic costs 300.", Some("Prices")),
+                ("Within 14 days.", Some("Refunds"))
+            ]
+        );
     }
 
     #[test]
     fn csv_rows_carry_their_headers() {
-        let doc = parse(ContentKind::Csv, "Tariff;Price\nBasic;300\nPro;900\n".as_bytes()).unwrap();
+        let doc = parse(
+            ContentKind::Csv,
+            "Tariff;Price\nBasic;300\nPro;900\n".as_bytes(),
+        )
+        .unwrap();
         let got: Vec<_> = doc.blocks.iter().map(|b| b.text.as_str()).collect();
-        assert_eq!(got, ["Tariff: Basic; Price: 300.", "Tariff: Pro; Price: 900."]);
+        assert_eq!(
+            got,
+            ["Tariff: Basic; Price: 300.", "Tariff: Pro; Price: 900."]
+        );
     }
 
     #[test]
     fn encodings() {
-        let (cp1251, _, _) = encoding_rs::WINDOWS_1251.encode("Доставка по Москве бесплатно при заказе от трёх тысяч рублей");
-        assert_eq!(decode_text(&cp1251).unwrap(), "Доставка по Москве бесплатно при заказе от трёх тысяч рублей");
+        let (cp1251, _, _) = encoding_rs::WINDOWS_1251
+            .encode("Доставка по Москве бесплатно при заказе от трёх тысяч рублей");
+        assert_eq!(
+            decode_text(&cp1251).unwrap(),
+            "Доставка по Москве бесплатно при заказе от трёх тысяч рублей"
+        );
         let mut bom = vec![0xEF, 0xBB, 0xBF];
         bom.extend_from_slice("Привет".as_bytes());
         assert_eq!(decode_text(&bom).unwrap(), "Привет");

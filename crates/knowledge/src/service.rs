@@ -9,8 +9,8 @@ use crate::index::{ChunkRecord, VectorIndex};
 use crate::keyword::{reciprocal_rank_fusion, Bm25Index, RRF_K};
 use crate::parse::parse;
 use crate::{KnowledgeError, ParseError};
-use callfleet_store::{KnowledgeDocument, NewKnowledgeDocument};
 use callfleet_store::Store;
+use callfleet_store::{KnowledgeDocument, NewKnowledgeDocument};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,7 +81,9 @@ pub struct KnowledgeService {
 
 impl std::fmt::Debug for KnowledgeService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KnowledgeService").field("embedder", &self.inner.embedder.model_id()).finish_non_exhaustive()
+        f.debug_struct("KnowledgeService")
+            .field("embedder", &self.inner.embedder.model_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,9 +93,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl KnowledgeService {
-    pub fn new(store: Store, index: Arc<dyn VectorIndex>, embedder: Arc<dyn Embedder>, config: KnowledgeConfig) -> Result<Self, KnowledgeError> {
+    pub fn new(
+        store: Store,
+        index: Arc<dyn VectorIndex>,
+        embedder: Arc<dyn Embedder>,
+        config: KnowledgeConfig,
+    ) -> Result<Self, KnowledgeError> {
         if index.dimension() != embedder.dimension() {
-            return Err(crate::IndexError::Dimension { index: index.dimension(), embedder: embedder.dimension() }.into());
+            return Err(crate::IndexError::Dimension {
+                index: index.dimension(),
+                embedder: embedder.dimension(),
+            }
+            .into());
         }
         Ok(KnowledgeService {
             inner: Arc::new(Inner {
@@ -118,10 +129,20 @@ impl KnowledgeService {
     /// Stores a document and starts indexing it in the background. A file that cannot be read
     /// (wrong type, encrypted, damaged, empty) is kept as a `failed` document carrying the
     /// reason, with nothing indexed; one over the size limit is refused without a record.
-    pub async fn upload(&self, company_id: &str, bot_id: &str, filename: &str, bytes: Vec<u8>) -> Result<KnowledgeDocument, KnowledgeError> {
+    pub async fn upload(
+        &self,
+        company_id: &str,
+        bot_id: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<KnowledgeDocument, KnowledgeError> {
         let limit = self.inner.config.max_file_bytes;
         if bytes.len() > limit {
-            return Err(ParseError::TooLarge { size: bytes.len(), limit }.into());
+            return Err(ParseError::TooLarge {
+                size: bytes.len(),
+                limit,
+            }
+            .into());
         }
         let filename = sanitize_filename(filename);
         let kind = detect(&filename, &bytes);
@@ -132,7 +153,10 @@ impl KnowledgeService {
                 bot_id,
                 company_id,
                 filename: &filename,
-                content_type: kind.as_ref().map(|k| k.mime()).unwrap_or("application/octet-stream"),
+                content_type: kind
+                    .as_ref()
+                    .map(|k| k.mime())
+                    .unwrap_or("application/octet-stream"),
                 size_bytes: bytes.len() as i64,
                 sha256: &hex::encode(Sha256::digest(&bytes)),
             })
@@ -144,13 +168,37 @@ impl KnowledgeService {
         let parsed = match parsed {
             Ok(p) => p,
             Err(e) => {
-                self.inner.store.update_knowledge_progress(&document.id, "failed", None, 0, 0, Some(&e.to_string())).await?;
-                return Ok(self.inner.store.get_knowledge_document(&document.id).await?);
+                self.inner
+                    .store
+                    .update_knowledge_progress(
+                        &document.id,
+                        "failed",
+                        None,
+                        0,
+                        0,
+                        Some(&e.to_string()),
+                    )
+                    .await?;
+                return Ok(self
+                    .inner
+                    .store
+                    .get_knowledge_document(&document.id)
+                    .await?);
             }
         };
         let chunks = chunk(&parsed.blocks, self.inner.config.chunking);
         let total = chunks.len() as i64;
-        self.inner.store.update_knowledge_progress(&document.id, "indexing", parsed.pages.map(i64::from), total, 0, None).await?;
+        self.inner
+            .store
+            .update_knowledge_progress(
+                &document.id,
+                "indexing",
+                parsed.pages.map(i64::from),
+                total,
+                0,
+                None,
+            )
+            .await?;
         let records: Vec<ChunkRecord> = chunks
             .into_iter()
             .map(|c| ChunkRecord {
@@ -179,29 +227,50 @@ impl KnowledgeService {
             });
             jobs.insert(document.id.clone(), Job { cancel, handle });
         }
-        Ok(self.inner.store.get_knowledge_document(&document.id).await?)
+        Ok(self
+            .inner
+            .store
+            .get_knowledge_document(&document.id)
+            .await?)
     }
 
     /// Fails the documents a previous process left half-indexed (their background task died
     /// with it and the file itself is not kept): their points are removed and the document
     /// says to upload it again. Call once at start-up, before serving; returns how many.
     pub async fn recover_interrupted(&self) -> Result<usize, KnowledgeError> {
-        let unfinished = self.inner.store.list_unfinished_knowledge_documents().await?;
+        let unfinished = self
+            .inner
+            .store
+            .list_unfinished_knowledge_documents()
+            .await?;
         for doc in &unfinished {
             if lock(&self.inner.jobs).contains_key(&doc.id) {
                 continue; // ours, still running
             }
-            self.inner.index.delete_document(&doc.bot_id, &doc.id).await?;
+            self.inner
+                .index
+                .delete_document(&doc.bot_id, &doc.id)
+                .await?;
             self.inner
                 .store
-                .update_knowledge_progress(&doc.id, "failed", None, doc.chunks_total, 0, Some("indexing was interrupted by a restart; upload the file again"))
+                .update_knowledge_progress(
+                    &doc.id,
+                    "failed",
+                    None,
+                    doc.chunks_total,
+                    0,
+                    Some("indexing was interrupted by a restart; upload the file again"),
+                )
                 .await?;
         }
         Ok(unfinished.len())
     }
 
     /// Waits until a document is no longer being indexed (tests, benchmarks, the CLI).
-    pub async fn wait_indexed(&self, document_id: &str) -> Result<KnowledgeDocument, KnowledgeError> {
+    pub async fn wait_indexed(
+        &self,
+        document_id: &str,
+    ) -> Result<KnowledgeDocument, KnowledgeError> {
         let job = lock(&self.inner.jobs).remove(document_id);
         if let Some(job) = job {
             let _ = job.handle.await;
@@ -220,15 +289,25 @@ impl KnowledgeService {
     }
 
     /// Removes a document: its indexing, its points, its keyword entries and its row.
-    pub async fn delete_document(&self, bot_id: &str, document_id: &str) -> Result<(), KnowledgeError> {
+    pub async fn delete_document(
+        &self,
+        bot_id: &str,
+        document_id: &str,
+    ) -> Result<(), KnowledgeError> {
         self.stop_job(document_id).await;
-        self.inner.index.delete_document(bot_id, document_id).await?;
+        self.inner
+            .index
+            .delete_document(bot_id, document_id)
+            .await?;
         if let Some(entry) = self.keyword_entry_if_built(bot_id) {
             if let Some(k) = entry.lock().await.as_mut() {
                 k.index.retain(|r| r.document_id != document_id);
             }
         }
-        self.inner.store.delete_knowledge_document(document_id).await?;
+        self.inner
+            .store
+            .delete_knowledge_document(document_id)
+            .await?;
         Ok(())
     }
 
@@ -242,30 +321,58 @@ impl KnowledgeService {
         Ok(self.inner.store.clear_knowledge_documents(bot_id).await?)
     }
 
-    fn keyword_entry_if_built(&self, bot_id: &str) -> Option<Arc<tokio::sync::Mutex<Option<BotKeywords>>>> {
+    fn keyword_entry_if_built(
+        &self,
+        bot_id: &str,
+    ) -> Option<Arc<tokio::sync::Mutex<Option<BotKeywords>>>> {
         lock(&self.inner.keywords).get(bot_id).cloned()
     }
 
     /// Hybrid search over one bot's chunks: vector nearest neighbours and BM25, fused by
     /// reciprocal rank; the best `top_k`.
-    pub async fn search(&self, bot_id: &str, query: &str, top_k: usize) -> Result<Vec<SearchHit>, KnowledgeError> {
+    pub async fn search(
+        &self,
+        bot_id: &str,
+        query: &str,
+        top_k: usize,
+    ) -> Result<Vec<SearchHit>, KnowledgeError> {
         if query.trim().is_empty() || top_k == 0 {
             return Ok(Vec::new());
         }
         let candidates = self.inner.config.candidates.max(top_k * 2);
         let query_texts = [query.to_string()];
-        let vector = self.inner.embedder.embed(&query_texts).await?.into_iter().next().unwrap_or_default();
+        let vector = self
+            .inner
+            .embedder
+            .embed(&query_texts)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         let vector_hits = self.inner.index.search(bot_id, &vector, candidates).await?;
         let keyword_hits = self.keyword_search(bot_id, query, candidates).await?;
 
         let mut by_id: HashMap<String, SearchHit> = HashMap::new();
         for hit in &vector_hits {
-            by_id.insert(hit.record.id.clone(), SearchHit { chunk: hit.record.clone(), score: 0.0, vector_score: Some(hit.score), keyword_score: None });
+            by_id.insert(
+                hit.record.id.clone(),
+                SearchHit {
+                    chunk: hit.record.clone(),
+                    score: 0.0,
+                    vector_score: Some(hit.score),
+                    keyword_score: None,
+                },
+            );
         }
         for (record, score) in &keyword_hits {
             by_id
                 .entry(record.id.clone())
-                .or_insert_with(|| SearchHit { chunk: record.clone(), score: 0.0, vector_score: None, keyword_score: None })
+                .or_insert_with(|| SearchHit {
+                    chunk: record.clone(),
+                    score: 0.0,
+                    vector_score: None,
+                    keyword_score: None,
+                })
                 .keyword_score = Some(*score);
         }
         let fused = reciprocal_rank_fusion(&[
@@ -277,13 +384,24 @@ impl KnowledgeService {
             .into_iter()
             .take(top_k)
             .filter_map(|(id, score)| {
-                by_id.get(id).map(|hit| SearchHit { score: (score / best_possible).min(1.0), ..hit.clone() })
+                by_id.get(id).map(|hit| SearchHit {
+                    score: (score / best_possible).min(1.0),
+                    ..hit.clone()
+                })
             })
             .collect())
     }
 
-    async fn keyword_search(&self, bot_id: &str, query: &str, limit: usize) -> Result<Vec<(ChunkRecord, f32)>, KnowledgeError> {
-        let entry = lock(&self.inner.keywords).entry(bot_id.to_string()).or_default().clone();
+    async fn keyword_search(
+        &self,
+        bot_id: &str,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<(ChunkRecord, f32)>, KnowledgeError> {
+        let entry = lock(&self.inner.keywords)
+            .entry(bot_id.to_string())
+            .or_default()
+            .clone();
         let mut guard = entry.lock().await;
         let stale = match guard.as_ref() {
             None => true,
@@ -297,13 +415,19 @@ impl KnowledgeService {
             for record in self.inner.index.chunks(bot_id).await? {
                 index.add(record);
             }
-            *guard = Some(BotKeywords { index, checked_at: Instant::now() });
+            *guard = Some(BotKeywords {
+                index,
+                checked_at: Instant::now(),
+            });
         } else if let Some(k) = guard.as_mut() {
             if k.checked_at.elapsed() >= self.inner.config.keyword_recheck {
                 k.checked_at = Instant::now();
             }
         }
-        Ok(guard.as_ref().map(|k| k.index.search(query, limit)).unwrap_or_default())
+        Ok(guard
+            .as_ref()
+            .map(|k| k.index.search(query, limit))
+            .unwrap_or_default())
     }
 }
 
@@ -311,7 +435,12 @@ impl KnowledgeService {
 /// cited to callers, never used as a path.
 fn sanitize_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let clean: String = base.chars().filter(|c| !c.is_control()).collect::<String>().trim().to_string();
+    let clean: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_string();
     if clean.is_empty() {
         "document".to_string()
     } else {
@@ -319,17 +448,32 @@ fn sanitize_filename(name: &str) -> String {
     }
 }
 
-async fn parse_blocking(kind: ContentKind, bytes: Vec<u8>) -> Result<crate::parse::ParsedDocument, ParseError> {
+async fn parse_blocking(
+    kind: ContentKind,
+    bytes: Vec<u8>,
+) -> Result<crate::parse::ParsedDocument, ParseError> {
     tokio::task::spawn_blocking(move || parse(kind, &bytes))
         .await
-        .unwrap_or_else(|_| Err(ParseError::Corrupt("the parser crashed on this file".into())))
+        .unwrap_or_else(|_| {
+            Err(ParseError::Corrupt(
+                "the parser crashed on this file".into(),
+            ))
+        })
 }
 
 /// The background half of an upload. On any failure the document's points are removed again,
 /// so a document is either fully searchable (`ready`) or not at all (`failed`).
-async fn index_document(inner: &Inner, doc_id: &str, records: Vec<ChunkRecord>, cancel: &AtomicBool) {
+async fn index_document(
+    inner: &Inner,
+    doc_id: &str,
+    records: Vec<ChunkRecord>,
+    cancel: &AtomicBool,
+) {
     let Some(bot_id) = records.first().map(|r| r.bot_id.clone()) else {
-        let _ = inner.store.update_knowledge_progress(doc_id, "ready", None, 0, 0, None).await;
+        let _ = inner
+            .store
+            .update_knowledge_progress(doc_id, "ready", None, 0, 0, None)
+            .await;
         return;
     };
     let total = records.len() as i64;
@@ -349,12 +493,20 @@ async fn index_document(inner: &Inner, doc_id: &str, records: Vec<ChunkRecord>, 
                 break;
             }
         };
-        if let Err(e) = inner.index.upsert(group.iter().cloned().zip(vectors).collect()).await {
+        if let Err(e) = inner
+            .index
+            .upsert(group.iter().cloned().zip(vectors).collect())
+            .await
+        {
             failure = Some(e.to_string());
             break;
         }
         done += group.len();
-        if let Err(e) = inner.store.update_knowledge_progress(doc_id, "indexing", None, total, done as i64, None).await {
+        if let Err(e) = inner
+            .store
+            .update_knowledge_progress(doc_id, "indexing", None, total, done as i64, None)
+            .await
+        {
             // The row is gone (deleted meanwhile): stop, and take the points back out below.
             failure = Some(e.to_string());
             break;
@@ -371,7 +523,11 @@ async fn index_document(inner: &Inner, doc_id: &str, records: Vec<ChunkRecord>, 
                     }
                 }
             }
-            if let Err(e) = inner.store.update_knowledge_progress(doc_id, "ready", None, total, total, None).await {
+            if let Err(e) = inner
+                .store
+                .update_knowledge_progress(doc_id, "ready", None, total, total, None)
+                .await
+            {
                 tracing::warn!(document_id = %doc_id, error = %e, "Could not mark a document ready.");
             }
         }
@@ -381,7 +537,10 @@ async fn index_document(inner: &Inner, doc_id: &str, records: Vec<ChunkRecord>, 
             }
             if error != "cancelled" {
                 tracing::warn!(document_id = %doc_id, error = %error, "Indexing a document failed.");
-                let _ = inner.store.update_knowledge_progress(doc_id, "failed", None, total, 0, Some(&error)).await;
+                let _ = inner
+                    .store
+                    .update_knowledge_progress(doc_id, "failed", None, total, 0, Some(&error))
+                    .await;
             }
         }
     }

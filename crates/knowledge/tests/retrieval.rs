@@ -6,7 +6,9 @@
 //! model fails the test, locally it is skipped with a note.
 
 use callfleet_core::config::BotConfig;
-use callfleet_knowledge::{EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService};
+use callfleet_knowledge::{
+    EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService,
+};
 use callfleet_store::{NewBot, NewCompany};
 use std::sync::Arc;
 
@@ -95,14 +97,26 @@ Agreements are signed with customers aged 18 and over; a passport is required.
 const QUESTIONS: &[(&str, &str)] = &[
     ("When will my router arrive?", "Delivery times"),
     ("Do I have to pay for shipping?", "Delivery cost"),
-    ("How soon can you connect my flat to the internet?", "Installation"),
+    (
+        "How soon can you connect my flat to the internet?",
+        "Installation",
+    ),
     ("Which plan is 100 megabits?", "Home 100"),
     ("Which plan comes with a wifi 6 router?", "Home 500"),
     ("How many television channels do you offer?", "TV channels"),
     ("Can I pay with cash?", "Payment methods"),
-    ("What happens if I don't pay my bill on time?", "Late payment"),
-    ("I am relocating to another apartment, what about my contract?", "Moving house"),
-    ("Can I suspend the internet while I'm on vacation?", "Pausing service"),
+    (
+        "What happens if I don't pay my bill on time?",
+        "Late payment",
+    ),
+    (
+        "I am relocating to another apartment, what about my contract?",
+        "Moving house",
+    ),
+    (
+        "Can I suspend the internet while I'm on vacation?",
+        "Pausing service",
+    ),
     ("How much does it cost to buy the router?", "Router rental"),
     ("How do I reset my router?", "Router reset"),
     ("Where do I find the wifi password?", "Wi-Fi password"),
@@ -110,14 +124,26 @@ const QUESTIONS: &[(&str, &str)] = &[
     ("Is support available at night?", "Support hours"),
     ("Where is your office?", "Office addresses"),
     ("How do I cancel my contract?", "Contract termination"),
-    ("Will I get my money back after ending the contract?", "Refunds"),
+    (
+        "Will I get my money back after ending the contract?",
+        "Refunds",
+    ),
     ("Can I get a fixed IP address?", "Static IP"),
-    ("How can I block adult websites for my kids?", "Parental control"),
+    (
+        "How can I block adult websites for my kids?",
+        "Parental control",
+    ),
     ("Can I check my balance on my phone?", "Mobile app"),
     ("My internet is slow, what should I do?", "Speed test"),
     ("Do you have offers for companies?", "Business tariffs"),
-    ("Is there a bonus for recommending you to a friend?", "Referral bonus"),
-    ("What documents do I need to sign up?", "Customer requirements"),
+    (
+        "Is there a bonus for recommending you to a friend?",
+        "Referral bonus",
+    ),
+    (
+        "What documents do I need to sign up?",
+        "Customer requirements",
+    ),
 ];
 
 struct Quality {
@@ -131,39 +157,68 @@ async fn evaluate(name: &str, embedder: Arc<dyn Embedder>) -> Quality {
     let store = db.store.clone();
     let dir = tempfile::tempdir().unwrap();
     let index = Arc::new(EdgeIndex::open(dir.path(), embedder.dimension()).unwrap());
-    let service = KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default()).unwrap();
+    let service =
+        KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default()).unwrap();
     let company = store
-        .create_company(NewCompany { name: "Nordlink".into(), timezone: "Europe/Moscow".into(), max_concurrent_calls: 5 })
+        .create_company(NewCompany {
+            name: "Nordlink".into(),
+            timezone: "Europe/Moscow".into(),
+            max_concurrent_calls: 5,
+        })
         .await
         .unwrap()
         .id;
     let yaml = "language: en\ngreeting: Hello!\nfallback: Sorry?\n";
     let config = BotConfig::parse_any(yaml).unwrap();
     let bot = store
-        .create_bot(NewBot { company_id: &company, name: "support", config: &config, source_text: yaml, source_format: "yaml" })
+        .create_bot(NewBot {
+            company_id: &company,
+            name: "support",
+            config: &config,
+            source_text: yaml,
+            source_format: "yaml",
+        })
         .await
         .unwrap()
         .0
         .id;
-    for (file, text) in [("tariffs.md", TARIFFS), ("service.md", SERVICE), ("billing.md", BILLING)] {
-        let doc = service.upload(&company, &bot, file, text.as_bytes().to_vec()).await.unwrap();
+    for (file, text) in [
+        ("tariffs.md", TARIFFS),
+        ("service.md", SERVICE),
+        ("billing.md", BILLING),
+    ] {
+        let doc = service
+            .upload(&company, &bot, file, text.as_bytes().to_vec())
+            .await
+            .unwrap();
         assert_eq!(service.wait_indexed(&doc.id).await.unwrap().status, "ready");
     }
     let (mut at1, mut at5, mut rr) = (0usize, 0usize, 0.0f64);
     for (question, expected) in QUESTIONS {
         let hits = service.search(&bot, question, 5).await.unwrap();
-        let rank = hits.iter().position(|h| h.chunk.heading.as_deref() == Some(*expected));
+        let rank = hits
+            .iter()
+            .position(|h| h.chunk.heading.as_deref() == Some(*expected));
         match rank {
             Some(r) => {
                 at1 += usize::from(r == 0);
                 at5 += 1;
                 rr += 1.0 / (r as f64 + 1.0);
             }
-            None => eprintln!("  {name}: missed {question:?} (expected {expected:?}, got {:?})", hits.iter().map(|h| h.chunk.heading.clone()).collect::<Vec<_>>()),
+            None => eprintln!(
+                "  {name}: missed {question:?} (expected {expected:?}, got {:?})",
+                hits.iter()
+                    .map(|h| h.chunk.heading.clone())
+                    .collect::<Vec<_>>()
+            ),
         }
     }
     let n = QUESTIONS.len() as f64;
-    let q = Quality { recall_at_1: at1 as f64 / n, recall_at_5: at5 as f64 / n, mrr: rr / n };
+    let q = Quality {
+        recall_at_1: at1 as f64 / n,
+        recall_at_5: at5 as f64 / n,
+        mrr: rr / n,
+    };
     println!(
         "retrieval quality, {name} + BM25 (RRF), {} questions: recall@1 {:.2}, recall@5 {:.2}, MRR {:.2}",
         QUESTIONS.len(),

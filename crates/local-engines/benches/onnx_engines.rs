@@ -8,7 +8,8 @@ use callfleet_local_engines::{models_dir, OnnxOptions, PiperVoice, SileroVad, Sm
 use std::time::{Duration, Instant};
 
 fn espeak_16k(text: &str) -> Vec<i16> {
-    callfleet_local_engines::espeak_speech(text, "en-us", 16_000).expect("espeak-ng is needed for the bench's speech")
+    callfleet_local_engines::espeak_speech(text, "en-us", 16_000)
+        .expect("espeak-ng is needed for the bench's speech")
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -20,17 +21,26 @@ fn main() {
     let models = models_dir();
     let mut speech = Vec::new();
     while speech.len() < 16_000 * 20 {
-        speech.extend(espeak_16k("Hello, I would like to book a table for two people tomorrow evening, please."));
+        speech.extend(espeak_16k(
+            "Hello, I would like to book a table for two people tomorrow evening, please.",
+        ));
         speech.extend(vec![0i16; 8_000]);
     }
     let audio_secs = speech.len() as f64 / 16_000.0;
-    let sentences = ["Thank you for calling, how can I help you today?", "Your appointment is booked for Tuesday at three in the afternoon.", "Is there anything else I can do for you?"];
+    let sentences = [
+        "Thank you for calling, how can I help you today?",
+        "Your appointment is booked for Tuesday at three in the afternoon.",
+        "Is there anything else I can do for you?",
+    ];
 
     for threads in [1usize, 2] {
-        let options = OnnxOptions { intra_threads: threads };
+        let options = OnnxOptions {
+            intra_threads: threads,
+        };
         println!("== {threads} intra-op thread(s)");
 
-        let mut vad = SileroVad::load(&models, options).expect("Silero VAD model (scripts/fetch-models.sh)");
+        let mut vad =
+            SileroVad::load(&models, options).expect("Silero VAD model (scripts/fetch-models.sh)");
         for _ in 0..2 {
             let t = Instant::now();
             for frame in speech.chunks(320) {

@@ -4,19 +4,29 @@
 //! threads), the local LLM's time to first token and tokens per second (1 and 2 threads), and
 //! espeak-ng's real-time factor. Models missing from the models dir are skipped with a note.
 
-use callfleet_local_engines::{models_dir, EspeakConfig, EspeakTts, LocalLlm, LocalLlmConfig, WhisperConfig, WhisperModel, WhisperStt};
-use callfleet_providers::{ChatMessage, ChatRequest, LanguageModel, LlmEvent, TextToSpeech, TtsEvent, TtsOptions};
+use callfleet_local_engines::{
+    models_dir, EspeakConfig, EspeakTts, LocalLlm, LocalLlmConfig, WhisperConfig, WhisperModel,
+    WhisperStt,
+};
+use callfleet_providers::{
+    ChatMessage, ChatRequest, LanguageModel, LlmEvent, TextToSpeech, TtsEvent, TtsOptions,
+};
 use std::time::Instant;
 
 const EN: &str = "Hello, I would like to book an appointment for a haircut tomorrow morning, if you have a free slot.";
-const RU: &str = "Здравствуйте, я хочу записаться на стрижку завтра утром, если у вас есть свободное время.";
+const RU: &str =
+    "Здравствуйте, я хочу записаться на стрижку завтра утром, если у вас есть свободное время.";
 
 fn espeak_16k(text: &str, voice: &str) -> Vec<i16> {
     callfleet_local_engines::espeak_speech(text, voice, 16_000).expect("espeak-ng speaks")
 }
 
 fn whisper() {
-    for (model, text, voice, lang) in [(WhisperModel::TinyEn, EN, "en-us", "en"), (WhisperModel::Base, EN, "en-us", "en"), (WhisperModel::Base, RU, "ru", "ru")] {
+    for (model, text, voice, lang) in [
+        (WhisperModel::TinyEn, EN, "en-us", "en"),
+        (WhisperModel::Base, EN, "en-us", "en"),
+        (WhisperModel::Base, RU, "ru", "ru"),
+    ] {
         let dir = models_dir().join(model.dir_name());
         if !dir.join(model.ggml_file()).is_file() && !dir.join("model.bin").is_file() {
             println!("whisper {}: model missing, skipped", model.dir_name());
@@ -24,7 +34,8 @@ fn whisper() {
         }
         let stt = WhisperStt::new(WhisperConfig::new(models_dir()));
         let audio = espeak_16k(text, voice);
-        stt.transcribe(model, &audio, Some(lang), 2).expect("warm-up");
+        stt.transcribe(model, &audio, Some(lang), 2)
+            .expect("warm-up");
         for threads in [1, 2] {
             let runs = 3;
             let (mut compute, mut secs) = (0.0, 0.0);
@@ -50,7 +61,9 @@ async fn llm() {
         llm.warm_up().await;
         let request = ChatRequest {
             messages: vec![
-                ChatMessage::system("You are a salon receptionist. Opening hours: 9 to 18, Monday to Saturday."),
+                ChatMessage::system(
+                    "You are a salon receptionist. Opening hours: 9 to 18, Monday to Saturday.",
+                ),
                 ChatMessage::user("Tell me about your salon and what services you offer."),
             ],
             tools: Vec::new(),
@@ -73,14 +86,25 @@ async fn llm() {
             rate.push((n.saturating_sub(1)) as f64 / (started.elapsed() - first).as_secs_f64());
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        println!("llm smollm2-135m threads {threads}: first token {:.0} ms, {:.1} tokens/s", mean(&ttft) * 1000.0, mean(&rate));
+        println!(
+            "llm smollm2-135m threads {threads}: first token {:.0} ms, {:.1} tokens/s",
+            mean(&ttft) * 1000.0,
+            mean(&rate)
+        );
     }
 }
 
 async fn espeak() {
     let tts = EspeakTts::new(EspeakConfig::default());
     for (lang, text) in [("en", EN), ("ru", RU)] {
-        let Ok(mut s) = tts.open(TtsOptions { language: Some(lang.into()), sample_rate: 16_000, ..TtsOptions::default() }).await else {
+        let Ok(mut s) = tts
+            .open(TtsOptions {
+                language: Some(lang.into()),
+                sample_rate: 16_000,
+                ..TtsOptions::default()
+            })
+            .await
+        else {
             println!("espeak: espeak-ng missing, skipped");
             return;
         };
@@ -101,7 +125,12 @@ async fn espeak() {
             }
         }
         let secs = samples as f64 / 16_000.0;
-        println!("espeak {lang}: {secs:.2} s of audio in {:.3} s (first audio {:.0} ms), RTF {:.3}", started.elapsed().as_secs_f64(), first.unwrap_or_default().as_secs_f64() * 1000.0, started.elapsed().as_secs_f64() / secs);
+        println!(
+            "espeak {lang}: {secs:.2} s of audio in {:.3} s (first audio {:.0} ms), RTF {:.3}",
+            started.elapsed().as_secs_f64(),
+            first.unwrap_or_default().as_secs_f64() * 1000.0,
+            started.elapsed().as_secs_f64() / secs
+        );
     }
 }
 

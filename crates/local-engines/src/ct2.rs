@@ -56,7 +56,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], EngineError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| load_err("model.bin is truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| load_err("model.bin is truncated"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -83,7 +87,9 @@ fn parse_model_bin(buf: &[u8]) -> Result<(String, HashMap<String, Var>), EngineE
     let mut r = Reader { buf, pos: 0 };
     let version = r.u32()?;
     if !(5..=6).contains(&version) {
-        return Err(load_err(format!("unsupported CTranslate2 binary version {version}")));
+        return Err(load_err(format!(
+            "unsupported CTranslate2 binary version {version}"
+        )));
     }
     let spec = r.string()?;
     let _revision = r.u32()?;
@@ -105,8 +111,14 @@ fn parse_model_bin(buf: &[u8]) -> Result<(String, HashMap<String, Var>), EngineE
     for _ in 0..n_alias {
         let alias = r.string()?;
         let target = r.string()?;
-        let v = vars.get(&target).ok_or_else(|| load_err(format!("alias {alias} names a missing {target}")))?;
-        let copy = Var { shape: v.shape.clone(), dtype: v.dtype, data: v.data.clone() };
+        let v = vars
+            .get(&target)
+            .ok_or_else(|| load_err(format!("alias {alias} names a missing {target}")))?;
+        let copy = Var {
+            shape: v.shape.clone(),
+            dtype: v.dtype,
+            data: v.data.clone(),
+        };
         vars.insert(alias, copy);
     }
     Ok((spec, vars))
@@ -183,7 +195,11 @@ impl Var {
     /// As f16 values (floats only).
     fn to_f16(&self, name: &str) -> Result<Vec<u16>, EngineError> {
         if self.dtype == F16 {
-            return Ok(self.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect());
+            return Ok(self
+                .data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect());
         }
         Ok(self.to_f32(name)?.into_iter().map(f32_to_f16).collect())
     }
@@ -193,7 +209,9 @@ impl Var {
         match self.dtype {
             I8 => d.first().map(|&b| b as i8 as i64),
             I16 => d.get(..2).map(|b| i16::from_le_bytes([b[0], b[1]]) as i64),
-            I32 => d.get(..4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64),
+            I32 => d
+                .get(..4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64),
             _ => None,
         }
     }
@@ -218,7 +236,9 @@ struct Vars {
 
 impl Vars {
     fn get(&self, name: &str) -> Result<&Var, EngineError> {
-        self.map.get(name).ok_or_else(|| load_err(format!("model.bin lacks {name}")))
+        self.map
+            .get(name)
+            .ok_or_else(|| load_err(format!("model.bin lacks {name}")))
     }
 }
 
@@ -253,9 +273,13 @@ pub fn mel_filters(sample_rate: f64, n_fft: usize, n_mels: usize) -> Vec<Vec<f32
         }
     }
     let n_freq = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> = (0..n_freq).map(|i| i as f64 * (sample_rate / 2.0) / (n_freq - 1) as f64).collect();
+    let fft_freqs: Vec<f64> = (0..n_freq)
+        .map(|i| i as f64 * (sample_rate / 2.0) / (n_freq - 1) as f64)
+        .collect();
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sample_rate / 2.0));
-    let mel_f: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
+    let mel_f: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
     (0..n_mels)
         .map(|m| {
             let enorm = 2.0 / (mel_f[m + 2] - mel_f[m]);
@@ -274,7 +298,10 @@ pub fn mel_filters(sample_rate: f64, n_fft: usize, n_mels: usize) -> Vec<Vec<f32
 /// GPT-2's byte ↔ printable-character table, inverted: the character a tokenizer.json token
 /// uses for each raw byte.
 fn byte_decoder() -> HashMap<char, u8> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -284,13 +311,19 @@ fn byte_decoder() -> HashMap<char, u8> {
             n += 1;
         }
     }
-    bs.into_iter().zip(cs).map(|(b, c)| (char::from_u32(c).unwrap(), b as u8)).collect()
+    bs.into_iter()
+        .zip(cs)
+        .map(|(b, c)| (char::from_u32(c).unwrap(), b as u8))
+        .collect()
 }
 
 /// The regular tokens (ids below `<|endoftext|>`) as raw bytes, from a Hugging Face tokenizer.json.
 fn vocabulary(tokenizer_json: &[u8]) -> Result<Vec<Vec<u8>>, EngineError> {
-    let json: serde_json::Value = serde_json::from_slice(tokenizer_json).map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
-    let vocab = json["model"]["vocab"].as_object().ok_or_else(|| load_err("tokenizer.json has no model.vocab"))?;
+    let json: serde_json::Value = serde_json::from_slice(tokenizer_json)
+        .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
+    let vocab = json["model"]["vocab"]
+        .as_object()
+        .ok_or_else(|| load_err("tokenizer.json has no model.vocab"))?;
     let eot = json["added_tokens"]
         .as_array()
         .and_then(|a| a.iter().find(|t| t["content"] == "<|endoftext|>"))
@@ -300,34 +333,77 @@ fn vocabulary(tokenizer_json: &[u8]) -> Result<Vec<Vec<u8>>, EngineError> {
     let dec = byte_decoder();
     let mut tokens = vec![Vec::new(); eot];
     for (text, id) in vocab {
-        let Some(id) = id.as_u64().map(|i| i as usize).filter(|&i| i < eot) else { continue };
-        tokens[id] = text.chars().map(|c| dec.get(&c).copied().ok_or_else(|| load_err(format!("token {text:?} is not byte-level BPE")))).collect::<Result<_, _>>()?;
+        let Some(id) = id.as_u64().map(|i| i as usize).filter(|&i| i < eot) else {
+            continue;
+        };
+        tokens[id] = text
+            .chars()
+            .map(|c| {
+                dec.get(&c)
+                    .copied()
+                    .ok_or_else(|| load_err(format!("token {text:?} is not byte-level BPE")))
+            })
+            .collect::<Result<_, _>>()?;
     }
     Ok(tokens)
 }
 
 fn float_tensor(vars: &Vars, from: &str, to: String, f16: bool) -> Result<Tensor, EngineError> {
     let v = vars.get(from)?;
-    let data = if f16 { Data::F16(v.to_f16(from)?) } else { Data::F32(v.to_f32(from)?) };
-    Ok(Tensor { name: to, shape: v.shape.clone(), data })
+    let data = if f16 {
+        Data::F16(v.to_f16(from)?)
+    } else {
+        Data::F32(v.to_f32(from)?)
+    };
+    Ok(Tensor {
+        name: to,
+        shape: v.shape.clone(),
+        data,
+    })
 }
 
 /// A CTranslate2 linear (`{from}/weight`, `{from}/bias`) as ggml tensors.
 fn linear(vars: &Vars, from: &str, to: &str, out: &mut Vec<Tensor>) -> Result<(), EngineError> {
-    out.push(float_tensor(vars, &format!("{from}/weight"), format!("{to}.weight"), true)?);
-    out.push(float_tensor(vars, &format!("{from}/bias"), format!("{to}.bias"), false)?);
+    out.push(float_tensor(
+        vars,
+        &format!("{from}/weight"),
+        format!("{to}.weight"),
+        true,
+    )?);
+    out.push(float_tensor(
+        vars,
+        &format!("{from}/bias"),
+        format!("{to}.bias"),
+        false,
+    )?);
     Ok(())
 }
 
 fn layer_norm(vars: &Vars, from: &str, to: &str, out: &mut Vec<Tensor>) -> Result<(), EngineError> {
-    out.push(float_tensor(vars, &format!("{from}/gamma"), format!("{to}.weight"), false)?);
-    out.push(float_tensor(vars, &format!("{from}/beta"), format!("{to}.bias"), false)?);
+    out.push(float_tensor(
+        vars,
+        &format!("{from}/gamma"),
+        format!("{to}.weight"),
+        false,
+    )?);
+    out.push(float_tensor(
+        vars,
+        &format!("{from}/beta"),
+        format!("{to}.bias"),
+        false,
+    )?);
     Ok(())
 }
 
 /// Splits a fused linear of `parts.len() * d` output rows into one linear per part. A part
 /// whose name is `key` gets no bias (Whisper's key projections have none).
-fn split_linear(vars: &Vars, from: &str, to: &str, parts: &[&str], out: &mut Vec<Tensor>) -> Result<(), EngineError> {
+fn split_linear(
+    vars: &Vars,
+    from: &str,
+    to: &str,
+    parts: &[&str],
+    out: &mut Vec<Tensor>,
+) -> Result<(), EngineError> {
     let wname = format!("{from}/weight");
     let w = vars.get(&wname)?;
     let (rows_total, cols) = match w.shape[..] {
@@ -335,50 +411,83 @@ fn split_linear(vars: &Vars, from: &str, to: &str, parts: &[&str], out: &mut Vec
         _ => return Err(load_err(format!("{wname} is not a matrix"))),
     };
     if rows_total % parts.len() != 0 {
-        return Err(load_err(format!("{wname} has {rows_total} rows, not {} equal parts", parts.len())));
+        return Err(load_err(format!(
+            "{wname} has {rows_total} rows, not {} equal parts",
+            parts.len()
+        )));
     }
     let d = rows_total / parts.len();
     let wd = w.to_f16(&wname)?;
     let bname = format!("{from}/bias");
     let b = vars.get(&bname)?.to_f32(&bname)?;
     for (i, part) in parts.iter().enumerate() {
-        out.push(Tensor { name: format!("{to}.{part}.weight"), shape: vec![d, cols], data: Data::F16(rows(&wd, cols, i * d, (i + 1) * d)) });
+        out.push(Tensor {
+            name: format!("{to}.{part}.weight"),
+            shape: vec![d, cols],
+            data: Data::F16(rows(&wd, cols, i * d, (i + 1) * d)),
+        });
         let bias = rows(&b, 1, i * d, (i + 1) * d);
         if *part == "key" {
             if bias.iter().any(|x| x.abs() > 1e-6) {
-                return Err(load_err(format!("{bname}: the key bias is not zero; whisper.cpp has no place for it")));
+                return Err(load_err(format!(
+                    "{bname}: the key bias is not zero; whisper.cpp has no place for it"
+                )));
             }
         } else {
-            out.push(Tensor { name: format!("{to}.{part}.bias"), shape: vec![d], data: Data::F32(bias) });
+            out.push(Tensor {
+                name: format!("{to}.{part}.bias"),
+                shape: vec![d],
+                data: Data::F32(bias),
+            });
         }
     }
     Ok(())
 }
 
 fn count_layers(vars: &Vars, prefix: &str) -> usize {
-    (0..).take_while(|i| vars.map.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))).count()
+    (0..)
+        .take_while(|i| {
+            vars.map
+                .contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))
+        })
+        .count()
 }
 
 fn scalar(vars: &Vars, name: &str) -> Result<usize, EngineError> {
-    vars.get(name)?.scalar_int().map(|v| v as usize).ok_or_else(|| load_err(format!("{name} is not an integer scalar")))
+    vars.get(name)?
+        .scalar_int()
+        .map(|v| v as usize)
+        .ok_or_else(|| load_err(format!("{name} is not an integer scalar")))
 }
 
 /// Converts the faster-whisper (CTranslate2) model in `ct2_dir` (`model.bin`, `tokenizer.json`)
 /// to a whisper.cpp ggml file at `out_file` (f16 weights, f32 biases, norms and positions). The
 /// file is written beside `out_file` and renamed into place, so a crash leaves no half file.
 pub fn convert_ct2_to_ggml(ct2_dir: &Path, out_file: &Path) -> Result<Ct2Summary, EngineError> {
-    let missing: Vec<&str> = ["model.bin", "tokenizer.json"].into_iter().filter(|f| !ct2_dir.join(f).is_file()).collect();
+    let missing: Vec<&str> = ["model.bin", "tokenizer.json"]
+        .into_iter()
+        .filter(|f| !ct2_dir.join(f).is_file())
+        .collect();
     if !missing.is_empty() {
-        return Err(EngineError::ModelMissing { dir: ct2_dir.display().to_string(), missing: missing.join(", ") });
+        return Err(EngineError::ModelMissing {
+            dir: ct2_dir.display().to_string(),
+            missing: missing.join(", "),
+        });
     }
-    let bin = std::fs::read(ct2_dir.join("model.bin")).map_err(|e| load_err(format!("model.bin: {e}")))?;
+    let bin = std::fs::read(ct2_dir.join("model.bin"))
+        .map_err(|e| load_err(format!("model.bin: {e}")))?;
     let (spec, map) = parse_model_bin(&bin)?;
     drop(bin);
     if spec != "WhisperSpec" {
-        return Err(load_err(format!("model.bin holds a {spec}, not a WhisperSpec")));
+        return Err(load_err(format!(
+            "model.bin holds a {spec}, not a WhisperSpec"
+        )));
     }
     let vars = Vars { map };
-    let tokens = vocabulary(&std::fs::read(ct2_dir.join("tokenizer.json")).map_err(|e| load_err(format!("tokenizer.json: {e}")))?)?;
+    let tokens = vocabulary(
+        &std::fs::read(ct2_dir.join("tokenizer.json"))
+            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?,
+    )?;
 
     let emb = vars.get("decoder/embeddings/weight")?;
     let (n_vocab, n_text_state) = (emb.shape[0], emb.shape[1]);
@@ -396,38 +505,146 @@ pub fn convert_ct2_to_ggml(ct2_dir: &Path, out_file: &Path) -> Result<Ct2Summary
 
     let mut t: Vec<Tensor> = Vec::new();
     // Encoder.
-    t.push(float_tensor(&vars, "encoder/position_encodings/encodings", "encoder.positional_embedding".into(), false)?);
+    t.push(float_tensor(
+        &vars,
+        "encoder/position_encodings/encodings",
+        "encoder.positional_embedding".into(),
+        false,
+    )?);
     for conv in ["conv1", "conv2"] {
-        t.push(float_tensor(&vars, &format!("encoder/{conv}/weight"), format!("encoder.{conv}.weight"), true)?);
-        let mut bias = float_tensor(&vars, &format!("encoder/{conv}/bias"), format!("encoder.{conv}.bias"), false)?;
+        t.push(float_tensor(
+            &vars,
+            &format!("encoder/{conv}/weight"),
+            format!("encoder.{conv}.weight"),
+            true,
+        )?);
+        let mut bias = float_tensor(
+            &vars,
+            &format!("encoder/{conv}/bias"),
+            format!("encoder.{conv}.bias"),
+            false,
+        )?;
         bias.shape = vec![bias.shape[0], 1];
         t.push(bias);
     }
     for i in 0..n_audio_layer {
         let (from, to) = (format!("encoder/layer_{i}"), format!("encoder.blocks.{i}"));
-        layer_norm(&vars, &format!("{from}/self_attention/layer_norm"), &format!("{to}.attn_ln"), &mut t)?;
-        split_linear(&vars, &format!("{from}/self_attention/linear_0"), &format!("{to}.attn"), &["query", "key", "value"], &mut t)?;
-        linear(&vars, &format!("{from}/self_attention/linear_1"), &format!("{to}.attn.out"), &mut t)?;
-        layer_norm(&vars, &format!("{from}/ffn/layer_norm"), &format!("{to}.mlp_ln"), &mut t)?;
-        linear(&vars, &format!("{from}/ffn/linear_0"), &format!("{to}.mlp.0"), &mut t)?;
-        linear(&vars, &format!("{from}/ffn/linear_1"), &format!("{to}.mlp.2"), &mut t)?;
+        layer_norm(
+            &vars,
+            &format!("{from}/self_attention/layer_norm"),
+            &format!("{to}.attn_ln"),
+            &mut t,
+        )?;
+        split_linear(
+            &vars,
+            &format!("{from}/self_attention/linear_0"),
+            &format!("{to}.attn"),
+            &["query", "key", "value"],
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/self_attention/linear_1"),
+            &format!("{to}.attn.out"),
+            &mut t,
+        )?;
+        layer_norm(
+            &vars,
+            &format!("{from}/ffn/layer_norm"),
+            &format!("{to}.mlp_ln"),
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/ffn/linear_0"),
+            &format!("{to}.mlp.0"),
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/ffn/linear_1"),
+            &format!("{to}.mlp.2"),
+            &mut t,
+        )?;
     }
     layer_norm(&vars, "encoder/layer_norm", "encoder.ln_post", &mut t)?;
     // Decoder.
-    t.push(float_tensor(&vars, "decoder/position_encodings/encodings", "decoder.positional_embedding".into(), false)?);
-    t.push(float_tensor(&vars, "decoder/embeddings/weight", "decoder.token_embedding.weight".into(), true)?);
+    t.push(float_tensor(
+        &vars,
+        "decoder/position_encodings/encodings",
+        "decoder.positional_embedding".into(),
+        false,
+    )?);
+    t.push(float_tensor(
+        &vars,
+        "decoder/embeddings/weight",
+        "decoder.token_embedding.weight".into(),
+        true,
+    )?);
     for i in 0..n_text_layer {
         let (from, to) = (format!("decoder/layer_{i}"), format!("decoder.blocks.{i}"));
-        layer_norm(&vars, &format!("{from}/self_attention/layer_norm"), &format!("{to}.attn_ln"), &mut t)?;
-        split_linear(&vars, &format!("{from}/self_attention/linear_0"), &format!("{to}.attn"), &["query", "key", "value"], &mut t)?;
-        linear(&vars, &format!("{from}/self_attention/linear_1"), &format!("{to}.attn.out"), &mut t)?;
-        layer_norm(&vars, &format!("{from}/attention/layer_norm"), &format!("{to}.cross_attn_ln"), &mut t)?;
-        linear(&vars, &format!("{from}/attention/linear_0"), &format!("{to}.cross_attn.query"), &mut t)?;
-        split_linear(&vars, &format!("{from}/attention/linear_1"), &format!("{to}.cross_attn"), &["key", "value"], &mut t)?;
-        linear(&vars, &format!("{from}/attention/linear_2"), &format!("{to}.cross_attn.out"), &mut t)?;
-        layer_norm(&vars, &format!("{from}/ffn/layer_norm"), &format!("{to}.mlp_ln"), &mut t)?;
-        linear(&vars, &format!("{from}/ffn/linear_0"), &format!("{to}.mlp.0"), &mut t)?;
-        linear(&vars, &format!("{from}/ffn/linear_1"), &format!("{to}.mlp.2"), &mut t)?;
+        layer_norm(
+            &vars,
+            &format!("{from}/self_attention/layer_norm"),
+            &format!("{to}.attn_ln"),
+            &mut t,
+        )?;
+        split_linear(
+            &vars,
+            &format!("{from}/self_attention/linear_0"),
+            &format!("{to}.attn"),
+            &["query", "key", "value"],
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/self_attention/linear_1"),
+            &format!("{to}.attn.out"),
+            &mut t,
+        )?;
+        layer_norm(
+            &vars,
+            &format!("{from}/attention/layer_norm"),
+            &format!("{to}.cross_attn_ln"),
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/attention/linear_0"),
+            &format!("{to}.cross_attn.query"),
+            &mut t,
+        )?;
+        split_linear(
+            &vars,
+            &format!("{from}/attention/linear_1"),
+            &format!("{to}.cross_attn"),
+            &["key", "value"],
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/attention/linear_2"),
+            &format!("{to}.cross_attn.out"),
+            &mut t,
+        )?;
+        layer_norm(
+            &vars,
+            &format!("{from}/ffn/layer_norm"),
+            &format!("{to}.mlp_ln"),
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/ffn/linear_0"),
+            &format!("{to}.mlp.0"),
+            &mut t,
+        )?;
+        linear(
+            &vars,
+            &format!("{from}/ffn/linear_1"),
+            &format!("{to}.mlp.2"),
+            &mut t,
+        )?;
     }
     layer_norm(&vars, "decoder/layer_norm", "decoder.ln", &mut t)?;
     for tensor in &t {
@@ -437,7 +654,10 @@ pub fn convert_ct2_to_ggml(ct2_dir: &Path, out_file: &Path) -> Result<Ct2Summary
             Data::F16(v) => v.len(),
         };
         if n != len {
-            return Err(load_err(format!("{}: shape {:?} does not match {} values", tensor.name, tensor.shape, len)));
+            return Err(load_err(format!(
+                "{}: shape {:?} does not match {} values",
+                tensor.name, tensor.shape, len
+            )));
         }
     }
     let _ = vars.map.values().map(Var::numel).sum::<usize>();
@@ -449,9 +669,23 @@ pub fn convert_ct2_to_ggml(ct2_dir: &Path, out_file: &Path) -> Result<Ct2Summary
     let tmp = out_file.with_extension("part");
     let write = || -> std::io::Result<()> {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let i32le = |w: &mut std::io::BufWriter<std::fs::File>, v: usize| w.write_all(&(v as i32).to_le_bytes());
+        let i32le = |w: &mut std::io::BufWriter<std::fs::File>, v: usize| {
+            w.write_all(&(v as i32).to_le_bytes())
+        };
         w.write_all(&0x6767_6d6cu32.to_le_bytes())?;
-        for v in [n_vocab, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_text_ctx, n_text_state, n_text_head, n_text_layer, n_mels, 1] {
+        for v in [
+            n_vocab,
+            n_audio_ctx,
+            n_audio_state,
+            n_audio_head,
+            n_audio_layer,
+            n_text_ctx,
+            n_text_state,
+            n_text_head,
+            n_text_layer,
+            n_mels,
+            1,
+        ] {
             i32le(&mut w, v)?;
         }
         let filters = mel_filters(16_000.0, 400, n_mels);
@@ -489,7 +723,15 @@ pub fn convert_ct2_to_ggml(ct2_dir: &Path, out_file: &Path) -> Result<Ct2Summary
         let _ = std::fs::remove_file(&tmp);
         load_err(format!("{}: {e}", out_file.display()))
     })?;
-    Ok(Ct2Summary { n_vocab, n_audio_layer, n_text_layer, n_state: n_audio_state, n_mels, tensors: t.len(), tokens: tokens.len() })
+    Ok(Ct2Summary {
+        n_vocab,
+        n_audio_layer,
+        n_text_layer,
+        n_state: n_audio_state,
+        n_mels,
+        tensors: t.len(),
+        tokens: tokens.len(),
+    })
 }
 
 #[cfg(test)]
@@ -498,7 +740,9 @@ mod tests {
 
     #[test]
     fn half_floats_round_trip() {
-        for x in [0.0f32, -0.0, 1.0, -2.5, 0.333, 65504.0, 6.1e-5, 1e-7, -3.0e-6] {
+        for x in [
+            0.0f32, -0.0, 1.0, -2.5, 0.333, 65504.0, 6.1e-5, 1e-7, -3.0e-6,
+        ] {
             let back = f16_to_f32(f32_to_f16(x));
             assert!((back - x).abs() <= x.abs() * 1e-3 + 6e-8, "{x} -> {back}");
         }
@@ -513,7 +757,13 @@ mod tests {
         // mel_filters.npz): row 0 peaks at bin 1, row 79 covers the top bins.
         let f = mel_filters(16_000.0, 400, 80);
         assert_eq!((f.len(), f[0].len()), (80, 201));
-        let check = |m: usize, k: usize, want: f32| assert!((f[m][k] - want).abs() < 2e-5, "filter[{m}][{k}] = {} want {want}", f[m][k]);
+        let check = |m: usize, k: usize, want: f32| {
+            assert!(
+                (f[m][k] - want).abs() < 2e-5,
+                "filter[{m}][{k}] = {} want {want}",
+                f[m][k]
+            )
+        };
         check(0, 0, 0.0);
         check(0, 1, 0.024_862_5);
         check(1, 2, 0.022_871_8);
@@ -528,6 +778,9 @@ mod tests {
     fn byte_level_tokens_decode_to_raw_bytes() {
         let json = br#"{"model":{"vocab":{"!":0,"\u0120the":1,"\u00c3\u00a9":2,"<|endoftext|>":3}},"added_tokens":[{"id":3,"content":"<|endoftext|>"}]}"#;
         let v = vocabulary(json).unwrap();
-        assert_eq!(v, vec![b"!".to_vec(), b" the".to_vec(), "é".as_bytes().to_vec()]);
+        assert_eq!(
+            v,
+            vec![b"!".to_vec(), b" the".to_vec(), "é".as_bytes().to_vec()]
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! streamed text, so the first audio does not wait for the whole reply. `Cancel` kills the
 //! running process and drops the utterance's queued text.
 
-use callfleet_pipeline::wav::{parse, resample_sinc};
 use callfleet_core::scenario::BoxFuture;
+use callfleet_pipeline::wav::{parse, resample_sinc};
 use callfleet_providers::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -32,7 +32,12 @@ pub struct EspeakConfig {
 
 impl Default for EspeakConfig {
     fn default() -> Self {
-        EspeakConfig { program: PathBuf::from("espeak-ng"), voice: None, speed_wpm: None, pitch: None }
+        EspeakConfig {
+            program: PathBuf::from("espeak-ng"),
+            voice: None,
+            speed_wpm: None,
+            pitch: None,
+        }
     }
 }
 
@@ -59,7 +64,10 @@ pub fn take_sentences(buf: &mut String) -> Vec<String> {
         let mut cut = None;
         let mut chars = buf.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
-            let next_is_space = chars.peek().map(|(_, n)| n.is_whitespace()).unwrap_or(false);
+            let next_is_space = chars
+                .peek()
+                .map(|(_, n)| n.is_whitespace())
+                .unwrap_or(false);
             if c == '\n' || (matches!(c, '.' | '!' | '?' | '…' | ';') && next_is_space) {
                 cut = Some(i + c.len_utf8());
                 break;
@@ -83,20 +91,37 @@ impl EspeakTts {
     }
 
     fn voice(&self, options: &TtsOptions) -> String {
-        options.voice.clone().or_else(|| self.config.voice.clone()).unwrap_or_else(|| voice_for_language(options.language.as_deref()))
+        options
+            .voice
+            .clone()
+            .or_else(|| self.config.voice.clone())
+            .unwrap_or_else(|| voice_for_language(options.language.as_deref()))
     }
 
     /// Synthesizes one piece of text at `sample_rate` (16-bit mono).
-    pub async fn synthesize(&self, text: &str, voice: &str, sample_rate: u32) -> Result<Vec<i16>, TtsError> {
+    pub async fn synthesize(
+        &self,
+        text: &str,
+        voice: &str,
+        sample_rate: u32,
+    ) -> Result<Vec<i16>, TtsError> {
         synthesize(&self.config, text, voice, sample_rate).await
     }
 }
 
 fn provider_err(message: impl Into<String>) -> TtsError {
-    TtsError::Provider { provider: NAME.into(), message: message.into() }
+    TtsError::Provider {
+        provider: NAME.into(),
+        message: message.into(),
+    }
 }
 
-async fn synthesize(config: &EspeakConfig, text: &str, voice: &str, sample_rate: u32) -> Result<Vec<i16>, TtsError> {
+async fn synthesize(
+    config: &EspeakConfig,
+    text: &str,
+    voice: &str,
+    sample_rate: u32,
+) -> Result<Vec<i16>, TtsError> {
     let mut cmd = tokio::process::Command::new(&config.program);
     cmd.arg("-v").arg(voice).arg("--stdout");
     if let Some(s) = config.speed_wpm {
@@ -105,24 +130,42 @@ async fn synthesize(config: &EspeakConfig, text: &str, voice: &str, sample_rate:
     if let Some(p) = config.pitch {
         cmd.arg("-p").arg(p.to_string());
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| TtsError::Connect { provider: NAME.into(), message: format!("{}: {e}", config.program.display()) })?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| TtsError::Connect {
+        provider: NAME.into(),
+        message: format!("{}: {e}", config.program.display()),
+    })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     // One line: espeak reads stdin to its end; newlines inside would only add pauses.
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    stdin.write_all(line.as_bytes()).await.map_err(|e| provider_err(format!("writing to espeak-ng: {e}")))?;
+    stdin
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| provider_err(format!("writing to espeak-ng: {e}")))?;
     drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| provider_err(format!("espeak-ng: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| provider_err(format!("espeak-ng: {e}")))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     // espeak-ng exits 0 for an unknown voice (and may speak with its default one): stderr tells.
-    if (out.stdout.is_empty() && !stderr.trim().is_empty()) || stderr.contains("voice does not exist") {
+    if (out.stdout.is_empty() && !stderr.trim().is_empty())
+        || stderr.contains("voice does not exist")
+    {
         return Err(provider_err(format!("espeak-ng: {}", stderr.trim())));
     }
     if out.stdout.is_empty() && line.is_empty() {
         return Ok(Vec::new());
     }
     if !out.status.success() {
-        return Err(provider_err(format!("espeak-ng failed ({}): {}", out.status, stderr.trim())));
+        return Err(provider_err(format!(
+            "espeak-ng failed ({}): {}",
+            out.status,
+            stderr.trim()
+        )));
     }
     let pcm = parse(&out.stdout).map_err(|e| provider_err(format!("espeak-ng output: {e}")))?;
     Ok(resample_sinc(&pcm.samples, pcm.sample_rate, sample_rate))
@@ -138,15 +181,31 @@ impl TextToSpeech for EspeakTts {
             let voice = self.voice(&options);
             // Fail at call start, when a fallback can still take over, if the program or voice
             // is missing.
-            synthesize(&self.config, "a", &voice, options.sample_rate).await.map_err(|e| match e {
-                TtsError::Provider { message, .. } => TtsError::Connect { provider: NAME.into(), message },
-                other => other,
-            })?;
+            synthesize(&self.config, "a", &voice, options.sample_rate)
+                .await
+                .map_err(|e| match e {
+                    TtsError::Provider { message, .. } => TtsError::Connect {
+                        provider: NAME.into(),
+                        message,
+                    },
+                    other => other,
+                })?;
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(64);
-            let worker = Worker { config: self.config.clone(), voice, sample_rate: options.sample_rate, ..Worker::default() };
+            let worker = Worker {
+                config: self.config.clone(),
+                voice,
+                sample_rate: options.sample_rate,
+                ..Worker::default()
+            };
             let task = tokio::spawn(worker.run(cmd_rx, ev_tx));
-            Ok(TtsSession::new(NAME, options.sample_rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                NAME,
+                options.sample_rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -180,7 +239,11 @@ impl Worker {
                 let buf = self.buffers.entry(id).or_default();
                 buf.push_str(&text);
                 for sentence in take_sentences(buf) {
-                    self.jobs.push_back(Job { id, text: sentence, last: false });
+                    self.jobs.push_back(Job {
+                        id,
+                        text: sentence,
+                        last: false,
+                    });
                 }
             }
             TtsCommand::Finish { id } => {
@@ -188,7 +251,11 @@ impl Worker {
                     return;
                 }
                 let rest = self.buffers.remove(&id).unwrap_or_default();
-                self.jobs.push_back(Job { id, text: rest.trim().to_string(), last: true });
+                self.jobs.push_back(Job {
+                    id,
+                    text: rest.trim().to_string(),
+                    last: true,
+                });
             }
             TtsCommand::Cancel { id } => {
                 self.cancelled.insert(id);
@@ -207,7 +274,12 @@ impl Worker {
                 }
                 continue;
             };
-            let (config, voice, rate, text) = (self.config.clone(), self.voice.clone(), self.sample_rate, job.text.clone());
+            let (config, voice, rate, text) = (
+                self.config.clone(),
+                self.voice.clone(),
+                self.sample_rate,
+                job.text.clone(),
+            );
             let synth = async move {
                 if text.is_empty() {
                     Ok(Vec::new())
@@ -235,7 +307,10 @@ impl Worker {
             match result {
                 Ok(samples) => {
                     let chunk = (self.sample_rate as usize / 10).max(1);
-                    out.extend(samples.chunks(chunk).map(|c| TtsEvent::Audio { id: job.id, samples: c.to_vec() }));
+                    out.extend(samples.chunks(chunk).map(|c| TtsEvent::Audio {
+                        id: job.id,
+                        samples: c.to_vec(),
+                    }));
                     if job.last {
                         out.push(TtsEvent::Done { id: job.id });
                         self.cancelled.remove(&job.id);
@@ -271,7 +346,11 @@ mod tests {
         ];
         for (input, want, rest) in cases {
             let mut buf = input.to_string();
-            assert_eq!(take_sentences(&mut buf), want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{input:?}");
+            assert_eq!(
+                take_sentences(&mut buf),
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{input:?}"
+            );
             assert_eq!(&buf, rest, "{input:?}");
         }
     }

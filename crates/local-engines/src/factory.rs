@@ -11,11 +11,16 @@
 //! A missing model is never cached as a failure: `callfleet models pull` may fetch it while the
 //! process runs.
 
-use crate::{EngineError, EspeakConfig, EspeakTts, LocalLlm, LocalLlmConfig, OnnxOptions, PiperTts, SileroVad, SmartTurn, WhisperConfig, WhisperModel, WhisperStt};
+use crate::{
+    EngineError, EspeakConfig, EspeakTts, LocalLlm, LocalLlmConfig, OnnxOptions, PiperTts,
+    SileroVad, SmartTurn, WhisperConfig, WhisperModel, WhisperStt,
+};
 use callfleet_core::config::ProviderChoice;
 use callfleet_core::scenario::BoxFuture;
 use callfleet_pipeline::{EndOfTurnModel, Vad};
-use callfleet_providers::{LanguageModel, LocalEngines, SpeechToText, TextToSpeech, TtsError, TtsOptions, TtsSession};
+use callfleet_providers::{
+    LanguageModel, LocalEngines, SpeechToText, TextToSpeech, TtsError, TtsOptions, TtsSession,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,7 +41,10 @@ pub struct LocalFactory {
 
 impl std::fmt::Debug for LocalFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalFactory").field("models", &self.models).field("threads", &self.threads).finish()
+        f.debug_struct("LocalFactory")
+            .field("models", &self.models)
+            .field("threads", &self.threads)
+            .finish()
     }
 }
 
@@ -51,7 +59,9 @@ pub struct EngineStatus {
 
 fn reason(e: EngineError) -> String {
     match e {
-        EngineError::ModelMissing { dir, missing } => format!("model files missing in {dir} ({missing}): {PULL_HINT}"),
+        EngineError::ModelMissing { dir, missing } => {
+            format!("model files missing in {dir} ({missing}): {PULL_HINT}")
+        }
         other => other.to_string(),
     }
 }
@@ -73,7 +83,9 @@ impl LocalFactory {
     /// The process's factory on [`crate::models_dir`]: every caller shares its loaded models.
     pub fn shared() -> Arc<LocalFactory> {
         static SHARED: OnceLock<Arc<LocalFactory>> = OnceLock::new();
-        SHARED.get_or_init(|| Arc::new(LocalFactory::new(crate::models_dir()))).clone()
+        SHARED
+            .get_or_init(|| Arc::new(LocalFactory::new(crate::models_dir())))
+            .clone()
     }
 
     /// Threads per engine (whisper.cpp, the LLM's pool, ONNX Runtime's intra-op pool).
@@ -87,7 +99,9 @@ impl LocalFactory {
     }
 
     fn onnx(&self) -> OnnxOptions {
-        OnnxOptions { intra_threads: self.threads }
+        OnnxOptions {
+            intra_threads: self.threads,
+        }
     }
 
     fn whisper_ready(&self, model: WhisperModel) -> Result<(), String> {
@@ -95,16 +109,30 @@ impl LocalFactory {
         if dir.join(model.ggml_file()).is_file() || dir.join("model.bin").is_file() {
             Ok(())
         } else {
-            Err(format!("model files missing in {} ({} or model.bin): {PULL_HINT}", dir.display(), model.ggml_file()))
+            Err(format!(
+                "model files missing in {} ({} or model.bin): {PULL_HINT}",
+                dir.display(),
+                model.ggml_file()
+            ))
         }
     }
 
     fn espeak_ready(&self) -> Result<(), String> {
         self.espeak
-            .get_or_init(|| match std::process::Command::new("espeak-ng").arg("--version").output() {
-                Ok(o) if o.status.success() => Ok(()),
-                Ok(o) => Err(format!("espeak-ng --version failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
-                Err(e) => Err(format!("the espeak-ng program is not installed ({e}): apt-get install espeak-ng")),
+            .get_or_init(|| {
+                match std::process::Command::new("espeak-ng")
+                    .arg("--version")
+                    .output()
+                {
+                    Ok(o) if o.status.success() => Ok(()),
+                    Ok(o) => Err(format!(
+                        "espeak-ng --version failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
+                    Err(e) => Err(format!(
+                        "the espeak-ng program is not installed ({e}): apt-get install espeak-ng"
+                    )),
+                }
             })
             .clone()
     }
@@ -114,12 +142,16 @@ impl LocalFactory {
     }
 
     fn smart_turn(&self) -> Result<Arc<Mutex<SmartTurn>>, String> {
-        loaded_once(&self.smart_turn, || SmartTurn::load(&self.models, self.onnx()).map(|m| Arc::new(Mutex::new(m))))
+        loaded_once(&self.smart_turn, || {
+            SmartTurn::load(&self.models, self.onnx()).map(|m| Arc::new(Mutex::new(m)))
+        })
     }
 
     /// A fresh Silero VAD for one call (its state is the call's own).
     pub fn vad(&self) -> Result<Box<dyn Vad>, String> {
-        Ok(Box::new(SileroVad::load(&self.models, self.onnx()).map_err(reason)?))
+        Ok(Box::new(
+            SileroVad::load(&self.models, self.onnx()).map_err(reason)?,
+        ))
     }
 
     /// Smart Turn for one call: the process's one session, shared.
@@ -141,12 +173,24 @@ impl LocalFactory {
             file(crate::onnx::ONNXRUNTIME.dir, crate::onnx::ONNXRUNTIME.file)?;
             file(model.dir, model.file)
         };
-        let entry = |engine: &str, ready: Result<(), String>| EngineStatus { engine: engine.into(), ready };
+        let entry = |engine: &str, ready: Result<(), String>| EngineStatus {
+            engine: engine.into(),
+            ready,
+        };
         vec![
             entry("whisper tiny.en", self.whisper_ready(WhisperModel::TinyEn)),
             entry("whisper base", self.whisper_ready(WhisperModel::Base)),
-            entry("local-llm (SmolLM2-135M)", file(crate::llm::SMOLLM2_DIR, crate::llm::SMOLLM2_FILE)),
-            entry("piper (en_US-joe-medium)", onnx(&crate::onnx::PIPER_JOE).and(file(crate::onnx::PIPER_JOE_CONFIG.dir, crate::onnx::PIPER_JOE_CONFIG.file))),
+            entry(
+                "local-llm (SmolLM2-135M)",
+                file(crate::llm::SMOLLM2_DIR, crate::llm::SMOLLM2_FILE),
+            ),
+            entry(
+                "piper (en_US-joe-medium)",
+                onnx(&crate::onnx::PIPER_JOE).and(file(
+                    crate::onnx::PIPER_JOE_CONFIG.dir,
+                    crate::onnx::PIPER_JOE_CONFIG.file,
+                )),
+            ),
             entry("espeak", self.espeak_ready()),
             entry("silero-vad", onnx(&crate::onnx::SILERO_VAD)),
             entry("smart-turn", onnx(&crate::onnx::SMART_TURN)),
@@ -156,7 +200,10 @@ impl LocalFactory {
 
 /// The model in `slot`, loaded by `load` the first time it succeeds (a failure is not kept: the
 /// files may be fetched while the process runs).
-fn loaded_once<T: Clone>(slot: &Mutex<Option<T>>, load: impl FnOnce() -> Result<T, EngineError>) -> Result<T, String> {
+fn loaded_once<T: Clone>(
+    slot: &Mutex<Option<T>>,
+    load: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, String> {
     let mut slot = slot.lock().expect("model slot lock poisoned");
     if let Some(model) = slot.as_ref() {
         return Ok(model.clone());
@@ -171,7 +218,10 @@ struct SharedSmartTurn(Arc<Mutex<SmartTurn>>);
 
 impl EndOfTurnModel for SharedSmartTurn {
     fn complete_probability(&mut self, audio_16k: &[i16]) -> Result<f32, String> {
-        let mut model = self.0.lock().map_err(|_| "the Smart Turn session panicked earlier".to_string())?;
+        let mut model = self
+            .0
+            .lock()
+            .map_err(|_| "the Smart Turn session panicked earlier".to_string())?;
         model.complete_probability(audio_16k)
     }
 }
@@ -190,20 +240,28 @@ impl<T: TextToSpeech> TextToSpeech for OwnVoice<T> {
     }
 
     fn open(&self, options: TtsOptions) -> BoxFuture<'_, Result<TtsSession, TtsError>> {
-        self.inner.open(TtsOptions { voice: self.voice.clone(), ..options })
+        self.inner.open(TtsOptions {
+            voice: self.voice.clone(),
+            ..options
+        })
     }
 }
 
 impl LocalEngines for LocalFactory {
     fn stt(&self, choice: &ProviderChoice) -> Result<Arc<dyn SpeechToText>, String> {
-        let model = match choice.model.as_deref() {
-            None => None,
-            Some(name) => Some(WhisperModel::parse(name).ok_or_else(|| format!("unknown Whisper model {name:?} (known: tiny.en, base)"))?),
-        };
+        let model =
+            match choice.model.as_deref() {
+                None => None,
+                Some(name) => Some(WhisperModel::parse(name).ok_or_else(|| {
+                    format!("unknown Whisper model {name:?} (known: tiny.en, base)")
+                })?),
+            };
         match model {
             Some(m) => self.whisper_ready(m)?,
             // Chosen per call by language; one of them is enough to start.
-            None => self.whisper_ready(WhisperModel::TinyEn).or_else(|_| self.whisper_ready(WhisperModel::Base))?,
+            None => self
+                .whisper_ready(WhisperModel::TinyEn)
+                .or_else(|_| self.whisper_ready(WhisperModel::Base))?,
         }
         let mut engines = self.whisper.lock().expect("whisper map lock poisoned");
         let stt = engines.entry(model).or_insert_with(|| {
@@ -216,8 +274,14 @@ impl LocalEngines for LocalFactory {
     }
 
     fn llm(&self, choice: &ProviderChoice) -> Result<Arc<dyn LanguageModel>, String> {
-        if let Some(name) = choice.model.as_deref().filter(|m| !m.to_ascii_lowercase().contains("smollm2")) {
-            return Err(format!("model {name:?} is not available locally (only SmolLM2-135M is)"));
+        if let Some(name) = choice
+            .model
+            .as_deref()
+            .filter(|m| !m.to_ascii_lowercase().contains("smollm2"))
+        {
+            return Err(format!(
+                "model {name:?} is not available locally (only SmolLM2-135M is)"
+            ));
         }
         let llm = self.llm.get_or_init(|| {
             let mut config = LocalLlmConfig::smollm2(&self.models);
@@ -226,7 +290,10 @@ impl LocalEngines for LocalFactory {
         });
         let file = &llm.config().model_file;
         if !file.is_file() {
-            return Err(format!("model file missing: {}: {PULL_HINT}", file.display()));
+            return Err(format!(
+                "model file missing: {}: {PULL_HINT}",
+                file.display()
+            ));
         }
         Ok(Arc::new(llm.clone()))
     }
@@ -234,14 +301,23 @@ impl LocalEngines for LocalFactory {
     fn tts(&self, choice: &ProviderChoice) -> Result<Arc<dyn TextToSpeech>, String> {
         match choice.provider.as_str() {
             "piper" => {
-                if let Some(voice) = choice.voice.as_deref().filter(|v| !v.to_ascii_lowercase().contains("joe")) {
-                    return Err(format!("voice {voice:?} is not available locally (only en_US-joe-medium is)"));
+                if let Some(voice) = choice
+                    .voice
+                    .as_deref()
+                    .filter(|v| !v.to_ascii_lowercase().contains("joe"))
+                {
+                    return Err(format!(
+                        "voice {voice:?} is not available locally (only en_US-joe-medium is)"
+                    ));
                 }
                 Ok(Arc::new(self.piper()?))
             }
             "espeak" => {
                 self.espeak_ready()?;
-                Ok(Arc::new(OwnVoice { inner: EspeakTts::new(EspeakConfig::default()), voice: choice.voice.clone() }))
+                Ok(Arc::new(OwnVoice {
+                    inner: EspeakTts::new(EspeakConfig::default()),
+                    voice: choice.voice.clone(),
+                }))
             }
             other => Err(format!("{other} is not a local text-to-speech engine")),
         }

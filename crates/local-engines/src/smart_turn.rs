@@ -23,7 +23,10 @@ pub struct SmartTurn {
 impl SmartTurn {
     /// Loads `smart-turn/smart-turn-v3.2-cpu.onnx` from a models dir (and ONNX Runtime).
     pub fn load(models: &Path, options: OnnxOptions) -> Result<Self, EngineError> {
-        Ok(SmartTurn { session: onnx::session(models, &SMART_TURN, options)?, mel: LogMel::new(SAMPLES) })
+        Ok(SmartTurn {
+            session: onnx::session(models, &SMART_TURN, options)?,
+            mel: LogMel::new(SAMPLES),
+        })
     }
 
     /// The model's input for `audio_16k`: its last 8 s, zero-padded in front to 8 s.
@@ -38,10 +41,18 @@ impl SmartTurn {
     pub fn predict(&mut self, audio_16k: &[i16]) -> Result<f32, EngineError> {
         let features = self.features(audio_16k);
         let frames = features.len() / N_MELS;
-        let input = Tensor::from_array(([1usize, N_MELS, frames], features)).map_err(onnx::run_error)?;
-        let outputs = self.session.run(ort::inputs! { "input_features" => input }).map_err(onnx::run_error)?;
-        let (_, p) = outputs[0].try_extract_tensor::<f32>().map_err(onnx::run_error)?;
-        p.first().copied().ok_or_else(|| EngineError::Run("Smart Turn returned no value".into()))
+        let input =
+            Tensor::from_array(([1usize, N_MELS, frames], features)).map_err(onnx::run_error)?;
+        let outputs = self
+            .session
+            .run(ort::inputs! { "input_features" => input })
+            .map_err(onnx::run_error)?;
+        let (_, p) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::run_error)?;
+        p.first()
+            .copied()
+            .ok_or_else(|| EngineError::Run("Smart Turn returned no value".into()))
     }
 }
 
@@ -60,13 +71,19 @@ mod tests {
     use crate::onnx::testing::{available, espeak_16k};
 
     fn model() -> Option<SmartTurn> {
-        available("Smart Turn", SmartTurn::load(&crate::models_dir(), OnnxOptions::default()))
+        available(
+            "Smart Turn",
+            SmartTurn::load(&crate::models_dir(), OnnxOptions::default()),
+        )
     }
 
     /// `audio` up to its last loud sample, then 200 ms of silence, as the pipeline holds it at
     /// the recognizer's endpoint.
     fn at_endpoint(audio: &[i16]) -> Vec<i16> {
-        let end = audio.iter().rposition(|s| s.unsigned_abs() > 300).map_or(0, |i| i + 1);
+        let end = audio
+            .iter()
+            .rposition(|s| s.unsigned_abs() > 300)
+            .map_or(0, |i| i + 1);
         let mut v = audio[..end].to_vec();
         v.extend(std::iter::repeat_n(0, 3_200));
         v
@@ -75,11 +92,25 @@ mod tests {
     #[test]
     fn finished_sentences_score_higher_than_unfinished_ones() {
         let Some(mut model) = model() else { return };
-        let complete = ["Thank you, that is all.", "I need a haircut.", "Can you call me back tomorrow?"];
+        let complete = [
+            "Thank you, that is all.",
+            "I need a haircut.",
+            "Can you call me back tomorrow?",
+        ];
         // Cut mid-phrase. (A number cut short, "my phone number is five five five", is not here:
         // it may be a whole answer, and the model gives it 0.5–0.7.)
-        let unfinished = ["Could you tell me the", "I want to", "My name is John and I"];
-        let mut score = |text: &str| -> Option<f32> { Some(model.predict(&at_endpoint(&espeak_16k(text)?)).expect("runs")) };
+        let unfinished = [
+            "Could you tell me the",
+            "I want to",
+            "My name is John and I",
+        ];
+        let mut score = |text: &str| -> Option<f32> {
+            Some(
+                model
+                    .predict(&at_endpoint(&espeak_16k(text)?))
+                    .expect("runs"),
+            )
+        };
         let mut done = Vec::new();
         let mut not_done = Vec::new();
         for t in complete {
@@ -93,7 +124,10 @@ mod tests {
         eprintln!("smart turn on espeak speech: finished {done:?}; unfinished {not_done:?}");
         let lowest_done = done.iter().map(|d| d.1).fold(f32::MAX, f32::min);
         let highest_not = not_done.iter().map(|d| d.1).fold(f32::MIN, f32::max);
-        assert!(lowest_done > 0.5 && highest_not < 0.5, "finished {done:?}; unfinished {not_done:?}");
+        assert!(
+            lowest_done > 0.5 && highest_not < 0.5,
+            "finished {done:?}; unfinished {not_done:?}"
+        );
     }
 
     #[test]
@@ -105,9 +139,11 @@ mod tests {
         let mut long = vec![0i16; 16_000 * 3];
         long.extend(vec![1000i16; SAMPLES]);
         // The end of the long audio is all that counts.
-        assert_eq!(model.features(&long), model.features(&vec![1000i16; SAMPLES]));
+        assert_eq!(
+            model.features(&long),
+            model.features(&vec![1000i16; SAMPLES])
+        );
         let mut m = model;
         assert!(m.complete_probability(&[]).is_err());
     }
 }
-

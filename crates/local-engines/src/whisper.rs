@@ -14,8 +14,8 @@
 
 use crate::ct2::convert_ct2_to_ggml;
 use crate::EngineError;
-use callfleet_pipeline::wav::{resample_sinc, rms};
 use callfleet_core::scenario::BoxFuture;
+use callfleet_pipeline::wav::{resample_sinc, rms};
 use callfleet_providers::*;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -85,7 +85,10 @@ impl WhisperModel {
             return Ok(path);
         }
         let dir = models.join(self.dir_name());
-        tracing::info!(model = self.dir_name(), "Converting the CTranslate2 Whisper model to ggml.");
+        tracing::info!(
+            model = self.dir_name(),
+            "Converting the CTranslate2 Whisper model to ggml."
+        );
         convert_ct2_to_ggml(&dir, &path)?;
         Ok(path)
     }
@@ -146,7 +149,9 @@ pub struct WhisperStt {
 
 impl std::fmt::Debug for WhisperStt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperStt").field("config", &self.config).finish()
+        f.debug_struct("WhisperStt")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -168,7 +173,10 @@ pub struct Transcription {
 
 impl WhisperStt {
     pub fn new(config: WhisperConfig) -> Self {
-        WhisperStt { config, contexts: Arc::new(Mutex::new(HashMap::new())) }
+        WhisperStt {
+            config,
+            contexts: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     pub fn config(&self) -> &WhisperConfig {
@@ -184,7 +192,8 @@ impl WhisperStt {
         let path = model.ensure_ggml(&self.config.models_dir)?;
         let mut params = WhisperContextParameters::default();
         params.use_gpu(false);
-        let ctx = WhisperContext::new_with_params(&path, params).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let ctx = WhisperContext::new_with_params(&path, params)
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let ctx = Arc::new(ctx);
         self.contexts.lock().unwrap().insert(model, ctx.clone());
         Ok(ctx)
@@ -197,7 +206,10 @@ impl WhisperStt {
             // English with only the multilingual model fetched: use it.
             (None, lang) => {
                 let m = WhisperModel::for_language(lang);
-                if m == WhisperModel::TinyEn && !self.has_model(m) && self.has_model(WhisperModel::Base) {
+                if m == WhisperModel::TinyEn
+                    && !self.has_model(m)
+                    && self.has_model(WhisperModel::Base)
+                {
                     WhisperModel::Base
                 } else {
                     m
@@ -213,9 +225,22 @@ impl WhisperStt {
 
     /// Transcribes 16 kHz mono audio (blocking; call from `spawn_blocking`). `language`: `en`,
     /// `ru`, … or `None` to detect (multilingual models only).
-    pub fn transcribe(&self, model: WhisperModel, samples: &[i16], language: Option<&str>, threads: usize) -> Result<Transcription, EngineError> {
+    pub fn transcribe(
+        &self,
+        model: WhisperModel,
+        samples: &[i16],
+        language: Option<&str>,
+        threads: usize,
+    ) -> Result<Transcription, EngineError> {
         let ctx = self.load(model)?;
-        transcribe_with(&ctx, model, samples, language, threads, self.config.shorten_audio_ctx)
+        transcribe_with(
+            &ctx,
+            model,
+            samples,
+            language,
+            threads,
+            self.config.shorten_audio_ctx,
+        )
     }
 }
 
@@ -223,21 +248,40 @@ fn run_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Run(e.to_string())
 }
 
-fn transcribe_with(ctx: &WhisperContext, model: WhisperModel, samples: &[i16], language: Option<&str>, threads: usize, shorten: bool) -> Result<Transcription, EngineError> {
+fn transcribe_with(
+    ctx: &WhisperContext,
+    model: WhisperModel,
+    samples: &[i16],
+    language: Option<&str>,
+    threads: usize,
+    shorten: bool,
+) -> Result<Transcription, EngineError> {
     let started = std::time::Instant::now();
     let mut t = run_whisper(ctx, model, samples, language, threads, shorten)?;
     // A shortened context sometimes makes Whisper loop ("… slot. Please call me … slot. …"):
     // more words than anyone says in that time means the pass is redone on the full context.
     let words = t.text.split_whitespace().count() as f64;
     if shorten && words > t.audio_secs * 4.5 + 3.0 {
-        tracing::debug!(provider = NAME, words, audio_s = t.audio_secs, "Implausibly many words; transcribing again with the full audio context.");
+        tracing::debug!(
+            provider = NAME,
+            words,
+            audio_s = t.audio_secs,
+            "Implausibly many words; transcribing again with the full audio context."
+        );
         t = run_whisper(ctx, model, samples, language, threads, false)?;
     }
     t.compute_secs = started.elapsed().as_secs_f64();
     Ok(t)
 }
 
-fn run_whisper(ctx: &WhisperContext, model: WhisperModel, samples: &[i16], language: Option<&str>, threads: usize, shorten: bool) -> Result<Transcription, EngineError> {
+fn run_whisper(
+    ctx: &WhisperContext,
+    model: WhisperModel,
+    samples: &[i16],
+    language: Option<&str>,
+    threads: usize,
+    shorten: bool,
+) -> Result<Transcription, EngineError> {
     let started = std::time::Instant::now();
     let audio_secs = samples.len() as f64 / RATE as f64;
     // whisper.cpp skips input under a second: pad short utterances with silence.
@@ -260,7 +304,8 @@ fn run_whisper(ctx: &WhisperContext, model: WhisperModel, samples: &[i16], langu
     params.set_suppress_nst(true);
     params.set_temperature(0.0);
     params.set_temperature_inc(0.2);
-    let lang = match language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase()) {
+    let lang = match language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase())
+    {
         _ if !model.multilingual() => Some("en".to_string()),
         Some(l) if l != "multi" && !l.is_empty() => Some(l),
         _ => None,
@@ -325,8 +370,14 @@ impl SpeechToText for WhisperStt {
             let loader = this.clone();
             tokio::task::spawn_blocking(move || loader.load(model))
                 .await
-                .map_err(|e| SttError::Connect { provider: NAME.into(), message: e.to_string() })?
-                .map_err(|e| SttError::Connect { provider: NAME.into(), message: e.to_string() })?;
+                .map_err(|e| SttError::Connect {
+                    provider: NAME.into(),
+                    message: e.to_string(),
+                })?
+                .map_err(|e| SttError::Connect {
+                    provider: NAME.into(),
+                    message: e.to_string(),
+                })?;
             let (cmd_tx, cmd_rx) = mpsc::channel(STT_QUEUE_FRAMES);
             let (ev_tx, ev_rx) = mpsc::channel(64);
             let session = Session::new(this, model, options);
@@ -401,7 +452,13 @@ impl Session {
             min_speech: ms(c.min_speech_ms),
             preroll: ms(c.preroll_ms),
             max_utterance: ms(c.max_utterance_ms),
-            detector: Detector { window: ms(10), pending: Vec::new(), noise_floor: 0.003, min_rms: c.min_speech_rms, ratio: c.noise_ratio },
+            detector: Detector {
+                window: ms(10),
+                pending: Vec::new(),
+                noise_floor: 0.003,
+                min_rms: c.min_speech_rms,
+                ratio: c.noise_ratio,
+            },
             preroll_buf: VecDeque::new(),
             utterance: Vec::new(),
             in_speech: false,
@@ -482,8 +539,16 @@ impl Session {
     }
 
     /// Ends the current utterance (if any) with a final transcript.
-    async fn finish_utterance(&mut self, speech_final: bool, from_finalize: bool, trailing_silence: usize, events: &Events) -> bool {
-        let ok = self.transcribe_and_send(speech_final, from_finalize, events).await;
+    async fn finish_utterance(
+        &mut self,
+        speech_final: bool,
+        from_finalize: bool,
+        trailing_silence: usize,
+        events: &Events,
+    ) -> bool {
+        let ok = self
+            .transcribe_and_send(speech_final, from_finalize, events)
+            .await;
         self.in_speech = false;
         self.voiced_run = 0;
         self.silence_run = 0;
@@ -499,10 +564,18 @@ impl Session {
     async fn flush(&mut self, from_finalize: bool, closing: bool, events: &Events) -> bool {
         let mut ok = true;
         if self.in_speech {
-            ok = self.finish_utterance(!from_finalize, from_finalize, 0, events).await;
+            ok = self
+                .finish_utterance(!from_finalize, from_finalize, 0, events)
+                .await;
         } else if from_finalize {
             // Nothing pending: answer the flush with an empty final, as a streaming service does.
-            let t = Transcript { text: String::new(), is_final: true, speech_final: false, from_finalize: true, confidence: 0.0 };
+            let t = Transcript {
+                text: String::new(),
+                is_final: true,
+                speech_final: false,
+                from_finalize: true,
+                confidence: 0.0,
+            };
             ok = events.send(Ok(SttEvent::Transcript(t))).await.is_ok();
         }
         if closing && self.since_words.take().is_some() {
@@ -511,7 +584,12 @@ impl Session {
         ok
     }
 
-    async fn transcribe_and_send(&mut self, speech_final: bool, from_finalize: bool, events: &Events) -> bool {
+    async fn transcribe_and_send(
+        &mut self,
+        speech_final: bool,
+        from_finalize: bool,
+        events: &Events,
+    ) -> bool {
         let mut audio = std::mem::take(&mut self.utterance);
         // Drop most of the trailing silence: it costs encoder time and invites hallucinations.
         let keep_tail = (self.rate as usize) * 200 / 1000;
@@ -522,16 +600,30 @@ impl Session {
             audio = resample_sinc(&audio, self.rate, RATE);
         }
         let stt = self.stt.clone();
-        let (model, language, threads) = (self.model, self.language.clone(), self.stt.config.threads);
-        let result = tokio::task::spawn_blocking(move || stt.transcribe(model, &audio, language.as_deref(), threads)).await;
+        let (model, language, threads) =
+            (self.model, self.language.clone(), self.stt.config.threads);
+        let result = tokio::task::spawn_blocking(move || {
+            stt.transcribe(model, &audio, language.as_deref(), threads)
+        })
+        .await;
         let t = match result {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {
-                let _ = events.send(Err(SttError::Protocol { provider: NAME.into(), message: e.to_string() })).await;
+                let _ = events
+                    .send(Err(SttError::Protocol {
+                        provider: NAME.into(),
+                        message: e.to_string(),
+                    }))
+                    .await;
                 return false;
             }
             Err(e) => {
-                let _ = events.send(Err(SttError::Protocol { provider: NAME.into(), message: e.to_string() })).await;
+                let _ = events
+                    .send(Err(SttError::Protocol {
+                        provider: NAME.into(),
+                        message: e.to_string(),
+                    }))
+                    .await;
                 return false;
             }
         };
@@ -539,7 +631,13 @@ impl Session {
         if !t.text.is_empty() {
             self.since_words = Some(0);
         }
-        let tr = Transcript { text: t.text, is_final: true, speech_final, from_finalize, confidence: t.confidence };
+        let tr = Transcript {
+            text: t.text,
+            is_final: true,
+            speech_final,
+            from_finalize,
+            confidence: t.confidence,
+        };
         events.send(Ok(SttEvent::Transcript(tr))).await.is_ok()
     }
 }
@@ -563,27 +661,51 @@ mod tests {
 
     #[test]
     fn model_by_language() {
-        let cases = [(Some("en"), WhisperModel::TinyEn), (Some("en-US"), WhisperModel::TinyEn), (Some("ru"), WhisperModel::Base), (Some("multi"), WhisperModel::Base), (None, WhisperModel::Base)];
+        let cases = [
+            (Some("en"), WhisperModel::TinyEn),
+            (Some("en-US"), WhisperModel::TinyEn),
+            (Some("ru"), WhisperModel::Base),
+            (Some("multi"), WhisperModel::Base),
+            (None, WhisperModel::Base),
+        ];
         for (lang, want) in cases {
             assert_eq!(WhisperModel::for_language(lang), want, "{lang:?}");
         }
         assert_eq!(WhisperModel::parse("tiny.en"), Some(WhisperModel::TinyEn));
-        assert_eq!(WhisperModel::Base.ggml_path(Path::new("/m")), PathBuf::from("/m/whisper-base/ggml-base.bin"));
+        assert_eq!(
+            WhisperModel::Base.ggml_path(Path::new("/m")),
+            PathBuf::from("/m/whisper-base/ggml-base.bin")
+        );
     }
 
     #[test]
     fn detector_follows_the_noise_floor() {
-        let mut d = Detector { window: 160, pending: Vec::new(), noise_floor: 0.003, min_rms: 0.01, ratio: 3.0 };
+        let mut d = Detector {
+            window: 160,
+            pending: Vec::new(),
+            noise_floor: 0.003,
+            min_rms: 0.01,
+            ratio: 3.0,
+        };
         let mut out = Vec::new();
         // Quiet noise, then loud speech-level samples, then noise again.
-        let noise: Vec<i16> = (0..1600).map(|i| if i % 2 == 0 { 100 } else { -100 }).collect();
-        let loud: Vec<i16> = (0..1600).map(|i| if i % 2 == 0 { 6000 } else { -6000 }).collect();
+        let noise: Vec<i16> = (0..1600)
+            .map(|i| if i % 2 == 0 { 100 } else { -100 })
+            .collect();
+        let loud: Vec<i16> = (0..1600)
+            .map(|i| if i % 2 == 0 { 6000 } else { -6000 })
+            .collect();
         d.push(&noise, &mut out);
         d.push(&loud, &mut out);
         d.push(&noise[..1000], &mut out);
         let flags: Vec<bool> = out.iter().map(|(_, s)| *s).collect();
         assert_eq!(flags.len(), 26);
-        assert!(flags[..10].iter().all(|s| !s) && flags[10..20].iter().all(|s| *s) && flags[20..].iter().all(|s| !s), "{flags:?}");
+        assert!(
+            flags[..10].iter().all(|s| !s)
+                && flags[10..20].iter().all(|s| *s)
+                && flags[20..].iter().all(|s| !s),
+            "{flags:?}"
+        );
         assert_eq!(d.pending.len(), 40);
     }
 }

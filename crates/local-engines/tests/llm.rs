@@ -44,9 +44,18 @@ async fn answers_from_the_system_prompt_token_by_token() {
     }
     println!("{tokens} tokens in {:?}: {text:?}", started.elapsed());
     assert!(tokens >= 3, "{tokens} tokens: {text:?}");
-    assert!(text.contains('9') || text.to_lowercase().contains("nine"), "{text:?}");
-    assert!(!text.contains("<|im_end|>") && !text.contains("<|im_start|>"), "{text:?}");
-    assert!(matches!(done, Some(FinishReason::Stop) | Some(FinishReason::Length)), "{done:?}");
+    assert!(
+        text.contains('9') || text.to_lowercase().contains("nine"),
+        "{text:?}"
+    );
+    assert!(
+        !text.contains("<|im_end|>") && !text.contains("<|im_start|>"),
+        "{text:?}"
+    );
+    assert!(
+        matches!(done, Some(FinishReason::Stop) | Some(FinishReason::Length)),
+        "{done:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,9 +86,19 @@ async fn max_tokens_and_dropping_the_stream_stop_generation() {
     let started = std::time::Instant::now();
     let mut follow_up = salon("When do you open?");
     follow_up.max_tokens = Some(12);
-    let text = llm.stream(follow_up).await.unwrap().collect_text().await.unwrap();
+    let text = llm
+        .stream(follow_up)
+        .await
+        .unwrap()
+        .collect_text()
+        .await
+        .unwrap();
     assert!(text.contains('9'), "{text:?}");
     // Finishing the dropped 400-token reply first would take far longer (even optimised, at
     // ~30 tok/s, over 10 s); 12 tokens take a few seconds in a debug build.
-    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }

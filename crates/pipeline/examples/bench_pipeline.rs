@@ -33,7 +33,12 @@ struct Run {
 }
 
 async fn run(turns: usize, d: Delays) -> Run {
-    let stt_fake = FakeDeepgram::start(SttScript { transcripts: vec!["hi there".into(); turns], final_delay: d.stt_final, ..SttScript::default() }).await;
+    let stt_fake = FakeDeepgram::start(SttScript {
+        transcripts: vec!["hi there".into(); turns],
+        final_delay: d.stt_final,
+        ..SttScript::default()
+    })
+    .await;
     let tts_fake = FakeCartesia::start().await;
     tts_fake.update_script(|s| {
         s.first_byte_delay = d.tts_first_byte;
@@ -104,9 +109,21 @@ async fn run(turns: usize, d: Delays) -> Run {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Run {
         overhead_ms: report.overhead.iter().map(|d| ms(*d)).collect(),
-        v2v_ms: report.metrics.iter().filter_map(|m| m.voice_to_voice_ms.map(f64::from)).collect(),
-        eou_ms: report.metrics.iter().filter_map(|m| m.end_of_utterance_ms.map(f64::from)).collect(),
-        stt_ms: report.metrics.iter().filter_map(|m| m.stt_final_ms.map(f64::from)).collect(),
+        v2v_ms: report
+            .metrics
+            .iter()
+            .filter_map(|m| m.voice_to_voice_ms.map(f64::from))
+            .collect(),
+        eou_ms: report
+            .metrics
+            .iter()
+            .filter_map(|m| m.end_of_utterance_ms.map(f64::from))
+            .collect(),
+        stt_ms: report
+            .metrics
+            .iter()
+            .filter_map(|m| m.stt_final_ms.map(f64::from))
+            .collect(),
     }
 }
 
@@ -120,17 +137,30 @@ fn pct(values: &[f64], p: f64) -> f64 {
 }
 
 fn line(name: &str, v: &[f64]) {
-    println!("  {name:<34} p50 {:>7.2} ms   p99 {:>7.2} ms   (n={})", pct(v, 0.5), pct(v, 0.99), v.len());
+    println!(
+        "  {name:<34} p50 {:>7.2} ms   p99 {:>7.2} ms   (n={})",
+        pct(v, 0.5),
+        pct(v, 0.99),
+        v.len()
+    );
 }
 
 #[tokio::main]
 async fn main() {
-    let turns: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(40);
+    let turns: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(40);
     println!("callfleet pipeline bench — {turns} turns per run, fakes over loopback\n");
 
     let zero = run(
         turns,
-        Delays { stt_final: Duration::ZERO, llm_token_interval: Duration::ZERO, llm_first_token: Duration::ZERO, tts_first_byte: Duration::ZERO },
+        Delays {
+            stt_final: Duration::ZERO,
+            llm_token_interval: Duration::ZERO,
+            llm_first_token: Duration::ZERO,
+            tts_first_byte: Duration::ZERO,
+        },
     )
     .await;
     println!("zero-latency fakes:");

@@ -32,7 +32,8 @@ impl RecentAudio {
         if sample_rate == END_OF_TURN_RATE {
             self.samples.extend(frame.iter().copied());
         } else {
-            self.samples.extend(crate::wav::resample(frame, sample_rate, END_OF_TURN_RATE));
+            self.samples
+                .extend(crate::wav::resample(frame, sample_rate, END_OF_TURN_RATE));
         }
         let over = self.samples.len().saturating_sub(Self::CAPACITY);
         self.samples.drain(..over);

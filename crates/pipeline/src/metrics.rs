@@ -72,15 +72,36 @@ impl PipelineMetrics {
     }
 
     pub fn unregistered() -> Result<Self, prometheus::Error> {
-        let buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0];
+        let buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0,
+        ];
         Ok(PipelineMetrics {
             latency: HistogramVec::new(
-                HistogramOpts::new("callfleet_turn_latency_seconds", "Latency of one stage of a bot's reply.").buckets(buckets),
+                HistogramOpts::new(
+                    "callfleet_turn_latency_seconds",
+                    "Latency of one stage of a bot's reply.",
+                )
+                .buckets(buckets),
                 &["bot", "stage"],
             )?,
-            turns: IntCounterVec::new(Opts::new("callfleet_turns_total", "Caller turns answered."), &["bot"])?,
-            interruptions: IntCounterVec::new(Opts::new("callfleet_interruptions_total", "Replies cut off by the caller."), &["bot"])?,
-            apologies: IntCounterVec::new(Opts::new("callfleet_apologies_total", "Replies replaced by the apology because providers failed."), &["bot"])?,
+            turns: IntCounterVec::new(
+                Opts::new("callfleet_turns_total", "Caller turns answered."),
+                &["bot"],
+            )?,
+            interruptions: IntCounterVec::new(
+                Opts::new(
+                    "callfleet_interruptions_total",
+                    "Replies cut off by the caller.",
+                ),
+                &["bot"],
+            )?,
+            apologies: IntCounterVec::new(
+                Opts::new(
+                    "callfleet_apologies_total",
+                    "Replies replaced by the apology because providers failed.",
+                ),
+                &["bot"],
+            )?,
         })
     }
 
@@ -95,7 +116,9 @@ impl PipelineMetrics {
         ];
         for (stage, ms) in stages {
             if let Some(ms) = ms {
-                self.latency.with_label_values(&[bot, stage]).observe(ms as f64 / 1000.0);
+                self.latency
+                    .with_label_values(&[bot, stage])
+                    .observe(ms as f64 / 1000.0);
             }
         }
     }
@@ -121,11 +144,36 @@ mod tests {
     fn turn_metrics_from_instants() {
         let cases = [
             (
-                TurnTimer { last_voiced: ms(1000), stt_final: ms(1150), end_of_turn: ms(1150), first_text: ms(1350), tts_request: ms(1351), tts_first_audio: ms(1441), first_frame_out: ms(1443) },
-                TurnMetrics { turn: 1, end_of_utterance_ms: Some(150), stt_final_ms: Some(150), llm_first_token_ms: Some(200), tts_first_byte_ms: Some(90), voice_to_voice_ms: Some(443) },
+                TurnTimer {
+                    last_voiced: ms(1000),
+                    stt_final: ms(1150),
+                    end_of_turn: ms(1150),
+                    first_text: ms(1350),
+                    tts_request: ms(1351),
+                    tts_first_audio: ms(1441),
+                    first_frame_out: ms(1443),
+                },
+                TurnMetrics {
+                    turn: 1,
+                    end_of_utterance_ms: Some(150),
+                    stt_final_ms: Some(150),
+                    llm_first_token_ms: Some(200),
+                    tts_first_byte_ms: Some(90),
+                    voice_to_voice_ms: Some(443),
+                },
                 Some(3),
             ),
-            (TurnTimer { end_of_turn: ms(5), ..TurnTimer::default() }, TurnMetrics { turn: 1, ..TurnMetrics::default() }, None),
+            (
+                TurnTimer {
+                    end_of_turn: ms(5),
+                    ..TurnTimer::default()
+                },
+                TurnMetrics {
+                    turn: 1,
+                    ..TurnMetrics::default()
+                },
+                None,
+            ),
         ];
         for (timer, want, overhead) in cases {
             assert_eq!(timer.metrics(1), want);
@@ -137,11 +185,31 @@ mod tests {
     fn exported_with_bot_labels() {
         let registry = Registry::new();
         let m = PipelineMetrics::register(&registry).unwrap();
-        m.observe_turn("bot-1", &TurnMetrics { turn: 1, voice_to_voice_ms: Some(420), ..TurnMetrics::default() });
+        m.observe_turn(
+            "bot-1",
+            &TurnMetrics {
+                turn: 1,
+                voice_to_voice_ms: Some(420),
+                ..TurnMetrics::default()
+            },
+        );
         let families = registry.gather();
-        let latency = families.iter().find(|f| f.name() == "callfleet_turn_latency_seconds").unwrap();
+        let latency = families
+            .iter()
+            .find(|f| f.name() == "callfleet_turn_latency_seconds")
+            .unwrap();
         let metric = &latency.get_metric()[0];
-        let labels: Vec<(String, String)> = metric.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
-        assert_eq!(labels, vec![("bot".into(), "bot-1".into()), ("stage".into(), "voice_to_voice".into())]);
+        let labels: Vec<(String, String)> = metric
+            .get_label()
+            .iter()
+            .map(|l| (l.name().to_string(), l.value().to_string()))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("bot".into(), "bot-1".into()),
+                ("stage".into(), "voice_to_voice".into())
+            ]
+        );
     }
 }

@@ -19,7 +19,10 @@ impl PhraseCache {
 
     /// The key of a phrase: the same text in another voice or rate is another recording.
     pub fn key(bot: &str, voice: Option<&str>, sample_rate: u32, text: &str) -> String {
-        format!("{bot}\u{1f}{}\u{1f}{sample_rate}\u{1f}{text}", voice.unwrap_or(""))
+        format!(
+            "{bot}\u{1f}{}\u{1f}{sample_rate}\u{1f}{text}",
+            voice.unwrap_or("")
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Vec<i16>>> {
@@ -48,7 +51,8 @@ pub fn comfort_tone(sample_rate: u32) -> Vec<i16> {
         (0..n)
             .map(|i| {
                 let fade = (i.min(n - i) as f32 / (n as f32 * 0.1)).min(1.0);
-                ((i as f32 * hz * std::f32::consts::TAU / sample_rate as f32).sin() * 2500.0 * fade) as i16
+                ((i as f32 * hz * std::f32::consts::TAU / sample_rate as f32).sin() * 2500.0 * fade)
+                    as i16
             })
             .collect()
     };
@@ -89,9 +93,15 @@ mod tests {
     fn cache_keys_separate_voices_and_rates() {
         let c = PhraseCache::new();
         c.insert(PhraseCache::key("b", Some("v1"), 16000, "Hi"), vec![1]);
-        assert!(c.get(&PhraseCache::key("b", Some("v1"), 16000, "Hi")).is_some());
-        assert!(c.get(&PhraseCache::key("b", Some("v2"), 16000, "Hi")).is_none());
-        assert!(c.get(&PhraseCache::key("b", Some("v1"), 24000, "Hi")).is_none());
+        assert!(c
+            .get(&PhraseCache::key("b", Some("v1"), 16000, "Hi"))
+            .is_some());
+        assert!(c
+            .get(&PhraseCache::key("b", Some("v2"), 16000, "Hi"))
+            .is_none());
+        assert!(c
+            .get(&PhraseCache::key("b", Some("v1"), 24000, "Hi"))
+            .is_none());
         assert_eq!(comfort_tone(16000).len(), 6400);
     }
 }

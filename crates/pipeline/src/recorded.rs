@@ -2,8 +2,8 @@
 //! silence until the bot has finished; the bot's frames are laid on the same timeline, so the
 //! reply track lines up with the caller's. The console's audio mode and tests use it.
 
-use crate::runtime::{CallInput, CallOutput, CallReport, Pipeline, PipelineError};
 use crate::responder::Responder;
+use crate::runtime::{CallInput, CallOutput, CallReport, Pipeline, PipelineError};
 use callfleet_core::domain::Turn;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -87,6 +87,8 @@ pub async fn run_recorded_call(
             _ => {}
         }
     }
-    let report = call.await.map_err(|e| PipelineError::Task(e.to_string()))??;
+    let report = call
+        .await
+        .map_err(|e| PipelineError::Task(e.to_string()))??;
     Ok(RecordedCall { reply, report })
 }

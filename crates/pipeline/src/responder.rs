@@ -29,7 +29,11 @@ pub trait Responder: Send + 'static {
     fn language(&self) -> String;
     /// Answers `text`, sending the reply's text through `pieces` as it is produced (pieces
     /// concatenate to the reply).
-    fn respond<'a>(&'a mut self, text: &'a str, pieces: mpsc::UnboundedSender<String>) -> BoxFuture<'a, Result<Reply, ResponderError>>;
+    fn respond<'a>(
+        &'a mut self,
+        text: &'a str,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>>;
     /// The caller cut the reply off after hearing `heard` of `said`.
     fn interrupted(&mut self, _said: &str, _heard: &str) {}
     /// The call ended; the conversation's result where the responder keeps one.
@@ -55,8 +59,12 @@ impl ScenarioResponder {
 
     fn collecting_digits(&self) -> bool {
         let state = self.engine.state();
-        let Some(active) = &state.active else { return false };
-        let Some(pending) = &active.pending else { return false };
+        let Some(active) = &state.active else {
+            return false;
+        };
+        let Some(pending) = &active.pending else {
+            return false;
+        };
         self.engine
             .config()
             .scenarios
@@ -76,7 +84,11 @@ impl Responder for ScenarioResponder {
         self.engine.state().language.code().to_string()
     }
 
-    fn respond<'a>(&'a mut self, text: &'a str, pieces: mpsc::UnboundedSender<String>) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+    fn respond<'a>(
+        &'a mut self,
+        text: &'a str,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
         Box::pin(async move {
             // The reply goes to TTS as the engine decides it: an answer the language model
             // writes is spoken from its first sentence on.
@@ -84,7 +96,11 @@ impl Responder for ScenarioResponder {
                 let _ = pieces.send(piece.to_string());
             });
             let out = self.engine.process_turn_live(text, live).await;
-            Ok(Reply { ends_call: out.ends_call(), text: out.reply, collecting_digits: self.collecting_digits() })
+            Ok(Reply {
+                ends_call: out.ends_call(),
+                text: out.reply,
+                collecting_digits: self.collecting_digits(),
+            })
         })
     }
 
@@ -102,8 +118,18 @@ pub struct LlmResponder {
 }
 
 impl LlmResponder {
-    pub fn new(llm: Arc<dyn LanguageModel>, system_prompt: &str, greeting: &str, language: &str) -> Self {
-        LlmResponder { llm, history: vec![ChatMessage::system(system_prompt)], greeting: greeting.to_string(), language: language.to_string() }
+    pub fn new(
+        llm: Arc<dyn LanguageModel>,
+        system_prompt: &str,
+        greeting: &str,
+        language: &str,
+    ) -> Self {
+        LlmResponder {
+            llm,
+            history: vec![ChatMessage::system(system_prompt)],
+            greeting: greeting.to_string(),
+            language: language.to_string(),
+        }
     }
 
     pub fn history(&self) -> &[ChatMessage] {
@@ -113,7 +139,8 @@ impl LlmResponder {
 
 impl Responder for LlmResponder {
     fn greeting(&mut self) -> String {
-        self.history.push(ChatMessage::assistant(self.greeting.clone()));
+        self.history
+            .push(ChatMessage::assistant(self.greeting.clone()));
         self.greeting.clone()
     }
 
@@ -121,11 +148,22 @@ impl Responder for LlmResponder {
         self.language.clone()
     }
 
-    fn respond<'a>(&'a mut self, text: &'a str, pieces: mpsc::UnboundedSender<String>) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+    fn respond<'a>(
+        &'a mut self,
+        text: &'a str,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
         Box::pin(async move {
             self.history.push(ChatMessage::user(text));
-            let request = ChatRequest { messages: self.history.clone(), ..ChatRequest::default() };
-            let mut stream = self.llm.stream(request).await.map_err(|e| ResponderError(e.to_string()))?;
+            let request = ChatRequest {
+                messages: self.history.clone(),
+                ..ChatRequest::default()
+            };
+            let mut stream = self
+                .llm
+                .stream(request)
+                .await
+                .map_err(|e| ResponderError(e.to_string()))?;
             let mut reply = String::new();
             let mut failure = None;
             while let Some(ev) = stream.recv().await {
@@ -134,7 +172,9 @@ impl Responder for LlmResponder {
                         reply.push_str(&t);
                         let _ = pieces.send(t);
                     }
-                    Ok(LlmEvent::ToolCall(call)) => tracing::debug!(tool = %call.name, "Tool call ignored: no tools are wired to the LLM responder."),
+                    Ok(LlmEvent::ToolCall(call)) => {
+                        tracing::debug!(tool = %call.name, "Tool call ignored: no tools are wired to the LLM responder.")
+                    }
                     Ok(LlmEvent::Done(_)) => break,
                     Err(e) => {
                         failure = Some(e);
@@ -148,7 +188,11 @@ impl Responder for LlmResponder {
             match failure {
                 // Half a reply is still worth saying; the pipeline apologizes only for none.
                 Some(e) if reply.is_empty() => Err(ResponderError(e.to_string())),
-                _ => Ok(Reply { text: reply, ends_call: false, collecting_digits: false }),
+                _ => Ok(Reply {
+                    text: reply,
+                    ends_call: false,
+                    collecting_digits: false,
+                }),
             }
         })
     }

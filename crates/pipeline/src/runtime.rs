@@ -13,8 +13,8 @@ use callfleet_core::domain::{Speaker, Turn, TurnMetrics};
 use callfleet_core::scenario::CallResult;
 use callfleet_core::BotConfig;
 use callfleet_providers::{
-    heard_prefix, unheard_rest, SpeechToText, SttEvent, SttOptions, SttSession, TextToSpeech, TtsEvent, TtsOptions, TtsSession, UtteranceId,
-    SPOKEN_CHARS_PER_SEC,
+    heard_prefix, unheard_rest, SpeechToText, SttEvent, SttOptions, SttSession, TextToSpeech,
+    TtsEvent, TtsOptions, TtsSession, UtteranceId, SPOKEN_CHARS_PER_SEC,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -63,7 +63,10 @@ impl PipelineConfig {
             frame_ms: 20,
             turn: TurnConfig::default(),
             stt: SttOptions::default(),
-            tts: TtsOptions { sample_rate: 16_000, ..TtsOptions::default() },
+            tts: TtsOptions {
+                sample_rate: 16_000,
+                ..TtsOptions::default()
+            },
             split: SplitRules::default(),
             vad_threshold: 0.5,
             vad_onset_ms: 40,
@@ -78,10 +81,18 @@ impl PipelineConfig {
         let mut c = Self::new(bot_id);
         let stt = bot.providers.stt.as_ref();
         let tts = bot.providers.tts.as_ref();
-        c.stt.language = stt.and_then(|s| s.language.clone()).or_else(|| Some(if bot.languages.is_empty() { bot.language.clone() } else { "multi".into() }));
+        c.stt.language = stt.and_then(|s| s.language.clone()).or_else(|| {
+            Some(if bot.languages.is_empty() {
+                bot.language.clone()
+            } else {
+                "multi".into()
+            })
+        });
         c.stt.model = stt.and_then(|s| s.model.clone());
         c.tts.language = Some(bot.language.clone());
-        c.tts.voice = tts.and_then(|t| t.voice.clone()).or_else(|| bot.voice_id.clone());
+        c.tts.voice = tts
+            .and_then(|t| t.voice.clone())
+            .or_else(|| bot.voice_id.clone());
         c.tts.model = tts.and_then(|t| t.model.clone());
         c.turn.silence_timeout = Duration::from_secs(bot.silence_timeout_sec.max(1) as u64);
         c.max_turns = Some(bot.max_turns);
@@ -151,7 +162,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: PipelineConfig, providers: Providers) -> Self {
-        Pipeline { config, providers, vad: Box::new(EnergyVad::new()), metrics: None, phrases: PhraseCache::new(), turn_model: None }
+        Pipeline {
+            config,
+            providers,
+            vad: Box::new(EnergyVad::new()),
+            metrics: None,
+            phrases: PhraseCache::new(),
+            turn_model: None,
+        }
     }
 
     pub fn config(&self) -> &PipelineConfig {
@@ -190,25 +208,46 @@ impl Pipeline {
     ) -> Result<CallReport, PipelineError> {
         let start = Instant::now();
         // Both connections open now, at call start, not at the first utterance.
-        let stt_options = SttOptions { sample_rate: self.config.input_rate, ..self.config.stt.clone() };
-        let tts_options = TtsOptions { sample_rate: self.config.output_rate, ..self.config.tts.clone() };
-        let (stt, tts) = tokio::join!(self.providers.stt.open(stt_options), self.providers.tts.open(tts_options));
+        let stt_options = SttOptions {
+            sample_rate: self.config.input_rate,
+            ..self.config.stt.clone()
+        };
+        let tts_options = TtsOptions {
+            sample_rate: self.config.output_rate,
+            ..self.config.tts.clone()
+        };
+        let (stt, tts) = tokio::join!(
+            self.providers.stt.open(stt_options),
+            self.providers.tts.open(tts_options)
+        );
         let greeting = responder.greeting();
         let language = responder.language();
         let (requests, events, cancels) = spawn_responder(responder);
         let detector = TurnDetector::new(self.config.turn.clone());
-        let detector = if self.turn_model.is_some() { detector.with_turn_model() } else { detector };
+        let detector = if self.turn_model.is_some() {
+            detector.with_turn_model()
+        } else {
+            detector
+        };
         let (verdict_tx, verdicts) = mpsc::unbounded_channel();
         let mut call = Call {
-            smoother: VadSmoother::new(self.config.vad_threshold, self.config.vad_onset_ms, self.config.vad_hangover_ms),
+            smoother: VadSmoother::new(
+                self.config.vad_threshold,
+                self.config.vad_onset_ms,
+                self.config.vad_hangover_ms,
+            ),
             detector,
             turn_model: self.turn_model.map(|m| Arc::new(Mutex::new(m))),
             recent_audio: RecentAudio::default(),
             verdict_tx,
             verdicts,
             splitter: SentenceSplitter::new(self.config.split),
-            stt: stt.map_err(|e| tracing::warn!(error = %e, "No speech-to-text for this call.")).ok(),
-            tts: tts.map_err(|e| tracing::warn!(error = %e, "No text-to-speech for this call.")).ok(),
+            stt: stt
+                .map_err(|e| tracing::warn!(error = %e, "No speech-to-text for this call."))
+                .ok(),
+            tts: tts
+                .map_err(|e| tracing::warn!(error = %e, "No text-to-speech for this call."))
+                .ok(),
             tts_failed: false,
             config: self.config,
             vad: self.vad,
@@ -247,7 +286,13 @@ impl Pipeline {
         let (tx, rx) = oneshot::channel();
         let _ = call.requests.send(Request::Finish(tx));
         let result = rx.await.ok().flatten();
-        Ok(CallReport { transcript: call.transcript, metrics: call.turn_metrics, overhead: call.overhead, result, end })
+        Ok(CallReport {
+            transcript: call.transcript,
+            metrics: call.turn_metrics,
+            overhead: call.overhead,
+            result,
+            end,
+        })
     }
 }
 
@@ -261,13 +306,23 @@ enum Request {
 }
 
 enum ResponderEvent {
-    Piece { turn: u64, text: String },
-    Done { turn: u64, result: Result<Reply, ResponderError> },
+    Piece {
+        turn: u64,
+        text: String,
+    },
+    Done {
+        turn: u64,
+        result: Result<Reply, ResponderError>,
+    },
 }
 
 fn spawn_responder(
     mut responder: Box<dyn Responder>,
-) -> (mpsc::UnboundedSender<Request>, mpsc::UnboundedReceiver<ResponderEvent>, mpsc::UnboundedSender<u64>) {
+) -> (
+    mpsc::UnboundedSender<Request>,
+    mpsc::UnboundedReceiver<ResponderEvent>,
+    mpsc::UnboundedSender<u64>,
+) {
     let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Request>();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel::<u64>();
@@ -398,14 +453,18 @@ struct Call {
     last_final: Option<Duration>,
 }
 
-async fn recv_stt(stt: &mut Option<SttSession>) -> Option<Result<SttEvent, callfleet_providers::SttError>> {
+async fn recv_stt(
+    stt: &mut Option<SttSession>,
+) -> Option<Result<SttEvent, callfleet_providers::SttError>> {
     match stt {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
 }
 
-async fn recv_tts(tts: &mut Option<TtsSession>) -> Option<Result<TtsEvent, callfleet_providers::TtsError>> {
+async fn recv_tts(
+    tts: &mut Option<TtsSession>,
+) -> Option<Result<TtsEvent, callfleet_providers::TtsError>> {
     match tts {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -429,7 +488,12 @@ impl Call {
     }
 
     fn apology_key(&self) -> String {
-        PhraseCache::key(&self.config.bot_id, self.config.tts.voice.as_deref(), self.config.output_rate, phrases::apology(&self.language))
+        PhraseCache::key(
+            &self.config.bot_id,
+            self.config.tts.voice.as_deref(),
+            self.config.output_rate,
+            phrases::apology(&self.language),
+        )
     }
 
     /// Synthesizes the apology in the background if no call has yet, so it is ready before it
@@ -453,7 +517,12 @@ impl Call {
         s.text = text.clone();
         s.text_complete = true;
         s.ends_call = ends_call;
-        let key = PhraseCache::key(&self.config.bot_id, self.config.tts.voice.as_deref(), self.config.output_rate, &text);
+        let key = PhraseCache::key(
+            &self.config.bot_id,
+            self.config.tts.voice.as_deref(),
+            self.config.output_rate,
+            &text,
+        );
         if let Some(audio) = self.phrases.get(&key).filter(|_| cache) {
             self.queue.extend(audio.iter());
             s.samples_in = audio.len() as u64;
@@ -474,7 +543,11 @@ impl Call {
 
     /// Replaces what the agent is saying with the apology (cached, else a tone).
     fn apologize(&mut self) {
-        let audio = self.phrases.get(&self.apology_key()).map(|a| a.to_vec()).unwrap_or_else(|| phrases::comfort_tone(self.config.output_rate));
+        let audio = self
+            .phrases
+            .get(&self.apology_key())
+            .map(|a| a.to_vec())
+            .unwrap_or_else(|| phrases::comfort_tone(self.config.output_rate));
         if let Some(m) = &self.metrics {
             m.apologized(&self.config.bot_id);
         }
@@ -524,16 +597,26 @@ impl Call {
     }
 
     async fn emit(&mut self, out: CallOutput) -> Result<(), PipelineError> {
-        self.output.send(out).await.map_err(|_| PipelineError::OutputClosed)
+        self.output
+            .send(out)
+            .await
+            .map_err(|_| PipelineError::OutputClosed)
     }
 
-    async fn run(&mut self, mut input: mpsc::Receiver<CallInput>) -> Result<CallEnd, PipelineError> {
+    async fn run(
+        &mut self,
+        mut input: mpsc::Receiver<CallInput>,
+    ) -> Result<CallEnd, PipelineError> {
         loop {
             if let Some(end) = self.end {
                 return Ok(end);
             }
             let deadline = self.detector.next_deadline().map(|d| self.at(d));
-            let frame_due = if self.frame_ready() { Some(self.next_frame.unwrap_or_else(Instant::now)) } else { None };
+            let frame_due = if self.frame_ready() {
+                Some(self.next_frame.unwrap_or_else(Instant::now))
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 frame = input.recv() => match frame {
@@ -610,14 +693,24 @@ impl Call {
 
     /// Records a fully heard utterance and what follows it.
     async fn maybe_finish_utterance(&mut self) -> Result<(), PipelineError> {
-        let done = self.speaking.as_ref().is_some_and(|s| s.text_complete && s.tts_done && self.queue.is_empty());
+        let done = self
+            .speaking
+            .as_ref()
+            .is_some_and(|s| s.text_complete && s.tts_done && self.queue.is_empty());
         if !done {
             return Ok(());
         }
-        let Some(s) = self.speaking.take() else { return Ok(()) };
+        let Some(s) = self.speaking.take() else {
+            return Ok(());
+        };
         let now = self.now();
         if !s.text.trim().is_empty() {
-            let turn = Turn { speaker: Speaker::Bot, text: s.text.trim().to_string(), at_ms: now.as_millis() as u64, interrupted: false };
+            let turn = Turn {
+                speaker: Speaker::Bot,
+                text: s.text.trim().to_string(),
+                at_ms: now.as_millis() as u64,
+                interrupted: false,
+            };
             self.transcript.push(turn.clone());
             self.emit(CallOutput::Transcript(turn)).await?;
         }
@@ -629,7 +722,11 @@ impl Call {
             actions.extend(self.detector.handle(now, TurnInput::AgentSpeaking(true)));
         }
         actions.extend(self.detector.handle(now, TurnInput::AgentSpeaking(false)));
-        let out_of_turns = s.turn.is_some() && self.config.max_turns.is_some_and(|max| self.user_turns >= max);
+        let out_of_turns = s.turn.is_some()
+            && self
+                .config
+                .max_turns
+                .is_some_and(|max| self.user_turns >= max);
         if s.ends_call || out_of_turns {
             self.end = Some(self.pending_end.take().unwrap_or(CallEnd::BotEnded));
             return Ok(());
@@ -651,7 +748,9 @@ impl Call {
 
     async fn caller_audio(&mut self, samples: Vec<i16>) -> Result<(), PipelineError> {
         let ms = (samples.len() as u64 * 1000 / self.config.input_rate.max(1) as u64) as u32;
-        let p = self.vad.speech_probability(&samples, self.config.input_rate);
+        let p = self
+            .vad
+            .speech_probability(&samples, self.config.input_rate);
         if self.turn_model.is_some() {
             self.recent_audio.push(&samples, self.config.input_rate);
         }
@@ -667,17 +766,25 @@ impl Call {
             }
         }
         let now = self.now();
-        let actions = self.detector.handle(now, TurnInput::Vad { speaking, voiced });
+        let actions = self
+            .detector
+            .handle(now, TurnInput::Vad { speaking, voiced });
         self.act(actions).await
     }
 
-    async fn stt_event(&mut self, ev: Option<Result<SttEvent, callfleet_providers::SttError>>) -> Result<(), PipelineError> {
+    async fn stt_event(
+        &mut self,
+        ev: Option<Result<SttEvent, callfleet_providers::SttError>>,
+    ) -> Result<(), PipelineError> {
         let now = self.now();
         let input = match ev {
             Some(Ok(SttEvent::Transcript(t))) if t.is_final => {
                 self.last_final = Some(now);
                 // A flush we asked for on VAD silence is as good as the recognizer's endpoint.
-                TurnInput::Final { text: t.text, speech_final: t.speech_final || t.from_finalize }
+                TurnInput::Final {
+                    text: t.text,
+                    speech_final: t.speech_final || t.from_finalize,
+                }
             }
             Some(Ok(SttEvent::Transcript(t))) => TurnInput::Interim { text: t.text },
             Some(Ok(SttEvent::UtteranceEnd)) => TurnInput::UtteranceEnd,
@@ -697,7 +804,10 @@ impl Call {
         self.act(actions).await
     }
 
-    async fn tts_event(&mut self, ev: Option<Result<TtsEvent, callfleet_providers::TtsError>>) -> Result<(), PipelineError> {
+    async fn tts_event(
+        &mut self,
+        ev: Option<Result<TtsEvent, callfleet_providers::TtsError>>,
+    ) -> Result<(), PipelineError> {
         let now = self.now();
         match ev {
             Some(Ok(TtsEvent::Audio { id, samples })) => {
@@ -705,10 +815,19 @@ impl Call {
                     buf.extend_from_slice(&samples);
                     return Ok(());
                 }
-                let rate = self.tts.as_ref().map_or(self.config.output_rate, TtsSession::sample_rate);
+                let rate = self
+                    .tts
+                    .as_ref()
+                    .map_or(self.config.output_rate, TtsSession::sample_rate);
                 // A fallback provider may not offer the rate asked for.
-                let samples = if rate == self.config.output_rate { samples } else { crate::wav::resample(&samples, rate, self.config.output_rate) };
-                let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else { return Ok(()) };
+                let samples = if rate == self.config.output_rate {
+                    samples
+                } else {
+                    crate::wav::resample(&samples, rate, self.config.output_rate)
+                };
+                let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else {
+                    return Ok(());
+                };
                 s.timer.tts_first_audio.get_or_insert(now);
                 s.samples_in += samples.len() as u64;
                 if s.cache_key.is_some() {
@@ -721,7 +840,9 @@ impl Call {
                     self.phrases.insert(key, buf);
                     return Ok(());
                 }
-                let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else { return Ok(()) };
+                let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else {
+                    return Ok(());
+                };
                 s.tts_done = true;
                 if let Some(key) = s.cache_key.take() {
                     if s.text_complete {
@@ -734,7 +855,11 @@ impl Call {
             }
             Some(Ok(TtsEvent::Failed { id, error })) => {
                 self.caching.remove(&id);
-                if self.speaking.as_ref().is_some_and(|s| s.utterance == Some(id)) {
+                if self
+                    .speaking
+                    .as_ref()
+                    .is_some_and(|s| s.utterance == Some(id))
+                {
                     tracing::warn!(error = %error, "TTS failed mid-reply; apologizing.");
                     self.apologize();
                 }
@@ -761,7 +886,9 @@ impl Call {
         if s.apologized {
             return;
         }
-        let Some(tts) = self.tts.as_ref().filter(|_| !self.tts_failed) else { return };
+        let Some(tts) = self.tts.as_ref().filter(|_| !self.tts_failed) else {
+            return;
+        };
         let id = *s.utterance.get_or_insert_with(|| tts.start());
         s.timer.tts_request.get_or_insert(now);
         s.text.push_str(&piece);
@@ -786,7 +913,9 @@ impl Call {
                 }
                 match result {
                     Ok(reply) => {
-                        let actions = self.detector.handle(now, TurnInput::Collecting(reply.collecting_digits));
+                        let actions = self
+                            .detector
+                            .handle(now, TurnInput::Collecting(reply.collecting_digits));
                         if let Some(s) = &mut self.speaking {
                             s.text_complete = true;
                             s.ends_call = reply.ends_call;
@@ -806,7 +935,8 @@ impl Call {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "The responder failed; apologizing.");
-                        let said_something = self.speaking.as_ref().is_some_and(|s| s.samples_in > 0);
+                        let said_something =
+                            self.speaking.as_ref().is_some_and(|s| s.samples_in > 0);
                         if said_something {
                             if let Some(s) = &mut self.speaking {
                                 s.text_complete = true;
@@ -835,7 +965,12 @@ impl Call {
                     self.stop_speaking();
                     self.resumable = None;
                     self.user_turns += 1;
-                    let turn = Turn { speaker: Speaker::User, text: text.clone(), at_ms: now.as_millis() as u64, interrupted: false };
+                    let turn = Turn {
+                        speaker: Speaker::User,
+                        text: text.clone(),
+                        at_ms: now.as_millis() as u64,
+                        interrupted: false,
+                    };
                     self.transcript.push(turn.clone());
                     self.emit(CallOutput::Transcript(turn)).await?;
                     self.turn_id += 1;
@@ -845,7 +980,10 @@ impl Call {
                     s.timer.end_of_turn = Some(now);
                     self.speaking = Some(s);
                     self.splitter = SentenceSplitter::new(self.config.split);
-                    let _ = self.requests.send(Request::Respond { turn: self.turn_id, text });
+                    let _ = self.requests.send(Request::Respond {
+                        turn: self.turn_id,
+                        text,
+                    });
                 }
                 TurnAction::Interrupt => self.interrupt().await?,
                 TurnAction::Resume => match self.resumable.take() {
@@ -855,7 +993,9 @@ impl Call {
                         self.detector.handle(now, TurnInput::AgentSpeaking(false));
                     }
                 },
-                TurnAction::Reprompt => self.say_phrase(phrases::reprompt(&self.language).to_string(), true, false),
+                TurnAction::Reprompt => {
+                    self.say_phrase(phrases::reprompt(&self.language).to_string(), true, false)
+                }
                 TurnAction::PredictEndOfTurn { request } => self.predict_end_of_turn(request),
                 TurnAction::Hangup => {
                     self.say_phrase(phrases::goodbye(&self.language).to_string(), true, true);
@@ -894,7 +1034,9 @@ impl Call {
     /// Barge-in: cancel the reply, then its synthesis, then the queued audio — in that order —
     /// and record what the caller actually heard.
     async fn interrupt(&mut self) -> Result<(), PipelineError> {
-        let Some(s) = self.speaking.take() else { return Ok(()) };
+        let Some(s) = self.speaking.take() else {
+            return Ok(());
+        };
         if let Some(turn) = s.turn {
             let _ = self.cancels.send(turn);
         }
@@ -909,13 +1051,19 @@ impl Call {
         let heard_chars = if s.tts_done && s.samples_in > 0 {
             (chars as f64 * s.samples_played as f64 / s.samples_in as f64) as usize
         } else {
-            (s.samples_played as f64 / self.config.output_rate as f64 * SPOKEN_CHARS_PER_SEC) as usize
+            (s.samples_played as f64 / self.config.output_rate as f64 * SPOKEN_CHARS_PER_SEC)
+                as usize
         };
         let heard = heard_prefix(&said, heard_chars).to_string();
         let rest = unheard_rest(&said, heard_chars as f64 / SPOKEN_CHARS_PER_SEC);
         self.resumable = (!rest.is_empty()).then_some(rest);
         let now = self.now();
-        let turn = Turn { speaker: Speaker::Bot, text: heard.clone(), at_ms: now.as_millis() as u64, interrupted: true };
+        let turn = Turn {
+            speaker: Speaker::Bot,
+            text: heard.clone(),
+            at_ms: now.as_millis() as u64,
+            interrupted: true,
+        };
         self.transcript.push(turn.clone());
         self.emit(CallOutput::Transcript(turn)).await?;
         let _ = self.requests.send(Request::Interrupted { said, heard });

@@ -15,7 +15,10 @@ pub struct SplitRules {
 
 impl Default for SplitRules {
     fn default() -> Self {
-        SplitRules { min_clause_chars: 24, clauses_only_first: true }
+        SplitRules {
+            min_clause_chars: 24,
+            clauses_only_first: true,
+        }
     }
 }
 
@@ -28,12 +31,17 @@ pub struct SentenceSplitter {
 
 /// Words after which a period does not end a sentence.
 const ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "jr", "sr", "prof", "т.е", "т.д", "т.п", "г", "ул", "д", "им", "стр", "руб", "тел",
+    "mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "jr", "sr", "prof", "т.е",
+    "т.д", "т.п", "г", "ул", "д", "им", "стр", "руб", "тел",
 ];
 
 impl SentenceSplitter {
     pub fn new(rules: SplitRules) -> Self {
-        SentenceSplitter { rules, buf: String::new(), emitted: 0 }
+        SentenceSplitter {
+            rules,
+            buf: String::new(),
+            emitted: 0,
+        }
     }
 
     /// Adds a token; returns the pieces it completed.
@@ -64,13 +72,16 @@ impl SentenceSplitter {
         let clause_ok = self.emitted == 0 || !self.rules.clauses_only_first;
         for (k, &(i, c)) in chars.iter().enumerate() {
             let sentence_end = matches!(c, '.' | '!' | '?' | '…' | '。');
-            let clause_end = matches!(c, ',' | ';' | ':' | '—') && clause_ok && i >= self.rules.min_clause_chars;
+            let clause_end =
+                matches!(c, ',' | ';' | ':' | '—') && clause_ok && i >= self.rules.min_clause_chars;
             if !(sentence_end || clause_end) {
                 continue;
             }
             // Let closing quotes and brackets stay with their sentence.
             let mut j = k + 1;
-            while j < chars.len() && matches!(chars[j].1, '"' | '\'' | ')' | '»' | '”' | '.' | '!' | '?') {
+            while j < chars.len()
+                && matches!(chars[j].1, '"' | '\'' | ')' | '»' | '”' | '.' | '!' | '?')
+            {
                 j += 1;
             }
             let &(_, next) = chars.get(j)?;
@@ -98,12 +109,16 @@ impl SentenceSplitter {
         while start > 0 && !chars[start - 1].1.is_whitespace() {
             start -= 1;
         }
-        let word: String = chars[start..dot].iter().map(|(_, c)| c.to_lowercase().next().unwrap_or(*c)).collect();
+        let word: String = chars[start..dot]
+            .iter()
+            .map(|(_, c)| c.to_lowercase().next().unwrap_or(*c))
+            .collect();
         if word.is_empty() {
             return false;
         }
         // A single letter is an initial ("J. Smith").
-        word.chars().count() == 1 && word.chars().all(char::is_alphabetic) || ABBREVIATIONS.contains(&word.as_str())
+        word.chars().count() == 1 && word.chars().all(char::is_alphabetic)
+            || ABBREVIATIONS.contains(&word.as_str())
     }
 }
 
@@ -125,19 +140,50 @@ mod tests {
     fn splits_at_sentences_and_early_clauses() {
         let cases: &[(&[&str], &[&str])] = &[
             (&["Hello", "."], &["Hello."]),
-            (&["Hello", ". ", "How", " are", " you?"], &["Hello. ", "How are you?"]),
-            (&["Sure! ", "Tomorrow", " works."], &["Sure! ", "Tomorrow works."]),
-            (&["Dr. Smith", " will see", " you. ", "Bye."], &["Dr. Smith will see you. ", "Bye."]),
-            (&["It costs 3.5 dollars. ", "Ok?"], &["It costs 3.5 dollars. ", "Ok?"]),
-            (&["He said \"yes.\" ", "Then left."], &["He said \"yes.\" ", "Then left."]),
-            (&["Wait..."," what?"], &["Wait... ", "what?"]),
             (
-                &["Our clinic is open every day of the week, ", "from nine to nine, ", "except holidays. ", "Call us, ", "anytime."],
-                &["Our clinic is open every day of the week, ", "from nine to nine, except holidays. ", "Call us, anytime."],
+                &["Hello", ". ", "How", " are", " you?"],
+                &["Hello. ", "How are you?"],
+            ),
+            (
+                &["Sure! ", "Tomorrow", " works."],
+                &["Sure! ", "Tomorrow works."],
+            ),
+            (
+                &["Dr. Smith", " will see", " you. ", "Bye."],
+                &["Dr. Smith will see you. ", "Bye."],
+            ),
+            (
+                &["It costs 3.5 dollars. ", "Ok?"],
+                &["It costs 3.5 dollars. ", "Ok?"],
+            ),
+            (
+                &["He said \"yes.\" ", "Then left."],
+                &["He said \"yes.\" ", "Then left."],
+            ),
+            (&["Wait...", " what?"], &["Wait... ", "what?"]),
+            (
+                &[
+                    "Our clinic is open every day of the week, ",
+                    "from nine to nine, ",
+                    "except holidays. ",
+                    "Call us, ",
+                    "anytime.",
+                ],
+                &[
+                    "Our clinic is open every day of the week, ",
+                    "from nine to nine, except holidays. ",
+                    "Call us, anytime.",
+                ],
             ),
             (&["Short, ", "clause first."], &["Short, clause first."]),
-            (&["Здравствуйте! ", "Запишу вас на завтра, ", "т.е. на среду."], &["Здравствуйте! ", "Запишу вас на завтра, т.е. на среду."]),
-            (&["J. R. R. Tolkien wrote it."], &["J. R. R. Tolkien wrote it."]),
+            (
+                &["Здравствуйте! ", "Запишу вас на завтра, ", "т.е. на среду."],
+                &["Здравствуйте! ", "Запишу вас на завтра, т.е. на среду."],
+            ),
+            (
+                &["J. R. R. Tolkien wrote it."],
+                &["J. R. R. Tolkien wrote it."],
+            ),
             (&["   "], &[]),
         ];
         for (tokens, want) in cases {

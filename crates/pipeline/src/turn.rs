@@ -63,9 +63,17 @@ impl Default for TurnConfig {
 pub enum TurnInput {
     /// The VAD's verdict on one frame: `speaking` smoothed (onset, hangover), `voiced` this
     /// frame's own; end-of-speech times count from the last voiced frame, not the hangover.
-    Vad { speaking: bool, voiced: bool },
-    Interim { text: String },
-    Final { text: String, speech_final: bool },
+    Vad {
+        speaking: bool,
+        voiced: bool,
+    },
+    Interim {
+        text: String,
+    },
+    Final {
+        text: String,
+        speech_final: bool,
+    },
     UtteranceEnd,
     Dtmf(char),
     /// The agent's audio started or stopped reaching the caller.
@@ -75,7 +83,10 @@ pub enum TurnInput {
     /// The end-of-turn model's answer to [`TurnAction::PredictEndOfTurn`] with the same
     /// `request`: the probability that the caller has finished, `None` if the model failed
     /// (endpointing then goes on as without a model).
-    EndOfTurnVerdict { request: u64, probability: Option<f32> },
+    EndOfTurnVerdict {
+        request: u64,
+        probability: Option<f32>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +101,10 @@ pub enum Endpoint {
 /// What the machine decides.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnAction {
-    EndOfTurn { text: String, via: Endpoint },
+    EndOfTurn {
+        text: String,
+        via: Endpoint,
+    },
     /// Stop the agent now: cancel the reply, its audio, what is queued.
     Interrupt,
     /// The interruption had no words: say the rest of what was cut off.
@@ -99,7 +113,9 @@ pub enum TurnAction {
     Hangup,
     /// Run the end-of-turn model on the caller's recent audio and answer with
     /// [`TurnInput::EndOfTurnVerdict`]; only with [`TurnDetector::with_turn_model`].
-    PredictEndOfTurn { request: u64 },
+    PredictEndOfTurn {
+        request: u64,
+    },
 }
 
 /// Where the end-of-turn model stands on the current endpoint.
@@ -188,12 +204,20 @@ impl TurnDetector {
     }
 
     fn text(&self) -> String {
-        self.finals.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+        self.finals
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn endpointing(&self) -> (Duration, Duration) {
         if self.collecting {
-            (self.cfg.collecting_min_endpointing, self.cfg.collecting_max_endpointing)
+            (
+                self.cfg.collecting_min_endpointing,
+                self.cfg.collecting_max_endpointing,
+            )
         } else {
             (self.cfg.min_endpointing, self.cfg.max_endpointing)
         }
@@ -274,7 +298,10 @@ impl TurnDetector {
                 }
             }
             TurnInput::Collecting(on) => self.collecting = on,
-            TurnInput::EndOfTurnVerdict { request, probability } => {
+            TurnInput::EndOfTurnVerdict {
+                request,
+                probability,
+            } => {
                 if self.verdict == Verdict::Pending(request) {
                     self.verdict = match probability {
                         Some(p) if p < self.cfg.end_of_turn_threshold => Verdict::Incomplete,
@@ -291,21 +318,32 @@ impl TurnDetector {
 
     /// Asks the model about an endpoint that would end a turn, once per endpoint.
     fn request_verdict(&mut self) -> Option<TurnAction> {
-        if !self.turn_model || !self.endpointed || self.verdict != Verdict::None || self.finals.is_empty() || self.agent_holds_floor() {
+        if !self.turn_model
+            || !self.endpointed
+            || self.verdict != Verdict::None
+            || self.finals.is_empty()
+            || self.agent_holds_floor()
+        {
             return None;
         }
         self.requests += 1;
         self.verdict = Verdict::Pending(self.requests);
-        Some(TurnAction::PredictEndOfTurn { request: self.requests })
+        Some(TurnAction::PredictEndOfTurn {
+            request: self.requests,
+        })
     }
 
     fn check_interruption(&mut self, at: Duration) -> Vec<TurnAction> {
         if !self.agent_holds_floor() || !self.user_speaking {
             return Vec::new();
         }
-        let Some(started) = self.speech_started else { return Vec::new() };
+        let Some(started) = self.speech_started else {
+            return Vec::new();
+        };
         let heard_words = words(&self.text()) + words(&self.interim);
-        if at.saturating_sub(started) >= self.cfg.min_interruption_speech && heard_words >= self.cfg.min_interruption_words {
+        if at.saturating_sub(started) >= self.cfg.min_interruption_speech
+            && heard_words >= self.cfg.min_interruption_words
+        {
             self.interrupted = true;
             self.agent_speaking = false;
             return vec![TurnAction::Interrupt];
@@ -342,7 +380,14 @@ impl TurnDetector {
                     let (min, max) = self.endpointing();
                     // A model's doubt, or its answer still coming, holds the turn up to the max.
                     let judged_complete = matches!(self.verdict, Verdict::None | Verdict::Complete);
-                    d.push(since + if self.endpointed && judged_complete { min } else { max });
+                    d.push(
+                        since
+                            + if self.endpointed && judged_complete {
+                                min
+                            } else {
+                                max
+                            },
+                    );
                 } else if self.interrupted {
                     d.push(since + self.cfg.false_interruption_timeout);
                 }
@@ -356,16 +401,25 @@ impl TurnDetector {
 
     /// Decisions due at `at`.
     pub fn poll(&mut self, at: Duration) -> Vec<TurnAction> {
-        let Some(due) = self.next_deadline() else { return Vec::new() };
+        let Some(due) = self.next_deadline() else {
+            return Vec::new();
+        };
         if at < due {
             return Vec::new();
         }
-        if self.last_dtmf.is_some_and(|t| at >= t + self.cfg.dtmf_timeout) {
+        if self
+            .last_dtmf
+            .is_some_and(|t| at >= t + self.cfg.dtmf_timeout)
+        {
             let digits = std::mem::take(&mut self.dtmf);
             return self.end_turn(digits, Endpoint::Dtmf);
         }
         if !self.finals.is_empty() && !self.agent_holds_floor() {
-            let via = if self.endpointed { Endpoint::Stt } else { Endpoint::Silence };
+            let via = if self.endpointed {
+                Endpoint::Stt
+            } else {
+                Endpoint::Silence
+            };
             let text = self.text();
             return self.end_turn(text, via);
         }
@@ -400,7 +454,10 @@ mod tests {
     }
 
     fn fin(text: &str, speech_final: bool) -> TurnInput {
-        Final { text: text.into(), speech_final }
+        Final {
+            text: text.into(),
+            speech_final,
+        }
     }
 
     /// Runs timed inputs (`None` = just poll at that time) and returns the actions with times.
@@ -408,7 +465,11 @@ mod tests {
         check_detector(TurnDetector::new(cfg), script, want)
     }
 
-    fn check_detector(mut t: TurnDetector, script: &[(u64, Option<TurnInput>)], want: &[(u64, TurnAction)]) {
+    fn check_detector(
+        mut t: TurnDetector,
+        script: &[(u64, Option<TurnInput>)],
+        want: &[(u64, TurnAction)],
+    ) {
         let mut got = Vec::new();
         for (at, input) in script {
             // Deadlines that fall before this step fire at their own time, as timers would.
@@ -433,8 +494,25 @@ mod tests {
     }
 
     fn speech(from: u64, to: u64) -> Vec<(u64, Option<TurnInput>)> {
-        let mut v: Vec<_> = (from..to).step_by(20).map(|t| (t, Some(Vad { speaking: true, voiced: true }))).collect();
-        v.push((to, Some(Vad { speaking: false, voiced: false })));
+        let mut v: Vec<_> = (from..to)
+            .step_by(20)
+            .map(|t| {
+                (
+                    t,
+                    Some(Vad {
+                        speaking: true,
+                        voiced: true,
+                    }),
+                )
+            })
+            .collect();
+        v.push((
+            to,
+            Some(Vad {
+                speaking: false,
+                voiced: false,
+            }),
+        ));
         v
     }
 
@@ -445,21 +523,37 @@ mod tests {
     }
 
     fn eot(text: &str, via: Endpoint) -> TurnAction {
-        EndOfTurn { text: text.into(), via }
+        EndOfTurn {
+            text: text.into(),
+            via,
+        }
     }
 
     #[test]
     fn a_finished_caller_is_answered_at_once_after_the_endpoint() {
         // Voice last heard at 980; the final with speech_final comes at 1150; min delay 100
         // from the last voice has passed, so the turn ends when the final arrives.
-        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("book a table", true))), (3000, None)]]);
-        check(TurnConfig::default(), &s, &[(1150, eot("book a table", Endpoint::Stt))]);
+        let s = script(vec![
+            speech(0, 1000),
+            vec![(1150, Some(fin("book a table", true))), (3000, None)],
+        ]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[(1150, eot("book a table", Endpoint::Stt))],
+        );
     }
 
     #[test]
     fn min_delay_holds_an_early_endpoint() {
-        let cfg = TurnConfig { min_endpointing: ms(400), ..TurnConfig::default() };
-        let s = script(vec![speech(0, 1000), vec![(1050, Some(fin("yes", true))), (3000, None)]]);
+        let cfg = TurnConfig {
+            min_endpointing: ms(400),
+            ..TurnConfig::default()
+        };
+        let s = script(vec![
+            speech(0, 1000),
+            vec![(1050, Some(fin("yes", true))), (3000, None)],
+        ]);
         check(cfg, &s, &[(1380, eot("yes", Endpoint::Stt))]);
     }
 
@@ -472,13 +566,24 @@ mod tests {
             speech(1400, 2000),
             vec![(2150, Some(fin("a haircut", true))), (5000, None)],
         ]);
-        check(TurnConfig::default(), &s, &[(2150, eot("I would like a haircut", Endpoint::Stt))]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[(2150, eot("I would like a haircut", Endpoint::Stt))],
+        );
     }
 
     #[test]
     fn without_an_endpoint_the_turn_ends_after_the_max_delay() {
-        let s = script(vec![speech(0, 800), vec![(900, Some(fin("hello", false))), (6000, None)]]);
-        check(TurnConfig::default(), &s, &[(780 + 2500, eot("hello", Endpoint::Silence))]);
+        let s = script(vec![
+            speech(0, 800),
+            vec![(900, Some(fin("hello", false))), (6000, None)],
+        ]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[(780 + 2500, eot("hello", Endpoint::Silence))],
+        );
     }
 
     #[test]
@@ -490,13 +595,24 @@ mod tests {
             speech(1800, 2600),
             vec![(2700, Some(fin("five five five", true))), (8000, None)],
         ]);
-        check(TurnConfig::default(), &s, &[(2580 + 1500, eot("plus seven nine one six five five five", Endpoint::Stt))]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[(
+                2580 + 1500,
+                eot("plus seven nine one six five five five", Endpoint::Stt),
+            )],
+        );
     }
 
     #[test]
     fn dtmf_digits_end_with_hash_or_timeout() {
         let cfg = TurnConfig::default();
-        let s = vec![(0, Some(Dtmf('1'))), (300, Some(Dtmf('2'))), (500, Some(Dtmf('#')))];
+        let s = vec![
+            (0, Some(Dtmf('1'))),
+            (300, Some(Dtmf('2'))),
+            (500, Some(Dtmf('#'))),
+        ];
         check(cfg.clone(), &s, &[(500, eot("12", Endpoint::Dtmf))]);
         let s = vec![(0, Some(Dtmf('4'))), (300, Some(Dtmf('2'))), (5000, None)];
         check(cfg, &s, &[(2800, eot("42", Endpoint::Dtmf))]);
@@ -506,33 +622,71 @@ mod tests {
     fn barge_in_needs_enough_speech() {
         let cfg = TurnConfig::default();
         // 300 ms of speech over the agent: a cough, no interruption; it is dropped when the agent ends.
-        let s = script(vec![vec![(0, Some(AgentSpeaking(true)))], speech(1000, 1300), vec![(1400, Some(fin("uh", true))), (2000, Some(AgentSpeaking(false))), (4000, None)]]);
+        let s = script(vec![
+            vec![(0, Some(AgentSpeaking(true)))],
+            speech(1000, 1300),
+            vec![
+                (1400, Some(fin("uh", true))),
+                (2000, Some(AgentSpeaking(false))),
+                (4000, None),
+            ],
+        ]);
         check(cfg.clone(), &s, &[]);
         // 600 ms: interrupts at 500 ms of speech, then the words make a turn.
-        let s = script(vec![vec![(0, Some(AgentSpeaking(true)))], speech(1000, 1600), vec![(1700, Some(fin("wait stop", true))), (4000, None)]]);
-        check(cfg, &s, &[(1500, Interrupt), (1700, eot("wait stop", Endpoint::Stt))]);
+        let s = script(vec![
+            vec![(0, Some(AgentSpeaking(true)))],
+            speech(1000, 1600),
+            vec![(1700, Some(fin("wait stop", true))), (4000, None)],
+        ]);
+        check(
+            cfg,
+            &s,
+            &[(1500, Interrupt), (1700, eot("wait stop", Endpoint::Stt))],
+        );
     }
 
     #[test]
     fn barge_in_can_require_words() {
-        let cfg = TurnConfig { min_interruption_words: 2, ..TurnConfig::default() };
+        let cfg = TurnConfig {
+            min_interruption_words: 2,
+            ..TurnConfig::default()
+        };
         let s = script(vec![
             vec![(0, Some(AgentSpeaking(true)))],
             speech(1000, 2000),
-            vec![(1300, Some(Interim { text: "no".into() })), (1700, Some(Interim { text: "no wait".into() }))],
+            vec![
+                (1300, Some(Interim { text: "no".into() })),
+                (
+                    1700,
+                    Some(Interim {
+                        text: "no wait".into(),
+                    }),
+                ),
+            ],
         ]);
         check(cfg, &s, &[(1700, Interrupt)]);
     }
 
     #[test]
     fn an_interruption_without_words_resumes_the_agent() {
-        let s = script(vec![vec![(0, Some(AgentSpeaking(true)))], speech(1000, 1600), vec![(1700, Some(fin("", true))), (5000, None)]]);
-        check(TurnConfig::default(), &s, &[(1500, Interrupt), (1580 + 1500, Resume)]);
+        let s = script(vec![
+            vec![(0, Some(AgentSpeaking(true)))],
+            speech(1000, 1600),
+            vec![(1700, Some(fin("", true))), (5000, None)],
+        ]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[(1500, Interrupt), (1580 + 1500, Resume)],
+        );
     }
 
     #[test]
     fn silence_reprompts_once_then_hangs_up() {
-        let cfg = TurnConfig { silence_timeout: ms(5000), ..TurnConfig::default() };
+        let cfg = TurnConfig {
+            silence_timeout: ms(5000),
+            ..TurnConfig::default()
+        };
         let s = vec![
             (0, Some(AgentSpeaking(true))),
             (2000, Some(AgentSpeaking(false))),
@@ -543,20 +697,46 @@ mod tests {
         check(cfg.clone(), &s, &[(7000, Reprompt), (13000, Hangup)]);
         // An answer after the re-prompt resets the count.
         let s = script(vec![
-            vec![(0, Some(AgentSpeaking(true))), (2000, Some(AgentSpeaking(false))), (7500, Some(AgentSpeaking(true))), (8000, Some(AgentSpeaking(false)))],
+            vec![
+                (0, Some(AgentSpeaking(true))),
+                (2000, Some(AgentSpeaking(false))),
+                (7500, Some(AgentSpeaking(true))),
+                (8000, Some(AgentSpeaking(false))),
+            ],
             speech(9000, 9500),
-            vec![(9600, Some(fin("yes", true))), (10000, Some(AgentSpeaking(true))), (11000, Some(AgentSpeaking(false))), (15500, None), (17000, None)],
+            vec![
+                (9600, Some(fin("yes", true))),
+                (10000, Some(AgentSpeaking(true))),
+                (11000, Some(AgentSpeaking(false))),
+                (15500, None),
+                (17000, None),
+            ],
         ]);
-        check(cfg, &s, &[(7000, Reprompt), (9600, eot("yes", Endpoint::Stt)), (16000, Reprompt)]);
+        check(
+            cfg,
+            &s,
+            &[
+                (7000, Reprompt),
+                (9600, eot("yes", Endpoint::Stt)),
+                (16000, Reprompt),
+            ],
+        );
     }
 
     // --- With an end-of-turn model -------------------------------------------------------------
 
     fn verdict(request: u64, probability: Option<f32>) -> TurnInput {
-        EndOfTurnVerdict { request, probability }
+        EndOfTurnVerdict {
+            request,
+            probability,
+        }
     }
 
-    fn with_model(cfg: TurnConfig, script: &[(u64, Option<TurnInput>)], want: &[(u64, TurnAction)]) {
+    fn with_model(
+        cfg: TurnConfig,
+        script: &[(u64, Option<TurnInput>)],
+        want: &[(u64, TurnAction)],
+    ) {
         check_detector(TurnDetector::new(cfg).with_turn_model(), script, want)
     }
 
@@ -568,40 +748,131 @@ mod tests {
     fn a_caller_the_model_judges_finished_is_answered_after_the_min_delay() {
         // Voice last heard at 980; endpoint at 1150; the verdict (0.9) comes at 1180, past
         // 980 + 100, so the turn ends on it.
-        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("thank you that is all", true))), (1180, Some(verdict(1, Some(0.9)))), (4000, None)]]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (1180, eot("thank you that is all", Endpoint::Stt))]);
+        let s = script(vec![
+            speech(0, 1000),
+            vec![
+                (1150, Some(fin("thank you that is all", true))),
+                (1180, Some(verdict(1, Some(0.9)))),
+                (4000, None),
+            ],
+        ]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[
+                (1150, predict(1)),
+                (1180, eot("thank you that is all", Endpoint::Stt)),
+            ],
+        );
         // With a longer min delay the verdict does not end it early.
-        let cfg = TurnConfig { min_endpointing: ms(400), ..TurnConfig::default() };
-        with_model(cfg, &s, &[(1150, predict(1)), (1380, eot("thank you that is all", Endpoint::Stt))]);
+        let cfg = TurnConfig {
+            min_endpointing: ms(400),
+            ..TurnConfig::default()
+        };
+        with_model(
+            cfg,
+            &s,
+            &[
+                (1150, predict(1)),
+                (1380, eot("thank you that is all", Endpoint::Stt)),
+            ],
+        );
     }
 
     #[test]
     fn a_caller_the_model_judges_mid_sentence_may_go_on() {
         let s = script(vec![
             speech(0, 1000),
-            vec![(1150, Some(fin("my phone number is five five five", true))), (1180, Some(verdict(1, Some(0.1))))],
+            vec![
+                (1150, Some(fin("my phone number is five five five", true))),
+                (1180, Some(verdict(1, Some(0.1)))),
+            ],
             speech(1800, 2600),
-            vec![(2750, Some(fin("one two three four", true))), (2770, Some(verdict(2, Some(0.95)))), (6000, None)],
+            vec![
+                (2750, Some(fin("one two three four", true))),
+                (2770, Some(verdict(2, Some(0.95)))),
+                (6000, None),
+            ],
         ]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (2750, predict(2)), (2770, eot("my phone number is five five five one two three four", Endpoint::Stt))]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[
+                (1150, predict(1)),
+                (2750, predict(2)),
+                (
+                    2770,
+                    eot(
+                        "my phone number is five five five one two three four",
+                        Endpoint::Stt,
+                    ),
+                ),
+            ],
+        );
         // The same caller without a model is cut off at the first endpoint.
-        check(TurnConfig::default(), &s, &[(1150, eot("my phone number is five five five", Endpoint::Stt)), (2750, eot("one two three four", Endpoint::Stt))]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[
+                (
+                    1150,
+                    eot("my phone number is five five five", Endpoint::Stt),
+                ),
+                (2750, eot("one two three four", Endpoint::Stt)),
+            ],
+        );
     }
 
     #[test]
     fn doubt_waits_up_to_the_max_delay_then_ends_the_turn() {
-        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("I want to", true))), (1170, Some(verdict(1, Some(0.2)))), (6000, None)]]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (980 + 2500, eot("I want to", Endpoint::Stt))]);
+        let s = script(vec![
+            speech(0, 1000),
+            vec![
+                (1150, Some(fin("I want to", true))),
+                (1170, Some(verdict(1, Some(0.2)))),
+                (6000, None),
+            ],
+        ]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[
+                (1150, predict(1)),
+                (980 + 2500, eot("I want to", Endpoint::Stt)),
+            ],
+        );
     }
 
     #[test]
     fn the_turn_is_held_until_the_verdict_and_stale_or_failed_verdicts_are_handled() {
         // No answer (or only a stale one): held to the max delay.
-        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("hello", true))), (1200, Some(verdict(7, Some(0.99)))), (6000, None)]]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (3480, eot("hello", Endpoint::Stt))]);
+        let s = script(vec![
+            speech(0, 1000),
+            vec![
+                (1150, Some(fin("hello", true))),
+                (1200, Some(verdict(7, Some(0.99)))),
+                (6000, None),
+            ],
+        ]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[(1150, predict(1)), (3480, eot("hello", Endpoint::Stt))],
+        );
         // The model failed: endpointing as without one.
-        let s = script(vec![speech(0, 1000), vec![(1150, Some(fin("hello", true))), (1300, Some(verdict(1, None))), (6000, None)]]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (1300, eot("hello", Endpoint::Stt))]);
+        let s = script(vec![
+            speech(0, 1000),
+            vec![
+                (1150, Some(fin("hello", true))),
+                (1300, Some(verdict(1, None))),
+                (6000, None),
+            ],
+        ]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[(1150, predict(1)), (1300, eot("hello", Endpoint::Stt))],
+        );
     }
 
     #[test]
@@ -609,21 +880,51 @@ mod tests {
         let s = script(vec![
             vec![(0, Some(Collecting(true)))],
             speech(0, 1000),
-            vec![(1150, Some(fin("seven nine one six", true))), (1170, Some(verdict(1, Some(0.8)))), (9000, None)],
+            vec![
+                (1150, Some(fin("seven nine one six", true))),
+                (1170, Some(verdict(1, Some(0.8)))),
+                (9000, None),
+            ],
         ]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (980 + 1500, eot("seven nine one six", Endpoint::Stt))]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[
+                (1150, predict(1)),
+                (980 + 1500, eot("seven nine one six", Endpoint::Stt)),
+            ],
+        );
         let s = script(vec![
             vec![(0, Some(Collecting(true)))],
             speech(0, 1000),
-            vec![(1150, Some(fin("seven nine one six", true))), (1170, Some(verdict(1, Some(0.3)))), (9000, None)],
+            vec![
+                (1150, Some(fin("seven nine one six", true))),
+                (1170, Some(verdict(1, Some(0.3)))),
+                (9000, None),
+            ],
         ]);
-        with_model(TurnConfig::default(), &s, &[(1150, predict(1)), (980 + 3500, eot("seven nine one six", Endpoint::Stt))]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[
+                (1150, predict(1)),
+                (980 + 3500, eot("seven nine one six", Endpoint::Stt)),
+            ],
+        );
     }
 
     #[test]
     fn no_verdict_is_asked_while_the_agent_holds_the_floor() {
         // 300 ms over the agent: a backchannel; its endpoint is not judged.
-        let s = script(vec![vec![(0, Some(AgentSpeaking(true)))], speech(1000, 1300), vec![(1400, Some(fin("uh huh", true))), (1500, Some(AgentSpeaking(false))), (4000, None)]]);
+        let s = script(vec![
+            vec![(0, Some(AgentSpeaking(true)))],
+            speech(1000, 1300),
+            vec![
+                (1400, Some(fin("uh huh", true))),
+                (1500, Some(AgentSpeaking(false))),
+                (4000, None),
+            ],
+        ]);
         with_model(TurnConfig::default(), &s, &[]);
     }
 }

@@ -24,7 +24,13 @@ pub struct VadSmoother {
 
 impl VadSmoother {
     pub fn new(threshold: f32, onset_ms: u32, hangover_ms: u32) -> Self {
-        VadSmoother { threshold, onset_ms, hangover_ms, speaking: false, run_ms: 0 }
+        VadSmoother {
+            threshold,
+            onset_ms,
+            hangover_ms,
+            speaking: false,
+            run_ms: 0,
+        }
     }
 
     /// Feeds one frame's probability and duration; returns whether the caller is speaking.
@@ -34,7 +40,11 @@ impl VadSmoother {
             self.run_ms = 0;
         } else {
             self.run_ms += frame_ms;
-            let needed = if voiced { self.onset_ms } else { self.hangover_ms };
+            let needed = if voiced {
+                self.onset_ms
+            } else {
+                self.hangover_ms
+            };
             if self.run_ms >= needed {
                 self.speaking = voiced;
                 self.run_ms = 0;
@@ -66,7 +76,11 @@ pub struct EnergyVad {
 
 impl Default for EnergyVad {
     fn default() -> Self {
-        EnergyVad { noise_floor: 100.0, ratio: 3.0, min_rms: 300.0 }
+        EnergyVad {
+            noise_floor: 100.0,
+            ratio: 3.0,
+            min_rms: 300.0,
+        }
     }
 }
 
@@ -87,16 +101,30 @@ impl Vad for EnergyVad {
     fn speech_probability(&mut self, frame: &[i16], _sample_rate: u32) -> f32 {
         let level = rms(frame);
         let threshold = (self.noise_floor * self.ratio).max(self.min_rms);
-        let p = if level <= threshold { 0.0 } else { ((level / threshold - 1.0) * 2.0).clamp(0.0, 1.0) as f32 * 0.5 + 0.5 };
+        let p = if level <= threshold {
+            0.0
+        } else {
+            ((level / threshold - 1.0) * 2.0).clamp(0.0, 1.0) as f32 * 0.5 + 0.5
+        };
         // The floor follows quiet frames quickly and loud ones very slowly, so a long sentence
         // does not raise it to the speaker's own level.
-        let rate = if level < self.noise_floor { 0.2 } else if p < 0.5 { 0.05 } else { 0.001 };
+        let rate = if level < self.noise_floor {
+            0.2
+        } else if p < 0.5 {
+            0.05
+        } else {
+            0.001
+        };
         self.noise_floor = (self.noise_floor + (level - self.noise_floor) * rate).max(1.0);
         p
     }
 
     fn reset(&mut self) {
-        *self = EnergyVad { ratio: self.ratio, min_rms: self.min_rms, ..EnergyVad::default() };
+        *self = EnergyVad {
+            ratio: self.ratio,
+            min_rms: self.min_rms,
+            ..EnergyVad::default()
+        };
     }
 }
 
@@ -105,13 +133,21 @@ mod tests {
     use super::*;
 
     fn tone(n: usize, amp: f32) -> Vec<i16> {
-        (0..n).map(|i| ((i as f32 * 0.08).sin() * amp) as i16).collect()
+        (0..n)
+            .map(|i| ((i as f32 * 0.08).sin() * amp) as i16)
+            .collect()
     }
 
     #[test]
     fn energy_vad_hears_speech_over_noise() {
         let mut vad = EnergyVad::new();
-        let cases = [(0.0, false), (150.0, false), (6000.0, true), (200.0, false), (3000.0, true)];
+        let cases = [
+            (0.0, false),
+            (150.0, false),
+            (6000.0, true),
+            (200.0, false),
+            (3000.0, true),
+        ];
         for (amp, want) in cases {
             let p = vad.speech_probability(&tone(320, amp), 16000);
             assert_eq!(p >= 0.5, want, "amplitude {amp}: p={p}");
@@ -122,7 +158,17 @@ mod tests {
     fn smoother_needs_onset_and_hangover() {
         let mut s = VadSmoother::new(0.5, 40, 100);
         // 20 ms frames: p per frame → speaking after it.
-        let frames = [(1.0, false), (1.0, true), (0.0, true), (1.0, true), (0.0, true), (0.0, true), (0.0, true), (0.0, true), (0.0, false)];
+        let frames = [
+            (1.0, false),
+            (1.0, true),
+            (0.0, true),
+            (1.0, true),
+            (0.0, true),
+            (0.0, true),
+            (0.0, true),
+            (0.0, true),
+            (0.0, false),
+        ];
         for (i, (p, want)) in frames.iter().enumerate() {
             assert_eq!(s.push(*p, 20), *want, "frame {i}");
         }

@@ -38,7 +38,9 @@ pub fn parse(bytes: &[u8]) -> Result<Pcm, WavError> {
     let mut format: Option<(u16, u16, u32, u16)> = None;
     while at + 8 <= bytes.len() {
         let id = &bytes[at..at + 4];
-        let mut len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]) as usize;
+        let mut len =
+            u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
+                as usize;
         if id == b"data" && (len == 0 || len == u32::MAX as usize) {
             len = bytes.len() - (at + 8);
         }
@@ -50,19 +52,28 @@ pub fn parse(bytes: &[u8]) -> Result<Pcm, WavError> {
                 format = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
             }
             b"data" => {
-                let (tag, channels, rate, bits) = format.ok_or(WavError::Format("data before fmt"))?;
+                let (tag, channels, rate, bits) =
+                    format.ok_or(WavError::Format("data before fmt"))?;
                 // 0xFFFE is WAVE_FORMAT_EXTENSIBLE, which ffmpeg and sox write for plain PCM too.
                 if !(tag == 1 || tag == 0xFFFE) || bits != 16 || channels == 0 {
-                    return Err(WavError::Unsupported(format!("format {tag}, {bits} bits, {channels} channels")));
+                    return Err(WavError::Unsupported(format!(
+                        "format {tag}, {bits} bits, {channels} channels"
+                    )));
                 }
                 let frames = body.chunks_exact(2 * channels as usize);
                 let samples = frames
                     .map(|f| {
-                        let sum: i32 = f.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]) as i32).sum();
+                        let sum: i32 = f
+                            .chunks_exact(2)
+                            .map(|s| i16::from_le_bytes([s[0], s[1]]) as i32)
+                            .sum();
                         (sum / channels as i32) as i16
                     })
                     .collect();
-                return Ok(Pcm { samples, sample_rate: rate });
+                return Ok(Pcm {
+                    samples,
+                    sample_rate: rate,
+                });
             }
             _ => {}
         }
@@ -125,10 +136,14 @@ pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
 /// downsampling does not alias. About 35 taps an output sample: for whole utterances and
 /// sentences (speech engines), not the per-frame path.
 pub fn resample_sinc(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
-    resample_sinc_f32(&samples.iter().map(|&s| s as f32).collect::<Vec<_>>(), from, to)
-        .into_iter()
-        .map(|x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16)
-        .collect()
+    resample_sinc_f32(
+        &samples.iter().map(|&s| s as f32).collect::<Vec<_>>(),
+        from,
+        to,
+    )
+    .into_iter()
+    .map(|x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16)
+    .collect()
 }
 
 /// [`resample_sinc`] on float samples (any scale).
@@ -150,13 +165,21 @@ pub fn resample_sinc_f32(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         for (i, &x) in input.iter().enumerate().take(hi + 1).skip(lo) {
             let t = i as f64 - centre;
             let arg = std::f64::consts::PI * t * cutoff;
-            let sinc = if arg.abs() < 1e-9 { 1.0 } else { arg.sin() / arg };
+            let sinc = if arg.abs() < 1e-9 {
+                1.0
+            } else {
+                arg.sin() / arg
+            };
             let window = 0.5 + 0.5 * (std::f64::consts::PI * t / radius).cos();
             let w = sinc * window;
             acc += w * x as f64;
             norm += w;
         }
-        out.push(if norm.abs() > 1e-9 { (acc / norm) as f32 } else { 0.0 });
+        out.push(if norm.abs() > 1e-9 {
+            (acc / norm) as f32
+        } else {
+            0.0
+        });
     }
     out
 }
@@ -177,7 +200,13 @@ mod tests {
     #[test]
     fn round_trip_and_stereo_downmix() {
         let samples = vec![0, 1, -1, 32767, -32768];
-        assert_eq!(parse(&encode(&samples, 16000)).unwrap(), Pcm { samples: samples.clone(), sample_rate: 16000 });
+        assert_eq!(
+            parse(&encode(&samples, 16000)).unwrap(),
+            Pcm {
+                samples: samples.clone(),
+                sample_rate: 16000
+            }
+        );
         let mut stereo = encode(&[100, 300, -100, -300], 8000);
         stereo[22] = 2; // channels
         assert_eq!(parse(&stereo).unwrap().samples, vec![200, -200]);
@@ -186,7 +215,10 @@ mod tests {
 
     #[test]
     fn streaming_placeholder_sizes_run_to_the_end() {
-        let pcm = Pcm { samples: vec![0, 1, -2, 300, i16::MIN, i16::MAX], sample_rate: 22_050 };
+        let pcm = Pcm {
+            samples: vec![0, 1, -2, 300, i16::MIN, i16::MAX],
+            sample_rate: 22_050,
+        };
         let mut bytes = encode(&pcm.samples, pcm.sample_rate);
         for placeholder in [u32::MAX, 0, 1 << 30] {
             bytes[40..44].copy_from_slice(&placeholder.to_le_bytes());
@@ -196,14 +228,23 @@ mod tests {
 
     #[test]
     fn resampling_keeps_duration() {
-        let cases = [(16000, 48000, 160, 480), (48000, 16000, 480, 160), (24000, 16000, 240, 160), (16000, 16000, 7, 7)];
+        let cases = [
+            (16000, 48000, 160, 480),
+            (48000, 16000, 480, 160),
+            (24000, 16000, 240, 160),
+            (16000, 16000, 7, 7),
+        ];
         for (from, to, n, want) in cases {
             assert_eq!(resample(&vec![5; n], from, to).len(), want, "{from}->{to}");
         }
     }
 
     fn tone(rate: u32, hz: f64, secs: f64) -> Vec<i16> {
-        (0..(rate as f64 * secs) as usize).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16).collect()
+        (0..(rate as f64 * secs) as usize)
+            .map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16
+            })
+            .collect()
     }
 
     #[test]
@@ -213,9 +254,17 @@ mod tests {
         let sine_level = 8000.0 / 32768.0 / 2f32.sqrt();
         let low = resample_sinc(&tone(22_050, 440.0, 1.0), 22_050, 16_000);
         assert_eq!(low.len(), 16_000);
-        assert!((rms(&low[1000..15_000]) - sine_level).abs() < 0.01, "{}", rms(&low[1000..15_000]));
+        assert!(
+            (rms(&low[1000..15_000]) - sine_level).abs() < 0.01,
+            "{}",
+            rms(&low[1000..15_000])
+        );
         let high = resample_sinc(&tone(22_050, 10_000.0, 1.0), 22_050, 16_000);
-        assert!(rms(&high[1000..15_000]) < 0.01, "{}", rms(&high[1000..15_000]));
+        assert!(
+            rms(&high[1000..15_000]) < 0.01,
+            "{}",
+            rms(&high[1000..15_000])
+        );
         // Upsampling 16 → 24 kHz keeps the tone too.
         let up = resample_sinc(&tone(16_000, 440.0, 0.5), 16_000, 24_000);
         assert_eq!(up.len(), 12_000);

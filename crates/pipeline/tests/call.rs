@@ -40,7 +40,11 @@ impl Caller {
                 while let Ok(s) = said.try_recv() {
                     pending.extend(s);
                 }
-                let frame: Vec<i16> = if pending.len() >= 320 { pending.drain(..320).collect() } else { silence(20, 16000) };
+                let frame: Vec<i16> = if pending.len() >= 320 {
+                    pending.drain(..320).collect()
+                } else {
+                    silence(20, 16000)
+                };
                 if input.send(CallInput::Audio(frame)).await.is_err() {
                     return;
                 }
@@ -97,7 +101,11 @@ struct Fakes {
 
 async fn fakes(transcripts: &[&str]) -> Fakes {
     Fakes {
-        stt: FakeDeepgram::start(SttScript { transcripts: transcripts.iter().map(|s| s.to_string()).collect(), ..SttScript::default() }).await,
+        stt: FakeDeepgram::start(SttScript {
+            transcripts: transcripts.iter().map(|s| s.to_string()).collect(),
+            ..SttScript::default()
+        })
+        .await,
         tts: FakeCartesia::start().await,
         llm: FakeOllama::start().await,
     }
@@ -117,22 +125,41 @@ struct Running {
     call: tokio::task::JoinHandle<Result<CallReport, PipelineError>>,
 }
 
-fn start_call(config: PipelineConfig, tts: Arc<dyn TextToSpeech>, f: &Fakes, llm: Arc<dyn LanguageModel>) -> Running {
+fn start_call(
+    config: PipelineConfig,
+    tts: Arc<dyn TextToSpeech>,
+    f: &Fakes,
+    llm: Arc<dyn LanguageModel>,
+) -> Running {
     let stt = Arc::new(DeepgramStt::new(key()).with_base_url(f.stt.url()));
     let pipeline = Pipeline::new(config, Providers { stt, tts });
-    let responder = Box::new(LlmResponder::new(llm, "You are a receptionist.", "Hello, how can I help?", "en"));
+    let responder = Box::new(LlmResponder::new(
+        llm,
+        "You are a receptionist.",
+        "Hello, how can I help?",
+        "en",
+    ));
     let (in_tx, in_rx) = mpsc::channel(64);
     let (out_tx, out_rx) = mpsc::channel(64);
     let heard = collect(out_rx);
     let call = tokio::spawn(pipeline.run(responder, in_rx, out_tx));
-    Running { caller: Caller::start(in_tx.clone()), heard, input: in_tx, call }
+    Running {
+        caller: Caller::start(in_tx.clone()),
+        heard,
+        input: in_tx,
+        call,
+    }
 }
 
 impl Running {
     async fn wait_for(&self, what: impl Fn(&Heard) -> bool, secs: u64) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !what(&self.heard.lock().unwrap()) {
-            assert!(Instant::now() < deadline, "timed out; events: {:?}", self.heard.lock().unwrap().events);
+            assert!(
+                Instant::now() < deadline,
+                "timed out; events: {:?}",
+                self.heard.lock().unwrap().events
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -140,7 +167,11 @@ impl Running {
     async fn hang_up(self) -> CallReport {
         self.caller.task.abort();
         let _ = self.input.send(CallInput::Hangup).await;
-        tokio::time::timeout(Duration::from_secs(5), self.call).await.expect("the call ends").unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(5), self.call)
+            .await
+            .expect("the call ends")
+            .unwrap()
+            .unwrap()
     }
 }
 
@@ -163,14 +194,27 @@ async fn speech_in_reply_audio_out() {
     call.caller.speak(600);
     call.wait_for(|h| h.transcript.len() == 3, 8).await;
     let report = call.hang_up().await;
-    let t: Vec<(Speaker, &str)> = report.transcript.iter().map(|t| (t.speaker, t.text.as_str())).collect();
+    let t: Vec<(Speaker, &str)> = report
+        .transcript
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str()))
+        .collect();
     assert_eq!(
         t,
-        vec![(Speaker::Bot, "Hello, how can I help?"), (Speaker::User, "what time do you open"), (Speaker::Bot, "You said: what time do you open.")]
+        vec![
+            (Speaker::Bot, "Hello, how can I help?"),
+            (Speaker::User, "what time do you open"),
+            (Speaker::Bot, "You said: what time do you open.")
+        ]
     );
     assert_eq!(report.end, CallEnd::CallerHungUp);
     let m = &report.metrics[0];
-    assert!(m.voice_to_voice_ms.is_some() && m.llm_first_token_ms.is_some() && m.tts_first_byte_ms.is_some(), "{m:?}");
+    assert!(
+        m.voice_to_voice_ms.is_some()
+            && m.llm_first_token_ms.is_some()
+            && m.tts_first_byte_ms.is_some(),
+        "{m:?}"
+    );
     // One connection each for the whole call, opened at its start.
     assert_eq!((f.stt.log().connections, f.tts.log().connections), (1, 1));
     // The LLM heard the conversation so far.
@@ -182,9 +226,11 @@ async fn speech_in_reply_audio_out() {
 async fn barge_in_mid_reply_cancels_and_records_what_was_heard() {
     let f = fakes(&["tell me everything", "stop please"]).await;
     let long = "Our clinic opens at nine. We have five doctors on staff. Parking is free for patients. We also offer online visits every evening.";
-    f.llm.push_reply(LlmReply::text(long).delays(Duration::ZERO, Duration::from_millis(10)));
+    f.llm
+        .push_reply(LlmReply::text(long).delays(Duration::ZERO, Duration::from_millis(10)));
     // Synthesis about as fast as speech, so the context is still open when the caller cuts in.
-    f.tts.update_script(|s| s.chunk_interval = Duration::from_millis(90));
+    f.tts
+        .update_script(|s| s.chunk_interval = Duration::from_millis(90));
     let call = start_call(config(), cartesia(&f), &f, ollama(&f));
     call.wait_for(|h| h.transcript.len() == 1, 5).await;
     call.caller.speak(500);
@@ -197,7 +243,11 @@ async fn barge_in_mid_reply_cancels_and_records_what_was_heard() {
     let report = call.hang_up().await;
     let bot = &report.transcript[2];
     assert!(bot.interrupted, "{bot:?}");
-    assert!(!bot.text.is_empty() && long.starts_with(&bot.text) && bot.text.len() < long.len() / 2, "{:?}", bot.text);
+    assert!(
+        !bot.text.is_empty() && long.starts_with(&bot.text) && bot.text.len() < long.len() / 2,
+        "{:?}",
+        bot.text
+    );
     assert_eq!(report.transcript[3].text, "stop please");
     assert_eq!(report.transcript[4].text, "You said: stop please.");
     assert_eq!(f.tts.log().cancels.len(), 1);
@@ -207,7 +257,8 @@ async fn barge_in_mid_reply_cancels_and_records_what_was_heard() {
 async fn a_cough_over_the_reply_resumes_it() {
     // The cough is loud enough to interrupt but has no words.
     let f = fakes(&["tell me", ""]).await;
-    let long = "Our clinic opens at nine. We have five doctors on staff. Parking is free for patients.";
+    let long =
+        "Our clinic opens at nine. We have five doctors on staff. Parking is free for patients.";
     f.llm.push_reply(LlmReply::text(long));
     let mut cfg = config();
     cfg.turn.false_interruption_timeout = Duration::from_millis(600);
@@ -231,7 +282,11 @@ async fn tts_dying_mid_reply_falls_back_and_the_reply_is_finished() {
     let f = fakes(&["hello"]).await;
     let eleven = FakeElevenLabs::start().await;
     let tts: Arc<dyn TextToSpeech> = Arc::new(FallbackTts::new(vec![
-        Arc::new(CartesiaTts::new(key()).with_base_url(f.tts.url()).with_backoff(Backoff::NONE)),
+        Arc::new(
+            CartesiaTts::new(key())
+                .with_base_url(f.tts.url())
+                .with_backoff(Backoff::NONE),
+        ),
         Arc::new(ElevenLabsTts::new(key()).with_base_url(eleven.url())),
     ]));
     let reply = "Thanks for calling, we are open from nine to nine every day.";
@@ -240,21 +295,31 @@ async fn tts_dying_mid_reply_falls_back_and_the_reply_is_finished() {
     call.wait_for(|h| h.transcript.len() == 1, 5).await;
     // Cartesia dies two chunks into the reply and stays down.
     let sent = f.tts.log().chunks_sent;
-    f.tts.update_script(|s| s.disconnect_after_chunks = Some(sent + 2));
+    f.tts
+        .update_script(|s| s.disconnect_after_chunks = Some(sent + 2));
     f.tts.refuse_next(100);
     call.caller.speak(500);
     call.wait_for(|h| h.transcript.len() == 3, 8).await;
     let report = call.hang_up().await;
     assert_eq!(report.transcript[2].text, reply);
     assert!(!report.transcript[2].interrupted);
-    let said_by_eleven = eleven.log().texts.iter().map(|(_, t)| t.clone()).collect::<String>();
-    assert!(!said_by_eleven.is_empty() && reply.contains(said_by_eleven.trim()), "{said_by_eleven:?}");
+    let said_by_eleven = eleven
+        .log()
+        .texts
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect::<String>();
+    assert!(
+        !said_by_eleven.is_empty() && reply.contains(said_by_eleven.trim()),
+        "{said_by_eleven:?}"
+    );
 }
 
 #[tokio::test]
 async fn when_the_llm_fails_the_caller_hears_the_apology() {
     let f = fakes(&["hello"]).await;
-    f.llm.push_reply(LlmReply::text("x").failing(LlmFailure::Status(500, "down".into())));
+    f.llm
+        .push_reply(LlmReply::text("x").failing(LlmFailure::Status(500, "down".into())));
     let call = start_call(config(), cartesia(&f), &f, ollama(&f));
     call.wait_for(|h| h.transcript.len() == 1, 5).await;
     call.caller.speak(500);
@@ -263,7 +328,13 @@ async fn when_the_llm_fails_the_caller_hears_the_apology() {
     assert_eq!(report.transcript[2].text, phrases::apology("en"));
     // The apology was synthesized at call start, so its audio came from the cache.
     let texts: Vec<String> = f.tts.log().texts.into_iter().map(|(_, t)| t).collect();
-    assert_eq!(texts.iter().filter(|t| t.as_str() == phrases::apology("en")).count(), 1);
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.as_str() == phrases::apology("en"))
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -272,11 +343,22 @@ async fn silence_reprompts_then_ends_the_call() {
     let mut cfg = config();
     cfg.turn.silence_timeout = Duration::from_millis(400);
     let call = start_call(cfg, cartesia(&f), &f, ollama(&f));
-    let report = tokio::time::timeout(Duration::from_secs(10), call.call).await.expect("the bot hangs up").unwrap().unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), call.call)
+        .await
+        .expect("the bot hangs up")
+        .unwrap()
+        .unwrap();
     call.caller.task.abort();
     assert_eq!(report.end, CallEnd::SilenceTimeout);
     let said: Vec<&str> = report.transcript.iter().map(|t| t.text.as_str()).collect();
-    assert_eq!(said, vec!["Hello, how can I help?", phrases::reprompt("en"), phrases::goodbye("en")]);
+    assert_eq!(
+        said,
+        vec![
+            "Hello, how can I help?",
+            phrases::reprompt("en"),
+            phrases::goodbye("en")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -285,8 +367,20 @@ async fn the_greeting_is_synthesized_once_per_bot_and_voice() {
     let cache = PhraseCache::new();
     for _ in 0..2 {
         let stt = Arc::new(DeepgramStt::new(key()).with_base_url(f.stt.url()));
-        let pipeline = Pipeline::new(config(), Providers { stt, tts: cartesia(&f) }).with_phrase_cache(cache.clone());
-        let responder = Box::new(LlmResponder::new(ollama(&f), "", "Hello, how can I help?", "en"));
+        let pipeline = Pipeline::new(
+            config(),
+            Providers {
+                stt,
+                tts: cartesia(&f),
+            },
+        )
+        .with_phrase_cache(cache.clone());
+        let responder = Box::new(LlmResponder::new(
+            ollama(&f),
+            "",
+            "Hello, how can I help?",
+            "en",
+        ));
         let (in_tx, in_rx) = mpsc::channel(64);
         let (out_tx, out_rx) = mpsc::channel(64);
         let heard = collect(out_rx);
@@ -297,6 +391,12 @@ async fn the_greeting_is_synthesized_once_per_bot_and_voice() {
         in_tx.send(CallInput::Hangup).await.unwrap();
         call.await.unwrap().unwrap();
     }
-    let greetings = f.tts.log().texts.iter().filter(|(_, t)| t == "Hello, how can I help?").count();
+    let greetings = f
+        .tts
+        .log()
+        .texts
+        .iter()
+        .filter(|(_, t)| t == "Hello, how can I help?")
+        .count();
     assert_eq!(greetings, 1);
 }

@@ -8,9 +8,9 @@ use callfleet_core::domain::{Speaker, Turn};
 use callfleet_pipeline::runtime::CallEnd;
 use callfleet_pipeline::*;
 use callfleet_testkit::audio::{silence, speech};
-use support::{EchoLlm, ScriptedStt, ScriptedTts};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::{EchoLlm, ScriptedStt, ScriptedTts};
 use tokio::sync::mpsc;
 
 struct Call {
@@ -24,8 +24,18 @@ async fn start(transcripts: &[&str], tune: impl FnOnce(&mut PipelineConfig)) -> 
     let mut config = PipelineConfig::new("paced");
     config.stt.endpointing_ms = 100;
     tune(&mut config);
-    let providers = Providers { stt: Arc::new(ScriptedStt::new(transcripts)), tts: Arc::new(ScriptedTts::new()) };
-    let responder = Box::new(LlmResponder::new(Arc::new(EchoLlm { first_token_delay: Duration::from_millis(200) }), "", "Hello.", "en"));
+    let providers = Providers {
+        stt: Arc::new(ScriptedStt::new(transcripts)),
+        tts: Arc::new(ScriptedTts::new()),
+    };
+    let responder = Box::new(LlmResponder::new(
+        Arc::new(EchoLlm {
+            first_token_delay: Duration::from_millis(200),
+        }),
+        "",
+        "Hello.",
+        "en",
+    ));
     let (in_tx, in_rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel(64);
     let turns = Arc::new(Mutex::new(Vec::new()));
@@ -39,7 +49,12 @@ async fn start(transcripts: &[&str], tune: impl FnOnce(&mut PipelineConfig)) -> 
     });
     let started = tokio::time::Instant::now();
     let call = tokio::spawn(Pipeline::new(config, providers).run(responder, in_rx, out_tx));
-    Call { turns, input: in_tx, call, started }
+    Call {
+        turns,
+        input: in_tx,
+        call,
+        started,
+    }
 }
 
 impl Call {
@@ -53,7 +68,12 @@ impl Call {
     }
 
     fn said(&self) -> Vec<(Speaker, String)> {
-        self.turns.lock().unwrap().iter().map(|t| (t.speaker, t.text.clone())).collect()
+        self.turns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (t.speaker, t.text.clone()))
+            .collect()
     }
 }
 
@@ -75,9 +95,21 @@ async fn silence_timeout_reprompts_then_ends_after_the_configured_seconds() {
     assert_eq!(report.end, CallEnd::SilenceTimeout);
     let at: Vec<u64> = report.transcript.iter().map(|t| t.at_ms).collect();
     // Greeting "Hello." = 5 letters × 70 ms; each timeout counts from the end of the bot's speech.
-    let reprompt_audio = "Are you still there?".chars().filter(|c| !c.is_whitespace()).count() as u64 * 70;
-    let goodbye_audio = phrases::goodbye("en").chars().filter(|c| !c.is_whitespace()).count() as u64 * 70;
-    let expect = [360, 360 + 10_000 + reprompt_audio, 360 + 10_000 + reprompt_audio + 10_000 + goodbye_audio];
+    let reprompt_audio = "Are you still there?"
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count() as u64
+        * 70;
+    let goodbye_audio = phrases::goodbye("en")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count() as u64
+        * 70;
+    let expect = [
+        360,
+        360 + 10_000 + reprompt_audio,
+        360 + 10_000 + reprompt_audio + 10_000 + goodbye_audio,
+    ];
     for (got, want) in at.iter().zip(expect) {
         assert!(got.abs_diff(want) <= 60, "at {at:?}, want about {expect:?}");
     }
@@ -85,7 +117,10 @@ async fn silence_timeout_reprompts_then_ends_after_the_configured_seconds() {
 
 #[tokio::test(start_paused = true)]
 async fn short_speech_over_the_bot_is_a_backchannel_long_speech_interrupts() {
-    let call = start(&["uh huh", "mm", "tell me more", "wait a moment"], |c| c.turn.min_interruption_speech = Duration::from_millis(500)).await;
+    let call = start(&["uh huh", "mm", "tell me more", "wait a moment"], |c| {
+        c.turn.min_interruption_speech = Duration::from_millis(500)
+    })
+    .await;
     let talk = |speech_ms: u32, silence_ms: u32| {
         let mut v = speech(speech_ms, 16000);
         v.extend(silence(silence_ms, 16000));
@@ -102,20 +137,40 @@ async fn short_speech_over_the_bot_is_a_backchannel_long_speech_interrupts() {
     call.play(talk(800, 2500)).await;
     let _ = call.input.send(CallInput::Hangup).await;
     let report = call.call.await.unwrap().unwrap();
-    let said: Vec<(Speaker, &str, bool)> = report.transcript.iter().map(|t| (t.speaker, t.text.as_str(), t.interrupted)).collect();
+    let said: Vec<(Speaker, &str, bool)> = report
+        .transcript
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str(), t.interrupted))
+        .collect();
     assert_eq!(said.len(), 7, "{said:?}");
-    assert_eq!(&said[..4], &[
-        (Speaker::Bot, "Hello.", false),
-        (Speaker::User, "uh huh", false),
-        (Speaker::Bot, "You said: uh huh.", false),
-        (Speaker::User, "tell me more", false),
-    ]);
+    assert_eq!(
+        &said[..4],
+        &[
+            (Speaker::Bot, "Hello.", false),
+            (Speaker::User, "uh huh", false),
+            (Speaker::Bot, "You said: uh huh.", false),
+            (Speaker::User, "tell me more", false),
+        ]
+    );
     let cut = &report.transcript[4];
-    assert!(cut.interrupted && "You said: tell me more.".starts_with(&cut.text), "{cut:?}");
-    assert_eq!(&said[5..], &[(Speaker::User, "wait a moment", false), (Speaker::Bot, "You said: wait a moment.", false)]);
+    assert!(
+        cut.interrupted && "You said: tell me more.".starts_with(&cut.text),
+        "{cut:?}"
+    );
+    assert_eq!(
+        &said[5..],
+        &[
+            (Speaker::User, "wait a moment", false),
+            (Speaker::Bot, "You said: wait a moment.", false)
+        ]
+    );
     // The agent stopped 500 ms (+ the VAD's 40 ms onset) into the caller's speech.
     let speech_from = barge_in_at.duration_since(call.started).as_millis() as u64;
-    assert!((speech_from + 500..=speech_from + 560).contains(&cut.at_ms), "speech at {speech_from}, cut at {}", cut.at_ms);
+    assert!(
+        (speech_from + 500..=speech_from + 560).contains(&cut.at_ms),
+        "speech at {speech_from}, cut at {}",
+        cut.at_ms
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -134,15 +189,43 @@ async fn dtmf_digits_make_a_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn turn_metrics_add_up_on_a_virtual_clock() {
-    let stt = ScriptedStt { final_delay: Duration::from_millis(100), ..ScriptedStt::new(&["hello"]) };
-    let tts = ScriptedTts { first_byte_delay: Duration::from_millis(90), ..ScriptedTts::new() };
+    let stt = ScriptedStt {
+        final_delay: Duration::from_millis(100),
+        ..ScriptedStt::new(&["hello"])
+    };
+    let tts = ScriptedTts {
+        first_byte_delay: Duration::from_millis(90),
+        ..ScriptedTts::new()
+    };
     let mut config = PipelineConfig::new("paced");
     config.stt.endpointing_ms = 50;
-    let pipeline = Pipeline::new(config, Providers { stt: Arc::new(stt), tts: Arc::new(tts) });
-    let responder = Box::new(LlmResponder::new(Arc::new(EchoLlm { first_token_delay: Duration::from_millis(200) }), "", "Hi.", "en"));
+    let pipeline = Pipeline::new(
+        config,
+        Providers {
+            stt: Arc::new(stt),
+            tts: Arc::new(tts),
+        },
+    );
+    let responder = Box::new(LlmResponder::new(
+        Arc::new(EchoLlm {
+            first_token_delay: Duration::from_millis(200),
+        }),
+        "",
+        "Hi.",
+        "en",
+    ));
     let mut caller = silence(400, 16000);
     caller.extend(speech(500, 16000));
-    let report = run_recorded_call(pipeline, responder, &caller, Duration::from_millis(500), |_| {}).await.unwrap().report;
+    let report = run_recorded_call(
+        pipeline,
+        responder,
+        &caller,
+        Duration::from_millis(500),
+        |_| {},
+    )
+    .await
+    .unwrap()
+    .report;
     let m = &report.metrics[0];
     // Endpoint 50 ms of audio + 100 ms thinking; LLM 200 ms; TTS 90 ms; frames of 20 ms.
     let within = |v: Option<u32>, lo: u32, hi: u32| v.is_some_and(|v| (lo..=hi).contains(&v));
@@ -162,5 +245,8 @@ async fn the_call_ends_after_max_turns() {
     call.play(caller).await;
     let report = call.call.await.unwrap().unwrap();
     assert_eq!(report.end, CallEnd::BotEnded);
-    assert_eq!(report.transcript.last().map(|t| t.text.as_str()), Some("You said: one."));
+    assert_eq!(
+        report.transcript.last().map(|t| t.text.as_str()),
+        Some("You said: one.")
+    );
 }

@@ -16,7 +16,14 @@ use std::time::Duration;
 async fn a_recorded_caller_books_with_the_scenario_engine() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bots/clinic-en.yaml");
     let bot = BotConfig::parse_any(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let stt = FakeDeepgram::start(SttScript { transcripts: vec!["I'd like to book an appointment".into(), "John Smith".into()], ..SttScript::default() }).await;
+    let stt = FakeDeepgram::start(SttScript {
+        transcripts: vec![
+            "I'd like to book an appointment".into(),
+            "John Smith".into(),
+        ],
+        ..SttScript::default()
+    })
+    .await;
     let tts = FakeCartesia::start().await;
     let mut config = PipelineConfig::for_bot("clinic", &bot);
     config.stt.endpointing_ms = 200;
@@ -34,9 +41,13 @@ async fn a_recorded_caller_books_with_the_scenario_engine() {
     caller.extend(silence(5000, 16000));
     caller.extend(speech(600, 16000));
     let mut lines = Vec::new();
-    let call = run_recorded_call(pipeline, Box::new(ScenarioResponder::new(engine)), &caller, Duration::from_millis(1500), |t| {
-        lines.push(format!("{:?}: {}", t.speaker, t.text))
-    })
+    let call = run_recorded_call(
+        pipeline,
+        Box::new(ScenarioResponder::new(engine)),
+        &caller,
+        Duration::from_millis(1500),
+        |t| lines.push(format!("{:?}: {}", t.speaker, t.text)),
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -46,13 +57,22 @@ async fn a_recorded_caller_books_with_the_scenario_engine() {
             "User: I'd like to book an appointment".to_string(),
             "Bot: May I have the patient's full name?".to_string(),
             "User: John Smith".to_string(),
-            "Bot: Which department: general practice, pediatrics, dermatology or cardiology?".to_string(),
+            "Bot: Which department: general practice, pediatrics, dermatology or cardiology?"
+                .to_string(),
         ]
     );
     let result = call.report.result.expect("the engine's result");
-    assert_eq!(result.fields.get("patient_name").map(String::as_str), Some("John Smith"));
+    assert_eq!(
+        result.fields.get("patient_name").map(String::as_str),
+        Some("John Smith")
+    );
     // The reply track covers the call and is not silent.
-    assert!(call.reply.len() >= caller.len() * 9 / 10, "{} vs {}", call.reply.len(), caller.len());
+    assert!(
+        call.reply.len() >= caller.len() * 9 / 10,
+        "{} vs {}",
+        call.reply.len(),
+        caller.len()
+    );
     assert!(call.reply.iter().any(|&s| s.abs() > 1000));
     // Written and read back as a WAV file.
     let dir = std::env::temp_dir().join(format!("callfleet-recorded-{}", std::process::id()));

@@ -24,8 +24,13 @@ impl EndOfTurnModel for ScriptedTurnModel {
     fn complete_probability(&mut self, audio_16k: &[i16]) -> Result<f32, String> {
         let tail = &audio_16k[audio_16k.len().saturating_sub(16_000)..];
         let heard_speech = tail.iter().any(|s| s.unsigned_abs() > 1000);
-        self.seen.lock().unwrap().push((audio_16k.len(), heard_speech));
-        self.answers.pop_front().ok_or_else(|| "no answer scripted".to_string())
+        self.seen
+            .lock()
+            .unwrap()
+            .push((audio_16k.len(), heard_speech));
+        self.answers
+            .pop_front()
+            .ok_or_else(|| "no answer scripted".to_string())
     }
 }
 
@@ -41,13 +46,26 @@ struct Outcome {
 async fn call(transcripts: &[&str], parts: &[(u32, u32)], model: Option<&[f32]>) -> Outcome {
     let mut config = PipelineConfig::new("turn-model");
     config.stt.endpointing_ms = 100;
-    let providers = Providers { stt: Arc::new(ScriptedStt::new(transcripts)), tts: Arc::new(ScriptedTts::new()) };
+    let providers = Providers {
+        stt: Arc::new(ScriptedStt::new(transcripts)),
+        tts: Arc::new(ScriptedTts::new()),
+    };
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut pipeline = Pipeline::new(config, providers);
     if let Some(answers) = model {
-        pipeline = pipeline.with_turn_model(Box::new(ScriptedTurnModel { answers: answers.iter().copied().collect(), seen: seen.clone() }));
+        pipeline = pipeline.with_turn_model(Box::new(ScriptedTurnModel {
+            answers: answers.iter().copied().collect(),
+            seen: seen.clone(),
+        }));
     }
-    let responder = Box::new(LlmResponder::new(Arc::new(EchoLlm { first_token_delay: Duration::from_millis(200) }), "", "Hi.", "en"));
+    let responder = Box::new(LlmResponder::new(
+        Arc::new(EchoLlm {
+            first_token_delay: Duration::from_millis(200),
+        }),
+        "",
+        "Hi.",
+        "en",
+    ));
     let (in_tx, in_rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel(64);
     tokio::spawn(async move { while out_rx.recv().await.is_some() {} });
@@ -70,11 +88,19 @@ async fn call(transcripts: &[&str], parts: &[(u32, u32)], model: Option<&[f32]>)
     // The first frame goes in at once, so the caller's times are the call's.
     let report = running.await.unwrap().unwrap();
     let seen = seen.lock().unwrap().clone();
-    Outcome { turns: report.transcript, speech_end_ms, seen }
+    Outcome {
+        turns: report.transcript,
+        speech_end_ms,
+        seen,
+    }
 }
 
 fn user_turns(turns: &[Turn]) -> Vec<(&str, u64)> {
-    turns.iter().filter(|t| t.speaker == Speaker::User).map(|t| (t.text.as_str(), t.at_ms)).collect()
+    turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::User)
+        .map(|t| (t.text.as_str(), t.at_ms))
+        .collect()
 }
 
 const NUMBER: [&str; 2] = ["my phone number is five five five", "one two three four"];
@@ -86,15 +112,34 @@ async fn a_caller_pausing_mid_sentence_is_not_cut_off() {
     let o = call(&NUMBER, &parts, Some(&[0.1, 0.9])).await;
     let said = user_turns(&o.turns);
     assert_eq!(said.len(), 1, "{said:?}");
-    assert_eq!(said[0].0, "my phone number is five five five one two three four");
+    assert_eq!(
+        said[0].0,
+        "my phone number is five five five one two three four"
+    );
     // The model was asked at both endpoints, each time with the speech just heard.
     assert_eq!(o.seen.len(), 2, "{:?}", o.seen);
-    assert!(o.seen.iter().all(|&(n, loud)| n > 16_000 && n <= 128_000 && loud), "{:?}", o.seen);
+    assert!(
+        o.seen
+            .iter()
+            .all(|&(n, loud)| n > 16_000 && n <= 128_000 && loud),
+        "{:?}",
+        o.seen
+    );
     // Finished at the second endpoint: 100 ms of audio after the speech (+ a frame or two).
     let at = said[0].1;
-    assert!((o.speech_end_ms + 80..=o.speech_end_ms + 160).contains(&at), "speech ended {}, turn at {at}", o.speech_end_ms);
-    let reply = o.turns.iter().find(|t| t.speaker == Speaker::Bot && t.text.starts_with("You said"));
-    assert_eq!(reply.map(|t| t.text.as_str()), Some("You said: my phone number is five five five one two three four."));
+    assert!(
+        (o.speech_end_ms + 80..=o.speech_end_ms + 160).contains(&at),
+        "speech ended {}, turn at {at}",
+        o.speech_end_ms
+    );
+    let reply = o
+        .turns
+        .iter()
+        .find(|t| t.speaker == Speaker::Bot && t.text.starts_with("You said"));
+    assert_eq!(
+        reply.map(|t| t.text.as_str()),
+        Some("You said: my phone number is five five five one two three four.")
+    );
 
     // Without the model the same caller is cut off at the pause.
     let o = call(&NUMBER, &parts, None).await;
@@ -108,14 +153,22 @@ async fn a_finished_caller_is_answered_at_the_min_delay() {
     let said = user_turns(&o.turns);
     assert_eq!(said.len(), 1, "{said:?}");
     let complete_at = said[0].1;
-    assert!((o.speech_end_ms + 80..=o.speech_end_ms + 160).contains(&complete_at), "speech ended {}, turn at {complete_at}", o.speech_end_ms);
+    assert!(
+        (o.speech_end_ms + 80..=o.speech_end_ms + 160).contains(&complete_at),
+        "speech ended {}, turn at {complete_at}",
+        o.speech_end_ms
+    );
 
     // Judged unfinished and then silent: the turn ends anyway, at the max delay (2.5 s).
     let o = call(&["thank you that is all"], &[(1500, 0)], Some(&[0.05])).await;
     let said = user_turns(&o.turns);
     assert_eq!(said.len(), 1, "{said:?}");
     let doubted_at = said[0].1;
-    assert!((o.speech_end_ms + 2450..=o.speech_end_ms + 2540).contains(&doubted_at), "speech ended {}, turn at {doubted_at}", o.speech_end_ms);
+    assert!(
+        (o.speech_end_ms + 2450..=o.speech_end_ms + 2540).contains(&doubted_at),
+        "speech ended {}, turn at {doubted_at}",
+        o.speech_end_ms
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,5 +177,10 @@ async fn a_failing_model_leaves_endpointing_as_without_one() {
     let o = call(&["hello there"], &[(800, 0)], Some(&[])).await;
     let said = user_turns(&o.turns);
     assert_eq!(said.len(), 1, "{said:?}");
-    assert!((o.speech_end_ms + 80..=o.speech_end_ms + 160).contains(&said[0].1), "speech ended {}, turn at {}", o.speech_end_ms, said[0].1);
+    assert!(
+        (o.speech_end_ms + 80..=o.speech_end_ms + 160).contains(&said[0].1),
+        "speech ended {}, turn at {}",
+        o.speech_end_ms,
+        said[0].1
+    );
 }

@@ -44,7 +44,13 @@ pub struct PostCallWorker {
 
 impl PostCallWorker {
     pub fn new(queue: Arc<dyn PostCallQueue>, store: Store, consumer: &str) -> PostCallWorker {
-        PostCallWorker { queue, store, steps: Vec::new(), consumer: consumer.to_string(), reclaim_after: Duration::from_secs(60) }
+        PostCallWorker {
+            queue,
+            store,
+            steps: Vec::new(),
+            consumer: consumer.to_string(),
+            reclaim_after: Duration::from_secs(60),
+        }
     }
 
     pub fn with_step(mut self, step: Arc<dyn PostCallStep>) -> PostCallWorker {
@@ -71,7 +77,10 @@ impl PostCallWorker {
 
     /// Waits up to `wait` for one record (or a stale one) and processes it; false if none came.
     pub async fn process_next(&self, wait: Duration) -> Result<bool, PostCallError> {
-        let stale = self.queue.reclaim(&self.consumer, self.reclaim_after).await?;
+        let stale = self
+            .queue
+            .reclaim(&self.consumer, self.reclaim_after)
+            .await?;
         let had_stale = !stale.is_empty();
         for queued in stale {
             self.process(queued).await?;

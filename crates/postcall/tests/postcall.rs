@@ -27,7 +27,10 @@ fn record(id: &str, company: &str) -> CallRecord {
         language: Some("en".into()),
         transcript: vec![],
         fields: Default::default(),
-        outcome: Some(Outcome { kind: "INFO_ONLY".into(), evidence: vec![] }),
+        outcome: Some(Outcome {
+            kind: "INFO_ONLY".into(),
+            evidence: vec![],
+        }),
         summary: None,
         metrics: vec![],
     }
@@ -43,7 +46,10 @@ impl PostCallStep for FlakySummary {
     }
     async fn apply(&self, record: &mut CallRecord) -> Result<(), PostCallError> {
         if self.0.load(Ordering::SeqCst) {
-            return Err(PostCallError::Step { step: "summary", message: "provider down".into() });
+            return Err(PostCallError::Step {
+                step: "summary",
+                message: "provider down".into(),
+            });
         }
         record.summary = Some(format!("{} turns", record.transcript.len()));
         Ok(())
@@ -52,22 +58,50 @@ impl PostCallStep for FlakySummary {
 
 async fn suite(name: &str, queue: Arc<dyn PostCallQueue>) {
     let db = sqlite().await;
-    let company = db.store.create_company(NewCompany { name: "A".into(), timezone: "UTC".into(), max_concurrent_calls: 5 }).await.unwrap();
+    let company = db
+        .store
+        .create_company(NewCompany {
+            name: "A".into(),
+            timezone: "UTC".into(),
+            max_concurrent_calls: 5,
+        })
+        .await
+        .unwrap();
     let step = Arc::new(FlakySummary(AtomicBool::new(true)));
-    let worker = PostCallWorker::new(queue.clone(), db.store.clone(), "pc-1").with_step(step.clone()).with_reclaim_after(Duration::from_millis(100));
+    let worker = PostCallWorker::new(queue.clone(), db.store.clone(), "pc-1")
+        .with_step(step.clone())
+        .with_reclaim_after(Duration::from_millis(100));
 
     queue.push(&record("call_1", &company.id)).await.unwrap();
-    assert!(worker.process_next(Duration::from_secs(1)).await.is_err(), "{name}: the step fails");
-    assert!(matches!(db.store.get_call("call_1").await, Err(StoreError::NotFound)), "{name}: nothing half-stored");
+    assert!(
+        worker.process_next(Duration::from_secs(1)).await.is_err(),
+        "{name}: the step fails"
+    );
+    assert!(
+        matches!(db.store.get_call("call_1").await, Err(StoreError::NotFound)),
+        "{name}: nothing half-stored"
+    );
 
     step.0.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(worker.process_next(Duration::from_millis(100)).await.unwrap(), "{name}: the unacked record comes back");
+    assert!(
+        worker
+            .process_next(Duration::from_millis(100))
+            .await
+            .unwrap(),
+        "{name}: the unacked record comes back"
+    );
     let stored = db.store.get_call("call_1").await.unwrap();
     assert_eq!(stored.summary.as_deref(), Some("0 turns"), "{name}");
     assert_eq!(stored.duration_sec(), Some(60), "{name}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!worker.process_next(Duration::from_millis(100)).await.unwrap(), "{name}: acked, so not again");
+    assert!(
+        !worker
+            .process_next(Duration::from_millis(100))
+            .await
+            .unwrap(),
+        "{name}: acked, so not again"
+    );
 }
 
 #[tokio::test]

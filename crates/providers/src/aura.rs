@@ -26,7 +26,12 @@ pub struct AuraTts {
 
 impl AuraTts {
     pub fn new(key: Secret) -> Self {
-        AuraTts { base_url: "wss://api.deepgram.com".into(), key, model: "aura-2-thalia-en".into(), backoff: Backoff::default() }
+        AuraTts {
+            base_url: "wss://api.deepgram.com".into(),
+            key,
+            model: "aura-2-thalia-en".into(),
+            backoff: Backoff::default(),
+        }
     }
 
     pub fn with_base_url(mut self, url: impl AsRef<str>) -> Self {
@@ -41,8 +46,17 @@ impl AuraTts {
 
     fn url(&self, o: &TtsOptions) -> String {
         // Aura names its voices as models (`aura-2-thalia-en`); a configured voice wins.
-        let model = o.voice.as_deref().or(o.model.as_deref()).unwrap_or(&self.model);
-        format!("{}/v1/speak?model={}&encoding=linear16&sample_rate={}", self.base_url, ws::query_escape(model), o.sample_rate)
+        let model = o
+            .voice
+            .as_deref()
+            .or(o.model.as_deref())
+            .unwrap_or(&self.model);
+        format!(
+            "{}/v1/speak?model={}&encoding=linear16&sample_rate={}",
+            self.base_url,
+            ws::query_escape(model),
+            o.sample_rate
+        )
     }
 }
 
@@ -59,12 +73,27 @@ impl TextToSpeech for AuraTts {
         Box::pin(async move {
             let url = self.url(&options);
             let headers = vec![("authorization", format!("Token {}", self.key.expose()))];
-            let ws = ws::open_with_retry(&url, &headers, self.backoff).await.map_err(open_error)?;
+            let ws = ws::open_with_retry(&url, &headers, self.backoff)
+                .await
+                .map_err(open_error)?;
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(256);
-            let conn = Connection { url, headers, backoff: self.backoff, queue: VecDeque::new(), clearing: 0, pcm: PcmAssembler::default() };
+            let conn = Connection {
+                url,
+                headers,
+                backoff: self.backoff,
+                queue: VecDeque::new(),
+                clearing: 0,
+                pcm: PcmAssembler::default(),
+            };
             let task = tokio::spawn(conn.run(ws, cmd_rx, ev_tx));
-            Ok(TtsSession::new(NAME, options.sample_rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                NAME,
+                options.sample_rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -88,20 +117,45 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, mut ws: Ws, mut commands: mpsc::UnboundedReceiver<TtsCommand>, events: Events) {
+    async fn run(
+        mut self,
+        mut ws: Ws,
+        mut commands: mpsc::UnboundedReceiver<TtsCommand>,
+        events: Events,
+    ) {
         loop {
-            let Some(reason) = self.drive(&mut ws, &mut commands, &events).await else { return };
-            let lost: Vec<UtteranceId> = std::mem::take(&mut self.queue).into_iter().map(|p| p.id).collect();
+            let Some(reason) = self.drive(&mut ws, &mut commands, &events).await else {
+                return;
+            };
+            let lost: Vec<UtteranceId> = std::mem::take(&mut self.queue)
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
             self.clearing = 0;
             self.pcm = PcmAssembler::default();
-            match ws::reopen_tts(NAME, &reason, lost, &self.url, &self.headers, self.backoff, &events).await {
+            match ws::reopen_tts(
+                NAME,
+                &reason,
+                lost,
+                &self.url,
+                &self.headers,
+                self.backoff,
+                &events,
+            )
+            .await
+            {
                 Some(new) => ws = new,
                 None => return,
             }
         }
     }
 
-    async fn drive(&mut self, ws: &mut Ws, commands: &mut mpsc::UnboundedReceiver<TtsCommand>, events: &Events) -> Option<String> {
+    async fn drive(
+        &mut self,
+        ws: &mut Ws,
+        commands: &mut mpsc::UnboundedReceiver<TtsCommand>,
+        events: &Events,
+    ) -> Option<String> {
         loop {
             tokio::select! {
                 cmd = commands.recv() => {
@@ -170,7 +224,10 @@ impl Connection {
             return None;
         }
         let id = self.queue.front()?.id;
-        Some(TtsEvent::Audio { id, samples: self.pcm.push(bytes) })
+        Some(TtsEvent::Audio {
+            id,
+            samples: self.pcm.push(bytes),
+        })
     }
 
     fn control(&mut self, text: &str) -> Option<TtsEvent> {
@@ -194,8 +251,17 @@ impl Connection {
             }
             "Error" => {
                 let p = self.queue.pop_front()?;
-                let message = msg.description.or(msg.err_msg).unwrap_or_else(|| "error".into());
-                Some(TtsEvent::Failed { id: p.id, error: TtsError::Provider { provider: NAME.into(), message } })
+                let message = msg
+                    .description
+                    .or(msg.err_msg)
+                    .unwrap_or_else(|| "error".into());
+                Some(TtsEvent::Failed {
+                    id: p.id,
+                    error: TtsError::Provider {
+                        provider: NAME.into(),
+                        message,
+                    },
+                })
             }
             _ => None,
         }
@@ -218,16 +284,44 @@ mod tests {
 
     #[test]
     fn audio_belongs_to_the_oldest_utterance_and_stops_while_clearing() {
-        let mut c = Connection { url: String::new(), headers: Vec::new(), backoff: Backoff::NONE, queue: VecDeque::new(), clearing: 0, pcm: PcmAssembler::default() };
+        let mut c = Connection {
+            url: String::new(),
+            headers: Vec::new(),
+            backoff: Backoff::NONE,
+            queue: VecDeque::new(),
+            clearing: 0,
+            pcm: PcmAssembler::default(),
+        };
         assert_eq!(c.audio(&[1, 0]), None);
-        c.queue.push_back(Pending { id: 4, flushed: true });
-        assert_eq!(c.audio(&[1, 0]), Some(TtsEvent::Audio { id: 4, samples: vec![1] }));
+        c.queue.push_back(Pending {
+            id: 4,
+            flushed: true,
+        });
+        assert_eq!(
+            c.audio(&[1, 0]),
+            Some(TtsEvent::Audio {
+                id: 4,
+                samples: vec![1]
+            })
+        );
         assert_eq!(c.control(r#"{"type":"Metadata","request_id":"r"}"#), None);
-        assert_eq!(c.control(r#"{"type":"Flushed","sequence_id":0}"#), Some(TtsEvent::Done { id: 4 }));
-        c.queue.push_back(Pending { id: 5, flushed: false });
+        assert_eq!(
+            c.control(r#"{"type":"Flushed","sequence_id":0}"#),
+            Some(TtsEvent::Done { id: 4 })
+        );
+        c.queue.push_back(Pending {
+            id: 5,
+            flushed: false,
+        });
         c.clearing = 1;
         assert_eq!(c.audio(&[1, 0]), None);
         assert_eq!(c.control(r#"{"type":"Cleared","sequence_id":1}"#), None);
-        assert_eq!(c.audio(&[2, 0]), Some(TtsEvent::Audio { id: 5, samples: vec![2] }));
+        assert_eq!(
+            c.audio(&[2, 0]),
+            Some(TtsEvent::Audio {
+                id: 5,
+                samples: vec![2]
+            })
+        );
     }
 }

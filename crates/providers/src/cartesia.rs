@@ -50,11 +50,17 @@ impl CartesiaTts {
     }
 
     fn url(&self) -> String {
-        format!("{}/tts/websocket?cartesia_version={API_VERSION}", self.base_url)
+        format!(
+            "{}/tts/websocket?cartesia_version={API_VERSION}",
+            self.base_url
+        )
     }
 
     fn headers(&self) -> Vec<(&'static str, String)> {
-        vec![("x-api-key", self.key.expose().to_string()), ("cartesia-version", API_VERSION.to_string())]
+        vec![
+            ("x-api-key", self.key.expose().to_string()),
+            ("cartesia-version", API_VERSION.to_string()),
+        ]
     }
 }
 
@@ -71,7 +77,9 @@ impl TextToSpeech for CartesiaTts {
         Box::pin(async move {
             let url = self.url();
             let headers = self.headers();
-            let ws = ws::open_with_retry(&url, &headers, self.backoff).await.map_err(open_error)?;
+            let ws = ws::open_with_retry(&url, &headers, self.backoff)
+                .await
+                .map_err(open_error)?;
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(256);
             let conn = Connection {
@@ -85,7 +93,13 @@ impl TextToSpeech for CartesiaTts {
                 contexts: HashMap::new(),
             };
             let task = tokio::spawn(conn.run(ws, cmd_rx, ev_tx));
-            Ok(TtsSession::new(NAME, options.sample_rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                NAME,
+                options.sample_rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -131,14 +145,29 @@ impl Connection {
         req
     }
 
-    async fn run(mut self, mut ws: Ws, mut commands: mpsc::UnboundedReceiver<TtsCommand>, events: Events) {
+    async fn run(
+        mut self,
+        mut ws: Ws,
+        mut commands: mpsc::UnboundedReceiver<TtsCommand>,
+        events: Events,
+    ) {
         loop {
             let reason = match self.drive(&mut ws, &mut commands, &events).await {
                 None => return,
                 Some(reason) => reason,
             };
             let lost: Vec<UtteranceId> = std::mem::take(&mut self.contexts).into_keys().collect();
-            match ws::reopen_tts(NAME, &reason, lost, &self.url, &self.headers, self.backoff, &events).await {
+            match ws::reopen_tts(
+                NAME,
+                &reason,
+                lost,
+                &self.url,
+                &self.headers,
+                self.backoff,
+                &events,
+            )
+            .await
+            {
                 Some(new) => ws = new,
                 None => return,
             }
@@ -146,7 +175,12 @@ impl Connection {
     }
 
     /// Serves the connection until the session ends (`None`) or the connection drops.
-    async fn drive(&mut self, ws: &mut Ws, commands: &mut mpsc::UnboundedReceiver<TtsCommand>, events: &Events) -> Option<String> {
+    async fn drive(
+        &mut self,
+        ws: &mut Ws,
+        commands: &mut mpsc::UnboundedReceiver<TtsCommand>,
+        events: &Events,
+    ) -> Option<String> {
         loop {
             tokio::select! {
                 cmd = commands.recv() => {
@@ -200,9 +234,15 @@ impl Connection {
             "chunk" => {
                 let Some(id) = id else { return Vec::new() };
                 // Audio still in flight for a cancelled context is not for the caller's ears.
-                let Some(pcm) = self.contexts.get_mut(&id) else { return Vec::new() };
-                match base64::engine::general_purpose::STANDARD.decode(msg.data.unwrap_or_default()) {
-                    Ok(bytes) => vec![TtsEvent::Audio { id, samples: pcm.push(&bytes) }],
+                let Some(pcm) = self.contexts.get_mut(&id) else {
+                    return Vec::new();
+                };
+                match base64::engine::general_purpose::STANDARD.decode(msg.data.unwrap_or_default())
+                {
+                    Ok(bytes) => vec![TtsEvent::Audio {
+                        id,
+                        samples: pcm.push(&bytes),
+                    }],
                     Err(e) => vec![self.fail(id, format!("bad audio chunk: {e}"))],
                 }
             }
@@ -211,13 +251,19 @@ impl Connection {
                 _ => Vec::new(),
             },
             "error" => {
-                let message = msg.message.or(msg.error).or(msg.title).unwrap_or_else(|| "error".into());
+                let message = msg
+                    .message
+                    .or(msg.error)
+                    .or(msg.title)
+                    .unwrap_or_else(|| "error".into());
                 match id {
                     Some(id) if self.contexts.contains_key(&id) => vec![self.fail(id, message)],
                     Some(_) => Vec::new(),
                     None => {
                         let ids: Vec<_> = self.contexts.keys().copied().collect();
-                        ids.into_iter().map(|id| self.fail(id, message.clone())).collect()
+                        ids.into_iter()
+                            .map(|id| self.fail(id, message.clone()))
+                            .collect()
                     }
                 }
             }
@@ -227,7 +273,13 @@ impl Connection {
 
     fn fail(&mut self, id: UtteranceId, message: String) -> TtsEvent {
         self.contexts.remove(&id);
-        TtsEvent::Failed { id, error: TtsError::Provider { provider: NAME.into(), message } }
+        TtsEvent::Failed {
+            id,
+            error: TtsError::Provider {
+                provider: NAME.into(),
+                message,
+            },
+        }
     }
 }
 
@@ -270,18 +322,45 @@ mod tests {
         let mut c = conn();
         c.contexts.insert(7, PcmAssembler::default());
         let cases: Vec<(&str, Vec<TtsEvent>)> = vec![
-            (r#"{"type":"chunk","data":"AQACAA==","done":false,"status_code":206,"context_id":"callfleet-7"}"#, vec![TtsEvent::Audio { id: 7, samples: vec![1, 2] }]),
-            (r#"{"type":"chunk","data":"AQA=","context_id":"callfleet-8"}"#, vec![]),
-            (r#"{"type":"timestamps","context_id":"callfleet-7"}"#, vec![]),
-            (r#"{"type":"done","done":true,"context_id":"callfleet-7"}"#, vec![TtsEvent::Done { id: 7 }]),
-            (r#"{"type":"done","done":true,"context_id":"callfleet-7"}"#, vec![]),
+            (
+                r#"{"type":"chunk","data":"AQACAA==","done":false,"status_code":206,"context_id":"callfleet-7"}"#,
+                vec![TtsEvent::Audio {
+                    id: 7,
+                    samples: vec![1, 2],
+                }],
+            ),
+            (
+                r#"{"type":"chunk","data":"AQA=","context_id":"callfleet-8"}"#,
+                vec![],
+            ),
+            (
+                r#"{"type":"timestamps","context_id":"callfleet-7"}"#,
+                vec![],
+            ),
+            (
+                r#"{"type":"done","done":true,"context_id":"callfleet-7"}"#,
+                vec![TtsEvent::Done { id: 7 }],
+            ),
+            (
+                r#"{"type":"done","done":true,"context_id":"callfleet-7"}"#,
+                vec![],
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(c.handle(text), want, "{text}");
         }
         c.contexts.insert(9, PcmAssembler::default());
         let got = c.handle(r#"{"type":"error","done":true,"title":"Bad","message":"voice not found","error_code":"x","context_id":"callfleet-9"}"#);
-        assert_eq!(got, vec![TtsEvent::Failed { id: 9, error: TtsError::Provider { provider: NAME.into(), message: "voice not found".into() } }]);
+        assert_eq!(
+            got,
+            vec![TtsEvent::Failed {
+                id: 9,
+                error: TtsError::Provider {
+                    provider: NAME.into(),
+                    message: "voice not found".into()
+                }
+            }]
+        );
     }
 
     #[test]

@@ -116,13 +116,21 @@ fn choice(provider: &str) -> ProviderChoice {
 /// otherwise: the engine picks per call), SmolLM2, and Piper for English (espeak-ng behind it)
 /// or espeak-ng for other languages.
 pub fn local_default(language: &str) -> Providers {
-    let english = language.eq_ignore_ascii_case("en") || language.to_ascii_lowercase().starts_with("en-");
+    let english =
+        language.eq_ignore_ascii_case("en") || language.to_ascii_lowercase().starts_with("en-");
     let tts = if english {
-        ProviderChoice { fallback: vec![choice("espeak")], ..choice("piper") }
+        ProviderChoice {
+            fallback: vec![choice("espeak")],
+            ..choice("piper")
+        }
     } else {
         choice("espeak")
     };
-    Providers { stt: Some(choice("whisper")), llm: Some(choice("local-llm")), tts: Some(tts) }
+    Providers {
+        stt: Some(choice("whisper")),
+        llm: Some(choice("local-llm")),
+        tts: Some(tts),
+    }
 }
 
 /// `providers` with local engines where the cloud cannot serve: a stage the bot leaves out runs
@@ -131,7 +139,10 @@ pub fn local_default(language: &str) -> Providers {
 /// cloud keys (`callfleet dev`, the console); a stage already naming a local engine is kept.
 pub fn with_local_defaults(providers: &Providers, language: &str) -> Providers {
     let defaults = local_default(language);
-    let fill = |stage: &Option<ProviderChoice>, default: Option<ProviderChoice>, local: &[&str]| -> Option<ProviderChoice> {
+    let fill = |stage: &Option<ProviderChoice>,
+                default: Option<ProviderChoice>,
+                local: &[&str]|
+     -> Option<ProviderChoice> {
         let Some(stage) = stage else { return default };
         let mut names = Vec::new();
         flatten(stage, &mut names);
@@ -163,9 +174,16 @@ fn missing(var: &str) -> String {
 /// The chains a call in `language` runs on. With local engines and no cloud key in `env`, what
 /// the cloud cannot serve runs locally ([`with_local_defaults`]); otherwise the bot's
 /// `providers:` as configured, local names included.
-pub fn call_chains(providers: &Providers, language: &str, env: &ProviderEnv, local: Option<&dyn LocalEngines>) -> ProviderChains {
+pub fn call_chains(
+    providers: &Providers,
+    language: &str,
+    env: &ProviderEnv,
+    local: Option<&dyn LocalEngines>,
+) -> ProviderChains {
     match local {
-        Some(local) if !env.has_cloud_keys() => build_chains_with(&with_local_defaults(providers, language), env, Some(local)),
+        Some(local) if !env.has_cloud_keys() => {
+            build_chains_with(&with_local_defaults(providers, language), env, Some(local))
+        }
         _ => build_chains_with(providers, env, local),
     }
 }
@@ -177,7 +195,11 @@ pub fn build_chains(providers: &Providers, env: &ProviderEnv) -> ProviderChains 
 }
 
 /// A local engine for a chain, or `None` with the reason pushed to `skipped`.
-fn local_engine<T>(name: &str, built: Option<Result<T, String>>, skipped: &mut Vec<String>) -> Option<T> {
+fn local_engine<T>(
+    name: &str,
+    built: Option<Result<T, String>>,
+    skipped: &mut Vec<String>,
+) -> Option<T> {
     match built {
         Some(Ok(engine)) => Some(engine),
         Some(Err(why)) => {
@@ -193,7 +215,11 @@ fn local_engine<T>(name: &str, built: Option<Result<T, String>>, skipped: &mut V
 
 /// Like [`build_chains`], with local engines built through `local`, so one chain may mix cloud
 /// and local providers (`cartesia` → `piper`).
-pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option<&dyn LocalEngines>) -> ProviderChains {
+pub fn build_chains_with(
+    providers: &Providers,
+    env: &ProviderEnv,
+    local: Option<&dyn LocalEngines>,
+) -> ProviderChains {
     let mut chains = ProviderChains::default();
     let mut skipped = Vec::new();
     let list = |c: &Option<ProviderChoice>| {
@@ -220,7 +246,9 @@ pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option
                 }
                 None => skipped.push(format!("deepgram: {}", missing("DEEPGRAM_API_KEY"))),
             },
-            name if LOCAL_STT.contains(&name) => stt.extend(local_engine(name, local.map(|l| l.stt(&c)), &mut skipped)),
+            name if LOCAL_STT.contains(&name) => {
+                stt.extend(local_engine(name, local.map(|l| l.stt(&c)), &mut skipped))
+            }
             other => skipped.push(format!("{other}: unknown speech-to-text provider")),
         }
     }
@@ -229,19 +257,34 @@ pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option
     for c in list(&providers.llm) {
         match c.provider.as_str() {
             "ollama" => {
-                let url = env.ollama_url.clone().unwrap_or_else(|| "http://127.0.0.1:11434".into());
-                llm.push(Arc::new(Ollama::new(url, c.model.clone().unwrap_or_else(|| "llama3.2".into()))));
+                let url = env
+                    .ollama_url
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:11434".into());
+                llm.push(Arc::new(Ollama::new(
+                    url,
+                    c.model.clone().unwrap_or_else(|| "llama3.2".into()),
+                )));
             }
             "openai" => {
-                let url = env.openai_url.clone().unwrap_or_else(|| "https://api.openai.com/v1".into());
+                let url = env
+                    .openai_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.openai.com/v1".into());
                 // Self-hosted servers (vLLM, llama.cpp) take no key; OpenAI itself does.
                 if env.openai_key.is_none() && env.openai_url.is_none() {
                     skipped.push(format!("openai: {}", missing("OPENAI_API_KEY")));
                     continue;
                 }
-                llm.push(Arc::new(OpenAi::new(url, env.openai_key.clone(), c.model.clone().unwrap_or_else(|| "gpt-4o-mini".into()))));
+                llm.push(Arc::new(OpenAi::new(
+                    url,
+                    env.openai_key.clone(),
+                    c.model.clone().unwrap_or_else(|| "gpt-4o-mini".into()),
+                )));
             }
-            name if LOCAL_LLM.contains(&name) => llm.extend(local_engine(name, local.map(|l| l.llm(&c)), &mut skipped)),
+            name if LOCAL_LLM.contains(&name) => {
+                llm.extend(local_engine(name, local.map(|l| l.llm(&c)), &mut skipped))
+            }
             other => skipped.push(format!("{other}: unknown language model provider")),
         }
     }
@@ -279,12 +322,16 @@ pub fn build_chains_with(providers: &Providers, env: &ProviderEnv, local: Option
                 }
                 None => skipped.push(format!("deepgram-aura: {}", missing("DEEPGRAM_API_KEY"))),
             },
-            name if LOCAL_TTS.contains(&name) => tts.extend(local_engine(name, local.map(|l| l.tts(&c)), &mut skipped)),
+            name if LOCAL_TTS.contains(&name) => {
+                tts.extend(local_engine(name, local.map(|l| l.tts(&c)), &mut skipped))
+            }
             other => skipped.push(format!("{other}: unknown text-to-speech provider")),
         }
     }
 
-    let describe = |stage: &str, names: Vec<&str>| (!names.is_empty()).then(|| format!("{stage}: {}", names.join(" → ")));
+    let describe = |stage: &str, names: Vec<&str>| {
+        (!names.is_empty()).then(|| format!("{stage}: {}", names.join(" → ")))
+    };
     chains.chosen = [
         describe("stt", stt.iter().map(|p| p.name()).collect()),
         describe("llm", llm.iter().map(|p| p.name()).collect()),
@@ -353,8 +400,16 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         fn name(&self) -> &str {
             &self.0
         }
-        fn open(&self, _: SttOptions) -> callfleet_core::scenario::BoxFuture<'_, Result<SttSession, SttError>> {
-            Box::pin(async { Err(SttError::Connect { provider: self.0.clone(), message: "fake".into() }) })
+        fn open(
+            &self,
+            _: SttOptions,
+        ) -> callfleet_core::scenario::BoxFuture<'_, Result<SttSession, SttError>> {
+            Box::pin(async {
+                Err(SttError::Connect {
+                    provider: self.0.clone(),
+                    message: "fake".into(),
+                })
+            })
         }
     }
 
@@ -362,8 +417,16 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         fn name(&self) -> &str {
             &self.0
         }
-        fn stream(&self, _: ChatRequest) -> callfleet_core::scenario::BoxFuture<'_, Result<LlmStream, LlmError>> {
-            Box::pin(async { Err(LlmError::Connect { provider: self.0.clone(), message: "fake".into() }) })
+        fn stream(
+            &self,
+            _: ChatRequest,
+        ) -> callfleet_core::scenario::BoxFuture<'_, Result<LlmStream, LlmError>> {
+            Box::pin(async {
+                Err(LlmError::Connect {
+                    provider: self.0.clone(),
+                    message: "fake".into(),
+                })
+            })
         }
     }
 
@@ -371,8 +434,16 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         fn name(&self) -> &str {
             &self.0
         }
-        fn open(&self, _: TtsOptions) -> callfleet_core::scenario::BoxFuture<'_, Result<TtsSession, TtsError>> {
-            Box::pin(async { Err(TtsError::Connect { provider: self.0.clone(), message: "fake".into() }) })
+        fn open(
+            &self,
+            _: TtsOptions,
+        ) -> callfleet_core::scenario::BoxFuture<'_, Result<TtsSession, TtsError>> {
+            Box::pin(async {
+                Err(TtsError::Connect {
+                    provider: self.0.clone(),
+                    message: "fake".into(),
+                })
+            })
         }
     }
 
@@ -405,13 +476,24 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         assert_eq!(keyed.cloud_keys(), ["cartesia"]);
         let yaml = "stt: {provider: whisper}\nllm: {provider: local-llm}\ntts: {provider: cartesia, fallback: [{provider: piper}, {provider: espeak}]}\n";
         let chains = chains_for(yaml, &keyed, None);
-        assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: cartesia → espeak"]);
-        assert_eq!(chains.skipped, vec!["piper: model files missing: run `callfleet models pull`"]);
+        assert_eq!(
+            chains.chosen,
+            vec!["stt: whisper", "llm: local-llm", "tts: cartesia → espeak"]
+        );
+        assert_eq!(
+            chains.skipped,
+            vec!["piper: model files missing: run `callfleet models pull`"]
+        );
 
         // No key: the chain starts at the local engine.
         let chains = chains_for(yaml, &ProviderEnv::default(), None);
-        assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: espeak"]);
-        assert!(chains.skipped.contains(&"cartesia: CARTESIA_API_KEY is not set".to_string()));
+        assert_eq!(
+            chains.chosen,
+            vec!["stt: whisper", "llm: local-llm", "tts: espeak"]
+        );
+        assert!(chains
+            .skipped
+            .contains(&"cartesia: CARTESIA_API_KEY is not set".to_string()));
     }
 
     #[test]
@@ -419,16 +501,28 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         let none = ProviderEnv::default();
         assert!(!none.has_cloud_keys());
         // Nothing configured: all local, Piper (then espeak) for English, espeak for Russian.
-        assert_eq!(chains_for("{}", &none, Some("en")).chosen, vec!["stt: whisper", "llm: local-llm", "tts: espeak"]);
-        assert_eq!(local_default("en").tts.unwrap().fallback[0].provider, "espeak");
+        assert_eq!(
+            chains_for("{}", &none, Some("en")).chosen,
+            vec!["stt: whisper", "llm: local-llm", "tts: espeak"]
+        );
+        assert_eq!(
+            local_default("en").tts.unwrap().fallback[0].provider,
+            "espeak"
+        );
         assert_eq!(local_default("ru").tts.unwrap().provider, "espeak");
         assert_eq!(local_default("en-US").tts.unwrap().provider, "piper");
         // Cloud names without keys: the local default is appended as the last fallback.
-        let yaml = "stt: {provider: deepgram}\nllm: {provider: openai}\ntts: {provider: cartesia}\n";
+        let yaml =
+            "stt: {provider: deepgram}\nllm: {provider: openai}\ntts: {provider: cartesia}\n";
         let chains = chains_for(yaml, &none, Some("ru"));
-        assert_eq!(chains.chosen, vec!["stt: whisper", "llm: local-llm", "tts: espeak"]);
+        assert_eq!(
+            chains.chosen,
+            vec!["stt: whisper", "llm: local-llm", "tts: espeak"]
+        );
         // A stage that already names a local engine is left as configured.
-        let providers: Providers = serde_yaml::from_str("tts: {provider: cartesia, fallback: [{provider: espeak}]}").unwrap();
+        let providers: Providers =
+            serde_yaml::from_str("tts: {provider: cartesia, fallback: [{provider: espeak}]}")
+                .unwrap();
         assert_eq!(with_local_defaults(&providers, "en").tts, providers.tts);
     }
 

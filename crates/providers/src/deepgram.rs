@@ -94,10 +94,17 @@ impl SpeechToText for DeepgramStt {
         Box::pin(async move {
             let url = self.url(&options);
             let headers = self.headers();
-            let ws = ws::open_with_retry(&url, &headers, self.backoff).await.map_err(open_error)?;
+            let ws = ws::open_with_retry(&url, &headers, self.backoff)
+                .await
+                .map_err(open_error)?;
             let (cmd_tx, cmd_rx) = mpsc::channel(STT_QUEUE_FRAMES);
             let (ev_tx, ev_rx) = mpsc::channel(256);
-            let conn = Connection { url, headers, backoff: self.backoff, keepalive: self.keepalive };
+            let conn = Connection {
+                url,
+                headers,
+                backoff: self.backoff,
+                keepalive: self.keepalive,
+            };
             let task = tokio::spawn(conn.run(ws, cmd_rx, ev_tx));
             Ok(SttSession::new(NAME, cmd_tx, ev_rx, TaskGuard::new(task)))
         })
@@ -142,7 +149,12 @@ impl Connection {
         }
     }
 
-    async fn drive(&self, ws: &mut Ws, commands: &mut mpsc::Receiver<SttCommand>, events: &Events) -> Ended {
+    async fn drive(
+        &self,
+        ws: &mut Ws,
+        commands: &mut mpsc::Receiver<SttCommand>,
+        events: &Events,
+    ) -> Ended {
         let mut last_sent = Instant::now();
         let mut closing = false;
         loop {
@@ -234,7 +246,9 @@ fn parse(text: &str) -> Option<SttEvent> {
     match msg {
         ServerMessage::Results(r) => {
             let alt = r.channel.alternatives.into_iter().next();
-            let (text, confidence) = alt.map(|a| (a.transcript, a.confidence)).unwrap_or_default();
+            let (text, confidence) = alt
+                .map(|a| (a.transcript, a.confidence))
+                .unwrap_or_default();
             Some(SttEvent::Transcript(Transcript {
                 text,
                 is_final: r.is_final,
@@ -258,10 +272,22 @@ mod tests {
         let cases: &[(&str, Option<SttEvent>)] = &[
             (
                 r#"{"type":"Results","channel_index":[0,1],"duration":1.0,"start":0.0,"is_final":true,"speech_final":false,"channel":{"alternatives":[{"transcript":"hello","confidence":0.9,"words":[]}]},"metadata":{"request_id":"x"}}"#,
-                Some(SttEvent::Transcript(Transcript { text: "hello".into(), is_final: true, speech_final: false, from_finalize: false, confidence: 0.9 })),
+                Some(SttEvent::Transcript(Transcript {
+                    text: "hello".into(),
+                    is_final: true,
+                    speech_final: false,
+                    from_finalize: false,
+                    confidence: 0.9,
+                })),
             ),
-            (r#"{"type":"SpeechStarted","channel":[0],"timestamp":1.5}"#, Some(SttEvent::SpeechStarted)),
-            (r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.1}"#, Some(SttEvent::UtteranceEnd)),
+            (
+                r#"{"type":"SpeechStarted","channel":[0],"timestamp":1.5}"#,
+                Some(SttEvent::SpeechStarted),
+            ),
+            (
+                r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.1}"#,
+                Some(SttEvent::UtteranceEnd),
+            ),
             (r#"{"type":"Metadata","request_id":"x"}"#, None),
             (r#"{"type":"Whatever"}"#, None),
             ("not json", None),
@@ -274,8 +300,21 @@ mod tests {
     #[test]
     fn url_carries_the_listening_options() {
         let stt = DeepgramStt::new(Secret::new("k")).with_base_url("http://127.0.0.1:9");
-        let url = stt.url(&SttOptions { language: Some("ru".into()), ..SttOptions::default() });
-        assert!(url.starts_with("ws://127.0.0.1:9/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000"), "{url}");
-        assert!(url.contains("interim_results=true") && url.contains("endpointing=300") && url.ends_with("&language=ru"), "{url}");
+        let url = stt.url(&SttOptions {
+            language: Some("ru".into()),
+            ..SttOptions::default()
+        });
+        assert!(
+            url.starts_with(
+                "ws://127.0.0.1:9/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000"
+            ),
+            "{url}"
+        );
+        assert!(
+            url.contains("interim_results=true")
+                && url.contains("endpointing=300")
+                && url.ends_with("&language=ru"),
+            "{url}"
+        );
     }
 }

@@ -83,7 +83,9 @@ struct Endpoint {
 
 impl Endpoint {
     async fn open(&self) -> Result<Ws, TtsError> {
-        ws::open_with_retry(&self.url, &self.headers, self.backoff).await.map_err(open_error)
+        ws::open_with_retry(&self.url, &self.headers, self.backoff)
+            .await
+            .map_err(open_error)
     }
 
     fn spare(self: &Arc<Self>) -> JoinHandle<Result<Ws, TtsError>> {
@@ -109,7 +111,13 @@ impl TextToSpeech for ElevenLabsTts {
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(256);
             let task = tokio::spawn(run(endpoint, first, cmd_rx, ev_tx));
-            Ok(TtsSession::new(NAME, options.sample_rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                NAME,
+                options.sample_rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -126,7 +134,12 @@ struct Active {
     task: JoinHandle<()>,
 }
 
-async fn run(endpoint: Arc<Endpoint>, first: Ws, mut commands: mpsc::UnboundedReceiver<TtsCommand>, events: Events) {
+async fn run(
+    endpoint: Arc<Endpoint>,
+    first: Ws,
+    mut commands: mpsc::UnboundedReceiver<TtsCommand>,
+    events: Events,
+) {
     let mut spare: Option<Ws> = Some(first);
     let mut opening: Option<JoinHandle<Result<Ws, TtsError>>> = None;
     let mut active: HashMap<UtteranceId, Active> = HashMap::new();
@@ -141,7 +154,12 @@ async fn run(endpoint: Arc<Endpoint>, first: Ws, mut commands: mpsc::UnboundedRe
                     let ws = match spare.take() {
                         Some(ws) => Ok(ws),
                         None => match opening.take() {
-                            Some(handle) => handle.await.unwrap_or_else(|e| Err(TtsError::Connect { provider: NAME.into(), message: e.to_string() })),
+                            Some(handle) => handle.await.unwrap_or_else(|e| {
+                                Err(TtsError::Connect {
+                                    provider: NAME.into(),
+                                    message: e.to_string(),
+                                })
+                            }),
                             None => endpoint.open().await,
                         },
                     };
@@ -149,11 +167,21 @@ async fn run(endpoint: Arc<Endpoint>, first: Ws, mut commands: mpsc::UnboundedRe
                     match ws {
                         Ok(ws) => {
                             let (tx, rx) = mpsc::unbounded_channel();
-                            let task = tokio::spawn(utterance(endpoint.clone(), ws, id, rx, events.clone()));
+                            let task = tokio::spawn(utterance(
+                                endpoint.clone(),
+                                ws,
+                                id,
+                                rx,
+                                events.clone(),
+                            ));
                             active.insert(id, Active { pieces: tx, task });
                         }
                         Err(error) => {
-                            if events.send(Ok(TtsEvent::Failed { id, error })).await.is_err() {
+                            if events
+                                .send(Ok(TtsEvent::Failed { id, error }))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             continue;
@@ -188,8 +216,20 @@ async fn run(endpoint: Arc<Endpoint>, first: Ws, mut commands: mpsc::UnboundedRe
 }
 
 /// Speaks one utterance on its own socket.
-async fn utterance(endpoint: Arc<Endpoint>, mut ws: Ws, id: UtteranceId, mut pieces: mpsc::UnboundedReceiver<Piece>, events: Events) {
-    let fail = |message: String| TtsEvent::Failed { id, error: TtsError::Provider { provider: NAME.into(), message } };
+async fn utterance(
+    endpoint: Arc<Endpoint>,
+    mut ws: Ws,
+    id: UtteranceId,
+    mut pieces: mpsc::UnboundedReceiver<Piece>,
+    events: Events,
+) {
+    let fail = |message: String| TtsEvent::Failed {
+        id,
+        error: TtsError::Provider {
+            provider: NAME.into(),
+            message,
+        },
+    };
     let begin = serde_json::json!({"text": " ", "voice_settings": {"stability": 0.5, "similarity_boost": 0.8, "speed": 1.0}});
     if ws.send(Message::text(begin.to_string())).await.is_err() {
         // The spare may have been closed by the server while it waited; one fresh try.
@@ -292,7 +332,9 @@ struct ServerMessage {
 }
 
 fn handle(text: &str, pcm: &mut PcmAssembler) -> Reply {
-    let Ok(msg) = serde_json::from_str::<ServerMessage>(text) else { return Reply::Nothing };
+    let Ok(msg) = serde_json::from_str::<ServerMessage>(text) else {
+        return Reply::Nothing;
+    };
     if let Some(audio) = msg.audio.filter(|a| !a.is_empty()) {
         return match base64::engine::general_purpose::STANDARD.decode(audio) {
             Ok(bytes) => Reply::Audio(pcm.push(&bytes)),
@@ -315,9 +357,15 @@ mod tests {
     #[test]
     fn server_messages() {
         let cases = [
-            (r#"{"audio":"AQACAA==","isFinal":null,"normalizedAlignment":null}"#, Reply::Audio(vec![1, 2])),
+            (
+                r#"{"audio":"AQACAA==","isFinal":null,"normalizedAlignment":null}"#,
+                Reply::Audio(vec![1, 2]),
+            ),
             (r#"{"isFinal":true}"#, Reply::Final),
-            (r#"{"message":"Unusual activity","error":"quota_exceeded","code":1008}"#, Reply::Error("quota_exceeded".into())),
+            (
+                r#"{"message":"Unusual activity","error":"quota_exceeded","code":1008}"#,
+                Reply::Error("quota_exceeded".into()),
+            ),
             (r#"{"alignment":{}}"#, Reply::Nothing),
         ];
         for (text, want) in cases {

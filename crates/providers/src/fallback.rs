@@ -19,7 +19,10 @@ pub struct FallbackLlm {
 impl FallbackLlm {
     pub fn new(chain: Vec<Arc<dyn LanguageModel>>) -> Self {
         // Past this the caller notices the pause; a second model is likely faster than waiting.
-        FallbackLlm { chain, first_event_timeout: Duration::from_secs(4) }
+        FallbackLlm {
+            chain,
+            first_event_timeout: Duration::from_secs(4),
+        }
     }
 
     pub fn with_first_event_timeout(mut self, timeout: Duration) -> Self {
@@ -42,7 +45,10 @@ impl LanguageModel for FallbackLlm {
                     match s.recv().await {
                         Some(Ok(first)) => Ok((s, first)),
                         Some(Err(e)) => Err(e),
-                        None => Err(LlmError::Interrupted { provider: model.name().into(), message: "empty stream".into() }),
+                        None => Err(LlmError::Interrupted {
+                            provider: model.name().into(),
+                            message: "empty stream".into(),
+                        }),
                     }
                 })
                 .await;
@@ -66,8 +72,14 @@ impl LanguageModel for FallbackLlm {
                         last = e;
                     }
                     Err(_) => {
-                        tracing::warn!(provider = model.name(), "LLM too slow to start; trying the next one.");
-                        last = LlmError::Interrupted { provider: model.name().into(), message: "no first token in time".into() };
+                        tracing::warn!(
+                            provider = model.name(),
+                            "LLM too slow to start; trying the next one."
+                        );
+                        last = LlmError::Interrupted {
+                            provider: model.name().into(),
+                            message: "no first token in time".into(),
+                        };
                     }
                 }
             }
@@ -97,7 +109,11 @@ impl FallbackStt {
     }
 }
 
-async fn open_stt_from(chain: &[Arc<dyn SpeechToText>], from: usize, options: &SttOptions) -> Result<(usize, SttSession), SttError> {
+async fn open_stt_from(
+    chain: &[Arc<dyn SpeechToText>],
+    from: usize,
+    options: &SttOptions,
+) -> Result<(usize, SttSession), SttError> {
     let mut last = SttError::Exhausted;
     for (i, stt) in chain.iter().enumerate().skip(from) {
         match stt.open(options.clone()).await {
@@ -122,7 +138,14 @@ impl SpeechToText for FallbackStt {
             let name = inner.provider().to_string();
             let (cmd_tx, cmd_rx) = mpsc::channel(STT_QUEUE_FRAMES);
             let (ev_tx, ev_rx) = mpsc::channel(256);
-            let task = tokio::spawn(forward_stt(self.chain.clone(), index, inner, options, cmd_rx, ev_tx));
+            let task = tokio::spawn(forward_stt(
+                self.chain.clone(),
+                index,
+                inner,
+                options,
+                cmd_rx,
+                ev_tx,
+            ));
             Ok(SttSession::new(name, cmd_tx, ev_rx, TaskGuard::new(task)))
         })
     }
@@ -191,7 +214,11 @@ impl FallbackTts {
     }
 }
 
-async fn open_tts_from(chain: &[Arc<dyn TextToSpeech>], from: usize, options: &TtsOptions) -> Result<(usize, TtsSession), TtsError> {
+async fn open_tts_from(
+    chain: &[Arc<dyn TextToSpeech>],
+    from: usize,
+    options: &TtsOptions,
+) -> Result<(usize, TtsSession), TtsError> {
     let mut last = TtsError::Exhausted;
     for (i, tts) in chain.iter().enumerate().skip(from) {
         match tts.open(options.clone()).await {
@@ -217,9 +244,21 @@ impl TextToSpeech for FallbackTts {
             let rate = inner.sample_rate();
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(256);
-            let relay = TtsRelay { chain: self.chain.clone(), index, inner, options, utterances: HashMap::new() };
+            let relay = TtsRelay {
+                chain: self.chain.clone(),
+                index,
+                inner,
+                options,
+                utterances: HashMap::new(),
+            };
             let task = tokio::spawn(relay.run(cmd_rx, ev_tx));
-            Ok(TtsSession::new(name, rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                name,
+                rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -244,7 +283,10 @@ type TtsEvents = mpsc::Sender<Result<TtsEvent, TtsError>>;
 
 impl TtsRelay {
     fn outer_of(&self, inner: UtteranceId) -> Option<UtteranceId> {
-        self.utterances.iter().find(|(_, u)| u.inner == inner).map(|(id, _)| *id)
+        self.utterances
+            .iter()
+            .find(|(_, u)| u.inner == inner)
+            .map(|(id, _)| *id)
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<TtsCommand>, events: TtsEvents) {
@@ -339,7 +381,12 @@ impl TtsRelay {
             }
             Err(_) => {
                 for id in std::mem::take(&mut self.utterances).into_keys() {
-                    let _ = events.send(Ok(TtsEvent::Failed { id, error: TtsError::Exhausted })).await;
+                    let _ = events
+                        .send(Ok(TtsEvent::Failed {
+                            id,
+                            error: TtsError::Exhausted,
+                        }))
+                        .await;
                 }
                 let _ = events.send(Err(TtsError::Exhausted)).await;
                 false
@@ -363,7 +410,11 @@ pub fn heard_prefix(text: &str, chars: usize) -> &str {
     if text.chars().count() <= chars {
         return text;
     }
-    let cut = text.char_indices().nth(chars).map(|(i, _)| i).unwrap_or(text.len());
+    let cut = text
+        .char_indices()
+        .nth(chars)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
     // A word split by the cut was not heard in full.
     match text[..cut].rfind(char::is_whitespace) {
         Some(space) if !text[cut..].starts_with(char::is_whitespace) => text[..space].trim_end(),
@@ -423,6 +474,9 @@ mod tests {
         for (text, chars, want) in cases {
             assert_eq!(heard_prefix(text, chars), want, "{text} {chars}");
         }
-        assert_eq!(unheard_rest("Hello there, friend.", 6.0 / SPOKEN_CHARS_PER_SEC), "there, friend.");
+        assert_eq!(
+            unheard_rest("Hello there, friend.", 6.0 / SPOKEN_CHARS_PER_SEC),
+            "there, friend."
+        );
     }
 }

@@ -20,17 +20,26 @@ pub(crate) async fn post_json(
         if let Some(key) = key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req.send().await.map_err(|e| LlmError::Connect { provider: provider.into(), message: e.to_string() })?;
+        let resp = req.send().await.map_err(|e| LlmError::Connect {
+            provider: provider.into(),
+            message: e.to_string(),
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
         if status == 401 {
-            return Err(LlmError::Auth { provider: provider.into() });
+            return Err(LlmError::Auth {
+                provider: provider.into(),
+            });
         }
         let text = resp.text().await.unwrap_or_default();
         let message = message(&text).unwrap_or(text);
-        Err(LlmError::Status { provider: provider.into(), status, message })
+        Err(LlmError::Status {
+            provider: provider.into(),
+            status,
+            message,
+        })
     };
     backoff.retry(send, LlmError::retryable).await
 }

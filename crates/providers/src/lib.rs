@@ -26,8 +26,14 @@ pub mod elevenlabs;
 pub mod ollama;
 pub mod openai;
 
-pub use config::{build_chains, build_chains_with, call_chains, local_default, with_local_defaults, LocalEngines, ProviderChains, ProviderEnv, LOCAL_LLM, LOCAL_STT, LOCAL_TTS};
-pub use fallback::{heard_prefix, unheard_rest, FallbackEmbedder, FallbackLlm, FallbackStt, FallbackTts, SPOKEN_CHARS_PER_SEC};
+pub use config::{
+    build_chains, build_chains_with, call_chains, local_default, with_local_defaults, LocalEngines,
+    ProviderChains, ProviderEnv, LOCAL_LLM, LOCAL_STT, LOCAL_TTS,
+};
+pub use fallback::{
+    heard_prefix, unheard_rest, FallbackEmbedder, FallbackLlm, FallbackStt, FallbackTts,
+    SPOKEN_CHARS_PER_SEC,
+};
 pub use retry::Backoff;
-pub use ws::open_connections;
 pub use types::*;
+pub use ws::open_connections;

@@ -52,7 +52,12 @@ mod tests {
 
     #[test]
     fn sse_data_lines() {
-        for (line, want) in [("data: {}", Some("{}")), ("data:[DONE]", Some("[DONE]")), (": ping", None), ("event: x", None)] {
+        for (line, want) in [
+            ("data: {}", Some("{}")),
+            ("data:[DONE]", Some("[DONE]")),
+            (": ping", None),
+            ("event: x", None),
+        ] {
             assert_eq!(sse_data(line), want, "{line}");
         }
     }

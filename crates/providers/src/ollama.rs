@@ -25,7 +25,12 @@ impl Ollama {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Ollama { base_url: base_url.as_ref().trim_end_matches('/').to_string(), model: model.into(), http, backoff: Backoff::default() }
+        Ollama {
+            base_url: base_url.as_ref().trim_end_matches('/').to_string(),
+            model: model.into(),
+            http,
+            backoff: Backoff::default(),
+        }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -73,9 +78,18 @@ impl Ollama {
         body
     }
 
-    async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response, LlmError> {
+    async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, LlmError> {
         let url = format!("{}{path}", self.base_url);
-        crate::http::post_json(&self.http, &url, None, body, self.backoff, NAME, |text| serde_json::from_str::<ErrorBody>(text).ok().map(|e| e.error)).await
+        crate::http::post_json(&self.http, &url, None, body, self.backoff, NAME, |text| {
+            serde_json::from_str::<ErrorBody>(text)
+                .ok()
+                .map(|e| e.error)
+        })
+        .await
     }
 }
 
@@ -98,7 +112,13 @@ impl LanguageModel for Ollama {
         // An empty conversation makes Ollama load the model and keep it resident.
         Box::pin(async move {
             let body = serde_json::json!({"model": self.model, "messages": [], "keep_alive": "5m"});
-            if let Err(e) = self.http.post(format!("{}/api/chat", self.base_url)).json(&body).send().await {
+            if let Err(e) = self
+                .http
+                .post(format!("{}/api/chat", self.base_url))
+                .json(&body)
+                .send()
+                .await
+            {
                 tracing::debug!(provider = NAME, error = %e, "Warm-up failed.");
             }
         })
@@ -115,7 +135,12 @@ async fn read_chat(mut resp: reqwest::Response, events: Events) {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
-                let _ = events.send(Err(LlmError::Interrupted { provider: NAME.into(), message: e.to_string() })).await;
+                let _ = events
+                    .send(Err(LlmError::Interrupted {
+                        provider: NAME.into(),
+                        message: e.to_string(),
+                    }))
+                    .await;
                 return;
             }
         };
@@ -146,7 +171,12 @@ async fn read_chat(mut resp: reqwest::Response, events: Events) {
             return;
         }
     }
-    let _ = events.send(Err(LlmError::Interrupted { provider: NAME.into(), message: "stream ended before done".into() })).await;
+    let _ = events
+        .send(Err(LlmError::Interrupted {
+            provider: NAME.into(),
+            message: "stream ended before done".into(),
+        }))
+        .await;
 }
 
 #[derive(Deserialize)]
@@ -191,9 +221,15 @@ fn parse_line(line: &str, calls: &mut usize) -> Result<(Vec<LlmEvent>, bool), Ll
     if line.trim().is_empty() {
         return Ok((Vec::new(), false));
     }
-    let l: ChatLine = serde_json::from_str(line).map_err(|e| LlmError::Provider { provider: NAME.into(), message: format!("bad line: {e}") })?;
+    let l: ChatLine = serde_json::from_str(line).map_err(|e| LlmError::Provider {
+        provider: NAME.into(),
+        message: format!("bad line: {e}"),
+    })?;
     if let Some(message) = l.error {
-        return Err(LlmError::Provider { provider: NAME.into(), message });
+        return Err(LlmError::Provider {
+            provider: NAME.into(),
+            message,
+        });
     }
     let mut out = Vec::new();
     if let Some(m) = l.message {
@@ -202,7 +238,11 @@ fn parse_line(line: &str, calls: &mut usize) -> Result<(Vec<LlmEvent>, bool), Ll
         }
         for c in m.tool_calls {
             *calls += 1;
-            out.push(LlmEvent::ToolCall(ToolCall { id: format!("call_{calls}"), name: c.function.name, arguments: c.function.arguments }));
+            out.push(LlmEvent::ToolCall(ToolCall {
+                id: format!("call_{calls}"),
+                name: c.function.name,
+                arguments: c.function.arguments,
+            }));
         }
     }
     if l.done {
@@ -224,7 +264,9 @@ pub struct OllamaEmbedder {
 
 impl OllamaEmbedder {
     pub fn new(base_url: impl AsRef<str>, model: impl Into<String>) -> Self {
-        OllamaEmbedder { inner: Ollama::new(base_url, model) }
+        OllamaEmbedder {
+            inner: Ollama::new(base_url, model),
+        }
     }
 }
 
@@ -241,13 +283,32 @@ impl Embedder for OllamaEmbedder {
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
             let body = serde_json::json!({"model": self.inner.model, "input": texts});
-            let resp = self.inner.post("/api/embed", &body).await.map_err(|e| match e {
-                LlmError::Status { status, message, .. } => EmbedError::Status { provider: NAME.into(), status, message },
-                other => EmbedError::Connect { provider: NAME.into(), message: other.to_string() },
+            let resp = self
+                .inner
+                .post("/api/embed", &body)
+                .await
+                .map_err(|e| match e {
+                    LlmError::Status {
+                        status, message, ..
+                    } => EmbedError::Status {
+                        provider: NAME.into(),
+                        status,
+                        message,
+                    },
+                    other => EmbedError::Connect {
+                        provider: NAME.into(),
+                        message: other.to_string(),
+                    },
+                })?;
+            let parsed: EmbedResponse = resp.json().await.map_err(|e| EmbedError::Protocol {
+                provider: NAME.into(),
+                message: e.to_string(),
             })?;
-            let parsed: EmbedResponse = resp.json().await.map_err(|e| EmbedError::Protocol { provider: NAME.into(), message: e.to_string() })?;
             if parsed.embeddings.len() != texts.len() {
-                return Err(EmbedError::Protocol { provider: NAME.into(), message: "wrong number of vectors".into() });
+                return Err(EmbedError::Protocol {
+                    provider: NAME.into(),
+                    message: "wrong number of vectors".into(),
+                });
             }
             Ok(parsed.embeddings)
         })
@@ -263,13 +324,26 @@ mod tests {
         let mut calls = 0;
         type Want = Result<(Vec<LlmEvent>, bool), ()>;
         let cases: Vec<(&str, Want)> = vec![
-            (r#"{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false}"#, Ok((vec![LlmEvent::Token("Hi".into())], false))),
+            (
+                r#"{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false}"#,
+                Ok((vec![LlmEvent::Token("Hi".into())], false)),
+            ),
             ("", Ok((vec![], false))),
             (
                 r#"{"message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"book","arguments":{"day":"mon"}}}]},"done":false}"#,
-                Ok((vec![LlmEvent::ToolCall(ToolCall { id: "call_1".into(), name: "book".into(), arguments: serde_json::json!({"day":"mon"}) })], false)),
+                Ok((
+                    vec![LlmEvent::ToolCall(ToolCall {
+                        id: "call_1".into(),
+                        name: "book".into(),
+                        arguments: serde_json::json!({"day":"mon"}),
+                    })],
+                    false,
+                )),
             ),
-            (r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","eval_count":3}"#, Ok((vec![LlmEvent::Done(FinishReason::ToolCalls)], true))),
+            (
+                r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","eval_count":3}"#,
+                Ok((vec![LlmEvent::Done(FinishReason::ToolCalls)], true)),
+            ),
             (r#"{"error":"model not found"}"#, Err(())),
         ];
         for (line, want) in cases {
@@ -280,9 +354,20 @@ mod tests {
     #[test]
     fn tool_results_name_their_tool() {
         let o = Ollama::new("http://x", "m");
-        let call = ToolCall { id: "c".into(), name: "book".into(), arguments: serde_json::json!({}) };
-        let body = o.chat_body(&ChatRequest { messages: vec![ChatMessage::tool_result(&call, "ok")], max_tokens: Some(5), ..Default::default() });
-        assert_eq!(body["messages"][0], serde_json::json!({"role":"tool","content":"ok","tool_name":"book"}));
+        let call = ToolCall {
+            id: "c".into(),
+            name: "book".into(),
+            arguments: serde_json::json!({}),
+        };
+        let body = o.chat_body(&ChatRequest {
+            messages: vec![ChatMessage::tool_result(&call, "ok")],
+            max_tokens: Some(5),
+            ..Default::default()
+        });
+        assert_eq!(
+            body["messages"][0],
+            serde_json::json!({"role":"tool","content":"ok","tool_name":"book"})
+        );
         assert_eq!(body["options"]["num_predict"], 5);
         assert_eq!(body["stream"], true);
     }

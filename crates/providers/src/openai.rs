@@ -30,7 +30,13 @@ impl OpenAi {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        OpenAi { base_url: base_url.as_ref().trim_end_matches('/').to_string(), key, model: model.into(), http, backoff: Backoff::default() }
+        OpenAi {
+            base_url: base_url.as_ref().trim_end_matches('/').to_string(),
+            key,
+            model: model.into(),
+            http,
+            backoff: Backoff::default(),
+        }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -57,7 +63,8 @@ impl OpenAi {
                 v
             })
             .collect();
-        let mut body = serde_json::json!({"model": self.model, "messages": messages, "stream": true});
+        let mut body =
+            serde_json::json!({"model": self.model, "messages": messages, "stream": true});
         if !r.tools.is_empty() {
             body["tools"] = r
                 .tools
@@ -74,10 +81,27 @@ impl OpenAi {
         body
     }
 
-    async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response, LlmError> {
+    async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, LlmError> {
         let url = format!("{}{path}", self.base_url);
-        let message = |text: &str| serde_json::from_str::<ErrorBody>(text).ok().map(|e| e.error.message);
-        crate::http::post_json(&self.http, &url, self.key.as_ref(), body, self.backoff, NAME, message).await
+        let message = |text: &str| {
+            serde_json::from_str::<ErrorBody>(text)
+                .ok()
+                .map(|e| e.error.message)
+        };
+        crate::http::post_json(
+            &self.http,
+            &url,
+            self.key.as_ref(),
+            body,
+            self.backoff,
+            NAME,
+            message,
+        )
+        .await
     }
 }
 
@@ -107,12 +131,19 @@ async fn read_chat(mut resp: reqwest::Response, events: Events) {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
-                let _ = events.send(Err(LlmError::Interrupted { provider: NAME.into(), message: e.to_string() })).await;
+                let _ = events
+                    .send(Err(LlmError::Interrupted {
+                        provider: NAME.into(),
+                        message: e.to_string(),
+                    }))
+                    .await;
                 return;
             }
         };
         for line in lines.push(&chunk) {
-            let Some(data) = sse_data(&line) else { continue };
+            let Some(data) = sse_data(&line) else {
+                continue;
+            };
             match acc.data(data) {
                 Ok(evs) => {
                     for ev in evs {
@@ -131,7 +162,12 @@ async fn read_chat(mut resp: reqwest::Response, events: Events) {
             }
         }
     }
-    let _ = events.send(Err(LlmError::Interrupted { provider: NAME.into(), message: "stream ended before [DONE]".into() })).await;
+    let _ = events
+        .send(Err(LlmError::Interrupted {
+            provider: NAME.into(),
+            message: "stream ended before [DONE]".into(),
+        }))
+        .await;
 }
 
 #[derive(Deserialize)]
@@ -201,12 +237,20 @@ impl ChunkAccumulator {
         if data.trim() == "[DONE]" {
             self.finished = true;
             let mut out = self.flush_calls();
-            out.push(LlmEvent::Done(self.finish.take().unwrap_or(FinishReason::Stop)));
+            out.push(LlmEvent::Done(
+                self.finish.take().unwrap_or(FinishReason::Stop),
+            ));
             return Ok(out);
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| LlmError::Provider { provider: NAME.into(), message: format!("bad chunk: {e}") })?;
+        let chunk: Chunk = serde_json::from_str(data).map_err(|e| LlmError::Provider {
+            provider: NAME.into(),
+            message: format!("bad chunk: {e}"),
+        })?;
         if let Some(err) = chunk.error {
-            return Err(LlmError::Provider { provider: NAME.into(), message: err.message });
+            return Err(LlmError::Provider {
+                provider: NAME.into(),
+                message: err.message,
+            });
         }
         let mut out = Vec::new();
         for choice in chunk.choices {
@@ -245,8 +289,16 @@ impl ChunkAccumulator {
                     // A model that emits broken JSON still gets its call through, as a string.
                     serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args))
                 };
-                let id = if id.is_empty() { format!("call_{index}") } else { id };
-                LlmEvent::ToolCall(ToolCall { id, name, arguments })
+                let id = if id.is_empty() {
+                    format!("call_{index}")
+                } else {
+                    id
+                };
+                LlmEvent::ToolCall(ToolCall {
+                    id,
+                    name,
+                    arguments,
+                })
             })
             .collect()
     }
@@ -260,7 +312,9 @@ pub struct OpenAiEmbedder {
 
 impl OpenAiEmbedder {
     pub fn new(base_url: impl AsRef<str>, key: Option<Secret>, model: impl Into<String>) -> Self {
-        OpenAiEmbedder { inner: OpenAi::new(base_url, key, model) }
+        OpenAiEmbedder {
+            inner: OpenAi::new(base_url, key, model),
+        }
     }
 }
 
@@ -284,14 +338,33 @@ impl Embedder for OpenAiEmbedder {
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
             let body = serde_json::json!({"model": self.inner.model, "input": texts});
-            let resp = self.inner.post("/embeddings", &body).await.map_err(|e| match e {
-                LlmError::Status { status, message, .. } => EmbedError::Status { provider: NAME.into(), status, message },
-                other => EmbedError::Connect { provider: NAME.into(), message: other.to_string() },
-            })?;
+            let resp = self
+                .inner
+                .post("/embeddings", &body)
+                .await
+                .map_err(|e| match e {
+                    LlmError::Status {
+                        status, message, ..
+                    } => EmbedError::Status {
+                        provider: NAME.into(),
+                        status,
+                        message,
+                    },
+                    other => EmbedError::Connect {
+                        provider: NAME.into(),
+                        message: other.to_string(),
+                    },
+                })?;
             let mut parsed: EmbeddingsResponse =
-                resp.json().await.map_err(|e| EmbedError::Protocol { provider: NAME.into(), message: e.to_string() })?;
+                resp.json().await.map_err(|e| EmbedError::Protocol {
+                    provider: NAME.into(),
+                    message: e.to_string(),
+                })?;
             if parsed.data.len() != texts.len() {
-                return Err(EmbedError::Protocol { provider: NAME.into(), message: "wrong number of vectors".into() });
+                return Err(EmbedError::Protocol {
+                    provider: NAME.into(),
+                    message: "wrong number of vectors".into(),
+                });
             }
             parsed.data.sort_by_key(|d| d.index);
             Ok(parsed.data.into_iter().map(|d| d.embedding).collect())
@@ -320,8 +393,16 @@ mod tests {
             got,
             vec![
                 LlmEvent::Token("Sure".into()),
-                LlmEvent::ToolCall(ToolCall { id: "call_a".into(), name: "book".into(), arguments: serde_json::json!({"day":"mon"}) }),
-                LlmEvent::ToolCall(ToolCall { id: "call_b".into(), name: "note".into(), arguments: serde_json::json!({"t":1}) }),
+                LlmEvent::ToolCall(ToolCall {
+                    id: "call_a".into(),
+                    name: "book".into(),
+                    arguments: serde_json::json!({"day":"mon"})
+                }),
+                LlmEvent::ToolCall(ToolCall {
+                    id: "call_b".into(),
+                    name: "note".into(),
+                    arguments: serde_json::json!({"t":1})
+                }),
                 LlmEvent::Done(FinishReason::ToolCalls),
             ]
         );
@@ -330,7 +411,15 @@ mod tests {
     #[test]
     fn errors_inside_the_stream() {
         let mut acc = ChunkAccumulator::default();
-        let err = acc.data(r#"{"error":{"message":"overloaded","type":"server_error","code":null}}"#).unwrap_err();
-        assert_eq!(err, LlmError::Provider { provider: NAME.into(), message: "overloaded".into() });
+        let err = acc
+            .data(r#"{"error":{"message":"overloaded","type":"server_error","code":null}}"#)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LlmError::Provider {
+                provider: NAME.into(),
+                message: "overloaded".into()
+            }
+        );
     }
 }

@@ -47,7 +47,13 @@ pub struct SttOptions {
 
 impl Default for SttOptions {
     fn default() -> Self {
-        SttOptions { language: None, sample_rate: 16_000, endpointing_ms: 300, utterance_end_ms: 1000, model: None }
+        SttOptions {
+            language: None,
+            sample_rate: 16_000,
+            endpointing_ms: 300,
+            utterance_end_ms: 1000,
+            model: None,
+        }
     }
 }
 
@@ -121,7 +127,13 @@ impl SttSession {
         events: mpsc::Receiver<Result<SttEvent, SttError>>,
         task: TaskGuard,
     ) -> Self {
-        SttSession { provider: provider.into(), commands, events, dropped_frames: 0, _task: task }
+        SttSession {
+            provider: provider.into(),
+            commands,
+            events,
+            dropped_frames: 0,
+            _task: task,
+        }
     }
 
     pub fn provider(&self) -> &str {
@@ -146,11 +158,17 @@ impl SttSession {
     }
 
     pub async fn finalize(&self) -> Result<(), SttError> {
-        self.commands.send(SttCommand::Finalize).await.map_err(|_| SttError::Closed)
+        self.commands
+            .send(SttCommand::Finalize)
+            .await
+            .map_err(|_| SttError::Closed)
     }
 
     pub async fn close(&self) -> Result<(), SttError> {
-        self.commands.send(SttCommand::Close).await.map_err(|_| SttError::Closed)
+        self.commands
+            .send(SttCommand::Close)
+            .await
+            .map_err(|_| SttError::Closed)
     }
 
     /// The next event; `Some(Err(_))` is final: the recognizer gave up.
@@ -217,7 +235,12 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into(), tool_calls: Vec::new(), tool_call: None }
+        ChatMessage {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call: None,
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
@@ -229,7 +252,12 @@ impl ChatMessage {
         Self::new(Role::Assistant, content)
     }
     pub fn tool_result(call: &ToolCall, content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::Tool, content: content.into(), tool_calls: Vec::new(), tool_call: Some(call.clone()) }
+        ChatMessage {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call: Some(call.clone()),
+        }
     }
 }
 
@@ -274,7 +302,11 @@ pub enum LlmError {
     #[error("{provider}: the key was rejected")]
     Auth { provider: String },
     #[error("{provider}: HTTP {status}: {message}")]
-    Status { provider: String, status: u16, message: String },
+    Status {
+        provider: String,
+        status: u16,
+        message: String,
+    },
     #[error("{provider}: {message}")]
     Provider { provider: String, message: String },
     #[error("{provider}: stream broke off: {message}")]
@@ -303,8 +335,16 @@ pub struct LlmStream {
 }
 
 impl LlmStream {
-    pub fn new(provider: impl Into<String>, events: mpsc::Receiver<Result<LlmEvent, LlmError>>, task: TaskGuard) -> Self {
-        LlmStream { provider: provider.into(), events, _task: task }
+    pub fn new(
+        provider: impl Into<String>,
+        events: mpsc::Receiver<Result<LlmEvent, LlmError>>,
+        task: TaskGuard,
+    ) -> Self {
+        LlmStream {
+            provider: provider.into(),
+            events,
+            _task: task,
+        }
     }
 
     pub fn provider(&self) -> &str {
@@ -359,7 +399,11 @@ pub struct EngineLlm {
 
 impl EngineLlm {
     pub fn new(model: std::sync::Arc<dyn LanguageModel>) -> Self {
-        EngineLlm { model, temperature: None, max_tokens: None }
+        EngineLlm {
+            model,
+            temperature: None,
+            max_tokens: None,
+        }
     }
 
     pub fn with_sampling(mut self, temperature: Option<f32>, max_tokens: Option<u32>) -> Self {
@@ -371,12 +415,18 @@ impl EngineLlm {
     /// The engine's model for a call of a bot: its sampling from the bot's `providers.llm`, and the
     /// model warming up (connecting, or loading a local model) in the background meanwhile, so
     /// the call's first question does not wait for that.
-    pub fn for_call(model: std::sync::Arc<dyn LanguageModel>, choice: Option<&callfleet_core::config::ProviderChoice>) -> Self {
+    pub fn for_call(
+        model: std::sync::Arc<dyn LanguageModel>,
+        choice: Option<&callfleet_core::config::ProviderChoice>,
+    ) -> Self {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let warming = model.clone();
             runtime.spawn(async move { warming.warm_up().await });
         }
-        EngineLlm::new(model).with_sampling(choice.and_then(|c| c.temperature).map(|t| t as f32), choice.and_then(|c| c.max_tokens))
+        EngineLlm::new(model).with_sampling(
+            choice.and_then(|c| c.temperature).map(|t| t as f32),
+            choice.and_then(|c| c.max_tokens),
+        )
     }
 }
 
@@ -385,9 +435,7 @@ impl callfleet_core::scenario::Llm for EngineLlm {
         &'a self,
         messages: Vec<callfleet_core::scenario::LlmMessage>,
     ) -> BoxFuture<'a, Result<String, callfleet_core::scenario::AssistError>> {
-        Box::pin(async move {
-            self.reply(messages, &|_| {}).await
-        })
+        Box::pin(async move { self.reply(messages, &|_| {}).await })
     }
 
     fn complete_streaming<'a>(
@@ -421,7 +469,12 @@ impl EngineLlm {
             })
             .collect();
         let max_tokens = Some(self.max_tokens.unwrap_or(ENGINE_REPLY_TOKENS));
-        let request = ChatRequest { messages, tools: Vec::new(), temperature: self.temperature, max_tokens };
+        let request = ChatRequest {
+            messages,
+            tools: Vec::new(),
+            temperature: self.temperature,
+            max_tokens,
+        };
         let err = |e: LlmError| callfleet_core::scenario::AssistError(e.to_string());
         let mut stream = self.model.stream(request).await.map_err(err)?;
         let (mut text, mut sent) = (String::new(), 0usize);
@@ -477,11 +530,25 @@ mod engine_llm_tests {
 
     #[test]
     fn sentences_end_at_a_mark_and_a_space() {
-        let check = |text: &str, at_end: bool, want: Option<&str>| assert_eq!(last_sentence_end(text, at_end).map(|i| &text[..i]), want, "{text:?}");
+        let check = |text: &str, at_end: bool, want: Option<&str>| {
+            assert_eq!(
+                last_sentence_end(text, at_end).map(|i| &text[..i]),
+                want,
+                "{text:?}"
+            )
+        };
         check("We open at 8. On Sunday we", false, Some("We open at 8."));
-        check("Open 9 to 5! Closed Sunday? Yes. And th", false, Some("Open 9 to 5! Closed Sunday? Yes."));
+        check(
+            "Open 9 to 5! Closed Sunday? Yes. And th",
+            false,
+            Some("Open 9 to 5! Closed Sunday? Yes."),
+        );
         check("Visit clinic.md for 3.5 hours of", false, None);
-        check("Мы открыты с 9. В субботу мы", false, Some("Мы открыты с 9."));
+        check(
+            "Мы открыты с 9. В субботу мы",
+            false,
+            Some("Мы открыты с 9."),
+        );
         check("We open at 8.", false, None);
         check("We open at 8.", true, Some("We open at 8."));
         check("", true, None);
@@ -502,7 +569,12 @@ pub struct TtsOptions {
 
 impl Default for TtsOptions {
     fn default() -> Self {
-        TtsOptions { voice: None, model: None, language: None, sample_rate: 24_000 }
+        TtsOptions {
+            voice: None,
+            model: None,
+            language: None,
+            sample_rate: 24_000,
+        }
     }
 }
 
@@ -521,10 +593,18 @@ pub enum TtsCommand {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TtsEvent {
-    Audio { id: UtteranceId, samples: Vec<i16> },
-    Done { id: UtteranceId },
+    Audio {
+        id: UtteranceId,
+        samples: Vec<i16>,
+    },
+    Done {
+        id: UtteranceId,
+    },
     /// This utterance failed; the session may still serve the next one.
-    Failed { id: UtteranceId, error: TtsError },
+    Failed {
+        id: UtteranceId,
+        error: TtsError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -560,7 +640,14 @@ impl TtsSession {
         events: mpsc::Receiver<Result<TtsEvent, TtsError>>,
         task: TaskGuard,
     ) -> Self {
-        TtsSession { provider: provider.into(), sample_rate, next_id: AtomicU64::new(1), commands, events, _task: task }
+        TtsSession {
+            provider: provider.into(),
+            sample_rate,
+            next_id: AtomicU64::new(1),
+            commands,
+            events,
+            _task: task,
+        }
     }
 
     pub fn provider(&self) -> &str {
@@ -578,7 +665,10 @@ impl TtsSession {
     }
 
     pub fn push_text(&self, id: UtteranceId, text: impl Into<String>) -> Result<(), TtsError> {
-        self.send(TtsCommand::Text { id, text: text.into() })
+        self.send(TtsCommand::Text {
+            id,
+            text: text.into(),
+        })
     }
 
     pub fn finish(&self, id: UtteranceId) -> Result<(), TtsError> {
@@ -613,7 +703,11 @@ pub enum EmbedError {
     #[error("{provider}: connection failed: {message}")]
     Connect { provider: String, message: String },
     #[error("{provider}: HTTP {status}: {message}")]
-    Status { provider: String, status: u16, message: String },
+    Status {
+        provider: String,
+        status: u16,
+        message: String,
+    },
     #[error("{provider}: {message}")]
     Protocol { provider: String, message: String },
     #[error("no embedder left in the chain")]

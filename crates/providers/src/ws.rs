@@ -54,15 +54,20 @@ pub(crate) enum WsOpenError {
 
 /// Connects to `url` sending `headers`; header values are never logged.
 pub(crate) async fn open(url: &str, headers: &[(&'static str, String)]) -> Result<Ws, WsOpenError> {
-    let mut request = url.into_client_request().map_err(|e| WsOpenError::Other(format!("bad url: {e}")))?;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| WsOpenError::Other(format!("bad url: {e}")))?;
     for (name, value) in headers {
-        let mut value = HeaderValue::from_str(value).map_err(|_| WsOpenError::Other(format!("bad {name} header")))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| WsOpenError::Other(format!("bad {name} header")))?;
         value.set_sensitive(true);
         request.headers_mut().insert(*name, value);
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(Ws::new(ws)),
-        Err(WsLibError::Http(resp)) if matches!(resp.status().as_u16(), 401 | 403) => Err(WsOpenError::Auth),
+        Err(WsLibError::Http(resp)) if matches!(resp.status().as_u16(), 401 | 403) => {
+            Err(WsOpenError::Auth)
+        }
         Err(WsLibError::Http(resp)) => Err(WsOpenError::Other(format!("HTTP {}", resp.status()))),
         Err(e) => Err(WsOpenError::Other(e.to_string())),
     }
@@ -85,7 +90,9 @@ pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -95,15 +102,25 @@ pub(crate) fn query_escape(s: &str) -> String {
 impl WsOpenError {
     pub(crate) fn into_stt(self, provider: &str) -> crate::SttError {
         match self {
-            WsOpenError::Auth => crate::SttError::Auth { provider: provider.into() },
-            WsOpenError::Other(message) => crate::SttError::Connect { provider: provider.into(), message },
+            WsOpenError::Auth => crate::SttError::Auth {
+                provider: provider.into(),
+            },
+            WsOpenError::Other(message) => crate::SttError::Connect {
+                provider: provider.into(),
+                message,
+            },
         }
     }
 
     pub(crate) fn into_tts(self, provider: &str) -> crate::TtsError {
         match self {
-            WsOpenError::Auth => crate::TtsError::Auth { provider: provider.into() },
-            WsOpenError::Other(message) => crate::TtsError::Connect { provider: provider.into(), message },
+            WsOpenError::Auth => crate::TtsError::Auth {
+                provider: provider.into(),
+            },
+            WsOpenError::Other(message) => crate::TtsError::Connect {
+                provider: provider.into(),
+                message,
+            },
         }
     }
 }
@@ -121,8 +138,14 @@ pub(crate) async fn reopen_tts(
 ) -> Option<Ws> {
     tracing::warn!(provider, reason, "TTS connection dropped; reconnecting.");
     for id in lost {
-        let error = crate::TtsError::Connect { provider: provider.into(), message: reason.to_string() };
-        events.send(Ok(crate::TtsEvent::Failed { id, error })).await.ok()?;
+        let error = crate::TtsError::Connect {
+            provider: provider.into(),
+            message: reason.to_string(),
+        };
+        events
+            .send(Ok(crate::TtsEvent::Failed { id, error }))
+            .await
+            .ok()?;
     }
     match open_with_retry(url, headers, backoff).await {
         Ok(ws) => Some(ws),
@@ -139,5 +162,7 @@ pub(crate) async fn open_with_retry(
     headers: &[(&'static str, String)],
     backoff: crate::Backoff,
 ) -> Result<Ws, WsOpenError> {
-    backoff.retry(|| open(url, headers), |e| !matches!(e, WsOpenError::Auth)).await
+    backoff
+        .retry(|| open(url, headers), |e| !matches!(e, WsOpenError::Auth))
+        .await
 }

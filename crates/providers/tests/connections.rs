@@ -9,12 +9,30 @@ use callfleet_testkit::*;
 
 #[tokio::test]
 async fn open_connections_counts_live_sessions() {
-    let (stt_fake, tts_fake) = (FakeDeepgram::start(SttScript::default()).await, FakeCartesia::start().await);
+    let (stt_fake, tts_fake) = (
+        FakeDeepgram::start(SttScript::default()).await,
+        FakeCartesia::start().await,
+    );
     assert_eq!(open_connections(), 0);
-    let stt = DeepgramStt::new(Secret::new(TEST_KEY)).with_base_url(stt_fake.url()).open(SttOptions::default()).await.unwrap();
-    let tts = CartesiaTts::new(Secret::new(TEST_KEY)).with_base_url(tts_fake.url()).open(TtsOptions::default()).await.unwrap();
-    assert_eq!(open_connections(), 2, "one recognizer and one synthesizer connection");
-    let refused = DeepgramStt::new(Secret::new("wrong")).with_base_url(stt_fake.url()).open(SttOptions::default()).await;
+    let stt = DeepgramStt::new(Secret::new(TEST_KEY))
+        .with_base_url(stt_fake.url())
+        .open(SttOptions::default())
+        .await
+        .unwrap();
+    let tts = CartesiaTts::new(Secret::new(TEST_KEY))
+        .with_base_url(tts_fake.url())
+        .open(TtsOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        open_connections(),
+        2,
+        "one recognizer and one synthesizer connection"
+    );
+    let refused = DeepgramStt::new(Secret::new("wrong"))
+        .with_base_url(stt_fake.url())
+        .open(SttOptions::default())
+        .await;
     assert!(refused.is_err());
     assert_eq!(open_connections(), 2, "a refused connection is not counted");
     drop(stt);

@@ -246,7 +246,10 @@ static LATE_FRAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// benchmarks, where the tracks belong to many calls).
 pub fn process_send_stats() -> SendStats {
     use std::sync::atomic::Ordering::Relaxed;
-    SendStats { frames: FRAMES_SENT.load(Relaxed), late_frames: LATE_FRAMES.load(Relaxed) }
+    SendStats {
+        frames: FRAMES_SENT.load(Relaxed),
+        late_frames: LATE_FRAMES.load(Relaxed),
+    }
 }
 
 impl SendStats {

@@ -24,7 +24,9 @@ mod secret;
 mod signal;
 mod token;
 
-pub use audio::{process_send_stats, AudioFrame, AudioStream, LocalAudioTrack, SendStats, LATE_FRAME};
+pub use audio::{
+    process_send_stats, AudioFrame, AudioStream, LocalAudioTrack, SendStats, LATE_FRAME,
+};
 pub use error::RoomError;
 pub use room::{Participant, ParticipantKind, Room, RoomEvent, RoomOptions};
 pub use token::participant_token;

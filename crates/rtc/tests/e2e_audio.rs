@@ -105,8 +105,12 @@ async fn rust_tone_and_speech_reach_python() {
     track.wait_played_out().await;
     // Every 20 ms of what was pushed left as one frame, counted on the track and the process.
     let sent = track.stats();
-    let pushed_secs = (tone_samples.len() + tone_rate as usize / 2) as f64 / f64::from(tone_rate) + speech.len() as f64 / f64::from(speech_rate);
-    assert!((sent.frames as f64 - pushed_secs * 50.0).abs() <= 3.0, "{sent:?} for {pushed_secs:.2} s of audio");
+    let pushed_secs = (tone_samples.len() + tone_rate as usize / 2) as f64 / f64::from(tone_rate)
+        + speech.len() as f64 / f64::from(speech_rate);
+    assert!(
+        (sent.frames as f64 - pushed_secs * 50.0).abs() <= 3.0,
+        "{sent:?} for {pushed_secs:.2} s of audio"
+    );
     assert!(sent.late_frames <= sent.frames);
     assert!(callfleet_rtc::process_send_stats().frames >= sent.frames);
     let recorded = py

@@ -30,7 +30,10 @@ pub struct NewApiKey {
 
 impl std::fmt::Debug for NewApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewApiKey").field("key", &self.key).field("secret", &"[redacted]").finish()
+        f.debug_struct("NewApiKey")
+            .field("key", &self.key)
+            .field("secret", &"[redacted]")
+            .finish()
     }
 }
 
@@ -59,7 +62,11 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
 
 impl Store {
     pub async fn create_api_key(&self, company_id: &str, name: &str) -> Result<NewApiKey> {
-        let random: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+        let random: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
         let secret = format!("cfk_{random}");
         let key = ApiKey {
             id: new_id(IdKind::ApiKey),
@@ -112,11 +119,18 @@ impl Store {
 
     /// The owner of a presented key, if it exists and is not revoked.
     pub async fn find_api_key(&self, secret: &str) -> Result<Option<ApiKeyOwner>> {
-        let row = sqlx::query("SELECT id, company_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-            .bind(hash_api_key(secret))
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|row| Ok(ApiKeyOwner { key_id: row.try_get("id")?, company_id: row.try_get("company_id")? }))
-            .transpose()
+        let row = sqlx::query(
+            "SELECT id, company_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash_api_key(secret))
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(ApiKeyOwner {
+                key_id: row.try_get("id")?,
+                company_id: row.try_get("company_id")?,
+            })
+        })
+        .transpose()
     }
 }

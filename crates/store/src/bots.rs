@@ -121,11 +121,13 @@ impl Store {
 
     /// A bot that has not been deleted.
     pub async fn get_bot(&self, id: &str) -> Result<Bot> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM bots WHERE id = $1 AND deleted_at IS NULL"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM bots WHERE id = $1 AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
         bot_from_row(&row)
     }
 
@@ -159,15 +161,20 @@ impl Store {
     /// Deletes a bot: its numbers are released at once; its calls stay for the record.
     pub async fn delete_bot(&self, id: &str) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        let done = sqlx::query("UPDATE bots SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE bots SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("DELETE FROM phone_numbers WHERE bot_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM phone_numbers WHERE bot_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -233,7 +240,10 @@ impl Store {
     }
 }
 
-async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>, version: &BotVersion) -> Result<()> {
+async fn insert_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    version: &BotVersion,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO bot_config_versions (bot_id, version, config_json, source_text, source_format, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",

@@ -51,7 +51,8 @@ pub struct CallPage {
     pub next_cursor: Option<String>,
 }
 
-const SUMMARY_COLUMNS: &str = "id, company_id, bot_id, bot_config_version, direction, status, from_number, \
+const SUMMARY_COLUMNS: &str =
+    "id, company_id, bot_id, bot_config_version, direction, status, from_number, \
      to_number, started_at, ended_at, duration_sec, outcome, language";
 
 fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
@@ -82,8 +83,10 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord> {
         company_id: row.try_get("company_id")?,
         bot_id: row.try_get("bot_id")?,
         bot_config_version: row.try_get("bot_config_version")?,
-        direction: CallDirection::parse(&direction).ok_or_else(|| StoreError::Corrupt(format!("direction {direction:?}")))?,
-        status: CallStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        direction: CallDirection::parse(&direction)
+            .ok_or_else(|| StoreError::Corrupt(format!("direction {direction:?}")))?,
+        status: CallStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
         from_number: row.try_get("from_number")?,
         to_number: row.try_get("to_number")?,
         room: row.try_get("room")?,
@@ -119,7 +122,10 @@ impl Store {
     /// Stores a call; storing the same call again replaces it (post-call retries are harmless).
     pub async fn upsert_call(&self, call: &CallRecord) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM calls WHERE id = $1").bind(&call.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM calls WHERE id = $1")
+            .bind(&call.id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO calls (id, company_id, bot_id, bot_config_version, direction, status, from_number, to_number,
                 room, started_at, ended_at, duration_sec, language, outcome, outcome_evidence, summary, transcript,
@@ -178,12 +184,16 @@ impl Store {
         ];
         for (column, value) in text_filters {
             if let Some(value) = value {
-                sql.push(&format!(" AND {column} = ")).arg(Arg::Text(value.clone()));
+                sql.push(&format!(" AND {column} = "))
+                    .arg(Arg::Text(value.clone()));
             }
         }
         if let Some(phone) = &filter.phone {
-            sql.push(" AND (from_number = ").arg(Arg::Text(phone.clone()));
-            sql.push(" OR to_number = ").arg(Arg::Text(phone.clone())).push(")");
+            sql.push(" AND (from_number = ")
+                .arg(Arg::Text(phone.clone()));
+            sql.push(" OR to_number = ")
+                .arg(Arg::Text(phone.clone()))
+                .push(")");
         }
         if let Some(from) = filter.started_from {
             sql.push(" AND started_at >= ").arg(Arg::Int(from));
@@ -201,10 +211,14 @@ impl Store {
             sql.push(" AND id < ").arg(Arg::Text(id)).push("))");
         }
         let limit = limit.clamp(1, 500);
-        sql.push(" ORDER BY started_at DESC, id DESC LIMIT ").arg(Arg::Int(i64::from(limit) + 1));
+        sql.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+            .arg(Arg::Int(i64::from(limit) + 1));
         tracing::trace!(sql = sql.text(), "list calls");
         let rows = sql.query().fetch_all(self.pool()).await?;
-        let mut calls = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        let mut calls = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let next_cursor = if calls.len() > limit as usize {
             calls.truncate(limit as usize);
             calls.last().map(|c| encode_cursor(c.started_at, &c.id))

@@ -72,15 +72,20 @@ impl Store {
     }
 
     pub async fn list_companies(&self) -> Result<Vec<Company>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM companies ORDER BY created_at, id"))
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM companies ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(company_from_row).collect()
     }
 
     /// Deletes a company and, by cascade, everything it owns.
     pub async fn delete_company(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM companies WHERE id = $1").bind(id).execute(self.pool()).await?;
+        let done = sqlx::query("DELETE FROM companies WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

@@ -35,7 +35,8 @@ pub struct NewKnowledgeDocument<'a> {
     pub sha256: &'a str,
 }
 
-const COLUMNS: &str = "id, bot_id, company_id, filename, content_type, size_bytes, sha256, status, pages, \
+const COLUMNS: &str =
+    "id, bot_id, company_id, filename, content_type, size_bytes, sha256, status, pages, \
      chunks_total, chunks_done, error, created_at, updated_at";
 
 fn document_from_row(row: &AnyRow) -> Result<KnowledgeDocument> {
@@ -58,7 +59,10 @@ fn document_from_row(row: &AnyRow) -> Result<KnowledgeDocument> {
 }
 
 impl Store {
-    pub async fn create_knowledge_document(&self, new: NewKnowledgeDocument<'_>) -> Result<KnowledgeDocument> {
+    pub async fn create_knowledge_document(
+        &self,
+        new: NewKnowledgeDocument<'_>,
+    ) -> Result<KnowledgeDocument> {
         let id = new_id(IdKind::Document);
         let now = now_ms();
         sqlx::query(
@@ -80,11 +84,13 @@ impl Store {
     }
 
     pub async fn get_knowledge_document(&self, id: &str) -> Result<KnowledgeDocument> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM knowledge_documents WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM knowledge_documents WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
         document_from_row(&row)
     }
 
@@ -128,7 +134,10 @@ impl Store {
     }
 
     pub async fn delete_knowledge_document(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM knowledge_documents WHERE id = $1").bind(id).execute(self.pool()).await?;
+        let done = sqlx::query("DELETE FROM knowledge_documents WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -148,7 +157,10 @@ impl Store {
 
     /// Deletes every document of a bot; returns how many.
     pub async fn clear_knowledge_documents(&self, bot_id: &str) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM knowledge_documents WHERE bot_id = $1").bind(bot_id).execute(self.pool()).await?;
+        let done = sqlx::query("DELETE FROM knowledge_documents WHERE bot_id = $1")
+            .bind(bot_id)
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected())
     }
 }

@@ -25,7 +25,7 @@ pub use knowledge::{KnowledgeDocument, NewKnowledgeDocument};
 pub use phone_numbers::PhoneNumber;
 pub use webhooks::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookPatch};
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 use std::path::Path;
 use std::time::Duration;
@@ -41,7 +41,10 @@ pub enum StoreError {
     #[error("unsupported database URL {0:?} (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
     #[error("could not create the data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -69,7 +72,9 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     // The pool's options hold the URL, which may carry a password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,10 +100,18 @@ impl Store {
                     .max_connections(8)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
                             Ok(())
                         })
                     })
@@ -111,8 +124,10 @@ impl Store {
 
     /// Opens (creating if needed) the embedded SQLite database `callfleet.db` under `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         let file = data_dir.join("callfleet.db");
         Store::connect(&format!("sqlite://{}?mode=rwc", file.display())).await
     }
@@ -171,7 +186,13 @@ mod tests {
 
     #[test]
     fn urls_lose_their_password() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/cf"), "postgres://app:***@db:5432/cf");
-        assert_eq!(redact_url("sqlite://data/callfleet.db"), "sqlite://data/callfleet.db");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/cf"),
+            "postgres://app:***@db:5432/cf"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/callfleet.db"),
+            "sqlite://data/callfleet.db"
+        );
     }
 }

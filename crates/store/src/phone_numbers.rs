@@ -27,7 +27,12 @@ fn number_from_row(row: &AnyRow) -> Result<PhoneNumber> {
 
 impl Store {
     /// Assigns an (already normalised) number to a bot; `Conflict` if any bot has it.
-    pub async fn add_phone_number(&self, company_id: &str, bot_id: &str, number: &str) -> Result<PhoneNumber> {
+    pub async fn add_phone_number(
+        &self,
+        company_id: &str,
+        bot_id: &str,
+        number: &str,
+    ) -> Result<PhoneNumber> {
         let phone = PhoneNumber {
             id: new_id(IdKind::PhoneNumber),
             number: number.to_string(),

@@ -18,7 +18,10 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub(crate) fn new(text: &str) -> Sql {
-        Sql { text: text.to_string(), args: Vec::new() }
+        Sql {
+            text: text.to_string(),
+            args: Vec::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, text: &str) -> &mut Self {
@@ -50,8 +53,12 @@ impl Sql {
 }
 
 /// Reads a JSON column.
-pub(crate) fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> crate::Result<T> {
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    column: &str,
+) -> crate::Result<T> {
     use sqlx::Row;
     let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| crate::StoreError::Corrupt(format!("column {column}: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| crate::StoreError::Corrupt(format!("column {column}: {e}")))
 }

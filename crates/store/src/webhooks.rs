@@ -74,7 +74,8 @@ pub struct WebhookDelivery {
     pub delivered_at: Option<i64>,
 }
 
-const ENDPOINT_COLUMNS: &str = "id, company_id, url, description, events, secret, enabled, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str =
+    "id, company_id, url, description, events, secret, enabled, created_at, updated_at";
 
 fn endpoint_from_row(row: &AnyRow) -> Result<WebhookEndpoint> {
     let enabled: i64 = row.try_get("enabled")?;
@@ -115,8 +116,16 @@ fn events_json(events: &[String]) -> String {
 }
 
 impl Store {
-    pub async fn create_webhook(&self, company_id: &str, new: NewWebhookEndpoint) -> Result<WebhookEndpoint> {
-        let random: String = rand::thread_rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
+    pub async fn create_webhook(
+        &self,
+        company_id: &str,
+        new: NewWebhookEndpoint,
+    ) -> Result<WebhookEndpoint> {
+        let random: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
         let now = now_ms();
         let endpoint = WebhookEndpoint {
             id: new_id(IdKind::WebhookEndpoint),
@@ -146,11 +155,13 @@ impl Store {
     }
 
     pub async fn get_webhook(&self, id: &str) -> Result<WebhookEndpoint> {
-        let row = sqlx::query(&format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
         endpoint_from_row(&row)
     }
 
@@ -185,7 +196,10 @@ impl Store {
     }
 
     pub async fn delete_webhook(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(self.pool()).await?;
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -226,12 +240,19 @@ impl Store {
                 e.into()
             }
         })?;
-        let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE id = $1").bind(&id).fetch_one(self.pool()).await?;
+        let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE id = $1")
+            .bind(&id)
+            .fetch_one(self.pool())
+            .await?;
         delivery_from_row(&row)
     }
 
     /// Deliveries of an endpoint, newest first.
-    pub async fn list_deliveries(&self, endpoint_id: &str, limit: u32) -> Result<Vec<WebhookDelivery>> {
+    pub async fn list_deliveries(
+        &self,
+        endpoint_id: &str,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
         let rows = sqlx::query(
             "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
         )

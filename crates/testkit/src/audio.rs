@@ -13,7 +13,10 @@ pub fn silence(ms: u32, sample_rate: u32) -> Vec<i16> {
 pub fn tone(ms: u32, sample_rate: u32, hz: f32, amplitude: i16) -> Vec<i16> {
     let n = (sample_rate as u64 * ms as u64 / 1000) as usize;
     (0..n)
-        .map(|i| ((i as f32 * hz * std::f32::consts::TAU / sample_rate as f32).sin() * amplitude as f32) as i16)
+        .map(|i| {
+            ((i as f32 * hz * std::f32::consts::TAU / sample_rate as f32).sin() * amplitude as f32)
+                as i16
+        })
         .collect()
 }
 
@@ -28,5 +31,10 @@ pub fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
-    (samples.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / samples.len() as f64).sqrt()
+    (samples
+        .iter()
+        .map(|&s| (s as f64) * (s as f64))
+        .sum::<f64>()
+        / samples.len() as f64)
+        .sqrt()
 }

@@ -24,7 +24,11 @@ impl FakeAura {
     pub async fn start() -> Self {
         let state = TtsState::new(crate::TEST_KEY);
         let (addr, accept) = server::serve(state.clone(), connection).await;
-        FakeAura { addr, state, _accept: accept }
+        FakeAura {
+            addr,
+            state,
+            _accept: accept,
+        }
     }
 }
 
@@ -45,7 +49,10 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
     })
     .await;
     let Some((mut ws, hs)) = accepted else { return };
-    let rate: u32 = hs.param("sample_rate").and_then(|r| r.parse().ok()).unwrap_or(24000);
+    let rate: u32 = hs
+        .param("sample_rate")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(24000);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let spawn_gen = |out: OutTx| {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -101,18 +108,29 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
     generator.abort();
 }
 
-async fn generate(rate: u32, mut jobs: mpsc::UnboundedReceiver<Job>, out: OutTx, state: Arc<TtsState>) {
+async fn generate(
+    rate: u32,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    out: OutTx,
+    state: Arc<TtsState>,
+) {
     let mut first = true;
     while let Some(job) = jobs.recv().await {
         match job {
             Job::Flush(seq) => {
                 first = true;
-                let _ = out.send(Out::Text(serde_json::json!({"type": "Flushed", "sequence_id": seq}).to_string()));
+                let _ = out.send(Out::Text(
+                    serde_json::json!({"type": "Flushed", "sequence_id": seq}).to_string(),
+                ));
             }
             Job::Speak(text) => {
-                let failure = || vec![Out::Text(serde_json::json!({"type": "Error", "description": "generation failed", "code": "INTERNAL"}).to_string())];
+                let failure = || {
+                    vec![Out::Text(serde_json::json!({"type": "Error", "description": "generation failed", "code": "INTERNAL"}).to_string())]
+                };
                 // A failed utterance leaves the socket open for the next; a dropped one does not.
-                if let Played::Dropped = play_text(&text, rate, &state, &mut first, &out, Out::Binary, failure).await {
+                if let Played::Dropped =
+                    play_text(&text, rate, &state, &mut first, &out, Out::Binary, failure).await
+                {
                     return;
                 }
             }

@@ -30,7 +30,11 @@ impl FakeCartesia {
     pub async fn start_with_key(key: &str) -> Self {
         let state = TtsState::new(key);
         let (addr, accept) = server::serve(state.clone(), connection).await;
-        FakeCartesia { addr, state, _accept: accept }
+        FakeCartesia {
+            addr,
+            state,
+            _accept: accept,
+        }
     }
 }
 
@@ -39,12 +43,22 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
         let query = req.uri().query().unwrap_or("");
         let given = server::header(req, "x-api-key")
             .map(str::to_string)
-            .or_else(|| server::header(req, "authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::to_string))
-            .or_else(|| query.split('&').find_map(|p| p.strip_prefix("api_key=")).map(str::to_string));
+            .or_else(|| {
+                server::header(req, "authorization")
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("api_key="))
+                    .map(str::to_string)
+            });
         if given.as_deref() != Some(key) {
             return Err(StatusCode::UNAUTHORIZED);
         }
-        if server::header(req, "cartesia-version").is_none() && !query.contains("cartesia_version=") {
+        if server::header(req, "cartesia-version").is_none() && !query.contains("cartesia_version=")
+        {
             return Err(StatusCode::BAD_REQUEST);
         }
         Ok(())
@@ -52,7 +66,8 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>) {
     .await;
     let Some((mut ws, _)) = accepted else { return };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let mut contexts: HashMap<String, (mpsc::UnboundedSender<Option<String>>, JoinHandle<()>)> = HashMap::new();
+    let mut contexts: HashMap<String, (mpsc::UnboundedSender<Option<String>>, JoinHandle<()>)> =
+        HashMap::new();
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -77,14 +92,24 @@ fn error_json(context: &str, message: &str) -> String {
     serde_json::json!({"type": "error", "context_id": context, "status_code": 400, "done": true, "title": "Invalid request", "message": message, "error_code": "invalid_request"}).to_string()
 }
 
-fn handle(text: &str, state: &Arc<TtsState>, out: &OutTx, contexts: &mut HashMap<String, (mpsc::UnboundedSender<Option<String>>, JoinHandle<()>)>) {
+fn handle(
+    text: &str,
+    state: &Arc<TtsState>,
+    out: &OutTx,
+    contexts: &mut HashMap<String, (mpsc::UnboundedSender<Option<String>>, JoinHandle<()>)>,
+) {
     let Ok(req) = serde_json::from_str::<serde_json::Value>(text) else {
         let _ = out.send(Out::Text(error_json("", "invalid JSON")));
         return;
     };
     let context = req["context_id"].as_str().unwrap_or("").to_string();
     if req["cancel"].as_bool() == Some(true) {
-        state.log.lock().expect("fake state lock").cancels.push(context.clone());
+        state
+            .log
+            .lock()
+            .expect("fake state lock")
+            .cancels
+            .push(context.clone());
         if let Some((_, task)) = contexts.remove(&context) {
             task.abort();
         }
@@ -93,9 +118,19 @@ fn handle(text: &str, state: &Arc<TtsState>, out: &OutTx, contexts: &mut HashMap
     let problems = [
         (req["model_id"].is_string(), "model_id is required"),
         (req["transcript"].is_string(), "transcript is required"),
-        (req["voice"]["mode"] == "id" && req["voice"]["id"].is_string(), "voice must be {mode: id, id}"),
-        (req["output_format"]["container"] == "raw" && req["output_format"]["encoding"] == "pcm_s16le", "output_format must be raw pcm_s16le"),
-        (req["output_format"]["sample_rate"].is_u64(), "output_format.sample_rate is required"),
+        (
+            req["voice"]["mode"] == "id" && req["voice"]["id"].is_string(),
+            "voice must be {mode: id, id}",
+        ),
+        (
+            req["output_format"]["container"] == "raw"
+                && req["output_format"]["encoding"] == "pcm_s16le",
+            "output_format must be raw pcm_s16le",
+        ),
+        (
+            req["output_format"]["sample_rate"].is_u64(),
+            "output_format.sample_rate is required",
+        ),
     ];
     if let Some((_, problem)) = problems.iter().find(|(ok, _)| !ok) {
         let _ = out.send(Out::Text(error_json(&context, problem)));
@@ -103,11 +138,19 @@ fn handle(text: &str, state: &Arc<TtsState>, out: &OutTx, contexts: &mut HashMap
     }
     let transcript = req["transcript"].as_str().unwrap_or("").to_string();
     let more = req["continue"].as_bool().unwrap_or(false);
-    let rate = req["output_format"]["sample_rate"].as_u64().unwrap_or(24000) as u32;
+    let rate = req["output_format"]["sample_rate"]
+        .as_u64()
+        .unwrap_or(24000) as u32;
     state.note_text(&context, &transcript);
     let (tx, _) = contexts.entry(context.clone()).or_insert_with(|| {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(generate(context.clone(), rate, rx, out.clone(), state.clone()));
+        let task = tokio::spawn(generate(
+            context.clone(),
+            rate,
+            rx,
+            out.clone(),
+            state.clone(),
+        ));
         (tx, task)
     });
     let _ = tx.send(Some(transcript));
@@ -116,7 +159,13 @@ fn handle(text: &str, state: &Arc<TtsState>, out: &OutTx, contexts: &mut HashMap
     }
 }
 
-async fn generate(context: String, rate: u32, mut pieces: mpsc::UnboundedReceiver<Option<String>>, out: OutTx, state: Arc<TtsState>) {
+async fn generate(
+    context: String,
+    rate: u32,
+    mut pieces: mpsc::UnboundedReceiver<Option<String>>,
+    out: OutTx,
+    state: Arc<TtsState>,
+) {
     let mut first = true;
     while let Some(piece) = pieces.recv().await {
         let Some(text) = piece else {
@@ -133,7 +182,10 @@ async fn generate(context: String, rate: u32, mut pieces: mpsc::UnboundedReceive
                     .to_string(),
             )]
         };
-        if !matches!(play_text(&text, rate, &state, &mut first, &out, audio, failure).await, Played::Whole) {
+        if !matches!(
+            play_text(&text, rate, &state, &mut first, &out, audio, failure).await,
+            Played::Whole
+        ) {
             return;
         }
     }

@@ -29,7 +29,13 @@ pub struct SttScript {
 
 impl Default for SttScript {
     fn default() -> Self {
-        SttScript { transcripts: Vec::new(), final_delay: Duration::ZERO, speech_rms: 500.0, interim_every_ms: 200, disconnect_after_ms: None }
+        SttScript {
+            transcripts: Vec::new(),
+            final_delay: Duration::ZERO,
+            speech_rms: 500.0,
+            interim_every_ms: 200,
+            disconnect_after_ms: None,
+        }
     }
 }
 
@@ -64,14 +70,22 @@ pub struct FakeDeepgram {
 impl FakeDeepgram {
     pub async fn start(script: SttScript) -> Self {
         let (listener, addr) = server::bind().await;
-        let state = Arc::new(State { script: Mutex::new(script), key: crate::TEST_KEY.into(), ..State::default() });
+        let state = Arc::new(State {
+            script: Mutex::new(script),
+            key: crate::TEST_KEY.into(),
+            ..State::default()
+        });
         let st = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 tokio::spawn(connection(tcp, st.clone()));
             }
         });
-        FakeDeepgram { addr, state, _accept: AbortOnDrop(accept) }
+        FakeDeepgram {
+            addr,
+            state,
+            _accept: AbortOnDrop(accept),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -112,7 +126,14 @@ struct Speech {
     shown: usize,
 }
 
-fn results(start_ms: u64, end_ms: u64, text: &str, is_final: bool, speech_final: bool, from_finalize: bool) -> String {
+fn results(
+    start_ms: u64,
+    end_ms: u64,
+    text: &str,
+    is_final: bool,
+    speech_final: bool,
+    from_finalize: bool,
+) -> String {
     serde_json::json!({
         "type": "Results",
         "channel_index": [0, 1],
@@ -145,31 +166,69 @@ impl Listener {
             match (&mut self.speech, loud) {
                 (None, true) => {
                     let i = state.next.fetch_add(1, Ordering::SeqCst);
-                    let words = state.script.lock().expect("fake state lock").transcripts.get(i).map(|t| t.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+                    let words = state
+                        .script
+                        .lock()
+                        .expect("fake state lock")
+                        .transcripts
+                        .get(i)
+                        .map(|t| t.split_whitespace().map(str::to_string).collect())
+                        .unwrap_or_default();
                     self.owed_utterance_end = None;
                     if self.vad_events {
                         out.push((serde_json::json!({"type": "SpeechStarted", "channel": [0], "timestamp": self.audio_ms as f64 / 1000.0}).to_string(), false));
                     }
-                    self.speech = Some(Speech { words, start_ms: self.audio_ms - 10, speech_ms: 10, silence_ms: 0, shown: 0 });
+                    self.speech = Some(Speech {
+                        words,
+                        start_ms: self.audio_ms - 10,
+                        speech_ms: 10,
+                        silence_ms: 0,
+                        shown: 0,
+                    });
                 }
                 (Some(s), true) => {
                     s.speech_ms += 10;
                     s.silence_ms = 0;
-                    if self.interim && s.speech_ms % interim_every_ms.max(10) == 0 && s.shown < s.words.len() {
+                    if self.interim
+                        && s.speech_ms % interim_every_ms.max(10) == 0
+                        && s.shown < s.words.len()
+                    {
                         s.shown += 1;
-                        out.push((results(s.start_ms, self.audio_ms, &s.words[..s.shown].join(" "), false, false, false), false));
+                        out.push((
+                            results(
+                                s.start_ms,
+                                self.audio_ms,
+                                &s.words[..s.shown].join(" "),
+                                false,
+                                false,
+                                false,
+                            ),
+                            false,
+                        ));
                     }
                 }
                 (Some(s), false) => {
                     s.silence_ms += 10;
                     if s.silence_ms >= self.endpointing_ms {
-                        out.push((results(s.start_ms, self.audio_ms, &s.words.join(" "), true, true, false), true));
+                        out.push((
+                            results(
+                                s.start_ms,
+                                self.audio_ms,
+                                &s.words.join(" "),
+                                true,
+                                true,
+                                false,
+                            ),
+                            true,
+                        ));
                         self.speech = None;
                         self.owed_utterance_end = Some(s_silence(self.endpointing_ms));
                     }
                 }
                 (None, false) => {
-                    if let (Some(silent), Some(limit)) = (self.owed_utterance_end.as_mut(), self.utterance_end_ms) {
+                    if let (Some(silent), Some(limit)) =
+                        (self.owed_utterance_end.as_mut(), self.utterance_end_ms)
+                    {
                         *silent += 10;
                         if *silent >= limit {
                             out.push((serde_json::json!({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": self.audio_ms as f64 / 1000.0}).to_string(), false));
@@ -185,7 +244,14 @@ impl Listener {
     /// The final result for speech cut short by `Finalize` or `CloseStream`.
     fn flush(&mut self, from_finalize: bool) -> String {
         match self.speech.take() {
-            Some(s) => results(s.start_ms, self.audio_ms, &s.words.join(" "), true, false, from_finalize),
+            Some(s) => results(
+                s.start_ms,
+                self.audio_ms,
+                &s.words.join(" "),
+                true,
+                false,
+                from_finalize,
+            ),
             None => results(self.audio_ms, self.audio_ms, "", true, false, from_finalize),
         }
     }
@@ -196,7 +262,10 @@ fn s_silence(endpointing_ms: u32) -> u32 {
 }
 
 async fn connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
-    let refuse = state.refuse_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let refuse = state
+        .refuse_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
     let key = state.key.clone();
     let accepted = server::accept(tcp, |req| {
         if refuse {
@@ -208,7 +277,12 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
         if req.uri().path() != "/v1/listen" {
             return Err(StatusCode::NOT_FOUND);
         }
-        if !req.uri().query().unwrap_or("").contains("encoding=linear16") {
+        if !req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .contains("encoding=linear16")
+        {
             return Err(StatusCode::BAD_REQUEST);
         }
         Ok(())
@@ -221,7 +295,13 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
     {
         let mut log = state.log.lock().expect("fake state lock");
         log.connections += 1;
-        log.queries.push(hs.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"));
+        log.queries.push(
+            hs.query
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+        );
     }
     let num = |name: &str| hs.param(name).and_then(|v| v.parse::<u32>().ok());
     let mut listener = Listener {
@@ -247,13 +327,24 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
         };
         let outs: Vec<Out> = match msg {
             Some(Ok(Message::Binary(bytes))) => {
-                let samples: Vec<i16> = bytes.chunks_exact(2).map(|p| i16::from_le_bytes([p[0], p[1]])).collect();
+                let samples: Vec<i16> = bytes
+                    .chunks_exact(2)
+                    .map(|p| i16::from_le_bytes([p[0], p[1]]))
+                    .collect();
                 let ms = samples.len() as u64 * 1000 / listener.rate.max(1) as u64;
                 heard_on_connection += ms;
                 state.log.lock().expect("fake state lock").audio_ms += ms;
-                let limit = state.script.lock().expect("fake state lock").disconnect_after_ms;
+                let limit = state
+                    .script
+                    .lock()
+                    .expect("fake state lock")
+                    .disconnect_after_ms;
                 if limit.is_some_and(|l| heard_on_connection >= l as u64) {
-                    state.script.lock().expect("fake state lock").disconnect_after_ms = None;
+                    state
+                        .script
+                        .lock()
+                        .expect("fake state lock")
+                        .disconnect_after_ms = None;
                     return;
                 }
                 let mut outs = Vec::new();
@@ -269,7 +360,9 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
                 outs
             }
             Some(Ok(Message::Text(text))) => {
-                let kind = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["type"].as_str().map(str::to_string));
+                let kind = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_string));
                 let mut log = state.log.lock().expect("fake state lock");
                 match kind.as_deref() {
                     Some("KeepAlive") => {

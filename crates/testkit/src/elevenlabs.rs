@@ -26,8 +26,19 @@ impl FakeElevenLabs {
     pub async fn start() -> Self {
         let state = TtsState::new(crate::TEST_KEY);
         let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (addr, accept) = server::serve(state.clone(), move |tcp, st| connection(tcp, st, counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)).await;
-        FakeElevenLabs { addr, state, _accept: accept }
+        let (addr, accept) = server::serve(state.clone(), move |tcp, st| {
+            connection(
+                tcp,
+                st,
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+            )
+        })
+        .await;
+        FakeElevenLabs {
+            addr,
+            state,
+            _accept: accept,
+        }
     }
 }
 
@@ -44,8 +55,16 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>, n: usize) 
     })
     .await;
     let Some((mut ws, hs)) = accepted else { return };
-    let rate: u32 = hs.param("output_format").and_then(|f| f.strip_prefix("pcm_")).and_then(|r| r.parse().ok()).unwrap_or(16000);
-    let idle = Duration::from_secs(hs.param("inactivity_timeout").and_then(|t| t.parse().ok()).unwrap_or(20));
+    let rate: u32 = hs
+        .param("output_format")
+        .and_then(|f| f.strip_prefix("pcm_"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(16000);
+    let idle = Duration::from_secs(
+        hs.param("inactivity_timeout")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(20),
+    );
     let utterance = format!("stream-{n}");
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let (piece_tx, piece_rx) = mpsc::unbounded_channel();
@@ -96,7 +115,12 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<TtsState>, n: usize) 
     generator.abort();
 }
 
-async fn generate(rate: u32, mut pieces: mpsc::UnboundedReceiver<Option<String>>, out: OutTx, state: Arc<TtsState>) {
+async fn generate(
+    rate: u32,
+    mut pieces: mpsc::UnboundedReceiver<Option<String>>,
+    out: OutTx,
+    state: Arc<TtsState>,
+) {
     let mut first = true;
     while let Some(piece) = pieces.recv().await {
         let Some(text) = piece else {
@@ -108,8 +132,13 @@ async fn generate(rate: u32, mut pieces: mpsc::UnboundedReceiver<Option<String>>
             let audio = base64::engine::general_purpose::STANDARD.encode(chunk);
             Out::Text(serde_json::json!({"audio": audio, "isFinal": null, "normalizedAlignment": null, "alignment": null}).to_string())
         };
-        let failure = || vec![Out::Text(serde_json::json!({"message": "generation failed", "error": "internal_error", "code": 1011}).to_string()), Out::Close];
-        if !matches!(play_text(&text, rate, &state, &mut first, &out, audio, failure).await, Played::Whole) {
+        let failure = || {
+            vec![Out::Text(serde_json::json!({"message": "generation failed", "error": "internal_error", "code": 1011}).to_string()), Out::Close]
+        };
+        if !matches!(
+            play_text(&text, rate, &state, &mut first, &out, audio, failure).await,
+            Played::Whole
+        ) {
             return;
         }
     }

@@ -42,9 +42,19 @@ impl LlmReply {
     pub fn text(text: &str) -> Self {
         let mut tokens = Vec::new();
         for (i, w) in text.split(' ').enumerate() {
-            tokens.push(if i == 0 { w.to_string() } else { format!(" {w}") });
+            tokens.push(if i == 0 {
+                w.to_string()
+            } else {
+                format!(" {w}")
+            });
         }
-        LlmReply { tokens, tool_calls: Vec::new(), first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, failure: None }
+        LlmReply {
+            tokens,
+            tool_calls: Vec::new(),
+            first_token_delay: Duration::ZERO,
+            token_interval: Duration::ZERO,
+            failure: None,
+        }
     }
 
     pub fn delays(mut self, first_token: Duration, between: Duration) -> Self {
@@ -113,7 +123,10 @@ pub fn fake_embedding(text: &str) -> Vec<f32> {
 fn inputs(body: &serde_json::Value) -> Vec<String> {
     match &body["input"] {
         serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -121,7 +134,9 @@ fn inputs(body: &serde_json::Value) -> Vec<String> {
 /// A streamed body fed by a channel; an `Err` item cuts the connection.
 fn channel_body() -> (mpsc::UnboundedSender<Result<Bytes, std::io::Error>>, Body) {
     let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     (tx, Body::from_stream(stream))
 }
 
@@ -167,8 +182,12 @@ async fn play(
 }
 
 async fn serve(router: Router) -> (SocketAddr, AbortOnDrop) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
-    let addr = listener.local_addr().expect("a bound socket has an address");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound socket has an address");
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -180,7 +199,11 @@ macro_rules! llm_fake_api {
         impl $ty {
             /// Queues replies, served in order before falling back to echoing.
             pub fn push_reply(&self, reply: LlmReply) {
-                self.state.queue.lock().expect("fake state lock").push_back(reply);
+                self.state
+                    .queue
+                    .lock()
+                    .expect("fake state lock")
+                    .push_back(reply);
             }
             pub fn set_echo_delays(&self, first_token: Duration, between: Duration) {
                 *self.state.echo_delays.lock().expect("fake state lock") = (first_token, between);
@@ -206,9 +229,16 @@ llm_fake_api!(FakeOllama);
 impl FakeOllama {
     pub async fn start() -> Self {
         let state = Arc::new(LlmState::default());
-        let router = Router::new().route("/api/chat", post(ollama_chat)).route("/api/embed", post(ollama_embed)).with_state(state.clone());
+        let router = Router::new()
+            .route("/api/chat", post(ollama_chat))
+            .route("/api/embed", post(ollama_embed))
+            .with_state(state.clone());
         let (addr, server) = serve(router).await;
-        FakeOllama { addr, state, _server: server }
+        FakeOllama {
+            addr,
+            state,
+            _server: server,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -224,28 +254,49 @@ async fn ollama_chat(State(state): State<Arc<LlmState>>, body: Bytes) -> Respons
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return ollama_error(StatusCode::BAD_REQUEST, "invalid JSON");
     };
-    state.requests.lock().expect("fake state lock").push(body.clone());
-    let Some(model) = body["model"].as_str() else { return ollama_error(StatusCode::BAD_REQUEST, "model is required") };
+    state
+        .requests
+        .lock()
+        .expect("fake state lock")
+        .push(body.clone());
+    let Some(model) = body["model"].as_str() else {
+        return ollama_error(StatusCode::BAD_REQUEST, "model is required");
+    };
     if model == "missing" {
-        return ollama_error(StatusCode::NOT_FOUND, &format!("model \"{model}\" not found, try pulling it first"));
+        return ollama_error(
+            StatusCode::NOT_FOUND,
+            &format!("model \"{model}\" not found, try pulling it first"),
+        );
     }
-    let Some(messages) = body["messages"].as_array() else { return ollama_error(StatusCode::BAD_REQUEST, "messages is required") };
+    let Some(messages) = body["messages"].as_array() else {
+        return ollama_error(StatusCode::BAD_REQUEST, "messages is required");
+    };
     let model = model.to_string();
     if messages.is_empty() {
         // Loading the model, as a warm-up request does.
         return Json(serde_json::json!({"model": model, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})).into_response();
     }
-    let (reply, cut) = state.next_reply(&body).capped(body["options"]["num_predict"].as_u64());
+    let (reply, cut) = state
+        .next_reply(&body)
+        .capped(body["options"]["num_predict"].as_u64());
     let done_reason = if cut { "length" } else { "stop" };
     if let Some(LlmFailure::Status(code, message)) = &reply.failure {
-        return ollama_error(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message);
+        return ollama_error(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+        );
     }
     let (tx, stream) = channel_body();
     let m = model.clone();
     tokio::spawn(play(
         reply,
         tx,
-        move |t| format!("{}\n", serde_json::json!({"model": m, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": t}, "done": false})),
+        move |t| {
+            format!(
+                "{}\n",
+                serde_json::json!({"model": m, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": t}, "done": false})
+            )
+        },
         |e| format!("{}\n", serde_json::json!({"error": e})),
         {
             let m = model.clone();
@@ -253,17 +304,38 @@ async fn ollama_chat(State(state): State<Arc<LlmState>>, body: Bytes) -> Respons
                 if calls.is_empty() {
                     return Vec::new();
                 }
-                let calls: Vec<_> = calls.iter().map(|(n, a)| serde_json::json!({"function": {"name": n, "arguments": a}})).collect();
-                vec![format!("{}\n", serde_json::json!({"model": m, "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": false}))]
+                let calls: Vec<_> = calls
+                    .iter()
+                    .map(|(n, a)| serde_json::json!({"function": {"name": n, "arguments": a}}))
+                    .collect();
+                vec![format!(
+                    "{}\n",
+                    serde_json::json!({"model": m, "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": false})
+                )]
             }
         },
-        move |_| vec![format!("{}\n", serde_json::json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": done_reason, "total_duration": 1, "eval_count": 1, "eval_duration": 1}))],
+        move |_| {
+            vec![format!(
+                "{}\n",
+                serde_json::json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": done_reason, "total_duration": 1, "eval_count": 1, "eval_duration": 1})
+            )]
+        },
     ));
-    Response::builder().header("content-type", "application/x-ndjson").body(stream).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(stream)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn ollama_embed(State(state): State<Arc<LlmState>>, Json(body): Json<serde_json::Value>) -> Response {
-    state.requests.lock().expect("fake state lock").push(body.clone());
+async fn ollama_embed(
+    State(state): State<Arc<LlmState>>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    state
+        .requests
+        .lock()
+        .expect("fake state lock")
+        .push(body.clone());
     if !body["model"].is_string() {
         return ollama_error(StatusCode::BAD_REQUEST, "model is required");
     }
@@ -283,13 +355,20 @@ llm_fake_api!(FakeOpenAi);
 
 impl FakeOpenAi {
     pub async fn start() -> Self {
-        let state = Arc::new(LlmState { key: Some(crate::TEST_KEY.into()), ..LlmState::default() });
+        let state = Arc::new(LlmState {
+            key: Some(crate::TEST_KEY.into()),
+            ..LlmState::default()
+        });
         let router = Router::new()
             .route("/v1/chat/completions", post(openai_chat))
             .route("/v1/embeddings", post(openai_embed))
             .with_state(state.clone());
         let (addr, server) = serve(router).await;
-        FakeOpenAi { addr, state, _server: server }
+        FakeOpenAi {
+            addr,
+            state,
+            _server: server,
+        }
     }
 
     /// Up to and including `/v1`, as clients are configured.
@@ -299,41 +378,84 @@ impl FakeOpenAi {
 }
 
 fn openai_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
-    (status, Json(serde_json::json!({"error": {"message": message, "type": kind, "code": code}}))).into_response()
+    (
+        status,
+        Json(serde_json::json!({"error": {"message": message, "type": kind, "code": code}})),
+    )
+        .into_response()
 }
 
 fn authorized(state: &LlmState, headers: &HeaderMap) -> bool {
     let Some(key) = &state.key else { return true };
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(format!("Bearer {key}").as_str())
+    headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(format!("Bearer {key}").as_str())
 }
 
 fn sse(v: serde_json::Value) -> String {
     format!("data: {v}\n\n")
 }
 
-async fn openai_chat(State(state): State<Arc<LlmState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn openai_chat(
+    State(state): State<Arc<LlmState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !authorized(&state, &headers) {
-        return openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+        return openai_error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            "invalid_api_key",
+        );
     }
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return openai_error(StatusCode::BAD_REQUEST, "We could not parse the JSON body of your request.", "invalid_request_error", "invalid_json");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            "invalid_json",
+        );
     };
-    state.requests.lock().expect("fake state lock").push(body.clone());
+    state
+        .requests
+        .lock()
+        .expect("fake state lock")
+        .push(body.clone());
     if !body["model"].is_string() || !body["messages"].is_array() {
-        return openai_error(StatusCode::BAD_REQUEST, "model and messages are required", "invalid_request_error", "missing_required_parameter");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "model and messages are required",
+            "invalid_request_error",
+            "missing_required_parameter",
+        );
     }
     if body["stream"] != true {
-        return openai_error(StatusCode::BAD_REQUEST, "this fake only streams", "invalid_request_error", "unsupported");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "this fake only streams",
+            "invalid_request_error",
+            "unsupported",
+        );
     }
     let (reply, cut) = state.next_reply(&body).capped(body["max_tokens"].as_u64());
     if let Some(LlmFailure::Status(code, message)) = &reply.failure {
-        return openai_error(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message, "server_error", "error");
+        return openai_error(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+            "server_error",
+            "error",
+        );
     }
     let (tx, stream) = channel_body();
     let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
-        sse(serde_json::json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        sse(
+            serde_json::json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
     };
-    let _ = tx.send(Ok(Bytes::from(chunk(serde_json::json!({"role": "assistant", "content": ""}), serde_json::Value::Null))));
+    let _ = tx.send(Ok(Bytes::from(chunk(
+        serde_json::json!({"role": "assistant", "content": ""}),
+        serde_json::Value::Null,
+    ))));
     tokio::spawn(play(
         reply,
         tx,
@@ -357,18 +479,43 @@ async fn openai_chat(State(state): State<Arc<LlmState>>, headers: HeaderMap, bod
             out
         },
         move |tools| {
-            let reason = if tools { "tool_calls" } else if cut { "length" } else { "stop" };
-            vec![chunk(serde_json::json!({}), serde_json::json!(reason)), "data: [DONE]\n\n".to_string()]
+            let reason = if tools {
+                "tool_calls"
+            } else if cut {
+                "length"
+            } else {
+                "stop"
+            };
+            vec![
+                chunk(serde_json::json!({}), serde_json::json!(reason)),
+                "data: [DONE]\n\n".to_string(),
+            ]
         },
     ));
-    Response::builder().header("content-type", "text/event-stream").body(stream).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(stream)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn openai_embed(State(state): State<Arc<LlmState>>, headers: HeaderMap, Json(body): Json<serde_json::Value>) -> Response {
+async fn openai_embed(
+    State(state): State<Arc<LlmState>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
     if !authorized(&state, &headers) {
-        return openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+        return openai_error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            "invalid_api_key",
+        );
     }
-    state.requests.lock().expect("fake state lock").push(body.clone());
+    state
+        .requests
+        .lock()
+        .expect("fake state lock")
+        .push(body.clone());
     let data: Vec<_> = inputs(&body)
         .iter()
         .enumerate()

@@ -19,7 +19,10 @@ pub(crate) struct Handshake {
 
 impl Handshake {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -52,8 +55,12 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub(crate) async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
-    let addr = listener.local_addr().expect("a bound socket has an address");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound socket has an address");
     (listener, addr)
 }
 
@@ -71,13 +78,16 @@ pub(crate) async fn accept(
         match authorize(req) {
             Ok(()) => Ok(resp),
             Err(status) => {
-                let mut r = ErrorResponse::new(Some(format!("{{\"err_code\":\"{}\"}}", status.as_u16())));
+                let mut r =
+                    ErrorResponse::new(Some(format!("{{\"err_code\":\"{}\"}}", status.as_u16())));
                 *r.status_mut() = status;
                 Err(r)
             }
         }
     };
-    let ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.ok()?;
+    let ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
+        .await
+        .ok()?;
     Some((ws, seen))
 }
 
@@ -124,7 +134,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// Binds a loopback port and hands every connection to `handler` with the fake's state.
-pub(crate) async fn serve<S, F, Fut>(state: std::sync::Arc<S>, handler: F) -> (SocketAddr, AbortOnDrop)
+pub(crate) async fn serve<S, F, Fut>(
+    state: std::sync::Arc<S>,
+    handler: F,
+) -> (SocketAddr, AbortOnDrop)
 where
     S: Send + Sync + 'static,
     F: Fn(TcpStream, std::sync::Arc<S>) -> Fut + Send + 'static,

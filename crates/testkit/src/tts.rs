@@ -82,19 +82,27 @@ impl TtsState {
         let n = log.chunks_sent;
         if script.disconnect_after_chunks.is_some_and(|k| n > k) {
             drop(log);
-            self.script.lock().expect("fake state lock").disconnect_after_chunks = None;
+            self.script
+                .lock()
+                .expect("fake state lock")
+                .disconnect_after_chunks = None;
             return ChunkFate::Disconnect;
         }
         if script.fail_after_chunks.is_some_and(|k| n > k) {
             drop(log);
-            self.script.lock().expect("fake state lock").fail_after_chunks = None;
+            self.script
+                .lock()
+                .expect("fake state lock")
+                .fail_after_chunks = None;
             return ChunkFate::Fail;
         }
         ChunkFate::Send
     }
 
     pub(crate) fn take_refusal(&self) -> bool {
-        self.refuse_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        self.refuse_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 
@@ -110,7 +118,12 @@ pub(crate) fn synthesize(text: &str, sample_rate: u32, script: &TtsScript) -> Ve
     if chars == 0 {
         return Vec::new();
     }
-    let samples = crate::audio::tone(chars * script.ms_per_char, sample_rate, script.tone_hz, 4000);
+    let samples = crate::audio::tone(
+        chars * script.ms_per_char,
+        sample_rate,
+        script.tone_hz,
+        4000,
+    );
     crate::audio::frames(&samples, script.chunk_ms, sample_rate)
         .into_iter()
         .map(|f| f.iter().flat_map(|s| s.to_le_bytes()).collect())
@@ -132,7 +145,9 @@ macro_rules! tts_fake_api {
             }
             /// Refuse the next `n` connections with HTTP 503.
             pub fn refuse_next(&self, n: usize) {
-                self.state.refuse_next.store(n, std::sync::atomic::Ordering::SeqCst);
+                self.state
+                    .refuse_next
+                    .store(n, std::sync::atomic::Ordering::SeqCst);
             }
             pub fn log(&self) -> crate::tts::TtsLog {
                 self.state.log.lock().expect("fake state lock").clone()
@@ -164,7 +179,11 @@ pub(crate) async fn play_text(
 ) -> Played {
     let script = state.script();
     for chunk in synthesize(text, rate, &script) {
-        let wait = if *first { script.first_byte_delay } else { script.chunk_interval };
+        let wait = if *first {
+            script.first_byte_delay
+        } else {
+            script.chunk_interval
+        };
         *first = false;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -197,7 +216,14 @@ pub(crate) async fn accept_counted(
 ) -> Option<(crate::server::ServerWs, crate::server::Handshake)> {
     let refuse = state.take_refusal();
     let key = state.key.lock().expect("fake state lock").clone();
-    let accepted = crate::server::accept(tcp, |req| if refuse { Err(crate::server::StatusCode::SERVICE_UNAVAILABLE) } else { check(req, &key) }).await;
+    let accepted = crate::server::accept(tcp, |req| {
+        if refuse {
+            Err(crate::server::StatusCode::SERVICE_UNAVAILABLE)
+        } else {
+            check(req, &key)
+        }
+    })
+    .await;
     let mut log = state.log.lock().expect("fake state lock");
     match accepted {
         Some(a) => {

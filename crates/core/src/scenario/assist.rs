@@ -27,7 +27,10 @@ pub struct LlmMessage {
 
 /// A language model, reached through the providers crate.
 pub trait Llm: Send + Sync {
-    fn complete<'a>(&'a self, messages: Vec<LlmMessage>) -> BoxFuture<'a, Result<String, AssistError>>;
+    fn complete<'a>(
+        &'a self,
+        messages: Vec<LlmMessage>,
+    ) -> BoxFuture<'a, Result<String, AssistError>>;
 
     /// Like [`Llm::complete`], handing the reply to `on_text` while it is generated, in whole
     /// sentences, so a caller hears its start before the rest is written; the pieces joined are
@@ -57,7 +60,11 @@ pub struct KnowledgeChunk {
 
 /// Search over a bot's documents, reached through the knowledge crate.
 pub trait KnowledgeSearch: Send + Sync {
-    fn search<'a>(&'a self, query: &'a str, top_k: usize) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>>;
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        top_k: usize,
+    ) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>>;
 }
 
 /// Documents held in memory and searched by shared word forms; enough for scripted tests
@@ -69,9 +76,10 @@ pub struct InMemoryKnowledge {
 
 /// Words too common to say anything about relevance.
 const STOP_WORDS: &[&str] = &[
-    "а", "и", "в", "во", "на", "с", "у", "к", "по", "за", "о", "об", "из", "не", "ли", "же", "бы", "то", "это", "как",
-    "что", "вы", "вас", "мне", "я", "у", "есть", "ваш", "ваши", "the", "a", "an", "is", "are", "do", "does", "you",
-    "your", "i", "to", "of", "in", "on", "for", "and", "or", "what", "it", "my", "me", "can", "there",
+    "а", "и", "в", "во", "на", "с", "у", "к", "по", "за", "о", "об", "из", "не", "ли", "же", "бы",
+    "то", "это", "как", "что", "вы", "вас", "мне", "я", "у", "есть", "ваш", "ваши", "the", "a",
+    "an", "is", "are", "do", "does", "you", "your", "i", "to", "of", "in", "on", "for", "and",
+    "or", "what", "it", "my", "me", "can", "there",
 ];
 
 impl InMemoryKnowledge {
@@ -89,7 +97,8 @@ impl InMemoryKnowledge {
                 .filter(|(_, t)| !STOP_WORDS.contains(&t.text.as_str()))
                 .map(|(s, _)| s)
                 .collect();
-            self.chunks.push((source.to_string(), paragraph.to_string(), stems));
+            self.chunks
+                .push((source.to_string(), paragraph.to_string(), stems));
         }
     }
 
@@ -108,7 +117,10 @@ impl InMemoryKnowledge {
             .chunks
             .iter()
             .filter_map(|(source, text, stems)| {
-                let hits = query_stems.iter().filter(|q| stems.iter().any(|s| stems_match(q, s))).count();
+                let hits = query_stems
+                    .iter()
+                    .filter(|q| stems.iter().any(|s| stems_match(q, s)))
+                    .count();
                 (hits > 0).then(|| KnowledgeChunk {
                     text: text.clone(),
                     source: source.clone(),
@@ -122,7 +134,11 @@ impl InMemoryKnowledge {
 }
 
 impl KnowledgeSearch for InMemoryKnowledge {
-    fn search<'a>(&'a self, query: &'a str, top_k: usize) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        top_k: usize,
+    ) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
         let mut found = self.rank(query);
         found.truncate(top_k);
         Box::pin(std::future::ready(Ok(found)))
@@ -130,7 +146,11 @@ impl KnowledgeSearch for InMemoryKnowledge {
 }
 
 impl<T: KnowledgeSearch + ?Sized> KnowledgeSearch for Arc<T> {
-    fn search<'a>(&'a self, query: &'a str, top_k: usize) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        top_k: usize,
+    ) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
         (**self).search(query, top_k)
     }
 }
@@ -157,7 +177,10 @@ mod tests {
     #[test]
     fn in_memory_knowledge_ranks_by_shared_word_forms() {
         let mut kb = InMemoryKnowledge::new();
-        kb.add_document("prices.md", "Стрижка женская стоит 2000 рублей.\n\nОкрашивание от 4000 рублей.");
+        kb.add_document(
+            "prices.md",
+            "Стрижка женская стоит 2000 рублей.\n\nОкрашивание от 4000 рублей.",
+        );
         kb.add_document("hours.md", "Мы работаем ежедневно с 10 до 21.");
         let found = block_on(kb.search("сколько стоит стрижка", 3)).unwrap();
         assert_eq!(found[0].source, "prices.md");

@@ -50,7 +50,8 @@ mod tz_name {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
         let name = String::deserialize(d)?;
-        name.parse().map_err(|_| serde::de::Error::custom(format!("unknown timezone {name:?}")))
+        name.parse()
+            .map_err(|_| serde::de::Error::custom(format!("unknown timezone {name:?}")))
     }
 }
 
@@ -63,13 +64,22 @@ impl CallContext {
             .timezone
             .as_deref()
             .and_then(|tz| tz.parse().ok())
-            .unwrap_or(if lang == Some(Language::Ru) { chrono_tz::Europe::Moscow } else { chrono_tz::UTC });
+            .unwrap_or(if lang == Some(Language::Ru) {
+                chrono_tz::Europe::Moscow
+            } else {
+                chrono_tz::UTC
+            });
         let region = match lang {
             Some(Language::Ru) => Some("RU".to_string()),
             Some(Language::En) => Some("US".to_string()),
             None => None,
         };
-        CallContext { now, timezone, region, config_version: 0 }
+        CallContext {
+            now,
+            timezone,
+            region,
+            config_version: 0,
+        }
     }
 
     /// [`CallContext::for_bot`] for a call starting now.
@@ -80,7 +90,9 @@ impl CallContext {
     /// An RFC 3339 instant (`2025-03-12T10:00:00+03:00`), for tools that take the call's
     /// start as text so that "tomorrow" is reproducible.
     pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The call's local date.
@@ -93,13 +105,30 @@ impl CallContext {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
-    ScenarioEntered { scenario: String },
-    FieldCollected { field: String, value: String },
-    FieldRejected { field: String, reason: String },
-    ConfirmationRequested { scenario: String },
-    Completed { scenario: String, event: Option<String> },
-    KnowledgeAnswered { sources: Vec<String> },
-    LanguageChanged { language: String },
+    ScenarioEntered {
+        scenario: String,
+    },
+    FieldCollected {
+        field: String,
+        value: String,
+    },
+    FieldRejected {
+        field: String,
+        reason: String,
+    },
+    ConfirmationRequested {
+        scenario: String,
+    },
+    Completed {
+        scenario: String,
+        event: Option<String>,
+    },
+    KnowledgeAnswered {
+        sources: Vec<String>,
+    },
+    LanguageChanged {
+        language: String,
+    },
     CallbackRequested,
     /// Hand the call to a person.
     Transfer,
@@ -123,7 +152,9 @@ pub type LiveText = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl TurnOutput {
     pub fn ends_call(&self) -> bool {
-        self.actions.iter().any(|a| matches!(a, Action::EndCall | Action::Transfer))
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::EndCall | Action::Transfer))
     }
 
     fn say(&mut self, text: impl AsRef<str>) {
@@ -268,8 +299,20 @@ impl ScenarioEngine {
     }
 
     fn with_state(config: Arc<BotConfig>, context: CallContext, state: EngineState) -> Self {
-        let triggers = config.scenarios.iter().map(|s| s.trigger_keywords.iter().map(|k| stems(k)).collect()).collect();
-        ScenarioEngine { config, context, state, llm: None, knowledge: None, triggers, live: None }
+        let triggers = config
+            .scenarios
+            .iter()
+            .map(|s| s.trigger_keywords.iter().map(|k| stems(k)).collect())
+            .collect();
+        ScenarioEngine {
+            config,
+            context,
+            state,
+            llm: None,
+            knowledge: None,
+            triggers,
+            live: None,
+        }
     }
 
     /// Lets the engine classify intents and ground answers with an LLM.
@@ -302,7 +345,10 @@ impl ScenarioEngine {
 
     /// The engine's memory, to checkpoint.
     pub fn snapshot(&self) -> EngineSnapshot {
-        EngineSnapshot { context: self.context.clone(), state: self.state.clone() }
+        EngineSnapshot {
+            context: self.context.clone(),
+            state: self.state.clone(),
+        }
     }
 
     /// An engine that continues a checkpointed call. `config` must be the version the call
@@ -316,14 +362,22 @@ impl ScenarioEngine {
     }
 
     fn push_turn(&mut self, speaker: Speaker, text: &str) {
-        self.state.transcript.push(Turn { speaker, text: text.to_string(), at_ms: 0, interrupted: false });
+        self.state.transcript.push(Turn {
+            speaker,
+            text: text.to_string(),
+            at_ms: 0,
+            interrupted: false,
+        });
     }
 
     /// The greeting.
     pub fn start_call(&mut self) -> TurnOutput {
         let greeting = self.config.greeting.clone();
         self.push_turn(Speaker::Bot, &greeting);
-        TurnOutput { reply: greeting, ..TurnOutput::default() }
+        TurnOutput {
+            reply: greeting,
+            ..TurnOutput::default()
+        }
     }
 
     /// The bot's answer to one caller utterance.
@@ -390,7 +444,12 @@ impl ScenarioEngine {
             .unwrap_or_else(|| self.config.language.clone());
         CallResult {
             transcript: self.state.transcript.clone(),
-            fields: self.state.fields.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+            fields: self
+                .state
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
             outcome,
             language,
             turns: self.state.user_turns,
@@ -400,12 +459,24 @@ impl ScenarioEngine {
     }
 
     fn note_language(&mut self, text: &str, out: &mut TurnOutput) {
-        let Some(heard) = detect_language(text) else { return };
-        *self.state.language_votes.entry(heard.code().to_string()).or_default() += 1;
-        let allowed = self.config.languages.iter().any(|l| Language::from_code(l) == Some(heard));
+        let Some(heard) = detect_language(text) else {
+            return;
+        };
+        *self
+            .state
+            .language_votes
+            .entry(heard.code().to_string())
+            .or_default() += 1;
+        let allowed = self
+            .config
+            .languages
+            .iter()
+            .any(|l| Language::from_code(l) == Some(heard));
         if heard != self.state.language && allowed {
             self.state.language = heard;
-            out.actions.push(Action::LanguageChanged { language: heard.code().to_string() });
+            out.actions.push(Action::LanguageChanged {
+                language: heard.code().to_string(),
+            });
         }
     }
 
@@ -416,7 +487,11 @@ impl ScenarioEngine {
     }
 
     fn extract_context<'a>(&'a self, pending: Option<&'a str>) -> ExtractContext<'a> {
-        ExtractContext { today: self.context.today(), region: self.context.region.as_deref(), pending }
+        ExtractContext {
+            today: self.context.today(),
+            region: self.context.region.as_deref(),
+            pending,
+        }
     }
 
     async fn respond(&mut self, text: &str, tokens: &[Token], out: &mut TurnOutput) {
@@ -437,7 +512,9 @@ impl ScenarioEngine {
         if let Some(active) = self.state.active.clone() {
             match active.phase {
                 Phase::Collecting => self.collect(text, tokens, active, out).await,
-                Phase::Confirming | Phase::Correcting => self.confirm_turn(text, tokens, active, out).await,
+                Phase::Confirming | Phase::Correcting => {
+                    self.confirm_turn(text, tokens, active, out).await
+                }
             }
             return;
         }
@@ -506,14 +583,29 @@ impl ScenarioEngine {
                     1.0
                 } else {
                     // Words present but not as the phrase ranks below the phrase itself.
-                    let found = phrase.iter().filter(|w| said.iter().any(|s| stems_match(w, s))).count();
+                    let found = phrase
+                        .iter()
+                        .filter(|w| said.iter().any(|s| stems_match(w, s)))
+                        .count();
                     0.9 * found as f64 / phrase.len() as f64
                 };
                 score = score.max(s);
             }
             let hits = covered.iter().filter(|c| **c).count();
-            if score >= INTENT_THRESHOLD && best.as_ref().is_none_or(|(b, h)| score > b.score || (score == b.score && hits > *h)) {
-                best = Some((Intent { scenario: i, score, end: span.map(|s| s.1), span }, hits));
+            if score >= INTENT_THRESHOLD
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, h)| score > b.score || (score == b.score && hits > *h))
+            {
+                best = Some((
+                    Intent {
+                        scenario: i,
+                        score,
+                        end: span.map(|s| s.1),
+                        span,
+                    },
+                    hits,
+                ));
             }
         }
         if let Some((intent, _)) = best {
@@ -543,9 +635,20 @@ impl ScenarioEngine {
             LlmMessage { role: "user", content: text.to_string() },
         ];
         let reply = llm.complete(messages).await.ok()?.to_lowercase();
-        let words: Vec<&str> = reply.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).collect();
-        let scenario = self.config.scenarios.iter().position(|s| words.contains(&s.name.as_str()))?;
-        Some(Intent { scenario, score: 0.7, end: None, span: None })
+        let words: Vec<&str> = reply
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+            .collect();
+        let scenario = self
+            .config
+            .scenarios
+            .iter()
+            .position(|s| words.contains(&s.name.as_str()))?;
+        Some(Intent {
+            scenario,
+            score: 0.7,
+            end: None,
+            span: None,
+        })
     }
 
     /// A scenario the caller is clearly in without naming it: "на завтра в пять можно?"
@@ -553,33 +656,57 @@ impl ScenarioEngine {
     fn implicit_scenario(&self, tokens: &[Token]) -> Option<Intent> {
         let mut best: Option<(usize, usize)> = None;
         for (i, scenario) in self.config.scenarios.iter().enumerate() {
-            let typed: Vec<FieldSpec> =
-                scenario.collect_fields.iter().filter(|f| matches!(f.kind(), FieldKind::Enum | FieldKind::Date | FieldKind::Time)).cloned().collect();
+            let typed: Vec<FieldSpec> = scenario
+                .collect_fields
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.kind(),
+                        FieldKind::Enum | FieldKind::Date | FieldKind::Time
+                    )
+                })
+                .cloned()
+                .collect();
             if typed.is_empty() {
                 continue;
             }
             let mut toks = tokens.to_vec();
             let found = extract(&typed, &mut toks, self.extract_context(None), &|_| false);
-            let count = found.iter().filter(|(_, f)| matches!(f, Found::Value(_))).count();
+            let count = found
+                .iter()
+                .filter(|(_, f)| matches!(f, Found::Value(_)))
+                .count();
             if count > 0 && best.is_none_or(|(_, c)| count > c) {
                 best = Some((i, count));
             }
         }
-        best.map(|(scenario, _)| Intent { scenario, score: 0.5, end: None, span: None })
+        best.map(|(scenario, _)| Intent {
+            scenario,
+            score: 0.5,
+            end: None,
+            span: None,
+        })
     }
 
     async fn enter(&mut self, intent: Intent, text: &str, tokens: &[Token], out: &mut TurnOutput) {
         let config = self.config.clone();
         let scenario = &config.scenarios[intent.scenario];
         let turn = self.state.user_turns;
-        if !self.state.entered.iter().any(|e| e.scenario == scenario.name) {
+        if !self
+            .state
+            .entered
+            .iter()
+            .any(|e| e.scenario == scenario.name)
+        {
             self.state.entered.push(EnteredScenario {
                 scenario: scenario.name.clone(),
                 turn,
                 collects_fields: !scenario.collect_fields.is_empty(),
             });
         }
-        out.actions.push(Action::ScenarioEntered { scenario: scenario.name.clone() });
+        out.actions.push(Action::ScenarioEntered {
+            scenario: scenario.name.clone(),
+        });
         if scenario.collect_fields.is_empty() {
             if scenario.use_knowledge_base {
                 self.say_answer(text, out).await;
@@ -589,19 +716,38 @@ impl ScenarioEngine {
                     None => out.say(phrases::anything_else(self.lang())),
                 }
             }
-            self.state.completed.push(CompletedScenario { scenario: scenario.name.clone(), event: None, turn, fields: Vec::new() });
+            self.state.completed.push(CompletedScenario {
+                scenario: scenario.name.clone(),
+                event: None,
+                turn,
+                fields: Vec::new(),
+            });
             return;
         }
-        self.state.active =
-            Some(ActiveScenario { scenario: scenario.name.clone(), phase: Phase::Collecting, pending: None, retries: 0, skipped: Vec::new() });
+        self.state.active = Some(ActiveScenario {
+            scenario: scenario.name.clone(),
+            phase: Phase::Collecting,
+            pending: None,
+            retries: 0,
+            skipped: Vec::new(),
+        });
         let mut toks = tokens.to_vec();
         if let (Some(end), Some(first_text)) = (
             intent.end,
-            scenario.collect_fields.iter().find(|f| f.kind() == FieldKind::Text && !is_name_field(&f.name) && !self.state.fields.contains_key(&f.name)),
+            scenario.collect_fields.iter().find(|f| {
+                f.kind() == FieldKind::Text
+                    && !is_name_field(&f.name)
+                    && !self.state.fields.contains_key(&f.name)
+            }),
         ) {
             // Typed values first, so "записаться на завтра" does not make "завтра" a service.
             let mut probe = toks.clone();
-            let _ = extract(&scenario.collect_fields, &mut probe, self.extract_context(None), &|_| false);
+            let _ = extract(
+                &scenario.collect_fields,
+                &mut probe,
+                self.extract_context(None),
+                &|_| false,
+            );
             if let Some((value, span)) = object_after(&probe, end) {
                 self.set_field(&first_text.name, value, out);
                 for t in &mut toks[span.start..span.end] {
@@ -616,19 +762,37 @@ impl ScenarioEngine {
         }
         let found = {
             let fields = &self.state.fields;
-            extract(&scenario.collect_fields, &mut toks, self.extract_context(None), &|f| fields.contains_key(f))
+            extract(
+                &scenario.collect_fields,
+                &mut toks,
+                self.extract_context(None),
+                &|f| fields.contains_key(f),
+            )
         };
         let problems = self.apply(found, out);
         self.advance(scenario, problems, out);
     }
 
     fn set_field(&mut self, name: &str, value: String, out: &mut TurnOutput) {
-        out.actions.push(Action::FieldCollected { field: name.to_string(), value: value.clone() });
-        self.state.fields.insert(name.to_string(), CollectedField { value, turn: self.state.user_turns });
+        out.actions.push(Action::FieldCollected {
+            field: name.to_string(),
+            value: value.clone(),
+        });
+        self.state.fields.insert(
+            name.to_string(),
+            CollectedField {
+                value,
+                turn: self.state.user_turns,
+            },
+        );
     }
 
     /// Stores the values found; returns the problems, first one first.
-    fn apply(&mut self, found: Vec<(String, Found)>, out: &mut TurnOutput) -> Vec<(String, Problem)> {
+    fn apply(
+        &mut self,
+        found: Vec<(String, Found)>,
+        out: &mut TurnOutput,
+    ) -> Vec<(String, Problem)> {
         let mut problems = Vec::new();
         for (field, result) in found {
             match result {
@@ -638,7 +802,10 @@ impl ScenarioEngine {
                     }
                 }
                 Found::Invalid(problem) => {
-                    out.actions.push(Action::FieldRejected { field: field.clone(), reason: problem.describe().to_string() });
+                    out.actions.push(Action::FieldRejected {
+                        field: field.clone(),
+                        reason: problem.describe().to_string(),
+                    });
                     problems.push((field, problem));
                 }
             }
@@ -647,12 +814,23 @@ impl ScenarioEngine {
     }
 
     /// Asks for what is missing, or confirms, or completes.
-    fn advance(&mut self, scenario: &Scenario, problems: Vec<(String, Problem)>, out: &mut TurnOutput) {
+    fn advance(
+        &mut self,
+        scenario: &Scenario,
+        problems: Vec<(String, Problem)>,
+        out: &mut TurnOutput,
+    ) {
         let lang = self.lang();
-        let Some(active) = self.state.active.as_mut() else { return };
+        let Some(active) = self.state.active.as_mut() else {
+            return;
+        };
         if let Some((name, problem)) = problems.into_iter().next() {
             if let Some(field) = scenario.collect_fields.iter().find(|f| f.name == name) {
-                active.retries = if active.pending.as_deref() == Some(name.as_str()) { active.retries + 1 } else { 0 };
+                active.retries = if active.pending.as_deref() == Some(name.as_str()) {
+                    active.retries + 1
+                } else {
+                    0
+                };
                 active.pending = Some(name);
                 active.phase = Phase::Collecting;
                 out.say(phrases::retry(field, Some(&problem), lang));
@@ -660,7 +838,8 @@ impl ScenarioEngine {
             }
         }
         let missing = scenario.collect_fields.iter().find(|f| {
-            !self.state.fields.contains_key(&f.name) && (f.required || !active.skipped.contains(&f.name))
+            !self.state.fields.contains_key(&f.name)
+                && (f.required || !active.skipped.contains(&f.name))
         });
         if let Some(field) = missing {
             if active.pending.as_deref() != Some(field.name.as_str()) {
@@ -674,7 +853,9 @@ impl ScenarioEngine {
         active.pending = None;
         if scenario.confirm.unwrap_or(true) {
             active.phase = Phase::Confirming;
-            out.actions.push(Action::ConfirmationRequested { scenario: scenario.name.clone() });
+            out.actions.push(Action::ConfirmationRequested {
+                scenario: scenario.name.clone(),
+            });
             out.say(phrases::confirm(&self.summary(scenario), lang));
         } else {
             self.complete(scenario, out);
@@ -682,16 +863,37 @@ impl ScenarioEngine {
     }
 
     fn summary(&self, scenario: &Scenario) -> String {
-        let values: Vec<(&FieldSpec, &str)> =
-            scenario.collect_fields.iter().filter_map(|f| self.state.fields.get(&f.name).map(|v| (f, v.value.as_str()))).collect();
+        let values: Vec<(&FieldSpec, &str)> = scenario
+            .collect_fields
+            .iter()
+            .filter_map(|f| {
+                self.state
+                    .fields
+                    .get(&f.name)
+                    .map(|v| (f, v.value.as_str()))
+            })
+            .collect();
         phrases::summary(&values, self.lang())
     }
 
     fn complete(&mut self, scenario: &Scenario, out: &mut TurnOutput) {
         let turn = self.state.user_turns;
-        let fields: Vec<String> = scenario.collect_fields.iter().filter(|f| self.state.fields.contains_key(&f.name)).map(|f| f.name.clone()).collect();
-        self.state.completed.push(CompletedScenario { scenario: scenario.name.clone(), event: scenario.on_complete.clone(), turn, fields });
-        out.actions.push(Action::Completed { scenario: scenario.name.clone(), event: scenario.on_complete.clone() });
+        let fields: Vec<String> = scenario
+            .collect_fields
+            .iter()
+            .filter(|f| self.state.fields.contains_key(&f.name))
+            .map(|f| f.name.clone())
+            .collect();
+        self.state.completed.push(CompletedScenario {
+            scenario: scenario.name.clone(),
+            event: scenario.on_complete.clone(),
+            turn,
+            fields,
+        });
+        out.actions.push(Action::Completed {
+            scenario: scenario.name.clone(),
+            event: scenario.on_complete.clone(),
+        });
         let reply = match &scenario.completion_message {
             Some(message) => self.fill_placeholders(scenario, message),
             None => phrases::completed(&self.summary(scenario), self.lang()),
@@ -704,28 +906,53 @@ impl ScenarioEngine {
     fn fill_placeholders(&self, scenario: &Scenario, message: &str) -> String {
         let mut text = message.to_string();
         for field in &scenario.collect_fields {
-            let value = self.state.fields.get(&field.name).map(|v| phrases::display_value(field, &v.value, self.lang())).unwrap_or_default();
+            let value = self
+                .state
+                .fields
+                .get(&field.name)
+                .map(|v| phrases::display_value(field, &v.value, self.lang()))
+                .unwrap_or_default();
             text = text.replace(&format!("{{{}}}", field.name), &value);
         }
         text
     }
 
     fn active_scenario(&self, active: &ActiveScenario) -> Option<Arc<BotConfig>> {
-        self.config.scenarios.iter().any(|s| s.name == active.scenario).then(|| self.config.clone())
+        self.config
+            .scenarios
+            .iter()
+            .any(|s| s.name == active.scenario)
+            .then(|| self.config.clone())
     }
 
-    async fn collect(&mut self, text: &str, tokens: &[Token], active: ActiveScenario, out: &mut TurnOutput) {
+    async fn collect(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        active: ActiveScenario,
+        out: &mut TurnOutput,
+    ) {
         let Some(config) = self.active_scenario(&active) else {
             self.state.active = None;
             out.say(&self.config.fallback);
             return;
         };
-        let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else { return };
-        let pending_field = active.pending.as_deref().and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p));
+        let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else {
+            return;
+        };
+        let pending_field = active
+            .pending
+            .as_deref()
+            .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p));
         let mut toks = tokens.to_vec();
         let found = {
             let fields = &self.state.fields;
-            extract(&scenario.collect_fields, &mut toks, self.extract_context(active.pending.as_deref()), &|f| fields.contains_key(f))
+            extract(
+                &scenario.collect_fields,
+                &mut toks,
+                self.extract_context(active.pending.as_deref()),
+                &|f| fields.contains_key(f),
+            )
         };
         // A value the call already has ("сколько стоит педикюр?" while booking a pedicure)
         // is no answer to the question asked.
@@ -747,7 +974,9 @@ impl ScenarioEngine {
                 return;
             };
             let lang = self.lang();
-            let Some(active) = self.state.active.as_mut() else { return };
+            let Some(active) = self.state.active.as_mut() else {
+                return;
+            };
             active.retries += 1;
             // An optional field is asked once; a required one until the caller gives up.
             if !field.required {
@@ -767,8 +996,18 @@ impl ScenarioEngine {
 
     /// A question or a change of topic in the middle of a scenario. Questions are answered
     /// and the bot returns to where it was; a different request is switched to.
-    async fn digress(&mut self, text: &str, tokens: &[Token], scenario: &Scenario, active: &ActiveScenario, out: &mut TurnOutput) -> bool {
-        let intent = self.match_intent(text, tokens).await.filter(|i| self.config.scenarios[i.scenario].name != scenario.name);
+    async fn digress(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        scenario: &Scenario,
+        active: &ActiveScenario,
+        out: &mut TurnOutput,
+    ) -> bool {
+        let intent = self
+            .match_intent(text, tokens)
+            .await
+            .filter(|i| self.config.scenarios[i.scenario].name != scenario.name);
         let question = phrases::is_question(text, tokens);
         let resume_prompt = match active.phase {
             Phase::Collecting => active
@@ -779,19 +1018,31 @@ impl ScenarioEngine {
             _ => Some(phrases::confirm(&self.summary(scenario), self.lang())),
         };
         match intent {
-            Some(intent) if !self.config.scenarios[intent.scenario].collect_fields.is_empty() => {
+            Some(intent)
+                if !self.config.scenarios[intent.scenario]
+                    .collect_fields
+                    .is_empty() =>
+            {
                 self.state.active = None;
                 self.enter(intent, text, tokens, out).await;
                 true
             }
             // A name like "Linda Park" must not read as a question about parking.
-            Some(intent) if question || intent.score >= 1.0 && !only_text_pending(scenario, active) => {
+            Some(intent)
+                if question || intent.score >= 1.0 && !only_text_pending(scenario, active) =>
+            {
                 let other = self.config.clone();
                 let other = &other.scenarios[intent.scenario];
                 if !self.state.entered.iter().any(|e| e.scenario == other.name) {
-                    self.state.entered.push(EnteredScenario { scenario: other.name.clone(), turn: self.state.user_turns, collects_fields: false });
+                    self.state.entered.push(EnteredScenario {
+                        scenario: other.name.clone(),
+                        turn: self.state.user_turns,
+                        collects_fields: false,
+                    });
                 }
-                out.actions.push(Action::ScenarioEntered { scenario: other.name.clone() });
+                out.actions.push(Action::ScenarioEntered {
+                    scenario: other.name.clone(),
+                });
                 if other.use_knowledge_base {
                     self.say_answer(text, out).await;
                 } else if let Some(message) = &other.completion_message {
@@ -813,7 +1064,13 @@ impl ScenarioEngine {
         }
     }
 
-    async fn confirm_turn(&mut self, text: &str, tokens: &[Token], active: ActiveScenario, out: &mut TurnOutput) {
+    async fn confirm_turn(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        active: ActiveScenario,
+        out: &mut TurnOutput,
+    ) {
         let config = self.config.clone();
         let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else {
             self.state.active = None;
@@ -822,7 +1079,12 @@ impl ScenarioEngine {
         let mut toks = tokens.to_vec();
         let found = {
             let fields = &self.state.fields;
-            extract(&scenario.collect_fields, &mut toks, self.extract_context(None), &|f| fields.contains_key(f))
+            extract(
+                &scenario.collect_fields,
+                &mut toks,
+                self.extract_context(None),
+                &|f| fields.contains_key(f),
+            )
         };
         let changed: Vec<(String, Found)> = found
             .iter()
@@ -843,7 +1105,9 @@ impl ScenarioEngine {
             if let Some(active) = self.state.active.as_mut() {
                 active.phase = Phase::Confirming;
             }
-            out.actions.push(Action::ConfirmationRequested { scenario: scenario.name.clone() });
+            out.actions.push(Action::ConfirmationRequested {
+                scenario: scenario.name.clone(),
+            });
             out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
             return;
         }
@@ -851,7 +1115,11 @@ impl ScenarioEngine {
             self.complete(scenario, out);
             return;
         }
-        if let Some(field) = scenario.collect_fields.iter().find(|f| phrases::mentions_field(f, tokens)) {
+        if let Some(field) = scenario
+            .collect_fields
+            .iter()
+            .find(|f| phrases::mentions_field(f, tokens))
+        {
             self.state.fields.remove(&field.name);
             if let Some(active) = self.state.active.as_mut() {
                 active.phase = Phase::Collecting;
@@ -872,11 +1140,20 @@ impl ScenarioEngine {
             return;
         }
         // "Не стрижка, а маникюр" after "what should I change?": the one free-text field.
-        let text_fields: Vec<&FieldSpec> = scenario.collect_fields.iter().filter(|f| f.kind() == FieldKind::Text).collect();
+        let text_fields: Vec<&FieldSpec> = scenario
+            .collect_fields
+            .iter()
+            .filter(|f| f.kind() == FieldKind::Text)
+            .collect();
         if active.phase == Phase::Correcting && text_fields.len() == 1 {
             let field = text_fields[0];
             let mut toks = tokens.to_vec();
-            let found = extract(std::slice::from_ref(field), &mut toks, self.extract_context(Some(&field.name)), &|_| true);
+            let found = extract(
+                std::slice::from_ref(field),
+                &mut toks,
+                self.extract_context(Some(&field.name)),
+                &|_| true,
+            );
             if let Some((_, Found::Value(value))) = found.into_iter().next() {
                 self.set_field(&field.name, value, out);
                 if let Some(active) = self.state.active.as_mut() {
@@ -896,14 +1173,28 @@ impl ScenarioEngine {
         let lang = self.lang();
         let turn = self.state.user_turns;
         let Some(knowledge) = self.knowledge.clone() else {
-            out.say(format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang)));
+            out.say(format!(
+                "{} {}",
+                phrases::no_knowledge(lang),
+                phrases::anything_else(lang)
+            ));
             return;
         };
         let top_k = self.config.knowledge.top_k.max(1) as usize;
         let min_score = self.config.knowledge.min_score.unwrap_or(0.0);
-        let chunks: Vec<_> = knowledge.search(question, top_k).await.unwrap_or_default().into_iter().filter(|c| c.score >= min_score).collect();
+        let chunks: Vec<_> = knowledge
+            .search(question, top_k)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.score >= min_score)
+            .collect();
         let Some(best) = chunks.first() else {
-            out.say(format!("{} {}", phrases::no_knowledge(lang), phrases::anything_else(lang)));
+            out.say(format!(
+                "{} {}",
+                phrases::no_knowledge(lang),
+                phrases::anything_else(lang)
+            ));
             return;
         };
         let mut sources: Vec<String> = Vec::new();
@@ -914,13 +1205,25 @@ impl ScenarioEngine {
         }
         self.state.answered.push(turn);
         if let Some(llm) = &self.llm {
-            let excerpts: String = chunks.iter().map(|c| format!("[{}]\n{}\n\n", c.source, c.text)).collect();
+            let excerpts: String = chunks
+                .iter()
+                .map(|c| format!("[{}]\n{}\n\n", c.source, c.text))
+                .collect();
             let system = format!(
                 "{}\nAnswer the caller in {} in one or two short spoken sentences, using only these excerpts from the company's documents, and name the document you used. If they do not contain the answer, say that you do not have that information.\n\n{excerpts}",
                 self.config.system_prompt.as_deref().unwrap_or(""),
                 if lang == Language::Ru { "Russian" } else { "English" }
             );
-            let messages = vec![LlmMessage { role: "system", content: system }, LlmMessage { role: "user", content: question.to_string() }];
+            let messages = vec![
+                LlmMessage {
+                    role: "system",
+                    content: system,
+                },
+                LlmMessage {
+                    role: "user",
+                    content: question.to_string(),
+                },
+            ];
             // With a live listener, what was said before the answer goes first, then the answer
             // as the model writes it (its first piece after a space). Without one, the pieces
             // go nowhere and the answer is only said.
@@ -954,8 +1257,14 @@ impl ScenarioEngine {
                 return;
             }
         }
-        out.actions.push(Action::KnowledgeAnswered { sources: vec![best.source.clone()] });
-        out.say(format!("{} {}", excerpt(&best.text, 300), phrases::source(&best.source, lang)));
+        out.actions.push(Action::KnowledgeAnswered {
+            sources: vec![best.source.clone()],
+        });
+        out.say(format!(
+            "{} {}",
+            excerpt(&best.text, 300),
+            phrases::source(&best.source, lang)
+        ));
     }
 }
 
@@ -971,7 +1280,12 @@ fn only_text_pending(scenario: &Scenario, active: &ActiveScenario) -> bool {
 
 /// The first sentences of a passage, up to about `limit` characters, for reading aloud.
 fn excerpt(text: &str, limit: usize) -> String {
-    let clean: String = text.lines().map(|l| l.trim_start_matches(['#', '-', '*', ' '])).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let clean: String = text
+        .lines()
+        .map(|l| l.trim_start_matches(['#', '-', '*', ' ']))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut out = String::new();
     for sentence in clean.split_inclusive(['.', '!', '?']) {
         if !out.is_empty() && out.chars().count() + sentence.chars().count() > limit {
@@ -986,7 +1300,6 @@ fn excerpt(text: &str, limit: usize) -> String {
         out
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1024,7 +1337,10 @@ providers:
 
     /// Plays caller lines and returns the bot's replies.
     fn play(engine: &mut ScenarioEngine, lines: &[&str]) -> Vec<String> {
-        lines.iter().map(|l| block_on(engine.process_turn(l)).reply).collect()
+        lines
+            .iter()
+            .map(|l| block_on(engine.process_turn(l)).reply)
+            .collect()
     }
 
     #[test]
@@ -1046,9 +1362,16 @@ providers:
     struct RoutesToCallback;
 
     impl Llm for RoutesToCallback {
-        fn complete<'a>(&'a self, messages: Vec<LlmMessage>) -> BoxFuture<'a, Result<String, AssistError>> {
+        fn complete<'a>(
+            &'a self,
+            messages: Vec<LlmMessage>,
+        ) -> BoxFuture<'a, Result<String, AssistError>> {
             let listed = messages[0].content.contains("callback:");
-            Box::pin(std::future::ready(Ok(if listed { "callback".to_string() } else { "none".to_string() })))
+            Box::pin(std::future::ready(Ok(if listed {
+                "callback".to_string()
+            } else {
+                "none".to_string()
+            })))
         }
     }
 
@@ -1056,21 +1379,36 @@ providers:
     fn an_llm_classifies_what_keywords_miss() {
         let mut engine = engine().with_llm(Arc::new(RoutesToCallback));
         let out = block_on(engine.process_turn("наберите меня попозже насчёт цен"));
-        assert_eq!(out.actions[0], Action::ScenarioEntered { scenario: "callback".into() });
+        assert_eq!(
+            out.actions[0],
+            Action::ScenarioEntered {
+                scenario: "callback".into()
+            }
+        );
         assert_eq!(out.reply, "Ваш номер?");
     }
 
     /// Answers in two sentences, handing each over as it is "written".
     struct TwoSentences;
 
-    const PRICE_ANSWER: [&str; 2] = ["Стрижка стоит 1500 рублей.", " Запишитесь, и мы подберём время."];
+    const PRICE_ANSWER: [&str; 2] = [
+        "Стрижка стоит 1500 рублей.",
+        " Запишитесь, и мы подберём время.",
+    ];
 
     impl Llm for TwoSentences {
-        fn complete<'a>(&'a self, _messages: Vec<LlmMessage>) -> BoxFuture<'a, Result<String, AssistError>> {
+        fn complete<'a>(
+            &'a self,
+            _messages: Vec<LlmMessage>,
+        ) -> BoxFuture<'a, Result<String, AssistError>> {
             Box::pin(std::future::ready(Ok(PRICE_ANSWER.concat())))
         }
 
-        fn complete_streaming<'a>(&'a self, messages: Vec<LlmMessage>, on_text: &'a (dyn Fn(&str) + Send + Sync)) -> BoxFuture<'a, Result<String, AssistError>> {
+        fn complete_streaming<'a>(
+            &'a self,
+            messages: Vec<LlmMessage>,
+            on_text: &'a (dyn Fn(&str) + Send + Sync),
+        ) -> BoxFuture<'a, Result<String, AssistError>> {
             let classify = messages[0].content.contains("You route");
             Box::pin(async move {
                 if classify {
@@ -1088,11 +1426,18 @@ providers:
     fn a_live_turn_hands_over_the_answer_sentence_by_sentence_in_order() {
         let knowledge = || {
             let mut k = crate::scenario::InMemoryKnowledge::new();
-            k.add_document("prices.md", "Стрижка стоит 1500 рублей. Маникюр стоит 1200 рублей.");
+            k.add_document(
+                "prices.md",
+                "Стрижка стоит 1500 рублей. Маникюр стоит 1200 рублей.",
+            );
             Arc::new(k)
         };
-        let mut live_engine = engine().with_llm(Arc::new(TwoSentences)).with_knowledge(knowledge());
-        let mut plain_engine = engine().with_llm(Arc::new(TwoSentences)).with_knowledge(knowledge());
+        let mut live_engine = engine()
+            .with_llm(Arc::new(TwoSentences))
+            .with_knowledge(knowledge());
+        let mut plain_engine = engine()
+            .with_llm(Arc::new(TwoSentences))
+            .with_knowledge(knowledge());
         for e in [&mut live_engine, &mut plain_engine] {
             e.start_call();
             block_on(e.process_turn("хочу записаться на стрижку"));
@@ -1104,18 +1449,34 @@ providers:
         let out = block_on(live_engine.process_turn_live("Сколько стоит стрижка?", live));
         let pieces = pieces.lock().unwrap().clone();
         assert_eq!(out.reply, "Стрижка стоит 1500 рублей. Запишитесь, и мы подберём время. Вернёмся к записи. Какой день?");
-        assert_eq!(pieces, ["Стрижка стоит 1500 рублей.", " Запишитесь, и мы подберём время.", " Вернёмся к записи. Какой день?"]);
+        assert_eq!(
+            pieces,
+            [
+                "Стрижка стоит 1500 рублей.",
+                " Запишитесь, и мы подберём время.",
+                " Вернёмся к записи. Какой день?"
+            ]
+        );
         assert_eq!(pieces.concat(), out.reply);
         // Without a listener the engine says the same.
-        assert_eq!(block_on(plain_engine.process_turn("Сколько стоит стрижка?")).reply, out.reply);
-        assert!(out.actions.iter().any(|a| matches!(a, Action::KnowledgeAnswered { .. })));
+        assert_eq!(
+            block_on(plain_engine.process_turn("Сколько стоит стрижка?")).reply,
+            out.reply
+        );
+        assert!(out
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::KnowledgeAnswered { .. })));
     }
 
     #[test]
     fn the_call_ends_at_max_turns() {
-        let config = BotConfig::parse_any(&SALON.replace("language: ru", "language: ru\nmax_turns: 2")).unwrap();
+        let config =
+            BotConfig::parse_any(&SALON.replace("language: ru", "language: ru\nmax_turns: 2"))
+                .unwrap();
         let now = Utc.with_ymd_and_hms(2025, 3, 12, 7, 0, 0).unwrap();
-        let mut engine = ScenarioEngine::new(Arc::new(config.clone()), CallContext::for_bot(&config, now));
+        let mut engine =
+            ScenarioEngine::new(Arc::new(config.clone()), CallContext::for_bot(&config, now));
         play(&mut engine, &["а"]);
         let out = block_on(engine.process_turn("б"));
         assert!(out.ends_call());

@@ -36,12 +36,24 @@ fn mark(tokens: &mut [Token], span: Span) {
     }
 }
 
-const KIND_ORDER: [FieldKind; 7] =
-    [FieldKind::Phone, FieldKind::Email, FieldKind::Time, FieldKind::Date, FieldKind::Enum, FieldKind::Number, FieldKind::Text];
+const KIND_ORDER: [FieldKind; 7] = [
+    FieldKind::Phone,
+    FieldKind::Email,
+    FieldKind::Time,
+    FieldKind::Date,
+    FieldKind::Enum,
+    FieldKind::Number,
+    FieldKind::Text,
+];
 
 /// Values for `fields` found in `tokens`; tokens taken are cleared. `collected` lists fields
 /// that already have a value, so a second field of one kind gets the next match.
-pub fn extract(fields: &[FieldSpec], tokens: &mut [Token], ctx: ExtractContext<'_>, collected: &dyn Fn(&str) -> bool) -> Vec<(String, Found)> {
+pub fn extract(
+    fields: &[FieldSpec],
+    tokens: &mut [Token],
+    ctx: ExtractContext<'_>,
+    collected: &dyn Fn(&str) -> bool,
+) -> Vec<(String, Found)> {
     let mut out = Vec::new();
     for kind in KIND_ORDER {
         let mut of_kind: Vec<&FieldSpec> = fields.iter().filter(|f| f.kind() == kind).collect();
@@ -57,14 +69,21 @@ pub fn extract(fields: &[FieldSpec], tokens: &mut [Token], ctx: ExtractContext<'
     out
 }
 
-fn extract_one(field: &FieldSpec, tokens: &mut [Token], ctx: ExtractContext<'_>, pending: bool) -> Option<Found> {
+fn extract_one(
+    field: &FieldSpec,
+    tokens: &mut [Token],
+    ctx: ExtractContext<'_>,
+    pending: bool,
+) -> Option<Found> {
     match field.kind() {
         FieldKind::Phone => match find_phone(tokens, ctx.region) {
             Some((phone, span)) => {
                 mark(tokens, span);
                 Some(Found::Value(phone))
             }
-            None if pending && longest_digit_run(tokens) >= 3 => Some(Found::Invalid(Problem::IncompletePhone)),
+            None if pending && longest_digit_run(tokens) >= 3 => {
+                Some(Found::Invalid(Problem::IncompletePhone))
+            }
             None => None,
         },
         FieldKind::Email => {
@@ -95,11 +114,15 @@ fn extract_one(field: &FieldSpec, tokens: &mut [Token], ctx: ExtractContext<'_>,
             None => None,
         },
         FieldKind::Number => {
-            let (value, span) = find_count(tokens, pending).or_else(|| find_labelled_number(field, tokens))?;
+            let (value, span) =
+                find_count(tokens, pending).or_else(|| find_labelled_number(field, tokens))?;
             mark(tokens, span);
             let v = value as f64;
             if field.min.is_some_and(|min| v < min) || field.max.is_some_and(|max| v > max) {
-                Some(Found::Invalid(Problem::OutOfRange { min: field.min, max: field.max }))
+                Some(Found::Invalid(Problem::OutOfRange {
+                    min: field.min,
+                    max: field.max,
+                }))
             } else {
                 Some(Found::Value(value.to_string()))
             }
@@ -157,8 +180,19 @@ fn find_count(tokens: &[Token], pending: bool) -> Option<(u64, Span)> {
     }
     let (value, span) = find_number(tokens)?;
     let unit = tokens.get(span.end).map(|t| t.text.as_str()).unwrap_or("");
-    matches!(unit, "человек" | "человека" | "гостей" | "гостя" | "персон" | "people" | "persons" | "guests" | "adults")
-        .then_some((value, span))
+    matches!(
+        unit,
+        "человек"
+            | "человека"
+            | "гостей"
+            | "гостя"
+            | "персон"
+            | "people"
+            | "persons"
+            | "guests"
+            | "adults"
+    )
+    .then_some((value, span))
 }
 
 /// An identifier said digit by digit or in groups ("four eight two nine one three",
@@ -185,14 +219,24 @@ fn digit_sequence(tokens: &[Token]) -> Option<(u64, Span)> {
 /// A number said right after the field's own name: "claim number is 482913" for
 /// `claim_number`, "номер полиса 1234" for `policy_number` said in English config names.
 fn find_labelled_number(field: &FieldSpec, tokens: &[Token]) -> Option<(u64, Span)> {
-    let label: Vec<String> = field.name.split(['_', '-']).map(crate::text::stem::stem).collect();
+    let label: Vec<String> = field
+        .name
+        .split(['_', '-'])
+        .map(crate::text::stem::stem)
+        .collect();
     for start in 0..tokens.len() {
-        let found = digit_sequence(&tokens[start..]).filter(|(_, s)| s.start == 0).or_else(|| {
-            crate::text::number_at(tokens, start).map(|(v, end)| (v, Span::new(0, end - start)))
-        });
+        let found = digit_sequence(&tokens[start..])
+            .filter(|(_, s)| s.start == 0)
+            .or_else(|| {
+                crate::text::number_at(tokens, start).map(|(v, end)| (v, Span::new(0, end - start)))
+            });
         let Some((value, span)) = found else { continue };
         let before = &tokens[start.saturating_sub(3)..start];
-        if before.iter().any(|t| label.iter().any(|l| crate::text::stem::stems_match(l, &crate::text::stem::stem(&t.text)))) {
+        if before.iter().any(|t| {
+            label
+                .iter()
+                .any(|l| crate::text::stem::stems_match(l, &crate::text::stem::stem(&t.text)))
+        }) {
             return Some((value, Span::new(start, start + span.end)));
         }
     }
@@ -201,12 +245,92 @@ fn find_labelled_number(field: &FieldSpec, tokens: &[Token]) -> Option<(u64, Spa
 
 /// Words that carry no value of their own in an answer ("я хочу", "please", "a").
 const FILLERS: &[&str] = &[
-    "я", "хочу", "хотела", "хотел", "хотелось", "бы", "мне", "нужно", "нужна", "нужен", "надо", "можно", "пожалуйста", "да",
-    "давайте", "ну", "вот", "это", "на", "меня", "а", "и", "э", "эм", "так", "еще", "ещё", "записаться", "запишите",
-    "запись", "записать", "прием", "визит", "консультацию", "хорошо", "ладно", "просто", "наверное", "думаю", "i", "i'd",
-    "i'm", "like", "want", "would", "to", "a", "an", "the", "please", "for", "um", "uh", "er", "well", "need", "get",
-    "it's", "its", "just", "yes", "yeah", "so", "me", "my", "book", "booking", "appointment", "visit", "ok", "okay",
-    "it", "is", "be", "will", "think", "guess", "let's", "go", "with", "some", "no", "nope", "нет", "not", "actually",
+    "я",
+    "хочу",
+    "хотела",
+    "хотел",
+    "хотелось",
+    "бы",
+    "мне",
+    "нужно",
+    "нужна",
+    "нужен",
+    "надо",
+    "можно",
+    "пожалуйста",
+    "да",
+    "давайте",
+    "ну",
+    "вот",
+    "это",
+    "на",
+    "меня",
+    "а",
+    "и",
+    "э",
+    "эм",
+    "так",
+    "еще",
+    "ещё",
+    "записаться",
+    "запишите",
+    "запись",
+    "записать",
+    "прием",
+    "визит",
+    "консультацию",
+    "хорошо",
+    "ладно",
+    "просто",
+    "наверное",
+    "думаю",
+    "i",
+    "i'd",
+    "i'm",
+    "like",
+    "want",
+    "would",
+    "to",
+    "a",
+    "an",
+    "the",
+    "please",
+    "for",
+    "um",
+    "uh",
+    "er",
+    "well",
+    "need",
+    "get",
+    "it's",
+    "its",
+    "just",
+    "yes",
+    "yeah",
+    "so",
+    "me",
+    "my",
+    "book",
+    "booking",
+    "appointment",
+    "visit",
+    "ok",
+    "okay",
+    "it",
+    "is",
+    "be",
+    "will",
+    "think",
+    "guess",
+    "let's",
+    "go",
+    "with",
+    "some",
+    "no",
+    "nope",
+    "нет",
+    "not",
+    "actually",
 ];
 
 fn is_filler(word: &str) -> bool {
@@ -219,20 +343,32 @@ fn has_content(tokens: &[Token]) -> bool {
 
 /// The unused tokens from the first to the last that is not a filler.
 fn content_span(tokens: &[Token]) -> Option<Span> {
-    let first = tokens.iter().position(|t| !t.is_used() && !is_filler(&t.text))?;
-    let last = tokens.iter().rposition(|t| !t.is_used() && !is_filler(&t.text))?;
+    let first = tokens
+        .iter()
+        .position(|t| !t.is_used() && !is_filler(&t.text))?;
+    let last = tokens
+        .iter()
+        .rposition(|t| !t.is_used() && !is_filler(&t.text))?;
     Some(Span::new(first, last + 1))
 }
 
 fn leftover_text(tokens: &[Token], span: Span) -> String {
-    tokens[span.start..span.end].iter().filter(|t| !t.is_used()).map(|t| t.raw.as_str()).collect::<Vec<_>>().join(" ")
+    tokens[span.start..span.end]
+        .iter()
+        .filter(|t| !t.is_used())
+        .map(|t| t.raw.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Text that follows a trigger phrase as its object: "записаться на *стрижку* завтра",
 /// "book *a haircut* for Friday". Used when a scenario is entered, for its first text field.
 pub fn object_after(tokens: &[Token], after: usize) -> Option<(String, Span)> {
     let mut i = after;
-    while tokens.get(i).is_some_and(|t| matches!(t.text.as_str(), "бы" | "пожалуйста" | "please" | "in")) {
+    while tokens
+        .get(i)
+        .is_some_and(|t| matches!(t.text.as_str(), "бы" | "пожалуйста" | "please" | "in"))
+    {
         i += 1;
     }
     let preposition = tokens.get(i)?;
@@ -242,17 +378,42 @@ pub fn object_after(tokens: &[Token], after: usize) -> Option<(String, Span)> {
     let start = i + 1;
     let mut end = start;
     while let Some(t) = tokens.get(end) {
-        if t.is_used() || matches!(t.text.as_str(), "на" | "в" | "во" | "к" | "for" | "at" | "on" | "with" | "please" | "пожалуйста" | "и" | "and") {
+        if t.is_used()
+            || matches!(
+                t.text.as_str(),
+                "на" | "в"
+                    | "во"
+                    | "к"
+                    | "for"
+                    | "at"
+                    | "on"
+                    | "with"
+                    | "please"
+                    | "пожалуйста"
+                    | "и"
+                    | "and"
+            )
+        {
             break;
         }
         end += 1;
     }
     let span = Span::new(start, end);
-    let content: Vec<&Token> = tokens[start..end].iter().filter(|t| !is_filler(&t.text)).collect();
+    let content: Vec<&Token> = tokens[start..end]
+        .iter()
+        .filter(|t| !is_filler(&t.text))
+        .collect();
     if content.is_empty() {
         return None;
     }
-    Some((content.iter().map(|t| t.raw.as_str()).collect::<Vec<_>>().join(" "), span))
+    Some((
+        content
+            .iter()
+            .map(|t| t.raw.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        span,
+    ))
 }
 
 pub fn is_name_field(name: &str) -> bool {
@@ -266,17 +427,31 @@ fn find_introduced_name(tokens: &[Token]) -> Option<(String, Span)> {
     let intro_end = (0..words.len()).find_map(|i| match (words[i], words.get(i + 1).copied()) {
         ("зовут", _) => Some(i + 1),
         ("имя", _) if i > 0 && words[i - 1] == "мое" => Some(i + 1),
-        ("name", Some("is")) if i > 0 && matches!(words[i - 1], "my" | "his" | "her" | "patient's" | "their") => Some(i + 2),
+        ("name", Some("is"))
+            if i > 0 && matches!(words[i - 1], "my" | "his" | "her" | "patient's" | "their") =>
+        {
+            Some(i + 2)
+        }
         ("фамилия", _) => Some(i + 1),
         ("name's", _) => Some(i + 1),
         // "This is Mary": only a capitalised word is a name ("this is urgent" is not).
-        ("this", Some("is")) if tokens.get(i + 2).is_some_and(|t| t.raw.chars().next().is_some_and(char::is_uppercase)) => Some(i + 2),
+        ("this", Some("is"))
+            if tokens
+                .get(i + 2)
+                .is_some_and(|t| t.raw.chars().next().is_some_and(char::is_uppercase)) =>
+        {
+            Some(i + 2)
+        }
         _ => None,
     })?;
     let mut end = intro_end;
     while end < tokens.len() && end < intro_end + 3 {
         let t = &tokens[end];
-        if t.is_used() || !t.text.chars().all(char::is_alphabetic) || is_filler(&t.text) || matches!(t.text.as_str(), "and" | "и" | "мой" | "my") {
+        if t.is_used()
+            || !t.text.chars().all(char::is_alphabetic)
+            || is_filler(&t.text)
+            || matches!(t.text.as_str(), "and" | "и" | "мой" | "my")
+        {
             break;
         }
         end += 1;
@@ -286,7 +461,10 @@ fn find_introduced_name(tokens: &[Token]) -> Option<(String, Span)> {
     }
     (end > intro_end).then(|| {
         let span = Span::new(intro_end, end);
-        (title_case(&leftover_text(tokens, span)), Span::new(intro_end.saturating_sub(1), end))
+        (
+            title_case(&leftover_text(tokens, span)),
+            Span::new(intro_end.saturating_sub(1), end),
+        )
     })
 }
 
@@ -323,7 +501,14 @@ mod tests {
 
     fn booking() -> Vec<FieldSpec> {
         vec![
-            field("service", FieldKind::Enum, &["haircut|стрижка|подстричься", "coloring|окрашивание|покрасить"]),
+            field(
+                "service",
+                FieldKind::Enum,
+                &[
+                    "haircut|стрижка|подстричься",
+                    "coloring|окрашивание|покрасить",
+                ],
+            ),
             field("date", FieldKind::Date, &[]),
             field("time", FieldKind::Time, &[]),
             field("phone", FieldKind::Phone, &[]),
@@ -335,7 +520,11 @@ mod tests {
     #[track_caller]
     fn check(input: &str, pending: Option<&str>, expected: &[(&str, &str)]) {
         let mut tokens = tokenize(input);
-        let ctx = ExtractContext { today: NaiveDate::from_ymd_opt(2025, 3, 12).unwrap(), region: Some("RU"), pending };
+        let ctx = ExtractContext {
+            today: NaiveDate::from_ymd_opt(2025, 3, 12).unwrap(),
+            region: Some("RU"),
+            pending,
+        };
         let got: Vec<(String, String)> = extract(&booking(), &mut tokens, ctx, &|_| false)
             .into_iter()
             .map(|(f, v)| match v {
@@ -343,7 +532,10 @@ mod tests {
                 Found::Invalid(p) => (f, format!("!{}", p.describe())),
             })
             .collect();
-        let expected: Vec<(String, String)> = expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         assert_eq!(got, expected, "input {input:?}");
     }
 
@@ -352,12 +544,36 @@ mod tests {
         check(
             "завтра в 5, мой номер +7 916 123-45-67",
             None,
-            &[("phone", "+79161234567"), ("time", "17:00"), ("date", "2025-03-13")],
+            &[
+                ("phone", "+79161234567"),
+                ("time", "17:00"),
+                ("date", "2025-03-13"),
+            ],
         );
-        check("хочу подстричься в пятницу в половине пятого", None, &[("time", "16:30"), ("date", "2025-03-14"), ("service", "haircut")]);
-        check("на окрашивание, нас будет двое", None, &[("service", "coloring"), ("guests", "2")]);
-        check("меня зовут анна, телефон 89161234567", None, &[("phone", "+79161234567"), ("name", "Анна")]);
-        check("His name is Leo Martin", Some("name"), &[("name", "Leo Martin")]);
+        check(
+            "хочу подстричься в пятницу в половине пятого",
+            None,
+            &[
+                ("time", "16:30"),
+                ("date", "2025-03-14"),
+                ("service", "haircut"),
+            ],
+        );
+        check(
+            "на окрашивание, нас будет двое",
+            None,
+            &[("service", "coloring"), ("guests", "2")],
+        );
+        check(
+            "меня зовут анна, телефон 89161234567",
+            None,
+            &[("phone", "+79161234567"), ("name", "Анна")],
+        );
+        check(
+            "His name is Leo Martin",
+            Some("name"),
+            &[("name", "Leo Martin")],
+        );
     }
 
     #[test]
@@ -365,10 +581,26 @@ mod tests {
         check("пять", Some("time"), &[("time", "17:00")]);
         check("пять", None, &[]);
         check("четыре", Some("guests"), &[("guests", "4")]);
-        check("двадцать пять", Some("guests"), &[("guests", "!number out of range")]);
-        check("двенадцать", Some("guests"), &[("guests", "!number out of range")]);
-        check("маникюр", Some("service"), &[("service", "!not one of the options")]);
-        check("916 12", Some("phone"), &[("phone", "!phone number incomplete")]);
+        check(
+            "двадцать пять",
+            Some("guests"),
+            &[("guests", "!number out of range")],
+        );
+        check(
+            "двенадцать",
+            Some("guests"),
+            &[("guests", "!number out of range")],
+        );
+        check(
+            "маникюр",
+            Some("service"),
+            &[("service", "!not one of the options")],
+        );
+        check(
+            "916 12",
+            Some("phone"),
+            &[("phone", "!phone number incomplete")],
+        );
         check("Анна Петрова", Some("name"), &[("name", "Анна Петрова")]);
         check("1 марта", Some("date"), &[("date", "2026-03-01")]);
     }
@@ -376,9 +608,15 @@ mod tests {
     #[test]
     fn object_of_a_trigger() {
         let tokens = tokenize("хочу записаться на стрижку на завтра");
-        assert_eq!(object_after(&tokens, 2).map(|(v, _)| v).as_deref(), Some("стрижку"));
+        assert_eq!(
+            object_after(&tokens, 2).map(|(v, _)| v).as_deref(),
+            Some("стрижку")
+        );
         let tokens = tokenize("I'd like to book a haircut for Friday");
-        assert_eq!(object_after(&tokens, 4).map(|(v, _)| v).as_deref(), Some("haircut"));
+        assert_eq!(
+            object_after(&tokens, 4).map(|(v, _)| v).as_deref(),
+            Some("haircut")
+        );
         let tokens = tokenize("I'd like to book an appointment");
         assert_eq!(object_after(&tokens, 4), None);
     }

@@ -10,6 +10,12 @@ pub mod outcome;
 pub mod phrases;
 pub mod script;
 
-pub use assist::{block_on, AssistError, BoxFuture, InMemoryKnowledge, KnowledgeChunk, KnowledgeSearch, Llm, LlmMessage};
-pub use engine::{Action, CallContext, CallResult, EngineSnapshot, EngineState, LiveText, Phase, ScenarioEngine, TurnOutput};
+pub use assist::{
+    block_on, AssistError, BoxFuture, InMemoryKnowledge, KnowledgeChunk, KnowledgeSearch, Llm,
+    LlmMessage,
+};
+pub use engine::{
+    Action, CallContext, CallResult, EngineSnapshot, EngineState, LiveText, Phase, ScenarioEngine,
+    TurnOutput,
+};
 pub use script::{run_script, CallScript, ScriptError, ScriptReport};

@@ -22,7 +22,11 @@ fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<String
         }
     }
     if let Some(event) = &when.event {
-        match state.completed.iter().find(|c| c.event.as_ref() == Some(event)) {
+        match state
+            .completed
+            .iter()
+            .find(|c| c.event.as_ref() == Some(event))
+        {
             Some(c) => evidence.push(format!("turn {}: event {event}", c.turn)),
             None => ok = false,
         }
@@ -57,9 +61,15 @@ fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<String
 /// The standard outcome an `on_complete` event most likely means.
 fn outcome_of_event(event: &str) -> &'static str {
     let e = event.to_ascii_lowercase();
-    if ["book", "appoint", "reserv", "schedul", "visit"].iter().any(|w| e.contains(w)) {
+    if ["book", "appoint", "reserv", "schedul", "visit"]
+        .iter()
+        .any(|w| e.contains(w))
+    {
         "BOOKING"
-    } else if ["callback", "call_back", "recall"].iter().any(|w| e.contains(w)) {
+    } else if ["callback", "call_back", "recall"]
+        .iter()
+        .any(|w| e.contains(w))
+    {
         "CALLBACK"
     } else if e.contains("transfer") {
         "TRANSFERRED"
@@ -73,26 +83,52 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
     for (i, rule) in config.outcome_rules.iter().enumerate() {
         let mut evidence = vec![format!("rule outcome_rules[{i}]")];
         if holds(&rule.when, state, &mut evidence) {
-            return Outcome { kind: rule.outcome.clone(), evidence };
+            return Outcome {
+                kind: rule.outcome.clone(),
+                evidence,
+            };
         }
     }
     if state.user_turns == 0 {
-        return Outcome { kind: "NO_ANSWER".into(), evidence: vec!["the caller said nothing".into()] };
+        return Outcome {
+            kind: "NO_ANSWER".into(),
+            evidence: vec!["the caller said nothing".into()],
+        };
     }
     if let Some(turn) = state.transferred {
-        return Outcome { kind: "TRANSFERRED".into(), evidence: vec![format!("turn {turn}: transferred to a person")] };
+        return Outcome {
+            kind: "TRANSFERRED".into(),
+            evidence: vec![format!("turn {turn}: transferred to a person")],
+        };
     }
     if let Some(done) = state.completed.iter().rev().find(|c| c.event.is_some()) {
         let event = done.event.clone().unwrap_or_default();
-        let mut evidence = vec![format!("turn {}: scenario {} completed, event {event}", done.turn, done.scenario)];
-        evidence.extend(done.fields.iter().filter_map(|f| state.fields.get(f).map(|v| format!("turn {}: field {f} = {}", v.turn, v.value))));
-        return Outcome { kind: outcome_of_event(&event).into(), evidence };
+        let mut evidence = vec![format!(
+            "turn {}: scenario {} completed, event {event}",
+            done.turn, done.scenario
+        )];
+        evidence.extend(done.fields.iter().filter_map(|f| {
+            state
+                .fields
+                .get(f)
+                .map(|v| format!("turn {}: field {f} = {}", v.turn, v.value))
+        }));
+        return Outcome {
+            kind: outcome_of_event(&event).into(),
+            evidence,
+        };
     }
     if let Some(turn) = state.callback_requested {
-        return Outcome { kind: "CALLBACK".into(), evidence: vec![format!("turn {turn}: the caller asked to be called back")] };
+        return Outcome {
+            kind: "CALLBACK".into(),
+            evidence: vec![format!("turn {turn}: the caller asked to be called back")],
+        };
     }
     if let Some(default) = &config.default_outcome {
-        return Outcome { kind: default.clone(), evidence: vec!["default_outcome".into()] };
+        return Outcome {
+            kind: default.clone(),
+            evidence: vec!["default_outcome".into()],
+        };
     }
     let contact: Vec<String> = state
         .fields
@@ -106,21 +142,48 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
     if !contact.is_empty() {
         let mut evidence = vec!["contact details left without completing a request".to_string()];
         evidence.extend(contact);
-        return Outcome { kind: "LEAD".into(), evidence };
+        return Outcome {
+            kind: "LEAD".into(),
+            evidence,
+        };
     }
     if !state.answered.is_empty() && state.entered.iter().all(|e| !e.collects_fields) {
-        let evidence = state.answered.iter().map(|t| format!("turn {t}: question answered")).collect();
-        return Outcome { kind: "INFO_ONLY".into(), evidence };
+        let evidence = state
+            .answered
+            .iter()
+            .map(|t| format!("turn {t}: question answered"))
+            .collect();
+        return Outcome {
+            kind: "INFO_ONLY".into(),
+            evidence,
+        };
     }
     if !state.answered.is_empty() || state.completed.iter().any(|c| c.event.is_none()) {
-        let evidence = state.answered.iter().map(|t| format!("turn {t}: question answered")).collect();
-        if state.entered.iter().all(|e| !e.collects_fields || state.completed.iter().any(|c| c.scenario == e.scenario)) {
-            return Outcome { kind: "INFO_ONLY".into(), evidence };
+        let evidence = state
+            .answered
+            .iter()
+            .map(|t| format!("turn {t}: question answered"))
+            .collect();
+        if state
+            .entered
+            .iter()
+            .all(|e| !e.collects_fields || state.completed.iter().any(|c| c.scenario == e.scenario))
+        {
+            return Outcome {
+                kind: "INFO_ONLY".into(),
+                evidence,
+            };
         }
     }
     let evidence = match state.entered.last() {
-        Some(e) => vec![format!("turn {}: scenario {} entered but not completed", e.turn, e.scenario)],
+        Some(e) => vec![format!(
+            "turn {}: scenario {} entered but not completed",
+            e.turn, e.scenario
+        )],
         None => vec!["no request recognised".into()],
     };
-    Outcome { kind: "ABANDONED".into(), evidence }
+    Outcome {
+        kind: "ABANDONED".into(),
+        evidence,
+    }
 }

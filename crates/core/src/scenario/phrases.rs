@@ -6,16 +6,56 @@ use crate::text::stem::{phrase_in, stems, token_stems};
 use crate::text::{Language, Token};
 use chrono::{Datelike, NaiveDate, NaiveTime, Weekday};
 
-const RU_MONTHS_GENITIVE: [&str; 12] =
-    ["января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа", "сентября", "октября", "ноября", "декабря"];
-const EN_MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const RU_MONTHS_GENITIVE: [&str; 12] = [
+    "января",
+    "февраля",
+    "марта",
+    "апреля",
+    "мая",
+    "июня",
+    "июля",
+    "августа",
+    "сентября",
+    "октября",
+    "ноября",
+    "декабря",
+];
+const EN_MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 fn weekday_name(day: Weekday, lang: Language) -> &'static str {
     let i = day.num_days_from_monday() as usize;
     match lang {
-        Language::Ru => ["понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье"][i],
-        Language::En => ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"][i],
+        Language::Ru => [
+            "понедельник",
+            "вторник",
+            "среда",
+            "четверг",
+            "пятница",
+            "суббота",
+            "воскресенье",
+        ][i],
+        Language::En => [
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ][i],
     }
 }
 
@@ -26,8 +66,18 @@ pub fn display_value(field: &FieldSpec, value: &str, lang: Language) -> String {
             Ok(d) => {
                 let m = d.month0() as usize;
                 match lang {
-                    Language::Ru => format!("{}, {} {}", weekday_name(d.weekday(), lang), d.day(), RU_MONTHS_GENITIVE[m]),
-                    Language::En => format!("{}, {} {}", weekday_name(d.weekday(), lang), EN_MONTHS[m], d.day()),
+                    Language::Ru => format!(
+                        "{}, {} {}",
+                        weekday_name(d.weekday(), lang),
+                        d.day(),
+                        RU_MONTHS_GENITIVE[m]
+                    ),
+                    Language::En => format!(
+                        "{}, {} {}",
+                        weekday_name(d.weekday(), lang),
+                        EN_MONTHS[m],
+                        d.day()
+                    ),
                 }
             }
             Err(_) => value.to_string(),
@@ -37,7 +87,13 @@ pub fn display_value(field: &FieldSpec, value: &str, lang: Language) -> String {
             _ => value.to_string(),
         },
         FieldKind::Phone if value.starts_with("+7") && value.len() == 12 => {
-            format!("+7 {} {}-{}-{}", &value[2..5], &value[5..8], &value[8..10], &value[10..12])
+            format!(
+                "+7 {} {}-{}-{}",
+                &value[2..5],
+                &value[5..8],
+                &value[8..10],
+                &value[10..12]
+            )
         }
         FieldKind::Phone if value.starts_with("+1") && value.len() == 12 => {
             format!("+1 {} {}-{}", &value[2..5], &value[5..8], &value[8..12])
@@ -49,7 +105,9 @@ pub fn display_value(field: &FieldSpec, value: &str, lang: Language) -> String {
 /// How a field is called when read back or asked about: `(ru, en, extra words)`.
 fn label_words(name: &str) -> (&'static str, &'static str, &'static [&'static str]) {
     let lower = name.to_ascii_lowercase();
-    let has = |w: &str| lower == w || lower.starts_with(&format!("{w}_")) || lower.ends_with(&format!("_{w}"));
+    let has = |w: &str| {
+        lower == w || lower.starts_with(&format!("{w}_")) || lower.ends_with(&format!("_{w}"))
+    };
     if has("service") || has("procedure") {
         ("услуга", "service", &["процедура", "услугу"])
     } else if has("date") || has("day") {
@@ -67,7 +125,11 @@ fn label_words(name: &str) -> (&'static str, &'static str, &'static [&'static st
     } else if has("master") || has("stylist") {
         ("мастер", "stylist", &[])
     } else if has("guests") || has("people") || has("persons") {
-        ("количество гостей", "number of guests", &["человек", "гостей"])
+        (
+            "количество гостей",
+            "number of guests",
+            &["человек", "гостей"],
+        )
     } else {
         ("", "", &[])
     }
@@ -94,7 +156,10 @@ pub fn mentions_field(field: &FieldSpec, tokens: &[Token]) -> bool {
     let mut words: Vec<&str> = vec![ru, en];
     words.extend_from_slice(extra);
     words.push(&field.name);
-    words.iter().filter(|w| !w.is_empty()).any(|w| phrase_in(&stems(w), &text).is_some())
+    words
+        .iter()
+        .filter(|w| !w.is_empty())
+        .any(|w| phrase_in(&stems(w), &text).is_some())
 }
 
 /// "услуга — стрижка, дата — пятница, 14 марта, …"
@@ -137,7 +202,9 @@ pub fn confirm_again(lang: Language) -> &'static str {
 pub fn completed(summary: &str, lang: Language) -> String {
     match lang {
         Language::Ru => format!("Готово, всё записала: {summary}. Могу ещё чем-нибудь помочь?"),
-        Language::En => format!("Done, you're all set: {summary}. Is there anything else I can help with?"),
+        Language::En => {
+            format!("Done, you're all set: {summary}. Is there anything else I can help with?")
+        }
     }
 }
 
@@ -153,9 +220,15 @@ pub fn retry(field: &FieldSpec, problem: Option<&Problem>, lang: Language) -> St
         (Some(Problem::NotAnOption), Language::Ru) => {
             format!("Могу предложить: {}.", options_list(field).join(", "))
         }
-        (Some(Problem::NotAnOption), Language::En) => format!("The options are: {}.", options_list(field).join(", ")),
-        (Some(Problem::IncompletePhone), Language::Ru) => "Кажется, в номере не хватает цифр.".to_string(),
-        (Some(Problem::IncompletePhone), Language::En) => "It looks like some digits are missing.".to_string(),
+        (Some(Problem::NotAnOption), Language::En) => {
+            format!("The options are: {}.", options_list(field).join(", "))
+        }
+        (Some(Problem::IncompletePhone), Language::Ru) => {
+            "Кажется, в номере не хватает цифр.".to_string()
+        }
+        (Some(Problem::IncompletePhone), Language::En) => {
+            "It looks like some digits are missing.".to_string()
+        }
         (None, Language::Ru) => match field.kind() {
             FieldKind::Phone => "Не расслышала номер.".to_string(),
             FieldKind::Date => "Не поняла дату.".to_string(),
@@ -174,13 +247,21 @@ pub fn retry(field: &FieldSpec, problem: Option<&Problem>, lang: Language) -> St
         },
     };
     let hint = match (field.kind(), lang) {
-        (FieldKind::Phone, Language::Ru) => " Назовите номер полностью, например: +7 916 123-45-67.".to_string(),
-        (FieldKind::Phone, Language::En) => " Please say the full number, digit by digit.".to_string(),
+        (FieldKind::Phone, Language::Ru) => {
+            " Назовите номер полностью, например: +7 916 123-45-67.".to_string()
+        }
+        (FieldKind::Phone, Language::En) => {
+            " Please say the full number, digit by digit.".to_string()
+        }
         (FieldKind::Date, Language::Ru) => " Например: завтра, в пятницу или 15 марта.".to_string(),
-        (FieldKind::Date, Language::En) => " For example: tomorrow, on Friday, or March 15.".to_string(),
+        (FieldKind::Date, Language::En) => {
+            " For example: tomorrow, on Friday, or March 15.".to_string()
+        }
         (FieldKind::Time, Language::Ru) => " Например: в 15:00 или в пять вечера.".to_string(),
         (FieldKind::Time, Language::En) => " For example: at 3 pm or half past four.".to_string(),
-        (FieldKind::Email, Language::Ru) => " Продиктуйте, например: ivan собака mail точка ru.".to_string(),
+        (FieldKind::Email, Language::Ru) => {
+            " Продиктуйте, например: ivan собака mail точка ru.".to_string()
+        }
         (FieldKind::Email, Language::En) => " For example: john at gmail dot com.".to_string(),
         _ => String::new(),
     };
@@ -188,10 +269,18 @@ pub fn retry(field: &FieldSpec, problem: Option<&Problem>, lang: Language) -> St
 }
 
 fn range_message(min: Option<f64>, max: Option<f64>, lang: Language) -> String {
-    let n = |v: f64| if v.fract() == 0.0 { format!("{}", v as i64) } else { v.to_string() };
+    let n = |v: f64| {
+        if v.fract() == 0.0 {
+            format!("{}", v as i64)
+        } else {
+            v.to_string()
+        }
+    };
     match (min, max, lang) {
         (Some(a), Some(b), Language::Ru) => format!("Нужно число от {} до {}.", n(a), n(b)),
-        (Some(a), Some(b), Language::En) => format!("It needs to be between {} and {}.", n(a), n(b)),
+        (Some(a), Some(b), Language::En) => {
+            format!("It needs to be between {} and {}.", n(a), n(b))
+        }
         (Some(a), None, Language::Ru) => format!("Нужно число не меньше {}.", n(a)),
         (Some(a), None, Language::En) => format!("It needs to be at least {}.", n(a)),
         (None, Some(b), Language::Ru) => format!("Нужно число не больше {}.", n(b)),
@@ -203,7 +292,11 @@ fn range_message(min: Option<f64>, max: Option<f64>, lang: Language) -> String {
 /// The options of an enum field as the caller hears them: each option's first synonym in
 /// the call's script, else its first.
 pub fn options_list(field: &FieldSpec) -> Vec<String> {
-    field.options.iter().map(|o| o.split('|').next().unwrap_or(o).trim().to_string()).collect()
+    field
+        .options
+        .iter()
+        .map(|o| o.split('|').next().unwrap_or(o).trim().to_string())
+        .collect()
 }
 
 /// Why a value the caller gave cannot be used.
@@ -257,7 +350,9 @@ pub fn callback(lang: Language) -> &'static str {
 
 pub fn offer_person(lang: Language) -> &'static str {
     match lang {
-        Language::Ru => "Если удобнее, могу соединить вас с администратором — просто скажите «администратор».",
+        Language::Ru => {
+            "Если удобнее, могу соединить вас с администратором — просто скажите «администратор»."
+        }
         Language::En => "If you prefer, I can put you through to a person — just say \"operator\".",
     }
 }
@@ -320,12 +415,57 @@ pub enum YesNo {
 }
 
 const NO_WORDS: &[&str] = &[
-    "нет", "не", "неверно", "неправильно", "ошибка", "no", "nope", "not", "wrong", "incorrect", "nah", "isn't", "don't",
+    "нет",
+    "не",
+    "неверно",
+    "неправильно",
+    "ошибка",
+    "no",
+    "nope",
+    "not",
+    "wrong",
+    "incorrect",
+    "nah",
+    "isn't",
+    "don't",
 ];
 const YES_WORDS: &[&str] = &[
-    "да", "верно", "правильно", "точно", "конечно", "ага", "угу", "подтверждаю", "хорошо", "давайте", "ок", "окей", "отлично",
-    "именно", "так", "yes", "yeah", "yep", "yup", "correct", "right", "sure", "confirm", "confirmed", "ok", "okay",
-    "exactly", "perfect", "great", "fine", "absolutely", "good", "подходит", "устраивает", "согласен", "согласна",
+    "да",
+    "верно",
+    "правильно",
+    "точно",
+    "конечно",
+    "ага",
+    "угу",
+    "подтверждаю",
+    "хорошо",
+    "давайте",
+    "ок",
+    "окей",
+    "отлично",
+    "именно",
+    "так",
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "correct",
+    "right",
+    "sure",
+    "confirm",
+    "confirmed",
+    "ok",
+    "okay",
+    "exactly",
+    "perfect",
+    "great",
+    "fine",
+    "absolutely",
+    "good",
+    "подходит",
+    "устраивает",
+    "согласен",
+    "согласна",
 ];
 
 /// Whether an answer says yes or no; a "no" anywhere wins ("да нет", "not quite right").
@@ -342,7 +482,9 @@ pub fn yes_no(tokens: &[Token]) -> Option<YesNo> {
 
 fn contains_phrase(tokens: &[Token], phrases: &[&str]) -> bool {
     let text = token_stems(tokens);
-    phrases.iter().any(|p| phrase_in(&stems(p), &text).is_some())
+    phrases
+        .iter()
+        .any(|p| phrase_in(&stems(p), &text).is_some())
 }
 
 /// "До свидания", "that's all", "нет, спасибо". While the bot waits for an answer, "no
@@ -350,16 +492,39 @@ fn contains_phrase(tokens: &[Token], phrases: &[&str]) -> bool {
 pub fn is_goodbye(tokens: &[Token], declines_count: bool) -> bool {
     const DECLINES: &[&str] = &["нет спасибо", "no thanks", "no thank you"];
     const PHRASES: &[&str] = &[
-        "до свидания", "всего доброго", "всего хорошего", "bye", "goodbye", "good bye", "that's all", "that is all",
-        "nothing else", "больше ничего", "ничего больше", "это всё", "на этом всё", "нет спасибо", "no thanks", "no thank you",
-        "спасибо всё", "that's it", "have a nice day", "have a good day",
+        "до свидания",
+        "всего доброго",
+        "всего хорошего",
+        "bye",
+        "goodbye",
+        "good bye",
+        "that's all",
+        "that is all",
+        "nothing else",
+        "больше ничего",
+        "ничего больше",
+        "это всё",
+        "на этом всё",
+        "нет спасибо",
+        "no thanks",
+        "no thank you",
+        "спасибо всё",
+        "that's it",
+        "have a nice day",
+        "have a good day",
     ];
     let words: Vec<&str> = tokens.iter().map(|t| t.text.as_str()).collect();
     // Exact phrases: word-form matching would read "пока" in "пока не знаю" too loosely.
-    PHRASES.iter().filter(|p| declines_count || !DECLINES.contains(p)).any(|p| {
-        let want: Vec<&str> = p.split(' ').collect();
-        words.windows(want.len()).any(|w| w == want.as_slice())
-    }) && !words.iter().any(|w| matches!(*w, "записаться" | "book" | "but" | "но" | "а"))
+    PHRASES
+        .iter()
+        .filter(|p| declines_count || !DECLINES.contains(p))
+        .any(|p| {
+            let want: Vec<&str> = p.split(' ').collect();
+            words.windows(want.len()).any(|w| w == want.as_slice())
+        })
+        && !words
+            .iter()
+            .any(|w| matches!(*w, "записаться" | "book" | "but" | "но" | "а"))
         || words.len() <= 3 && words.contains(&"пока")
 }
 
@@ -368,8 +533,20 @@ pub fn wants_person(tokens: &[Token]) -> bool {
     contains_phrase(
         tokens,
         &[
-            "оператор", "администратор", "менеджер", "живой человек", "с человеком", "operator", "human", "representative",
-            "real person", "speak to someone", "talk to someone", "speak to a person", "talk to a person", "transfer me",
+            "оператор",
+            "администратор",
+            "менеджер",
+            "живой человек",
+            "с человеком",
+            "operator",
+            "human",
+            "representative",
+            "real person",
+            "speak to someone",
+            "talk to someone",
+            "speak to a person",
+            "talk to a person",
+            "transfer me",
         ],
     )
 }
@@ -378,8 +555,18 @@ pub fn wants_person(tokens: &[Token]) -> bool {
 pub fn wants_callback(tokens: &[Token]) -> bool {
     // Exact words: "я перезвоню" (I will call back) is the opposite of a request.
     const PHRASES: &[&str] = &[
-        "перезвоните", "перезвонить мне", "мне перезвонить", "можете перезвонить", "обратный звонок", "обратного звонка",
-        "call me back", "call me later", "callback", "call back later", "have someone call me", "give me a call",
+        "перезвоните",
+        "перезвонить мне",
+        "мне перезвонить",
+        "можете перезвонить",
+        "обратный звонок",
+        "обратного звонка",
+        "call me back",
+        "call me later",
+        "callback",
+        "call back later",
+        "have someone call me",
+        "give me a call",
     ];
     let words: Vec<&str> = tokens.iter().map(|t| t.text.as_str()).collect();
     PHRASES.iter().any(|p| {
@@ -391,8 +578,23 @@ pub fn wants_callback(tokens: &[Token]) -> bool {
 /// "Здравствуйте", "hello" — and nothing else of substance.
 pub fn is_hello(tokens: &[Token]) -> bool {
     const WORDS: &[&str] = &[
-        "здравствуйте", "здравствуй", "привет", "алло", "добрый", "день", "вечер", "утро", "доброе", "hello", "hi", "hey",
-        "good", "morning", "afternoon", "evening", "there",
+        "здравствуйте",
+        "здравствуй",
+        "привет",
+        "алло",
+        "добрый",
+        "день",
+        "вечер",
+        "утро",
+        "доброе",
+        "hello",
+        "hi",
+        "hey",
+        "good",
+        "morning",
+        "afternoon",
+        "evening",
+        "there",
     ];
     !tokens.is_empty() && tokens.iter().all(|t| WORDS.contains(&t.text.as_str()))
 }
@@ -400,10 +602,36 @@ pub fn is_hello(tokens: &[Token]) -> bool {
 /// Questions, so a caller asking mid-booking gets an answer instead of a re-ask.
 pub fn is_question(text: &str, tokens: &[Token]) -> bool {
     const STARTS: &[&str] = &[
-        "сколько", "какой", "какая", "какие", "какое", "когда", "где", "как", "почему", "зачем", "можно", "есть", "а",
-        "what", "how", "when", "where", "which", "why", "do", "does", "is", "are", "can", "could",
+        "сколько",
+        "какой",
+        "какая",
+        "какие",
+        "какое",
+        "когда",
+        "где",
+        "как",
+        "почему",
+        "зачем",
+        "можно",
+        "есть",
+        "а",
+        "what",
+        "how",
+        "when",
+        "where",
+        "which",
+        "why",
+        "do",
+        "does",
+        "is",
+        "are",
+        "can",
+        "could",
     ];
-    text.trim_end().ends_with('?') || tokens.first().is_some_and(|t| STARTS.contains(&t.text.as_str()) && tokens.len() > 2)
+    text.trim_end().ends_with('?')
+        || tokens
+            .first()
+            .is_some_and(|t| STARTS.contains(&t.text.as_str()) && tokens.len() > 2)
 }
 
 #[cfg(test)]

@@ -188,23 +188,42 @@ pub struct ScriptReport {
     pub result: Option<CallResult>,
 }
 
-fn check_reply(label: &str, reply: &str, contains: &OneOrMany, not_contains: &OneOrMany, matches: &OneOrMany, failures: &mut Vec<String>) {
+fn check_reply(
+    label: &str,
+    reply: &str,
+    contains: &OneOrMany,
+    not_contains: &OneOrMany,
+    matches: &OneOrMany,
+    failures: &mut Vec<String>,
+) {
     let folded = normalize(reply);
     for want in contains.items() {
         if !folded.contains(&normalize(want)) {
-            failures.push(format!("{label}: expected the reply to contain {want:?}, got {reply:?}"));
+            failures.push(format!(
+                "{label}: expected the reply to contain {want:?}, got {reply:?}"
+            ));
         }
     }
     for unwanted in not_contains.items() {
         if folded.contains(&normalize(unwanted)) {
-            failures.push(format!("{label}: expected the reply not to contain {unwanted:?}, got {reply:?}"));
+            failures.push(format!(
+                "{label}: expected the reply not to contain {unwanted:?}, got {reply:?}"
+            ));
         }
     }
     for pattern in matches.items() {
         match regex::Regex::new(pattern) {
             Ok(re) if re.is_match(reply) => {}
-            Ok(_) => failures.push(format!("{label}: expected the reply to match /{pattern}/, got {reply:?}")),
-            Err(e) => failures.push(ScriptError::Regex { pattern: pattern.to_string(), message: e.to_string() }.to_string()),
+            Ok(_) => failures.push(format!(
+                "{label}: expected the reply to match /{pattern}/, got {reply:?}"
+            )),
+            Err(e) => failures.push(
+                ScriptError::Regex {
+                    pattern: pattern.to_string(),
+                    message: e.to_string(),
+                }
+                .to_string(),
+            ),
         }
     }
 }
@@ -215,7 +234,15 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
     let mut failures = Vec::new();
     let context = match script.context(config) {
         Ok(c) => c,
-        Err(e) => return ScriptReport { name, passed: false, failures: vec![e.to_string()], replies: Vec::new(), result: None },
+        Err(e) => {
+            return ScriptReport {
+                name,
+                passed: false,
+                failures: vec![e.to_string()],
+                replies: Vec::new(),
+                result: None,
+            }
+        }
     };
     let mut engine = ScenarioEngine::new(Arc::new(config.clone()), context);
     if !script.knowledge.is_empty() {
@@ -228,16 +255,33 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
     let mut replies = Vec::new();
     let greeting = engine.start_call();
     if let Some(expect) = &script.greeting {
-        check_reply("greeting", &greeting.reply, &expect.contains, &expect.not_contains, &expect.matches, &mut failures);
+        check_reply(
+            "greeting",
+            &greeting.reply,
+            &expect.contains,
+            &expect.not_contains,
+            &expect.matches,
+            &mut failures,
+        );
     }
     replies.push(greeting.reply);
     for (i, turn) in script.turns.iter().enumerate() {
         let label = format!("turn {} ({:?})", i + 1, turn.user);
         let out = block_on(engine.process_turn(&turn.user));
-        check_reply(&label, &out.reply, &turn.contains, &turn.not_contains, &turn.matches, &mut failures);
+        check_reply(
+            &label,
+            &out.reply,
+            &turn.contains,
+            &turn.not_contains,
+            &turn.matches,
+            &mut failures,
+        );
         if let Some(want) = turn.ends_call {
             if out.ends_call() != want {
-                failures.push(format!("{label}: expected the call {}to end here", if want { "" } else { "not " }));
+                failures.push(format!(
+                    "{label}: expected the call {}to end here",
+                    if want { "" } else { "not " }
+                ));
             }
         }
         replies.push(out.reply);
@@ -257,13 +301,26 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
     }
     if let Some(want) = &script.outcome {
         if &result.outcome.kind != want {
-            failures.push(format!("outcome: expected {want}, got {} ({})", result.outcome.kind, result.outcome.evidence.join("; ")));
+            failures.push(format!(
+                "outcome: expected {want}, got {} ({})",
+                result.outcome.kind,
+                result.outcome.evidence.join("; ")
+            ));
         }
     }
     if let Some(want) = &script.language {
         if &result.language != want {
-            failures.push(format!("language: expected {want}, got {}", result.language));
+            failures.push(format!(
+                "language: expected {want}, got {}",
+                result.language
+            ));
         }
     }
-    ScriptReport { name, passed: failures.is_empty(), failures, replies, result: Some(result) }
+    ScriptReport {
+        name,
+        passed: failures.is_empty(),
+        failures,
+        replies,
+        result: Some(result),
+    }
 }

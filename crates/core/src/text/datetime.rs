@@ -41,10 +41,15 @@ fn weekday(word: &str) -> Option<Weekday> {
     if word == "среди" {
         return None;
     }
-    if let Some((_, day)) = ru.iter().find(|(stem, _)| word.starts_with(stem) && word.chars().count() <= stem.chars().count() + 3) {
+    if let Some((_, day)) = ru.iter().find(|(stem, _)| {
+        word.starts_with(stem) && word.chars().count() <= stem.chars().count() + 3
+    }) {
         return Some(*day);
     }
-    let word = word.strip_suffix('s').filter(|w| w.ends_with("day")).unwrap_or(word);
+    let word = word
+        .strip_suffix('s')
+        .filter(|w| w.ends_with("day"))
+        .unwrap_or(word);
     Some(match word {
         "monday" | "mon" => Weekday::Mon,
         "tuesday" | "tue" | "tues" => Weekday::Tue,
@@ -74,7 +79,9 @@ fn month(word: &str) -> Option<u32> {
     if matches!(word, "мая" | "май" | "мае") {
         return Some(5);
     }
-    if let Some((_, m)) = ru.iter().find(|(stem, _)| word.starts_with(stem) && word.chars().count() <= stem.chars().count() + 2) {
+    if let Some((_, m)) = ru.iter().find(|(stem, _)| {
+        word.starts_with(stem) && word.chars().count() <= stem.chars().count() + 2
+    }) {
         return Some(*m);
     }
     Some(match word {
@@ -103,7 +110,14 @@ fn day_at(tokens: &[Token], i: usize) -> Option<(u32, usize)> {
         ordinal_at(tokens, i)?
     };
     // "15-го", "15 числа", "the 15th of"
-    let next = if matches!(text(tokens, next), "го" | "е" | "ое" | "ого" | "числа" | "число") { next + 1 } else { next };
+    let next = if matches!(
+        text(tokens, next),
+        "го" | "е" | "ое" | "ого" | "числа" | "число"
+    ) {
+        next + 1
+    } else {
+        next
+    };
     (1..=31).contains(&day).then_some((day, next))
 }
 
@@ -122,27 +136,49 @@ fn upcoming(today: NaiveDate, month: u32, day: u32) -> Option<NaiveDate> {
 }
 
 fn next_weekday(today: NaiveDate, day: Weekday) -> Option<NaiveDate> {
-    let ahead = (7 + day.num_days_from_monday() as i64 - today.weekday().num_days_from_monday() as i64) % 7;
+    let ahead =
+        (7 + day.num_days_from_monday() as i64 - today.weekday().num_days_from_monday() as i64) % 7;
     add_days(today, if ahead == 0 { 7 } else { ahead as u64 })
 }
 
 fn year_at(tokens: &[Token], i: usize) -> Option<(i32, usize)> {
     let (value, next) = number_at(tokens, i)?;
-    let year = i32::try_from(value).ok().filter(|y| (2000..=2100).contains(y))?;
-    let next = if matches!(text(tokens, next), "года" | "год" | "г") { next + 1 } else { next };
+    let year = i32::try_from(value)
+        .ok()
+        .filter(|y| (2000..=2100).contains(y))?;
+    let next = if matches!(text(tokens, next), "года" | "год" | "г") {
+        next + 1
+    } else {
+        next
+    };
     Some((year, next))
 }
 
 fn numeric_date(word: &str, today: NaiveDate) -> Option<NaiveDate> {
     let parts: Vec<&str> = word.split(['.', '/', '-']).collect();
-    let nums: Vec<u32> = parts.iter().map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    let sep = if word.contains('/') { '/' } else if word.contains('-') { '-' } else { '.' };
+    let nums: Vec<u32> = parts
+        .iter()
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let sep = if word.contains('/') {
+        '/'
+    } else if word.contains('-') {
+        '-'
+    } else {
+        '.'
+    };
     match (nums.as_slice(), sep) {
         ([y, m, d], '-') if parts[0].len() == 4 => NaiveDate::from_ymd_opt(*y as i32, *m, *d),
         ([d, m], '.') => upcoming(today, *m, *d),
         ([d, m, y], '.') => NaiveDate::from_ymd_opt(full_year(*y), *m, *d),
         // Month first unless that cannot be ("25/03").
-        ([a, b], '/') => if *a > 12 { upcoming(today, *b, *a) } else { upcoming(today, *a, *b) },
+        ([a, b], '/') => {
+            if *a > 12 {
+                upcoming(today, *b, *a)
+            } else {
+                upcoming(today, *a, *b)
+            }
+        }
         ([a, b, y], '/') => {
             if *a > 12 {
                 NaiveDate::from_ymd_opt(full_year(*y), *b, *a)
@@ -171,11 +207,20 @@ fn relative_unit_days(word: &str) -> Option<u64> {
 }
 
 /// The date at token `i`, if one starts there.
-fn date_at(tokens: &[Token], i: usize, today: NaiveDate, lenient: bool) -> Option<(NaiveDate, usize)> {
+fn date_at(
+    tokens: &[Token],
+    i: usize,
+    today: NaiveDate,
+    lenient: bool,
+) -> Option<(NaiveDate, usize)> {
     let word = text(tokens, i);
     match word {
-        "сегодня" | "today" | "tonight" | "сегодняшний" => return Some((today, i + 1)),
-        "завтра" | "tomorrow" | "завтрашний" => return Some((add_days(today, 1)?, i + 1)),
+        "сегодня" | "today" | "tonight" | "сегодняшний" => {
+            return Some((today, i + 1))
+        }
+        "завтра" | "tomorrow" | "завтрашний" => {
+            return Some((add_days(today, 1)?, i + 1))
+        }
         "послезавтра" => return Some((add_days(today, 2)?, i + 1)),
         "day" if text(tokens, i + 1) == "after" && text(tokens, i + 2) == "tomorrow" => {
             return Some((add_days(today, 2)?, i + 3))
@@ -203,7 +248,20 @@ fn date_at(tokens: &[Token], i: usize, today: NaiveDate, lenient: bool) -> Optio
     let mut j = i;
     while matches!(
         text(tokens, j),
-        "next" | "this" | "coming" | "on" | "следующий" | "следующую" | "следующее" | "следующей" | "ближайший" | "ближайшую" | "ближайшее" | "эту" | "этот" | "это"
+        "next"
+            | "this"
+            | "coming"
+            | "on"
+            | "следующий"
+            | "следующую"
+            | "следующее"
+            | "следующей"
+            | "ближайший"
+            | "ближайшую"
+            | "ближайшее"
+            | "эту"
+            | "этот"
+            | "это"
     ) {
         j += 1;
     }
@@ -213,16 +271,35 @@ fn date_at(tokens: &[Token], i: usize, today: NaiveDate, lenient: bool) -> Optio
     // "15 марта", "15-го марта 2025", "the 15th of March"
     let k = if text(tokens, i) == "the" { i + 1 } else { i };
     if let Some((day, next)) = day_at(tokens, k) {
-        let after_of = if text(tokens, next) == "of" { next + 1 } else { next };
+        let after_of = if text(tokens, next) == "of" {
+            next + 1
+        } else {
+            next
+        };
         if let Some(m) = month(text(tokens, after_of)) {
             return with_year(tokens, after_of + 1, today, m, day);
         }
-        let ordinal = !tokens[k].is_digits() || ordinal_value(&tokens[k].text).is_some() || next > k + 1;
-        let said_as_day = next > k + 1 && matches!(text(tokens, next - 1), "числа" | "число" | "го" | "ого");
-        if said_as_day || (ordinal && (lenient || k > i || matches!(text(tokens, i.wrapping_sub(1)), "на" | "к" | "с" | "до" | "for" | "on"))) {
-            let this_month = NaiveDate::from_ymd_opt(today.year(), today.month(), day).filter(|d| *d >= today);
+        let ordinal =
+            !tokens[k].is_digits() || ordinal_value(&tokens[k].text).is_some() || next > k + 1;
+        let said_as_day =
+            next > k + 1 && matches!(text(tokens, next - 1), "числа" | "число" | "го" | "ого");
+        if said_as_day
+            || (ordinal
+                && (lenient
+                    || k > i
+                    || matches!(
+                        text(tokens, i.wrapping_sub(1)),
+                        "на" | "к" | "с" | "до" | "for" | "on"
+                    )))
+        {
+            let this_month =
+                NaiveDate::from_ymd_opt(today.year(), today.month(), day).filter(|d| *d >= today);
             let date = this_month.or_else(|| {
-                let (y, m) = if today.month() == 12 { (today.year() + 1, 1) } else { (today.year(), today.month() + 1) };
+                let (y, m) = if today.month() == 12 {
+                    (today.year() + 1, 1)
+                } else {
+                    (today.year(), today.month() + 1)
+                };
                 NaiveDate::from_ymd_opt(y, m, day)
             })?;
             return Some((date, next));
@@ -230,7 +307,11 @@ fn date_at(tokens: &[Token], i: usize, today: NaiveDate, lenient: bool) -> Optio
     }
     // "March 15", "March the 15th"
     if let Some(m) = month(word) {
-        let k = if text(tokens, i + 1) == "the" { i + 2 } else { i + 1 };
+        let k = if text(tokens, i + 1) == "the" {
+            i + 2
+        } else {
+            i + 1
+        };
         if let Some((day, next)) = day_at(tokens, k) {
             return with_year(tokens, next, today, m, day);
         }
@@ -238,7 +319,13 @@ fn date_at(tokens: &[Token], i: usize, today: NaiveDate, lenient: bool) -> Optio
     None
 }
 
-fn with_year(tokens: &[Token], i: usize, today: NaiveDate, month: u32, day: u32) -> Option<(NaiveDate, usize)> {
+fn with_year(
+    tokens: &[Token],
+    i: usize,
+    today: NaiveDate,
+    month: u32,
+    day: u32,
+) -> Option<(NaiveDate, usize)> {
     match year_at(tokens, i) {
         Some((year, next)) => Some((NaiveDate::from_ymd_opt(year, month, day)?, next)),
         None => Some((upcoming(today, month, day)?, i)),
@@ -248,12 +335,22 @@ fn with_year(tokens: &[Token], i: usize, today: NaiveDate, month: u32, day: u32)
 /// The first date among unused tokens. `lenient` (the caller was just asked for a date)
 /// also accepts a bare ordinal ("пятнадцатое").
 pub fn find_date(tokens: &[Token], today: NaiveDate, lenient: bool) -> Option<DateMatch> {
-    (0..tokens.len()).filter(|&i| !tokens[i].is_used()).find_map(|i| {
-        let (date, end) = date_at(tokens, i, today, lenient)?;
-        // Keep "в"/"на"/"on" that introduced the date with it, so it is not read as something else.
-        let start = if i > 0 && matches!(text(tokens, i - 1), "в" | "во" | "на" | "on" | "for") { i - 1 } else { i };
-        Some(DateMatch { date, span: Span::new(start, end) })
-    })
+    (0..tokens.len())
+        .filter(|&i| !tokens[i].is_used())
+        .find_map(|i| {
+            let (date, end) = date_at(tokens, i, today, lenient)?;
+            // Keep "в"/"на"/"on" that introduced the date with it, so it is not read as something else.
+            let start = if i > 0 && matches!(text(tokens, i - 1), "в" | "во" | "на" | "on" | "for")
+            {
+                i - 1
+            } else {
+                i
+            };
+            Some(DateMatch {
+                date,
+                span: Span::new(start, end),
+            })
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,8 +384,20 @@ fn period_at(tokens: &[Token], i: usize) -> Option<(Period, usize)> {
 
 fn apply_period(hour: u32, period: Option<Period>, zero_padded: bool) -> u32 {
     match period {
-        Some(Period::Morning) => if hour == 12 { 0 } else { hour },
-        Some(Period::Afternoon) | Some(Period::Evening) => if hour < 12 { hour + 12 } else { hour },
+        Some(Period::Morning) => {
+            if hour == 12 {
+                0
+            } else {
+                hour
+            }
+        }
+        Some(Period::Afternoon) | Some(Period::Evening) => {
+            if hour < 12 {
+                hour + 12
+            } else {
+                hour
+            }
+        }
         Some(Period::Night) => match hour {
             12 => 0,
             6..=11 => hour + 12,
@@ -304,23 +413,49 @@ fn make_time(hour: u32, minute: u32) -> Option<NaiveTime> {
 }
 
 fn is_hour_word(word: &str) -> bool {
-    matches!(word, "час" | "часа" | "часов" | "ч" | "o'clock" | "oclock" | "hours" | "hour")
+    matches!(
+        word,
+        "час" | "часа" | "часов" | "ч" | "o'clock" | "oclock" | "hours" | "hour"
+    )
 }
 
 fn is_marker(word: &str) -> bool {
-    matches!(word, "в" | "во" | "к" | "на" | "at" | "around" | "by" | "about" | "после" | "after" | "до" | "before" | "с" | "from" | "for")
+    matches!(
+        word,
+        "в" | "во"
+            | "к"
+            | "на"
+            | "at"
+            | "around"
+            | "by"
+            | "about"
+            | "после"
+            | "after"
+            | "до"
+            | "before"
+            | "с"
+            | "from"
+            | "for"
+    )
 }
 
 /// "17:30", "5pm", "5:30pm", "17.30" (only when `dot_ok`).
 fn clock_token(word: &str, dot_ok: bool) -> Option<(u32, u32, Option<Period>, bool)> {
-    let (body, period) = if let Some(b) = word.strip_suffix("pm").or_else(|| word.strip_suffix("p.m")) {
-        (b, Some(Period::Afternoon))
-    } else if let Some(b) = word.strip_suffix("am").or_else(|| word.strip_suffix("a.m")) {
-        (b, Some(Period::Morning))
+    let (body, period) =
+        if let Some(b) = word.strip_suffix("pm").or_else(|| word.strip_suffix("p.m")) {
+            (b, Some(Period::Afternoon))
+        } else if let Some(b) = word.strip_suffix("am").or_else(|| word.strip_suffix("a.m")) {
+            (b, Some(Period::Morning))
+        } else {
+            (word, None)
+        };
+    let sep = if body.contains(':') {
+        Some(':')
+    } else if dot_ok && body.contains('.') {
+        Some('.')
     } else {
-        (word, None)
+        None
     };
-    let sep = if body.contains(':') { Some(':') } else if dot_ok && body.contains('.') { Some('.') } else { None };
     let (h, m) = match sep {
         Some(sep) => {
             let (h, m) = body.split_once(sep)?;
@@ -329,7 +464,11 @@ fn clock_token(word: &str, dot_ok: bool) -> Option<(u32, u32, Option<Period>, bo
         None if period.is_some() => (body, "0"),
         None => return None,
     };
-    if h.is_empty() || !h.chars().all(|c| c.is_ascii_digit()) || !m.chars().all(|c| c.is_ascii_digit()) || m.is_empty() {
+    if h.is_empty()
+        || !h.chars().all(|c| c.is_ascii_digit())
+        || !m.chars().all(|c| c.is_ascii_digit())
+        || m.is_empty()
+    {
         return None;
     }
     if sep.is_some() && m.len() != 2 {
@@ -337,7 +476,12 @@ fn clock_token(word: &str, dot_ok: bool) -> Option<(u32, u32, Option<Period>, bo
     }
     let hour: u32 = h.parse().ok()?;
     let minute: u32 = m.parse().ok()?;
-    (hour <= 23 && minute <= 59 && (period.is_none() || (1..=12).contains(&hour))).then_some((hour, minute, period, h.starts_with('0')))
+    (hour <= 23 && minute <= 59 && (period.is_none() || (1..=12).contains(&hour))).then_some((
+        hour,
+        minute,
+        period,
+        h.starts_with('0'),
+    ))
 }
 
 /// "пятого" → 5, for "половина пятого".
@@ -348,7 +492,9 @@ fn genitive_hour(word: &str) -> Option<u32> {
 /// Minutes said after an hour: "тридцать", "ноль-ноль", "fifteen", "oh five".
 fn minutes_at(tokens: &[Token], i: usize) -> Option<(u32, usize)> {
     match text(tokens, i) {
-        "ноль" | "oh" if matches!(text(tokens, i + 1), "ноль" | "oh" | "zero") => return Some((0, i + 2)),
+        "ноль" | "oh" if matches!(text(tokens, i + 1), "ноль" | "oh" | "zero") => {
+            return Some((0, i + 2))
+        }
         "ноль" | "oh" => {
             let (m, next) = number_at(tokens, i + 1)?;
             return (m <= 9).then_some((m as u32, next));
@@ -358,11 +504,20 @@ fn minutes_at(tokens: &[Token], i: usize) -> Option<(u32, usize)> {
     let token = tokens.get(i)?;
     let (m, next) = number_at(tokens, i)?;
     // A two-digit minute, or words ("пять тридцать"); a lone "5" after an hour is too unsure.
-    let ok = if token.is_digits() { token.text.len() == 2 } else { m >= 10 };
+    let ok = if token.is_digits() {
+        token.text.len() == 2
+    } else {
+        m >= 10
+    };
     if !ok || m > 59 || month(text(tokens, next)).is_some() {
         return None;
     }
-    let next = if matches!(text(tokens, next), "минут" | "минуты" | "мин" | "minutes") { next + 1 } else { next };
+    let next = if matches!(text(tokens, next), "минут" | "минуты" | "мин" | "minutes")
+    {
+        next + 1
+    } else {
+        next
+    };
     Some((m as u32, next))
 }
 
@@ -378,7 +533,27 @@ fn not_a_time_after(word: &str) -> bool {
     month(word).is_some()
         || matches!(
             word,
-            "числа" | "число" | "го" | "дней" | "день" | "days" | "day" | "weeks" | "недель" | "недели" | "человек" | "people" | "persons" | "guests" | "гостей" | "минут" | "minutes" | "рублей" | "dollars" | "лет" | "years"
+            "числа"
+                | "число"
+                | "го"
+                | "дней"
+                | "день"
+                | "days"
+                | "day"
+                | "weeks"
+                | "недель"
+                | "недели"
+                | "человек"
+                | "people"
+                | "persons"
+                | "guests"
+                | "гостей"
+                | "минут"
+                | "minutes"
+                | "рублей"
+                | "dollars"
+                | "лет"
+                | "years"
         )
 }
 
@@ -387,7 +562,9 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
     let word = text(tokens, i);
     let has_marker = i > 0 && is_marker(text(tokens, i - 1));
     match word {
-        "полдень" | "noon" | "midday" | "полдня" => return Some((make_time(12, 0)?, i + 1)),
+        "полдень" | "noon" | "midday" | "полдня" => {
+            return Some((make_time(12, 0)?, i + 1))
+        }
         "полночь" | "midnight" => return Some((make_time(0, 0)?, i + 1)),
         _ => {}
     }
@@ -395,7 +572,9 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
     let half_hour = if matches!(word, "половина" | "половине" | "пол") {
         genitive_hour(text(tokens, i + 1)).map(|h| (h, i + 2))
     } else {
-        word.strip_prefix("пол").and_then(genitive_hour).map(|h| (h, i + 1))
+        word.strip_prefix("пол")
+            .and_then(genitive_hour)
+            .map(|h| (h, i + 1))
     };
     if let Some((h, next)) = half_hour {
         let period = period_at(tokens, next);
@@ -409,7 +588,11 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
             "четверти" => (15, i + 2),
             _ => {
                 let (m, next) = number_at(tokens, i + 1)?;
-                let next = if matches!(text(tokens, next), "минут" | "минуты") { next + 1 } else { next };
+                let next = if matches!(text(tokens, next), "минут" | "минуты") {
+                    next + 1
+                } else {
+                    next
+                };
                 (m as u32, next)
             }
         };
@@ -430,7 +613,11 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
         "a" if text(tokens, i + 1) == "quarter" => (Some(15), i + 2),
         _ => match number_at(tokens, i) {
             Some((m, next)) if m <= 30 => {
-                let next = if text(tokens, next) == "minutes" { next + 1 } else { next };
+                let next = if text(tokens, next) == "minutes" {
+                    next + 1
+                } else {
+                    next
+                };
                 (Some(m as u32), next)
             }
             _ => (None, i),
@@ -439,7 +626,9 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
     if let Some(minutes) = before {
         let dir = text(tokens, next);
         if matches!(dir, "past" | "after" | "to" | "till" | "before") && minutes > 0 {
-            if let Some((h, after)) = number_at(tokens, next + 1).filter(|(h, _)| (1..=12).contains(h)) {
+            if let Some((h, after)) =
+                number_at(tokens, next + 1).filter(|(h, _)| (1..=12).contains(h))
+            {
                 let (after, _) = skip_hour_word(tokens, after);
                 let period = period_at(tokens, after);
                 let hour = apply_period(h as u32, period.map(|p| p.0), false);
@@ -454,14 +643,24 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
     }
     // "17:30", "5pm", "17.30" after a marker
     if let Some((h, m, period, padded)) = clock_token(word, has_marker) {
-        let next_period = if period.is_none() { period_at(tokens, i + 1) } else { None };
-        let hour = apply_period(h, period.or(next_period.map(|p| p.0)), padded || h >= 13 || sep_minutes_nonzero(m));
+        let next_period = if period.is_none() {
+            period_at(tokens, i + 1)
+        } else {
+            None
+        };
+        let hour = apply_period(
+            h,
+            period.or(next_period.map(|p| p.0)),
+            padded || h >= 13 || sep_minutes_nonzero(m),
+        );
         return Some((make_time(hour, m)?, next_period.map_or(i + 1, |p| p.1)));
     }
     // "в 5 вечера", "at five thirty pm", "в 14 часов 30 минут", "в час дня"
     let (h, next) = match number_at(tokens, i) {
         Some(found) => found,
-        None if word == "час" && (has_marker || period_at(tokens, i + 1).is_some()) => (1, i + 1),
+        None if word == "час" && (has_marker || period_at(tokens, i + 1).is_some()) => {
+            (1, i + 1)
+        }
         None => return None,
     };
     if h > 24 || not_a_time_after(text(tokens, next)) {
@@ -485,7 +684,10 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
         }
     }
     let hour = apply_period(h as u32, period.map(|p| p.0), padded);
-    Some((make_time(hour, minute.unwrap_or(0))?, period.map_or(after, |p| p.1)))
+    Some((
+        make_time(hour, minute.unwrap_or(0))?,
+        period.map_or(after, |p| p.1),
+    ))
 }
 
 fn sep_minutes_nonzero(_minute: u32) -> bool {
@@ -496,22 +698,33 @@ fn sep_minutes_nonzero(_minute: u32) -> bool {
 /// The first time of day among unused tokens. `lenient` (the caller was just asked for a
 /// time) also accepts a bare hour ("пять", "17").
 pub fn find_time(tokens: &[Token], lenient: bool) -> Option<TimeMatch> {
-    let found = (0..tokens.len()).filter(|&i| !tokens[i].is_used()).find_map(|i| {
-        let (time, end) = time_at(tokens, i, false)?;
-        Some((i, time, end))
-    });
+    let found = (0..tokens.len())
+        .filter(|&i| !tokens[i].is_used())
+        .find_map(|i| {
+            let (time, end) = time_at(tokens, i, false)?;
+            Some((i, time, end))
+        });
     let found = found.or_else(|| {
         if !lenient {
             return None;
         }
-        (0..tokens.len()).filter(|&i| !tokens[i].is_used()).find_map(|i| {
-            let (time, end) = time_at(tokens, i, true)?;
-            Some((i, time, end))
-        })
+        (0..tokens.len())
+            .filter(|&i| !tokens[i].is_used())
+            .find_map(|i| {
+                let (time, end) = time_at(tokens, i, true)?;
+                Some((i, time, end))
+            })
     })?;
     let (i, time, end) = found;
-    let start = if i > 0 && is_marker(text(tokens, i - 1)) { i - 1 } else { i };
-    Some(TimeMatch { time, span: Span::new(start, end) })
+    let start = if i > 0 && is_marker(text(tokens, i - 1)) {
+        i - 1
+    } else {
+        i
+    };
+    Some(TimeMatch {
+        time,
+        span: Span::new(start, end),
+    })
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ fn domain_word(word: &str) -> String {
         "ком" | "ком." => "com",
         "нет" | "нэт" => "net",
         "орг" => "org",
-        "джимейл" | "гмейл" | "джимэйл" | "гмайл" | "джимайл" => "gmail",
+        "джимейл" | "гмейл" | "джимэйл" | "гмайл" | "джимайл" => {
+            "gmail"
+        }
         "яндекс" => "yandex",
         "рамблер" => "rambler",
         "инбокс" => "inbox",
@@ -85,17 +87,24 @@ fn transliterate(word: &str) -> String {
 }
 
 fn is_part(word: &str) -> bool {
-    !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn valid(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
     let tld = domain.rsplit('.').next().unwrap_or("");
     !local.is_empty()
         && domain.contains('.')
         && tld.len() >= 2
         && tld.chars().all(|c| c.is_ascii_alphabetic())
-        && email.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '-' | '+'))
+        && email
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '-' | '+'))
         && !domain.starts_with('.')
         && !domain.contains("..")
 }
@@ -117,7 +126,10 @@ pub fn find_email(tokens: &[Token]) -> Option<(String, Span)> {
             continue;
         }
         let mut local = transliterate(&tokens[start].text);
-        while start >= 2 && joiner(&tokens[start - 1].text).is_some() && is_part(&tokens[start - 2].text) {
+        while start >= 2
+            && joiner(&tokens[start - 1].text).is_some()
+            && is_part(&tokens[start - 2].text)
+        {
             let sep = joiner(&tokens[start - 1].text).unwrap_or('.');
             local = format!("{}{sep}{local}", transliterate(&tokens[start - 2].text));
             start -= 2;
@@ -155,17 +167,30 @@ mod tests {
     #[track_caller]
     fn check(input: &str, expected: Option<&str>) {
         let tokens = tokenize(input);
-        assert_eq!(find_email(&tokens).map(|(e, _)| e).as_deref(), expected, "input {input:?}");
+        assert_eq!(
+            find_email(&tokens).map(|(e, _)| e).as_deref(),
+            expected,
+            "input {input:?}"
+        );
     }
 
     #[test]
     fn written_and_dictated_addresses() {
-        check("пишите на Ivan.Petrov@Mail.ru, спасибо", Some("ivan.petrov@mail.ru"));
+        check(
+            "пишите на Ivan.Petrov@Mail.ru, спасибо",
+            Some("ivan.petrov@mail.ru"),
+        );
         check("ivan собака mail точка ru", Some("ivan@mail.ru"));
         check("иван собака яндекс точка ру", Some("ivan@yandex.ru"));
         check("john at gmail dot com", Some("john@gmail.com"));
-        check("it's john dot smith at outlook dot co dot uk", Some("john.smith@outlook.co.uk"));
-        check("anna underscore k at mail dot ru please", Some("anna_k@mail.ru"));
+        check(
+            "it's john dot smith at outlook dot co dot uk",
+            Some("john.smith@outlook.co.uk"),
+        );
+        check(
+            "anna underscore k at mail dot ru please",
+            Some("anna_k@mail.ru"),
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ impl Language {
 
     /// From a config code such as `ru`, `en-US`; `None` for languages without phrase tables.
     pub fn from_code(code: &str) -> Option<Language> {
-        let base = code.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+        let base = code
+            .split(['-', '_'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match base.as_str() {
             "ru" => Some(Language::Ru),
             "en" => Some(Language::En),
@@ -30,7 +34,9 @@ impl Language {
     }
 }
 
-const EN_WORDS: &[&str] = &["the", "i", "you", "to", "and", "is", "my", "a", "yes", "no", "what", "please", "hello", "hi"];
+const EN_WORDS: &[&str] = &[
+    "the", "i", "you", "to", "and", "is", "my", "a", "yes", "no", "what", "please", "hello", "hi",
+];
 
 /// The language of an utterance, or `None` when it has no letters to judge by (digits only).
 pub fn detect_language(text: &str) -> Option<Language> {
@@ -54,8 +60,15 @@ pub fn detect_language(text: &str) -> Option<Language> {
     if cyrillic == 0 {
         return Some(Language::En);
     }
-    let english_words = text.split_whitespace().filter(|w| EN_WORDS.contains(&w.to_ascii_lowercase().as_str())).count();
-    Some(if english_words > 0 { Language::En } else { Language::Ru })
+    let english_words = text
+        .split_whitespace()
+        .filter(|w| EN_WORDS.contains(&w.to_ascii_lowercase().as_str()))
+        .count();
+    Some(if english_words > 0 {
+        Language::En
+    } else {
+        Language::Ru
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ fn word_value(word: &str) -> Option<(u64, Class)> {
     use Class::*;
     let v = match word {
         "ноль" | "нуль" | "zero" => (0, Unit),
-        "один" | "одна" | "одно" | "одного" | "одной" | "одну" | "одному" | "one" => (1, Unit),
+        "один" | "одна" | "одно" | "одного" | "одной" | "одну" | "одному" | "one" => {
+            (1, Unit)
+        }
         "два" | "две" | "двух" | "two" => (2, Unit),
         "три" | "трех" | "three" => (3, Unit),
         "четыре" | "четырех" | "four" => (4, Unit),
@@ -55,7 +57,9 @@ fn word_value(word: &str) -> Option<(u64, Class)> {
         "восемьсот" | "восьмисот" => (800, Hundred),
         "девятьсот" | "девятисот" => (900, Hundred),
         "hundred" => (100, HundredWord),
-        "тысяча" | "тысячи" | "тысяч" | "тысячу" | "thousand" => (1000, Thousand),
+        "тысяча" | "тысячи" | "тысяч" | "тысячу" | "thousand" => {
+            (1000, Thousand)
+        }
         _ => return None,
     };
     Some(v)
@@ -86,7 +90,11 @@ pub fn number_at(tokens: &[Token], i: usize) -> Option<(u64, usize)> {
 }
 
 /// A number in words; `allow_thousands` is off for phone digit groups.
-fn word_number_at(tokens: &[Token], i: usize, allow_thousands: bool) -> Option<(u64, usize, usize)> {
+fn word_number_at(
+    tokens: &[Token],
+    i: usize,
+    allow_thousands: bool,
+) -> Option<(u64, usize, usize)> {
     let mut total = 0u64;
     let mut group = 0u64;
     // What the group holds already, so "сто двадцать три сорок пять" splits after "три".
@@ -95,7 +103,14 @@ fn word_number_at(tokens: &[Token], i: usize, allow_thousands: bool) -> Option<(
     let mut words = 0;
     while let Some(token) = tokens.get(j) {
         let word = token.text.as_str();
-        if word == "and" && words > 0 && tokens.get(j + 1).and_then(|t| word_value(&t.text)).is_some() && has_hundreds {
+        if word == "and"
+            && words > 0
+            && tokens
+                .get(j + 1)
+                .and_then(|t| word_value(&t.text))
+                .is_some()
+            && has_hundreds
+        {
             j += 1;
             continue;
         }
@@ -117,7 +132,9 @@ fn word_number_at(tokens: &[Token], i: usize, allow_thousands: bool) -> Option<(
                 _ => return None,
             }
         }
-        let Some((value, class)) = word_value(word) else { break };
+        let Some((value, class)) = word_value(word) else {
+            break;
+        };
         match class {
             Class::Unit => {
                 if has_units || (value == 0 && words > 0) {
@@ -184,7 +201,10 @@ pub fn digit_group_at(tokens: &[Token], i: usize) -> Option<(String, usize)> {
     let token = tokens.get(i)?;
     let text = token.text.as_str();
     let digits_only: String = text.chars().filter(|c| *c != '-').collect();
-    if !digits_only.is_empty() && digits_only.chars().all(|c| c.is_ascii_digit()) && !text.starts_with('-') {
+    if !digits_only.is_empty()
+        && digits_only.chars().all(|c| c.is_ascii_digit())
+        && !text.starts_with('-')
+    {
         return Some((digits_only, i + 1));
     }
     if text == "oh" || text == "o" {
@@ -226,7 +246,10 @@ fn ru_ordinal_stem(word: &str) -> Option<(u32, &str)> {
         ("двадцат", 20),
         ("тридцат", 30),
     ];
-    STEMS.iter().rev().find_map(|(stem, v)| word.strip_prefix(stem).map(|rest| (*v, rest)))
+    STEMS
+        .iter()
+        .rev()
+        .find_map(|(stem, v)| word.strip_prefix(stem).map(|rest| (*v, rest)))
 }
 
 /// The value of an ordinal word or written ordinal: "пятнадцатого", "третье", "fifth", "15th".
@@ -234,7 +257,11 @@ pub fn ordinal_value(word: &str) -> Option<u32> {
     const RU_ENDINGS: &[&str] = &["ое", "ого", "ому", "ом", "ый", "ой", "ая", "ую", "ий"];
     const RU_SOFT_ENDINGS: &[&str] = &["ье", "ьего", "ьему", "ий", "ья", "ьем", "ьей"];
     if let Some((value, rest)) = ru_ordinal_stem(word) {
-        let endings = if value == 3 { RU_SOFT_ENDINGS } else { RU_ENDINGS };
+        let endings = if value == 3 {
+            RU_SOFT_ENDINGS
+        } else {
+            RU_ENDINGS
+        };
         return endings.contains(&rest).then_some(value);
     }
     let en = match word {
@@ -297,7 +324,11 @@ mod tests {
     #[track_caller]
     fn check(input: &str, expected: Option<u64>) {
         let tokens = tokenize(input);
-        assert_eq!(find_number(&tokens).map(|(v, _)| v), expected, "input {input:?}");
+        assert_eq!(
+            find_number(&tokens).map(|(v, _)| v),
+            expected,
+            "input {input:?}"
+        );
     }
 
     #[track_caller]
@@ -314,7 +345,11 @@ mod tests {
 
     #[track_caller]
     fn check_ordinal(input: &str, expected: Option<u32>) {
-        assert_eq!(ordinal_at(&tokenize(input), 0).map(|(v, _)| v), expected, "input {input:?}");
+        assert_eq!(
+            ordinal_at(&tokenize(input), 0).map(|(v, _)| v),
+            expected,
+            "input {input:?}"
+        );
     }
 
     #[test]
@@ -332,7 +367,10 @@ mod tests {
 
     #[test]
     fn phone_groups_split_where_speech_does() {
-        check_groups("восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь", "8 916 123 45 67");
+        check_groups(
+            "восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь",
+            "8 916 123 45 67",
+        );
         check_groups("seven nine one six double five oh one", "7 9 1 6 55 0 1");
         check_groups("916 123-45-67", "916 1234567");
         check_groups("ноль пять", "0 5");

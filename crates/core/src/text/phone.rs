@@ -31,7 +31,11 @@ pub fn find_phone(tokens: &[Token], region: Option<&str>) -> Option<(String, Spa
             j = next;
         }
         if groups.is_empty() && tokens[start].text.starts_with('+') {
-            let digits: String = tokens[start].text.chars().filter(char::is_ascii_digit).collect();
+            let digits: String = tokens[start]
+                .text
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
             groups.push((digits, start));
             j = start + 1;
             while let Some((digits, next)) = digit_group_at(tokens, j) {
@@ -45,7 +49,11 @@ pub fn find_phone(tokens: &[Token], region: Option<&str>) -> Option<(String, Spa
             // drop leading groups until the rest reads as a number.
             for skip in 0..groups.len() {
                 let digits: String = groups[skip..].iter().map(|(d, _)| d.as_str()).collect();
-                let candidate = if plus && skip == 0 { format!("+{digits}") } else { digits };
+                let candidate = if plus && skip == 0 {
+                    format!("+{digits}")
+                } else {
+                    digits
+                };
                 if let Some(e164) = normalize_phone(&candidate, region) {
                     let from = if skip == 0 { start } else { groups[skip].1 };
                     return Some((e164, Span::new(from, j)));
@@ -82,19 +90,43 @@ mod tests {
     #[track_caller]
     fn check(input: &str, region: &str, expected: Option<&str>) {
         let tokens = tokenize(input);
-        assert_eq!(find_phone(&tokens, Some(region)).map(|(p, _)| p).as_deref(), expected, "input {input:?}");
+        assert_eq!(
+            find_phone(&tokens, Some(region)).map(|(p, _)| p).as_deref(),
+            expected,
+            "input {input:?}"
+        );
     }
 
     #[test]
     fn written_and_spoken_numbers() {
         check("мой номер +7 916 123-45-67", "RU", Some("+79161234567"));
         check("8 (916) 123 45 67", "RU", Some("+79161234567"));
-        check("восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь", "RU", Some("+79161234567"));
-        check("плюс семь девять один шесть один два три четыре пять шесть семь", "RU", Some("+79161234567"));
-        check("plus seven nine one six one two three four five six seven", "US", Some("+79161234567"));
-        check("my number is four one five five five five zero one double oh", "US", Some("+14155550100"));
+        check(
+            "восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь",
+            "RU",
+            Some("+79161234567"),
+        );
+        check(
+            "плюс семь девять один шесть один два три четыре пять шесть семь",
+            "RU",
+            Some("+79161234567"),
+        );
+        check(
+            "plus seven nine one six one two three four five six seven",
+            "US",
+            Some("+79161234567"),
+        );
+        check(
+            "my number is four one five five five five zero one double oh",
+            "US",
+            Some("+14155550100"),
+        );
         check("(415) 555-0100", "US", Some("+14155550100"));
-        check("завтра в 5, мой номер 89161234567", "RU", Some("+79161234567"));
+        check(
+            "завтра в 5, мой номер 89161234567",
+            "RU",
+            Some("+79161234567"),
+        );
         check("9161234567", "RU", Some("+79161234567"));
     }
 

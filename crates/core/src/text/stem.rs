@@ -45,7 +45,16 @@ pub fn stems(text: &str) -> Stems {
 
 /// Stems of tokens; a used token stays empty so phrases cannot match across it.
 pub fn token_stems(tokens: &[Token]) -> Stems {
-    tokens.iter().map(|t| if t.is_used() { String::new() } else { stem(&t.text) }).collect()
+    tokens
+        .iter()
+        .map(|t| {
+            if t.is_used() {
+                String::new()
+            } else {
+                stem(&t.text)
+            }
+        })
+        .collect()
 }
 
 /// True when two stems are forms of one word.
@@ -56,15 +65,24 @@ pub fn stems_match(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    let (short, long) = if a.chars().count() <= b.chars().count() { (a, b) } else { (b, a) };
+    let (short, long) = if a.chars().count() <= b.chars().count() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let short_len = short.chars().count();
     // Short stems ("на", "no") must match exactly, or "нет" would match "нету" and "on" "one".
     if short_len < 4 {
         return false;
     }
-    let common = short.chars().zip(long.chars()).take_while(|(x, y)| x == y).count();
+    let common = short
+        .chars()
+        .zip(long.chars())
+        .take_while(|(x, y)| x == y)
+        .count();
     let long_len = long.chars().count();
-    common == short_len && long_len - short_len <= 3 || common + 1 == short_len && common >= 4 && long_len - common <= 2
+    common == short_len && long_len - short_len <= 3
+        || common + 1 == short_len && common >= 4 && long_len - common <= 2
 }
 
 /// True when two words (not stems) are forms of one word.
@@ -137,9 +155,18 @@ mod tests {
     fn phrases_match_in_order_with_small_gaps() {
         let text = stems("а сколько у вас стоит стрижка");
         assert_eq!(phrase_in(&stems("сколько стоит"), &text), Some((1, 5)));
-        assert_eq!(phrase_in(&stems("сколько стоит"), &stems("сколько мне ждать и когда вы стоите")), None);
+        assert_eq!(
+            phrase_in(
+                &stems("сколько стоит"),
+                &stems("сколько мне ждать и когда вы стоите")
+            ),
+            None
+        );
         let text = stems("сколько это стоит");
         assert_eq!(phrase_in(&stems("сколько стоит"), &text), Some((0, 3)));
-        assert_eq!(phrase_in(&stems("how much"), &stems("how much is it")), Some((0, 2)));
+        assert_eq!(
+            phrase_in(&stems("how much"), &stems("how much is it")),
+            Some((0, 2))
+        );
     }
 }

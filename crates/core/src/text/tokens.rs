@@ -67,9 +67,16 @@ pub fn tokenize(text: &str) -> Vec<Token> {
     for (i, &c) in chars.iter().enumerate() {
         let next = chars.get(i + 1).copied();
         // A leading '+' belongs to the phone number it starts.
-        if c.is_alphanumeric() || (c == '+' && current.is_empty() && next.is_some_and(|n| n.is_ascii_digit())) {
+        if c.is_alphanumeric()
+            || (c == '+' && current.is_empty() && next.is_some_and(|n| n.is_ascii_digit()))
+        {
             current.push(c);
-        } else if !current.is_empty() && current.chars().last().is_some_and(|p| is_joiner(p, c, next)) {
+        } else if !current.is_empty()
+            && current
+                .chars()
+                .last()
+                .is_some_and(|p| is_joiner(p, c, next))
+        {
             current.push(if c == '’' { '\'' } else { c });
         } else {
             if !current.is_empty() {
@@ -89,12 +96,20 @@ pub fn tokenize(text: &str) -> Vec<Token> {
 }
 
 fn make_token(raw: String) -> Token {
-    Token { text: normalize(&raw), raw, clause_end: false }
+    Token {
+        text: normalize(&raw),
+        raw,
+        clause_end: false,
+    }
 }
 
 /// The raw text of tokens `[start, end)`, space-separated.
 pub fn raw_text(tokens: &[Token], span: Span) -> String {
-    tokens[span.start..span.end].iter().map(|t| t.raw.as_str()).collect::<Vec<_>>().join(" ")
+    tokens[span.start..span.end]
+        .iter()
+        .map(|t| t.raw.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! The embedded backend: one `qdrant-edge` shard in a directory, holding every bot's points.
 //! The engine is synchronous and CPU-bound, so every call runs on tokio's blocking pool.
 
-use super::{backend, check_dimension, filter_json, record_from_payload, ChunkRecord, VectorHit, VectorIndex};
+use super::{
+    backend, check_dimension, filter_json, record_from_payload, ChunkRecord, VectorHit, VectorIndex,
+};
 use crate::IndexError;
 use callfleet_core::scenario::BoxFuture;
 use qdrant_edge::{
-    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter,
-    NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, ScrollRequest, SearchRequest, UpdateOperation,
-    VectorInternal, WithPayloadInterface, WithVector,
+    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
+    FieldIndexOperations, Filter, NamedQuery, PointId, PointInsertOperations, PointOperations,
+    PointStruct, QueryEnum, ScrollRequest, SearchRequest, UpdateOperation, VectorInternal,
+    WithPayloadInterface, WithVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,22 +31,49 @@ impl EdgeIndex {
     pub fn open(dir: &Path, dimension: usize) -> Result<EdgeIndex, IndexError> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("{}: {e}", dir.display())))?;
         let config = EdgeConfigBuilder::new()
-            .vector("", EdgeVectorParamsBuilder::new(dimension, Distance::Cosine).build())
+            .vector(
+                "",
+                EdgeVectorParamsBuilder::new(dimension, Distance::Cosine).build(),
+            )
             .build();
         let existing = dir.join("edge_config.json").exists();
-        let shard = if existing { EdgeShard::load(dir, None) } else { EdgeShard::new(dir, config) }.map_err(backend)?;
-        let index = EdgeIndex { shard: Arc::new(shard), dimension };
+        let shard = if existing {
+            EdgeShard::load(dir, None)
+        } else {
+            EdgeShard::new(dir, config)
+        }
+        .map_err(backend)?;
+        let index = EdgeIndex {
+            shard: Arc::new(shard),
+            dimension,
+        };
         if existing {
-            let stored = index.shard.config().vectors.get("").map(|v| v.size).unwrap_or(dimension);
+            let stored = index
+                .shard
+                .config()
+                .vectors
+                .get("")
+                .map(|v| v.size)
+                .unwrap_or(dimension);
             if stored != dimension {
-                return Err(IndexError::Dimension { index: stored, embedder: dimension });
+                return Err(IndexError::Dimension {
+                    index: stored,
+                    embedder: dimension,
+                });
             }
         } else {
             // Keyword indexes make the per-bot filter an index lookup instead of a payload scan.
             for field in ["bot_id", "document_id"] {
-                let create: CreateIndex = serde_json::from_value(serde_json::json!({ "field_name": field, "field_schema": "keyword" }))
+                let create: CreateIndex = serde_json::from_value(
+                    serde_json::json!({ "field_name": field, "field_schema": "keyword" }),
+                )
+                .map_err(backend)?;
+                index
+                    .shard
+                    .update(UpdateOperation::FieldIndexOperation(
+                        FieldIndexOperations::CreateIndex(create),
+                    ))
                     .map_err(backend)?;
-                index.shard.update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(create))).map_err(backend)?;
             }
         }
         Ok(index)
@@ -51,24 +81,45 @@ impl EdgeIndex {
 
     /// Where a data dir keeps the shard for an embedding model.
     pub fn dir_in(data_dir: &Path, model_id: &str, dimension: usize) -> PathBuf {
-        let safe: String = model_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        data_dir.join("knowledge").join(format!("{safe}-{dimension}"))
+        let safe: String = model_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        data_dir
+            .join("knowledge")
+            .join(format!("{safe}-{dimension}"))
     }
 
     fn delete_where(&self, filter: Filter) -> BoxFuture<'_, Result<(), IndexError>> {
         let shard = self.shard.clone();
         Box::pin(blocking(move || {
-            shard.update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter))).map_err(backend)
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))
+                .map_err(backend)
         }))
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, IndexError> + Send + 'static) -> Result<T, IndexError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| backend(format!("index task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, IndexError> + Send + 'static,
+) -> Result<T, IndexError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| backend(format!("index task failed: {e}")))?
 }
 
 fn point_id(id: &str) -> Result<PointId, IndexError> {
-    uuid::Uuid::parse_str(id).map(PointId::Uuid).map_err(|e| backend(format!("point id {id}: {e}")))
+    uuid::Uuid::parse_str(id)
+        .map(PointId::Uuid)
+        .map_err(|e| backend(format!("point id {id}: {e}")))
 }
 
 impl VectorIndex for EdgeIndex {
@@ -76,7 +127,10 @@ impl VectorIndex for EdgeIndex {
         self.dimension
     }
 
-    fn upsert(&self, points: Vec<(ChunkRecord, Vec<f32>)>) -> BoxFuture<'_, Result<(), IndexError>> {
+    fn upsert(
+        &self,
+        points: Vec<(ChunkRecord, Vec<f32>)>,
+    ) -> BoxFuture<'_, Result<(), IndexError>> {
         Box::pin(async move {
             check_dimension(self.dimension, &points)?;
             let mut structs = Vec::with_capacity(points.len());
@@ -87,17 +141,27 @@ impl VectorIndex for EdgeIndex {
             let shard = self.shard.clone();
             blocking(move || {
                 shard
-                    .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs))))
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
+                    ))
                     .map_err(backend)
             })
             .await
         })
     }
 
-    fn search<'a>(&'a self, bot_id: &'a str, vector: &'a [f32], limit: usize) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>> {
+    fn search<'a>(
+        &'a self,
+        bot_id: &'a str,
+        vector: &'a [f32],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>> {
         Box::pin(async move {
             let request = SearchRequest {
-                query: QueryEnum::Nearest(NamedQuery { query: VectorInternal::Dense(vector.to_vec()), using: None }),
+                query: QueryEnum::Nearest(NamedQuery {
+                    query: VectorInternal::Dense(vector.to_vec()),
+                    using: None,
+                }),
                 filter: Some(filter(bot_id, None)?),
                 params: None,
                 limit,
@@ -110,12 +174,22 @@ impl VectorIndex for EdgeIndex {
             let points = blocking(move || shard.search(request).map_err(backend)).await?;
             points
                 .into_iter()
-                .map(|p| Ok(VectorHit { record: record_from_payload(p.payload.unwrap_or_default().0.into_iter().collect())?, score: p.score }))
+                .map(|p| {
+                    Ok(VectorHit {
+                        record: record_from_payload(
+                            p.payload.unwrap_or_default().0.into_iter().collect(),
+                        )?,
+                        score: p.score,
+                    })
+                })
                 .collect()
         })
     }
 
-    fn chunks<'a>(&'a self, bot_id: &'a str) -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>> {
+    fn chunks<'a>(
+        &'a self,
+        bot_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>> {
         Box::pin(async move {
             let filter = filter(bot_id, None)?;
             let shard = self.shard.clone();
@@ -133,7 +207,9 @@ impl VectorIndex for EdgeIndex {
                     };
                     let (records, next) = shard.scroll(request).map_err(backend)?;
                     for r in records {
-                        out.push(record_from_payload(r.payload.unwrap_or_default().0.into_iter().collect())?);
+                        out.push(record_from_payload(
+                            r.payload.unwrap_or_default().0.into_iter().collect(),
+                        )?);
                     }
                     match next {
                         Some(next) => offset = Some(next),
@@ -146,15 +222,26 @@ impl VectorIndex for EdgeIndex {
         })
     }
 
-    fn count<'a>(&'a self, bot_id: &'a str, document_id: Option<&'a str>) -> BoxFuture<'a, Result<usize, IndexError>> {
+    fn count<'a>(
+        &'a self,
+        bot_id: &'a str,
+        document_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<usize, IndexError>> {
         Box::pin(async move {
-            let request = CountRequest { filter: Some(filter(bot_id, document_id)?), exact: true };
+            let request = CountRequest {
+                filter: Some(filter(bot_id, document_id)?),
+                exact: true,
+            };
             let shard = self.shard.clone();
             blocking(move || shard.count(request).map_err(backend)).await
         })
     }
 
-    fn delete_document<'a>(&'a self, bot_id: &'a str, document_id: &'a str) -> BoxFuture<'a, Result<(), IndexError>> {
+    fn delete_document<'a>(
+        &'a self,
+        bot_id: &'a str,
+        document_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), IndexError>> {
         match filter(bot_id, Some(document_id)) {
             Ok(f) => self.delete_where(f),
             Err(e) => Box::pin(std::future::ready(Err(e))),
@@ -171,6 +258,8 @@ impl VectorIndex for EdgeIndex {
     /// Builds the HNSW graphs of filled segments: qdrant-edge has no background optimiser.
     fn optimize(&self) -> BoxFuture<'_, Result<(), IndexError>> {
         let shard = self.shard.clone();
-        Box::pin(blocking(move || shard.optimize().map(|_| ()).map_err(backend)))
+        Box::pin(blocking(move || {
+            shard.optimize().map(|_| ()).map_err(backend)
+        }))
     }
 }

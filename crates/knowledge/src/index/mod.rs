@@ -48,15 +48,30 @@ pub trait VectorIndex: Send + Sync {
     /// Vector length the index was created with.
     fn dimension(&self) -> usize;
     /// Adds or replaces points (by id).
-    fn upsert(&self, points: Vec<(ChunkRecord, Vec<f32>)>) -> BoxFuture<'_, Result<(), IndexError>>;
+    fn upsert(&self, points: Vec<(ChunkRecord, Vec<f32>)>)
+        -> BoxFuture<'_, Result<(), IndexError>>;
     /// The `limit` nearest chunks of one bot.
-    fn search<'a>(&'a self, bot_id: &'a str, vector: &'a [f32], limit: usize) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>>;
+    fn search<'a>(
+        &'a self,
+        bot_id: &'a str,
+        vector: &'a [f32],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>>;
     /// Every chunk of a bot (no vectors), for the keyword index.
-    fn chunks<'a>(&'a self, bot_id: &'a str) -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>>;
+    fn chunks<'a>(&'a self, bot_id: &'a str)
+        -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>>;
     /// How many chunks a bot has, or one of its documents has.
-    fn count<'a>(&'a self, bot_id: &'a str, document_id: Option<&'a str>) -> BoxFuture<'a, Result<usize, IndexError>>;
+    fn count<'a>(
+        &'a self,
+        bot_id: &'a str,
+        document_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<usize, IndexError>>;
     /// Removes a document's chunks (and nothing else).
-    fn delete_document<'a>(&'a self, bot_id: &'a str, document_id: &'a str) -> BoxFuture<'a, Result<(), IndexError>>;
+    fn delete_document<'a>(
+        &'a self,
+        bot_id: &'a str,
+        document_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), IndexError>>;
     /// Removes every chunk of a bot.
     fn delete_bot<'a>(&'a self, bot_id: &'a str) -> BoxFuture<'a, Result<(), IndexError>>;
     /// Lets the backend reorganise after a bulk insert (the embedded engine builds its HNSW
@@ -75,8 +90,11 @@ pub(crate) fn filter_json(bot_id: &str, document_id: Option<&str>) -> serde_json
     serde_json::json!({ "must": must })
 }
 
-pub(crate) fn record_from_payload(payload: serde_json::Map<String, serde_json::Value>) -> Result<ChunkRecord, IndexError> {
-    serde_json::from_value(serde_json::Value::Object(payload)).map_err(|e| IndexError::Backend(format!("bad chunk payload: {e}")))
+pub(crate) fn record_from_payload(
+    payload: serde_json::Map<String, serde_json::Value>,
+) -> Result<ChunkRecord, IndexError> {
+    serde_json::from_value(serde_json::Value::Object(payload))
+        .map_err(|e| IndexError::Backend(format!("bad chunk payload: {e}")))
 }
 
 /// A backend's own error, as text: its types stay inside the backend's module.
@@ -84,9 +102,15 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> IndexError {
     IndexError::Backend(e.to_string())
 }
 
-pub(crate) fn check_dimension(index: usize, points: &[(ChunkRecord, Vec<f32>)]) -> Result<(), IndexError> {
+pub(crate) fn check_dimension(
+    index: usize,
+    points: &[(ChunkRecord, Vec<f32>)],
+) -> Result<(), IndexError> {
     match points.iter().find(|(_, v)| v.len() != index) {
-        Some((_, v)) => Err(IndexError::Dimension { index, embedder: v.len() }),
+        Some((_, v)) => Err(IndexError::Dimension {
+            index,
+            embedder: v.len(),
+        }),
         None => Ok(()),
     }
 }

@@ -17,15 +17,25 @@ pub fn pdf_with_trailer(pages: &[&[&str]], edit: impl FnOnce(&mut Document)) -> 
     let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
     let mut kids = Vec::new();
     for lines in pages {
-        let mut ops = vec![Operation::new("BT", vec![]), Operation::new("Tf", vec!["F1".into(), 11.into()]), Operation::new("TL", vec![14.into()]), Operation::new("Td", vec![50.into(), 780.into()])];
+        let mut ops = vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 11.into()]),
+            Operation::new("TL", vec![14.into()]),
+            Operation::new("Td", vec![50.into(), 780.into()]),
+        ];
         for line in lines.iter() {
             ops.push(Operation::new("Tj", vec![Object::string_literal(*line)]));
             ops.push(Operation::new("T*", vec![]));
         }
         ops.push(Operation::new("ET", vec![]));
         let content = Content { operations: ops };
-        let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().expect("encode content")));
-        let page_id = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id });
+        let content_id = doc.add_object(Stream::new(
+            dictionary! {},
+            content.encode().expect("encode content"),
+        ));
+        let page_id = doc.add_object(
+            dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id },
+        );
         kids.push(Object::from(page_id));
     }
     let count = kids.len() as i64;
@@ -49,20 +59,33 @@ pub fn encrypted_pdf() -> Vec<u8> {
             "O" => Object::string_literal(vec![7u8; 32]), "U" => Object::string_literal(vec![9u8; 32]),
         });
         doc.trailer.set("Encrypt", encrypt);
-        doc.trailer.set("ID", vec![Object::string_literal(vec![1u8; 16]), Object::string_literal(vec![1u8; 16])]);
+        doc.trailer.set(
+            "ID",
+            vec![
+                Object::string_literal(vec![1u8; 16]),
+                Object::string_literal(vec![1u8; 16]),
+            ],
+        );
     })
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A DOCX: `(Some(level), text)` is a heading of that level, `(None, text)` a paragraph.
 pub fn docx(paragraphs: &[(Option<u32>, &str)]) -> Vec<u8> {
     let mut body = String::new();
     for (level, text) in paragraphs {
-        let style = level.map(|l| format!("<w:pPr><w:pStyle w:val=\"Heading{l}\"/></w:pPr>")).unwrap_or_default();
-        body.push_str(&format!("<w:p>{style}<w:r><w:t xml:space=\"preserve\">{}</w:t></w:r></w:p>", xml_escape(text)));
+        let style = level
+            .map(|l| format!("<w:pPr><w:pStyle w:val=\"Heading{l}\"/></w:pPr>"))
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "<w:p>{style}<w:r><w:t xml:space=\"preserve\">{}</w:t></w:r></w:p>",
+            xml_escape(text)
+        ));
     }
     let document = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\
@@ -78,7 +101,11 @@ pub fn docx(paragraphs: &[(Option<u32>, &str)]) -> Vec<u8> {
     {
         let mut zip = zip::ZipWriter::new(&mut out);
         let options = zip::write::SimpleFileOptions::default();
-        for (name, text) in [("[Content_Types].xml", content_types), ("word/styles.xml", styles), ("word/document.xml", document.as_str())] {
+        for (name, text) in [
+            ("[Content_Types].xml", content_types),
+            ("word/styles.xml", styles),
+            ("word/document.xml", document.as_str()),
+        ] {
             zip.start_file(name, options).expect("zip entry");
             zip.write_all(text.as_bytes()).expect("zip write");
         }

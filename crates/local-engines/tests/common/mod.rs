@@ -11,15 +11,25 @@ pub fn require(path: &Path, what: &str) -> bool {
         return true;
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{what} missing at {}: run scripts/fetch-models.sh", path.display());
+        panic!(
+            "{what} missing at {}: run scripts/fetch-models.sh",
+            path.display()
+        );
     }
-    eprintln!("note: skipping: {what} missing at {} (run scripts/fetch-models.sh)", path.display());
+    eprintln!(
+        "note: skipping: {what} missing at {} (run scripts/fetch-models.sh)",
+        path.display()
+    );
     false
 }
 
 /// Whether the espeak-ng program runs (the same skip-unless-CI rule).
 pub fn have_espeak() -> bool {
-    let ok = std::process::Command::new("espeak-ng").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = std::process::Command::new("espeak-ng")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var_os("CI").is_some() {
             panic!("espeak-ng is not installed (apt-get install espeak-ng)");
@@ -52,7 +62,13 @@ pub fn wer(reference: &str, hypothesis: &str) -> f64 {
 
 /// Character error rate over the normalised words joined by single spaces.
 pub fn cer(reference: &str, hypothesis: &str) -> f64 {
-    let chars = |t: &str| words(t).join(" ").chars().map(String::from).collect::<Vec<_>>();
+    let chars = |t: &str| {
+        words(t)
+            .join(" ")
+            .chars()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
     edit_rate(&chars(reference), &chars(hypothesis))
 }
 

@@ -20,7 +20,12 @@ pub struct ScriptedStt {
 
 impl ScriptedStt {
     pub fn new(transcripts: &[&str]) -> Self {
-        ScriptedStt { transcripts: Arc::new(Mutex::new(transcripts.iter().map(|s| s.to_string()).collect())), final_delay: Duration::ZERO }
+        ScriptedStt {
+            transcripts: Arc::new(Mutex::new(
+                transcripts.iter().map(|s| s.to_string()).collect(),
+            )),
+            final_delay: Duration::ZERO,
+        }
     }
 }
 
@@ -41,13 +46,16 @@ impl SpeechToText for ScriptedStt {
                 let mut in_speech: Option<String> = None;
                 let mut silent_ms = 0;
                 while let Some(cmd) = cmd_rx.recv().await {
-                    let SttCommand::Audio(samples) = cmd else { continue };
+                    let SttCommand::Audio(samples) = cmd else {
+                        continue;
+                    };
                     carry.extend(samples);
                     while carry.len() >= window {
                         let w: Vec<i16> = carry.drain(..window).collect();
                         let loud = rms(&w) > 500.0;
                         if loud && in_speech.is_none() {
-                            in_speech = Some(transcripts.lock().unwrap().pop_front().unwrap_or_default());
+                            in_speech =
+                                Some(transcripts.lock().unwrap().pop_front().unwrap_or_default());
                             let _ = ev_tx.send(Ok(SttEvent::SpeechStarted)).await;
                         }
                         if loud {
@@ -59,14 +67,25 @@ impl SpeechToText for ScriptedStt {
                                 if !delay.is_zero() {
                                     tokio::time::sleep(delay).await;
                                 }
-                                let t = Transcript { text, is_final: true, speech_final: true, from_finalize: false, confidence: 1.0 };
+                                let t = Transcript {
+                                    text,
+                                    is_final: true,
+                                    speech_final: true,
+                                    from_finalize: false,
+                                    confidence: 1.0,
+                                };
                                 let _ = ev_tx.send(Ok(SttEvent::Transcript(t))).await;
                             }
                         }
                     }
                 }
             });
-            Ok(SttSession::new("scripted-stt", cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(SttSession::new(
+                "scripted-stt",
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -80,7 +99,11 @@ pub struct ScriptedTts {
 
 impl ScriptedTts {
     pub fn new() -> Self {
-        ScriptedTts { ms_per_char: 70, first_byte_delay: Duration::ZERO, texts: Arc::default() }
+        ScriptedTts {
+            ms_per_char: 70,
+            first_byte_delay: Duration::ZERO,
+            texts: Arc::default(),
+        }
     }
 }
 
@@ -90,7 +113,8 @@ impl TextToSpeech for ScriptedTts {
     }
 
     fn open(&self, options: TtsOptions) -> BoxFuture<'_, Result<TtsSession, TtsError>> {
-        let (ms_per_char, first_delay, texts) = (self.ms_per_char, self.first_byte_delay, self.texts.clone());
+        let (ms_per_char, first_delay, texts) =
+            (self.ms_per_char, self.first_byte_delay, self.texts.clone());
         Box::pin(async move {
             let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::channel(1024);
@@ -106,9 +130,19 @@ impl TextToSpeech for ScriptedTts {
                                 tokio::time::sleep(first_delay).await;
                             }
                             let chars = text.chars().filter(|c| !c.is_whitespace()).count() as u32;
-                            let samples = callfleet_testkit::audio::tone(chars * ms_per_char, rate, 440.0, 4000);
+                            let samples = callfleet_testkit::audio::tone(
+                                chars * ms_per_char,
+                                rate,
+                                440.0,
+                                4000,
+                            );
                             for chunk in samples.chunks((rate / 10) as usize) {
-                                let _ = ev_tx.send(Ok(TtsEvent::Audio { id, samples: chunk.to_vec() })).await;
+                                let _ = ev_tx
+                                    .send(Ok(TtsEvent::Audio {
+                                        id,
+                                        samples: chunk.to_vec(),
+                                    }))
+                                    .await;
                             }
                         }
                         TtsCommand::Finish { id } if !cancelled.contains(&id) => {
@@ -121,7 +155,13 @@ impl TextToSpeech for ScriptedTts {
                     }
                 }
             });
-            Ok(TtsSession::new("scripted-tts", rate, cmd_tx, ev_rx, TaskGuard::new(task)))
+            Ok(TtsSession::new(
+                "scripted-tts",
+                rate,
+                cmd_tx,
+                ev_rx,
+                TaskGuard::new(task),
+            ))
         })
     }
 }
@@ -139,12 +179,22 @@ impl LanguageModel for EchoLlm {
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<LlmStream, LlmError>> {
         let delay = self.first_token_delay;
         Box::pin(async move {
-            let last = request.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default();
+            let last = request
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
             let (tx, rx) = mpsc::channel(64);
             let task = tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 for (i, w) in format!("You said: {last}.").split(' ').enumerate() {
-                    let t = if i == 0 { w.to_string() } else { format!(" {w}") };
+                    let t = if i == 0 {
+                        w.to_string()
+                    } else {
+                        format!(" {w}")
+                    };
                     let _ = tx.send(Ok(LlmEvent::Token(t))).await;
                 }
                 let _ = tx.send(Ok(LlmEvent::Done(FinishReason::Stop))).await;
