@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up what callfleet-rtc's end-to-end tests need and starts livekit-server on loopback:
-#   - espeak-ng (speech for the tests) and cmake (builds the bundled libopus), via apt if missing;
+#   - espeak-ng (speech for the tests) and cmake (builds the bundled libopus), via apt by name;
 #   - a Python venv with LiveKit's Python SDK at pinned versions (the other participant);
 #   - livekit-server (scripts/install-livekit-server.sh), started by scripts/start-livekit-server.sh.
 # Prints `export …` lines on stdout (everything else goes to stderr):
@@ -28,17 +28,9 @@ if [[ "${1:-}" == "stop" ]]; then
     exit 0
 fi
 
-need=()
-command -v espeak-ng >/dev/null || need+=(espeak-ng)
-command -v cmake >/dev/null || need+=(cmake)
-command -v python3 >/dev/null || need+=(python3)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [[ ${#need[@]} -gt 0 ]]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-fi
+# espeak-ng, cmake and python3-venv, by package name (a no-op when installed); its LIBCLANG_PATH line
+# is for builds, not for this script's callers.
+"$HERE/install-engine-deps.sh" >/dev/null
 
 venv_ok() {
     [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" - "${PY_PACKAGES[@]}" <<'PY' 2>/dev/null

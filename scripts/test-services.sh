@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs (if missing) Chromium for the browser test and what the offline engines build and
-# speak with (cmake, libclang, espeak-ng), and starts the servers the test suite talks
+# Installs PostgreSQL, Redis, Chromium for the browser test and what the offline engines build and
+# speak with (scripts/install-engine-deps.sh --test), and starts the servers the test suite talks
 # to, on loopback only:
 # PostgreSQL on 127.0.0.1:${CALLFLEET_PG_PORT:-55432} and Redis on 127.0.0.1:${CALLFLEET_REDIS_PORT:-56379}.
 # Prints the environment the tests need; eval its output:  eval "$(scripts/test-services.sh start)"
@@ -21,20 +21,10 @@ pg_bin() {
   return 1
 }
 
-install_missing() {
-  local need=()
-  pg_bin >/dev/null || need+=(postgresql)
-  command -v redis-server >/dev/null || need+=(redis-server)
-  # The talk page's browser test drives Debian's Chromium headless.
-  command -v chromium >/dev/null || need+=(chromium)
-  if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-  fi
-  # What the product itself builds and speaks with (cmake, libclang, espeak-ng, pip).
-  "$(dirname "$0")/install-engine-deps.sh"
+install_packages() {
+  # PostgreSQL, Redis, Chromium (the talk page's browser test) and what the product builds and
+  # speaks with, by package name (scripts/install-engine-deps.sh).
+  "$(dirname "$0")/install-engine-deps.sh" --test
 }
 
 start_postgres() {
@@ -74,7 +64,7 @@ start_redis() {
 
 case "${1:-start}" in
   start)
-    install_missing
+    install_packages   # prints LIBCLANG_PATH for the build
     start_postgres
     start_redis
     echo "export CALLFLEET_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres"
