@@ -87,6 +87,20 @@ pub struct TurnMetrics {
     pub llm_first_token_ms: Option<u32>,
     pub tts_first_byte_ms: Option<u32>,
     pub voice_to_voice_ms: Option<u32>,
+    /// How the caller's turn was judged over: `stt` (the recognizer's endpoint), `silence`
+    /// (`max_endpointing` without one), `dtmf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// When the end-of-turn model was asked about the endpoint that ended the turn, and when it
+    /// answered, counted like `end_of_utterance_ms` from the caller's last voice; and the
+    /// probability it gave that the caller had finished. Absent without a model; no answer
+    /// means the turn was held until `max_endpointing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_turn_asked_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_turn_answered_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_turn_probability: Option<f32>,
 }
 
 /// What the call achieved, with the evidence that decided it.

@@ -10,5 +10,6 @@ pub mod phone;
 pub mod scenario;
 pub mod secret;
 pub mod text;
+pub mod yaml;
 
 pub use config::{BotConfig, ConfigError, ConfigIssue};

@@ -370,7 +370,7 @@ stt: {provider: deepgram, fallback: [{provider: whisper}]}
 llm: {provider: ollama, model: qwen2.5, fallback: [{provider: openai}]}
 tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
 "#;
-        let providers: Providers = serde_yaml::from_str(yaml).unwrap();
+        let providers: Providers = from_yaml(yaml);
         let env = ProviderEnv::from_lookup(|n| match n {
             "DEEPGRAM_API_KEY" | "CARTESIA_API_KEY" => Some("k".into()),
             _ => None,
@@ -462,8 +462,14 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         }
     }
 
+    fn from_yaml(yaml: &str) -> Providers {
+        let value = callfleet_core::yaml::to_json(yaml, &callfleet_core::yaml::Limits::CONFIG)
+            .expect("valid YAML");
+        serde_json::from_value(value).expect("providers")
+    }
+
     fn chains_for(yaml: &str, env: &ProviderEnv, language: Option<&str>) -> ProviderChains {
-        let mut providers: Providers = serde_yaml::from_str(yaml).unwrap();
+        let mut providers: Providers = from_yaml(yaml);
         if let Some(language) = language {
             providers = with_local_defaults(&providers, language);
         }
@@ -521,8 +527,7 @@ tts: {provider: cartesia, fallback: [{provider: elevenlabs}, {provider: piper}]}
         );
         // A stage that already names a local engine is left as configured.
         let providers: Providers =
-            serde_yaml::from_str("tts: {provider: cartesia, fallback: [{provider: espeak}]}")
-                .unwrap();
+            from_yaml("tts: {provider: cartesia, fallback: [{provider: espeak}]}");
         assert_eq!(with_local_defaults(&providers, "en").tts, providers.tts);
     }
 

@@ -138,7 +138,9 @@ pub enum ScriptError {
 
 impl CallScript {
     pub fn parse(yaml: &str) -> Result<CallScript, ScriptError> {
-        serde_yaml::from_str(yaml).map_err(|e| ScriptError::Parse(e.to_string()))
+        let value = crate::yaml::to_json(yaml, &crate::yaml::Limits::CONFIG)
+            .map_err(|e| ScriptError::Parse(e.to_string()))?;
+        serde_json::from_value(value).map_err(|e| ScriptError::Parse(e.to_string()))
     }
 
     /// Where the script's bot config lies, given where the script lies: its `bot:` key, else
