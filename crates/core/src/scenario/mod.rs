@@ -1,7 +1,7 @@
-//! The scenario engine and what surrounds it: intent matching and field collection
-//! ([`engine`]), value extraction ([`extract`]), the bot's own phrases ([`phrases`]), outcome
-//! classification ([`outcome`]), the LLM and knowledge traits ([`assist`]) and scripted-call
-//! tests ([`script`]).
+//! The scenario engine and what surrounds it: intent matching, field collection and answers
+//! ([`engine`]), what it remembers and reports ([`state`]), value extraction ([`extract`]), the
+//! bot's own phrases ([`phrases`]), outcome classification ([`outcome`]), the LLM and knowledge
+//! traits ([`assist`]) and scripted-call tests ([`script`]).
 
 pub mod assist;
 pub mod engine;
@@ -9,13 +9,14 @@ pub mod extract;
 pub mod outcome;
 pub mod phrases;
 pub mod script;
+pub mod state;
 
 pub use assist::{
     block_on, AssistError, BoxFuture, InMemoryKnowledge, KnowledgeChunk, KnowledgeSearch, Llm,
     LlmMessage,
 };
-pub use engine::{
-    Action, CallContext, CallResult, EngineSnapshot, EngineState, LiveText, Phase, ScenarioEngine,
-    TurnOutput,
-};
+pub use engine::ScenarioEngine;
 pub use script::{run_script, CallScript, ScriptError, ScriptReport};
+pub use state::{
+    Action, CallContext, CallResult, EngineSnapshot, EngineState, LiveText, Phase, TurnOutput,
+};

@@ -3,7 +3,7 @@
 //! transfer, a callback request, silence); then the bot's `default_outcome`; then a reading of
 //! the rest (questions answered → INFO_ONLY, else ABANDONED).
 
-use super::engine::EngineState;
+use super::state::EngineState;
 use crate::config::{BotConfig, OutcomeCondition};
 use crate::domain::Outcome;
 

@@ -23,7 +23,8 @@
 //! share it and only they read files.
 
 use super::assist::{block_on, InMemoryKnowledge};
-use super::engine::{CallContext, CallResult, ScenarioEngine};
+use super::engine::ScenarioEngine;
+use super::state::{CallContext, CallResult};
 use crate::config::BotConfig;
 use crate::text::normalize;
 use chrono::{NaiveDateTime, TimeZone, Utc};

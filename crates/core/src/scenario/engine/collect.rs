@@ -1,0 +1,416 @@
+//! Collecting a scenario's fields: values found in what the caller said are validated and
+//! stored, the next missing one is asked, the values are read back for a yes or a correction,
+//! and questions or new requests in the middle are handled without losing the place.
+
+use super::{ScenarioEngine, MAX_RETRIES};
+use crate::config::{BotConfig, FieldKind, FieldSpec, Scenario};
+use crate::scenario::extract::{extract, Found};
+use crate::scenario::phrases::{self, Problem, YesNo};
+use crate::scenario::state::*;
+use crate::text::Token;
+use std::sync::Arc;
+
+impl ScenarioEngine {
+    pub(super) fn set_field(&mut self, name: &str, value: String, out: &mut TurnOutput) {
+        out.actions.push(Action::FieldCollected {
+            field: name.to_string(),
+            value: value.clone(),
+        });
+        self.state.fields.insert(
+            name.to_string(),
+            CollectedField {
+                value,
+                turn: self.state.user_turns,
+            },
+        );
+    }
+
+    /// Stores the values found; returns the problems, first one first.
+    pub(super) fn apply(
+        &mut self,
+        found: Vec<(String, Found)>,
+        out: &mut TurnOutput,
+    ) -> Vec<(String, Problem)> {
+        let mut problems = Vec::new();
+        for (field, result) in found {
+            match result {
+                Found::Value(value) => {
+                    if self.state.fields.get(&field).map(|f| &f.value) != Some(&value) {
+                        self.set_field(&field, value, out);
+                    }
+                }
+                Found::Invalid(problem) => {
+                    out.actions.push(Action::FieldRejected {
+                        field: field.clone(),
+                        reason: problem.describe().to_string(),
+                    });
+                    problems.push((field, problem));
+                }
+            }
+        }
+        problems
+    }
+
+    /// Asks for what is missing, or confirms, or completes.
+    pub(super) fn advance(
+        &mut self,
+        scenario: &Scenario,
+        problems: Vec<(String, Problem)>,
+        out: &mut TurnOutput,
+    ) {
+        let lang = self.lang();
+        let Some(active) = self.state.active.as_mut() else {
+            return;
+        };
+        if let Some((name, problem)) = problems.into_iter().next() {
+            if let Some(field) = scenario.collect_fields.iter().find(|f| f.name == name) {
+                active.retries = if active.pending.as_deref() == Some(name.as_str()) {
+                    active.retries + 1
+                } else {
+                    0
+                };
+                active.pending = Some(name);
+                active.phase = Phase::Collecting;
+                out.say(phrases::retry(field, Some(&problem), lang));
+                return;
+            }
+        }
+        let missing = scenario.collect_fields.iter().find(|f| {
+            !self.state.fields.contains_key(&f.name)
+                && (f.required || !active.skipped.contains(&f.name))
+        });
+        if let Some(field) = missing {
+            if active.pending.as_deref() != Some(field.name.as_str()) {
+                active.retries = 0;
+            }
+            active.pending = Some(field.name.clone());
+            active.phase = Phase::Collecting;
+            out.say(&field.prompt);
+            return;
+        }
+        active.pending = None;
+        if scenario.confirm.unwrap_or(true) {
+            active.phase = Phase::Confirming;
+            out.actions.push(Action::ConfirmationRequested {
+                scenario: scenario.name.clone(),
+            });
+            out.say(phrases::confirm(&self.summary(scenario), lang));
+        } else {
+            self.complete(scenario, out);
+        }
+    }
+
+    pub(super) fn summary(&self, scenario: &Scenario) -> String {
+        let values: Vec<(&FieldSpec, &str)> = scenario
+            .collect_fields
+            .iter()
+            .filter_map(|f| {
+                self.state
+                    .fields
+                    .get(&f.name)
+                    .map(|v| (f, v.value.as_str()))
+            })
+            .collect();
+        phrases::summary(&values, self.lang())
+    }
+
+    pub(super) fn complete(&mut self, scenario: &Scenario, out: &mut TurnOutput) {
+        let turn = self.state.user_turns;
+        let fields: Vec<String> = scenario
+            .collect_fields
+            .iter()
+            .filter(|f| self.state.fields.contains_key(&f.name))
+            .map(|f| f.name.clone())
+            .collect();
+        self.state.completed.push(CompletedScenario {
+            scenario: scenario.name.clone(),
+            event: scenario.on_complete.clone(),
+            turn,
+            fields,
+        });
+        out.actions.push(Action::Completed {
+            scenario: scenario.name.clone(),
+            event: scenario.on_complete.clone(),
+        });
+        let reply = match &scenario.completion_message {
+            Some(message) => self.fill_placeholders(scenario, message),
+            None => phrases::completed(&self.summary(scenario), self.lang()),
+        };
+        self.state.active = None;
+        out.say(reply);
+    }
+
+    /// `{date}` in a completion message becomes the date as it is read back.
+    pub(super) fn fill_placeholders(&self, scenario: &Scenario, message: &str) -> String {
+        let mut text = message.to_string();
+        for field in &scenario.collect_fields {
+            let value = self
+                .state
+                .fields
+                .get(&field.name)
+                .map(|v| phrases::display_value(field, &v.value, self.lang()))
+                .unwrap_or_default();
+            text = text.replace(&format!("{{{}}}", field.name), &value);
+        }
+        text
+    }
+
+    pub(super) fn active_scenario(&self, active: &ActiveScenario) -> Option<Arc<BotConfig>> {
+        self.config
+            .scenarios
+            .iter()
+            .any(|s| s.name == active.scenario)
+            .then(|| self.config.clone())
+    }
+
+    pub(super) async fn collect(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        active: ActiveScenario,
+        out: &mut TurnOutput,
+    ) {
+        let Some(config) = self.active_scenario(&active) else {
+            self.state.active = None;
+            out.say(&self.config.fallback);
+            return;
+        };
+        let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else {
+            return;
+        };
+        let pending_field = active
+            .pending
+            .as_deref()
+            .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p));
+        let mut toks = tokens.to_vec();
+        let found = {
+            let fields = &self.state.fields;
+            extract(
+                &scenario.collect_fields,
+                &mut toks,
+                self.extract_context(active.pending.as_deref()),
+                &|f| fields.contains_key(f),
+            )
+        };
+        // A value the call already has ("сколько стоит педикюр?" while booking a pedicure)
+        // is no answer to the question asked.
+        let values = found
+            .iter()
+            .filter(|(name, f)| matches!(f, Found::Value(v) if self.state.fields.get(name).map(|c| &c.value) != Some(v)))
+            .count();
+        let only_free_text = values == 1
+            && found.len() == 1
+            && pending_field.is_some_and(|f| f.kind() == FieldKind::Text && found[0].0 == f.name);
+        if values == 0 || only_free_text {
+            if self.digress(text, tokens, scenario, &active, out).await {
+                return;
+            }
+        }
+        if values == 0 && found.is_empty() {
+            let Some(field) = pending_field else {
+                self.advance(scenario, Vec::new(), out);
+                return;
+            };
+            let lang = self.lang();
+            let Some(active) = self.state.active.as_mut() else {
+                return;
+            };
+            active.retries += 1;
+            // An optional field is asked once; a required one until the caller gives up.
+            if !field.required {
+                active.skipped.push(field.name.clone());
+                self.advance(scenario, Vec::new(), out);
+                return;
+            }
+            if active.retries > MAX_RETRIES {
+                out.say(phrases::offer_person(lang));
+            }
+            out.say(phrases::retry(field, None, lang));
+            return;
+        }
+        let problems = self.apply(found, out);
+        self.advance(scenario, problems, out);
+    }
+
+    /// A question or a change of topic in the middle of a scenario. Questions are answered
+    /// and the bot returns to where it was; a different request is switched to.
+    pub(super) async fn digress(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        scenario: &Scenario,
+        active: &ActiveScenario,
+        out: &mut TurnOutput,
+    ) -> bool {
+        let intent = self
+            .match_intent(text, tokens)
+            .await
+            .filter(|i| self.config.scenarios[i.scenario].name != scenario.name);
+        let question = phrases::is_question(text, tokens);
+        let resume_prompt = match active.phase {
+            Phase::Collecting => active
+                .pending
+                .as_deref()
+                .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p))
+                .map(|f| phrases::back_to(&f.prompt, self.lang())),
+            _ => Some(phrases::confirm(&self.summary(scenario), self.lang())),
+        };
+        match intent {
+            Some(intent)
+                if !self.config.scenarios[intent.scenario]
+                    .collect_fields
+                    .is_empty() =>
+            {
+                self.state.active = None;
+                self.enter(intent, text, tokens, out).await;
+                true
+            }
+            // A name like "Linda Park" must not read as a question about parking.
+            Some(intent)
+                if question || intent.score >= 1.0 && !only_text_pending(scenario, active) =>
+            {
+                let other = self.config.clone();
+                let other = &other.scenarios[intent.scenario];
+                if !self.state.entered.iter().any(|e| e.scenario == other.name) {
+                    self.state.entered.push(EnteredScenario {
+                        scenario: other.name.clone(),
+                        turn: self.state.user_turns,
+                        collects_fields: false,
+                    });
+                }
+                out.actions.push(Action::ScenarioEntered {
+                    scenario: other.name.clone(),
+                });
+                if other.use_knowledge_base {
+                    self.say_answer(text, out).await;
+                } else if let Some(message) = &other.completion_message {
+                    out.say(message);
+                }
+                if let Some(prompt) = resume_prompt {
+                    out.say(prompt);
+                }
+                true
+            }
+            _ if question && self.answers_questions() => {
+                self.say_answer(text, out).await;
+                if let Some(prompt) = resume_prompt {
+                    out.say(prompt);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) async fn confirm_turn(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        active: ActiveScenario,
+        out: &mut TurnOutput,
+    ) {
+        let config = self.config.clone();
+        let Some(scenario) = config.scenarios.iter().find(|s| s.name == active.scenario) else {
+            self.state.active = None;
+            return;
+        };
+        let mut toks = tokens.to_vec();
+        let found = {
+            let fields = &self.state.fields;
+            extract(
+                &scenario.collect_fields,
+                &mut toks,
+                self.extract_context(None),
+                &|f| fields.contains_key(f),
+            )
+        };
+        let changed: Vec<(String, Found)> = found
+            .iter()
+            .filter(|(name, f)| match f {
+                Found::Value(v) => self.state.fields.get(name).map(|c| &c.value) != Some(v),
+                Found::Invalid(_) => true,
+            })
+            .cloned()
+            .collect();
+        let answer = phrases::yes_no(tokens);
+        let lang = self.lang();
+        if !changed.is_empty() {
+            let problems = self.apply(changed, out);
+            if !problems.is_empty() {
+                self.advance(scenario, problems, out);
+                return;
+            }
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Confirming;
+            }
+            out.actions.push(Action::ConfirmationRequested {
+                scenario: scenario.name.clone(),
+            });
+            out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+            return;
+        }
+        if answer == Some(YesNo::Yes) {
+            self.complete(scenario, out);
+            return;
+        }
+        if let Some(field) = scenario
+            .collect_fields
+            .iter()
+            .find(|f| phrases::mentions_field(f, tokens))
+        {
+            self.state.fields.remove(&field.name);
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Collecting;
+                active.pending = Some(field.name.clone());
+                active.retries = 0;
+            }
+            out.say(&field.prompt);
+            return;
+        }
+        if answer == Some(YesNo::No) {
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Correcting;
+            }
+            out.say(phrases::what_to_correct(lang));
+            return;
+        }
+        if self.digress(text, tokens, scenario, &active, out).await {
+            return;
+        }
+        // "Не стрижка, а маникюр" after "what should I change?": the one free-text field.
+        let text_fields: Vec<&FieldSpec> = scenario
+            .collect_fields
+            .iter()
+            .filter(|f| f.kind() == FieldKind::Text)
+            .collect();
+        if active.phase == Phase::Correcting && text_fields.len() == 1 {
+            let field = text_fields[0];
+            let mut toks = tokens.to_vec();
+            let found = extract(
+                std::slice::from_ref(field),
+                &mut toks,
+                self.extract_context(Some(&field.name)),
+                &|_| true,
+            );
+            if let Some((_, Found::Value(value))) = found.into_iter().next() {
+                self.set_field(&field.name, value, out);
+                if let Some(active) = self.state.active.as_mut() {
+                    active.phase = Phase::Confirming;
+                }
+                out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+                return;
+            }
+        }
+        out.say(phrases::confirm_again(lang));
+    }
+}
+
+/// True when the bot waits for free text, where any words are a plausible answer.
+fn only_text_pending(scenario: &Scenario, active: &ActiveScenario) -> bool {
+    active.phase == Phase::Collecting
+        && active
+            .pending
+            .as_deref()
+            .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p))
+            .is_some_and(|f| f.kind() == FieldKind::Text)
+}
