@@ -81,6 +81,17 @@ impl FromRequestParts<ApiContext> for Principal {
         parts: &mut Parts,
         ctx: &ApiContext,
     ) -> Result<Self, Self::Rejection> {
+        // Guessing keys costs a source address its budget of failures; once spent, it is
+        // refused before any key is looked up.
+        let source = crate::peer_of(&parts.extensions)
+            .map_or_else(|| "unknown".to_string(), |peer| peer.ip().to_string());
+        ctx.auth_failures
+            .available(&source)
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        let failed = || match ctx.auth_failures.check(&source) {
+            Ok(()) => ApiError::Unauthorized,
+            Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs },
+        };
         let presented = parts
             .headers
             .get(AUTHORIZATION)
@@ -88,7 +99,7 @@ impl FromRequestParts<ApiContext> for Principal {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or_else(failed)?;
         let admin = ctx.config.admin_key.expose();
         let principal =
             if !admin.is_empty() && bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) {
@@ -98,7 +109,7 @@ impl FromRequestParts<ApiContext> for Principal {
                     .store
                     .find_api_key(presented)
                     .await?
-                    .ok_or(ApiError::Unauthorized)?;
+                    .ok_or_else(failed)?;
                 Principal::Company {
                     company_id: owner.company_id,
                     key_id: owner.key_id,

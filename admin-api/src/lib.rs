@@ -17,7 +17,9 @@ pub use error::ApiError;
 use callfleet_core::secret::Secret;
 use callfleet_store::Store;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Settings of the admin API.
@@ -33,6 +35,15 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Largest knowledge document accepted for upload, in bytes.
     pub max_upload_bytes: usize,
+    /// How long a client may take to send a request's headers; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body; then the request fails with 408.
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; a larger one gets 431.
+    pub max_header_bytes: usize,
+    /// Requests with a wrong or missing key each source address may make a minute; past that it
+    /// gets 429 before any key is looked up.
+    pub auth_failures_per_min: u32,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +54,10 @@ impl Default for ApiConfig {
             rate_limit_burst: 100,
             max_body_bytes: 1 << 20,
             max_upload_bytes: 20 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+            auth_failures_per_min: 30,
         }
     }
 }
@@ -65,6 +80,8 @@ pub struct ApiContext {
     pub(crate) knowledge: Option<callfleet_knowledge::KnowledgeService>,
     pub(crate) browser_calls: Option<Arc<BrowserCalls>>,
     pub(crate) limiter: Arc<rate_limit::RateLimiter>,
+    /// Failed authentications per source address.
+    pub(crate) auth_failures: Arc<rate_limit::RateLimiter>,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
 }
 
@@ -72,12 +89,17 @@ impl ApiContext {
     pub fn new(config: ApiConfig, store: Store) -> ApiContext {
         let limiter =
             rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        let auth_failures = rate_limit::RateLimiter::new(
+            f64::from(config.auth_failures_per_min) / 60.0,
+            config.auth_failures_per_min,
+        );
         ApiContext {
             config: Arc::new(config),
             store,
             knowledge: None,
             browser_calls: None,
             limiter: Arc::new(limiter),
+            auth_failures: Arc::new(auth_failures),
             metrics: Arc::new(metrics::HttpMetrics::new()),
         }
     }
@@ -109,6 +131,9 @@ pub fn router(ctx: ApiContext) -> axum::Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             ctx.config.max_body_bytes,
         ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            ctx.config.body_read_timeout,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
@@ -118,12 +143,71 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// Connections are served here rather than by `axum::serve` for what a public endpoint needs and
+/// it does not offer: a client that trickles its headers is cut off after `header_read_timeout`,
+/// a request head over `max_header_bytes` is refused with 431 before it is buffered, and each
+/// request carries its source address (for the failed-authentication limit).
 pub async fn serve(
     listener: TcpListener,
     ctx: ApiContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let config = ctx.config.clone();
+    let app = router(ctx);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The source address of a request, when it came through [`serve`].
+pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
 }

@@ -2,6 +2,7 @@
 
 use crate::ApiContext;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
@@ -65,17 +66,27 @@ pub(crate) async fn track(State(ctx): State<ApiContext>, request: Request, next:
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().to_string();
+    // Methods are a closed set here: any other token (clients may send anything) is one label.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
     let timer = ctx
         .metrics
         .latency
-        .with_label_values(&[&method, &route])
+        .with_label_values(&[method, &route])
         .start_timer();
     let response = next.run(request).await;
     timer.observe_duration();
     ctx.metrics
         .requests
-        .with_label_values(&[&method, &route, response.status().as_str()])
+        .with_label_values(&[method, &route, response.status().as_str()])
         .inc();
     response
 }

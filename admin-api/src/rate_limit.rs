@@ -28,6 +28,30 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `key` has a request left, without taking it; `Err(seconds to wait)` when not.
+    pub(crate) fn available(&self, key: &str) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let buckets = self
+            .buckets
+            .lock()
+            .expect("rate limiter lock is never poisoned: no panics inside");
+        match buckets.get(key) {
+            None => Ok(()),
+            Some(bucket) => {
+                let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+                let tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+                if tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(((1.0 - tokens) / self.rate).ceil().max(1.0) as u64)
+                }
+            }
+        }
+    }
+
     /// Takes one request from `key`'s bucket; `Err(seconds to wait)` when it is empty.
     pub(crate) fn check(&self, key: &str) -> Result<(), u64> {
         if self.rate <= 0.0 {
@@ -92,6 +116,11 @@ mod tests {
             limiter.check("a").is_err(),
             "refill stops at the burst size"
         );
+        assert_eq!(limiter.available("a"), Err(1), "looking takes nothing");
+        assert_eq!(limiter.available("never-seen"), Ok(()));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(limiter.available("a"), Ok(()));
+        assert_eq!(limiter.available("a"), Ok(()), "and takes nothing again");
     }
 
     #[tokio::test(start_paused = true)]

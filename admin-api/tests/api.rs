@@ -967,6 +967,58 @@ async fn oversize_bodies_are_refused_whole() {
 }
 
 #[tokio::test]
+async fn hostile_yaml_gets_a_clear_422_and_saves_nothing() {
+    let db = callfleet_store::testing::sqlite().await;
+    let api = Api::new(db.store.clone(), ApiConfig::default());
+    let a = tenant(&api, "A", "+74950000001").await;
+    // Nine levels of ten aliases: 10⁹ strings from a body of a few hundred bytes.
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..=9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    // Block nesting is bounded by the value builder, flow nesting by the parser itself.
+    let deep = format!("language:\n{}ru\n", "- ".repeat(5000));
+    let deep_flow = format!("language: {}ru{}\n", "[".repeat(5000), "]".repeat(5000));
+    for (body, expected) in [
+        (bomb, "expands to more than"),
+        (deep, "levels deep"),
+        (deep_flow, "recursion limit"),
+        ("language: ru\nlanguage: en\n".to_string(), "duplicate key"),
+    ] {
+        let reply = api
+            .raw(
+                Method::PUT,
+                &format!("/bots/{}/config", a.bot),
+                Some(&a.key),
+                "application/yaml",
+                body.into(),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}",
+            reply.body
+        );
+        let detail = reply.body["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(detail.contains(expected), "{expected}: {:?}", reply.body);
+    }
+    let config = api
+        .ok(
+            Method::GET,
+            &format!("/bots/{}/config", a.bot),
+            &a.key,
+            None,
+        )
+        .await;
+    assert_eq!(config["version"], 1, "nothing was saved");
+}
+
+#[tokio::test]
 async fn openapi_lists_every_route_and_metrics_count_requests() {
     let db = callfleet_store::testing::sqlite().await;
     let api = Api::new(db.store.clone(), ApiConfig::default());
@@ -1029,6 +1081,9 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "PATCH /webhooks/{id}",
         "DELETE /webhooks/{id}",
         "GET /webhooks/{id}/deliveries",
+        "GET /webhook-deliveries/{id}",
+        "POST /webhook-deliveries/{id}/replay",
+        "GET /dead-letters",
     ];
     expected.sort();
     assert_eq!(routes, expected);

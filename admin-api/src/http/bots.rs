@@ -126,9 +126,11 @@ fn invalid_config(err: ConfigError) -> ApiError {
     }
 }
 
-/// The config text, its format name and the validated config.
-fn parse_config_text(
-    text: &str,
+/// The config text, its format name and the validated config. Parsing runs off the async
+/// runtime: it is bounded (`callfleet_core::yaml::Limits::CONFIG`), but a megabyte of YAML is
+/// still milliseconds of CPU that other requests should not wait behind.
+async fn parse_config_text(
+    text: String,
     format: Option<ConfigFormat>,
 ) -> ApiResult<(BotConfig, &'static str)> {
     let format = format.unwrap_or(if text.trim_start().starts_with('{') {
@@ -136,7 +138,10 @@ fn parse_config_text(
     } else {
         ConfigFormat::Yaml
     });
-    let config = BotConfig::parse(text, format).map_err(invalid_config)?;
+    let config = tokio::task::spawn_blocking(move || BotConfig::parse(&text, format))
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .map_err(invalid_config)?;
     Ok((
         config,
         if format == ConfigFormat::Json {
@@ -186,7 +191,7 @@ async fn create_bot(
     visible_company(&ctx, &who, &company_id).await?;
     let (config, source_text, format) = match &body.config {
         Value::String(text) => {
-            let (config, format) = parse_config_text(text, None)?;
+            let (config, format) = parse_config_text(text.clone(), None).await?;
             (config, text.clone(), format)
         }
         Value::Object(_) => {
@@ -317,7 +322,7 @@ async fn put_config(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(ConfigFormat::from_media_type);
-    let (config, format) = parse_config_text(&text, format)?;
+    let (config, format) = parse_config_text(text.clone(), format).await?;
     let version = ctx
         .store
         .put_bot_config(&id, &config, &text, format)
