@@ -11,6 +11,11 @@ pub const END_OF_TURN_AUDIO: Duration = Duration::from_secs(8);
 /// The model's input rate.
 pub const END_OF_TURN_RATE: u32 = 16_000;
 
+/// Silence kept after the caller's last voiced frame: the model judges the speech and a short
+/// pause after it (as Smart Turn is run at a VAD's stop), not however long the recognizer took
+/// to reach its endpoint.
+pub const END_OF_TURN_TRAILING_SILENCE: Duration = Duration::from_millis(200);
+
 /// Judges whether the caller has finished their turn. Called off the async executor (in
 /// `spawn_blocking`), one call at a time.
 pub trait EndOfTurnModel: Send {
@@ -23,24 +28,48 @@ pub trait EndOfTurnModel: Send {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecentAudio {
     samples: std::collections::VecDeque<i16>,
+    /// Samples pushed since the call started, and how many of them up to the end of the last
+    /// voiced frame.
+    pushed: u64,
+    voiced_end: u64,
 }
 
 impl RecentAudio {
     const CAPACITY: usize = (END_OF_TURN_RATE as u64 * END_OF_TURN_AUDIO.as_secs()) as usize;
 
-    pub(crate) fn push(&mut self, frame: &[i16], sample_rate: u32) {
+    /// One frame of the caller's audio; `voiced`: the VAD heard speech in it.
+    pub(crate) fn push(&mut self, frame: &[i16], sample_rate: u32, voiced: bool) {
+        let before = self.samples.len();
         if sample_rate == END_OF_TURN_RATE {
             self.samples.extend(frame.iter().copied());
         } else {
             self.samples
                 .extend(crate::wav::resample(frame, sample_rate, END_OF_TURN_RATE));
         }
+        self.pushed += (self.samples.len() - before) as u64;
+        if voiced {
+            self.voiced_end = self.pushed;
+        }
         let over = self.samples.len().saturating_sub(Self::CAPACITY);
         self.samples.drain(..over);
     }
 
+    #[cfg(test)]
     pub(crate) fn snapshot(&self) -> Vec<i16> {
         self.samples.iter().copied().collect()
+    }
+
+    /// The audio up to the caller's last voiced frame and [`END_OF_TURN_TRAILING_SILENCE`]
+    /// after it (or up to now, if less has come since).
+    pub(crate) fn to_speech_end(&self) -> Vec<i16> {
+        let trailing =
+            END_OF_TURN_RATE as u64 * END_OF_TURN_TRAILING_SILENCE.as_millis() as u64 / 1000;
+        let end = (self.voiced_end + trailing).min(self.pushed);
+        let keep = self
+            .samples
+            .len()
+            .saturating_sub((self.pushed - end) as usize);
+        self.samples.iter().take(keep).copied().collect()
     }
 }
 
@@ -53,10 +82,35 @@ mod tests {
         let mut r = RecentAudio::default();
         // 10 s at 8 kHz in 20 ms frames, each frame numbered: 8 s remain, the newest.
         for i in 0..500 {
-            r.push(&[i as i16; 160], 8_000);
+            r.push(&[i as i16; 160], 8_000, true);
         }
         let s = r.snapshot();
         assert_eq!(s.len(), 128_000);
         assert_eq!((s[0], s[s.len() - 1]), (100, 499));
+        assert_eq!(r.to_speech_end(), s);
+    }
+
+    #[test]
+    fn the_model_is_shown_the_speech_and_a_short_pause_after_it() {
+        let mut r = RecentAudio::default();
+        // 1 s of speech, then 1.5 s of silence in 20 ms frames at 16 kHz.
+        for _ in 0..50 {
+            r.push(&[1000; 320], 16_000, true);
+        }
+        for _ in 0..75 {
+            r.push(&[0; 320], 16_000, false);
+        }
+        let s = r.to_speech_end();
+        assert_eq!(s.len(), 16_000 + 3_200);
+        assert!(s[..16_000].iter().all(|&v| v == 1000));
+        // Asked 100 ms after the speech: everything so far.
+        let mut r = RecentAudio::default();
+        for _ in 0..50 {
+            r.push(&[1000; 320], 16_000, true);
+        }
+        for _ in 0..5 {
+            r.push(&[0; 320], 16_000, false);
+        }
+        assert_eq!(r.to_speech_end().len(), 16_000 + 1_600);
     }
 }

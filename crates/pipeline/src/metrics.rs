@@ -1,6 +1,7 @@
 //! Per-turn latencies: the instants of one turn (pure), turned into
 //! [`TurnMetrics`](callfleet_core::domain::TurnMetrics) and exported to Prometheus by bot.
 
+use crate::turn::Judgement;
 use callfleet_core::domain::TurnMetrics;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub struct TurnTimer {
     pub tts_first_audio: Option<Duration>,
     /// The first frame of the reply left for the caller.
     pub first_frame_out: Option<Duration>,
+    /// How the turn was judged over (`stt`, `silence`, `dtmf`).
+    pub endpoint: Option<&'static str>,
+    /// What the end-of-turn model said about the endpoint that ended the turn.
+    pub judgement: Option<Judgement>,
 }
 
 fn between(from: Option<Duration>, to: Option<Duration>) -> Option<u32> {
@@ -38,6 +43,14 @@ impl TurnTimer {
             llm_first_token_ms: between(self.end_of_turn, self.first_text),
             tts_first_byte_ms: between(self.tts_request, self.tts_first_audio),
             voice_to_voice_ms: between(self.last_voiced, self.first_frame_out),
+            endpoint: self.endpoint.map(str::to_string),
+            end_of_turn_asked_ms: self
+                .judgement
+                .and_then(|j| between(self.last_voiced, Some(j.asked))),
+            end_of_turn_answered_ms: self
+                .judgement
+                .and_then(|j| between(self.last_voiced, j.answered)),
+            end_of_turn_probability: self.judgement.and_then(|j| j.probability),
         }
     }
 
@@ -152,6 +165,12 @@ mod tests {
                     tts_request: ms(1351),
                     tts_first_audio: ms(1441),
                     first_frame_out: ms(1443),
+                    endpoint: Some("stt"),
+                    judgement: Some(Judgement {
+                        asked: Duration::from_millis(1150),
+                        answered: ms(1170),
+                        probability: Some(0.75),
+                    }),
                 },
                 TurnMetrics {
                     turn: 1,
@@ -160,6 +179,10 @@ mod tests {
                     llm_first_token_ms: Some(200),
                     tts_first_byte_ms: Some(90),
                     voice_to_voice_ms: Some(443),
+                    endpoint: Some("stt".into()),
+                    end_of_turn_asked_ms: Some(150),
+                    end_of_turn_answered_ms: Some(170),
+                    end_of_turn_probability: Some(0.75),
                 },
                 Some(3),
             ),

@@ -272,6 +272,9 @@ impl Pipeline {
             end: None,
             pending_end: None,
             last_final: None,
+            finalizes: VecDeque::new(),
+            last_finalize: None,
+            speech_began: None,
         };
         call.prepare_apology();
         if call.stt.is_none() || call.tts.is_none() {
@@ -451,7 +454,16 @@ struct Call {
     pending_end: Option<CallEnd>,
     /// When the recognizer's last final result arrived.
     last_final: Option<Duration>,
+    /// When the flushes not yet answered were asked for (the VAD heard the caller stop), oldest
+    /// first, and the last one asked.
+    finalizes: VecDeque<Duration>,
+    last_finalize: Option<Duration>,
+    /// When the VAD last heard the caller start speaking.
+    speech_began: Option<Duration>,
 }
+
+/// Unanswered flushes remembered; a recognizer that leaves some unanswered cannot grow the list.
+const MAX_UNANSWERED_FLUSHES: usize = 8;
 
 async fn recv_stt(
     stt: &mut Option<SttSession>,
@@ -751,21 +763,30 @@ impl Call {
         let p = self
             .vad
             .speech_probability(&samples, self.config.input_rate);
-        if self.turn_model.is_some() {
-            self.recent_audio.push(&samples, self.config.input_rate);
-        }
         let voiced = p >= self.config.vad_threshold;
+        if self.turn_model.is_some() {
+            self.recent_audio
+                .push(&samples, self.config.input_rate, voiced);
+        }
         let was_speaking = self.smoother.is_speaking();
         let speaking = self.smoother.push(p, ms);
+        let now = self.now();
+        if speaking && !was_speaking {
+            self.speech_began = Some(now);
+        }
         if let Some(stt) = &mut self.stt {
             if stt.send_audio(samples).is_err() {
                 tracing::warn!("STT session closed; the caller can no longer be heard.");
             }
             if was_speaking && !speaking && self.config.finalize_on_silence {
                 let _ = stt.finalize().await;
+                self.last_finalize = Some(now);
+                self.finalizes.push_back(now);
+                if self.finalizes.len() > MAX_UNANSWERED_FLUSHES {
+                    self.finalizes.pop_front();
+                }
             }
         }
-        let now = self.now();
         let actions = self
             .detector
             .handle(now, TurnInput::Vad { speaking, voiced });
@@ -781,9 +802,27 @@ impl Call {
             Some(Ok(SttEvent::Transcript(t))) if t.is_final => {
                 self.last_final = Some(now);
                 // A flush we asked for on VAD silence is as good as the recognizer's endpoint.
+                // But an endpoint followed by more of the caller's speech ended a pause, not the
+                // turn: a recognizer busy transcribing answers late, and its "Hello." arrives
+                // while the caller is already saying the rest (or has said it). A flush's
+                // answer is late if the caller spoke again after that flush was asked; the
+                // recognizer's own endpoint, if the caller has spoken again since the last
+                // flush and was heard just now, within the silence it claims. The speech after
+                // gets its own flush and endpoint.
+                let began_after = |at: Option<Duration>| matches!((at, self.speech_began), (Some(at), Some(began)) if began > at);
+                let resumed = if t.from_finalize {
+                    began_after(self.finalizes.pop_front())
+                } else {
+                    let silent_for = self
+                        .detector
+                        .last_voiced()
+                        .map_or(now, |v| now.saturating_sub(v));
+                    began_after(self.last_finalize)
+                        && silent_for.as_millis() * 2 < u128::from(self.config.stt.endpointing_ms)
+                };
                 TurnInput::Final {
                     text: t.text,
-                    speech_final: t.speech_final || t.from_finalize,
+                    speech_final: (t.speech_final || t.from_finalize) && !resumed,
                 }
             }
             Some(Ok(SttEvent::Transcript(t))) => TurnInput::Interim { text: t.text },
@@ -961,7 +1000,8 @@ impl Call {
             let now = self.now();
             match action {
                 TurnAction::EndOfTurn { text, via } => {
-                    tracing::debug!(?via, text = %text, "End of turn.");
+                    let judgement = self.detector.take_judgement();
+                    tracing::debug!(?via, ?judgement, text = %text, "End of turn.");
                     self.stop_speaking();
                     self.resumable = None;
                     self.user_turns += 1;
@@ -978,6 +1018,8 @@ impl Call {
                     s.timer.last_voiced = self.detector.last_voiced();
                     s.timer.stt_final = self.last_final;
                     s.timer.end_of_turn = Some(now);
+                    s.timer.endpoint = Some(via.as_str());
+                    s.timer.judgement = judgement;
                     self.speaking = Some(s);
                     self.splitter = SentenceSplitter::new(self.config.split);
                     let _ = self.requests.send(Request::Respond {
@@ -1012,7 +1054,7 @@ impl Call {
             let _ = self.verdict_tx.send((request, None));
             return;
         };
-        let audio = self.recent_audio.snapshot();
+        let audio = self.recent_audio.to_speech_end();
         let tx = self.verdict_tx.clone();
         tokio::task::spawn_blocking(move || {
             let verdict = match model.lock() {

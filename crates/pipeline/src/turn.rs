@@ -98,6 +98,16 @@ pub enum Endpoint {
     Dtmf,
 }
 
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Stt => "stt",
+            Endpoint::Silence => "silence",
+            Endpoint::Dtmf => "dtmf",
+        }
+    }
+}
+
 /// What the machine decides.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnAction {
@@ -116,6 +126,18 @@ pub enum TurnAction {
     PredictEndOfTurn {
         request: u64,
     },
+}
+
+/// What the end-of-turn model was asked about a turn and what it said, as offsets from the
+/// call's start: kept with the turn's metrics, so a slow end of turn can be explained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub asked: Duration,
+    /// `None`: no answer came before the turn ended.
+    pub answered: Option<Duration>,
+    /// The probability that the caller had finished; `None` without an answer or when the model
+    /// failed.
+    pub probability: Option<f32>,
 }
 
 /// Where the end-of-turn model stands on the current endpoint.
@@ -143,6 +165,8 @@ pub struct TurnDetector {
     dtmf: String,
     last_dtmf: Option<Duration>,
     agent_speaking: bool,
+    /// When the agent's current utterance started reaching the caller.
+    agent_since: Option<Duration>,
     /// Set by an interruption until the caller's words arrive (or do not).
     interrupted: bool,
     /// A turn was handed to the responder and the agent has not spoken since.
@@ -153,6 +177,9 @@ pub struct TurnDetector {
     turn_model: bool,
     verdict: Verdict,
     requests: u64,
+    /// The model's judgement of the current endpoint, and of the turn that last ended.
+    judgement: Option<Judgement>,
+    ended_judgement: Option<Judgement>,
 }
 
 fn words(s: &str) -> usize {
@@ -174,6 +201,7 @@ impl TurnDetector {
             dtmf: String::new(),
             last_dtmf: None,
             agent_speaking: false,
+            agent_since: None,
             interrupted: false,
             awaiting_reply: false,
             silence_since: None,
@@ -181,6 +209,8 @@ impl TurnDetector {
             turn_model: false,
             verdict: Verdict::None,
             requests: 0,
+            judgement: None,
+            ended_judgement: None,
         }
     }
 
@@ -201,6 +231,11 @@ impl TurnDetector {
     /// When the caller's voice was last heard; end-of-utterance latencies count from it.
     pub fn last_voiced(&self) -> Option<Duration> {
         self.last_voiced
+    }
+
+    /// What the end-of-turn model said about the turn that last ended (taken once).
+    pub fn take_judgement(&mut self) -> Option<Judgement> {
+        self.ended_judgement.take()
     }
 
     fn text(&self) -> String {
@@ -229,6 +264,7 @@ impl TurnDetector {
     }
 
     pub fn handle(&mut self, at: Duration, input: TurnInput) -> Vec<TurnAction> {
+        let mut out = Vec::new();
         match input {
             TurnInput::Vad { speaking, voiced } => {
                 if speaking {
@@ -237,6 +273,7 @@ impl TurnDetector {
                         self.speech_started = Some(at);
                         self.endpointed = false;
                         self.verdict = Verdict::None;
+                        self.judgement = None;
                     }
                     self.silence_since = None;
                 } else if self.user_speaking {
@@ -256,6 +293,10 @@ impl TurnDetector {
                     self.finals.push(text);
                     self.reprompts_done = 0;
                     self.silence_since = None;
+                    // New words make a verdict on the audio before them stale: ask again.
+                    self.verdict = Verdict::None;
+                    self.judgement = None;
+                    out = self.interrupt_for_late_words();
                 }
                 self.last_final = Some(at);
                 if speech_final {
@@ -282,16 +323,16 @@ impl TurnDetector {
             }
             TurnInput::AgentSpeaking(speaking) => {
                 if speaking {
+                    if !self.agent_speaking {
+                        self.agent_since = Some(at);
+                    }
                     self.agent_speaking = true;
                     self.awaiting_reply = false;
                     self.silence_since = None;
                 } else if self.agent_speaking {
                     self.agent_speaking = false;
-                    if !self.interrupted && !self.user_speaking {
-                        // Words said over the agent that did not interrupt it were backchannel.
-                        self.finals.clear();
-                        self.interim.clear();
-                    }
+                    // Words said over the agent that did not interrupt it stay: they are the
+                    // caller's, and end a turn of their own now that the agent is quiet.
                     if !self.awaiting_reply && self.finals.is_empty() && !self.user_speaking {
                         self.silence_since = Some(at);
                     }
@@ -307,17 +348,21 @@ impl TurnDetector {
                         Some(p) if p < self.cfg.end_of_turn_threshold => Verdict::Incomplete,
                         _ => Verdict::Complete,
                     };
+                    if let Some(j) = &mut self.judgement {
+                        j.answered = Some(at);
+                        j.probability = probability;
+                    }
                 }
             }
         }
-        let mut out = self.check_interruption(at);
-        out.extend(self.request_verdict());
+        out.extend(self.check_interruption(at));
+        out.extend(self.request_verdict(at));
         out.extend(self.poll(at));
         out
     }
 
     /// Asks the model about an endpoint that would end a turn, once per endpoint.
-    fn request_verdict(&mut self) -> Option<TurnAction> {
+    fn request_verdict(&mut self, at: Duration) -> Option<TurnAction> {
         if !self.turn_model
             || !self.endpointed
             || self.verdict != Verdict::None
@@ -328,6 +373,11 @@ impl TurnDetector {
         }
         self.requests += 1;
         self.verdict = Verdict::Pending(self.requests);
+        self.judgement = Some(Judgement {
+            asked: at,
+            answered: None,
+            probability: None,
+        });
         Some(TurnAction::PredictEndOfTurn {
             request: self.requests,
         })
@@ -351,7 +401,28 @@ impl TurnDetector {
         Vec::new()
     }
 
+    /// Words that arrive while the agent holds the floor, from speech that began before it
+    /// started talking, were late, not said over it: the recognizer was still at work when the
+    /// reply began. The reply answers less than the caller said, so it is cut off and the
+    /// caller's words make the turn.
+    fn interrupt_for_late_words(&mut self) -> Vec<TurnAction> {
+        if !self.agent_holds_floor() {
+            return Vec::new();
+        }
+        let began_before_agent = match (self.speech_started, self.agent_since) {
+            (Some(speech), Some(agent)) => speech < agent,
+            _ => true,
+        };
+        if !began_before_agent {
+            return Vec::new();
+        }
+        self.interrupted = true;
+        self.agent_speaking = false;
+        vec![TurnAction::Interrupt]
+    }
+
     fn end_turn(&mut self, text: String, via: Endpoint) -> Vec<TurnAction> {
+        self.ended_judgement = self.judgement.take();
         self.finals.clear();
         self.interim.clear();
         self.dtmf.clear();
@@ -621,12 +692,24 @@ mod tests {
     #[test]
     fn barge_in_needs_enough_speech() {
         let cfg = TurnConfig::default();
-        // 300 ms of speech over the agent: a cough, no interruption; it is dropped when the agent ends.
+        // 300 ms of speech over the agent: too short to interrupt it, but the caller's words are
+        // kept and answered once the agent has finished.
         let s = script(vec![
             vec![(0, Some(AgentSpeaking(true)))],
             speech(1000, 1300),
             vec![
                 (1400, Some(fin("uh", true))),
+                (2000, Some(AgentSpeaking(false))),
+                (4000, None),
+            ],
+        ]);
+        check(cfg.clone(), &s, &[(2000, eot("uh", Endpoint::Stt))]);
+        // A cough (no words) over the agent leaves nothing behind.
+        let s = script(vec![
+            vec![(0, Some(AgentSpeaking(true)))],
+            speech(1000, 1300),
+            vec![
+                (1400, Some(fin("", true))),
                 (2000, Some(AgentSpeaking(false))),
                 (4000, None),
             ],
@@ -915,7 +998,8 @@ mod tests {
 
     #[test]
     fn no_verdict_is_asked_while_the_agent_holds_the_floor() {
-        // 300 ms over the agent: a backchannel; its endpoint is not judged.
+        // 300 ms over the agent: too short to interrupt; its endpoint is judged once the agent
+        // has stopped, and with no answer the words wait for the max delay.
         let s = script(vec![
             vec![(0, Some(AgentSpeaking(true)))],
             speech(1000, 1300),
@@ -925,6 +1009,84 @@ mod tests {
                 (4000, None),
             ],
         ]);
-        with_model(TurnConfig::default(), &s, &[]);
+        with_model(
+            TurnConfig::default(),
+            &s,
+            &[
+                (1500, predict(1)),
+                (1280 + 2500, eot("uh huh", Endpoint::Stt)),
+            ],
+        );
+    }
+
+    #[test]
+    fn words_recognized_late_cut_off_the_reply_that_missed_them() {
+        // "Hello." ends a turn; the caller goes on at 900 and stops at 2000; the reply to
+        // "Hello." starts at 2300, and only then do the recognizer's words for 900–2000 arrive.
+        // They were said before the reply began: it is cut off and they make the next turn.
+        let s = script(vec![
+            speech(0, 500),
+            vec![(700, Some(fin("Hello.", true)))],
+            speech(900, 2000),
+            vec![
+                (2300, Some(AgentSpeaking(true))),
+                (2600, Some(fin("I would like to book an appointment", true))),
+                (5000, None),
+            ],
+        ]);
+        check(
+            TurnConfig::default(),
+            &s,
+            &[
+                (700, eot("Hello.", Endpoint::Stt)),
+                (2600, Interrupt),
+                (
+                    2600,
+                    eot("I would like to book an appointment", Endpoint::Stt),
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_verdict_is_asked_again_when_words_follow_it() {
+        // "Hello." is recognized late, after the caller went on: the model, asked then, hears
+        // "Hello. I w…" and doubts. The rest's endpoint is judged afresh, not by that doubt.
+        let s = script(vec![
+            speech(0, 500),
+            speech(800, 2500),
+            vec![
+                (1000, Some(fin("Hello.", true))),
+                (1050, Some(verdict(1, Some(0.1)))),
+                (2700, Some(fin("I would like a table", true))),
+                (2720, Some(verdict(2, Some(0.9)))),
+                (6000, None),
+            ],
+        ]);
+        let mut t = TurnDetector::new(TurnConfig::default()).with_turn_model();
+        check_detector(
+            t.clone(),
+            &s,
+            &[
+                (1000, predict(1)),
+                (2700, predict(2)),
+                (2720, eot("Hello. I would like a table", Endpoint::Stt)),
+            ],
+        );
+        // What the model said about the turn is kept for its metrics.
+        for (at, input) in &s {
+            if let Some(i) = input {
+                t.handle(ms(*at), i.clone());
+            }
+        }
+        assert_eq!(
+            t.take_judgement(),
+            Some(Judgement {
+                asked: ms(2700),
+                answered: Some(ms(2720)),
+                probability: Some(0.9),
+            })
+        );
+        assert_eq!(t.take_judgement(), None);
     }
 }

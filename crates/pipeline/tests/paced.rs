@@ -116,7 +116,7 @@ async fn silence_timeout_reprompts_then_ends_after_the_configured_seconds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn short_speech_over_the_bot_is_a_backchannel_long_speech_interrupts() {
+async fn short_speech_over_the_bot_is_answered_after_it_long_speech_interrupts() {
     let call = start(&["uh huh", "mm", "tell me more", "wait a moment"], |c| {
         c.turn.min_interruption_speech = Duration::from_millis(500)
     })
@@ -129,7 +129,7 @@ async fn short_speech_over_the_bot_is_a_backchannel_long_speech_interrupts() {
     call.play(silence(600, 16000)).await;
     // The reply "You said: uh huh." starts ~300 ms after the caller stops and lasts ~1 s.
     call.play(talk(400, 500)).await;
-    // 300 ms over it: a backchannel, ignored.
+    // 300 ms over it: too short to interrupt, but the caller's words are answered once it ends.
     call.play(talk(300, 1500)).await;
     call.play(talk(400, 500)).await;
     // 800 ms over "You said: tell me more.": interrupts once 500 ms of it are heard.
@@ -142,23 +142,25 @@ async fn short_speech_over_the_bot_is_a_backchannel_long_speech_interrupts() {
         .iter()
         .map(|t| (t.speaker, t.text.as_str(), t.interrupted))
         .collect();
-    assert_eq!(said.len(), 7, "{said:?}");
+    assert_eq!(said.len(), 9, "{said:?}");
     assert_eq!(
-        &said[..4],
+        &said[..6],
         &[
             (Speaker::Bot, "Hello.", false),
             (Speaker::User, "uh huh", false),
             (Speaker::Bot, "You said: uh huh.", false),
+            (Speaker::User, "mm", false),
+            (Speaker::Bot, "You said: mm.", false),
             (Speaker::User, "tell me more", false),
         ]
     );
-    let cut = &report.transcript[4];
+    let cut = &report.transcript[6];
     assert!(
         cut.interrupted && "You said: tell me more.".starts_with(&cut.text),
         "{cut:?}"
     );
     assert_eq!(
-        &said[5..],
+        &said[7..],
         &[
             (Speaker::User, "wait a moment", false),
             (Speaker::Bot, "You said: wait a moment.", false)
