@@ -6,7 +6,7 @@ use crate::{now_ms, Result, Store, StoreError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Outcome};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -24,6 +24,34 @@ pub struct CallFilter {
     pub started_from: Option<i64>,
     /// Unix ms, exclusive.
     pub started_to: Option<i64>,
+    /// Calls that lasted at least this long.
+    pub min_duration_sec: Option<i64>,
+    /// Calls that lasted at most this long.
+    pub max_duration_sec: Option<i64>,
+    /// Calls with at least this many turns (analysed calls only).
+    pub min_turns: Option<i64>,
+    /// `Some(true)`: the caller interrupted the bot at least once; `Some(false)`: never.
+    pub interrupted: Option<bool>,
+    /// Calls whose reply latency p95 was at least this (analysed calls only).
+    pub min_latency_p95_ms: Option<i64>,
+}
+
+/// What post-call analysis found in a call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallAnalytics {
+    pub duration_sec: Option<i64>,
+    pub turns: i64,
+    pub caller_turns: i64,
+    pub bot_turns: i64,
+    /// Estimated: each turn's words at a speaking pace, bounded by when the next turn began.
+    pub caller_talk_ms: i64,
+    pub bot_talk_ms: i64,
+    /// Bot turns the caller cut short.
+    pub interruptions: i64,
+    /// Voice-to-voice latency of the bot's replies (nearest rank), over `latency_turns` replies.
+    pub latency_p50_ms: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
+    pub latency_turns: i64,
 }
 
 /// A call as listed (no transcript).
@@ -42,6 +70,11 @@ pub struct CallSummary {
     pub duration_sec: Option<i64>,
     pub outcome: Option<String>,
     pub language: Option<String>,
+    pub summary: Option<String>,
+    /// `None` until the call is analysed.
+    pub turns: Option<i64>,
+    pub interruptions: Option<i64>,
+    pub latency_p95_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,7 +86,8 @@ pub struct CallPage {
 
 const SUMMARY_COLUMNS: &str =
     "id, company_id, bot_id, bot_config_version, direction, status, from_number, \
-     to_number, started_at, ended_at, duration_sec, outcome, language";
+     to_number, started_at, ended_at, duration_sec, outcome, language, summary, turns, \
+     interruptions, latency_p95_ms";
 
 fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
     Ok(CallSummary {
@@ -70,6 +104,10 @@ fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
         duration_sec: row.try_get("duration_sec")?,
         outcome: row.try_get("outcome")?,
         language: row.try_get("language")?,
+        summary: row.try_get("summary")?,
+        turns: row.try_get("turns")?,
+        interruptions: row.try_get("interruptions")?,
+        latency_p95_ms: row.try_get("latency_p95_ms")?,
     })
 }
 
@@ -158,6 +196,47 @@ impl Store {
         Ok(())
     }
 
+    /// Records what analysis found in a stored call (its summary, if given, too).
+    pub async fn save_call_analysis(
+        &self,
+        id: &str,
+        analytics: &CallAnalytics,
+        summary: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE calls SET analytics = $2, turns = $3, interruptions = $4, latency_p95_ms = $5,
+                summary = COALESCE($6, summary)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(json(analytics))
+        .bind(analytics.turns)
+        .bind(analytics.interruptions)
+        .bind(analytics.latency_p95_ms)
+        .bind(summary)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// What analysis found in a call; `None` for a call not analysed (yet).
+    pub async fn get_call_analysis(&self, id: &str) -> Result<Option<CallAnalytics>> {
+        let row = sqlx::query("SELECT analytics FROM calls WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let text: Option<String> = row.try_get("analytics")?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("column analytics: {e}")))
+        })
+        .transpose()
+    }
+
     pub async fn get_call(&self, id: &str) -> Result<CallRecord> {
         let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
             .bind(id)
@@ -200,6 +279,28 @@ impl Store {
         }
         if let Some(to) = filter.started_to {
             sql.push(" AND started_at < ").arg(Arg::Int(to));
+        }
+        let at_least = [
+            ("duration_sec", filter.min_duration_sec),
+            ("turns", filter.min_turns),
+            ("latency_p95_ms", filter.min_latency_p95_ms),
+        ];
+        for (column, value) in at_least {
+            if let Some(value) = value {
+                sql.push(&format!(" AND {column} >= ")).arg(Arg::Int(value));
+            }
+        }
+        if let Some(max) = filter.max_duration_sec {
+            sql.push(" AND duration_sec <= ").arg(Arg::Int(max));
+        }
+        match filter.interrupted {
+            Some(true) => {
+                sql.push(" AND interruptions > 0");
+            }
+            Some(false) => {
+                sql.push(" AND interruptions = 0");
+            }
+            None => {}
         }
         if let Some(cursor) = cursor {
             let Some((started, id)) = decode_cursor(cursor) else {

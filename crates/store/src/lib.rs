@@ -10,19 +10,24 @@ mod api_keys;
 mod bots;
 mod calls;
 mod companies;
+mod dead_letters;
 mod knowledge;
 mod phone_numbers;
 mod sql;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod webhook_outbox;
 mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey};
 pub use bots::{Bot, BotPatch, BotVersion, NewBot};
-pub use calls::{CallFilter, CallPage, CallSummary};
+pub use calls::{CallAnalytics, CallFilter, CallPage, CallSummary};
 pub use companies::{Company, NewCompany};
+pub use dead_letters::DeadLetter;
 pub use knowledge::{KnowledgeDocument, NewKnowledgeDocument};
 pub use phone_numbers::PhoneNumber;
+pub use webhook_outbox::{
+    AttemptVerdict, DeliveryAttempt, DisableAfter, DueDelivery, RecordedAttempt};
 pub use webhooks::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookPatch};
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};

@@ -19,6 +19,10 @@ pub struct WebhookEndpoint {
     /// Event names this endpoint receives (`call.completed`, …); empty = all.
     pub events: Vec<String>,
     pub enabled: bool,
+    /// Failed attempts in a row; a success resets it, and a long run disables the endpoint.
+    pub consecutive_failures: i64,
+    /// Why the endpoint was disabled automatically (`None` when enabled, or paused by the user).
+    pub disabled_reason: Option<String>,
     /// Signs deliveries. Never serialised: shown to the user once, by the API, on creation.
     #[serde(skip)]
     pub secret: String,
@@ -34,6 +38,7 @@ impl std::fmt::Debug for WebhookEndpoint {
             .field("url", &self.url)
             .field("events", &self.events)
             .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
             .field("secret", &"[redacted]")
             .finish_non_exhaustive()
     }
@@ -74,8 +79,8 @@ pub struct WebhookDelivery {
     pub delivered_at: Option<i64>,
 }
 
-const ENDPOINT_COLUMNS: &str =
-    "id, company_id, url, description, events, secret, enabled, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, company_id, url, description, events, secret, enabled, \
+     consecutive_failures, disabled_reason, created_at, updated_at";
 
 fn endpoint_from_row(row: &AnyRow) -> Result<WebhookEndpoint> {
     let enabled: i64 = row.try_get("enabled")?;
@@ -86,13 +91,15 @@ fn endpoint_from_row(row: &AnyRow) -> Result<WebhookEndpoint> {
         description: row.try_get("description")?,
         events: json_column(row, "events")?,
         enabled: enabled != 0,
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        disabled_reason: row.try_get("disabled_reason")?,
         secret: row.try_get("secret")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
 
-fn delivery_from_row(row: &AnyRow) -> Result<WebhookDelivery> {
+pub(crate) fn delivery_from_row(row: &AnyRow) -> Result<WebhookDelivery> {
     Ok(WebhookDelivery {
         id: row.try_get("id")?,
         endpoint_id: row.try_get("endpoint_id")?,
@@ -134,6 +141,8 @@ impl Store {
             description: new.description,
             events: new.events,
             enabled: true,
+            consecutive_failures: 0,
+            disabled_reason: None,
             secret: format!("whsec_{random}"),
             created_at: now,
             updated_at: now,
@@ -178,7 +187,10 @@ impl Store {
     pub async fn update_webhook(&self, id: &str, patch: WebhookPatch) -> Result<WebhookEndpoint> {
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET url = COALESCE($2, url), description = COALESCE($3, description),
-                events = COALESCE($4, events), enabled = COALESCE($5, enabled), updated_at = $6
+                events = COALESCE($4, events), enabled = COALESCE($5, enabled), updated_at = $6,
+                consecutive_failures = CASE WHEN $5 = 1 THEN 0 ELSE consecutive_failures END,
+                failing_since = CASE WHEN $5 = 1 THEN NULL ELSE failing_since END,
+                disabled_reason = CASE WHEN $5 IS NULL THEN disabled_reason ELSE NULL END
              WHERE id = $1",
         )
         .bind(id)
@@ -216,9 +228,26 @@ impl Store {
         payload: &serde_json::Value,
         idempotency_key: &str,
     ) -> Result<WebhookDelivery> {
+        self.enqueue_delivery_at(endpoint, event, call_id, payload, idempotency_key, now_ms())
+            .await?
+            .ok_or_else(|| {
+                StoreError::Conflict(format!("delivery {idempotency_key} already queued"))
+            })
+    }
+
+    /// Queues an event for an endpoint, due at `now`; `None` when this idempotency key was
+    /// queued before (the event is not queued twice).
+    pub async fn enqueue_delivery_at(
+        &self,
+        endpoint: &WebhookEndpoint,
+        event: &str,
+        call_id: Option<&str>,
+        payload: &serde_json::Value,
+        idempotency_key: &str,
+        now: i64,
+    ) -> Result<Option<WebhookDelivery>> {
         let id = new_id(IdKind::WebhookDelivery);
-        let now = now_ms();
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO webhook_deliveries (id, endpoint_id, company_id, event, call_id, payload, idempotency_key,
                 status, attempts, next_attempt_at, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)",
@@ -232,19 +261,12 @@ impl Store {
         .bind(idempotency_key)
         .bind(now)
         .execute(self.pool())
-        .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::Conflict(format!("delivery {idempotency_key} already queued"))
-            } else {
-                e.into()
-            }
-        })?;
-        let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE id = $1")
-            .bind(&id)
-            .fetch_one(self.pool())
-            .await?;
-        delivery_from_row(&row)
+        .await;
+        match inserted {
+            Ok(_) => Ok(Some(self.get_delivery(&id).await?)),
+            Err(e) if unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deliveries of an endpoint, newest first.
