@@ -1,6 +1,7 @@
 //! The post-call queue of `callfleet dev`: records are appended (and fsynced) to a JSON-lines file
 //! under the data dir before `push` returns, acks to a second file, so a crash loses nothing and a
-//! restart delivers every unacked record again.
+//! restart delivers every unacked record again. The log is compacted to what is still pending at
+//! open and whenever acked records outnumber pending ones by far, so it does not grow forever.
 
 use crate::bus::{PostCallQueue, QueuedRecord, Result};
 use async_trait::async_trait;
@@ -29,6 +30,8 @@ struct State {
     next_seq: u64,
     log: File,
     acks: File,
+    /// Acks written since the log was last compacted.
+    acked_since_compaction: usize,
 }
 
 pub struct FileQueue {
@@ -47,6 +50,35 @@ impl std::fmt::Debug for FileQueue {
 
 const LOG: &str = "postcall.jsonl";
 const ACKS: &str = "postcall.acked";
+
+/// Rewrites the log with only `pending` (atomically, by rename) and starts a fresh ack file;
+/// returns both, open for appending.
+fn compact(dir: &Path, pending: &BTreeMap<String, CallRecord>) -> Result<(File, File)> {
+    let tmp = dir.join(format!("{LOG}.tmp"));
+    {
+        let mut out = File::create(&tmp)?;
+        for (id, record) in pending {
+            serde_json::to_writer(
+                &mut out,
+                &Entry {
+                    id: id.clone(),
+                    record: record.clone(),
+                },
+            )?;
+            out.write_all(b"\n")?;
+        }
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(LOG))?;
+    // Acks of records no longer in the log mean nothing; a crash before this line leaves them
+    // harmlessly in place.
+    let acks = File::create(dir.join(ACKS))?;
+    let log = OpenOptions::new().append(true).open(dir.join(LOG))?;
+    Ok((log, acks))
+}
+
+/// Compaction runs once this many acks accumulated and they are four times the pending records.
+const COMPACT_AFTER_ACKS: usize = 1024;
 
 impl FileQueue {
     /// Opens (creating) the queue in `dir`, keeping only unacked records.
@@ -70,25 +102,7 @@ impl FileQueue {
                 }
             }
         }
-        // Compact: rewrite the log with what is still pending, start a fresh ack file.
-        let tmp = dir.join(format!("{LOG}.tmp"));
-        {
-            let mut out = File::create(&tmp)?;
-            for (id, record) in &pending {
-                serde_json::to_writer(
-                    &mut out,
-                    &Entry {
-                        id: id.clone(),
-                        record: record.clone(),
-                    },
-                )?;
-                out.write_all(b"\n")?;
-            }
-            out.sync_all()?;
-        }
-        std::fs::rename(&tmp, dir.join(LOG))?;
-        let acks = File::create(dir.join(ACKS))?;
-        let log = OpenOptions::new().append(true).open(dir.join(LOG))?;
+        let (log, acks) = compact(dir, &pending)?;
         let next_seq = pending
             .keys()
             .last()
@@ -101,6 +115,7 @@ impl FileQueue {
                 next_seq,
                 log,
                 acks,
+                acked_since_compaction: 0,
             }),
             pushed: Notify::new(),
             dir: dir.to_path_buf(),
@@ -169,6 +184,15 @@ impl PostCallQueue for FileQueue {
             let line = format!("{id}\n");
             state.acks.write_all(line.as_bytes())?;
             state.acks.sync_data()?;
+            state.acked_since_compaction += 1;
+            if state.acked_since_compaction >= COMPACT_AFTER_ACKS
+                && state.acked_since_compaction >= 4 * state.pending.len()
+            {
+                let (log, acks) = compact(&self.dir, &state.pending)?;
+                state.log = log;
+                state.acks = acks;
+                state.acked_since_compaction = 0;
+            }
         }
         Ok(())
     }
@@ -194,5 +218,60 @@ impl PostCallQueue for FileQueue {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callfleet_core::domain::{CallDirection, CallStatus};
+
+    fn record(id: &str) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            company_id: "cmp".into(),
+            bot_id: "bot".into(),
+            bot_config_version: 1,
+            direction: CallDirection::Web,
+            status: CallStatus::Completed,
+            from_number: None,
+            to_number: None,
+            room: None,
+            started_at: 0,
+            ended_at: Some(1),
+            language: None,
+            transcript: vec![],
+            fields: Default::default(),
+            outcome: None,
+            summary: None,
+            metrics: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn consumed_records_are_compacted_away_without_losing_pending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = FileQueue::open(dir.path()).unwrap();
+        queue.push(&record("kept")).await.unwrap();
+        let kept = queue.pop("c", Duration::ZERO).await.unwrap().unwrap();
+        for i in 0..COMPACT_AFTER_ACKS {
+            let id = queue.push(&record(&format!("call_{i}"))).await.unwrap();
+            queue.ack(&id).await.unwrap();
+        }
+        let log = std::fs::read_to_string(dir.path().join(LOG)).unwrap();
+        assert_eq!(
+            log.lines().count(),
+            1,
+            "only the pending record is left in the log"
+        );
+        assert_eq!(std::fs::read_to_string(dir.path().join(ACKS)).unwrap(), "");
+        let id = queue.push(&record("after")).await.unwrap();
+        drop(queue);
+        let reopened = FileQueue::open(dir.path()).unwrap();
+        assert_eq!(reopened.pending_len(), 2, "nothing pending was lost");
+        let first = reopened.pop("c", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!((first.id, first.record.id), (kept.id, "kept".to_string()));
+        let second = reopened.pop("c", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(second.id, id);
     }
 }

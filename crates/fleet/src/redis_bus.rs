@@ -7,7 +7,10 @@
 //! - `worker:{id}:queue` — list of jobs waiting to be taken (BRPOP);
 //! - `claim:{key}` — `SET NX PX` claims that stop two dispatchers placing one room twice;
 //! - `checkpoint:{call_id}` — the call's latest checkpoint, with a TTL;
-//! - `postcall` — a stream with consumer group `postcall` for finished calls.
+//! - `postcall` — a stream with consumer group `postcall` for finished calls; an entry is deleted
+//!   once acked, so the stream holds only what is not processed yet;
+//! - `postcall:dead` — entries that could not be read as a call record, set aside with the error
+//!   (they would otherwise come back forever).
 
 use crate::bus::{check_version, FleetBus, PostCallQueue, QueuedRecord, Result};
 use crate::messages::{Checkpoint, Job, WorkerStatus};
@@ -15,7 +18,7 @@ use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
 use redis::{AsyncCommands, AsyncConnectionConfig, Client};
 use std::time::Duration;
@@ -249,6 +252,7 @@ pub struct RedisQueue {
     conn: ConnectionManager,
     blocking: Mutex<MultiplexedConnection>,
     stream: String,
+    dead_stream: String,
     group: String,
 }
 
@@ -257,6 +261,7 @@ impl RedisQueue {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisQueue> {
         let (client, mut conn) = connections(url).await?;
         let stream = format!("{prefix}postcall");
+        let dead_stream = format!("{prefix}postcall:dead");
         let group = "postcall".to_string();
         let created: redis::RedisResult<()> =
             conn.xgroup_create_mkstream(&stream, &group, "0").await;
@@ -271,16 +276,60 @@ impl RedisQueue {
             conn,
             blocking,
             stream,
+            dead_stream,
             group,
         })
     }
 
-    fn decode(id: &redis::streams::StreamId) -> Result<QueuedRecord> {
+    fn decode(id: &StreamId) -> Result<QueuedRecord> {
         let body: String = id.get("record").unwrap_or_default();
         Ok(QueuedRecord {
             id: id.id.clone(),
             record: serde_json::from_str(&body)?,
         })
+    }
+
+    /// The record of `entry`; one that cannot be read is moved to the dead stream (raw, with
+    /// the error) and removed, so it neither comes back forever nor blocks the others.
+    async fn decode_or_set_aside(&self, entry: &StreamId) -> Result<Option<QueuedRecord>> {
+        let error = match Self::decode(entry) {
+            Ok(queued) => return Ok(Some(queued)),
+            Err(e) => e.to_string(),
+        };
+        let body: String = entry.get("record").unwrap_or_default();
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .xadd(
+                &self.dead_stream,
+                "*",
+                &[
+                    ("id", entry.id.as_str()),
+                    ("record", body.as_str()),
+                    ("error", error.as_str()),
+                ],
+            )
+            .ignore()
+            .xack(&self.stream, &self.group, &[&entry.id])
+            .ignore()
+            .xdel(&self.stream, &[&entry.id])
+            .ignore()
+            .exec_async(&mut conn)
+            .await?;
+        tracing::error!(entry = %entry.id, %error, stream = %self.dead_stream, "unreadable post-call entry set aside");
+        Ok(None)
+    }
+
+    /// Entries not yet processed (taken or not).
+    pub async fn pending_entries(&self) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        Ok(conn.xlen(&self.stream).await?)
+    }
+
+    /// Entries set aside as unreadable.
+    pub async fn dead_entries(&self) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        Ok(conn.xlen(&self.dead_stream).await?)
     }
 }
 
@@ -302,16 +351,25 @@ impl PostCallQueue for RedisQueue {
         let reply: Option<StreamReadReply> = conn
             .xread_options(&[&self.stream], &[">"], &options)
             .await?;
+        drop(conn);
         let Some(reply) = reply else { return Ok(None) };
         match reply.keys.first().and_then(|k| k.ids.first()) {
-            Some(entry) => Ok(Some(Self::decode(entry)?)),
+            Some(entry) => self.decode_or_set_aside(entry).await,
             None => Ok(None),
         }
     }
 
+    /// Acknowledges and deletes the entry: a consumed record leaves the stream.
     async fn ack(&self, id: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: i64 = conn.xack(&self.stream, &self.group, &[id]).await?;
+        redis::pipe()
+            .atomic()
+            .xack(&self.stream, &self.group, &[id])
+            .ignore()
+            .xdel(&self.stream, &[id])
+            .ignore()
+            .exec_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -327,6 +385,111 @@ impl PostCallQueue for RedisQueue {
                 StreamAutoClaimOptions::default().count(100),
             )
             .await?;
-        reply.claimed.iter().map(Self::decode).collect()
+        let mut out = Vec::new();
+        for entry in &reply.claimed {
+            if let Some(queued) = self.decode_or_set_aside(entry).await? {
+                out.push(queued);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{redis_url, unique_prefix};
+    use callfleet_core::domain::{CallDirection, CallStatus};
+
+    fn record(id: &str) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            company_id: "cmp_1".into(),
+            bot_id: "bot_1".into(),
+            bot_config_version: 1,
+            direction: CallDirection::Web,
+            status: CallStatus::Completed,
+            from_number: None,
+            to_number: None,
+            room: None,
+            started_at: 0,
+            ended_at: Some(1_000),
+            language: None,
+            transcript: vec![],
+            fields: Default::default(),
+            outcome: None,
+            summary: None,
+            metrics: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn acked_entries_leave_the_stream_and_unreadable_ones_are_set_aside() {
+        let Some(url) = redis_url() else { return };
+        let queue = RedisQueue::connect(&url, &unique_prefix()).await.unwrap();
+        queue.push(&record("call_1")).await.unwrap();
+        let mut conn = queue.conn.clone();
+        let _: String = conn
+            .xadd(&queue.stream, "*", &[("record", "{not a record")])
+            .await
+            .unwrap();
+        queue.push(&record("call_2")).await.unwrap();
+        assert_eq!(queue.pending_entries().await.unwrap(), 3);
+
+        let wait = Duration::from_millis(100);
+        let first = queue.pop("c", wait).await.unwrap().unwrap();
+        assert_eq!(first.record.id, "call_1");
+        queue.ack(&first.id).await.unwrap();
+        assert_eq!(
+            queue.pending_entries().await.unwrap(),
+            2,
+            "the consumed entry is gone"
+        );
+
+        assert_eq!(
+            queue.pop("c", wait).await.unwrap(),
+            None,
+            "the poison is set aside"
+        );
+        assert_eq!(queue.dead_entries().await.unwrap(), 1);
+        let second = queue.pop("c", wait).await.unwrap().unwrap();
+        assert_eq!(second.record.id, "call_2", "and does not block the next");
+        queue.ack(&second.id).await.unwrap();
+        assert_eq!(queue.pending_entries().await.unwrap(), 0);
+        assert!(queue.reclaim("c", Duration::ZERO).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_taken_by_a_dead_consumer_is_set_aside_on_reclaim() {
+        let Some(url) = redis_url() else { return };
+        let queue = RedisQueue::connect(&url, &unique_prefix()).await.unwrap();
+        let mut conn = queue.conn.clone();
+        let _: String = conn
+            .xadd(&queue.stream, "*", &[("record", "[]")])
+            .await
+            .unwrap();
+        queue.push(&record("call_1")).await.unwrap();
+        // A consumer takes both and dies before reading them.
+        let options = StreamReadOptions::default()
+            .group(&queue.group, "dead")
+            .count(10);
+        let _: StreamReadReply = conn
+            .xread_options(&[&queue.stream], &[">"], &options)
+            .await
+            .unwrap();
+        // Idle for longer than the reclaim threshold (Redis counts whole milliseconds).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let reclaimed = queue
+            .reclaim("alive", Duration::from_millis(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            reclaimed
+                .iter()
+                .map(|q| q.record.id.as_str())
+                .collect::<Vec<_>>(),
+            ["call_1"]
+        );
+        assert_eq!(queue.dead_entries().await.unwrap(), 1);
     }
 }
