@@ -1,18 +1,40 @@
 //! Post-call processing: the consumer of the durable queue agents push finished calls to. For
 //! each record it runs the configured steps (summaries and outcome classification slot in here as
-//! [`PostCallStep`]s), stores the call, and only then acknowledges it — so a crash at any point
-//! means the record is processed again, never lost. Storing is an upsert, so doing it twice is
-//! harmless.
+//! [`PostCallStep`]s), stores the call, queues its webhooks in the outbox table, and only then
+//! acknowledges it — so a crash at any point means the record is processed again, never lost.
+//! Every effect is idempotent: storing is an upsert, and a webhook's idempotency key (endpoint,
+//! call, event) queues it once. A record that keeps failing is set aside as a dead letter after
+//! [`PostCallWorker::with_max_attempts`] tries, so it never blocks the others.
+//!
+//! Webhooks leave through [`WebhookDeliverer`] (`delivery`): signed as Standard Webhooks
+//! (`signing`), retried over about a day (`retry`), only to public addresses unless allowed
+//! (`address`, checked again after DNS by `transport`).
 //!
 //! Architecture invariant: runs after calls, never during one; a slow step delays the queue, not
 //! a conversation.
+
+pub mod address;
+pub mod analysis;
+pub mod delivery;
+pub mod events;
+pub mod retry;
+pub mod signing;
+pub mod transport;
+
+pub use address::{AddressPolicy, Refused, ALLOW_PRIVATE_ENV};
+pub use delivery::{Clock, DeliveryConfig, Outbox, WebhookDeliverer};
+pub use events::{events_of, WebhookEvent, CALL_EVENTS};
+pub use retry::RetryPolicy;
+pub use transport::{HttpTransport, SendOutcome, WebhookTransport};
 
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use callfleet_fleet::{FleetError, PostCallQueue, QueuedRecord};
 use callfleet_store::{Store, StoreError};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +46,39 @@ pub enum PostCallError {
     #[error("step {step}: {message}")]
     Step { step: &'static str, message: String },
 }
+
+impl PostCallError {
+    /// Whether the failure is the database or queue being unreachable rather than something
+    /// wrong with the record: such failures do not count towards dead-lettering it, so an outage
+    /// never sets good records aside.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            PostCallError::Queue(_) => true,
+            PostCallError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
+                // PostgreSQL: connection exceptions (08), insufficient resources (53), shutdown
+                // and other operator intervention (57), serialization failures and deadlocks
+                // (40); SQLite: busy (5) or locked (6).
+                let code = db.code().unwrap_or_default();
+                ["08", "53", "57", "40"].iter().any(|c| code.starts_with(c))
+                    || code == "5"
+                    || code == "6"
+            }
+            PostCallError::Store(StoreError::Database(e)) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// How long a webhook request may take before it counts as failed.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Work done on a finished call before it is stored (a summary, an outcome classification).
 #[async_trait]
@@ -40,6 +95,14 @@ pub struct PostCallWorker {
     consumer: String,
     /// A record taken by a consumer that has not acked it for this long is taken over.
     reclaim_after: Duration,
+    /// Failed tries of a record before it becomes a dead letter.
+    max_attempts: u32,
+    /// Failed tries so far, by queue entry (outages not counted).
+    failures: Mutex<HashMap<String, u32>>,
+    /// Sends the webhooks `process` queues; started by `run`.
+    deliverer: Option<WebhookDeliverer>,
+    /// Wakes the deliverer when webhooks were queued.
+    webhooks_queued: Option<Arc<Notify>>,
 }
 
 impl PostCallWorker {
@@ -50,7 +113,25 @@ impl PostCallWorker {
             steps: Vec::new(),
             consumer: consumer.to_string(),
             reclaim_after: Duration::from_secs(60),
+            max_attempts: 5,
+            failures: Mutex::new(HashMap::new()),
+            deliverer: None,
+            webhooks_queued: None,
         }
+    }
+
+    /// Sends webhooks through `deliverer` (by default, [`run`](Self::run) builds one over HTTP
+    /// with the address policy of `CALLFLEET_WEBHOOK_ALLOW_PRIVATE`).
+    pub fn with_deliverer(mut self, deliverer: WebhookDeliverer) -> PostCallWorker {
+        self.webhooks_queued = Some(deliverer.waker());
+        self.deliverer = Some(deliverer);
+        self
+    }
+
+    /// Failed tries (outages aside) before a record is set aside as a dead letter.
+    pub fn with_max_attempts(mut self, attempts: u32) -> PostCallWorker {
+        self.max_attempts = attempts.max(1);
+        self
     }
 
     pub fn with_step(mut self, step: Arc<dyn PostCallStep>) -> PostCallWorker {
@@ -63,16 +144,113 @@ impl PostCallWorker {
         self
     }
 
-    /// Processes one record: steps, store, ack.
+    /// Processes one record: steps, store, queue webhooks, ack.
     pub async fn process(&self, queued: QueuedRecord) -> Result<(), PostCallError> {
         let mut record = queued.record;
         for step in &self.steps {
             step.apply(&mut record).await?;
         }
+        // A summary from a step (or the agent) stands; otherwise one is drawn from the record.
+        if record
+            .summary
+            .as_deref()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            record.summary = Some(analysis::extractive_summary(&record));
+        }
         self.store.upsert_call(&record).await?;
+        self.store
+            .save_call_analysis(&record.id, &analysis::analyze(&record), None)
+            .await?;
+        let queued_webhooks = self.queue_webhooks(&record).await?;
         self.queue.ack(&queued.id).await?;
-        tracing::info!(call_id = %record.id, outcome = record.outcome.as_ref().map_or("-", |o| o.kind.as_str()), "call stored");
+        if queued_webhooks > 0 {
+            if let Some(wake) = &self.webhooks_queued {
+                wake.notify_one();
+            }
+        }
+        tracing::info!(call_id = %record.id, outcome = record.outcome.as_ref().map_or("-", |o| o.kind.as_str()), webhooks = queued_webhooks, "call stored");
         Ok(())
+    }
+
+    /// Queues the call's events for every enabled endpoint of its company that subscribes to
+    /// them; returns how many were new.
+    async fn queue_webhooks(&self, record: &CallRecord) -> Result<usize, PostCallError> {
+        let endpoints = self.store.list_webhooks(&record.company_id).await?;
+        if endpoints.iter().all(|e| !e.enabled) {
+            return Ok(0);
+        }
+        let events = events_of(record);
+        let now = callfleet_store::now_ms();
+        let mut queued = 0;
+        for endpoint in endpoints.iter().filter(|e| e.enabled) {
+            let wanted = events
+                .iter()
+                .filter(|e| endpoint.events.is_empty() || endpoint.events.contains(&e.name));
+            for event in wanted {
+                let key = format!("{}:{}:{}", endpoint.id, record.id, event.name);
+                let added = self
+                    .store
+                    .enqueue_delivery_at(
+                        endpoint,
+                        &event.name,
+                        Some(&record.id),
+                        &event.payload,
+                        &key,
+                        now,
+                    )
+                    .await?;
+                queued += usize::from(added.is_some());
+            }
+        }
+        Ok(queued)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().expect("failure counts lock poisoned")
+    }
+
+    /// Processes one record; a record that failed `max_attempts` times (outages aside) becomes a
+    /// dead letter and is acked, so it stops coming back. The error is still returned.
+    async fn process_or_set_aside(&self, queued: QueuedRecord) -> Result<(), PostCallError> {
+        let id = queued.id.clone();
+        let record = queued.record.clone();
+        let error = match self.process(queued).await {
+            Ok(()) => {
+                self.failures().remove(&id);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if error.is_outage() {
+            tracing::warn!(call_id = %record.id, error = %error, "post-call processing hit an outage; will retry");
+            return Err(error);
+        }
+        let attempts = {
+            let mut failures = self.failures();
+            let n = failures.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if attempts < self.max_attempts {
+            tracing::warn!(call_id = %record.id, attempts, error = %error, "post-call processing failed; will retry");
+            return Err(error);
+        }
+        let value = serde_json::to_value(&record).expect("a call record serialises");
+        self.store
+            .add_dead_letter(
+                &id,
+                &record.id,
+                &record.company_id,
+                &value,
+                i64::from(attempts),
+                &error.to_string(),
+            )
+            .await?;
+        self.queue.ack(&id).await?;
+        self.failures().remove(&id);
+        tracing::error!(call_id = %record.id, attempts, error = %error, "post-call record set aside as a dead letter");
+        Err(error)
     }
 
     /// Waits up to `wait` for one record (or a stale one) and processes it; false if none came.
@@ -82,23 +260,44 @@ impl PostCallWorker {
             .reclaim(&self.consumer, self.reclaim_after)
             .await?;
         let had_stale = !stale.is_empty();
+        // One failing record never stops the others: each is tried, the first error reported.
+        let mut first_error = None;
         for queued in stale {
-            self.process(queued).await?;
-        }
-        match self.queue.pop(&self.consumer, wait).await? {
-            Some(queued) => {
-                self.process(queued).await?;
-                Ok(true)
+            if let Err(e) = self.process_or_set_aside(queued).await {
+                first_error.get_or_insert(e);
             }
-            None => Ok(had_stale),
+        }
+        let took = match self.queue.pop(&self.consumer, wait).await? {
+            Some(queued) => {
+                if let Err(e) = self.process_or_set_aside(queued).await {
+                    first_error.get_or_insert(e);
+                }
+                true
+            }
+            None => had_stale,
+        };
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(took),
         }
     }
 
-    /// Runs until `shutdown`. A failing record is logged and left unacked, to be retried.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`, with webhook delivery beside it. A failing record is logged and
+    /// left unacked, to be retried.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if self.deliverer.is_none() {
+            match default_deliverer(&self.store) {
+                Ok(deliverer) => self = self.with_deliverer(deliverer),
+                Err(e) => tracing::error!(error = %e, "webhooks will not be sent"),
+            }
+        }
+        let delivery = self
+            .deliverer
+            .take()
+            .map(|d| tokio::spawn(d.run(shutdown.clone())));
         while !shutdown.is_cancelled() {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 done = self.process_next(Duration::from_secs(1)) => {
                     if let Err(e) = done {
                         tracing::error!(error = %e, "post-call processing failed; will retry");
@@ -107,5 +306,20 @@ impl PostCallWorker {
                 }
             }
         }
+        if let Some(delivery) = delivery {
+            delivery.await.ok();
+        }
     }
+}
+
+/// The deliverer `run` uses unless given one: HTTP with the address policy of
+/// `CALLFLEET_WEBHOOK_ALLOW_PRIVATE` (public destinations only when unset).
+pub fn default_deliverer(store: &Store) -> Result<WebhookDeliverer, String> {
+    let policy = AddressPolicy::from_env().map_err(|e| e.to_string())?;
+    let transport = HttpTransport::new(policy, WEBHOOK_TIMEOUT).map_err(|e| e.to_string())?;
+    Ok(WebhookDeliverer::new(
+        Arc::new(store.clone()),
+        Arc::new(transport),
+        DeliveryConfig::default(),
+    ))
 }
