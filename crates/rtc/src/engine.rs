@@ -693,6 +693,7 @@ impl Engine {
     fn handle_subscriber_offer(&mut self, desc: proto::SessionDescription) {
         let sdp = self.sub.filter_sdp(&desc.sdp);
         self.offered = offered_audio(&sdp);
+        tracing::debug!(id = desc.id, offered = ?self.offered, "Subscriber offer.");
         let offer = match SdpOffer::from_sdp_string(&sdp) {
             Ok(o) => o,
             Err(e) => {
@@ -891,6 +892,7 @@ impl Engine {
         let new = participant_from(info);
         match self.participants.get(&info.sid) {
             None => {
+                tracing::debug!(sid = %info.sid, identity = %info.identity, tracks = info.tracks.len(), "Participant joined.");
                 self.participants.insert(info.sid.clone(), new.clone());
                 self.emit(RoomEvent::ParticipantJoined(new));
                 self.announce_tracks();
@@ -920,7 +922,8 @@ impl Engine {
                 }
             }
         }
-        for (_, participant, track_sid, stream) in ready {
+        for (mid, participant, track_sid, stream) in ready {
+            tracing::debug!(%mid, track = %track_sid, participant = %participant.identity, "Track subscribed.");
             let track_name = self
                 .track_names
                 .get(&track_sid)
@@ -987,6 +990,7 @@ impl Engine {
                 return;
             }
         };
+        tracing::debug!(%mid, track = %track_sid, participant = %participant_sid, "Remote track started.");
         let (tx, rx) = mpsc::channel(self.opts.buffer.max(4));
         self.remote.insert(
             mid,

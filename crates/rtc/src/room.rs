@@ -159,7 +159,10 @@ impl Room {
             sid: joined.sid.clone(),
             name: joined.room_name.clone(),
         };
-        tokio::spawn(joined.engine.run());
+        // Many rooms share one process: every log line says which room it is about.
+        let span =
+            tracing::info_span!("room", name = %joined.room_name, identity = %joined.identity);
+        tokio::spawn(tracing::Instrument::instrument(joined.engine.run(), span));
         Ok((room, ev_rx))
     }
 
