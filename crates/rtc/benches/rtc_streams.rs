@@ -11,6 +11,13 @@
 //! into one track and detected in the other's decoded stream (push → PCM out, through the SFU).
 //! With `--python` (or `CALLFLEET_BENCH_PYTHON=1`) the stream measurement is repeated with
 //! LiveKit's Python SDK as the measured side (`benches/py_streams.py`, same far ends).
+//! First of all, `CALLFLEET_BENCH_ROOMS` (default 20, 0 skips) rooms at once with the Python SDK
+//! as the far end — the e2e scale scenario (`tests/common/rooms.rs`) at a size that is a figure,
+//! not a pass/fail test; `--rooms` runs only that.
+
+// The e2e tests' harness (a livekit-server, LiveKit's Python SDK as the far end), for `rooms`.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -301,6 +308,50 @@ async fn latency(server: &Server, rounds: usize) {
     b.leave().await;
 }
 
+/// The e2e scale scenario at a size no pass/fail test should carry on two cores: `n` rooms
+/// at once, each with a Rust participant and a Python SDK one (one process for all of them),
+/// speech and a per-room tone verified. Prints how long subscriptions took and the verdicts.
+async fn rooms(n: usize) {
+    let Some(env) = common::env() else { return };
+    let t0 = Instant::now();
+    let outcomes = common::rooms::rooms_at_once(&env, n).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let mut after_publish = Vec::new();
+    let mut subscribed = Vec::new();
+    let mut correlations = Vec::new();
+    let mut bad_audio = Vec::new();
+    let mut hung = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        match o {
+            Ok(o) => {
+                after_publish.push(o.subscribed_secs - o.published_secs);
+                subscribed.push(o.subscribed_secs);
+                correlations.push(o.speech_correlation);
+                if !o.audio_ok() {
+                    bad_audio.push(i);
+                }
+            }
+            Err(e) => hung.push(e.clone()),
+        }
+    }
+    let spread = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(min), Some(median), Some(max)) => {
+                format!("min {min:.2} median {median:.2} max {max:.2}")
+            }
+            _ => "none".into(),
+        }
+    };
+    println!(
+        "rooms={n}: {wall:.1} s in all; TrackSubscribed after far-end start (s): {}; after its publish (s): {}; speech correlation: {}; audio verified in {}/{n} rooms (bad: {bad_audio:?}); hung: {hung:?}",
+        spread(&mut subscribed),
+        spread(&mut after_publish),
+        spread(&mut correlations),
+        outcomes.len() - hung.len() - bad_audio.len(),
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -342,9 +393,17 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    let room_count: usize = env_or("CALLFLEET_BENCH_ROOMS", "20").parse().unwrap_or(20);
+    if args.iter().any(|a| a == "--rooms") {
+        runtime.block_on(rooms(room_count));
+        return;
+    }
     let python = args.iter().any(|a| a == "--python")
         || std::env::var_os("CALLFLEET_BENCH_PYTHON").is_some();
     runtime.block_on(async {
+        if room_count > 0 {
+            rooms(room_count).await;
+        }
         latency(&server, 20).await;
         for &n in &counts {
             measure(&server, n, secs).await;

@@ -18,6 +18,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+pub mod rooms;
+
 /// End-to-end tests of one binary run one at a time: the far ends (Python, libwebrtc) and
 /// the server share two cores, and parallel calls would measure the machine, not the code.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -214,6 +216,18 @@ impl PyPeer {
                 ),
             }
         }
+    }
+
+    /// The next event of any kind (those set aside by `wait_event` first), or `None` once
+    /// `peer.py` has exited or nothing came within `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        if !self.seen.is_empty() {
+            return Some(self.seen.remove(0));
+        }
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     pub async fn finish(mut self) {

@@ -4,7 +4,8 @@ Joins one or more rooms (one participant each, all in this process), optionally 
 file as a microphone track, records every remote audio track to WAV, sends and logs chat, and
 prints one JSON object per line on stdout for everything it sees:
   {"room": R, "event": "joined" | "participant_joined" | "participant_left" | "track_subscribed"
-   | "chat" | "published" | "publish_done" | "recorded" | "done", ...}
+   | "chat" | "published" | "publish_failed" | "publish_start" | "publish_done" | "recorded"
+   | "done", ...}
 The Rust test reads these lines and the recorded WAVs; all analysis happens on the Rust side.
 """
 
@@ -55,12 +56,13 @@ def write_wav(path, rate, samples):
         w.writeframes(np.asarray(samples, dtype=np.int16).tobytes())
 
 
-async def run_peer(args, index):
+async def run_peer(args, index, turns):
     room_name = f"{args.room}{index}" if args.rooms > 1 else args.room
     identity = args.identity
     room = rtc.Room()
     others = asyncio.Event()
     chat_seen = asyncio.Event()
+    subscribed = asyncio.Event()
     recorders = []
 
     @room.on("participant_connected")
@@ -81,6 +83,7 @@ async def run_peer(args, index):
         if track.kind != rtc.TrackKind.KIND_AUDIO:
             return
         emit(room_name, "track_subscribed", identity=participant.identity, track=publication.sid)
+        subscribed.set()
         recorders.append(asyncio.ensure_future(record(args, room_name, track, participant.identity, len(recorders))))
 
     @room.on("data_received")
@@ -97,6 +100,12 @@ async def run_peer(args, index):
 
     room.register_text_stream_handler("lk.chat", lambda reader, who: asyncio.ensure_future(on_text(reader, who)))
 
+    if args.one_by_one and index > 0:
+        # Wait until the previous room has published. Joining every room at once makes this
+        # process's libwebrtc trickle hundreds of ICE candidates per room in one burst; the
+        # server drops a participant's signalling when more than 200 requests queue up
+        # ("signal stream closed ... channel is full") and that room's track never arrives.
+        await turns[index - 1].wait()
     await room.connect(args.url, token(args, room_name, identity), rtc.RoomOptions(auto_subscribe=True))
     emit(room_name, "joined", identity=identity, others=[p.identity for p in room.remote_participants.values()])
     if room.remote_participants:
@@ -106,7 +115,9 @@ async def run_peer(args, index):
 
     tasks = []
     if args.publish_wav:
-        tasks.append(asyncio.ensure_future(publish(args, room_name, room)))
+        tasks.append(asyncio.ensure_future(publish(args, room_name, room, subscribed, turns, index)))
+    else:
+        turns[index].set()
     if args.set_attributes:
         await room.local_participant.set_attributes(json.loads(args.set_attributes))
         emit(room_name, "attributes_set")
@@ -125,6 +136,9 @@ async def run_peer(args, index):
     while time.time() < deadline:
         if args.exit_on_chat and chat_seen.is_set():
             break
+        if (args.exit_when_done and all(t.done() for t in tasks) and recorders
+                and all(r.done() for r in recorders) and not room.remote_participants):
+            break
         await asyncio.sleep(0.05)
     for t in tasks:
         t.cancel()
@@ -135,13 +149,27 @@ async def run_peer(args, index):
     emit(room_name, "done")
 
 
-async def publish(args, room_name, room):
+async def publish(args, room_name, room, subscribed, turns, index):
     rate, data = read_wav(args.publish_wav)
     source = rtc.AudioSource(rate, 1)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
     opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    pub = await room.local_participant.publish_track(track, opts)
+    try:
+        pub = await room.local_participant.publish_track(track, opts)
+    except Exception as e:
+        # A task's exception is otherwise lost: say so, so the test names the room and why.
+        emit(room_name, "publish_failed", error=repr(e))
+        turns[index].set()
+        raise
     emit(room_name, "published", track=pub.sid, sample_rate=rate, samples=len(data))
+    turns[index].set()
+    if args.start_after_subscribed:
+        # The other side publishes once it hears us: then it is listening, however long
+        # that took, and no speech is lost to a slow subscription. Every room has joined
+        # by then too, so joining (costly for libwebrtc) does not starve the speech.
+        await subscribed.wait()
+        await asyncio.gather(*(t.wait() for t in turns))
+        emit(room_name, "publish_start")
     await asyncio.sleep(args.publish_delay)
     # 100 ms per capture: fewer wake-ups, so one process can feed many rooms in real time.
     chunk = rate // 10
@@ -193,6 +221,11 @@ async def main():
     p.add_argument("--publish-wav")
     p.add_argument("--publish-delay", type=float, default=0.5)
     p.add_argument("--publish-repeat", type=int, default=1)
+    p.add_argument("--start-after-subscribed", action="store_true",
+                   help="start the WAV only once a remote audio track is subscribed")
+    p.add_argument("--exit-when-done", action="store_true",
+                   help="leave once publishing and recording are done and everyone else has left "
+                   "(--duration is then a limit)")
     p.add_argument("--record-dir")
     p.add_argument("--record-seconds", type=float, default=0)
     p.add_argument("--send-chat")
@@ -202,8 +235,11 @@ async def main():
     p.add_argument("--exit-on-chat", action="store_true")
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--leave-after", type=float)
+    p.add_argument("--one-by-one", action="store_true",
+                   help="with --rooms: join each room once the previous one has published")
     args = p.parse_args()
-    await asyncio.gather(*(run_peer(args, i) for i in range(args.rooms)))
+    turns = [asyncio.Event() for _ in range(args.rooms)]
+    await asyncio.gather(*(run_peer(args, i, turns) for i in range(args.rooms)))
 
 
 if __name__ == "__main__":
