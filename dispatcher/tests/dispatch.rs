@@ -223,7 +223,9 @@ async fn a_dead_workers_calls_move_to_live_workers() {
         let db = sqlite().await;
         let (_, bot) = company_with_bot(&db.store, 10).await;
         let d = dispatcher(&bus, &db, "d1");
-        bus.heartbeat(&worker("w1", 0, 10), Duration::from_millis(200))
+        // Long enough that w1 is surely alive through two placements on a loaded machine (the
+        // Redis bus keeps the TTL in Redis, so no paused clock can stand in for the wait).
+        bus.heartbeat(&worker("w1", 0, 10), Duration::from_millis(1500))
             .await
             .unwrap();
         let a = d.place(request("room-a", &bot)).await.unwrap();
@@ -244,7 +246,7 @@ async fn a_dead_workers_calls_move_to_live_workers() {
             "{name}: w1 is still alive"
         );
 
-        tokio::time::sleep(Duration::from_millis(400)).await; // w1 stops beating
+        tokio::time::sleep(Duration::from_millis(2000)).await; // w1 stops beating
         let moved = d.failover_tick().await.unwrap();
         let mut targets: Vec<(String, String, u32)> = moved
             .iter()
