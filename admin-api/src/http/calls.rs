@@ -1,4 +1,5 @@
-//! Call records: a filtered, cursor-paginated list and one call with its transcript and outcome.
+//! Call records: a filtered, cursor-paginated list and one call with its transcript and outcome;
+//! and the dead letters of post-call processing (records that kept failing, with their last error).
 
 use super::{Id, Params};
 use crate::error::{ApiError, ApiResult, ErrorBody, NotFoundAs};
@@ -6,7 +7,7 @@ use crate::{ApiContext, Principal};
 use axum::extract::State;
 use axum::Json;
 use callfleet_core::domain::{CallDirection, CallRecord, CallStatus};
-use callfleet_store::{CallFilter, CallSummary};
+use callfleet_store::{CallAnalytics, CallFilter, CallSummary, DeadLetter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +18,45 @@ pub(super) fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
         .routes(routes!(list_calls))
         .routes(routes!(get_call))
+        .routes(routes!(list_dead_letters))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListDeadLetters {
+    /// Admin key only: limit to one company (all companies otherwise).
+    company_id: Option<String>,
+    /// 1–500, default 100.
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeadLetterOut {
+    /// The queue entry's id.
+    id: String,
+    call_id: String,
+    company_id: String,
+    /// The call record as the agent queued it.
+    #[schema(value_type = Object)]
+    record: Value,
+    attempts: i64,
+    last_error: String,
+    created_at: i64,
+}
+
+impl From<DeadLetter> for DeadLetterOut {
+    fn from(d: DeadLetter) -> Self {
+        DeadLetterOut {
+            id: d.id,
+            call_id: d.call_id,
+            company_id: d.company_id,
+            record: d.record,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: d.created_at,
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -38,6 +78,16 @@ pub(crate) struct ListCalls {
     from: Option<String>,
     /// Calls started before: RFC 3339 time or `YYYY-MM-DD` (UTC).
     to: Option<String>,
+    /// Calls that lasted at least this many seconds.
+    min_duration_sec: Option<i64>,
+    /// Calls that lasted at most this many seconds.
+    max_duration_sec: Option<i64>,
+    /// Calls with at least this many turns.
+    min_turns: Option<i64>,
+    /// `true`: the caller interrupted the bot at least once; `false`: never.
+    interrupted: Option<bool>,
+    /// Calls whose reply latency p95 was at least this many milliseconds.
+    min_latency_p95_ms: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Page size, 1–500, default 50.
@@ -59,6 +109,11 @@ pub(crate) struct CallOut {
     duration_sec: Option<i64>,
     outcome: Option<String>,
     language: Option<String>,
+    summary: Option<String>,
+    /// Absent until the call is analysed.
+    turns: Option<i64>,
+    interruptions: Option<i64>,
+    latency_p95_ms: Option<i64>,
 }
 
 impl From<CallSummary> for CallOut {
@@ -77,6 +132,45 @@ impl From<CallSummary> for CallOut {
             duration_sec: c.duration_sec,
             outcome: c.outcome,
             language: c.language,
+            summary: c.summary,
+            turns: c.turns,
+            interruptions: c.interruptions,
+            latency_p95_ms: c.latency_p95_ms,
+        }
+    }
+}
+
+/// What post-call analysis found in a call.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AnalyticsOut {
+    duration_sec: Option<i64>,
+    turns: i64,
+    caller_turns: i64,
+    bot_turns: i64,
+    /// Estimated from each turn's words, bounded by when the next turn began.
+    caller_talk_ms: i64,
+    bot_talk_ms: i64,
+    /// Bot turns the caller cut short.
+    interruptions: i64,
+    /// Voice-to-voice reply latency, nearest rank, over `latency_turns` replies.
+    latency_p50_ms: Option<i64>,
+    latency_p95_ms: Option<i64>,
+    latency_turns: i64,
+}
+
+impl From<CallAnalytics> for AnalyticsOut {
+    fn from(a: CallAnalytics) -> Self {
+        AnalyticsOut {
+            duration_sec: a.duration_sec,
+            turns: a.turns,
+            caller_turns: a.caller_turns,
+            bot_turns: a.bot_turns,
+            caller_talk_ms: a.caller_talk_ms,
+            bot_talk_ms: a.bot_talk_ms,
+            interruptions: a.interruptions,
+            latency_p50_ms: a.latency_p50_ms,
+            latency_p95_ms: a.latency_p95_ms,
+            latency_turns: a.latency_turns,
         }
     }
 }
@@ -95,6 +189,7 @@ pub(crate) struct CallDetail {
     #[schema(value_type = Object)]
     record: Value,
     duration_sec: Option<i64>,
+    analytics: AnalyticsOut,
 }
 
 fn parse_time(name: &str, value: &str) -> ApiResult<i64> {
@@ -157,6 +252,11 @@ async fn list_calls(
             .map(|v| parse_time("from", v))
             .transpose()?,
         started_to: q.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
+        min_duration_sec: q.min_duration_sec,
+        max_duration_sec: q.max_duration_sec,
+        min_turns: q.min_turns,
+        interrupted: q.interrupted,
+        min_latency_p95_ms: q.min_latency_p95_ms,
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -173,7 +273,8 @@ async fn list_calls(
     }))
 }
 
-/// One call: details, transcript, collected fields, outcome.
+/// One call: details, transcript, collected fields, outcome with its evidence (which rule, field
+/// or event decided it), summary, and analytics.
 #[utoipa::path(get, path = "/calls/{id}", tag = "calls", security(("bearer" = [])),
     params(("id" = String, Path, description = "Call id")),
     responses((status = 200, body = CallDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -185,9 +286,39 @@ async fn get_call(
     let call: CallRecord = ctx.store.get_call(&id).await.not_found_as("call")?;
     who.can_access(&call.company_id, "call")?;
     let duration_sec = call.duration_sec();
+    // A call stored before analysis existed is analysed on the way out.
+    let analytics = match ctx.store.get_call_analysis(&id).await? {
+        Some(stored) => stored,
+        None => callfleet_postcall::analysis::analyze(&call),
+    };
     let record = serde_json::to_value(&call).map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(Json(CallDetail {
         record,
         duration_sec,
+        analytics: analytics.into(),
     }))
+}
+
+/// Finished calls post-call processing set aside after failing repeatedly, newest first, with
+/// the last error: they were not stored and sent no webhooks.
+#[utoipa::path(get, path = "/dead-letters", tag = "calls", security(("bearer" = [])), params(ListDeadLetters),
+    responses((status = 200, body = Vec<DeadLetterOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_dead_letters(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Params(q): Params<ListDeadLetters>,
+) -> ApiResult<Json<Vec<DeadLetterOut>>> {
+    let company = who.company_filter(q.company_id)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 500"));
+    }
+    Ok(Json(
+        ctx.store
+            .list_dead_letters(company.as_deref(), limit)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
