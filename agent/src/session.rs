@@ -29,7 +29,7 @@ pub struct LiveKitSettings {
 /// Runs calls over LiveKit chat.
 pub struct ChatSession {
     livekit: LiveKitSettings,
-    knowledge: Option<callfleet_knowledge::KnowledgeService>,
+    knowledge: Option<callfleet_knowledge::KnowledgeSearcher>,
     /// How long to wait for a caller before the call ends as NO_ANSWER.
     pub caller_timeout: Duration,
 }
@@ -43,10 +43,10 @@ impl ChatSession {
         }
     }
 
-    /// Bots with `use_knowledge_base` answer from their documents in this service.
+    /// Bots with `use_knowledge_base` answer from their documents through this searcher.
     pub fn with_knowledge(
         mut self,
-        knowledge: callfleet_knowledge::KnowledgeService,
+        knowledge: callfleet_knowledge::KnowledgeSearcher,
     ) -> ChatSession {
         self.knowledge = Some(knowledge);
         self
@@ -71,7 +71,7 @@ pub(crate) enum CallError {
 pub(crate) fn start_engine(
     call: &CallHandle,
     config: Arc<BotConfig>,
-    knowledge: Option<&callfleet_knowledge::KnowledgeService>,
+    knowledge: Option<&callfleet_knowledge::KnowledgeSearcher>,
 ) -> Result<ScenarioEngine, CallError> {
     let engine = match &call.resume_from {
         Some(checkpoint) => {
@@ -85,8 +85,8 @@ pub(crate) fn start_engine(
         }
     };
     Ok(match knowledge {
-        Some(service) => engine.with_knowledge(Arc::new(callfleet_knowledge::BotKnowledge::new(
-            service.clone(),
+        Some(searcher) => engine.with_knowledge(Arc::new(callfleet_knowledge::BotKnowledge::new(
+            searcher.clone(),
             call.job.bot_id.clone(),
         ))),
         None => engine,

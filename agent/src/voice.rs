@@ -72,7 +72,7 @@ pub struct VoiceSession {
     phrases: PhraseCache,
     metrics: Option<PipelineMetrics>,
     chat: ChatSession,
-    knowledge: Option<callfleet_knowledge::KnowledgeService>,
+    knowledge: Option<callfleet_knowledge::KnowledgeSearcher>,
     /// How long to wait for the caller's microphone before the call ends as NO_ANSWER.
     pub caller_timeout: Duration,
 }
@@ -92,10 +92,10 @@ impl VoiceSession {
         }
     }
 
-    /// Bots with `use_knowledge_base` answer from their documents in this service.
+    /// Bots with `use_knowledge_base` answer from their documents through this searcher.
     pub fn with_knowledge(
         mut self,
-        knowledge: callfleet_knowledge::KnowledgeService,
+        knowledge: callfleet_knowledge::KnowledgeSearcher,
     ) -> VoiceSession {
         self.chat = self.chat.with_knowledge(knowledge.clone());
         self.knowledge = Some(knowledge);

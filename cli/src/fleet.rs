@@ -5,8 +5,11 @@ use crate::{ApiArgs, GlobalArgs};
 use anyhow::Context;
 use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
 use callfleet_core::secret::Secret;
-use callfleet_dispatcher::{webhook_router, Dispatcher, DispatcherConfig, WebhookState};
+use callfleet_dispatcher::{
+    http_router, metrics_router, Dispatcher, DispatcherConfig, WebhookState,
+};
 use callfleet_fleet::{FileQueue, FleetBus, MemoryBus, PostCallQueue, RedisBus, RedisQueue};
+use callfleet_pipeline::PipelineMetrics;
 use callfleet_postcall::PostCallWorker;
 use callfleet_providers::ProviderEnv;
 use clap::Args;
@@ -35,9 +38,33 @@ pub(crate) struct LiveKitArgs {
         hide_default_value = true
     )]
     pub livekit_api_secret: String,
+    /// Accept the development secret (`secret`) outside `callfleet dev`: only for a development
+    /// LiveKit (`livekit-server --dev`) that nothing else can reach.
+    #[arg(long, env = "CALLFLEET_ALLOW_DEV_SECRET", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_dev_secret: bool,
 }
 
+/// livekit-server's development secret (`--dev`), the default here for `callfleet dev`.
+const DEV_SECRET: &str = "secret";
+
 impl LiveKitArgs {
+    /// Outside `dev` the development secret is refused: with it anyone can mint room tokens and
+    /// forge the webhooks the dispatcher acts on.
+    pub(crate) fn refuse_dev_secret(&self, command: &str) -> anyhow::Result<()> {
+        if self.livekit_api_secret.is_empty() {
+            anyhow::bail!("LIVEKIT_API_SECRET is empty; set it to the secret livekit-server has for LIVEKIT_API_KEY");
+        }
+        if self.livekit_api_secret == DEV_SECRET && !self.allow_dev_secret {
+            anyhow::bail!(
+                "LIVEKIT_API_SECRET is the development default `{DEV_SECRET}`, which `callfleet {command}` refuses: \
+                 anyone could mint LiveKit tokens and forge webhooks. Set LIVEKIT_API_SECRET (in .env for docker compose) \
+                 to the secret livekit-server has for LIVEKIT_API_KEY, e.g. one made with `openssl rand -hex 32`. \
+                 Only `callfleet dev` takes the default; against a development livekit-server (--dev) set CALLFLEET_ALLOW_DEV_SECRET=1."
+            );
+        }
+        Ok(())
+    }
+
     fn settings(&self) -> LiveKitSettings {
         LiveKitSettings {
             url: self.livekit_url.clone(),
@@ -81,6 +108,10 @@ pub(crate) struct AgentArgs {
     pub worker: WorkerArgs,
     #[command(flatten)]
     pub livekit: LiveKitArgs,
+    /// Address of `GET /metrics` (Prometheus: the calls' per-turn latencies by bot). Unset: not
+    /// served.
+    #[arg(long, env = "CALLFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,7 +121,8 @@ pub(crate) struct DispatcherArgs {
     pub redis_url: String,
     #[arg(long, env = "CALLFLEET_REDIS_PREFIX", default_value = "cf:")]
     pub redis_prefix: String,
-    /// Address for LiveKit webhooks (`POST /livekit/webhook`).
+    /// Address for LiveKit webhooks (`POST /livekit/webhook`) and `GET /metrics`. In a container
+    /// set it to `0.0.0.0:8090` so LiveKit can reach it.
     #[arg(
         long,
         env = "CALLFLEET_DISPATCHER_ADDR",
@@ -135,7 +167,22 @@ fn voice_session(livekit: LiveKitSettings) -> VoiceSession {
     session
 }
 
+/// Serves `GET /metrics` over `registry` on `addr` until the process ends.
+async fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} for metrics (CALLFLEET_METRICS_ADDR)"))?;
+    println!("metrics: http://{}/metrics", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, metrics_router(registry)).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    args.livekit.refuse_dev_secret("agent")?;
     let bus: Arc<dyn FleetBus> = Arc::new(
         RedisBus::connect(&args.redis_url, &args.redis_prefix)
             .await
@@ -151,8 +198,26 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .worker_id
         .clone()
         .unwrap_or_else(default_worker_id);
-    let runner = Arc::new(voice_session(args.livekit.settings()));
-    let worker = Worker::new(bus, queue, runner, args.worker.config(&worker_id));
+    let registry = prometheus::Registry::new();
+    let mut session = voice_session(args.livekit.settings()).with_metrics(
+        PipelineMetrics::register(&registry).context("registering the pipeline's metrics")?,
+    );
+    match crate::serve::open_search().await? {
+        Some(searcher) => session = session.with_knowledge(searcher),
+        None => println!(
+            "knowledge: QDRANT_URL is not set, so bots with use_knowledge_base find no documents \
+             (the agent searches the Qdrant collection the admin API writes)"
+        ),
+    }
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr, registry).await?;
+    }
+    let worker = Worker::new(
+        bus,
+        queue,
+        Arc::new(session),
+        args.worker.config(&worker_id),
+    );
     println!(
         "agent worker {worker_id}: capacity {}, LiveKit {}",
         args.worker.capacity, args.livekit.livekit_url
@@ -163,6 +228,7 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> anyhow::Result<()> {
+    args.livekit.refuse_dev_secret("dispatcher")?;
     let store = crate::serve::open_store(global).await?;
     let bus: Arc<dyn FleetBus> = Arc::new(
         RedisBus::connect(&args.redis_url, &args.redis_prefix)
@@ -192,12 +258,17 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
     );
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
-        .with_context(|| format!("listening on {}", args.http_addr))?;
-    println!(
-        "dispatcher: LiveKit webhooks at http://{}/livekit/webhook",
-        listener.local_addr()?
-    );
-    axum::serve(listener, webhook_router(state))
+        .with_context(|| {
+            format!(
+                "listening on {} (CALLFLEET_DISPATCHER_ADDR)",
+                args.http_addr
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    println!("dispatcher: LiveKit webhooks at http://{addr}/livekit/webhook, metrics at http://{addr}/metrics");
+    let router = http_router(state, prometheus::Registry::new())
+        .context("registering the dispatcher's metrics")?;
+    axum::serve(listener, router)
         .with_graceful_shutdown(crate::serve::shutdown_signal())
         .await?;
     shutdown.cancel();
@@ -276,7 +347,7 @@ pub(crate) async fn dev(
     let agent = Worker::new(
         bus.clone(),
         queue.clone(),
-        Arc::new(voice_session(livekit.settings()).with_knowledge(knowledge.clone())),
+        Arc::new(voice_session(livekit.settings()).with_knowledge(knowledge.searcher().clone())),
         worker.config(&worker_id),
     );
     let mut tasks = tokio::task::JoinSet::new();

@@ -192,8 +192,12 @@ pub(crate) struct ApiArgs {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The embedded vector engine (qdrant-edge) logs internals at start ("Feature flags not
+        // initialized!", a default it then uses) that read like faults; its real errors
+        // reach us as results.
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn,qdrant_edge=error")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -228,6 +232,7 @@ fn main() -> anyhow::Result<()> {
                 fleet::dev(&cli.global, api, livekit, worker).await
             }
             Command::Api { api, redis_url, redis_prefix, livekit } => {
+                livekit.refuse_dev_secret("api")?;
                 let calls = match redis_url {
                     Some(url) => Some(fleet::browser_calls(&cli.global, &url, &redis_prefix, &livekit).await?),
                     None => None,

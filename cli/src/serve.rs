@@ -4,10 +4,15 @@ use crate::{ApiArgs, GlobalArgs};
 use anyhow::Context;
 use callfleet_admin_api::{ApiConfig, ApiContext};
 use callfleet_core::secret::Secret;
+use callfleet_knowledge::{
+    EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeSearcher, KnowledgeService,
+    MiniLmEmbedder, QdrantIndex, SearchConfig, VectorIndex,
+};
 use callfleet_store::{redact_url, Store};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Opens the database the flags name and brings its schema up to date.
 pub(crate) async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
@@ -44,52 +49,73 @@ pub(crate) async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The embedder of the knowledge base: the offline MiniLM (or, without its weights, the hashing
+/// embedder, said once at start). The admin API and the agents must choose alike — they embed
+/// documents and questions into the same index — so both find the models the same way.
+fn knowledge_embedder() -> Arc<dyn Embedder> {
+    match MiniLmEmbedder::load_default() {
+        Ok(minilm) => Arc::new(minilm),
+        Err(e) => {
+            println!("knowledge: MiniLM weights not found ({e}); using the hashing embedder — run `callfleet models pull`");
+            Arc::new(HashingEmbedder::new(384))
+        }
+    }
+}
+
+fn qdrant_url() -> Option<String> {
+    std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// The Qdrant collection at QDRANT_URL (QDRANT_API_KEY) that the admin API writes and agents search.
+async fn qdrant_index(url: &str, dimension: usize) -> anyhow::Result<Arc<dyn VectorIndex>> {
+    let key = std::env::var("QDRANT_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
+    Ok(Arc::new(
+        QdrantIndex::connect(url, key, "callfleet_knowledge", dimension)
+            .await
+            .with_context(|| format!("connecting to Qdrant at {url}"))?,
+    ))
+}
+
+/// Search over the knowledge base for `callfleet agent`: the Qdrant collection at QDRANT_URL
+/// (the one the admin API writes), no database. `None` without QDRANT_URL: an embedded index
+/// belongs to the process that opened it.
+pub(crate) async fn open_search() -> anyhow::Result<Option<KnowledgeSearcher>> {
+    let Some(url) = qdrant_url() else {
+        return Ok(None);
+    };
+    let embedder = knowledge_embedder();
+    let index = qdrant_index(&url, embedder.dimension()).await?;
+    println!(
+        "knowledge: searching Qdrant at {url} with {}",
+        embedder.model_id()
+    );
+    Ok(Some(
+        KnowledgeSearcher::new(index, embedder, SearchConfig::default())
+            .context("opening knowledge search")?,
+    ))
+}
+
 /// The knowledge service — on Qdrant when QDRANT_URL is set, else on the embedded index under the
-/// data dir — with the offline MiniLM
-/// embedder (or, without its weights, the hashing embedder, said once at start).
+/// data dir — with [`knowledge_embedder`].
 pub(crate) async fn open_knowledge(
     global: &GlobalArgs,
     store: &Store,
-) -> anyhow::Result<callfleet_knowledge::KnowledgeService> {
-    use callfleet_knowledge::{
-        EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService, MiniLmEmbedder,
-    };
-    use std::sync::Arc;
-    let embedder: Arc<dyn Embedder> = match MiniLmEmbedder::load_default() {
-        Ok(minilm) => Arc::new(minilm),
-        Err(e) => {
-            println!("knowledge: MiniLM weights not found ({e}); using the hashing embedder — run scripts/fetch-models.sh");
-            Arc::new(HashingEmbedder::new(384))
+) -> anyhow::Result<KnowledgeService> {
+    let embedder = knowledge_embedder();
+    let index: Arc<dyn VectorIndex> = match qdrant_url() {
+        Some(url) => qdrant_index(&url, embedder.dimension()).await?,
+        None => {
+            let dir =
+                EdgeIndex::dir_in(&global.data_dir, embedder.model_id(), embedder.dimension());
+            Arc::new(
+                EdgeIndex::open(&dir, embedder.dimension())
+                    .with_context(|| format!("opening the vector index in {}", dir.display()))?,
+            )
         }
     };
-    let index: Arc<dyn callfleet_knowledge::VectorIndex> =
-        match std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) {
-            Some(url) => {
-                let key = std::env::var("QDRANT_API_KEY")
-                    .ok()
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new);
-                Arc::new(
-                    callfleet_knowledge::QdrantIndex::connect(
-                        &url,
-                        key,
-                        "callfleet_knowledge",
-                        embedder.dimension(),
-                    )
-                    .await
-                    .with_context(|| format!("connecting to Qdrant at {url}"))?,
-                )
-            }
-            None => {
-                let dir =
-                    EdgeIndex::dir_in(&global.data_dir, embedder.model_id(), embedder.dimension());
-                Arc::new(
-                    EdgeIndex::open(&dir, embedder.dimension()).with_context(|| {
-                        format!("opening the vector index in {}", dir.display())
-                    })?,
-                )
-            }
-        };
     let knowledge =
         KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default())
             .context("starting the knowledge service")?;
@@ -147,6 +173,7 @@ fn api_config(args: &ApiArgs, admin_key: Secret) -> ApiConfig {
         rate_limit_burst: args.rate_burst,
         max_body_bytes: args.max_body_bytes,
         max_upload_bytes: args.max_upload_bytes,
+        ..ApiConfig::default()
     }
 }
 
@@ -195,7 +222,7 @@ pub(crate) async fn dev_api(
     args: &ApiArgs,
     store: Store,
     calls: callfleet_admin_api::BrowserCalls,
-    knowledge: callfleet_knowledge::KnowledgeService,
+    knowledge: KnowledgeService,
 ) -> anyhow::Result<()> {
     let (admin_key, key_file) = dev_admin_key(args.admin_key.clone(), &global.data_dir)?;
     println!("callfleet dev: database {}", describe_store(global));

@@ -14,11 +14,10 @@
 mod support;
 
 use callfleet_testkit::{FakeCartesia, FakeDeepgram, SttScript, TEST_KEY};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+use support::caller::{espeak_wav, Caller};
 use support::{api_base, callfleet, company_with_bot, holder, stored_call, wait_exit};
 
 /// What the caller says, in order; the fake recognizer hears each stretch of speech as the next.
@@ -31,52 +30,6 @@ const LINES: [&str; 7] = [
     "no thanks",
     "yes",
 ];
-
-struct Caller {
-    events: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
-impl Caller {
-    /// The next event `want` accepts; everything read on the way is kept in `seen`.
-    fn wait(&mut self, what: &str, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self.events.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("waited 30 s for {what}; the caller saw: {:#?}", self.seen)
-            });
-            self.seen.push(event.clone());
-            if want(&event) {
-                return event;
-            }
-        }
-    }
-
-    fn transcript(&mut self, speaker: &str) -> String {
-        let event = self.wait(&format!("a {speaker} transcript"), |e| {
-            e["event"] == "transcript" && e["speaker"] == speaker
-        });
-        event["text"].as_str().unwrap_or_default().to_string()
-    }
-
-    /// The agent's next reply: its words (from the live transcript, sent as it speaks or once
-    /// it has spoken) and when its voice reached the caller.
-    fn reply(&mut self) -> (String, f64) {
-        let (mut text, mut voice) = (None, None);
-        while text.is_none() || voice.is_none() {
-            let e = self.wait("the agent's reply", |e| {
-                e["event"] == "audio_start" || (e["event"] == "transcript" && e["speaker"] == "bot")
-            });
-            if e["event"] == "audio_start" {
-                voice = voice.or(e["t"].as_f64());
-            } else {
-                text = text.or(e["text"].as_str().map(str::to_string));
-            }
-        }
-        (text.unwrap(), voice.unwrap())
-    }
-}
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -92,12 +45,7 @@ fn a_voice_call_survives_its_worker_being_killed() {
     };
     let dir = support::TestDir::new();
     let speech = dir.path().join("caller.wav");
-    let spoken = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-w"])
-        .arg(&speech)
-        .arg("this is the caller speaking")
-        .status();
-    if !matches!(spoken, Ok(s) if s.success()) {
+    if !espeak_wav(&speech, "this is the caller speaking") {
         return support::missing::<()>("voice fleet end-to-end", "espeak-ng is not installed")
             .unwrap_or(());
     }
@@ -186,35 +134,11 @@ fn a_voice_call_survives_its_worker_being_killed() {
     let session: serde_json::Value = session.json().unwrap();
     let call_id = session["call_id"].as_str().unwrap().to_string();
 
-    let mut python = Command::new(&env.python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/voice_caller.py"))
-        .args([
-            "--url",
-            session["url"].as_str().unwrap(),
-            "--token",
-            session["token"].as_str().unwrap(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the Python caller");
-    let mut say = python.stdin.take().unwrap();
-    let (tx, events) = mpsc::channel();
-    let out = BufReader::new(python.stdout.take().unwrap());
-    let mut python = support::Proc(python);
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            let event: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or_else(|_| panic!("caller printed {line}"));
-            if tx.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    let mut caller = Caller {
-        events,
-        seen: Vec::new(),
-    };
+    let mut caller = Caller::join(
+        &env.python,
+        session["url"].as_str().unwrap(),
+        session["token"].as_str().unwrap(),
+    );
 
     let (greeting, _) = caller.reply();
     assert!(
@@ -261,7 +185,7 @@ fn a_voice_call_survives_its_worker_being_killed() {
             eprintln!("sent SIGTERM to {name}");
             survivor = Some(proc);
         }
-        writeln!(say, "say {}", speech.display()).unwrap();
+        caller.say(&speech);
         let heard = caller.transcript("user");
         assert_eq!(
             heard, *line,
@@ -271,9 +195,7 @@ fn a_voice_call_survives_its_worker_being_killed() {
         replies.push(reply);
     }
     caller.wait("the end of the last reply", |e| e["event"] == "audio_end");
-    writeln!(say, "leave").unwrap();
-    caller.wait("the caller to leave", |e| e["event"] == "done");
-    assert!(python.0.wait().unwrap().success());
+    assert!(caller.leave().success());
     assert!(
         replies.last().unwrap().contains("You're booked"),
         "{replies:#?}"

@@ -4,17 +4,20 @@
 //! room whose metadata names a bot, or a SIP caller whose called number routes to one.
 //!
 //! Several dispatchers (and the admin API, which places browser calls itself) may run at once:
-//! every placement first claims its room on the fleet bus, so a room is placed once.
+//! every placement first claims its room on the fleet bus, so a room is placed once. Its HTTP
+//! service ([`http_router`]) is the webhook endpoint plus `GET /metrics`.
 //!
 //! Architecture invariant: the dispatcher decides where a call runs; it never runs one, and the
 //! only state it keeps is on the bus.
 
 mod dispatcher;
+mod metrics;
 mod placement;
 mod tokens;
 mod webhook;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig, PlaceError, Placement, PlacementRequest};
+pub use metrics::{http_router, metrics_router};
 pub use placement::choose_worker;
 pub use tokens::caller_token;
 pub use webhook::{router as webhook_router, WebhookState};

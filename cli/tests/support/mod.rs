@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod caller;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -106,6 +108,8 @@ pub fn callfleet(
             "LIVEKIT_API_SECRET",
             std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
         )
+        // The test livekit-server is a development one (`--dev`, devkey/secret).
+        .env("CALLFLEET_ALLOW_DEV_SECRET", "1")
         .env("RUST_LOG", "info,sqlx=warn")
         .env_remove("DATABASE_URL")
         .stdout(Stdio::piped())

@@ -1,20 +1,20 @@
-//! The scenario engine's view of a bot's knowledge: core's [`KnowledgeSearch`] backed by the
-//! service, each passage citing the document (and page or section) it came from.
+//! The scenario engine's view of a bot's knowledge: core's [`KnowledgeSearch`] backed by a
+//! [`KnowledgeSearcher`], each passage citing the document (and page or section) it came from.
 
-use crate::service::{KnowledgeService, SearchHit};
+use crate::search::{KnowledgeSearcher, SearchHit};
 use callfleet_core::scenario::{AssistError, BoxFuture, KnowledgeChunk, KnowledgeSearch};
 
 /// One bot's documents, as the scenario engine asks for them.
 #[derive(Debug, Clone)]
 pub struct BotKnowledge {
-    service: KnowledgeService,
+    searcher: KnowledgeSearcher,
     bot_id: String,
 }
 
 impl BotKnowledge {
-    pub fn new(service: KnowledgeService, bot_id: impl Into<String>) -> Self {
+    pub fn new(searcher: KnowledgeSearcher, bot_id: impl Into<String>) -> Self {
         BotKnowledge {
-            service,
+            searcher,
             bot_id: bot_id.into(),
         }
     }
@@ -39,7 +39,7 @@ impl KnowledgeSearch for BotKnowledge {
     ) -> BoxFuture<'a, Result<Vec<KnowledgeChunk>, AssistError>> {
         Box::pin(async move {
             let hits = self
-                .service
+                .searcher
                 .search(&self.bot_id, query, top_k)
                 .await
                 .map_err(|e| AssistError(e.to_string()))?;

@@ -44,6 +44,7 @@ pub enum KnowledgeError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[cfg(feature = "library")]
     #[error(transparent)]
     Store(#[from] callfleet_store::StoreError),
     #[error("document not found")]

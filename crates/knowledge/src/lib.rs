@@ -3,11 +3,15 @@
 //! page and heading, cut into ~500-token chunks with overlap, embedded in batches, and stored in
 //! a per-bot partition of a vector index (Qdrant's engine embedded, or a Qdrant server).
 //! Questions are answered by hybrid search: vector similarity and BM25 fused by reciprocal
-//! rank. [`KnowledgeService`] runs it all; [`BotKnowledge`] is the scenario engine's view.
+//! rank. Two halves: [`KnowledgeSearcher`] (search: index + embedder + keyword scoring, no
+//! database — what agent workers open) and, with the `library` feature, [`KnowledgeService`]
+//! (the library of documents the admin API writes: rows in the store, background indexing).
+//! [`BotKnowledge`] is the scenario engine's view.
 //!
 //! Architecture invariant: knows no HTTP and no tenancy rules beyond the bot id it is given
-//! (the admin API decides who may see a bot). Detection, parsing, chunking, BM25 and fusion are
-//! pure functions tested with tables; only the index, the embedders and the service do I/O.
+//! (the admin API decides who may see a bot); search never needs the database. Detection,
+//! parsing, chunking, BM25 and fusion are pure functions tested with tables; only the index,
+//! the embedders and the service do I/O.
 
 pub mod assist;
 pub mod chunk;
@@ -17,6 +21,8 @@ mod error;
 pub mod index;
 pub mod keyword;
 pub mod parse;
+pub mod search;
+#[cfg(feature = "library")]
 pub mod service;
 
 pub use assist::{citation, BotKnowledge};
@@ -27,4 +33,6 @@ pub use embed::MiniLmEmbedder;
 pub use embed::{Embedder, HashingEmbedder, ProviderEmbedder};
 pub use error::{EmbedError, IndexError, KnowledgeError, ParseError};
 pub use index::{ChunkRecord, EdgeIndex, QdrantIndex, VectorHit, VectorIndex};
-pub use service::{KnowledgeConfig, KnowledgeService, SearchHit};
+pub use search::{KnowledgeSearcher, SearchConfig, SearchHit};
+#[cfg(feature = "library")]
+pub use service::{KnowledgeConfig, KnowledgeService};

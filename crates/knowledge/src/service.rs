@@ -1,13 +1,14 @@
-//! The knowledge service: upload → parse → chunk → (background) embed + index with progress →
-//! hybrid search; delete a document or clear a bot. The document rows (status, progress,
-//! errors) live in the store; chunks and vectors only in the [`VectorIndex`].
+//! The library of documents (feature `library`, what the admin API runs): upload → parse →
+//! chunk → (background) embed + index with progress; delete a document or clear a bot; search
+//! through its [`KnowledgeSearcher`]. The document rows (status, progress, errors) live in the
+//! store; chunks and vectors only in the [`VectorIndex`].
 
 use crate::chunk::{chunk, ChunkConfig};
 use crate::detect::{detect, ContentKind};
 use crate::embed::{embed_batched, Embedder};
 use crate::index::{ChunkRecord, VectorIndex};
-use crate::keyword::{reciprocal_rank_fusion, Bm25Index, RRF_K};
 use crate::parse::parse;
+use crate::search::{lock, KnowledgeSearcher, SearchConfig, SearchHit};
 use crate::{KnowledgeError, ParseError};
 use callfleet_store::Store;
 use callfleet_store::{KnowledgeDocument, NewKnowledgeDocument};
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Tunables of the service.
@@ -33,30 +34,23 @@ pub struct KnowledgeConfig {
 
 impl Default for KnowledgeConfig {
     fn default() -> Self {
+        let search = SearchConfig::default();
         KnowledgeConfig {
             chunking: ChunkConfig::default(),
             max_file_bytes: 20 << 20,
-            candidates: 40,
-            keyword_recheck: Duration::from_secs(10),
+            candidates: search.candidates,
+            keyword_recheck: search.keyword_recheck,
         }
     }
 }
 
-/// A chunk found by [`KnowledgeService::search`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchHit {
-    pub chunk: ChunkRecord,
-    /// Fused rank score scaled to 0..1: 1 means first in both rankings.
-    pub score: f32,
-    /// Cosine similarity, when the vector search found the chunk.
-    pub vector_score: Option<f32>,
-    /// BM25 score, when the keyword search found it.
-    pub keyword_score: Option<f32>,
-}
-
-struct BotKeywords {
-    index: Bm25Index,
-    checked_at: Instant,
+impl KnowledgeConfig {
+    fn search(&self) -> SearchConfig {
+        SearchConfig {
+            candidates: self.candidates,
+            keyword_recheck: self.keyword_recheck,
+        }
+    }
 }
 
 struct Job {
@@ -68,8 +62,8 @@ struct Inner {
     store: Store,
     index: Arc<dyn VectorIndex>,
     embedder: Arc<dyn Embedder>,
+    searcher: KnowledgeSearcher,
     config: KnowledgeConfig,
-    keywords: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BotKeywords>>>>>,
     jobs: Mutex<HashMap<String, Job>>,
 }
 
@@ -87,11 +81,6 @@ impl std::fmt::Debug for KnowledgeService {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these maps leaves them consistent (single inserts/removes).
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl KnowledgeService {
     pub fn new(
         store: Store,
@@ -99,20 +88,14 @@ impl KnowledgeService {
         embedder: Arc<dyn Embedder>,
         config: KnowledgeConfig,
     ) -> Result<Self, KnowledgeError> {
-        if index.dimension() != embedder.dimension() {
-            return Err(crate::IndexError::Dimension {
-                index: index.dimension(),
-                embedder: embedder.dimension(),
-            }
-            .into());
-        }
+        let searcher = KnowledgeSearcher::new(index.clone(), embedder.clone(), config.search())?;
         Ok(KnowledgeService {
             inner: Arc::new(Inner {
                 store,
                 index,
                 embedder,
+                searcher,
                 config,
-                keywords: Mutex::new(HashMap::new()),
                 jobs: Mutex::new(HashMap::new()),
             }),
         })
@@ -124,6 +107,11 @@ impl KnowledgeService {
 
     pub fn embedder(&self) -> &dyn Embedder {
         self.inner.embedder.as_ref()
+    }
+
+    /// The search half, over the same index and keyword indexes.
+    pub fn searcher(&self) -> &KnowledgeSearcher {
+        &self.inner.searcher
     }
 
     /// Stores a document and starts indexing it in the background. A file that cannot be read
@@ -299,11 +287,10 @@ impl KnowledgeService {
             .index
             .delete_document(bot_id, document_id)
             .await?;
-        if let Some(entry) = self.keyword_entry_if_built(bot_id) {
-            if let Some(k) = entry.lock().await.as_mut() {
-                k.index.retain(|r| r.document_id != document_id);
-            }
-        }
+        self.inner
+            .searcher
+            .keywords_removed(bot_id, document_id)
+            .await;
         self.inner
             .store
             .delete_knowledge_document(document_id)
@@ -317,117 +304,18 @@ impl KnowledgeService {
             self.stop_job(&doc.id).await;
         }
         self.inner.index.delete_bot(bot_id).await?;
-        lock(&self.inner.keywords).remove(bot_id);
+        self.inner.searcher.keywords_cleared(bot_id);
         Ok(self.inner.store.clear_knowledge_documents(bot_id).await?)
     }
 
-    fn keyword_entry_if_built(
-        &self,
-        bot_id: &str,
-    ) -> Option<Arc<tokio::sync::Mutex<Option<BotKeywords>>>> {
-        lock(&self.inner.keywords).get(bot_id).cloned()
-    }
-
-    /// Hybrid search over one bot's chunks: vector nearest neighbours and BM25, fused by
-    /// reciprocal rank; the best `top_k`.
+    /// Hybrid search over one bot's chunks (see [`KnowledgeSearcher::search`]).
     pub async fn search(
         &self,
         bot_id: &str,
         query: &str,
         top_k: usize,
     ) -> Result<Vec<SearchHit>, KnowledgeError> {
-        if query.trim().is_empty() || top_k == 0 {
-            return Ok(Vec::new());
-        }
-        let candidates = self.inner.config.candidates.max(top_k * 2);
-        let query_texts = [query.to_string()];
-        let vector = self
-            .inner
-            .embedder
-            .embed(&query_texts)
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        let vector_hits = self.inner.index.search(bot_id, &vector, candidates).await?;
-        let keyword_hits = self.keyword_search(bot_id, query, candidates).await?;
-
-        let mut by_id: HashMap<String, SearchHit> = HashMap::new();
-        for hit in &vector_hits {
-            by_id.insert(
-                hit.record.id.clone(),
-                SearchHit {
-                    chunk: hit.record.clone(),
-                    score: 0.0,
-                    vector_score: Some(hit.score),
-                    keyword_score: None,
-                },
-            );
-        }
-        for (record, score) in &keyword_hits {
-            by_id
-                .entry(record.id.clone())
-                .or_insert_with(|| SearchHit {
-                    chunk: record.clone(),
-                    score: 0.0,
-                    vector_score: None,
-                    keyword_score: None,
-                })
-                .keyword_score = Some(*score);
-        }
-        let fused = reciprocal_rank_fusion(&[
-            vector_hits.iter().map(|h| h.record.id.as_str()).collect(),
-            keyword_hits.iter().map(|(r, _)| r.id.as_str()).collect(),
-        ]);
-        let best_possible = 2.0 / (RRF_K + 1.0);
-        Ok(fused
-            .into_iter()
-            .take(top_k)
-            .filter_map(|(id, score)| {
-                by_id.get(id).map(|hit| SearchHit {
-                    score: (score / best_possible).min(1.0),
-                    ..hit.clone()
-                })
-            })
-            .collect())
-    }
-
-    async fn keyword_search(
-        &self,
-        bot_id: &str,
-        query: &str,
-        limit: usize,
-    ) -> Result<Vec<(ChunkRecord, f32)>, KnowledgeError> {
-        let entry = lock(&self.inner.keywords)
-            .entry(bot_id.to_string())
-            .or_default()
-            .clone();
-        let mut guard = entry.lock().await;
-        let stale = match guard.as_ref() {
-            None => true,
-            Some(k) if k.checked_at.elapsed() >= self.inner.config.keyword_recheck => {
-                self.inner.index.count(bot_id, None).await? != k.index.len()
-            }
-            Some(_) => false,
-        };
-        if stale {
-            let mut index = Bm25Index::new();
-            for record in self.inner.index.chunks(bot_id).await? {
-                index.add(record);
-            }
-            *guard = Some(BotKeywords {
-                index,
-                checked_at: Instant::now(),
-            });
-        } else if let Some(k) = guard.as_mut() {
-            if k.checked_at.elapsed() >= self.inner.config.keyword_recheck {
-                k.checked_at = Instant::now();
-            }
-        }
-        Ok(guard
-            .as_ref()
-            .map(|k| k.index.search(query, limit))
-            .unwrap_or_default())
+        self.inner.searcher.search(bot_id, query, top_k).await
     }
 }
 
@@ -515,14 +403,7 @@ async fn index_document(
     match failure {
         None => {
             let _ = inner.index.optimize().await;
-            let entry = lock(&inner.keywords).get(&bot_id).cloned();
-            if let Some(entry) = entry {
-                if let Some(k) = entry.lock().await.as_mut() {
-                    for record in records {
-                        k.index.add(record);
-                    }
-                }
-            }
+            inner.searcher.keywords_added(&bot_id, records).await;
             if let Err(e) = inner
                 .store
                 .update_knowledge_progress(doc_id, "ready", None, total, total, None)

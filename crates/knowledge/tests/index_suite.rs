@@ -1,7 +1,5 @@
 //! One suite, two backends: the embedded qdrant-edge shard and a Qdrant server (here the fake
-//! in `support/fake_qdrant.rs`, spoken to by the real `qdrant-client` over gRPC).
-
-mod support;
+//! in `callfleet_testkit::qdrant`, spoken to by the real `qdrant-client` over gRPC).
 
 use callfleet_knowledge::{ChunkRecord, EdgeIndex, IndexError, QdrantIndex, VectorIndex};
 use std::sync::Arc;
@@ -17,7 +15,7 @@ struct Backend {
 async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().expect("temp dir");
     let edge = EdgeIndex::open(dir.path(), DIM).expect("open edge index");
-    let (_fake, addr) = support::fake_qdrant::FakeQdrant::start().await;
+    let (_fake, addr) = callfleet_testkit::qdrant::FakeQdrant::start().await;
     let server = QdrantIndex::connect(&format!("http://{addr}"), None, "knowledge", DIM)
         .await
         .expect("connect to the fake Qdrant");

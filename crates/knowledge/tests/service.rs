@@ -158,7 +158,7 @@ async fn real_files_are_parsed_indexed_and_cited() {
         );
 
         // The scenario engine's view cites the document (and page).
-        let knowledge = BotKnowledge::new(f.service.clone(), f.bot_a.clone());
+        let knowledge = BotKnowledge::new(f.service.searcher().clone(), f.bot_a.clone());
         let chunks = knowledge.search("activate roaming", 1).await.unwrap();
         assert_eq!(chunks[0].source, "guide.pdf, p. 2", "{backend}");
         let chunks = knowledge.search("faulty router exchange", 1).await.unwrap();

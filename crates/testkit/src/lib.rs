@@ -2,7 +2,8 @@
 //! live STT, Cartesia, ElevenLabs and Deepgram Aura TTS, Ollama and OpenAI-compatible chat and
 //! embeddings — each bound to `127.0.0.1:0` and scriptable: the transcript for each stretch of
 //! speech, replies token by token with set delays, errors, mid-stream disconnects, slowness.
-//! Plus audio fixtures (speech-like tones, silence) for the callers' side.
+//! Plus audio fixtures (speech-like tones, silence) for the callers' side, and (feature `qdrant`)
+//! a fake Qdrant server speaking the gRPC API `qdrant-client` uses.
 //!
 //! **Architecture invariant:** a dev-dependency only, never linked into release code. The fakes
 //! enforce what the real services enforce (auth headers, required fields, message order), so a
@@ -14,6 +15,8 @@ pub mod cartesia;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod llm;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 mod server;
 mod tts;
 

@@ -1,5 +1,5 @@
-//! Test support: a fake Qdrant gRPC server and builders of real document files.
+//! Test support: builders of real document files (the fake Qdrant server is in
+//! `callfleet_testkit::qdrant`).
 #![allow(dead_code)]
 
-pub mod fake_qdrant;
 pub mod files;
