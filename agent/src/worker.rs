@@ -184,6 +184,7 @@ impl Worker {
             bus: self.bus.clone(),
             call_id: call_id.clone(),
         };
+        let forced = cancel.clone();
         let record = self
             .runner
             .run(CallHandle {
@@ -195,14 +196,37 @@ impl Worker {
             .await;
         // The record is durable before the job is released: if we die in between, the call is
         // re-placed and ends again, which post-call processing absorbs (storing is an upsert).
-        if let Err(e) = self.queue.push(&record).await {
-            tracing::error!(call_id = %call_id, error = %e, "could not queue the finished call");
-        }
-        if let Err(e) = self.bus.finish_job(&self.config.worker_id, &call_id).await {
-            tracing::warn!(call_id = %call_id, error = %e, "could not release the job");
+        // Until the queue takes it the job stays held, for the same reason.
+        if self.push_until_queued(&record, &forced).await {
+            if let Err(e) = self.bus.finish_job(&self.config.worker_id, &call_id).await {
+                tracing::warn!(call_id = %call_id, error = %e, "could not release the job");
+            }
         }
         self.active.fetch_sub(1, Ordering::SeqCst);
         tracing::info!(call_id = %call_id, "call finished");
+    }
+
+    /// Pushes a finished call's record, retrying with backoff while the queue is down; true once
+    /// it is queued. False only when `forced` to stop first: the job then stays assigned, so
+    /// failover re-places the call and its record is made again from the checkpoint.
+    async fn push_until_queued(&self, record: &CallRecord, forced: &CancellationToken) -> bool {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.queue.push(record).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::error!(call_id = %record.id, error = %e, retry_in_ms = wait.as_millis() as u64, "could not queue the finished call; holding its job until it is");
+                }
+            }
+            tokio::select! {
+                () = forced.cancelled() => {
+                    tracing::error!(call_id = %record.id, "forced to stop with the call unqueued: its job stays assigned for failover");
+                    return false;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
     }
 
     /// Runs until `drain` is cancelled and every call has ended; `force` ends the calls early.
