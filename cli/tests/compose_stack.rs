@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::caller::{espeak_wav, Caller};
-use support::{company_with_bot, missing, stored_call, Proc, TestDir};
+use support::{browser_session, company_with_bot, missing, stored_call, Proc, TestDir};
 
 const TEST: &str = "compose stack";
 /// The question the caller asks; the fake recognizer hears it as this text.
@@ -930,18 +930,7 @@ fn the_stack_as_compose_declares_it_takes_a_call() {
         number.text().unwrap_or_default()
     );
 
-    let session = http
-        .post(format!("{base}/bots/{bot_id}/sessions"))
-        .bearer_auth(&key)
-        .send()
-        .unwrap();
-    assert_eq!(
-        session.status(),
-        201,
-        "{}",
-        session.text().unwrap_or_default()
-    );
-    let session: Value = session.json().unwrap();
+    let session = browser_session(&http, &base, &key, &bot_id);
     assert_eq!(
         session["url"], dotenv["LIVEKIT_PUBLIC_URL"],
         "browsers are handed LiveKit as they reach it (LIVEKIT_PUBLIC_URL)"

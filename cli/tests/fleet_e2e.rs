@@ -17,7 +17,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{api_base, callfleet, company_with_bot, holder, stored_call, wait_exit};
+use support::{
+    api_base, browser_session, callfleet, company_with_bot, holder, stored_call, wait_exit,
+};
 
 #[test]
 fn a_call_survives_its_worker_being_killed() {
@@ -82,18 +84,7 @@ fn a_call_survives_its_worker_being_killed() {
     )
     .unwrap();
     let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session = http
-        .post(format!("{base}/bots/{bot_id}/sessions"))
-        .bearer_auth(&key)
-        .send()
-        .unwrap();
-    assert_eq!(
-        session.status(),
-        201,
-        "{}",
-        session.text().unwrap_or_default()
-    );
-    let session: serde_json::Value = session.json().unwrap();
+    let session = browser_session(&http, &base, &key, &bot_id);
     let call_id = session["call_id"].as_str().unwrap().to_string();
 
     let lines = "I would like to book an appointment|Anna Smith|general practice|next Monday at 10 am|+1 415 555 0100|no thanks|yes";
@@ -254,13 +245,7 @@ fn a_chat_call_routes_through_the_bots_language_model() {
     .unwrap();
     config.push_str("\nproviders:\n  llm: {provider: ollama, model: llama3.2}\n");
     let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session: serde_json::Value = http
-        .post(format!("{base}/bots/{bot_id}/sessions"))
-        .bearer_auth(&key)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let session = browser_session(&http, &base, &key, &bot_id);
     let output = Command::new(&env.python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/chat_caller.py"))
         .args([

@@ -18,7 +18,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::caller::{espeak_wav, Caller};
-use support::{api_base, callfleet, company_with_bot, holder, stored_call, wait_exit};
+use support::{
+    api_base, browser_session, callfleet, company_with_bot, holder, stored_call, wait_exit,
+};
 
 /// What the caller says, in order; the fake recognizer hears each stretch of speech as the next.
 const LINES: [&str; 7] = [
@@ -120,18 +122,7 @@ fn a_voice_call_survives_its_worker_being_killed() {
     .unwrap();
     let config = format!("{clinic}\nproviders:\n  stt: {{provider: deepgram}}\n  tts: {{provider: cartesia, voice: test-voice}}\n");
     let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session = http
-        .post(format!("{base}/bots/{bot_id}/sessions"))
-        .bearer_auth(&key)
-        .send()
-        .unwrap();
-    assert_eq!(
-        session.status(),
-        201,
-        "{}",
-        session.text().unwrap_or_default()
-    );
-    let session: serde_json::Value = session.json().unwrap();
+    let session = browser_session(&http, &base, &key, &bot_id);
     let call_id = session["call_id"].as_str().unwrap().to_string();
 
     let mut caller = Caller::join(

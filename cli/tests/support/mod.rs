@@ -184,6 +184,27 @@ pub fn company_with_bot(
     (key, bot_id)
 }
 
+/// `POST /bots/{bot_id}/sessions` (a browser call): `{url, token, room, call_id}`.
+pub fn browser_session(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    key: &str,
+    bot_id: &str,
+) -> serde_json::Value {
+    let session = http
+        .post(format!("{base}/bots/{bot_id}/sessions"))
+        .bearer_auth(key)
+        .send()
+        .unwrap();
+    assert_eq!(
+        session.status(),
+        201,
+        "{}",
+        session.text().unwrap_or_default()
+    );
+    session.json().unwrap()
+}
+
 /// Which of `workers` has logged `call_id` (the one that took the call).
 pub fn holder(
     workers: &[(&str, Proc)],
