@@ -25,6 +25,9 @@ use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextPar
 
 const NAME: &str = "whisper";
 const RATE: u32 = 16_000;
+/// A pause inside an utterance this long can separate two stretches of speech: a flush that
+/// comes after the caller started again is cut there.
+const MIN_GAP_MS: u32 = 120;
 
 /// The Whisper models callfleet fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -431,6 +434,9 @@ struct Session {
     in_speech: bool,
     voiced_run: usize,
     silence_run: usize,
+    /// Where in `utterance` the last pause of at least `min_gap` ended (speech resumed).
+    resumed_at: Option<usize>,
+    min_gap: usize,
     /// Samples of silence since the last words were reported, while an `UtteranceEnd` is owed.
     since_words: Option<usize>,
 }
@@ -464,6 +470,8 @@ impl Session {
             in_speech: false,
             voiced_run: 0,
             silence_run: 0,
+            resumed_at: None,
+            min_gap: ms(MIN_GAP_MS),
             since_words: None,
         }
     }
@@ -518,13 +526,21 @@ impl Session {
             if self.voiced_run >= self.min_speech {
                 self.in_speech = true;
                 self.silence_run = 0;
+                self.resumed_at = None;
                 self.utterance = self.preroll_buf.drain(..).collect();
                 return events.send(Ok(SttEvent::SpeechStarted)).await.is_ok();
             }
             return true;
         }
         self.utterance.extend(w);
-        self.silence_run = if speech { 0 } else { self.silence_run + n };
+        if speech {
+            if self.silence_run >= self.min_gap {
+                self.resumed_at = Some(self.utterance.len() - n);
+            }
+            self.silence_run = 0;
+        } else {
+            self.silence_run += n;
+        }
         if self.silence_run >= self.endpointing {
             let trailing = self.silence_run;
             return self.finish_utterance(true, false, trailing, events).await;
@@ -552,6 +568,7 @@ impl Session {
         self.in_speech = false;
         self.voiced_run = 0;
         self.silence_run = 0;
+        self.resumed_at = None;
         self.utterance.clear();
         self.preroll_buf.clear();
         if let Some(gap) = self.since_words.as_mut() {
@@ -563,6 +580,27 @@ impl Session {
     /// `Finalize` (or the end): transcribe what was heard so far.
     async fn flush(&mut self, from_finalize: bool, closing: bool, events: &Events) -> bool {
         let mut ok = true;
+        if from_finalize && self.in_speech && self.silence_run < self.min_gap {
+            // Only speech begun just before the flush: the caller's VAD asks for one a moment
+            // (its hangover) after it last heard them.
+            let recent = |at: usize| self.utterance.len() - at <= 3 * self.min_gap;
+            if let Some(at) = self.resumed_at.filter(|&at| recent(at)) {
+                // The flush was asked for at a pause, but the caller has started again since
+                // (the flush reached us after their next word began): cutting here would split
+                // that word between two utterances and lose it. Transcribe up to the pause and
+                // keep the new speech, with a little of the pause before it, as an utterance
+                // still open.
+                let rest = self
+                    .utterance
+                    .split_off(at.saturating_sub(self.min_gap / 2));
+                let trailing = std::mem::take(&mut self.silence_run);
+                ok = self.transcribe_and_send(false, true, events).await;
+                self.utterance = rest;
+                self.silence_run = trailing;
+                self.resumed_at = None;
+                return ok;
+            }
+        }
         if self.in_speech {
             ok = self
                 .finish_utterance(!from_finalize, from_finalize, 0, events)

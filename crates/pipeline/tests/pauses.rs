@@ -151,8 +151,8 @@ fn caller(pause_ms: u32) -> (Vec<i16>, Vec<(u32, String)>) {
     (audio, placed)
 }
 
-/// One call; the transcript.
-async fn call(pause_ms: u32, latency_ms: u64, model: Option<f32>) -> Vec<Turn> {
+/// One call's report.
+async fn call(pause_ms: u32, latency_ms: u64, model: Option<f32>) -> CallReport {
     let (audio, placed) = caller(pause_ms);
     let providers = Providers {
         stt: Arc::new(TimedWordsStt {
@@ -185,7 +185,7 @@ async fn call(pause_ms: u32, latency_ms: u64, model: Option<f32>) -> Vec<Turn> {
     .await
     .unwrap();
     assert_eq!(*heard.lock().unwrap(), done.report.transcript);
-    done.report.transcript
+    done.report
 }
 
 /// Every word of the greeting and the request is in what the caller said, in order, and the
@@ -225,8 +225,8 @@ async fn words_after_a_pause_always_reach_the_transcript_and_are_answered() {
             for latency_ms in [0, 250, 500, 800, 1200] {
                 let case =
                     format!("pause {pause_ms} ms, recognizer {latency_ms} ms, model {model:?}");
-                let turns = call(pause_ms, latency_ms, model).await;
-                check_every_word_heard_and_answered(&case, &turns);
+                let report = call(pause_ms, latency_ms, model).await;
+                check_every_word_heard_and_answered(&case, &report.transcript);
             }
         }
     }
@@ -235,9 +235,10 @@ async fn words_after_a_pause_always_reach_the_transcript_and_are_answered() {
 #[tokio::test(start_paused = true)]
 async fn a_late_final_does_not_end_the_turn_while_the_caller_goes_on() {
     // "Hello." is recognized 800 ms after its flush, when the caller is saying the rest: with
-    // or without a model, one turn holds everything, answered well before the max delay.
+    // or without a model, one turn holds everything.
     for model in [None, Some(0.9)] {
-        let turns = call(350, 800, model).await;
+        let report = call(350, 800, model).await;
+        let turns = &report.transcript;
         let said: Vec<&str> = turns
             .iter()
             .filter(|t| t.speaker == Speaker::User)
@@ -247,6 +248,24 @@ async fn a_late_final_does_not_end_the_turn_while_the_caller_goes_on() {
             said,
             ["hello i would like to book an appointment please"],
             "{model:?}: {turns:#?}"
+        );
+        // The stored metrics say how the turn ended: at the recognizer's endpoint, and with a
+        // model, what it said about the whole sentence — well before the max delay.
+        let m = &report.metrics[0];
+        assert_eq!(m.endpoint.as_deref(), Some("stt"), "{m:?}");
+        assert_eq!(m.end_of_turn_probability, model, "{m:?}");
+        assert_eq!(
+            m.end_of_turn_answered_ms.is_some(),
+            model.is_some(),
+            "{m:?}"
+        );
+        let max = PipelineConfig::new("pauses")
+            .turn
+            .max_endpointing
+            .as_millis();
+        assert!(
+            m.end_of_utterance_ms.is_some_and(|ms| u128::from(ms) < max),
+            "{m:?}"
         );
     }
 }
