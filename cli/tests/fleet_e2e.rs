@@ -34,6 +34,10 @@ fn a_call_survives_its_worker_being_killed() {
         Instant::now().elapsed().as_nanos()
     );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
+    // A chat call: with offline models on the machine (the user cache `models pull` fills) the
+    // agents would speak instead, so they are pointed at an empty models dir.
+    let no_models = tempfile::tempdir().unwrap();
+    let chat_only = [("CALLFLEET_MODELS", no_models.path().display().to_string())];
 
     let mut api = callfleet(
         &["api", "--http-addr", "127.0.0.1:0"],
@@ -61,7 +65,7 @@ fn a_call_survives_its_worker_being_killed() {
                 &env,
                 &prefix,
                 &log("w-a"),
-                &[],
+                &chat_only,
             ),
         ),
         (
@@ -72,7 +76,7 @@ fn a_call_survives_its_worker_being_killed() {
                 &env,
                 &prefix,
                 &log("w-b"),
-                &[],
+                &chat_only,
             ),
         ),
     ];
@@ -210,6 +214,8 @@ fn a_chat_call_routes_through_the_bots_language_model() {
         Instant::now().elapsed().as_nanos()
     );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
+    // The bot's LLM, not the offline models the machine may hold, answers this chat call.
+    let no_models = tempfile::tempdir().unwrap();
 
     let mut api = callfleet(
         &["api", "--http-addr", "127.0.0.1:0"],
@@ -234,7 +240,10 @@ fn a_chat_call_routes_through_the_bots_language_model() {
         &env,
         &prefix,
         &log("w-llm"),
-        &[("OLLAMA_URL", ollama.url())],
+        &[
+            ("OLLAMA_URL", ollama.url()),
+            ("CALLFLEET_MODELS", no_models.path().display().to_string()),
+        ],
     );
     std::thread::sleep(Duration::from_secs(2));
 
