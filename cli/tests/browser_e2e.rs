@@ -71,10 +71,15 @@ fn the_talk_page_shows_the_conversation() {
     }
 
     let data = dir.path().join("data");
+    // The page's text conversation: with the offline models of the user cache (which `models
+    // pull` fills and a data dir without models falls back to) the call would be spoken instead.
+    let no_models = dir.path().join("no-models");
+    std::fs::create_dir_all(&no_models).unwrap();
     let mut dev = Kill(
         Command::new(env!("CARGO_BIN_EXE_callfleet"))
             .args(["dev", "--http-addr", "127.0.0.1:0"])
             .env("CALLFLEET_DATA", &data)
+            .env("CALLFLEET_MODELS", &no_models)
             .env("LIVEKIT_URL", &livekit)
             .env(
                 "LIVEKIT_API_KEY",
