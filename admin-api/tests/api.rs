@@ -932,6 +932,30 @@ async fn each_key_is_rate_limited() {
     );
 }
 
+async fn put_yaml_config(api: &Api, a: &Tenant, body: String) -> Reply {
+    api.raw(
+        Method::PUT,
+        &format!("/bots/{}/config", a.bot),
+        Some(&a.key),
+        "application/yaml",
+        body.into(),
+    )
+    .await
+}
+
+/// The bot's config is still at `version`: a refused body saved nothing.
+async fn assert_config_version(api: &Api, a: &Tenant, version: u64) {
+    let config = api
+        .ok(
+            Method::GET,
+            &format!("/bots/{}/config", a.bot),
+            &a.key,
+            None,
+        )
+        .await;
+    assert_eq!(config["version"], version, "nothing was saved");
+}
+
 #[tokio::test]
 async fn oversize_bodies_are_refused_whole() {
     let db = callfleet_store::testing::sqlite().await;
@@ -944,26 +968,10 @@ async fn oversize_bodies_are_refused_whole() {
     );
     let a = tenant(&api, "A", "+74950000001").await;
     let huge = format!("{SALON}\nsystem_prompt: \"{}\"\n", "x".repeat(10_000));
-    let reply = api
-        .raw(
-            Method::PUT,
-            &format!("/bots/{}/config", a.bot),
-            Some(&a.key),
-            "application/yaml",
-            huge.into(),
-        )
-        .await;
+    let reply = put_yaml_config(&api, &a, huge).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.body["error"]["code"], "payload_too_large");
-    let config = api
-        .ok(
-            Method::GET,
-            &format!("/bots/{}/config", a.bot),
-            &a.key,
-            None,
-        )
-        .await;
-    assert_eq!(config["version"], 1, "nothing was saved");
+    assert_config_version(&api, &a, 1).await;
 }
 
 #[tokio::test]
@@ -986,15 +994,7 @@ async fn hostile_yaml_gets_a_clear_422_and_saves_nothing() {
         (deep_flow, "recursion limit"),
         ("language: ru\nlanguage: en\n".to_string(), "duplicate key"),
     ] {
-        let reply = api
-            .raw(
-                Method::PUT,
-                &format!("/bots/{}/config", a.bot),
-                Some(&a.key),
-                "application/yaml",
-                body.into(),
-            )
-            .await;
+        let reply = put_yaml_config(&api, &a, body).await;
         assert_eq!(
             reply.status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1007,15 +1007,7 @@ async fn hostile_yaml_gets_a_clear_422_and_saves_nothing() {
             .to_string();
         assert!(detail.contains(expected), "{expected}: {:?}", reply.body);
     }
-    let config = api
-        .ok(
-            Method::GET,
-            &format!("/bots/{}/config", a.bot),
-            &a.key,
-            None,
-        )
-        .await;
-    assert_eq!(config["version"], 1, "nothing was saved");
+    assert_config_version(&api, &a, 1).await;
 }
 
 #[tokio::test]
