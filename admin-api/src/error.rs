@@ -25,6 +25,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body is within its size but what it holds expands past a limit (a document).
+    #[error("{0}")]
+    ContentTooLarge(String),
+    /// The tenant is at one of its quotas (documents, config versions).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The request is well-formed but its content is not acceptable; `details` names each problem.
     #[error("{message}")]
     Unprocessable {
@@ -75,7 +81,10 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::TooLarge(_) | ApiError::ContentTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             ApiError::Unprocessable { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }

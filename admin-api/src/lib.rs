@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// Requests with a wrong or missing key each source address may make a minute; past that it
     /// gets 429 before any key is looked up.
     pub auth_failures_per_min: u32,
+    /// Config versions a bot may save; past that a save is refused with 403 `quota_exceeded`.
+    pub max_config_versions_per_bot: i64,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +60,7 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
             auth_failures_per_min: 30,
+            max_config_versions_per_bot: 1_000,
         }
     }
 }

@@ -975,6 +975,31 @@ async fn oversize_bodies_are_refused_whole() {
 }
 
 #[tokio::test]
+async fn a_bot_at_its_config_version_quota_is_refused_with_403() {
+    let db = callfleet_store::testing::sqlite().await;
+    let api = Api::new(
+        db.store.clone(),
+        ApiConfig {
+            max_config_versions_per_bot: 3,
+            ..ApiConfig::default()
+        },
+    );
+    let a = tenant(&api, "A", "+74950000001").await;
+    for _ in 0..2 {
+        let reply = put_yaml_config(&api, &a, SALON.to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let refused = put_yaml_config(&api, &a, SALON.to_string()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "quota_exceeded");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 config versions"));
+    assert_config_version(&api, &a, 3).await;
+}
+
+#[tokio::test]
 async fn hostile_yaml_gets_a_clear_422_and_saves_nothing() {
     let db = callfleet_store::testing::sqlite().await;
     let api = Api::new(db.store.clone(), ApiConfig::default());

@@ -38,6 +38,10 @@ fn multipart(filename: &str, bytes: &[u8]) -> Vec<u8> {
 
 impl Api {
     fn new(store: Store, with_knowledge: bool) -> Api {
+        Api::with(store, with_knowledge.then(KnowledgeConfig::default))
+    }
+
+    fn with(store: Store, knowledge: Option<KnowledgeConfig>) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let config = ApiConfig {
             admin_key: Secret::new(ADMIN),
@@ -46,12 +50,12 @@ impl Api {
         };
         let mut ctx = ApiContext::new(config, store.clone());
         let index = Arc::new(EdgeIndex::open(dir.path(), 128).unwrap());
-        if with_knowledge {
+        if let Some(knowledge) = knowledge {
             let service = KnowledgeService::new(
                 store,
                 index.clone(),
                 Arc::new(HashingEmbedder::new(128)),
-                KnowledgeConfig::default(),
+                knowledge,
             )
             .unwrap();
             ctx = ctx.with_knowledge(service);
@@ -420,6 +424,56 @@ async fn bad_and_oversized_files() {
             )
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+}
+
+/// A file small enough to upload that expands past a limit gets 413 naming the limit and leaves
+/// no document; a bot at its document quota gets 403 `quota_exceeded`.
+#[tokio::test]
+async fn files_that_expand_past_limits_and_bots_at_quota_are_refused() {
+    for db in test_stores().await {
+        let api = Api::with(
+            db.store.clone(),
+            Some(KnowledgeConfig {
+                parse_limits: callfleet_knowledge::parse::ParseLimits {
+                    max_text_bytes: 64 << 10,
+                    ..Default::default()
+                },
+                max_documents_per_bot: 1,
+                ..KnowledgeConfig::default()
+            }),
+        );
+        let (key, bot) = tenant(&api, "Acme").await;
+        // 2 kB of header repeated into each of 1 000 one-letter cells: 2 MB of text.
+        let mut csv = "h".repeat(2_000);
+        csv.push('\n');
+        csv.push_str(&"x\n".repeat(1_000));
+        assert!(csv.len() < 4096);
+        let (status, body) = api.upload(&bot, &key, "cells.csv", csv.as_bytes()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("extracted text"),
+            "{body}"
+        );
+        let (_, listed) = api
+            .raw(
+                Method::GET,
+                &format!("/bots/{bot}/knowledge"),
+                &key,
+                "application/json",
+                vec![],
+            )
+            .await;
+        assert_eq!(listed, json!([]), "a refused file leaves no document");
+
+        let (status, body) = api.upload(&bot, &key, "one.txt", b"Parking is free.").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let (status, body) = api.upload(&bot, &key, "two.txt", b"Open at nine.").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
     }
 }
 

@@ -304,8 +304,8 @@ async fn delete_bot(
 #[utoipa::path(put, path = "/bots/{id}/config", tag = "bots", security(("bearer" = [])),
     params(("id" = String, Path, description = "Bot id")),
     request_body(content = String, content_type = "application/yaml", description = "The config, as YAML or JSON"),
-    responses((status = 200, body = ConfigVersionOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ConfigVersionOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "The bot is at its config-version quota"),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn put_config(
     State(ctx): State<ApiContext>,
     who: Principal,
@@ -323,6 +323,13 @@ async fn put_config(
         .and_then(|v| v.to_str().ok())
         .and_then(ConfigFormat::from_media_type);
     let (config, format) = parse_config_text(text.clone(), format).await?;
+    let saved = ctx.store.count_bot_versions(&id).await?;
+    if saved >= ctx.config.max_config_versions_per_bot {
+        return Err(ApiError::QuotaExceeded(format!(
+            "the bot has saved {saved} config versions, the limit is {}; create a new bot for a fresh history",
+            ctx.config.max_config_versions_per_bot
+        )));
+    }
     let version = ctx
         .store
         .put_bot_config(&id, &config, &text, format)

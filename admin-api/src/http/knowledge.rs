@@ -128,6 +128,13 @@ impl From<KnowledgeError> for ApiError {
     fn from(err: KnowledgeError) -> Self {
         match err {
             KnowledgeError::Parse(ParseError::TooLarge { limit, .. }) => ApiError::TooLarge(limit),
+            KnowledgeError::Parse(e @ ParseError::Exceeds { .. }) => {
+                ApiError::ContentTooLarge(e.to_string())
+            }
+            KnowledgeError::Quota(message) => ApiError::QuotaExceeded(message),
+            KnowledgeError::Busy => ApiError::RateLimited {
+                retry_after_secs: 5,
+            },
             KnowledgeError::Parse(e) => ApiError::Unprocessable {
                 message: e.to_string(),
                 details: Vec::new(),
@@ -163,7 +170,10 @@ async fn visible_document(
     params(("id" = String, Path, description = "Bot id")),
     request_body(content_type = "multipart/form-data", description = "Field `file`: the document"),
     responses((status = 202, body = DocumentOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 403, body = ErrorBody, description = "The bot is at its document or chunk quota"),
+        (status = 413, body = ErrorBody, description = "The file, or what it expands into, is over a limit"),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "Too many uploads in progress"),
+        (status = 503, body = ErrorBody)))]
 async fn upload_document(
     State(ctx): State<ApiContext>,
     who: Principal,

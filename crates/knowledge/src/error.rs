@@ -13,6 +13,12 @@ pub enum ParseError {
     Unsupported(String),
     #[error("the file is too large: {size} bytes, the limit is {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// The file is small but what it expands into is not (a compression bomb, a CSV whose
+    /// header is repeated into every cell, thousands of pages).
+    #[error("the document's {what} exceeds the limit of {limit}")]
+    Exceeds { what: &'static str, limit: usize },
+    #[error("reading the file took longer than {secs} s")]
+    TimedOut { secs: u64 },
 }
 
 /// Why embedding failed.
@@ -49,4 +55,10 @@ pub enum KnowledgeError {
     Store(#[from] callfleet_store::StoreError),
     #[error("document not found")]
     NotFound,
+    /// The bot is at one of its quotas (documents, chunks).
+    #[error("quota exceeded: {0}")]
+    Quota(String),
+    /// Every upload slot is parsing a file; try again shortly.
+    #[error("too many uploads are being processed; try again shortly")]
+    Busy,
 }

@@ -2,6 +2,11 @@
 //! Every format is read by a maintained library: `pdf-extract`/`lopdf` for PDF, `zip` +
 //! `quick-xml` for DOCX's WordprocessingML, `csv` for CSV, `encoding_rs` + `chardetng` for
 //! legacy encodings of text files.
+//!
+//! A document is bounded by what it expands into, not only by its size on disk: [`ParseLimits`]
+//! caps the bytes decompressed from DOCX entries and PDF streams (checked before any PDF library
+//! inflates them), the pages, and the text extracted (checked as it grows, so a CSV whose header
+//! is repeated into every cell stops at the limit instead of filling memory).
 
 use crate::detect::ContentKind;
 use crate::ParseError;
@@ -27,23 +32,124 @@ pub struct ParsedDocument {
     pub pages: Option<u32>,
 }
 
+/// What one document may expand into while it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Bytes inflated from the file's compressed parts (DOCX entries, PDF streams), in all.
+    pub max_decompressed_bytes: usize,
+    /// Bytes of text extracted from the document.
+    pub max_text_bytes: usize,
+    /// Pages of a PDF.
+    pub max_pages: u32,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_decompressed_bytes: 64 << 20,
+            max_text_bytes: 16 << 20,
+            max_pages: 2_000,
+        }
+    }
+}
+
+/// Reads `bytes` as `kind` within the default [`ParseLimits`].
+pub fn parse(kind: ContentKind, bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
+    parse_within(kind, bytes, &ParseLimits::default())
+}
+
 /// Reads `bytes` as `kind`. Never panics, whatever the bytes: PDF parsing runs under
 /// `catch_unwind` because font decoders deep in pdf-extract assert on malformed input.
-pub fn parse(kind: ContentKind, bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
+pub fn parse_within(
+    kind: ContentKind,
+    bytes: &[u8],
+    limits: &ParseLimits,
+) -> Result<ParsedDocument, ParseError> {
     let doc = match kind {
-        ContentKind::Pdf => parse_pdf(bytes)?,
-        ContentKind::Docx => parse_docx(bytes)?,
-        ContentKind::Csv => parse_csv(&decode_text(bytes)?)?,
+        ContentKind::Pdf => parse_pdf(bytes, limits)?,
+        ContentKind::Docx => parse_docx(bytes, limits)?,
+        ContentKind::Csv => parse_csv(&decode_text(bytes)?, limits)?,
         ContentKind::Markdown => parse_markdown(&decode_text(bytes)?),
         ContentKind::Text => ParsedDocument {
             blocks: paragraphs(&decode_text(bytes)?, None, None),
             pages: None,
         },
     };
+    let text: usize = doc.blocks.iter().map(|b| b.text.len()).sum();
+    if text > limits.max_text_bytes {
+        return Err(text_limit(limits));
+    }
     if doc.blocks.iter().all(|b| b.text.trim().is_empty()) {
         return Err(ParseError::Empty);
     }
     Ok(doc)
+}
+
+fn text_limit(limits: &ParseLimits) -> ParseError {
+    ParseError::Exceeds {
+        what: "extracted text (bytes)",
+        limit: limits.max_text_bytes,
+    }
+}
+
+fn decompressed_limit(limits: &ParseLimits) -> ParseError {
+    ParseError::Exceeds {
+        what: "decompressed size (bytes)",
+        limit: limits.max_decompressed_bytes,
+    }
+}
+
+/// Reads at most `cap` bytes from `reader` and says how many it got; a read error ends the
+/// count where it happened (a damaged stream is the PDF reader's to report, not ours).
+fn count_at_most(mut reader: impl Read, cap: usize) -> usize {
+    let mut buf = [0u8; 64 << 10];
+    let mut total = 0usize;
+    while total < cap {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    total
+}
+
+/// Refuses a PDF whose Flate streams inflate to more than the limit, before lopdf (which
+/// inflates object streams while loading) or pdf-extract (content streams) can: every
+/// `stream … endstream` body is run through a bounded zlib decoder and the output counted.
+/// Bodies that are not zlib (images, other filters) count for what decodes of them: nothing.
+fn check_pdf_streams(bytes: &[u8], limits: &ParseLimits) -> Result<(), ParseError> {
+    let limit = limits.max_decompressed_bytes;
+    let mut total = 0usize;
+    let mut pos = 0usize;
+    while let Some(found) = find(&bytes[pos..], b"stream") {
+        let at = pos + found;
+        let mut body = at + b"stream".len();
+        pos = body;
+        if at >= 3 && &bytes[at - 3..at] == b"end" {
+            continue;
+        }
+        if bytes[body..].starts_with(b"\r\n") {
+            body += 2;
+        } else if bytes[body..].starts_with(b"\n") || bytes[body..].starts_with(b"\r") {
+            body += 1;
+        } else {
+            continue;
+        }
+        let end = find(&bytes[body..], b"endstream").map_or(bytes.len(), |e| body + e);
+        total += count_at_most(
+            flate2::read::ZlibDecoder::new(&bytes[body..end]),
+            limit - total + 1,
+        );
+        if total > limit {
+            return Err(decompressed_limit(limits));
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Decodes a text file: a BOM wins, then valid UTF-8, then chardetng's guess (which is how
@@ -106,7 +212,8 @@ fn parse_markdown(text: &str) -> ParsedDocument {
     }
 }
 
-fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
+fn parse_pdf(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
+    check_pdf_streams(bytes, limits)?;
     // lopdf first: it tells encrypted from damaged, which pdf-extract folds into one error.
     let doc = lopdf::Document::load_mem(bytes).map_err(|e| match e {
         lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword => {
@@ -122,6 +229,12 @@ fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
     let page_count = doc.get_pages().len() as u32;
     if page_count == 0 {
         return Err(ParseError::Empty);
+    }
+    if page_count > limits.max_pages {
+        return Err(ParseError::Exceeds {
+            what: "page count",
+            limit: limits.max_pages as usize,
+        });
     }
     let owned = bytes.to_vec();
     let pages =
@@ -153,19 +266,30 @@ fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
     })
 }
 
+/// Inflates one entry, never past what is left of the document's decompression budget (the
+/// sizes the archive declares are not trusted: a bomb declares small ones).
 fn read_zip_entry(
     archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
     name: &str,
+    budget: &mut usize,
+    limits: &ParseLimits,
 ) -> Result<Option<String>, ParseError> {
-    let mut file = match archive.by_name(name) {
+    let file = match archive.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(ParseError::Corrupt(format!("DOCX entry {name}: {e}"))),
     };
-    let mut text = String::new();
-    file.read_to_string(&mut text)
+    let mut raw = Vec::new();
+    file.take(*budget as u64 + 1)
+        .read_to_end(&mut raw)
         .map_err(|e| ParseError::Corrupt(format!("DOCX entry {name}: {e}")))?;
-    Ok(Some(text))
+    if raw.len() > *budget {
+        return Err(decompressed_limit(limits));
+    }
+    *budget -= raw.len();
+    String::from_utf8(raw)
+        .map(Some)
+        .map_err(|_| ParseError::Corrupt(format!("DOCX entry {name} is not UTF-8")))
 }
 
 fn attr(e: &quick_xml::events::BytesStart<'_>, local: &[u8]) -> Option<String> {
@@ -217,12 +341,13 @@ fn heading_styles(styles_xml: &str) -> HashMap<String, u32> {
     out
 }
 
-fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
+fn parse_docx(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| ParseError::Corrupt(format!("not a readable DOCX: {e}")))?;
-    let document = read_zip_entry(&mut archive, "word/document.xml")?
+    let mut budget = limits.max_decompressed_bytes;
+    let document = read_zip_entry(&mut archive, "word/document.xml", &mut budget, limits)?
         .ok_or_else(|| ParseError::Corrupt("the DOCX has no word/document.xml".into()))?;
-    let styles = read_zip_entry(&mut archive, "word/styles.xml")?
+    let styles = read_zip_entry(&mut archive, "word/styles.xml", &mut budget, limits)?
         .map(|s| heading_styles(&s))
         .unwrap_or_default();
     let is_heading = |style: &str| {
@@ -286,7 +411,7 @@ fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
 /// Rows as "header: value" pairs, so a row chunk reads as a sentence about its columns
 /// ("Tariff: Basic; Price: 300") rather than bare values that neither the embedder nor a
 /// keyword search could connect to the question.
-fn parse_csv(text: &str) -> Result<ParsedDocument, ParseError> {
+fn parse_csv(text: &str, limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
     let first_line = text.lines().next().unwrap_or_default();
     let delimiter = [b';', b'\t', b',', b'|']
         .into_iter()
@@ -303,6 +428,7 @@ fn parse_csv(text: &str) -> Result<ParsedDocument, ParseError> {
         .map(|h| h.trim().to_string())
         .collect();
     let mut blocks = Vec::new();
+    let mut extracted = 0usize;
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| ParseError::Corrupt(format!("CSV row {}: {e}", i + 2)))?;
         let cells: Vec<String> = record
@@ -314,6 +440,10 @@ fn parse_csv(text: &str) -> Result<ParsedDocument, ParseError> {
                 None => v.trim().to_string(),
             })
             .collect();
+        extracted += cells.iter().map(|c| c.len() + 2).sum::<usize>();
+        if extracted > limits.max_text_bytes {
+            return Err(text_limit(limits));
+        }
         if !cells.is_empty() {
             // A row is a sentence of its own: the chunker packs rows but never splits one.
             blocks.push(Block {

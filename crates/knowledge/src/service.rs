@@ -7,7 +7,7 @@ use crate::chunk::{chunk, ChunkConfig};
 use crate::detect::{detect, ContentKind};
 use crate::embed::{embed_batched, Embedder};
 use crate::index::{ChunkRecord, VectorIndex};
-use crate::parse::parse;
+use crate::parse::{parse_within, ParseLimits};
 use crate::search::{lock, KnowledgeSearcher, SearchConfig, SearchHit};
 use crate::{KnowledgeError, ParseError};
 use callfleet_store::Store;
@@ -30,6 +30,19 @@ pub struct KnowledgeConfig {
     /// How long a bot's keyword index is trusted before it is compared with the vector index
     /// (another process — the admin API — may have changed the bot's documents).
     pub keyword_recheck: Duration,
+    /// What one document may expand into while it is parsed.
+    pub parse_limits: ParseLimits,
+    /// How long parsing one file may take before the upload fails (the parser's thread is
+    /// left to finish on its own, holding its upload slot until it does).
+    pub parse_timeout: Duration,
+    /// Files parsed at once by this service; an upload beyond that is refused as busy.
+    pub max_concurrent_uploads: usize,
+    /// Chunks one document may be cut into.
+    pub max_chunks_per_document: usize,
+    /// Documents one bot may hold.
+    pub max_documents_per_bot: usize,
+    /// Chunks one bot may hold over all its documents.
+    pub max_chunks_per_bot: usize,
 }
 
 impl Default for KnowledgeConfig {
@@ -40,6 +53,12 @@ impl Default for KnowledgeConfig {
             max_file_bytes: 20 << 20,
             candidates: search.candidates,
             keyword_recheck: search.keyword_recheck,
+            parse_limits: ParseLimits::default(),
+            parse_timeout: Duration::from_secs(60),
+            max_concurrent_uploads: 4,
+            max_chunks_per_document: 20_000,
+            max_documents_per_bot: 1_000,
+            max_chunks_per_bot: 200_000,
         }
     }
 }
@@ -65,6 +84,11 @@ struct Inner {
     searcher: KnowledgeSearcher,
     config: KnowledgeConfig,
     jobs: Mutex<HashMap<String, Job>>,
+    /// One permit per file being parsed; the parsing thread owns it until it ends.
+    parsing: Arc<tokio::sync::Semaphore>,
+    /// Held from a bot's quota check to its document row, so racing uploads in this process
+    /// cannot both take the last place.
+    admission: tokio::sync::Mutex<()>,
 }
 
 /// Cheap to clone; every clone is the same service.
@@ -95,8 +119,12 @@ impl KnowledgeService {
                 index,
                 embedder,
                 searcher,
+                parsing: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_uploads.max(1),
+                )),
                 config,
                 jobs: Mutex::new(HashMap::new()),
+                admission: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -115,8 +143,11 @@ impl KnowledgeService {
     }
 
     /// Stores a document and starts indexing it in the background. A file that cannot be read
-    /// (wrong type, encrypted, damaged, empty) is kept as a `failed` document carrying the
-    /// reason, with nothing indexed; one over the size limit is refused without a record.
+    /// (wrong type, encrypted, damaged, empty, too slow to parse) is kept as a `failed` document
+    /// carrying the reason, with nothing indexed. Refused without a record: a file over the
+    /// size limit or one that expands past [`ParseLimits`] (`ParseError::TooLarge`/`Exceeds`),
+    /// a bot over its quotas (`KnowledgeError::Quota`), and an upload while
+    /// `max_concurrent_uploads` files are being parsed (`KnowledgeError::Busy`).
     pub async fn upload(
         &self,
         company_id: &str,
@@ -124,7 +155,8 @@ impl KnowledgeService {
         filename: &str,
         bytes: Vec<u8>,
     ) -> Result<KnowledgeDocument, KnowledgeError> {
-        let limit = self.inner.config.max_file_bytes;
+        let config = &self.inner.config;
+        let limit = config.max_file_bytes;
         if bytes.len() > limit {
             return Err(ParseError::TooLarge {
                 size: bytes.len(),
@@ -132,8 +164,51 @@ impl KnowledgeService {
             }
             .into());
         }
+        // Fail fast before parsing; the check that counts is repeated under the admission lock.
+        self.check_quotas(bot_id, 0).await?;
+        let permit = self
+            .inner
+            .parsing
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| KnowledgeError::Busy)?;
         let filename = sanitize_filename(filename);
         let kind = detect(&filename, &bytes);
+        let content_type = kind
+            .as_ref()
+            .map(|k| k.mime())
+            .unwrap_or("application/octet-stream");
+        let size_bytes = bytes.len() as i64;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let parsed = match kind {
+            Ok(kind) => {
+                parse_bounded(
+                    kind,
+                    bytes,
+                    config.parse_limits,
+                    config.parse_timeout,
+                    permit,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let parsed = parsed.and_then(|p| {
+            let chunks = chunk(&p.blocks, config.chunking);
+            if chunks.len() > config.max_chunks_per_document {
+                return Err(ParseError::Exceeds {
+                    what: "chunk count",
+                    limit: config.max_chunks_per_document,
+                });
+            }
+            Ok((p.pages, chunks))
+        });
+        if let Err(e @ (ParseError::TooLarge { .. } | ParseError::Exceeds { .. })) = parsed {
+            return Err(e.into());
+        }
+        let admitted = self.inner.admission.lock().await;
+        let new_chunks = parsed.as_ref().map_or(0, |(_, c)| c.len());
+        self.check_quotas(bot_id, new_chunks).await?;
         let document = self
             .inner
             .store
@@ -141,19 +216,13 @@ impl KnowledgeService {
                 bot_id,
                 company_id,
                 filename: &filename,
-                content_type: kind
-                    .as_ref()
-                    .map(|k| k.mime())
-                    .unwrap_or("application/octet-stream"),
-                size_bytes: bytes.len() as i64,
-                sha256: &hex::encode(Sha256::digest(&bytes)),
+                content_type,
+                size_bytes,
+                sha256: &sha256,
             })
             .await?;
-        let parsed = match kind {
-            Ok(kind) => parse_blocking(kind, bytes).await,
-            Err(e) => Err(e),
-        };
-        let parsed = match parsed {
+        drop(admitted);
+        let (pages, chunks) = match parsed {
             Ok(p) => p,
             Err(e) => {
                 self.inner
@@ -174,14 +243,13 @@ impl KnowledgeService {
                     .await?);
             }
         };
-        let chunks = chunk(&parsed.blocks, self.inner.config.chunking);
         let total = chunks.len() as i64;
         self.inner
             .store
             .update_knowledge_progress(
                 &document.id,
                 "indexing",
-                parsed.pages.map(i64::from),
+                pages.map(i64::from),
                 total,
                 0,
                 None,
@@ -220,6 +288,34 @@ impl KnowledgeService {
             .store
             .get_knowledge_document(&document.id)
             .await?)
+    }
+
+    /// Refuses a bot at its document quota, or one whose chunks would pass theirs with
+    /// `new_chunks` more. Failed documents count as documents (they are listed and kept) but
+    /// hold no chunks.
+    async fn check_quotas(&self, bot_id: &str, new_chunks: usize) -> Result<(), KnowledgeError> {
+        let config = &self.inner.config;
+        let docs = self.inner.store.list_knowledge_documents(bot_id).await?;
+        if docs.len() >= config.max_documents_per_bot {
+            return Err(KnowledgeError::Quota(format!(
+                "the bot already holds {} documents, the limit is {}; delete some first",
+                docs.len(),
+                config.max_documents_per_bot
+            )));
+        }
+        let held: usize = docs
+            .iter()
+            .filter(|d| d.status != "failed")
+            .map(|d| d.chunks_total.max(0) as usize)
+            .sum();
+        if held + new_chunks > config.max_chunks_per_bot {
+            return Err(KnowledgeError::Quota(format!(
+                "the bot's documents would hold {} chunks, the limit is {}",
+                held + new_chunks,
+                config.max_chunks_per_bot
+            )));
+        }
+        Ok(())
     }
 
     /// Fails the documents a previous process left half-indexed (their background task died
@@ -336,17 +432,37 @@ fn sanitize_filename(name: &str) -> String {
     }
 }
 
-async fn parse_blocking(
+/// Parses on a blocking thread that owns `permit` until it ends, and gives up waiting after
+/// `timeout`: a file that parses forever fails its upload, and keeps its slot (so at most
+/// `max_concurrent_uploads` such threads exist) until the parser returns.
+async fn parse_bounded(
     kind: ContentKind,
     bytes: Vec<u8>,
+    limits: ParseLimits,
+    timeout: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<crate::parse::ParsedDocument, ParseError> {
-    tokio::task::spawn_blocking(move || parse(kind, &bytes))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ParseError::Corrupt(
-                "the parser crashed on this file".into(),
-            ))
-        })
+    run_bounded(timeout, permit, move || parse_within(kind, &bytes, &limits)).await
+}
+
+async fn run_bounded<T: Send + 'static>(
+    timeout: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    work: impl FnOnce() -> Result<T, ParseError> + Send + 'static,
+) -> Result<T, ParseError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ParseError::Corrupt(
+            "the parser crashed on this file".into(),
+        )),
+        Err(_) => Err(ParseError::TimedOut {
+            secs: timeout.as_secs().max(1),
+        }),
+    }
 }
 
 /// The background half of an upload. On any failure the document's points are removed again,
@@ -433,5 +549,42 @@ fn embedding_text(record: &ChunkRecord) -> String {
     match &record.heading {
         Some(h) => format!("{h}\n{}", record.text),
         None => record.text.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parse that never ends fails its upload after the timeout, and its slot stays taken
+    /// until the parser's thread really returns, so stuck parsers cannot pile up.
+    #[tokio::test]
+    async fn a_parse_past_its_timeout_fails_and_keeps_its_slot_until_it_ends() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let outcome = run_bounded(Duration::from_millis(20), permit, move || {
+            let _ = wait.recv();
+            Ok(())
+        })
+        .await;
+        assert_eq!(outcome, Err(ParseError::TimedOut { secs: 1 }));
+        assert!(
+            slots.clone().try_acquire_owned().is_err(),
+            "the stuck parser still holds its slot"
+        );
+        release.send(()).unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(30), slots.acquire_owned()).await;
+        assert!(again.is_ok(), "the slot comes back when the parser ends");
+    }
+
+    #[tokio::test]
+    async fn a_parser_that_panics_is_a_clear_error() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let outcome: Result<(), ParseError> =
+            run_bounded(Duration::from_secs(30), permit, || panic!("decoder assert")).await;
+        assert!(matches!(outcome, Err(ParseError::Corrupt(_))));
+        assert_eq!(slots.available_permits(), 1);
     }
 }

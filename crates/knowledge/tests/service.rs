@@ -6,8 +6,10 @@ mod support;
 
 use callfleet_core::config::BotConfig;
 use callfleet_core::scenario::KnowledgeSearch;
+use callfleet_knowledge::parse::ParseLimits;
 use callfleet_knowledge::{
-    BotKnowledge, EdgeIndex, HashingEmbedder, KnowledgeConfig, KnowledgeService, VectorIndex,
+    BotKnowledge, EdgeIndex, HashingEmbedder, KnowledgeConfig, KnowledgeError, KnowledgeService,
+    ParseError, VectorIndex,
 };
 use callfleet_store::testing::test_stores;
 use callfleet_store::{NewBot, NewCompany, Store};
@@ -27,16 +29,14 @@ struct Fixture {
 }
 
 async fn fixture(store: Store) -> Fixture {
+    fixture_with(store, KnowledgeConfig::default()).await
+}
+
+async fn fixture_with(store: Store, config: KnowledgeConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let embedder = Arc::new(HashingEmbedder::new(256));
     let index = Arc::new(EdgeIndex::open(dir.path(), 256).unwrap());
-    let service = KnowledgeService::new(
-        store.clone(),
-        index.clone(),
-        embedder,
-        KnowledgeConfig::default(),
-    )
-    .unwrap();
+    let service = KnowledgeService::new(store.clone(), index.clone(), embedder, config).unwrap();
     let company = store
         .create_company(NewCompany {
             name: "Acme".into(),
@@ -298,6 +298,122 @@ async fn bad_files_fail_with_a_clear_error_and_index_nothing() {
             too_big.unwrap_err().to_string().contains("too large"),
             "{backend}"
         );
+    }
+}
+
+/// Small files that expand into far more than they are are refused without a document row and
+/// without reaching the memory they ask for: each is checked against the limit as it expands.
+#[tokio::test]
+async fn files_that_expand_past_the_limits_are_refused_and_store_nothing() {
+    let limits = ParseLimits {
+        max_decompressed_bytes: 4 << 20,
+        max_text_bytes: 1 << 20,
+        max_pages: 5,
+    };
+    for db in test_stores().await {
+        let backend = format!("{:?}", db.backend);
+        let f = fixture_with(
+            db.store.clone(),
+            KnowledgeConfig {
+                parse_limits: limits,
+                ..KnowledgeConfig::default()
+            },
+        )
+        .await;
+        let many_pages: Vec<&[&str]> = vec![&["A page."]; 6];
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("bomb.docx", files::docx_bomb(64 << 20), "decompressed size"),
+            ("bomb.pdf", files::pdf_bomb(64 << 20), "decompressed size"),
+            (
+                "cells.csv",
+                files::csv_header_bomb(64 << 10, 2_000),
+                "extracted text",
+            ),
+            ("long.pdf", files::pdf(&many_pages), "page count"),
+        ];
+        for (name, bytes, expected) in cases {
+            assert!(bytes.len() < 1 << 20, "{name} is a small file");
+            let err = f
+                .service
+                .upload(&f.company, &f.bot_a, name, bytes)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, KnowledgeError::Parse(ParseError::Exceeds { .. })),
+                "{backend} {name}: {err}"
+            );
+            assert!(
+                err.to_string().contains(expected),
+                "{backend} {name}: {err}"
+            );
+        }
+        assert!(f
+            .store
+            .list_knowledge_documents(&f.bot_a)
+            .await
+            .unwrap()
+            .is_empty());
+        // Within the limits the same kinds of file still read.
+        let fine = vec![&["A page."][..]; 5];
+        upload_ready(&f, &f.bot_a, "fine.pdf", files::pdf(&fine)).await;
+        upload_ready(&f, &f.bot_a, "fine.csv", files::csv_header_bomb(100, 50)).await;
+    }
+}
+
+/// A bot at its document or chunk quota gets a clear refusal; another bot is unaffected, and
+/// deleting a document makes room again.
+#[tokio::test]
+async fn a_bots_quotas_refuse_uploads_past_them() {
+    for db in test_stores().await {
+        let backend = format!("{:?}", db.backend);
+        let f = fixture_with(
+            db.store.clone(),
+            KnowledgeConfig {
+                max_documents_per_bot: 2,
+                max_chunks_per_bot: 3,
+                ..KnowledgeConfig::default()
+            },
+        )
+        .await;
+        let text = |s: &str| s.as_bytes().to_vec();
+        let first = upload_ready(
+            &f,
+            &f.bot_a,
+            "one.txt",
+            text("Opening hours are nine to five."),
+        )
+        .await;
+        upload_ready(&f, &f.bot_a, "two.txt", text("Parking is free.")).await;
+        let err = f
+            .service
+            .upload(&f.company, &f.bot_a, "three.txt", text("Third."))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KnowledgeError::Quota(_)), "{backend}: {err}");
+        assert!(err.to_string().contains("2 documents"), "{backend}: {err}");
+        // The other bot has its own quota.
+        upload_ready(&f, &f.bot_b, "b.txt", text("Other bot.")).await;
+        f.service
+            .delete_document(&f.bot_a, &first.id)
+            .await
+            .unwrap();
+        upload_ready(&f, &f.bot_a, "three.txt", text("Third.")).await;
+        // Chunks: a document of many paragraphs would take the bot past three chunks.
+        let long: String = (0..400)
+            .map(|i| format!("Paragraph {i} says something about the clinic's rules.\n\n"))
+            .collect();
+        let docs = f.store.list_knowledge_documents(&f.bot_a).await.unwrap();
+        f.service
+            .delete_document(&f.bot_a, &docs[0].id)
+            .await
+            .unwrap();
+        let err = f
+            .service
+            .upload(&f.company, &f.bot_a, "long.txt", long.into_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KnowledgeError::Quota(_)), "{backend}: {err}");
+        assert!(err.to_string().contains("chunks"), "{backend}: {err}");
     }
 }
 

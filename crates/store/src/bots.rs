@@ -238,6 +238,16 @@ impl Store {
         .await?;
         rows.iter().map(version_from_row).collect()
     }
+
+    /// How many config versions a bot has saved (its quota counts them without reading them).
+    pub async fn count_bot_versions(&self, bot_id: &str) -> Result<i64> {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM bot_config_versions WHERE bot_id = $1")
+                .bind(bot_id)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(count)
+    }
 }
 
 async fn insert_version(

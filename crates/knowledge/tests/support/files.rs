@@ -120,3 +120,57 @@ pub fn cp1251(text: &str) -> Vec<u8> {
     assert!(!unmappable, "text not representable in CP1251");
     bytes.into_owned()
 }
+
+/// A DOCX whose `word/document.xml` inflates to `inflated` bytes (one paragraph, then blanks)
+/// from a few hundred kilobytes: a decompression bomb.
+pub fn docx_bomb(inflated: usize) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("word/document.xml", options)
+            .expect("zip entry");
+        zip.write_all(b"<w:document xmlns:w=\"x\"><w:body><w:p><w:r><w:t>boom</w:t></w:r></w:p>")
+            .expect("zip write");
+        let blanks = vec![b' '; 1 << 20];
+        for _ in 0..inflated.div_ceil(blanks.len()) {
+            zip.write_all(&blanks).expect("zip write");
+        }
+        zip.write_all(b"</w:body></w:document>").expect("zip write");
+        zip.finish().expect("zip finish");
+    }
+    out.into_inner()
+}
+
+/// A one-page PDF whose content stream is Flate-compressed and inflates to `inflated` bytes.
+pub fn pdf_bomb(inflated: usize) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let spaces = vec![b' '; 1 << 20];
+    for _ in 0..inflated.div_ceil(spaces.len()) {
+        encoder.write_all(&spaces).expect("deflate");
+    }
+    let compressed = encoder.finish().expect("deflate");
+    pdf_with_trailer(&[&["Bomb."]], move |doc| {
+        let page_id = doc.get_pages().values().next().copied().expect("a page");
+        let stream = doc.add_object(Stream::new(
+            dictionary! { "Filter" => "FlateDecode" },
+            compressed,
+        ));
+        doc.get_object_mut(page_id)
+            .and_then(Object::as_dict_mut)
+            .expect("page dictionary")
+            .set("Contents", stream);
+    })
+}
+
+/// A small CSV whose long header, repeated into every cell as "header: value", expands to
+/// about `rows` × `header_len` bytes of text.
+pub fn csv_header_bomb(header_len: usize, rows: usize) -> Vec<u8> {
+    let mut csv = "h".repeat(header_len);
+    csv.push('\n');
+    for _ in 0..rows {
+        csv.push_str("x\n");
+    }
+    csv.into_bytes()
+}
