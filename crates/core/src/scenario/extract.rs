@@ -138,6 +138,11 @@ fn extract_one(
                 return None;
             }
             let span = content_span(tokens)?;
+            // "мой номер 8 916…" asked for a service: the number went to the phone, and what
+            // is left is its label, not a service.
+            if !holds_free_text(tokens, span) {
+                return None;
+            }
             let mut value = leftover_text(tokens, span);
             if is_name_field(&field.name) {
                 value = title_case(&value);
@@ -337,18 +342,147 @@ fn is_filler(word: &str) -> bool {
     FILLERS.contains(&word)
 }
 
+/// Words that introduce another field's value ("мой номер", "my number is", "в пять вечера"):
+/// once that value is taken, they are all that is left of it.
+const LABELS: &[&str] = &[
+    "мой",
+    "моя",
+    "мое",
+    "номер",
+    "номера",
+    "телефон",
+    "телефона",
+    "тел",
+    "мобильный",
+    "сотовый",
+    "почта",
+    "почты",
+    "адрес",
+    "дата",
+    "число",
+    "время",
+    "день",
+    "вечера",
+    "утра",
+    "дня",
+    "ночи",
+    "часов",
+    "часа",
+    "час",
+    "в",
+    "во",
+    "с",
+    "по",
+    "записан",
+    "записана",
+    "my",
+    "number",
+    "phone",
+    "cell",
+    "mobile",
+    "email",
+    "e-mail",
+    "address",
+    "date",
+    "time",
+    "day",
+    "at",
+    "on",
+    "in",
+    "pm",
+    "am",
+    "o'clock",
+    "is",
+    "it's",
+    "here's",
+    "call",
+    "reach",
+    "вот",
+    "это",
+];
+
+/// Hesitations and non-answers: said instead of a value, never one.
+const NON_ANSWERS: &[&str] = &[
+    "эээ",
+    "ээ",
+    "ммм",
+    "мм",
+    "хм",
+    "угу",
+    "ага",
+    "знаю",
+    "не",
+    "помню",
+    "сейчас",
+    "секунду",
+    "минутку",
+    "подождите",
+    "hmm",
+    "hm",
+    "mm",
+    "uhm",
+    "umm",
+    "erm",
+    "ah",
+    "oh",
+    "don't",
+    "know",
+    "dunno",
+    "wait",
+    "moment",
+    "second",
+    "sure",
+    "hang",
+    "on",
+    "let",
+    "see",
+];
+
+/// True when the unused words in `span` say something beyond other fields' labels, fillers,
+/// hesitations and stray digits — something that can be a free-text answer.
+fn holds_free_text(tokens: &[Token], span: Span) -> bool {
+    let words: Vec<&Token> = tokens[span.start..span.end]
+        .iter()
+        .filter(|t| !t.is_used())
+        .collect();
+    let digits: usize = words
+        .iter()
+        .map(|t| t.text.chars().filter(char::is_ascii_digit).count())
+        .sum();
+    // Three digits or more left over are a number that did not parse (half a phone), not text.
+    if digits >= 3 {
+        return false;
+    }
+    words.iter().any(|t| {
+        !is_filler(&t.text)
+            && !LABELS.contains(&t.text.as_str())
+            && !NON_ANSWERS.contains(&t.text.as_str())
+            && t.text.chars().any(char::is_alphabetic)
+    })
+}
+
+/// True when `text` is all hesitation or filler ("эээ, не знаю", "hmm, let me see").
+pub fn is_non_answer(tokens: &[Token]) -> bool {
+    tokens
+        .iter()
+        .all(|t| is_filler(&t.text) || NON_ANSWERS.contains(&t.text.as_str()))
+}
+
 fn has_content(tokens: &[Token]) -> bool {
     tokens.iter().any(|t| !t.is_used() && !is_filler(&t.text))
 }
 
-/// The unused tokens from the first to the last that is not a filler.
+/// The unused tokens from the first to the last that is not a filler, another field's label
+/// or a hesitation.
 fn content_span(tokens: &[Token]) -> Option<Span> {
-    let first = tokens
-        .iter()
-        .position(|t| !t.is_used() && !is_filler(&t.text))?;
-    let last = tokens
-        .iter()
-        .rposition(|t| !t.is_used() && !is_filler(&t.text))?;
+    let content = |t: &Token| {
+        !t.is_used()
+            && !is_filler(&t.text)
+            && !LABELS.contains(&t.text.as_str())
+            && !NON_ANSWERS.contains(&t.text.as_str())
+    };
+    let first = tokens.iter().position(content)?;
+    let last = tokens.iter().rposition(content)?;
     Some(Span::new(first, last + 1))
 }
 

@@ -1,5 +1,6 @@
-//! What the bot says when the config does not say it: re-asks, read-backs, farewells, in the
-//! call's language. Also the small word lists that recognise yes, no, goodbye and "a person".
+//! What the bot says when the config does not say it: re-asks, read-backs, farewells, and what
+//! the call around the engine says (the apology, the re-prompt, "we got cut off"), in the call's
+//! language. Also the small word lists that recognise yes, no, goodbye and "a person".
 
 use crate::config::{FieldKind, FieldSpec};
 use crate::text::stem::{phrase_in, stems, token_stems};
@@ -151,15 +152,22 @@ pub fn field_label(field: &FieldSpec, lang: Language) -> String {
 
 /// True when the caller names this field ("время не то", "the date is wrong").
 pub fn mentions_field(field: &FieldSpec, tokens: &[Token]) -> bool {
+    field_mention(field, tokens).is_some()
+}
+
+/// Where the caller names this field: the tokens `[start, end)` of its label.
+pub fn field_mention(field: &FieldSpec, tokens: &[Token]) -> Option<(usize, usize)> {
     let (ru, en, extra) = label_words(&field.name);
     let text = token_stems(tokens);
+    let spaced = field.name.replace(['_', '-'], " ");
     let mut words: Vec<&str> = vec![ru, en];
     words.extend_from_slice(extra);
     words.push(&field.name);
+    words.push(&spaced);
     words
         .iter()
         .filter(|w| !w.is_empty())
-        .any(|w| phrase_in(&stems(w), &text).is_some())
+        .find_map(|w| phrase_in(&stems(w), &text))
 }
 
 /// "услуга — стрижка, дата — пятница, 14 марта, …"
@@ -407,6 +415,42 @@ pub fn call_ended(lang: Language) -> &'static str {
     }
 }
 
+/// Said first on a call taken over from a worker that died, before the bot's last line.
+pub fn cut_off(lang: Language) -> &'static str {
+    match lang {
+        Language::Ru => "Извините, связь прервалась. Продолжим.",
+        Language::En => "Sorry, we got cut off. Let's continue.",
+    }
+}
+
+/// Said when every speech or language provider has failed mid-call.
+pub fn apology(lang: Language) -> &'static str {
+    match lang {
+        Language::Ru => {
+            "Извините, у нас технические неполадки. Пожалуйста, перезвоните чуть позже."
+        }
+        Language::En => {
+            "I'm sorry, we're having technical trouble. Please call again a little later."
+        }
+    }
+}
+
+/// Said when the caller has been silent for the bot's silence timeout.
+pub fn reprompt(lang: Language) -> &'static str {
+    match lang {
+        Language::Ru => "Вы меня слышите?",
+        Language::En => "Are you still there?",
+    }
+}
+
+/// Said before hanging up on a caller who stayed silent after the re-prompt.
+pub fn silent_goodbye(lang: Language) -> &'static str {
+    match lang {
+        Language::Ru => "Я вас не слышу. Перезвоните, пожалуйста. До свидания.",
+        Language::En => "I can't hear you, so I'll end the call. Please call again. Goodbye.",
+    }
+}
+
 /// A yes or a no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum YesNo {
@@ -597,6 +641,40 @@ pub fn is_hello(tokens: &[Token]) -> bool {
         "there",
     ];
     !tokens.is_empty() && tokens.iter().all(|t| WORDS.contains(&t.text.as_str()))
+}
+
+/// A question anywhere in what was said, not only at its start: "What's up? You're opening
+/// hours…" is no name. A lone "Anna?" with a rising tone is still an answer.
+pub fn asks_question(text: &str, tokens: &[Token]) -> bool {
+    const WORDS: &[&str] = &[
+        "сколько",
+        "какой",
+        "какая",
+        "какие",
+        "какое",
+        "когда",
+        "где",
+        "как",
+        "почему",
+        "зачем",
+        "что",
+        "чего",
+        "кто",
+        "what",
+        "what's",
+        "whats",
+        "how",
+        "when",
+        "where",
+        "which",
+        "why",
+        "who",
+        "whom",
+        "whose",
+    ];
+    is_question(text, tokens)
+        || text.contains('?')
+            && (tokens.len() > 2 || tokens.iter().any(|t| WORDS.contains(&t.text.as_str())))
 }
 
 /// Questions, so a caller asking mid-booking gets an answer instead of a re-ask.

@@ -183,7 +183,7 @@ impl ScenarioEngine {
             .as_deref()
             .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p));
         let mut toks = tokens.to_vec();
-        let found = {
+        let mut found = {
             let fields = &self.state.fields;
             extract(
                 &scenario.collect_fields,
@@ -192,6 +192,16 @@ impl ScenarioEngine {
                 &|f| fields.contains_key(f),
             )
         };
+        // Free text takes any words, so words that are clearly no answer are not taken: a
+        // question ("What's up? You're opening hours…"), a hesitation, or words the recogniser
+        // was unsure of. Other fields' values said with them are still kept.
+        let question = phrases::asks_question(text, tokens);
+        let unsure = self.heard_unsure();
+        if let Some(field) = pending_field.filter(|f| f.kind() == FieldKind::Text) {
+            if question || unsure {
+                found.retain(|(name, _)| name != &field.name);
+            }
+        }
         // A value the call already has ("сколько стоит педикюр?" while booking a pedicure)
         // is no answer to the question asked.
         let values = found
@@ -212,6 +222,16 @@ impl ScenarioEngine {
                 return;
             };
             let lang = self.lang();
+            if question {
+                // A question the documents cannot answer: say so, and ask again.
+                out.say(phrases::no_knowledge(lang));
+                out.say(phrases::back_to(&field.prompt, lang));
+                return;
+            }
+            if unsure {
+                out.say(phrases::retry(field, None, lang));
+                return;
+            }
             let Some(active) = self.state.active.as_mut() else {
                 return;
             };
@@ -353,6 +373,18 @@ impl ScenarioEngine {
             self.complete(scenario, out);
             return;
         }
+        // "No, the service is manicure": the field named, then its new value.
+        if let Some((field, value)) = self.named_correction(scenario, tokens) {
+            self.set_field(&field, value, out);
+            if let Some(active) = self.state.active.as_mut() {
+                active.phase = Phase::Confirming;
+            }
+            out.actions.push(Action::ConfirmationRequested {
+                scenario: scenario.name.clone(),
+            });
+            out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+            return;
+        }
         if let Some(field) = scenario
             .collect_fields
             .iter()
@@ -386,13 +418,16 @@ impl ScenarioEngine {
         if active.phase == Phase::Correcting && text_fields.len() == 1 {
             let field = text_fields[0];
             let mut toks = tokens.to_vec();
+            // Every field's extractor runs, so a time said with it is not part of the text.
             let found = extract(
-                std::slice::from_ref(field),
+                &scenario.collect_fields,
                 &mut toks,
                 self.extract_context(Some(&field.name)),
                 &|_| true,
             );
-            if let Some((_, Found::Value(value))) = found.into_iter().next() {
+            if let Some((_, Found::Value(value))) =
+                found.into_iter().find(|(n, _)| n == &field.name)
+            {
                 self.set_field(&field.name, value, out);
                 if let Some(active) = self.state.active.as_mut() {
                     active.phase = Phase::Confirming;
@@ -402,6 +437,62 @@ impl ScenarioEngine {
             }
         }
         out.say(phrases::confirm_again(lang));
+    }
+}
+
+impl ScenarioEngine {
+    /// A free-text field the caller names with a new value after it ("the service is
+    /// manicure", "услуга — маникюр", "имя Анна"), read by the field's own extractor.
+    fn named_correction(&self, scenario: &Scenario, tokens: &[Token]) -> Option<(String, String)> {
+        for field in scenario
+            .collect_fields
+            .iter()
+            .filter(|f| f.kind() == FieldKind::Text)
+        {
+            let Some((_, end)) = phrases::field_mention(field, tokens) else {
+                continue;
+            };
+            let mut toks = tokens.to_vec();
+            for t in &mut toks[..end] {
+                t.text.clear();
+            }
+            // "должна быть", "should be", "на" between the label and the value.
+            for t in toks.iter_mut().skip(end) {
+                if !matches!(
+                    t.text.as_str(),
+                    "should"
+                        | "be"
+                        | "was"
+                        | "is"
+                        | "to"
+                        | "будет"
+                        | "должна"
+                        | "должно"
+                        | "должен"
+                        | "быть"
+                        | "на"
+                        | "это"
+                ) {
+                    break;
+                }
+                t.text.clear();
+            }
+            // Every field's extractor runs, so a time said with it is not part of the text.
+            let found = extract(
+                &scenario.collect_fields,
+                &mut toks,
+                self.extract_context(Some(&field.name)),
+                &|_| true,
+            );
+            if let Some((_, Found::Value(value))) =
+                found.into_iter().find(|(n, _)| n == &field.name)
+            {
+                if self.state.fields.get(&field.name).map(|c| &c.value) != Some(&value) {
+                    return Some((field.name.clone(), value));
+                }
+            }
+        }
+        None
     }
 }
 

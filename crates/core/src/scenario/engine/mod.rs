@@ -29,6 +29,10 @@ use std::sync::Arc;
 /// of a trigger phrase's words that were said.
 pub const INTENT_THRESHOLD: f64 = 0.6;
 
+/// Below this recogniser confidence an utterance is not taken as a free-text value: the
+/// field is asked again rather than filled with what was probably misheard.
+pub const LOW_CONFIDENCE: f32 = 0.5;
+
 /// How many times a field is re-asked before the engine stops insisting on it.
 pub(super) const MAX_RETRIES: u32 = 3;
 
@@ -43,6 +47,8 @@ pub struct ScenarioEngine {
     triggers: Vec<Vec<Stems>>,
     /// The listener of the turn being processed by [`ScenarioEngine::process_turn_live`].
     live: Option<LiveText>,
+    /// How sure the recogniser was of the turn being processed, when it said.
+    heard_confidence: Option<f32>,
 }
 
 struct Intent {
@@ -87,6 +93,7 @@ impl ScenarioEngine {
             knowledge: None,
             triggers,
             live: None,
+            heard_confidence: None,
         }
     }
 
@@ -157,6 +164,24 @@ impl ScenarioEngine {
 
     /// The bot's answer to one caller utterance.
     pub async fn process_turn(&mut self, user_text: &str) -> TurnOutput {
+        self.process_heard(user_text, None).await
+    }
+
+    /// [`ScenarioEngine::process_turn`] for an utterance the recogniser heard with
+    /// `confidence` (0–1): below [`LOW_CONFIDENCE`] it fills no free-text field.
+    pub async fn process_heard(&mut self, user_text: &str, confidence: Option<f32>) -> TurnOutput {
+        self.heard_confidence = confidence;
+        let out = self.respond_to(user_text).await;
+        self.heard_confidence = None;
+        out
+    }
+
+    /// True when the recogniser said it was unsure of this turn's words.
+    fn heard_unsure(&self) -> bool {
+        self.heard_confidence.is_some_and(|c| c < LOW_CONFIDENCE)
+    }
+
+    async fn respond_to(&mut self, user_text: &str) -> TurnOutput {
         let mut out = TurnOutput::default();
         if self.state.ended {
             out.say(phrases::call_ended(self.lang()));
@@ -189,8 +214,19 @@ impl ScenarioEngine {
     /// the language model writes goes out sentence by sentence while it is generated, so a voice
     /// call speaks its start at once. The pieces joined are the returned reply.
     pub async fn process_turn_live(&mut self, user_text: &str, live: LiveText) -> TurnOutput {
+        self.process_heard_live(user_text, None, live).await
+    }
+
+    /// [`ScenarioEngine::process_turn_live`] with the recogniser's confidence, as in
+    /// [`ScenarioEngine::process_heard`].
+    pub async fn process_heard_live(
+        &mut self,
+        user_text: &str,
+        confidence: Option<f32>,
+        live: LiveText,
+    ) -> TurnOutput {
         self.live = Some(live);
-        let mut out = self.process_turn(user_text).await;
+        let mut out = self.process_heard(user_text, confidence).await;
         self.flush_live(&mut out);
         self.live = None;
         out
