@@ -1,11 +1,15 @@
 //! Who is calling. `Authorization: Bearer <key>` is either the admin key (everything) or a company
 //! key (that company's resources only). A company key asking for another company's resource gets
 //! 404, exactly as if it did not exist, so ids of other tenants leak nothing.
+//!
+//! An embed key (`cfe_…`, [`SessionCaller`]) is for public web pages: it is accepted only where a
+//! browser call starts, for the bots it names, from the origins it names, rate limited per key
+//! and per source address. [`Principal`] never accepts one, so every other route refuses it.
 
 use crate::error::ApiError;
 use crate::ApiContext;
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
@@ -74,6 +78,36 @@ impl Principal {
     }
 }
 
+/// The source address a request is counted against.
+fn source_of(parts: &Parts) -> String {
+    crate::peer_of(&parts.extensions)
+        .map_or_else(|| "unknown".to_string(), |peer| peer.ip().to_string())
+}
+
+/// The bearer token of a request; a request without one counts as a failed authentication.
+fn bearer<'a>(parts: &'a Parts, ctx: &ApiContext, source: &str) -> Result<&'a str, ApiError> {
+    // Guessing keys costs a source address its budget of failures; once spent, it is refused
+    // before any key is looked up.
+    ctx.auth_failures
+        .available(source)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| auth_failed(ctx, source))
+}
+
+fn auth_failed(ctx: &ApiContext, source: &str) -> ApiError {
+    match ctx.auth_failures.check(source) {
+        Ok(()) => ApiError::Unauthorized,
+        Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs },
+    }
+}
+
 impl FromRequestParts<ApiContext> for Principal {
     type Rejection = ApiError;
 
@@ -81,25 +115,8 @@ impl FromRequestParts<ApiContext> for Principal {
         parts: &mut Parts,
         ctx: &ApiContext,
     ) -> Result<Self, Self::Rejection> {
-        // Guessing keys costs a source address its budget of failures; once spent, it is
-        // refused before any key is looked up.
-        let source = crate::peer_of(&parts.extensions)
-            .map_or_else(|| "unknown".to_string(), |peer| peer.ip().to_string());
-        ctx.auth_failures
-            .available(&source)
-            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-        let failed = || match ctx.auth_failures.check(&source) {
-            Ok(()) => ApiError::Unauthorized,
-            Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs },
-        };
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(failed)?;
+        let source = source_of(parts);
+        let presented = bearer(parts, ctx, &source)?;
         let admin = ctx.config.admin_key.expose();
         let principal =
             if !admin.is_empty() && bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) {
@@ -109,7 +126,7 @@ impl FromRequestParts<ApiContext> for Principal {
                     .store
                     .find_api_key(presented)
                     .await?
-                    .ok_or_else(failed)?;
+                    .ok_or_else(|| auth_failed(ctx, &source))?;
                 Principal::Company {
                     company_id: owner.company_id,
                     key_id: owner.key_id,
@@ -119,5 +136,60 @@ impl FromRequestParts<ApiContext> for Principal {
             .check(principal.rate_limit_key())
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
         Ok(principal)
+    }
+}
+
+/// Who may start a browser call: an API key (as [`Principal`]) or an embed key.
+#[derive(Debug)]
+pub enum SessionCaller {
+    Principal(Principal),
+    Embed {
+        key: callfleet_store::EmbedKey,
+        /// The page's origin, when the request came from a browser and the key allows it;
+        /// echoed in `Access-Control-Allow-Origin`.
+        origin: Option<String>,
+    },
+}
+
+impl FromRequestParts<ApiContext> for SessionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        let source = source_of(parts);
+        let presented = bearer(parts, ctx, &source)?;
+        if !presented.starts_with(callfleet_store::EMBED_KEY_PREFIX) {
+            return Principal::from_request_parts(parts, ctx)
+                .await
+                .map(SessionCaller::Principal);
+        }
+        let key = ctx
+            .store
+            .find_embed_key(presented)
+            .await?
+            .ok_or_else(|| auth_failed(ctx, &source))?;
+        // Browsers always send Origin on a cross-origin POST (and on same-origin POSTs too);
+        // a request without one is not from a page and the origin rule does not apply.
+        let origin = parts
+            .headers
+            .get(ORIGIN)
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        if let Some(origin) = &origin {
+            if !key.allowed_origins.is_empty() && !key.allowed_origins.iter().any(|o| o == origin) {
+                return Err(ApiError::Forbidden(
+                    "this embed key may not be used from this page's origin",
+                ));
+            }
+        }
+        // Per key and per visitor: one visitor cannot spend the page's whole budget, and a
+        // leaked key cannot start more than its budget from many addresses.
+        for bucket in [format!("key:{}", key.id), format!("ip:{source}")] {
+            ctx.embed_sessions
+                .check(&bucket)
+                .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        }
+        Ok(SessionCaller::Embed { key, origin })
     }
 }

@@ -11,7 +11,7 @@ mod http;
 mod metrics;
 mod rate_limit;
 
-pub use auth::Principal;
+pub use auth::{Principal, SessionCaller};
 pub use error::ApiError;
 
 use callfleet_core::secret::Secret;
@@ -46,6 +46,8 @@ pub struct ApiConfig {
     pub auth_failures_per_min: u32,
     /// Config versions a bot may save; past that a save is refused with 403 `quota_exceeded`.
     pub max_config_versions_per_bot: i64,
+    /// Browser calls an embed key may start a minute, and each source address with one.
+    pub embed_sessions_per_min: u32,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +63,7 @@ impl Default for ApiConfig {
             max_header_bytes: 64 << 10,
             auth_failures_per_min: 30,
             max_config_versions_per_bot: 1_000,
+            embed_sessions_per_min: 30,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct ApiContext {
     pub(crate) limiter: Arc<rate_limit::RateLimiter>,
     /// Failed authentications per source address.
     pub(crate) auth_failures: Arc<rate_limit::RateLimiter>,
+    /// Browser calls started with embed keys, per key and per source address.
+    pub(crate) embed_sessions: Arc<rate_limit::RateLimiter>,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
 }
 
@@ -96,6 +101,10 @@ impl ApiContext {
             f64::from(config.auth_failures_per_min) / 60.0,
             config.auth_failures_per_min,
         );
+        let embed_sessions = rate_limit::RateLimiter::new(
+            f64::from(config.embed_sessions_per_min) / 60.0,
+            config.embed_sessions_per_min.clamp(1, 10),
+        );
         ApiContext {
             config: Arc::new(config),
             store,
@@ -103,6 +112,7 @@ impl ApiContext {
             browser_calls: None,
             limiter: Arc::new(limiter),
             auth_failures: Arc::new(auth_failures),
+            embed_sessions: Arc::new(embed_sessions),
             metrics: Arc::new(metrics::HttpMetrics::new()),
         }
     }

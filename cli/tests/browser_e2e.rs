@@ -141,8 +141,18 @@ fn the_talk_page_shows_the_conversation() {
         .unwrap()
         .json()
         .unwrap();
+    // The page gets an embed key, which can start calls with this bot from this origin only.
+    let embed: serde_json::Value = http
+        .post(format!("{base}/embed-keys"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"bot_ids": [bot["id"]], "allowed_origins": [base]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let embed = embed["key"].as_str().expect("an embed key");
     let page = format!(
-        "{base}/talk/{}#key={key}&autostart=1",
+        "{base}/talk/{}#key={embed}&autostart=1",
         bot["id"].as_str().unwrap()
     );
 

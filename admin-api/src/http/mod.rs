@@ -4,6 +4,7 @@
 mod bots;
 mod calls;
 mod companies;
+mod embed_keys;
 mod health;
 mod knowledge;
 mod phone_numbers;
@@ -56,6 +57,7 @@ fn api_router() -> OpenApiRouter<ApiContext> {
         .merge(knowledge::router())
         .merge(phone_numbers::router())
         .merge(sessions::router())
+        .merge(embed_keys::router())
         .merge(talk::router())
         .merge(calls::router())
         .merge(webhooks::router())

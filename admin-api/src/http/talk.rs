@@ -1,6 +1,7 @@
 //! The talk page: a small browser client (LiveKit's JS SDK, embedded at build time) that starts a
 //! session with a bot, sends the microphone, plays the agent, and shows the live transcript.
-//! The page itself holds no secret; it asks for a company API key and keeps it in the browser.
+//! The page itself holds no secret; it is given an embed key (`#key=cfe_…`), which can start
+//! calls with the bots it names and read nothing, so the link can be shared with anyone.
 
 use crate::ApiContext;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -17,7 +18,7 @@ pub(super) fn router() -> OpenApiRouter<ApiContext> {
         .routes(routes!(livekit_client))
 }
 
-/// The browser page to talk to a bot (`#key=<company key>&autostart=1` to start at once).
+/// The browser page to talk to a bot (`#key=<embed key>&autostart=1` to start at once).
 #[utoipa::path(get, path = "/talk/{bot_id}", tag = "calls",
     params(("bot_id" = String, Path, description = "Bot id")),
     responses((status = 200, content_type = "text/html", body = String)))]

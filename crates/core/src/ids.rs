@@ -8,6 +8,7 @@ use uuid::Uuid;
 pub enum IdKind {
     Company,
     ApiKey,
+    EmbedKey,
     Bot,
     PhoneNumber,
     Call,
@@ -21,6 +22,7 @@ impl IdKind {
         match self {
             IdKind::Company => "cmp",
             IdKind::ApiKey => "key",
+            IdKind::EmbedKey => "emk",
             IdKind::Bot => "bot",
             IdKind::PhoneNumber => "num",
             IdKind::Call => "call",

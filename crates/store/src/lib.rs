@@ -11,6 +11,7 @@ mod bots;
 mod calls;
 mod companies;
 mod dead_letters;
+mod embed_keys;
 mod knowledge;
 mod phone_numbers;
 mod sql;
@@ -24,10 +25,12 @@ pub use bots::{Bot, BotPatch, BotVersion, NewBot};
 pub use calls::{CallAnalytics, CallFilter, CallPage, CallSummary};
 pub use companies::{Company, NewCompany};
 pub use dead_letters::DeadLetter;
+pub use embed_keys::{EmbedKey, NewEmbedKey, EMBED_KEY_PREFIX};
 pub use knowledge::{KnowledgeDocument, NewKnowledgeDocument};
 pub use phone_numbers::PhoneNumber;
 pub use webhook_outbox::{
-    AttemptVerdict, DeliveryAttempt, DisableAfter, DueDelivery, RecordedAttempt};
+    AttemptVerdict, DeliveryAttempt, DisableAfter, DueDelivery, RecordedAttempt,
+};
 pub use webhooks::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookPatch};
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
