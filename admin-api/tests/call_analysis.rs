@@ -111,7 +111,11 @@ async fn calls_show_their_analysis_and_filter_on_it() {
             ..CallAnalytics::default()
         };
         store
-            .save_call_analysis("call_analysed", &analytics, Some("The caller booked."))
+            .save_call_analysis(
+                "call_analysed",
+                &analytics,
+                Some(("The caller booked.", "llm")),
+            )
             .await
             .unwrap();
         store
@@ -122,6 +126,7 @@ async fn calls_show_their_analysis_and_filter_on_it() {
         let (status, analysed) = get(&app, "/calls/call_analysed").await;
         assert_eq!(status, StatusCode::OK, "{name}");
         assert_eq!(analysed["summary"], "The caller booked.", "{name}");
+        assert_eq!(analysed["summary_kind"], "llm", "{name}: how it was made");
         assert_eq!(analysed["analytics"]["turns"], 12, "{name}");
         assert_eq!(analysed["analytics"]["latency_p95_ms"], 1_900, "{name}");
         assert_eq!(

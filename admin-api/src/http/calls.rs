@@ -110,6 +110,9 @@ pub(crate) struct CallOut {
     outcome: Option<String>,
     language: Option<String>,
     summary: Option<String>,
+    /// How the summary was made: `llm` (the bot's language model, from the transcript),
+    /// `extractive` (drawn from the record when no model could serve) or `given`.
+    summary_kind: Option<String>,
     /// Absent until the call is analysed.
     turns: Option<i64>,
     interruptions: Option<i64>,
@@ -133,6 +136,7 @@ impl From<CallSummary> for CallOut {
             outcome: c.outcome,
             language: c.language,
             summary: c.summary,
+            summary_kind: c.summary_kind,
             turns: c.turns,
             interruptions: c.interruptions,
             latency_p95_ms: c.latency_p95_ms,
@@ -189,6 +193,8 @@ pub(crate) struct CallDetail {
     #[schema(value_type = Object)]
     record: Value,
     duration_sec: Option<i64>,
+    /// How the summary was made: `llm`, `extractive` or `given`; absent before analysis.
+    summary_kind: Option<String>,
     analytics: AnalyticsOut,
 }
 
@@ -291,10 +297,12 @@ async fn get_call(
         Some(stored) => stored,
         None => callfleet_postcall::analysis::analyze(&call),
     };
+    let summary_kind = ctx.store.get_call_summary(&id).await?.map(|(_, kind)| kind);
     let record = serde_json::to_value(&call).map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(Json(CallDetail {
         record,
         duration_sec,
+        summary_kind,
         analytics: analytics.into(),
     }))
 }

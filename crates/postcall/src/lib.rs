@@ -19,12 +19,14 @@ pub mod delivery;
 pub mod events;
 pub mod retry;
 pub mod signing;
+pub mod summary;
 pub mod transport;
 
 pub use address::{AddressPolicy, Refused, ALLOW_PRIVATE_ENV};
 pub use delivery::{Clock, DeliveryConfig, Outbox, WebhookDeliverer};
 pub use events::{events_of, WebhookEvent, CALL_EVENTS};
 pub use retry::RetryPolicy;
+pub use summary::{BotModels, Summarizer, Summary, SummaryKind, SummaryModels};
 pub use transport::{HttpTransport, SendOutcome, WebhookTransport};
 
 use async_trait::async_trait;
@@ -103,6 +105,8 @@ pub struct PostCallWorker {
     deliverer: Option<WebhookDeliverer>,
     /// Wakes the deliverer when webhooks were queued.
     webhooks_queued: Option<Arc<Notify>>,
+    /// Writes each call's summary (extractive unless given models).
+    summarizer: Summarizer,
 }
 
 impl PostCallWorker {
@@ -117,7 +121,14 @@ impl PostCallWorker {
             failures: Mutex::new(HashMap::new()),
             deliverer: None,
             webhooks_queued: None,
+            summarizer: Summarizer::extractive(),
         }
+    }
+
+    /// Summarises calls with `summarizer` (by default every summary is extractive).
+    pub fn with_summarizer(mut self, summarizer: Summarizer) -> PostCallWorker {
+        self.summarizer = summarizer;
+        self
     }
 
     /// Sends webhooks through `deliverer` (by default, [`run`](Self::run) builds one over HTTP
@@ -150,17 +161,15 @@ impl PostCallWorker {
         for step in &self.steps {
             step.apply(&mut record).await?;
         }
-        // A summary from a step (or the agent) stands; otherwise one is drawn from the record.
-        if record
-            .summary
-            .as_deref()
-            .is_none_or(|s| s.trim().is_empty())
-        {
-            record.summary = Some(analysis::extractive_summary(&record));
-        }
+        let summary = self.summary_of(&record).await?;
+        record.summary = Some(summary.text.clone());
         self.store.upsert_call(&record).await?;
         self.store
-            .save_call_analysis(&record.id, &analysis::analyze(&record), None)
+            .save_call_analysis(
+                &record.id,
+                &analysis::analyze(&record),
+                Some((&summary.text, summary.kind.as_str())),
+            )
             .await?;
         let queued_webhooks = self.queue_webhooks(&record).await?;
         self.queue.ack(&queued.id).await?;
@@ -171,6 +180,24 @@ impl PostCallWorker {
         }
         tracing::info!(call_id = %record.id, outcome = record.outcome.as_ref().map_or("-", |o| o.kind.as_str()), webhooks = queued_webhooks, "call stored");
         Ok(())
+    }
+
+    /// The call's summary: one from a step (or the agent) stands; one this call already got
+    /// (processed before, then retried) is kept, so its webhooks and the stored call agree;
+    /// otherwise the summarizer writes it.
+    async fn summary_of(&self, record: &CallRecord) -> Result<Summary, PostCallError> {
+        if let Some(given) = record.summary.as_deref().filter(|s| !s.trim().is_empty()) {
+            return Ok(Summary {
+                text: given.to_string(),
+                kind: SummaryKind::Given,
+            });
+        }
+        if let Some((text, kind)) = self.store.get_call_summary(&record.id).await? {
+            if let Some(kind) = SummaryKind::parse(&kind).filter(|k| *k != SummaryKind::Given) {
+                return Ok(Summary { text, kind });
+            }
+        }
+        Ok(self.summarizer.summarize(record).await)
     }
 
     /// Queues the call's events for every enabled endpoint of its company that subscribes to

@@ -71,6 +71,8 @@ pub struct CallSummary {
     pub outcome: Option<String>,
     pub language: Option<String>,
     pub summary: Option<String>,
+    /// How the summary was made: `llm`, `extractive` or `given`; `None` until analysed.
+    pub summary_kind: Option<String>,
     /// `None` until the call is analysed.
     pub turns: Option<i64>,
     pub interruptions: Option<i64>,
@@ -86,8 +88,8 @@ pub struct CallPage {
 
 const SUMMARY_COLUMNS: &str =
     "id, company_id, bot_id, bot_config_version, direction, status, from_number, \
-     to_number, started_at, ended_at, duration_sec, outcome, language, summary, turns, \
-     interruptions, latency_p95_ms";
+     to_number, started_at, ended_at, duration_sec, outcome, language, summary, summary_kind, \
+     turns, interruptions, latency_p95_ms";
 
 fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
     Ok(CallSummary {
@@ -105,6 +107,7 @@ fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
         outcome: row.try_get("outcome")?,
         language: row.try_get("language")?,
         summary: row.try_get("summary")?,
+        summary_kind: row.try_get("summary_kind")?,
         turns: row.try_get("turns")?,
         interruptions: row.try_get("interruptions")?,
         latency_p95_ms: row.try_get("latency_p95_ms")?,
@@ -196,16 +199,17 @@ impl Store {
         Ok(())
     }
 
-    /// Records what analysis found in a stored call (its summary, if given, too).
+    /// Records what analysis found in a stored call (its summary and how it was made, if given,
+    /// too).
     pub async fn save_call_analysis(
         &self,
         id: &str,
         analytics: &CallAnalytics,
-        summary: Option<&str>,
+        summary: Option<(&str, &str)>,
     ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE calls SET analytics = $2, turns = $3, interruptions = $4, latency_p95_ms = $5,
-                summary = COALESCE($6, summary)
+                summary = COALESCE($6, summary), summary_kind = COALESCE($7, summary_kind)
              WHERE id = $1",
         )
         .bind(id)
@@ -213,7 +217,8 @@ impl Store {
         .bind(analytics.turns)
         .bind(analytics.interruptions)
         .bind(analytics.latency_p95_ms)
-        .bind(summary)
+        .bind(summary.map(|(text, _)| text))
+        .bind(summary.map(|(_, kind)| kind))
         .execute(self.pool())
         .await?;
         if done.rows_affected() == 0 {
@@ -235,6 +240,19 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(format!("column analytics: {e}")))
         })
         .transpose()
+    }
+
+    /// A stored call's summary and how it was made, once both are recorded (post-call processing
+    /// run again on a call keeps the summary it made the first time, the one its webhooks carry).
+    pub async fn get_call_summary(&self, id: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT summary, summary_kind FROM calls WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let summary: Option<String> = row.try_get("summary")?;
+        let kind: Option<String> = row.try_get("summary_kind")?;
+        Ok(summary.zip(kind))
     }
 
     pub async fn get_call(&self, id: &str) -> Result<CallRecord> {

@@ -53,7 +53,8 @@ async fn analysis_is_stored_shown_and_filtered_on() {
                 latency_p95_ms: p95,
                 ..CallAnalytics::default()
             };
-            s.save_call_analysis(id, &analytics, Some(&format!("summary of {id}")))
+            let summary = format!("summary of {id}");
+            s.save_call_analysis(id, &analytics, Some((&summary, "llm")))
                 .await
                 .unwrap();
         }
@@ -81,6 +82,17 @@ async fn analysis_is_stored_shown_and_filtered_on() {
             Some("summary of call_long"),
             "{name}"
         );
+        assert_eq!(
+            s.get_call_summary("call_long").await.unwrap(),
+            Some(("summary of call_long".to_string(), "llm".to_string())),
+            "{name}: the summary and how it was made"
+        );
+        assert_eq!(
+            s.get_call_summary("call_unanalysed").await.unwrap(),
+            None,
+            "{name}: no summary recorded yet"
+        );
+        assert_eq!(s.get_call_summary("nope").await.unwrap(), None, "{name}");
         assert!(matches!(
             s.save_call_analysis("nope", &CallAnalytics::default(), None)
                 .await,
@@ -166,8 +178,12 @@ async fn analysis_is_stored_shown_and_filtered_on() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (page.calls[0].summary.as_deref(), page.calls[0].turns),
-            (Some("summary of call_long"), Some(14)),
+            (
+                page.calls[0].summary.as_deref(),
+                page.calls[0].summary_kind.as_deref(),
+                page.calls[0].turns
+            ),
+            (Some("summary of call_long"), Some("llm"), Some(14)),
             "{name}: the list shows the summary and figures"
         );
     }
