@@ -3,7 +3,9 @@
 //! embeddings — each bound to `127.0.0.1:0` and scriptable: the transcript for each stretch of
 //! speech, replies token by token with set delays, errors, mid-stream disconnects, slowness.
 //! Plus audio fixtures (speech-like tones, silence) for the callers' side, and (feature `qdrant`)
-//! a fake Qdrant server speaking the gRPC API `qdrant-client` uses.
+//! a fake Qdrant server speaking the gRPC API `qdrant-client` uses. For phone calls, `sip` starts
+//! a real Redis + livekit-server + livekit-sip stack per test and plays the phone's side (sipp, an
+//! RTP recorder).
 //!
 //! **Architecture invariant:** a dev-dependency only, never linked into release code. The fakes
 //! enforce what the real services enforce (auth headers, required fields, message order), so a
@@ -18,6 +20,7 @@ pub mod llm;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
 mod server;
+pub mod sip;
 mod tts;
 
 pub use aura::FakeAura;
