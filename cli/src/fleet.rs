@@ -4,7 +4,7 @@
 use crate::{ApiArgs, GlobalArgs};
 use anyhow::Context;
 use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
-use callfleet_core::secret::Secret;
+use callfleet_core::secret::{Secret, SecretUrl};
 use callfleet_dispatcher::{
     http_router, metrics_router, Dispatcher, DispatcherConfig, WebhookState,
 };
@@ -37,7 +37,7 @@ pub(crate) struct LiveKitArgs {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub livekit_api_secret: String,
+    pub livekit_api_secret: Secret,
     /// Accept the development secret (`secret`) outside `callfleet dev`: only for a development
     /// LiveKit (`livekit-server --dev`) that nothing else can reach.
     #[arg(long, env = "CALLFLEET_ALLOW_DEV_SECRET", value_parser = clap::builder::BoolishValueParser::new())]
@@ -54,7 +54,7 @@ impl LiveKitArgs {
         if self.livekit_api_secret.is_empty() {
             anyhow::bail!("LIVEKIT_API_SECRET is empty; set it to the secret livekit-server has for LIVEKIT_API_KEY");
         }
-        if self.livekit_api_secret == DEV_SECRET && !self.allow_dev_secret {
+        if self.livekit_api_secret.expose() == DEV_SECRET && !self.allow_dev_secret {
             anyhow::bail!(
                 "LIVEKIT_API_SECRET is the development default `{DEV_SECRET}`, which `callfleet {command}` refuses: \
                  anyone could mint LiveKit tokens and forge webhooks. Set LIVEKIT_API_SECRET (in .env for docker compose) \
@@ -69,7 +69,7 @@ impl LiveKitArgs {
         LiveKitSettings {
             url: self.livekit_url.clone(),
             api_key: self.livekit_api_key.clone(),
-            api_secret: Secret::new(self.livekit_api_secret.clone()),
+            api_secret: self.livekit_api_secret.clone(),
         }
     }
 }
@@ -99,8 +99,8 @@ impl WorkerArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct AgentArgs {
     /// Redis, where the fleet meets (`redis://host:6379`).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: String,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: SecretUrl,
     /// Key prefix on Redis, to run several fleets on one server.
     #[arg(long, env = "CALLFLEET_REDIS_PREFIX", default_value = "cf:")]
     pub redis_prefix: String,
@@ -117,8 +117,8 @@ pub(crate) struct AgentArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct DispatcherArgs {
     /// Redis, where the fleet meets (`redis://host:6379`).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: String,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: SecretUrl,
     #[arg(long, env = "CALLFLEET_REDIS_PREFIX", default_value = "cf:")]
     pub redis_prefix: String,
     /// Address for LiveKit webhooks (`POST /livekit/webhook`) and `GET /metrics`. In a container
@@ -184,12 +184,12 @@ async fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> anyh
 pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     args.livekit.refuse_dev_secret("agent")?;
     let bus: Arc<dyn FleetBus> = Arc::new(
-        RedisBus::connect(&args.redis_url, &args.redis_prefix)
+        RedisBus::connect(args.redis_url.expose(), &args.redis_prefix)
             .await
             .context("connecting to Redis")?,
     );
     let queue: Arc<dyn PostCallQueue> = Arc::new(
-        RedisQueue::connect(&args.redis_url, &args.redis_prefix)
+        RedisQueue::connect(args.redis_url.expose(), &args.redis_prefix)
             .await
             .context("opening the post-call stream")?,
     );
@@ -231,12 +231,12 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
     args.livekit.refuse_dev_secret("dispatcher")?;
     let store = crate::serve::open_store(global).await?;
     let bus: Arc<dyn FleetBus> = Arc::new(
-        RedisBus::connect(&args.redis_url, &args.redis_prefix)
+        RedisBus::connect(args.redis_url.expose(), &args.redis_prefix)
             .await
             .context("connecting to Redis")?,
     );
     let queue: Arc<dyn PostCallQueue> = Arc::new(
-        RedisQueue::connect(&args.redis_url, &args.redis_prefix)
+        RedisQueue::connect(args.redis_url.expose(), &args.redis_prefix)
             .await
             .context("opening the post-call stream")?,
     );
@@ -259,7 +259,7 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
     let state = WebhookState::new(
         dispatcher,
         &args.livekit.livekit_api_key,
-        &args.livekit.livekit_api_secret,
+        args.livekit.livekit_api_secret.expose(),
     );
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -302,7 +302,7 @@ pub(crate) async fn browser_calls(
             .clone()
             .unwrap_or_else(|| livekit.livekit_url.clone()),
         api_key: livekit.livekit_api_key.clone(),
-        api_secret: Secret::new(livekit.livekit_api_secret.clone()),
+        api_secret: livekit.livekit_api_secret.clone(),
     })
 }
 
@@ -343,6 +343,8 @@ pub(crate) async fn dev(
         DispatcherConfig::default(),
     ));
     let knowledge = crate::serve::open_knowledge(global, &store).await?;
+    // The queue and the index were just created under the data dir, with the process's umask.
+    crate::private::keep_private(&global.data_dir);
     let shutdown = CancellationToken::new();
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     let worker_id = worker
@@ -394,7 +396,7 @@ pub(crate) async fn dev(
             .clone()
             .unwrap_or_else(|| livekit.livekit_url.clone()),
         api_key: livekit.livekit_api_key.clone(),
-        api_secret: Secret::new(livekit.livekit_api_secret.clone()),
+        api_secret: livekit.livekit_api_secret.clone(),
     };
     let served = crate::serve::dev_api(global, &api, store, calls, knowledge).await;
     drain.cancel();

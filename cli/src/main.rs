@@ -6,10 +6,12 @@ mod console;
 mod console_audio;
 mod fleet;
 mod models;
+mod private;
 mod serve;
 mod test_calls;
 
 use anyhow::Context;
+use callfleet_core::secret::{Secret, SecretUrl};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,7 +38,7 @@ pub(crate) struct GlobalArgs {
     /// PostgreSQL URL (`postgres://user:pass@host/db`). Without it, the embedded SQLite database
     /// under the data dir is used.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretUrl>,
 
     /// Log format.
     #[arg(long, env = "CALLFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -72,8 +74,8 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
         /// Redis, where the fleet meets; enables `POST /bots/{id}/sessions`.
-        #[arg(long, env = "REDIS_URL")]
-        redis_url: Option<String>,
+        #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+        redis_url: Option<SecretUrl>,
         #[arg(long, env = "CALLFLEET_REDIS_PREFIX", default_value = "cf:")]
         redis_prefix: String,
         #[command(flatten)]
@@ -125,7 +127,7 @@ enum Command {
         url: String,
         /// An access token for the room (join, publish, subscribe).
         #[arg(long, env = "LIVEKIT_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Secret,
         /// How long after hearing audio to play it back.
         #[arg(long, default_value_t = 500)]
         delay_ms: u64,
@@ -172,7 +174,7 @@ pub(crate) struct ApiArgs {
     /// The admin key: manages companies and issues company keys. `dev` creates one under the data
     /// dir (admin.key) when unset; `api` requires it.
     #[arg(long, env = "CALLFLEET_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
 
     /// Requests per second each API key may make on average (0 = unlimited).
     #[arg(long, env = "CALLFLEET_RATE_LIMIT", default_value_t = 50.0)]
@@ -234,7 +236,7 @@ fn main() -> anyhow::Result<()> {
             Command::Api { api, redis_url, redis_prefix, livekit } => {
                 livekit.refuse_dev_secret("api")?;
                 let calls = match redis_url {
-                    Some(url) => Some(fleet::browser_calls(&cli.global, &url, &redis_prefix, &livekit).await?),
+                    Some(url) => Some(fleet::browser_calls(&cli.global, url.expose(), &redis_prefix, &livekit).await?),
                     None => None,
                 };
                 serve::api(&cli.global, api, calls).await
@@ -257,7 +259,7 @@ fn main() -> anyhow::Result<()> {
             Command::LkEcho { url, token, delay_ms } => {
                 println!("lk-echo: joining {url}; Ctrl-C leaves");
                 tokio::select! {
-                    done = callfleet_rtc::echo::run(&url, &token, std::time::Duration::from_millis(delay_ms)) => done.context("echo participant"),
+                    done = callfleet_rtc::echo::run(&url, token.expose(), std::time::Duration::from_millis(delay_ms)) => done.context("echo participant"),
                     () = serve::shutdown_signal() => Ok(()),
                 }
             }
@@ -265,4 +267,36 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(args) => fleet::agent(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    /// Parsed flags may be logged or shown in a panic: no password, key or token may be in
+    /// their `Debug`.
+    #[test]
+    fn parsed_flags_print_no_secret() {
+        let cli = Cli::try_parse_from([
+            "callfleet",
+            "--database-url",
+            "postgres://app:pw-db-1@db/cf?sslpassword=pw-db-2",
+            "api",
+            "--admin-key",
+            "pw-admin-3",
+            "--redis-url",
+            "redis://:pw-redis-4@redis:6379",
+            "--livekit-api-secret",
+            "pw-lk-5",
+        ])
+        .expect("valid flags");
+        let shown = format!("{cli:?} {cli:#?}");
+        for secret in ["pw-db-1", "pw-db-2", "pw-admin-3", "pw-redis-4", "pw-lk-5"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://app:***@db/cf"), "{shown}");
+        let echo = Cli::try_parse_from(["callfleet", "lk-echo", "--token", "pw-token-6"]).unwrap();
+        assert!(!format!("{echo:?}").contains("pw-token-6"));
+    }
 }

@@ -8,7 +8,7 @@ use callfleet_knowledge::{
     EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeSearcher, KnowledgeService,
     MiniLmEmbedder, QdrantIndex, SearchConfig, VectorIndex,
 };
-use callfleet_store::{redact_url, Store};
+use callfleet_store::Store;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::path::Path;
@@ -17,17 +17,21 @@ use std::sync::Arc;
 /// Opens the database the flags name and brings its schema up to date.
 pub(crate) async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
     let store = match &global.database_url {
-        Some(url) => Store::connect(url)
+        Some(url) => Store::connect(url.expose())
             .await
-            .with_context(|| format!("connecting to {}", redact_url(url)))?,
-        None => Store::open_data_dir(&global.data_dir)
-            .await
-            .with_context(|| {
-                format!(
-                    "opening the embedded database under {}",
-                    global.data_dir.display()
-                )
-            })?,
+            .with_context(|| format!("connecting to {url}"))?,
+        None => {
+            let store = Store::open_data_dir(&global.data_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the embedded database under {}",
+                        global.data_dir.display()
+                    )
+                })?;
+            crate::private::keep_private(&global.data_dir);
+            store
+        }
     };
     store.migrate().await.context("applying migrations")?;
     Ok(store)
@@ -35,7 +39,7 @@ pub(crate) async fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
 
 fn describe_store(global: &GlobalArgs) -> String {
     match &global.database_url {
-        Some(url) => format!("PostgreSQL at {}", redact_url(url)),
+        Some(url) => format!("PostgreSQL at {url}"),
         None => format!(
             "SQLite at {}",
             global.data_dir.join("callfleet.db").display()
@@ -132,11 +136,11 @@ pub(crate) async fn open_knowledge(
 /// The dev admin key: the configured one, else the one kept in `DATA/admin.key`, else a new one
 /// written there (readable by the owner only).
 fn dev_admin_key(
-    configured: Option<String>,
+    configured: Option<Secret>,
     data_dir: &Path,
 ) -> anyhow::Result<(Secret, Option<String>)> {
     if let Some(key) = configured.filter(|k| !k.is_empty()) {
-        return Ok((Secret::new(key), None));
+        return Ok((key, None));
     }
     let path = data_dir.join("admin.key");
     let key = match std::fs::read_to_string(&path) {
@@ -249,8 +253,7 @@ pub(crate) async fn api(
     let store = open_store(global).await?;
     println!("callfleet api: database {}", describe_store(global));
     let knowledge = open_knowledge(global, &store).await?;
-    let mut ctx =
-        ApiContext::new(api_config(&args, Secret::new(admin_key)), store).with_knowledge(knowledge);
+    let mut ctx = ApiContext::new(api_config(&args, admin_key), store).with_knowledge(knowledge);
     if let Some(calls) = calls {
         ctx = ctx.with_browser_calls(calls);
     }

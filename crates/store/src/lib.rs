@@ -167,17 +167,8 @@ impl Store {
     }
 }
 
-/// The URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
+/// The URL without its credentials, for messages.
+pub use callfleet_core::secret::redact_url;
 
 /// Now, in unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -186,21 +177,4 @@ pub fn now_ms() -> i64 {
 
 pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/cf"),
-            "postgres://app:***@db:5432/cf"
-        );
-        assert_eq!(
-            redact_url("sqlite://data/callfleet.db"),
-            "sqlite://data/callfleet.db"
-        );
-    }
 }
