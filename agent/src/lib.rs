@@ -5,14 +5,24 @@
 //! SIGTERM drains it: no new jobs, running calls finish, then it leaves; a second SIGTERM forces
 //! the calls to end.
 //!
+//! Following a call: `worker.rs` takes the job → `plan.rs` assembles the call once
+//! ([`CallPlan`]: config parsed, engine started or resumed, providers chosen, start time,
+//! language) → `voice.rs` runs it over the room's audio (or `chat.rs` over its chat when the bot
+//! has no speech providers), saving checkpoints (`checkpoint.rs`) after every turn → the record
+//! goes back to the worker, which queues it for post-call.
+//!
 //! Architecture invariant: a worker never writes to the database; everything it produces leaves
 //! through the fleet (checkpoints, the post-call queue).
 
+mod chat;
+mod checkpoint;
 pub mod load;
-mod session;
+mod plan;
 mod voice;
 mod worker;
 
-pub use session::{ChatSession, LiveKitSettings};
-pub use voice::{CallTurnModels, TurnModelFactory, VoiceSession};
-pub use worker::{CallHandle, CallRunner, Checkpointer, Worker, WorkerConfig, CALL_MEMORY_BUDGET};
+pub use chat::ChatSession;
+pub use checkpoint::Checkpointer;
+pub use plan::{CallPlan, CallTurnModels, EngineStart, LiveKitSettings, TurnModelFactory};
+pub use voice::VoiceSession;
+pub use worker::{CallHandle, CallRunner, Worker, WorkerConfig, CALL_MEMORY_BUDGET};

@@ -6,62 +6,34 @@
 //!
 //! Local engines (`whisper`, `local-llm`, `piper`, `espeak`) are built through the
 //! [`LocalEngines`] the session is given — with no cloud key set, they also serve what the cloud
-//! cannot ([`call_chains`]) — and each call gets its VAD and end-of-turn model from a
-//! [`TurnModelFactory`] (Silero + Smart Turn in the binary), so this crate links no model.
+//! cannot ([`CallPlan::with_providers`]) — and each call gets its VAD and end-of-turn model from
+//! a [`TurnModelFactory`] (Silero + Smart Turn in the binary), so this crate links no model.
 //! A bot whose STT or TTS cannot be built (no provider configured, or its key missing) is run as
 //! a chat call instead, so it still answers.
+//!
+//! A call runs in steps ([`VoiceSession::converse`]): the pipeline and the checkpointing
+//! responder from the plan, the room joined and the agent's track published, the wait for the
+//! caller's microphone, the conversation (three tasks around the pipeline: microphone, room
+//! events, speaker), and the record.
 
-use crate::session::{
-    failed_record, is_caller, join_room, now_ms, opening_after_takeover, record_for, start_engine,
-    CallError, ChatSession, LiveKitSettings,
+use crate::chat::ChatSession;
+use crate::checkpoint::CheckpointingResponder;
+use crate::plan::{
+    call_started_at, failed_record, is_caller, join_room, no_answer_record, record_for, CallError,
+    CallPlan, LiveKitSettings, TurnModelFactory,
 };
-use crate::worker::{CallHandle, CallRunner, Checkpointer};
+use crate::worker::{CallHandle, CallRunner};
 use async_trait::async_trait;
-use callfleet_core::config::BotConfig;
-use callfleet_core::domain::{CallRecord, CallStatus, Outcome};
-use callfleet_core::scenario::{BoxFuture, CallResult, EngineSnapshot};
-use callfleet_pipeline::responder::{Reply, ResponderError};
+use callfleet_core::domain::{CallRecord, CallStatus, Turn};
 use callfleet_pipeline::{
-    CallInput, CallOutput, EndOfTurnModel, PhraseCache, Pipeline, PipelineConfig, PipelineMetrics,
-    Providers, Responder, ScenarioResponder, Vad,
+    CallInput, CallOutput, CallReport, PhraseCache, Pipeline, PipelineMetrics, Providers,
 };
-use callfleet_providers::{call_chains, LocalEngines, ProviderEnv};
-use callfleet_rtc::{AudioFrame, RoomEvent};
+use callfleet_providers::{LocalEngines, ProviderEnv};
+use callfleet_rtc::{AudioFrame, AudioStream, LocalAudioTrack, Room, RoomEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// One call's voice activity detector and end-of-turn model; `None` keeps the pipeline's own
-/// (the energy VAD, no end-of-turn model).
-#[derive(Default)]
-pub struct CallTurnModels {
-    pub vad: Option<Box<dyn Vad>>,
-    pub end_of_turn: Option<Box<dyn EndOfTurnModel>>,
-}
-
-/// Makes [`CallTurnModels`] for each call (run on the blocking pool at call start).
-pub type TurnModelFactory = Arc<dyn Fn() -> CallTurnModels + Send + Sync>;
-
-impl CallTurnModels {
-    /// One call's models from `factory`, opened off the executor (reading model files).
-    pub async fn open(factory: &TurnModelFactory) -> CallTurnModels {
-        let factory = factory.clone();
-        tokio::task::spawn_blocking(move || factory())
-            .await
-            .unwrap_or_default()
-    }
-
-    /// `pipeline` judging the caller with these models.
-    pub fn install(self, mut pipeline: Pipeline) -> Pipeline {
-        if let Some(vad) = self.vad {
-            pipeline = pipeline.with_vad(vad);
-        }
-        if let Some(model) = self.end_of_turn {
-            pipeline = pipeline.with_turn_model(model);
-        }
-        pipeline
-    }
-}
+use tokio_util::sync::CancellationToken;
 
 /// Runs calls over the room's audio.
 pub struct VoiceSession {
@@ -121,116 +93,93 @@ impl VoiceSession {
     }
 }
 
-/// The scenario engine, checkpointed after the greeting and after every reply.
-struct CheckpointingResponder {
-    inner: ScenarioResponder,
-    snapshots: mpsc::UnboundedSender<EngineSnapshot>,
-    resumed: bool,
-}
-
-impl CheckpointingResponder {
-    fn checkpoint(&self) {
-        // The receiver lives as long as the call; a send after it is gone has nothing to save.
-        let _ = self.snapshots.send(self.inner.engine().snapshot());
-    }
-}
-
-impl Responder for CheckpointingResponder {
-    fn greeting(&mut self) -> String {
-        let text = if self.resumed {
-            opening_after_takeover(self.inner.engine())
-        } else {
-            self.inner.greeting()
-        };
-        self.checkpoint();
-        text
-    }
-
-    fn language(&self) -> String {
-        self.inner.language()
-    }
-
-    fn respond<'a>(
-        &'a mut self,
-        text: &'a str,
-        pieces: mpsc::UnboundedSender<String>,
-    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
-        Box::pin(async move {
-            let reply = self.inner.respond(text, pieces).await;
-            self.checkpoint();
-            reply
-        })
-    }
-
-    fn interrupted(&mut self, said: &str, heard: &str) {
-        self.inner.interrupted(said, heard);
-    }
-
-    fn finish(&mut self) -> Option<CallResult> {
-        self.inner.finish()
-    }
-}
-
-async fn save_checkpoints(
-    checkpointer: Checkpointer,
-    mut snapshots: mpsc::UnboundedReceiver<EngineSnapshot>,
-) {
-    while let Some(snapshot) = snapshots.recv().await {
-        checkpointer.save_snapshot(&snapshot).await;
-    }
+/// The caller, once their microphone is heard.
+struct Caller {
+    identity: String,
+    microphone: AudioStream,
 }
 
 impl VoiceSession {
+    /// The call from its plan to its record: pipeline, room, caller, conversation, record.
     async fn converse(
         &self,
         call: &CallHandle,
-        config: Arc<BotConfig>,
-        providers: Providers,
-        llm: Option<Arc<dyn callfleet_core::scenario::Llm>>,
-        started_at: i64,
+        plan: CallPlan,
+        speech: Providers,
     ) -> Result<CallRecord, CallError> {
         let job = &call.job;
-        let resumed = call.resume_from.is_some();
-        let engine = start_engine(call, config.clone(), self.knowledge.as_ref())?;
-        // A taken-over call's record holds the whole conversation: what was said on the dead
-        // worker (from the checkpoint) and then what is said here.
-        let earlier = if resumed {
-            engine.state().transcript.clone()
-        } else {
-            Vec::new()
-        };
-        let engine = match llm {
-            Some(llm) => engine.with_llm(llm),
-            None => engine,
-        };
-        let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
-        let saver = tokio::spawn(save_checkpoints(call.checkpointer.clone(), snapshot_rx));
-        let responder = CheckpointingResponder {
-            inner: ScenarioResponder::new(engine),
-            snapshots: snapshot_tx,
+        let pipeline = self.pipeline(&plan, speech).await;
+        let rates = plan.pipeline_config();
+        let CallPlan {
+            engine,
             resumed,
+            earlier,
+            started_at,
+            ..
+        } = plan;
+        let (responder, saver) =
+            CheckpointingResponder::start(engine, resumed, call.checkpointer.clone());
+
+        let (room, mut events) = join_room(&self.livekit, job).await?;
+        let track = room.publish_audio("agent", rates.output_rate).await?;
+        tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room for a voice call");
+
+        let Some(caller) = self.wait_for_caller(call, &mut events).await else {
+            room.leave().await;
+            drop(saver);
+            return Ok(no_answer_record(
+                job,
+                started_at,
+                "the caller's audio never arrived",
+            ));
+        };
+        let caller = Caller {
+            microphone: caller.microphone.resampled(rates.input_rate),
+            ..caller
         };
 
-        let pipeline_config = PipelineConfig::for_bot(job.bot_id.clone(), &config);
-        let (input_rate, output_rate) = (pipeline_config.input_rate, pipeline_config.output_rate);
-        let mut pipeline =
-            Pipeline::new(pipeline_config, providers).with_phrase_cache(self.phrases.clone());
+        let (input_tx, input_rx) = mpsc::channel::<CallInput>(256);
+        let (output_tx, output_rx) = mpsc::channel::<CallOutput>(256);
+        let microphone = tokio::spawn(microphone(caller.microphone, input_tx.clone()));
+        let room_events = tokio::spawn(caller_events(
+            events,
+            caller.identity,
+            call.cancel.clone(),
+            input_tx,
+        ));
+        let speaker = tokio::spawn(speaker(room.clone(), track, output_rx, rates.output_rate));
+        let report = pipeline.run(Box::new(responder), input_rx, output_tx).await;
+        speaker.await.ok();
+        microphone.abort();
+        room_events.abort();
+        room.leave().await;
+        saver.await.ok();
+        Ok(voice_record(call, started_at, earlier, report?))
+    }
+
+    /// The plan's pipeline with this worker's phrase cache, metrics and turn models.
+    async fn pipeline(&self, plan: &CallPlan, speech: Providers) -> Pipeline {
+        let mut pipeline = plan
+            .pipeline(speech, self.turn_models.as_ref())
+            .await
+            .with_phrase_cache(self.phrases.clone());
         if let Some(metrics) = &self.metrics {
             pipeline = pipeline.with_metrics(metrics.clone());
         }
-        if let Some(factory) = &self.turn_models {
-            pipeline = CallTurnModels::open(factory).await.install(pipeline);
-        }
+        pipeline
+    }
 
-        let (room, mut events) = join_room(&self.livekit, job).await?;
-        let track = room.publish_audio("agent", output_rate).await?;
-        tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room for a voice call");
-
-        // The call starts when the caller's microphone does, so the greeting is heard.
-        let mut caller = job.caller_identity.clone();
+    /// Waits for the caller's microphone: the call starts when it does, so the greeting is
+    /// heard. `None` when it never comes (timeout, forced stop, the room gone).
+    async fn wait_for_caller(
+        &self,
+        call: &CallHandle,
+        events: &mut mpsc::Receiver<RoomEvent>,
+    ) -> Option<Caller> {
+        let expected = call.job.caller_identity.as_deref();
         let wait = tokio::time::sleep(self.caller_timeout);
         tokio::pin!(wait);
-        let stream = loop {
+        loop {
             let event = tokio::select! {
                 () = call.cancel.cancelled() => None,
                 () = &mut wait => None,
@@ -242,151 +191,122 @@ impl VoiceSession {
                     stream,
                     ..
                 }) if is_caller(participant.kind)
-                    && caller.as_deref().is_none_or(|c| c == participant.identity) =>
+                    && expected.is_none_or(|c| c == participant.identity) =>
                 {
-                    caller = Some(participant.identity.clone());
-                    break Some(stream.resampled(input_rate));
+                    return Some(Caller {
+                        identity: participant.identity,
+                        microphone: stream,
+                    });
                 }
-                Some(RoomEvent::Disconnected { .. }) | None => break None,
+                Some(RoomEvent::Disconnected { .. }) | None => return None,
                 Some(_) => {}
             }
-        };
-        let Some(mut stream) = stream else {
-            room.leave().await;
-            drop(saver);
-            let mut record = record_for(job, started_at, CallStatus::NoAnswer);
-            record.outcome = Some(Outcome {
-                kind: "NO_ANSWER".into(),
-                evidence: vec!["the caller's audio never arrived".into()],
-            });
-            return Ok(record);
-        };
-
-        let (input_tx, input_rx) = mpsc::channel::<CallInput>(256);
-        let (output_tx, mut output_rx) = mpsc::channel::<CallOutput>(256);
-        let microphone = {
-            let input = input_tx.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = stream.recv().await {
-                    if input.send(CallInput::Audio(frame.samples)).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        let room_events = {
-            let (input, caller, cancel) = (input_tx.clone(), caller.clone(), call.cancel.clone());
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        () = cancel.cancelled() => None,
-                        e = events.recv() => e,
-                    };
-                    match event {
-                        Some(RoomEvent::ParticipantLeft { identity })
-                            if caller.as_deref() == Some(identity.as_str()) =>
-                        {
-                            break
-                        }
-                        Some(RoomEvent::Dtmf { from, digit, .. })
-                            if caller.as_deref() == Some(from.as_str()) =>
-                        {
-                            for c in digit.chars() {
-                                let _ = input.send(CallInput::Dtmf(c)).await;
-                            }
-                        }
-                        Some(RoomEvent::Disconnected { .. }) | None => break,
-                        Some(_) => {}
-                    }
-                }
-                let _ = input.send(CallInput::Hangup).await;
-            })
-        };
-        let speaker = {
-            let (room, track) = (room.clone(), track.clone());
-            tokio::spawn(async move {
-                while let Some(out) = output_rx.recv().await {
-                    match out {
-                        CallOutput::Audio(samples) => {
-                            track.push(&AudioFrame::new(samples, output_rate))
-                        }
-                        CallOutput::Clear => track.clear(),
-                        CallOutput::Transcript(turn) => {
-                            let body = serde_json::json!({"speaker": turn.speaker, "text": turn.text, "interrupted": turn.interrupted});
-                            let _ = room
-                                .send_data("callfleet.transcript", body.to_string().into_bytes())
-                                .await;
-                        }
-                        CallOutput::Metrics(_) => {}
-                    }
-                }
-                track.wait_played_out().await;
-            })
-        };
-        drop(input_tx);
-        let report = pipeline.run(Box::new(responder), input_rx, output_tx).await;
-        speaker.await.ok();
-        microphone.abort();
-        room_events.abort();
-        room.leave().await;
-        saver.await.ok();
-        let report = report?;
-
-        let mut record = record_for(
-            job,
-            started_at,
-            if call.cancel.is_cancelled() {
-                CallStatus::Failed
-            } else {
-                CallStatus::Completed
-            },
-        );
-        record.transcript = earlier;
-        record.transcript.extend(report.transcript);
-        record.metrics = report.metrics;
-        if let Some(result) = report.result {
-            record.language = Some(result.language);
-            record.fields = result.fields;
-            record.outcome = Some(result.outcome);
         }
-        Ok(record)
     }
+}
+
+/// The caller's audio into the pipeline.
+async fn microphone(mut stream: AudioStream, input: mpsc::Sender<CallInput>) {
+    while let Some(frame) = stream.recv().await {
+        if input.send(CallInput::Audio(frame.samples)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The caller's keypad into the pipeline, and a hang-up when they leave, the room goes or the
+/// worker is forced to stop.
+async fn caller_events(
+    mut events: mpsc::Receiver<RoomEvent>,
+    caller: String,
+    cancel: CancellationToken,
+    input: mpsc::Sender<CallInput>,
+) {
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => None,
+            e = events.recv() => e,
+        };
+        match event {
+            Some(RoomEvent::ParticipantLeft { identity }) if identity == caller => break,
+            Some(RoomEvent::Dtmf { from, digit, .. }) if from == caller => {
+                for c in digit.chars() {
+                    let _ = input.send(CallInput::Dtmf(c)).await;
+                }
+            }
+            Some(RoomEvent::Disconnected { .. }) | None => break,
+            Some(_) => {}
+        }
+    }
+    let _ = input.send(CallInput::Hangup).await;
+}
+
+/// The pipeline's output into the room: audio on the agent's track (cleared on barge-in),
+/// transcript turns on `callfleet.transcript`; returns once the last audio has played out.
+async fn speaker(
+    room: Room,
+    track: LocalAudioTrack,
+    mut output: mpsc::Receiver<CallOutput>,
+    rate: u32,
+) {
+    while let Some(out) = output.recv().await {
+        match out {
+            CallOutput::Audio(samples) => track.push(&AudioFrame::new(samples, rate)),
+            CallOutput::Clear => track.clear(),
+            CallOutput::Transcript(turn) => {
+                let body = serde_json::json!({"speaker": turn.speaker, "text": turn.text, "interrupted": turn.interrupted});
+                let _ = room
+                    .send_data("callfleet.transcript", body.to_string().into_bytes())
+                    .await;
+            }
+            CallOutput::Metrics(_) => {}
+        }
+    }
+    track.wait_played_out().await;
+}
+
+/// A voice call's record: the whole conversation (what was said before a takeover, then here),
+/// its metrics and the engine's result. Failed when the worker was forced to stop.
+fn voice_record(
+    call: &CallHandle,
+    started_at: i64,
+    earlier: Vec<Turn>,
+    report: CallReport,
+) -> CallRecord {
+    let status = if call.cancel.is_cancelled() {
+        CallStatus::Failed
+    } else {
+        CallStatus::Completed
+    };
+    let mut record = record_for(&call.job, started_at, status);
+    record.transcript = earlier;
+    record.transcript.extend(report.transcript);
+    record.metrics = report.metrics;
+    if let Some(result) = report.result {
+        record.language = Some(result.language);
+        record.fields = result.fields;
+        record.outcome = Some(result.outcome);
+    }
+    record
 }
 
 #[async_trait]
 impl CallRunner for VoiceSession {
     async fn run(&self, call: CallHandle) -> CallRecord {
-        let started_at = if call.job.created_at > 0 {
-            call.job.created_at
-        } else {
-            now_ms()
-        };
-        let config = match BotConfig::from_value(&call.job.config) {
-            Ok(config) => Arc::new(config),
+        let mut plan = match CallPlan::for_job(&call, self.knowledge.as_ref()) {
+            Ok(plan) => plan.with_providers(&self.providers, self.local.as_deref()),
             Err(e) => {
-                return failed_record(&call.job, started_at, &CallError::Config(e.to_string()))
+                tracing::error!(call_id = %call.job.call_id, error = %e, "voice call failed");
+                return failed_record(&call.job, call_started_at(&call.job), &e);
             }
         };
-        let chains = call_chains(
-            &config.providers,
-            &config.language,
-            &self.providers,
-            self.local.as_deref(),
-        );
-        tracing::info!(call_id = %call.job.call_id, chosen = ?chains.chosen, skipped = ?chains.skipped, "Providers for this call.");
-        let llm = chains.llm.map(|model| {
-            let engine_llm =
-                callfleet_providers::EngineLlm::for_call(model, config.providers.llm.as_ref());
-            Arc::new(engine_llm) as Arc<dyn callfleet_core::scenario::Llm>
-        });
-        let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
-            tracing::info!(call_id = %call.job.call_id, skipped = ?chains.skipped, "no speech providers for this bot: running the call over chat");
-            return self.chat.run_with_llm(call, llm).await;
+        tracing::info!(call_id = %call.job.call_id, chosen = ?plan.chosen, skipped = ?plan.skipped, "Providers for this call.");
+        let Some(speech) = plan.speech.take() else {
+            tracing::info!(call_id = %call.job.call_id, skipped = ?plan.skipped, "no speech providers for this bot: running the call over chat");
+            return self.chat.run_plan(&call, plan).await;
         };
-        match self
-            .converse(&call, config, Providers { stt, tts }, llm, started_at)
-            .await
-        {
+        let started_at = plan.started_at;
+        match self.converse(&call, plan, speech).await {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(call_id = %call.job.call_id, error = %e, "voice call failed");

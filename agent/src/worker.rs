@@ -1,12 +1,13 @@
 //! The worker loop: heartbeat, take jobs while there is room, run calls, drain on request.
 
+use crate::checkpoint::Checkpointer;
 use crate::load::{rss_bytes, LoadSampler};
-use crate::session::now_ms;
+use crate::plan::now_ms;
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use callfleet_fleet::{
-    Checkpoint, FleetBus, FleetError, Job, PostCallQueue, WorkerStatus, CHECKPOINT_TTL,
-    HEARTBEAT_INTERVAL, HEARTBEAT_TTL, MESSAGE_VERSION,
+    Checkpoint, FleetBus, FleetError, Job, PostCallQueue, WorkerStatus, HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL, MESSAGE_VERSION,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -47,40 +48,6 @@ impl WorkerConfig {
     }
 }
 
-/// Saves a call's checkpoint after each turn.
-#[derive(Clone)]
-pub struct Checkpointer {
-    bus: Arc<dyn FleetBus>,
-    call_id: String,
-}
-
-impl Checkpointer {
-    pub async fn save(&self, engine: serde_json::Value, turns: u32) -> Result<(), FleetError> {
-        let checkpoint = Checkpoint {
-            v: MESSAGE_VERSION,
-            call_id: self.call_id.clone(),
-            engine,
-            turns,
-            at: now_ms(),
-        };
-        self.bus.save_checkpoint(&checkpoint, CHECKPOINT_TTL).await
-    }
-
-    /// Saves the engine's snapshot; a failure is logged, never fatal to the call.
-    pub async fn save_snapshot(&self, snapshot: &callfleet_core::scenario::EngineSnapshot) {
-        match serde_json::to_value(snapshot) {
-            Ok(value) => {
-                if let Err(e) = self.save(value, snapshot.state.user_turns).await {
-                    tracing::warn!(call_id = %self.call_id, error = %e, "checkpoint not saved");
-                }
-            }
-            Err(e) => {
-                tracing::error!(call_id = %self.call_id, error = %e, "checkpoint not serialisable")
-            }
-        }
-    }
-}
-
 /// Everything a call needs from the worker.
 pub struct CallHandle {
     pub job: Job,
@@ -91,7 +58,8 @@ pub struct CallHandle {
     pub cancel: CancellationToken,
 }
 
-/// Runs one call to its end and returns its record. Implemented by the LiveKit voice session.
+/// Runs one call to its end and returns its record. Implemented by the LiveKit voice session
+/// (and the chat session it falls back to).
 #[async_trait]
 pub trait CallRunner: Send + Sync + 'static {
     async fn run(&self, call: CallHandle) -> CallRecord;
@@ -180,10 +148,7 @@ impl Worker {
                 None
             }
         };
-        let checkpointer = Checkpointer {
-            bus: self.bus.clone(),
-            call_id: call_id.clone(),
-        };
+        let checkpointer = Checkpointer::new(self.bus.clone(), call_id.clone());
         let forced = cancel.clone();
         let record = self
             .runner

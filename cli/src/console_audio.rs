@@ -1,7 +1,8 @@
 //! `callfleet console --bot FILE --wav-in caller.wav --wav-out reply.wav`: the console's audio
 //! mode. The caller's recording is played in real time through the same pipeline a LiveKit call
-//! runs (VAD, streaming STT, turn-taking, the scenario engine, streaming TTS) with the providers
-//! the bot configures and the keys in the environment, chosen as `callfleet dev` chooses them:
+//! runs (VAD, streaming STT, turn-taking, the scenario engine, streaming TTS), assembled as an
+//! agent assembles a call ([`CallPlan`]), with the providers the bot configures and the keys in
+//! the environment, chosen as `callfleet dev` chooses them:
 //! local engines (whisper, local-llm, piper, espeak) are built too, and with no cloud key they
 //! serve whatever the cloud cannot — so it runs fully offline; Silero VAD and Smart Turn judge
 //! the caller when their models are there. The bot's audio is written on the same
@@ -10,13 +11,12 @@
 
 use crate::console::{load_documents, ConsoleOptions};
 use anyhow::{bail, Context};
+use callfleet_agent::{CallPlan, EngineStart};
 use callfleet_core::domain::Speaker;
-use callfleet_core::scenario::{CallContext, ScenarioEngine};
+use callfleet_core::scenario::CallContext;
 use callfleet_core::BotConfig;
-use callfleet_pipeline::{
-    run_recorded_call, wav, Pipeline, PipelineConfig, Providers, ScenarioResponder,
-};
-use callfleet_providers::{call_chains, EngineLlm, LocalEngines, ProviderEnv};
+use callfleet_pipeline::{run_recorded_call, wav, ScenarioResponder};
+use callfleet_providers::{LocalEngines, ProviderEnv};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,22 +90,23 @@ pub async fn run_async(
         }
         None => CallContext::for_bot_now(&config),
     };
-
-    let chains = call_chains(
-        &config.providers,
-        &config.language,
-        &env,
-        local.engines.as_deref(),
-    );
-    for skipped in &chains.skipped {
+    let bot_id = config
+        .bot_id
+        .clone()
+        .or_else(|| config.name.clone())
+        .unwrap_or_else(|| "console".into());
+    let started_at = context.now.timestamp_millis();
+    let mut plan = CallPlan::new(bot_id, config, EngineStart::Fresh(context), started_at)
+        .with_providers(&env, local.engines.as_deref());
+    for skipped in &plan.skipped {
         tracing::warn!(provider = %skipped, "Provider left out.");
     }
-    tracing::info!(chosen = ?chains.chosen, "Providers for this call.");
-    let (Some(stt), Some(tts)) = (chains.stt, chains.tts) else {
-        let why = if chains.skipped.is_empty() {
+    tracing::info!(chosen = ?plan.chosen, "Providers for this call.");
+    let Some(speech) = plan.speech.take() else {
+        let why = if plan.skipped.is_empty() {
             "none configured".to_string()
         } else {
-            chains.skipped.join("; ")
+            plan.skipped.join("; ")
         };
         bail!(
             "audio mode needs a speech-to-text and a text-to-speech provider: the bot's `providers:`, or local engines \
@@ -114,41 +115,17 @@ pub async fn run_async(
     };
 
     let input = wav::read(wav_in).with_context(|| format!("reading {}", wav_in.display()))?;
-    let bot_id = config
-        .bot_id
-        .clone()
-        .or_else(|| config.name.clone())
-        .unwrap_or_else(|| "console".into());
-    let pipeline_config = PipelineConfig::for_bot(bot_id, &config);
-    let caller = wav::resample(
-        &input.samples,
-        input.sample_rate,
-        pipeline_config.input_rate,
-    );
-    let out_rate = pipeline_config.output_rate;
-
-    let config = Arc::new(config);
-    let mut engine = ScenarioEngine::new(config.clone(), context);
-    if let Some(llm) = chains.llm {
-        engine = engine.with_llm(Arc::new(EngineLlm::for_call(
-            llm,
-            config.providers.llm.as_ref(),
-        )));
-    }
+    let rates = plan.pipeline_config();
+    let caller = wav::resample(&input.samples, input.sample_rate, rates.input_rate);
+    let out_rate = rates.output_rate;
     if let Some(dir) = options.docs.clone().or_else(|| default_docs_dir(bot)) {
-        engine = engine.with_knowledge(Arc::new(load_documents(&dir)?));
+        plan = plan.with_knowledge(Arc::new(load_documents(&dir)?));
     }
-
-    let mut pipeline = Pipeline::new(pipeline_config, Providers { stt, tts });
-    if let Some(factory) = &local.turn_models {
-        pipeline = callfleet_agent::CallTurnModels::open(factory)
-            .await
-            .install(pipeline);
-    }
+    let pipeline = plan.pipeline(speech, local.turn_models.as_ref()).await;
     let mut lines = Vec::new();
     let call = run_recorded_call(
         pipeline,
-        Box::new(ScenarioResponder::new(engine)),
+        Box::new(ScenarioResponder::new(plan.engine)),
         &caller,
         TAIL,
         |turn| {

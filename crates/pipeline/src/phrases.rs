@@ -3,6 +3,8 @@
 //! a comfort tone for when not even the apology could be synthesized — the caller never hears
 //! silence.
 
+use callfleet_core::scenario::phrases;
+use callfleet_core::text::Language;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -61,28 +63,23 @@ pub fn comfort_tone(sample_rate: u32) -> Vec<i16> {
     v
 }
 
+/// The language the pipeline speaks its own phrases in, from the responder's language code
+/// (`ru`, `en-US`); English for a language without phrases. The texts live with the engine's
+/// phrases in [`callfleet_core::scenario::phrases`].
+fn spoken(language: &str) -> Language {
+    Language::from_code(language).unwrap_or(Language::En)
+}
+
 pub fn apology(language: &str) -> &'static str {
-    if language.starts_with("ru") {
-        "Извините, у нас технические неполадки. Пожалуйста, перезвоните чуть позже."
-    } else {
-        "I'm sorry, we're having technical trouble. Please call again a little later."
-    }
+    phrases::apology(spoken(language))
 }
 
 pub fn reprompt(language: &str) -> &'static str {
-    if language.starts_with("ru") {
-        "Вы меня слышите?"
-    } else {
-        "Are you still there?"
-    }
+    phrases::reprompt(spoken(language))
 }
 
 pub fn goodbye(language: &str) -> &'static str {
-    if language.starts_with("ru") {
-        "Я вас не слышу. Перезвоните, пожалуйста. До свидания."
-    } else {
-        "I can't hear you, so I'll end the call. Please call again. Goodbye."
-    }
+    phrases::silent_goodbye(spoken(language))
 }
 
 #[cfg(test)]

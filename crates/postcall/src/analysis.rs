@@ -3,6 +3,7 @@
 //! language made only of what was said and collected — never an invented sentence. Pure.
 
 use callfleet_core::domain::{CallRecord, Speaker};
+use callfleet_core::text::Language;
 use callfleet_store::CallAnalytics;
 
 /// Speech runs at about 150 words a minute; a turn's length is estimated from its words, bounded
@@ -70,8 +71,8 @@ struct Phrases {
 }
 
 fn phrases(language: Option<&str>) -> Phrases {
-    match language.map(|l| l.get(..2).unwrap_or(l).to_ascii_lowercase()) {
-        Some(l) if l == "ru" => Phrases {
+    match language.and_then(Language::from_code) {
+        Some(Language::Ru) => Phrases {
             said: "Клиент сказал",
             silent: "Клиент ничего не сказал.",
             collected: "Собрано",
