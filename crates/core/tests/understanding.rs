@@ -159,3 +159,78 @@ outcome: LEAD
 "#,
     );
 }
+
+/// A bot whose booking has a free-text reason, for "for a cleaning".
+const DENTIST: &str = r#"
+language: en
+greeting: "Bright Smile Dental, how can I help?"
+fallback: "Sorry?"
+scenarios:
+  - name: appointment
+    trigger_keywords: ["appointment", "book", "come in"]
+    collect_fields:
+      - {name: reason, prompt: "What is the visit for?"}
+      - {name: date, prompt: "Which day?"}
+      - {name: time, prompt: "What time?"}
+      - {name: patient_name, prompt: "Your name?"}
+    on_complete: booked
+"#;
+
+#[test]
+fn a_free_text_field_is_found_in_a_longer_utterance() {
+    // The issue's first line, with the service asked for by nobody.
+    check(
+        "salon-open-ru",
+        r#"
+now: "2025-03-12T10:00:00"
+turns:
+  - user: "Запишите меня на маникюр в пятницу в 5 вечера"
+    contains: "зовут"
+    not_contains: "услугу"
+fields: {service: "маникюр", date: "2025-03-14", time: "17:00"}
+"#,
+    );
+    // Named while another field was asked.
+    check(
+        "salon-open-ru",
+        r#"
+now: "2025-03-12T10:00:00"
+turns:
+  - user: "хочу записаться"
+    contains: "услугу"
+  - user: "на педикюр, в субботу"
+    contains: "время"
+fields: {service: "педикюр", date: "2025-03-15"}
+"#,
+    );
+    let config = BotConfig::parse_any(DENTIST).expect("valid test bot");
+    for (line, reason) in [
+        (
+            "I'd like to come in for a cleaning on Friday at 3 pm",
+            "cleaning",
+        ),
+        ("Can I book a filling for tomorrow morning at 9?", "filling"),
+    ] {
+        let script = CallScript::parse(&format!(
+            "now: \"2025-03-12T10:00:00\"\nturns:\n  - user: \"{line}\"\n    contains: \"name\"\nfields: {{reason: \"{reason}\"}}\n"
+        ))
+        .expect("valid script");
+        let report = run_script(&config, &script);
+        assert!(
+            report.passed,
+            "{line}: {:?} {:?}",
+            report.failures, report.replies
+        );
+    }
+    // "на завтра" is a date, not a service.
+    check(
+        "salon-open-ru",
+        r#"
+now: "2025-03-12T10:00:00"
+turns:
+  - user: "хочу записаться на завтра на 5 вечера"
+    contains: "услугу"
+absent_fields: [service]
+"#,
+    );
+}

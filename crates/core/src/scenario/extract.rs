@@ -461,6 +461,11 @@ fn holds_free_text(tokens: &[Token], span: Span) -> bool {
     })
 }
 
+/// True when the unused tokens hold a plausible free-text answer (see [`holds_free_text`]).
+pub(crate) fn plausible_free_text(tokens: &[Token]) -> bool {
+    content_span(tokens).is_some_and(|span| holds_free_text(tokens, span))
+}
+
 /// True when `text` is all hesitation or filler ("эээ, не знаю", "hmm, let me see").
 pub fn is_non_answer(tokens: &[Token]) -> bool {
     tokens
@@ -499,10 +504,12 @@ fn leftover_text(tokens: &[Token], span: Span) -> String {
 /// "book *a haircut* for Friday". Used when a scenario is entered, for its first text field.
 pub fn object_after(tokens: &[Token], after: usize) -> Option<(String, Span)> {
     let mut i = after;
-    while tokens
-        .get(i)
-        .is_some_and(|t| matches!(t.text.as_str(), "бы" | "пожалуйста" | "please" | "in"))
-    {
+    while tokens.get(i).is_some_and(|t| {
+        matches!(
+            t.text.as_str(),
+            "бы" | "пожалуйста" | "please" | "in" | "меня" | "нас" | "me" | "us"
+        )
+    }) {
         i += 1;
     }
     let preposition = tokens.get(i)?;
@@ -548,6 +555,68 @@ pub fn object_after(tokens: &[Token], after: usize) -> Option<(String, Span)> {
             .join(" "),
         span,
     ))
+}
+
+/// Where a booking verb leaves off: "запишите меня", "хочу", "I'd like to book", "I need to
+/// come in" — their object ("на маникюр", "for a cleaning") may follow.
+fn after_booking_verb(tokens: &[Token], i: usize) -> Option<usize> {
+    const VERBS: &[&str] = &[
+        "запис",
+        "запиш",
+        "хоч",
+        "хотел",
+        "нуж",
+        "надо",
+        "book",
+        "schedul",
+        "need",
+        "want",
+        "like",
+        "come",
+        "get",
+        "make",
+        "set",
+        "in",
+    ];
+    let t = tokens.get(i)?;
+    if t.is_used() || !VERBS.iter().any(|v| t.text.starts_with(v)) {
+        return None;
+    }
+    let mut j = i + 1;
+    while tokens.get(j).is_some_and(|t| {
+        matches!(
+            t.text.as_str(),
+            "меня"
+                | "нас"
+                | "me"
+                | "us"
+                | "to"
+                | "in"
+                | "бы"
+                | "пожалуйста"
+                | "please"
+                | "an"
+                | "appointment"
+                | "запись"
+        )
+    }) {
+        j += 1;
+    }
+    Some(j)
+}
+
+/// A free-text field's value said in a longer utterance: the object of the trigger phrase
+/// that ended at `after`, else of a booking verb, else of a preposition the utterance starts
+/// with ("на маникюр в пятницу", "for a cleaning"). Values of other fields must be taken
+/// (cleared) first, so "на завтра" is no service.
+pub fn free_text_object(tokens: &[Token], after: Option<usize>) -> Option<(String, Span)> {
+    let mut starts: Vec<usize> = after.into_iter().collect();
+    starts.push(0);
+    starts.extend((0..tokens.len()).filter_map(|i| after_booking_verb(tokens, i)));
+    starts.into_iter().find_map(|at| {
+        let (value, span) = object_after(tokens, at)?;
+        holds_free_text(tokens, span).then_some((value, span))
+    })
 }
 
 pub fn is_name_field(name: &str) -> bool {
@@ -602,7 +671,7 @@ fn find_introduced_name(tokens: &[Token]) -> Option<(String, Span)> {
     })
 }
 
-fn title_case(text: &str) -> String {
+pub(crate) fn title_case(text: &str) -> String {
     text.split(' ')
         .map(|w| {
             let mut c = w.chars();

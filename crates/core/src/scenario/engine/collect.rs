@@ -4,7 +4,7 @@
 
 use super::{ScenarioEngine, MAX_RETRIES};
 use crate::config::{BotConfig, FieldKind, FieldSpec, Scenario};
-use crate::scenario::extract::{extract, Found};
+use crate::scenario::extract::{extract, free_text_object, is_name_field, Found};
 use crate::scenario::phrases::{self, Problem, YesNo};
 use crate::scenario::state::*;
 use crate::text::Token;
@@ -183,6 +183,9 @@ impl ScenarioEngine {
             .as_deref()
             .and_then(|p| scenario.collect_fields.iter().find(|f| f.name == p));
         let mut toks = tokens.to_vec();
+        let before = self.state.fields.len();
+        self.take_free_text_object(scenario, &mut toks, None, out);
+        let took_object = self.state.fields.len() > before;
         let mut found = {
             let fields = &self.state.fields;
             extract(
@@ -202,6 +205,9 @@ impl ScenarioEngine {
                 found.retain(|(name, _)| name != &field.name);
             }
         }
+        if !question && !unsure {
+            self.llm_fill(scenario, text, tokens, &mut found).await;
+        }
         // A value the call already has ("сколько стоит педикюр?" while booking a pedicure)
         // is no answer to the question asked.
         let values = found
@@ -211,12 +217,12 @@ impl ScenarioEngine {
         let only_free_text = values == 1
             && found.len() == 1
             && pending_field.is_some_and(|f| f.kind() == FieldKind::Text && found[0].0 == f.name);
-        if values == 0 || only_free_text {
+        if values == 0 && !took_object || only_free_text {
             if self.digress(text, tokens, scenario, &active, out).await {
                 return;
             }
         }
-        if values == 0 && found.is_empty() {
+        if values == 0 && found.is_empty() && !took_object {
             let Some(field) = pending_field else {
                 self.advance(scenario, Vec::new(), out);
                 return;
@@ -441,6 +447,56 @@ impl ScenarioEngine {
 }
 
 impl ScenarioEngine {
+    /// The first open free-text field (not a name) filled from the object of what was said
+    /// ("запишите меня на маникюр в пятницу", "for a cleaning"); its tokens are cleared.
+    pub(super) fn take_free_text_object(
+        &mut self,
+        scenario: &Scenario,
+        toks: &mut [Token],
+        after: Option<usize>,
+        out: &mut TurnOutput,
+    ) {
+        let pending = self.state.active.as_ref().and_then(|a| a.pending.clone());
+        let Some(field) = scenario.collect_fields.iter().find(|f| {
+            f.kind() == FieldKind::Text
+                && !is_name_field(&f.name)
+                && !self.state.fields.contains_key(&f.name)
+                && pending.as_deref() != Some(f.name.as_str())
+        }) else {
+            return;
+        };
+        // Typed values first, so "записаться на завтра" does not make "завтра" a service.
+        let mut probe = toks.to_vec();
+        let _ = extract(
+            &scenario.collect_fields,
+            &mut probe,
+            self.extract_context(None),
+            &|_| false,
+        );
+        // "a prescription refill" names the request, not its object.
+        let trigger_words: Vec<String> = scenario
+            .trigger_keywords
+            .iter()
+            .flat_map(|k| crate::text::stem::stems(k))
+            .collect();
+        let names_request = |span: crate::text::Span| {
+            toks[span.start..span.end].iter().any(|t| {
+                let s = crate::text::stem::stem(&t.text);
+                trigger_words
+                    .iter()
+                    .any(|w| crate::text::stem::stems_match(w, &s))
+            })
+        };
+        if let Some((value, span)) =
+            free_text_object(&probe, after).filter(|(_, span)| !names_request(*span))
+        {
+            self.set_field(&field.name, value, out);
+            for t in &mut toks[span.start..span.end] {
+                t.text.clear();
+            }
+        }
+    }
+
     /// A free-text field the caller names with a new value after it ("the service is
     /// manicure", "услуга — маникюр", "имя Анна"), read by the field's own extractor.
     fn named_correction(&self, scenario: &Scenario, tokens: &[Token]) -> Option<(String, String)> {

@@ -4,7 +4,7 @@
 use super::{Intent, ScenarioEngine, INTENT_THRESHOLD};
 use crate::config::{FieldKind, FieldSpec};
 use crate::scenario::assist::LlmMessage;
-use crate::scenario::extract::{extract, is_name_field, object_after, Found};
+use crate::scenario::extract::{extract, Found};
 use crate::scenario::phrases::{self};
 use crate::scenario::state::*;
 use crate::text::stem::{phrase_in, stems_match, token_stems};
@@ -190,35 +190,14 @@ impl ScenarioEngine {
             skipped: Vec::new(),
         });
         let mut toks = tokens.to_vec();
-        if let (Some(end), Some(first_text)) = (
-            intent.end,
-            scenario.collect_fields.iter().find(|f| {
-                f.kind() == FieldKind::Text
-                    && !is_name_field(&f.name)
-                    && !self.state.fields.contains_key(&f.name)
-            }),
-        ) {
-            // Typed values first, so "записаться на завтра" does not make "завтра" a service.
-            let mut probe = toks.clone();
-            let _ = extract(
-                &scenario.collect_fields,
-                &mut probe,
-                self.extract_context(None),
-                &|_| false,
-            );
-            if let Some((value, span)) = object_after(&probe, end) {
-                self.set_field(&first_text.name, value, out);
-                for t in &mut toks[span.start..span.end] {
-                    t.text.clear();
-                }
-            }
-        }
+        // The trigger's own words ("a refill") are no object.
         if let Some((start, end)) = intent.span {
             for t in &mut toks[start..end] {
                 t.text.clear();
             }
         }
-        let found = {
+        self.take_free_text_object(scenario, &mut toks, intent.end, out);
+        let mut found = {
             let fields = &self.state.fields;
             extract(
                 &scenario.collect_fields,
@@ -227,6 +206,9 @@ impl ScenarioEngine {
                 &|f| fields.contains_key(f),
             )
         };
+        if !phrases::asks_question(text, tokens) && !self.heard_unsure() {
+            self.llm_fill(scenario, text, &toks, &mut found).await;
+        }
         let problems = self.apply(found, out);
         self.advance(scenario, problems, out);
     }
