@@ -6,6 +6,7 @@
 pub mod assist;
 pub mod engine;
 pub mod extract;
+pub mod grounded;
 pub mod outcome;
 pub mod phrases;
 pub mod script;

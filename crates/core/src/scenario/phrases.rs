@@ -393,6 +393,14 @@ pub fn no_knowledge(lang: Language) -> &'static str {
     }
 }
 
+/// Said instead of an answer the documents do not bear out: no guess, a person instead.
+pub fn unsure_call_back(lang: Language) -> &'static str {
+    match lang {
+        Language::Ru => "Точной информации об этом у меня нет, а гадать не хочу. Передам ваш вопрос администратору — вам перезвонят.",
+        Language::En => "I don't have exact information on that, and I don't want to guess. I'll pass your question to a colleague who will call you back.",
+    }
+}
+
 pub fn source(source: &str, lang: Language) -> String {
     match lang {
         Language::Ru => format!("(Источник: {source}.)"),

@@ -3,6 +3,7 @@
 
 use super::ScenarioEngine;
 use crate::scenario::assist::{KnowledgeSearch, LlmMessage};
+use crate::scenario::grounded::unsupported_facts;
 use crate::scenario::phrases;
 use crate::scenario::state::*;
 use crate::text::Language;
@@ -76,7 +77,22 @@ impl ScenarioEngine {
             self.flush_live(out);
             let gap = !out.reply.is_empty();
             let first = std::sync::atomic::AtomicBool::new(true);
+            // What the caller may hear: the passages, the documents' names and the bot's own.
+            let mut grounds: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+            grounds.extend(sources.iter().map(String::as_str));
+            grounds.extend(self.config.name.as_deref());
+            // Each piece is checked before it is said; from the first with a fact the passages
+            // lack, nothing more of the answer goes out.
+            let said = std::sync::Mutex::new((String::new(), false));
             let on_text = |piece: &str| {
+                {
+                    let Ok(mut said) = said.lock() else { return };
+                    if said.1 || !unsupported_facts(piece, &grounds).is_empty() {
+                        said.1 = true;
+                        return;
+                    }
+                    said.0.push_str(piece);
+                }
                 let Some(live) = &live else { return };
                 let is_first = first.load(std::sync::atomic::Ordering::Relaxed);
                 let piece = if is_first { piece.trim_start() } else { piece };
@@ -92,6 +108,23 @@ impl ScenarioEngine {
                 live(piece);
             };
             let reply = llm.complete_streaming(messages, &on_text).await;
+            let (grounded, withheld) = said.into_inner().unwrap_or_default();
+            let withheld = withheld
+                || reply
+                    .as_ref()
+                    .is_ok_and(|text| !unsupported_facts(text, &grounds).is_empty());
+            if withheld {
+                // A fact the documents do not hold: what was grounded stays said, then the
+                // bot says it does not know and a person calls back.
+                out.say(grounded.trim());
+                out.live_sent = out.reply.len();
+                out.say(phrases::unsure_call_back(lang));
+                if self.state.callback_requested.is_none() {
+                    self.state.callback_requested = Some(turn);
+                    out.actions.push(Action::CallbackRequested);
+                }
+                return;
+            }
             if let Ok(text) = &reply {
                 out.say(text);
                 // What was streamed is in the reply now, so the final flush skips it.

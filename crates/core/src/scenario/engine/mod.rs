@@ -13,6 +13,7 @@
 mod answer;
 mod collect;
 mod intent;
+mod understand;
 
 use super::assist::{KnowledgeSearch, Llm};
 use super::extract::ExtractContext;
@@ -533,6 +534,62 @@ providers:
             .actions
             .iter()
             .any(|a| matches!(a, Action::KnowledgeAnswered { .. })));
+    }
+
+    /// Answers with hours the documents do not give.
+    struct InventsSundayHours;
+
+    impl Llm for InventsSundayHours {
+        fn complete<'a>(
+            &'a self,
+            messages: Vec<LlmMessage>,
+        ) -> BoxFuture<'a, Result<String, AssistError>> {
+            let reply = if messages[0].content.contains("You route") {
+                "none"
+            } else {
+                "Мы работаем с 10 до 21. В воскресенье с 8 утра до 16."
+            };
+            Box::pin(std::future::ready(Ok(reply.to_string())))
+        }
+
+        fn complete_streaming<'a>(
+            &'a self,
+            messages: Vec<LlmMessage>,
+            on_text: &'a (dyn Fn(&str) + Send + Sync),
+        ) -> BoxFuture<'a, Result<String, AssistError>> {
+            Box::pin(async move {
+                let reply = self.complete(messages).await?;
+                // Sentences as models stream them: the next one starts with its space.
+                for sentence in reply.split_inclusive('.') {
+                    on_text(sentence);
+                }
+                Ok(reply)
+            })
+        }
+    }
+
+    #[test]
+    fn an_answer_with_a_fact_the_documents_lack_is_withheld_and_a_call_back_offered() {
+        let mut k = crate::scenario::InMemoryKnowledge::new();
+        k.add_document("about.md", "Работаем с понедельника по субботу с 10 до 21.");
+        let mut engine = engine()
+            .with_llm(Arc::new(InventsSundayHours))
+            .with_knowledge(Arc::new(k));
+        let pieces = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = pieces.clone();
+        let live: LiveText = Arc::new(move |p: &str| sink.lock().unwrap().push(p.to_string()));
+        let out = block_on(engine.process_turn_live("Когда вы работаете?", live));
+        assert_eq!(
+            out.reply,
+            format!(
+                "Мы работаем с 10 до 21. {}",
+                phrases::unsure_call_back(Language::Ru)
+            )
+        );
+        // The invented sentence was never handed to the voice.
+        assert_eq!(pieces.lock().unwrap().concat(), out.reply);
+        assert!(out.actions.contains(&Action::CallbackRequested));
+        assert_eq!(engine.end_call().outcome.kind, "CALLBACK");
     }
 
     #[test]
