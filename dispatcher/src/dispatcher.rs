@@ -18,6 +18,9 @@ pub struct DispatcherConfig {
     /// How often dead workers are looked for. With the 800 ms heartbeat TTL, 100 ms keeps
     /// detection under a second.
     pub scan_interval: Duration,
+    /// How long a placement waits for another placement of the same company (here or in
+    /// another dispatcher) to finish counting its calls; then it gives up as contended.
+    pub company_lock_wait: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -26,6 +29,7 @@ impl Default for DispatcherConfig {
             id: new_id(IdKind::Call).replace("call_", "dsp_"),
             room_claim_ttl: Duration::from_secs(6 * 3600),
             scan_interval: Duration::from_millis(100),
+            company_lock_wait: Duration::from_secs(2),
         }
     }
 }
@@ -61,6 +65,8 @@ pub enum PlaceError {
     CompanyLimit { company_id: String, limit: i64 },
     #[error("no agent worker has room for another call")]
     NoCapacity,
+    #[error("placements for company {0} are busy; try again")]
+    Contended(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("fleet bus: {0}")]
@@ -127,6 +133,39 @@ impl Dispatcher {
             return Err(PlaceError::BotDisabled(bot.id));
         }
         let company = self.store.get_company(&bot.company_id).await?;
+        // Counting the company's calls and assigning the new one is one step per company, or
+        // racing placements would each see room under the limit and all be placed.
+        let lock = format!("company:{}", company.id);
+        let owner = format!("{}:{}", self.config.id, uuid::Uuid::new_v4().simple());
+        self.lock(&lock, &owner, &company.id).await?;
+        let placed = self.place_for_company(request, bot, company).await;
+        if let Err(e) = self.bus.release(&lock, &owner).await {
+            tracing::warn!(error = %e, "Could not release a company's placement lock; it expires on its own.");
+        }
+        placed
+    }
+
+    /// Takes `key` for `owner`, waiting up to `company_lock_wait` for its holder. The lock's TTL
+    /// (5 s) frees it should its holder die.
+    async fn lock(&self, key: &str, owner: &str, company_id: &str) -> Result<(), PlaceError> {
+        let deadline = tokio::time::Instant::now() + self.config.company_lock_wait;
+        loop {
+            if self.bus.claim(key, owner, Duration::from_secs(5)).await? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PlaceError::Contended(company_id.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn place_for_company(
+        &self,
+        request: &PlacementRequest,
+        bot: callfleet_store::Bot,
+        company: callfleet_store::Company,
+    ) -> Result<Placement, PlaceError> {
         if self.active_calls_of(&company.id).await? >= company.max_concurrent_calls {
             return Err(PlaceError::CompanyLimit {
                 company_id: company.id,

@@ -402,3 +402,70 @@ async fn webhooks_are_verified_and_route_sip_calls_by_called_number() {
         );
     }
 }
+
+/// Placements racing for one company (from two dispatchers) cannot pass its concurrent-call
+/// limit: counting and assigning is one step per company.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_placements_never_pass_the_company_limit() {
+    for (name, bus) in test_buses().await {
+        let db = sqlite().await;
+        let (_, bot) = company_with_bot(&db.store, 3).await;
+        for w in ["w1", "w2"] {
+            bus.heartbeat(&worker(w, 0, 100), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let (d1, d2) = (dispatcher(&bus, &db, "d1"), dispatcher(&bus, &db, "d2"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let d = if i % 2 == 0 { d1.clone() } else { d2.clone() };
+            let bot = bot.clone();
+            tasks.spawn(async move { d.place(request(&format!("race-{i}"), &bot)).await });
+        }
+        let (mut placed, mut limited) = (0, 0);
+        while let Some(outcome) = tasks.join_next().await {
+            match outcome.unwrap() {
+                Ok(_) => placed += 1,
+                Err(PlaceError::CompanyLimit { .. }) => limited += 1,
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        assert_eq!((placed, limited), (3, 21), "{name}");
+        let mut held = 0;
+        for w in ["w1", "w2"] {
+            held += bus.jobs_of(w).await.unwrap().len();
+        }
+        assert_eq!(held, 3, "{name}");
+    }
+}
+
+/// A room whose call ended can be placed again at once; while the call runs it cannot.
+#[tokio::test]
+async fn an_ended_calls_room_is_released() {
+    for (name, bus) in test_buses().await {
+        let db = sqlite().await;
+        let (_, bot) = company_with_bot(&db.store, 10).await;
+        bus.heartbeat(&worker("w1", 0, 10), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let d = dispatcher(&bus, &db, "d1");
+        let first = d.place(request("room-again", &bot)).await.unwrap();
+        assert!(
+            bus.holds_job("w1", &first.job.call_id).await.unwrap(),
+            "{name}"
+        );
+        assert!(matches!(
+            d.place(request("room-again", &bot)).await,
+            Err(PlaceError::AlreadyPlaced(_))
+        ));
+        // The worker ends the call: it finishes the job and frees the room.
+        bus.finish_job("w1", &first.job.call_id).await.unwrap();
+        bus.release_room("room-again").await.unwrap();
+        assert!(
+            !bus.holds_job("w1", &first.job.call_id).await.unwrap(),
+            "{name}"
+        );
+        let second = d.place(request("room-again", &bot)).await.unwrap();
+        assert_ne!(second.job.call_id, first.job.call_id, "{name}");
+    }
+}

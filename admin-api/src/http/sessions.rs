@@ -123,6 +123,9 @@ async fn create_session(
         PlaceError::CompanyLimit { .. } => ApiError::RateLimited {
             retry_after_secs: 30,
         },
+        PlaceError::Contended(_) => ApiError::RateLimited {
+            retry_after_secs: 1,
+        },
         PlaceError::BotDisabled(_) => ApiError::Conflict(e.to_string()),
         PlaceError::BotNotFound(_) => ApiError::NotFound("bot"),
         PlaceError::AlreadyPlaced(_) => ApiError::Conflict(e.to_string()),

@@ -26,7 +26,8 @@ pub trait FleetBus: Send + Sync + 'static {
     async fn heartbeat(&self, status: &WorkerStatus, ttl: Duration) -> Result<()>;
     /// Removes a worker at once (clean shutdown); its unfinished jobs stay for failover.
     async fn deregister(&self, worker_id: &str) -> Result<()>;
-    /// Workers whose heartbeat is still valid.
+    /// Workers whose heartbeat is still valid. A heartbeat this build cannot read is left out
+    /// with a warning (that worker gets no calls from this dispatcher); the others are listed.
     async fn live_workers(&self) -> Result<Vec<WorkerStatus>>;
     /// Every worker that has ever registered and not been forgotten, live or not.
     async fn known_workers(&self) -> Result<Vec<String>>;
@@ -38,15 +39,25 @@ pub trait FleetBus: Send + Sync + 'static {
     async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool>;
     /// Gives up a claim, if `owner` still holds it.
     async fn release(&self, key: &str, owner: &str) -> Result<()>;
+    /// Ends the claim on a room whose call is over, whoever placed it, so the room can be
+    /// placed again (a reused room name, a new call on the same SIP room) before the claim's TTL.
+    async fn release_room(&self, room: &str) -> Result<()>;
 
     /// Gives `job` to `worker_id`: queued for it and recorded as its until finished.
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()>;
-    /// The next job queued for `worker_id`, waiting up to `wait`.
+    /// The next job queued for `worker_id`, waiting up to `wait`. A job this build cannot run is
+    /// taken off the worker (set aside on Redis, under `dead-jobs`, with the error) and `None`
+    /// returned, so it is neither retried forever nor counted as the worker's call.
     async fn next_job(&self, worker_id: &str, wait: Duration) -> Result<Option<Job>>;
     /// The worker is done with this call (ended, or handed back).
     async fn finish_job(&self, worker_id: &str, call_id: &str) -> Result<()>;
-    /// Jobs assigned to `worker_id` and not finished.
+    /// Jobs assigned to `worker_id` and not finished. A job this build cannot read (a newer
+    /// version during a rolling upgrade, a damaged entry) is left out with a warning, so one
+    /// such job never stops placement or failover of the others.
     async fn jobs_of(&self, worker_id: &str) -> Result<Vec<Job>>;
+    /// Whether `worker_id` still holds the call: false once failover gave it to another worker
+    /// (this one was stalled, not dead). A worker that no longer holds a call leaves it.
+    async fn holds_job(&self, worker_id: &str, call_id: &str) -> Result<bool>;
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()>;
     async fn load_checkpoint(&self, call_id: &str) -> Result<Option<Checkpoint>>;

@@ -107,6 +107,11 @@ impl FleetBus for MemoryBus {
         Ok(())
     }
 
+    async fn release_room(&self, room: &str) -> Result<()> {
+        self.state().claims.remove(&format!("room:{room}"));
+        Ok(())
+    }
+
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()> {
         {
             let mut state = self.state();
@@ -132,13 +137,18 @@ impl FleetBus for MemoryBus {
             let notified = self.job_queued.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(job) = self
+            let popped = self
                 .state()
                 .queues
                 .get_mut(worker_id)
-                .and_then(VecDeque::pop_front)
-            {
-                check_version(job.v)?;
+                .and_then(VecDeque::pop_front);
+            if let Some(job) = popped {
+                if let Err(e) = check_version(job.v) {
+                    tracing::error!(worker = %worker_id, call_id = %job.call_id, error = %e,
+                        "A job cannot be run by this worker; dropped.");
+                    self.finish_job(worker_id, &job.call_id).await?;
+                    return Ok(None);
+                }
                 return Ok(Some(job));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -161,6 +171,14 @@ impl FleetBus for MemoryBus {
             .get(worker_id)
             .map(|jobs| jobs.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn holds_job(&self, worker_id: &str, call_id: &str) -> Result<bool> {
+        Ok(self
+            .state()
+            .assigned
+            .get(worker_id)
+            .is_some_and(|jobs| jobs.contains_key(call_id)))
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()> {

@@ -10,7 +10,9 @@
 //! - `postcall` — a stream with consumer group `postcall` for finished calls; an entry is deleted
 //!   once acked, so the stream holds only what is not processed yet;
 //! - `postcall:dead` — entries that could not be read as a call record, set aside with the error
-//!   (they would otherwise come back forever).
+//!   (they would otherwise come back forever);
+//! - `dead-jobs` — jobs a worker could not read (newer version, damaged), with the error; the
+//!   latest 1 000 are kept.
 
 use crate::bus::{check_version, FleetBus, PostCallQueue, QueuedRecord, Result};
 use crate::messages::{Checkpoint, Job, WorkerStatus};
@@ -65,6 +67,34 @@ impl RedisBus {
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
+
+    /// Takes a job this build cannot run off `worker_id` (its call id read from the raw JSON,
+    /// when there is one) and keeps it under `dead-jobs` with the error, for an operator.
+    async fn set_job_aside(&self, worker_id: &str, body: &str, error: &str) -> Result<()> {
+        let call_id = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.get("call_id")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            });
+        tracing::error!(worker = %worker_id, call_id = call_id.as_deref().unwrap_or("?"), error = %error,
+            "A job cannot be run by this worker; set aside under dead-jobs.");
+        let entry = serde_json::json!({"worker": worker_id, "error": error, "job": body});
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .lpush(self.key("dead-jobs"), entry.to_string())
+            .ignore()
+            .ltrim(self.key("dead-jobs"), 0, 999)
+            .ignore();
+        if let Some(call_id) = &call_id {
+            pipe.hdel(self.key(&format!("worker:{worker_id}:jobs")), call_id)
+                .ignore();
+        }
+        pipe.exec_async(&mut conn).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -105,10 +135,17 @@ impl FleetBus for RedisBus {
         let bodies: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         let mut live = Vec::new();
-        for body in bodies.into_iter().flatten() {
-            let status: WorkerStatus = serde_json::from_str(&body)?;
-            check_version(status.v)?;
-            live.push(status);
+        for (id, body) in ids.iter().zip(bodies) {
+            let Some(body) = body else { continue };
+            match serde_json::from_str::<WorkerStatus>(&body)
+                .map_err(Into::into)
+                .and_then(|s| check_version(s.v).map(|()| s))
+            {
+                Ok(status) => live.push(status),
+                Err(e) => {
+                    tracing::warn!(worker = %id, error = %e, "A worker's heartbeat cannot be read; it gets no calls from here.");
+                }
+            }
         }
         live.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(live)
@@ -164,6 +201,12 @@ impl FleetBus for RedisBus {
         Ok(())
     }
 
+    async fn release_room(&self, room: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.del(self.key(&format!("claim:room:{room}"))).await?;
+        Ok(())
+    }
+
     async fn assign(&self, worker_id: &str, job: &Job) -> Result<()> {
         let mut conn = self.conn.clone();
         let body = serde_json::to_string(job)?;
@@ -189,13 +232,19 @@ impl FleetBus for RedisBus {
         let popped: Option<(String, String)> = conn
             .brpop(self.key(&format!("worker:{worker_id}:queue")), secs)
             .await?;
-        match popped {
-            Some((_, body)) => {
-                let job: Job = serde_json::from_str(&body)?;
-                check_version(job.v)?;
-                Ok(Some(job))
+        drop(conn);
+        let Some((_, body)) = popped else {
+            return Ok(None);
+        };
+        let read = serde_json::from_str::<Job>(&body)
+            .map_err(Into::into)
+            .and_then(|job| check_version(job.v).map(|()| job));
+        match read {
+            Ok(job) => Ok(Some(job)),
+            Err(e) => {
+                self.set_job_aside(worker_id, &body, &e.to_string()).await?;
+                Ok(None)
             }
-            None => Ok(None),
         }
     }
 
@@ -212,12 +261,25 @@ impl FleetBus for RedisBus {
         let bodies: Vec<String> = conn
             .hvals(self.key(&format!("worker:{worker_id}:jobs")))
             .await?;
-        let mut jobs = bodies
+        let mut jobs: Vec<Job> = bodies
             .iter()
-            .map(|b| serde_json::from_str::<Job>(b))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .filter_map(|b| match serde_json::from_str::<Job>(b) {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    tracing::warn!(worker = %worker_id, error = %e, "A job cannot be read; left where it is.");
+                    None
+                }
+            })
+            .collect();
         jobs.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         Ok(jobs)
+    }
+
+    async fn holds_job(&self, worker_id: &str, call_id: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .hexists(self.key(&format!("worker:{worker_id}:jobs")), call_id)
+            .await?)
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()> {

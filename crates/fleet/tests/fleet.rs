@@ -223,18 +223,117 @@ async fn checkpoints_round_trip() {
     }
 }
 
+/// A job of a newer version (a rolling upgrade) is not misread and does not stop the worker: it
+/// is taken off the worker, and the next job is served.
 #[tokio::test]
-async fn newer_messages_are_refused_not_misread() {
+async fn newer_jobs_are_set_aside_not_misread() {
     for (name, bus) in test_buses().await {
         let mut future = job("c1");
         future.v = MESSAGE_VERSION + 1;
         bus.assign("w1", &future).await.unwrap();
-        let err = bus
-            .next_job("w1", Duration::from_secs(1))
+        bus.assign("w1", &job("c2")).await.unwrap();
+        let first = bus.next_job("w1", Duration::from_secs(1)).await.unwrap();
+        assert_eq!(first, None, "{name}");
+        let second = bus.next_job("w1", Duration::from_secs(1)).await.unwrap();
+        assert_eq!(second.map(|j| j.call_id).as_deref(), Some("c2"), "{name}");
+        let held: Vec<String> = bus
+            .jobs_of("w1")
             .await
-            .unwrap_err();
-        assert!(err.to_string().contains("newer"), "{name}: {err}");
+            .unwrap()
+            .into_iter()
+            .map(|j| j.call_id)
+            .collect();
+        assert_eq!(
+            held,
+            ["c2"],
+            "{name}: the unreadable job is not the worker's call"
+        );
     }
+}
+
+/// On Redis, entries no build of ours wrote (damaged, or from a newer version) sit beside good
+/// ones: listing workers and jobs skips them, so placement and failover go on for everyone.
+#[tokio::test]
+async fn unreadable_heartbeats_and_jobs_do_not_stop_the_others() {
+    use redis::AsyncCommands;
+    let Some(url) = callfleet_fleet::testing::redis_url() else {
+        return;
+    };
+    let prefix = callfleet_fleet::testing::unique_prefix();
+    let bus = callfleet_fleet::RedisBus::connect(&url, &prefix)
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    use callfleet_fleet::FleetBus;
+    bus.heartbeat(&status("good", 1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut newer = serde_json::to_value(status("newer", 0)).unwrap();
+    newer["v"] = serde_json::json!(MESSAGE_VERSION + 1);
+    for (id, body) in [
+        ("garbled", "{not json".to_string()),
+        ("newer", newer.to_string()),
+    ] {
+        let _: () = conn
+            .set(format!("{prefix}worker:{id}"), body)
+            .await
+            .unwrap();
+        let _: () = conn.sadd(format!("{prefix}workers"), id).await.unwrap();
+    }
+    let live: Vec<String> = bus
+        .live_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.worker_id)
+        .collect();
+    assert_eq!(live, ["good"]);
+
+    bus.assign("good", &job("c1")).await.unwrap();
+    let _: () = conn
+        .hset(format!("{prefix}worker:good:jobs"), "c0", "{garbage")
+        .await
+        .unwrap();
+    let _: () = conn
+        .rpush(
+            format!("{prefix}worker:good:queue"),
+            r#"{"call_id": "c0", "v": 1}"#,
+        )
+        .await
+        .unwrap();
+    let held: Vec<String> = bus
+        .jobs_of("good")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.call_id)
+        .collect();
+    assert_eq!(held, ["c1"]);
+    // The unreadable job is popped first (RPUSH puts it at the BRPOP end): set aside, not run.
+    assert_eq!(
+        bus.next_job("good", Duration::from_secs(1)).await.unwrap(),
+        None
+    );
+    let next = bus.next_job("good", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(next.map(|j| j.call_id).as_deref(), Some("c1"));
+    let dead: Vec<String> = conn
+        .lrange(format!("{prefix}dead-jobs"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].contains("c0"), "{dead:?}");
+    let garbage_left: bool = conn
+        .hexists(format!("{prefix}worker:good:jobs"), "c0")
+        .await
+        .unwrap();
+    assert!(
+        !garbage_left,
+        "the set-aside job is no longer counted as the worker's"
+    );
 }
 
 async fn queue_suite(name: &str, queue: &dyn PostCallQueue) {
