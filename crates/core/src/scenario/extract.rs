@@ -92,13 +92,17 @@ fn extract_one(
             Some(Found::Value(email))
         }
         FieldKind::Time => {
-            let m = find_time(tokens, pending)?;
-            mark(tokens, m.span);
+            let first = find_time(tokens, pending)?;
+            let m = corrected(tokens, first.span, first, |t| {
+                find_time(t, pending).map(|m| (m.span, m))
+            });
             Some(Found::Value(m.time.format("%H:%M").to_string()))
         }
         FieldKind::Date => {
-            let m = find_date(tokens, ctx.today, pending)?;
-            mark(tokens, m.span);
+            let first = find_date(tokens, ctx.today, pending)?;
+            let m = corrected(tokens, first.span, first, |t| {
+                find_date(t, ctx.today, pending).map(|m| (m.span, m))
+            });
             if m.date < ctx.today {
                 Some(Found::Invalid(Problem::PastDate))
             } else {
@@ -151,6 +155,55 @@ fn extract_one(
             Some(Found::Value(value))
         }
     }
+}
+
+/// Words with which a caller takes back what they just said: "в четверг, ой нет, в пятницу",
+/// "не в три, а в четыре", "Thursday, I mean Friday".
+const CORRECTIONS: &[&str] = &[
+    "нет",
+    "вернее",
+    "точнее",
+    "ой",
+    "а",
+    "no",
+    "sorry",
+    "mean",
+    "actually",
+    "instead",
+    "rather",
+];
+
+/// True when the caller takes something back between `from` and `to`.
+fn correction_between(tokens: &[Token], from: usize, to: usize) -> bool {
+    tokens[from.min(to)..to]
+        .iter()
+        .any(|t| CORRECTIONS.contains(&t.text.as_str()))
+}
+
+/// The first match, or a later one the caller corrected it to; the tokens of both are taken.
+fn corrected<M>(
+    tokens: &mut [Token],
+    span: Span,
+    first: M,
+    find: impl Fn(&[Token]) -> Option<(Span, M)>,
+) -> M {
+    mark(tokens, span);
+    if let Some((later, m)) = find(tokens) {
+        if later.start >= span.end && correction_between(tokens, span.end, later.start) {
+            mark(tokens, later);
+            return m;
+        }
+    }
+    first
+}
+
+/// The tokens after the caller's last correction word ("…, а в четыре"), if there is one.
+pub fn after_correction(tokens: &[Token]) -> Option<usize> {
+    tokens
+        .iter()
+        .rposition(|t| CORRECTIONS.contains(&t.text.as_str()))
+        .map(|i| i + 1)
+        .filter(|&i| i < tokens.len())
 }
 
 /// An enum option said in any of its synonyms (`haircut|стрижка|подстричься`), as its
@@ -397,6 +450,11 @@ const LABELS: &[&str] = &[
     "here's",
     "call",
     "reach",
+    "you",
+    "can",
+    "could",
+    "try",
+    "me",
     "вот",
     "это",
 ];
@@ -436,6 +494,13 @@ const NON_ANSWERS: &[&str] = &[
     "on",
     "let",
     "see",
+    "hold",
+    "one",
+    "minute",
+    "thanks",
+    "thank",
+    "спасибо",
+    "благодарю",
 ];
 
 /// True when the unused words in `span` say something beyond other fields' labels, fillers,
@@ -454,7 +519,8 @@ fn holds_free_text(tokens: &[Token], span: Span) -> bool {
         return false;
     }
     words.iter().any(|t| {
-        !is_filler(&t.text)
+        crate::text::numbers::number_at(std::slice::from_ref(*t), 0).is_none()
+            && !is_filler(&t.text)
             && !LABELS.contains(&t.text.as_str())
             && !NON_ANSWERS.contains(&t.text.as_str())
             && t.text.chars().any(char::is_alphabetic)
@@ -637,6 +703,15 @@ fn find_introduced_name(tokens: &[Token]) -> Option<(String, Span)> {
         }
         ("фамилия", _) => Some(i + 1),
         ("name's", _) => Some(i + 1),
+        // "I'm Anna Smith", "я Мария": only a capitalised word is a name ("I'm calling").
+        ("i'm" | "я", Some(_)) | ("am", Some(_))
+            if (words[i] != "am" || i > 0 && words[i - 1] == "i")
+                && tokens
+                    .get(i + 1)
+                    .is_some_and(|t| t.raw.chars().next().is_some_and(char::is_uppercase)) =>
+        {
+            Some(i + 1)
+        }
         // "This is Mary": only a capitalised word is a name ("this is urgent" is not).
         ("this", Some("is"))
             if tokens

@@ -17,7 +17,7 @@ pub use assist::{
     LlmMessage,
 };
 pub use engine::ScenarioEngine;
-pub use script::{run_script, CallScript, ScriptError, ScriptReport};
+pub use script::{run_script, run_script_with, CallScript, ScriptError, ScriptReport, ScriptScore};
 pub use state::{
     Action, CallContext, CallResult, EngineSnapshot, EngineState, LiveText, Phase, TurnOutput,
 };

@@ -19,14 +19,28 @@
 //! language: ru
 //! ```
 //!
+//! A turn may also say how sure the recogniser was (`confidence: 0.3`, see
+//! `ScenarioEngine::process_heard`) and what a language model answers in it, by kind of request
+//! (`llm: {route: "booking", extract: '{"service": "маникюр"}', answer: "…"}`): the evaluation
+//! serves these from a fake model over the real wire, and a script with `requires_llm: true`
+//! is only played when the bot has a model.
+//!
+//! Every report carries a [`ScriptScore`]: the expected fields matched exactly, the values
+//! stored that the caller never gave (any stored value other than `fields` states), the
+//! outcome, and the document answers with a fact the documents lack.
+//!
 //! [`run_script`] is pure: it takes the parsed bot and script, so the CLI and cargo tests
 //! share it and only they read files.
 
-use super::assist::{block_on, InMemoryKnowledge};
+use super::assist::{block_on, InMemoryKnowledge, Llm};
 use super::engine::ScenarioEngine;
+use super::grounded::unsupported_facts;
+use super::phrases;
+use super::state::Action;
 use super::state::{CallContext, CallResult};
 use crate::config::BotConfig;
 use crate::text::normalize;
+use crate::text::Language;
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,7 +93,22 @@ pub struct ScriptTurn {
     /// The bot hangs up (or transfers) after this reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_call: Option<bool>,
+    /// How sure the recogniser was of `user` (0–1); none is sure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// What a language model replies in this turn, by request kind (`route`, `extract`,
+    /// `answer`); served by the fake model of the evaluation, ignored otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub llm: BTreeMap<String, String>,
 }
+
+/// The marker in the engine's request to the model of each kind of `ScriptTurn::llm`: a fake
+/// model answers a request holding the marker and the turn's words with the scripted reply.
+pub const LLM_REQUEST_MARKERS: [(&str, &str); 3] = [
+    ("route", "You route a phone caller's request"),
+    ("extract", "You extract form fields"),
+    ("answer", "using only these excerpts"),
+];
 
 /// A document the bot may answer from during the script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +151,62 @@ pub struct CallScript {
     pub outcome: Option<String>,
     #[serde(default)]
     pub language: Option<String>,
+    /// Only played when the bot has a language model (the rows that need one).
+    #[serde(default)]
+    pub requires_llm: bool,
+}
+
+/// What a script measures (see the module docs); sums over a set of scripts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScriptScore {
+    pub fields_expected: usize,
+    pub fields_exact: usize,
+    pub values_stored: usize,
+    /// Stored values the caller never gave: other than `fields` states, or not in it.
+    pub values_wrong: usize,
+    pub outcomes_expected: usize,
+    pub outcomes_right: usize,
+    /// Replies that answered from the documents (or declined to).
+    pub document_answers: usize,
+    /// Of those, replies stating a number, time, price, day or name the documents lack.
+    pub unsupported_answers: usize,
+}
+
+impl ScriptScore {
+    pub fn add(&mut self, other: &ScriptScore) {
+        self.fields_expected += other.fields_expected;
+        self.fields_exact += other.fields_exact;
+        self.values_stored += other.values_stored;
+        self.values_wrong += other.values_wrong;
+        self.outcomes_expected += other.outcomes_expected;
+        self.outcomes_right += other.outcomes_right;
+        self.document_answers += other.document_answers;
+        self.unsupported_answers += other.unsupported_answers;
+    }
+
+    fn share(part: usize, whole: usize, empty: f64) -> f64 {
+        if whole == 0 {
+            empty
+        } else {
+            part as f64 / whole as f64
+        }
+    }
+
+    pub fn exact_match_rate(&self) -> f64 {
+        Self::share(self.fields_exact, self.fields_expected, 1.0)
+    }
+
+    pub fn wrong_value_rate(&self) -> f64 {
+        Self::share(self.values_wrong, self.values_stored, 0.0)
+    }
+
+    pub fn outcome_accuracy(&self) -> f64 {
+        Self::share(self.outcomes_right, self.outcomes_expected, 1.0)
+    }
+
+    pub fn unsupported_share(&self) -> f64 {
+        Self::share(self.unsupported_answers, self.document_answers, 0.0)
+    }
 }
 
 /// Why a script cannot run.
@@ -189,6 +274,7 @@ pub struct ScriptReport {
     /// Greeting first, then one reply per user line.
     pub replies: Vec<String>,
     pub result: Option<CallResult>,
+    pub score: ScriptScore,
 }
 
 fn check_reply(
@@ -233,6 +319,16 @@ fn check_reply(
 
 /// Plays `script` against `config` and checks every expectation.
 pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
+    block_on(run_script_with(config, script, None))
+}
+
+/// [`run_script`] with a language model for the bot, awaited on the caller's executor (a model
+/// reached over the network needs the caller's runtime).
+pub async fn run_script_with(
+    config: &BotConfig,
+    script: &CallScript,
+    llm: Option<Arc<dyn Llm>>,
+) -> ScriptReport {
     let name = script.name.clone().unwrap_or_default();
     let mut failures = Vec::new();
     let context = match script.context(config) {
@@ -244,10 +340,20 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
                 failures: vec![e.to_string()],
                 replies: Vec::new(),
                 result: None,
+                score: ScriptScore::default(),
             }
         }
     };
     let mut engine = ScenarioEngine::new(Arc::new(config.clone()), context);
+    if let Some(llm) = llm {
+        engine = engine.with_llm(llm);
+    }
+    let mut score = ScriptScore::default();
+    let documents: Vec<&str> = script.knowledge.iter().map(|d| d.text.as_str()).collect();
+    let unsure = [
+        phrases::unsure_call_back(Language::Ru),
+        phrases::unsure_call_back(Language::En),
+    ];
     if !script.knowledge.is_empty() {
         let mut kb = InMemoryKnowledge::new();
         for doc in &script.knowledge {
@@ -270,7 +376,31 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
     replies.push(greeting.reply);
     for (i, turn) in script.turns.iter().enumerate() {
         let label = format!("turn {} ({:?})", i + 1, turn.user);
-        let out = block_on(engine.process_turn(&turn.user));
+        let out = engine.process_heard(&turn.user, turn.confidence).await;
+        let answered = out
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::KnowledgeAnswered { .. }));
+        if answered || unsure.iter().any(|u| out.reply.contains(u)) {
+            score.document_answers += 1;
+            let mut grounds = documents.clone();
+            // The bot's own prompts and the sources it names are no facts about the business.
+            grounds.extend(config.name.as_deref());
+            let prompts: Vec<&str> = config
+                .scenarios
+                .iter()
+                .flat_map(|s| s.collect_fields.iter().map(|f| f.prompt.as_str()))
+                .collect();
+            grounds.extend(prompts);
+            grounds.extend(script.knowledge.iter().map(|d| d.source.as_str()));
+            if !unsupported_facts(&out.reply, &grounds).is_empty() {
+                score.unsupported_answers += 1;
+                failures.push(format!(
+                    "{label}: the answer states {:?}, which the documents do not",
+                    unsupported_facts(&out.reply, &grounds)
+                ));
+            }
+        }
         check_reply(
             &label,
             &out.reply,
@@ -290,9 +420,20 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
         replies.push(out.reply);
     }
     let result = engine.end_call();
+    score.fields_expected = script.fields.len();
+    score.values_stored = result.fields.len();
+    score.values_wrong = result
+        .fields
+        .iter()
+        .filter(|(name, value)| script.fields.get(*name) != Some(*value))
+        .count();
+    if script.outcome.is_some() {
+        score.outcomes_expected = 1;
+        score.outcomes_right = usize::from(script.outcome.as_ref() == Some(&result.outcome.kind));
+    }
     for (field, want) in &script.fields {
         match result.fields.get(field) {
-            Some(got) if got == want => {}
+            Some(got) if got == want => score.fields_exact += 1,
             Some(got) => failures.push(format!("field {field}: expected {want:?}, got {got:?}")),
             None => failures.push(format!("field {field}: expected {want:?}, not collected")),
         }
@@ -325,5 +466,6 @@ pub fn run_script(config: &BotConfig, script: &CallScript) -> ScriptReport {
         failures,
         replies,
         result: Some(result),
+        score,
     }
 }

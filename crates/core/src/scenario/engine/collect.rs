@@ -4,7 +4,7 @@
 
 use super::{ScenarioEngine, MAX_RETRIES};
 use crate::config::{BotConfig, FieldKind, FieldSpec, Scenario};
-use crate::scenario::extract::{extract, free_text_object, is_name_field, Found};
+use crate::scenario::extract::{after_correction, extract, free_text_object, is_name_field, Found};
 use crate::scenario::phrases::{self, Problem, YesNo};
 use crate::scenario::state::*;
 use crate::text::Token;
@@ -358,6 +358,32 @@ impl ScenarioEngine {
             })
             .cloned()
             .collect();
+        let mut changed = changed;
+        if changed.is_empty() {
+            // "Не в три, а в четыре": after the correction a bare number is the new time (or
+            // day), read as leniently as an answer to its question.
+            if let Some(at) = after_correction(tokens) {
+                for field in scenario
+                    .collect_fields
+                    .iter()
+                    .filter(|f| matches!(f.kind(), FieldKind::Time | FieldKind::Date))
+                {
+                    let mut tail = tokens[at..].to_vec();
+                    let found = extract(
+                        std::slice::from_ref(field),
+                        &mut tail,
+                        self.extract_context(Some(&field.name)),
+                        &|_| true,
+                    );
+                    if let Some((name, Found::Value(v))) = found.into_iter().next() {
+                        if self.state.fields.get(&name).map(|c| &c.value) != Some(&v) {
+                            changed.push((name, Found::Value(v)));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         let answer = phrases::yes_no(tokens);
         let lang = self.lang();
         if !changed.is_empty() {
