@@ -129,6 +129,11 @@ pub(crate) struct DispatcherArgs {
         default_value = "127.0.0.1:8090"
     )]
     pub http_addr: SocketAddr,
+    /// Seconds a finished call taken by a post-call process may stay unacknowledged before
+    /// another takes it over (its process died). Longer than one record takes to process: a
+    /// model summary may take up to 20 s.
+    #[arg(long, env = "CALLFLEET_POSTCALL_RECLAIM_SEC", default_value_t = 60)]
+    pub postcall_reclaim_sec: u64,
     #[command(flatten)]
     pub livekit: LiveKitArgs,
 }
@@ -254,6 +259,7 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
             &format!("postcall-{}", std::process::id()),
         )
         .with_summarizer(Summarizer::for_bots(store, ProviderEnv::from_env()))
+        .with_reclaim_after(Duration::from_secs(args.postcall_reclaim_sec.max(1)))
         .run(shutdown.clone()),
     );
     let state = WebhookState::new(

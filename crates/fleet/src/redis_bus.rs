@@ -14,7 +14,7 @@
 //! - `dead-jobs` — jobs a worker could not read (newer version, damaged), with the error; the
 //!   latest 1 000 are kept.
 
-use crate::bus::{check_version, FleetBus, PostCallQueue, QueuedRecord, Result};
+use crate::bus::{check_version, FleetBus, FleetError, PostCallQueue, QueuedRecord, Result};
 use crate::messages::{Checkpoint, Job, WorkerStatus};
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
@@ -41,6 +41,43 @@ async fn blocking_connection(client: &Client) -> Result<MultiplexedConnection> {
         .await?)
 }
 
+/// The blocking-read connection, made again after it breaks: a multiplexed connection does not
+/// reconnect by itself, so after Redis restarts every blocking read would otherwise fail for
+/// good (the connection manager used for everything else reconnects on its own).
+struct Blocking {
+    client: Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Blocking {
+    async fn open(client: &Client) -> Result<Blocking> {
+        Ok(Blocking {
+            client: client.clone(),
+            conn: Mutex::new(Some(blocking_connection(client).await?)),
+        })
+    }
+
+    /// Runs `cmd`; a connection that broke is dropped, to be made again on the next read.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut guard = self.conn.lock().await;
+        let conn = match guard.as_mut() {
+            Some(conn) => conn,
+            None => guard.insert(blocking_connection(&self.client).await?),
+        };
+        let result = cmd.query_async(conn).await;
+        if let Err(e) = &result {
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error()
+            {
+                *guard = None;
+            }
+        }
+        Ok(result?)
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -48,7 +85,7 @@ fn millis(d: Duration) -> u64 {
 /// Workers, jobs and checkpoints on Redis.
 pub struct RedisBus {
     conn: ConnectionManager,
-    blocking: Mutex<MultiplexedConnection>,
+    blocking: Blocking,
     prefix: String,
 }
 
@@ -56,7 +93,7 @@ impl RedisBus {
     /// Connects to `redis://…`; keys go under `prefix` (e.g. `cf:`).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBus> {
         let (client, conn) = connections(url).await?;
-        let blocking = Mutex::new(blocking_connection(&client).await?);
+        let blocking = Blocking::open(&client).await?;
         Ok(RedisBus {
             conn,
             blocking,
@@ -227,12 +264,14 @@ impl FleetBus for RedisBus {
     }
 
     async fn next_job(&self, worker_id: &str, wait: Duration) -> Result<Option<Job>> {
-        let mut conn = self.blocking.lock().await;
         let secs = wait.as_secs_f64().max(0.01);
-        let popped: Option<(String, String)> = conn
-            .brpop(self.key(&format!("worker:{worker_id}:queue")), secs)
+        let popped: Option<(String, String)> = self
+            .blocking
+            .query(&redis::Cmd::brpop(
+                self.key(&format!("worker:{worker_id}:queue")),
+                secs,
+            ))
             .await?;
-        drop(conn);
         let Some((_, body)) = popped else {
             return Ok(None);
         };
@@ -312,7 +351,7 @@ impl FleetBus for RedisBus {
 /// The post-call queue on a Redis stream with a consumer group.
 pub struct RedisQueue {
     conn: ConnectionManager,
-    blocking: Mutex<MultiplexedConnection>,
+    blocking: Blocking,
     stream: String,
     dead_stream: String,
     group: String,
@@ -321,26 +360,33 @@ pub struct RedisQueue {
 impl RedisQueue {
     /// Connects and makes sure the stream and its consumer group exist.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisQueue> {
-        let (client, mut conn) = connections(url).await?;
+        let (client, conn) = connections(url).await?;
         let stream = format!("{prefix}postcall");
         let dead_stream = format!("{prefix}postcall:dead");
         let group = "postcall".to_string();
-        let created: redis::RedisResult<()> =
-            conn.xgroup_create_mkstream(&stream, &group, "0").await;
-        if let Err(e) = created {
-            // The group already existing is the normal case after the first start.
-            if e.code() != Some("BUSYGROUP") {
-                return Err(e.into());
-            }
-        }
-        let blocking = Mutex::new(blocking_connection(&client).await?);
-        Ok(RedisQueue {
+        let blocking = Blocking::open(&client).await?;
+        let queue = RedisQueue {
             conn,
             blocking,
             stream,
             dead_stream,
             group,
-        })
+        };
+        queue.create_group().await?;
+        Ok(queue)
+    }
+
+    /// Makes sure the stream and its consumer group exist.
+    async fn create_group(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let created: redis::RedisResult<()> = conn
+            .xgroup_create_mkstream(&self.stream, &self.group, "0")
+            .await;
+        match created {
+            // The group already existing is the normal case after the first start.
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     fn decode(id: &StreamId) -> Result<QueuedRecord> {
@@ -405,15 +451,19 @@ impl PostCallQueue for RedisQueue {
     }
 
     async fn pop(&self, consumer: &str, wait: Duration) -> Result<Option<QueuedRecord>> {
-        let mut conn = self.blocking.lock().await;
         let options = StreamReadOptions::default()
             .group(&self.group, consumer)
             .count(1)
             .block(millis(wait) as usize);
-        let reply: Option<StreamReadReply> = conn
-            .xread_options(&[&self.stream], &[">"], &options)
-            .await?;
-        drop(conn);
+        let read = redis::Cmd::xread_options(&[&self.stream], &[">"], &options);
+        let reply: Option<StreamReadReply> = match self.blocking.query(&read).await {
+            Err(FleetError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                // Redis came back without the stream (no persistence): make it again.
+                self.create_group().await?;
+                self.blocking.query(&read).await?
+            }
+            other => other?,
+        };
         let Some(reply) = reply else { return Ok(None) };
         match reply.keys.first().and_then(|k| k.ids.first()) {
             Some(entry) => self.decode_or_set_aside(entry).await,
