@@ -143,6 +143,23 @@ enum Command {
     TestCalls {
         /// A script file, or a folder searched for scripts.
         path: PathBuf,
+        /// Also print the evaluation figures: field exact-match rate, wrong-value rate, outcome
+        /// accuracy, share of document answers with an unsupported fact.
+        #[arg(long)]
+        report: bool,
+        /// Fail unless exact match >= 95 %, wrong values <= 1 %, no unsupported facts (the
+        /// expectations of single scripts are then figures, not failures).
+        #[arg(long)]
+        targets: bool,
+        /// Give the bots a language model: `ollama` or `openai` (OPENAI_API_KEY); scripts with
+        /// `requires_llm: true` are played only then.
+        #[arg(long)]
+        llm: Option<String>,
+        /// The model server (default: Ollama's or OpenAI's usual URL).
+        #[arg(long)]
+        llm_url: Option<String>,
+        #[arg(long, default_value = "qwen2.5:3b")]
+        llm_model: String,
     },
 }
 
@@ -239,7 +256,7 @@ fn main() -> anyhow::Result<()> {
                     Some(url) => Some(fleet::browser_calls(&cli.global, url.expose(), &redis_prefix, &livekit).await?),
                     None => None,
                 };
-                serve::api(&cli.global, api, calls).await
+                serve::api(&cli.global, api, calls, &livekit).await
             }
             Command::Migrate => serve::migrate(&cli.global).await,
             Command::CheckConfig { file } => config_check::run(&file),
@@ -250,7 +267,10 @@ fn main() -> anyhow::Result<()> {
                     _ => console::run(&bot, &options),
                 }
             }
-            Command::TestCalls { path } => test_calls::run(&path),
+            Command::TestCalls { path, report, targets, llm, llm_url, llm_model } => {
+                let llm = test_calls::model(llm.as_deref(), llm_url.as_deref(), &llm_model)?;
+                test_calls::run(&path, test_calls::Options { report, targets, llm }).await
+            }
             Command::Models { action: ModelsCommand::Pull { only, find_links, no_index } } => {
                 // Downloads and conversion block for minutes: off the async workers.
                 tokio::task::spawn_blocking(move || models::pull(&only, find_links, no_index)).await.context("models pull")?

@@ -4,41 +4,87 @@
 
 use anyhow::Context;
 use callfleet_core::scenario::script::ScriptDocument;
-use callfleet_core::scenario::{run_script, CallScript};
+use callfleet_core::scenario::{run_script_with, CallScript, Llm, ScriptScore};
 use callfleet_core::BotConfig;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The evaluation targets of `--targets` (issue #18).
+pub const MIN_EXACT_MATCH: f64 = 0.95;
+pub const MAX_WRONG_VALUES: f64 = 0.01;
+pub const MAX_UNSUPPORTED: f64 = 0.0;
+
+#[derive(Default)]
+pub struct Options {
+    pub report: bool,
+    pub targets: bool,
+    pub llm: Option<Arc<dyn Llm>>,
+}
+
+/// The bots' language model for `--llm NAME --llm-url URL --llm-model MODEL`.
+pub fn model(
+    name: Option<&str>,
+    url: Option<&str>,
+    model: &str,
+) -> anyhow::Result<Option<Arc<dyn Llm>>> {
+    use callfleet_providers::{ollama::Ollama, openai::OpenAi, EngineLlm, LanguageModel};
+    let language_model: Arc<dyn LanguageModel> = match name {
+        None => return Ok(None),
+        Some("ollama") => Arc::new(Ollama::new(url.unwrap_or("http://127.0.0.1:11434"), model)),
+        Some("openai") => Arc::new(OpenAi::new(
+            url.unwrap_or("https://api.openai.com/v1"),
+            std::env::var("OPENAI_API_KEY")
+                .ok()
+                .map(callfleet_core::secret::Secret::new),
+            model,
+        )),
+        Some(other) => anyhow::bail!("--llm {other}: expected ollama or openai"),
+    };
+    Ok(Some(Arc::new(EngineLlm::new(language_model))))
+}
 
 /// Runs the scripts under `dir` (or the one script `dir` names) and reports on stdout.
-pub fn run(dir: &Path) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let failed = run_with(dir, stdout.lock())?;
+pub async fn run(dir: &Path, options: Options) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let result = run_with(dir, &options, &mut out).await;
+    std::io::stdout().write_all(&out)?;
+    let failed = result?;
     if failed > 0 {
         anyhow::bail!("{failed} scripted call(s) failed");
     }
     Ok(())
 }
 
-/// [`run`] writing to any output; returns how many scripts failed.
-pub fn run_with(dir: &Path, mut output: impl Write) -> anyhow::Result<usize> {
+/// [`run`] writing to any output; returns how many scripts failed (with `targets`: 1 when a
+/// target is missed, else 0).
+pub async fn run_with(
+    dir: &Path,
+    options: &Options,
+    mut output: impl Write,
+) -> anyhow::Result<usize> {
     let mut scripts = Vec::new();
     collect_scripts(dir, &mut scripts)?;
     scripts.sort();
     if scripts.is_empty() {
         anyhow::bail!("no scripted calls (*.yaml) under {}", dir.display());
     }
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    let mut total = ScriptScore::default();
     for path in &scripts {
-        match run_one(path) {
-            Ok(failures) if failures.is_empty() => {
-                passed += 1;
-                writeln!(output, "PASS {}", path.display())?;
-            }
-            Ok(failures) => {
-                failed += 1;
-                writeln!(output, "FAIL {}", path.display())?;
-                for failure in failures {
-                    writeln!(output, "    {failure}")?;
+        match run_one(path, options.llm.clone()).await {
+            Ok(None) => skipped += 1,
+            Ok(Some((failures, score))) => {
+                total.add(&score);
+                if failures.is_empty() {
+                    passed += 1;
+                    writeln!(output, "PASS {}", path.display())?;
+                } else {
+                    failed += 1;
+                    writeln!(output, "FAIL {}", path.display())?;
+                    for failure in failures {
+                        writeln!(output, "    {failure}")?;
+                    }
                 }
             }
             Err(e) => {
@@ -48,7 +94,53 @@ pub fn run_with(dir: &Path, mut output: impl Write) -> anyhow::Result<usize> {
             }
         }
     }
-    writeln!(output, "{passed} passed, {failed} failed")?;
+    write!(output, "{passed} passed, {failed} failed")?;
+    if skipped > 0 {
+        write!(output, ", {skipped} skipped (need an LLM: --llm)")?;
+    }
+    writeln!(output)?;
+    if options.report || options.targets {
+        let pct = |v: f64| format!("{:.1} %", v * 100.0);
+        writeln!(
+            output,
+            "field exact match: {} ({}/{})",
+            pct(total.exact_match_rate()),
+            total.fields_exact,
+            total.fields_expected
+        )?;
+        writeln!(
+            output,
+            "wrong values: {} ({}/{} stored)",
+            pct(total.wrong_value_rate()),
+            total.values_wrong,
+            total.values_stored
+        )?;
+        writeln!(
+            output,
+            "outcome accuracy: {} ({}/{})",
+            pct(total.outcome_accuracy()),
+            total.outcomes_right,
+            total.outcomes_expected
+        )?;
+        writeln!(
+            output,
+            "document answers with an unsupported fact: {} ({}/{})",
+            pct(total.unsupported_share()),
+            total.unsupported_answers,
+            total.document_answers
+        )?;
+    }
+    if options.targets {
+        let met = total.exact_match_rate() >= MIN_EXACT_MATCH
+            && total.wrong_value_rate() <= MAX_WRONG_VALUES
+            && total.unsupported_share() <= MAX_UNSUPPORTED;
+        writeln!(
+            output,
+            "targets (exact >= 95 %, wrong <= 1 %, unsupported 0): {}",
+            if met { "met" } else { "MISSED" }
+        )?;
+        return Ok(usize::from(!met));
+    }
     Ok(failed)
 }
 
@@ -74,10 +166,17 @@ fn collect_scripts(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_one(path: &Path) -> anyhow::Result<Vec<String>> {
+/// The script's failures and score; `None` when it needs a language model and there is none.
+async fn run_one(
+    path: &Path,
+    llm: Option<Arc<dyn Llm>>,
+) -> anyhow::Result<Option<(Vec<String>, ScriptScore)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut script = CallScript::parse(&text)?;
+    if script.requires_llm && llm.is_none() {
+        return Ok(None);
+    }
     let bot_path = script
         .bot_path(path)
         .context("the script names no bot (add `bot: path/to/bot.yaml`)")?;
@@ -88,8 +187,8 @@ fn run_one(path: &Path) -> anyhow::Result<Vec<String>> {
     if script.knowledge.is_empty() {
         script.knowledge = bot_documents(&bot_path)?;
     }
-    let report = run_script(&config, &script);
-    Ok(report.failures)
+    let report = run_script_with(&config, &script, llm).await;
+    Ok(Some((report.failures, report.score)))
 }
 
 /// The bot's documents, `<bot dir>/docs/<bot file stem>/*.md|txt`, when that folder exists.

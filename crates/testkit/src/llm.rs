@@ -81,6 +81,9 @@ struct LlmState {
     echo_delays: Mutex<(Duration, Duration)>,
     requests: Mutex<Vec<serde_json::Value>>,
     key: Option<String>,
+    /// Standing replies: a request whose messages hold every needle gets the reply (again and
+    /// again), after the queue and before echoing.
+    rules: Mutex<Vec<(Vec<String>, LlmReply)>>,
 }
 
 impl LlmReply {
@@ -99,6 +102,23 @@ impl LlmState {
         if let Some(r) = self.queue.lock().expect("fake state lock").pop_front() {
             return r;
         }
+        let said: String = body["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["content"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        let rules = self.rules.lock().expect("fake state lock");
+        if let Some((_, reply)) = rules
+            .iter()
+            .find(|(needles, _)| needles.iter().all(|n| said.contains(n.as_str())))
+        {
+            return reply.clone();
+        }
+        drop(rules);
         let last_user = body["messages"]
             .as_array()
             .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
@@ -204,6 +224,15 @@ macro_rules! llm_fake_api {
                     .lock()
                     .expect("fake state lock")
                     .push_back(reply);
+            }
+            /// A standing reply to every request whose messages hold all of `needles`
+            /// (rules are tried in the order added, after the queue).
+            pub fn reply_when(&self, needles: &[&str], reply: LlmReply) {
+                self.state
+                    .rules
+                    .lock()
+                    .expect("fake state lock")
+                    .push((needles.iter().map(|n| n.to_string()).collect(), reply));
             }
             pub fn set_echo_delays(&self, first_token: Duration, between: Duration) {
                 *self.state.echo_delays.lock().expect("fake state lock") = (first_token, between);
