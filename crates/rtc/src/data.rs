@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use livekit_protocol as proto;
 use proto::data_packet::Value;
 
-use crate::room::RoomEvent;
+use crate::types::RoomEvent;
 
 pub(crate) const CHAT_TOPIC: &str = "lk.chat";
 /// LiveKit's chunk size limit for stream content.

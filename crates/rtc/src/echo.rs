@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use crate::audio::{AudioFrame, AudioStream, LocalAudioTrack};
 use crate::error::RoomError;
-use crate::room::{Room, RoomEvent, RoomOptions};
+use crate::room::Room;
+use crate::types::{RoomEvent, RoomOptions};
 
 /// Join `url` with `token` and echo until the room closes (or `shutdown` resolves).
 pub async fn run(url: &str, token: &str, delay: Duration) -> Result<(), RoomError> {

@@ -23,10 +23,12 @@ mod room;
 mod secret;
 mod signal;
 mod token;
+mod types;
 
 pub use audio::{
     process_send_stats, AudioFrame, AudioStream, LocalAudioTrack, SendStats, LATE_FRAME,
 };
 pub use error::RoomError;
-pub use room::{Participant, ParticipantKind, Room, RoomEvent, RoomOptions};
+pub use room::Room;
 pub use token::participant_token;
+pub use types::{Participant, ParticipantKind, RoomEvent, RoomOptions};
