@@ -85,6 +85,8 @@ pub struct ApiContext {
     pub store: Store,
     pub(crate) knowledge: Option<callfleet_knowledge::KnowledgeService>,
     pub(crate) browser_calls: Option<Arc<BrowserCalls>>,
+    /// LiveKit SIP provisioning of phone numbers; without it numbers are only stored.
+    pub(crate) sip: Option<Arc<callfleet_dispatcher::SipProvisioner>>,
     pub(crate) limiter: Arc<rate_limit::RateLimiter>,
     /// Failed authentications per source address.
     pub(crate) auth_failures: Arc<rate_limit::RateLimiter>,
@@ -110,6 +112,7 @@ impl ApiContext {
             store,
             knowledge: None,
             browser_calls: None,
+            sip: None,
             limiter: Arc::new(limiter),
             auth_failures: Arc::new(auth_failures),
             embed_sessions: Arc::new(embed_sessions),
@@ -123,6 +126,15 @@ impl ApiContext {
         knowledge: callfleet_knowledge::KnowledgeService,
     ) -> ApiContext {
         self.knowledge = Some(knowledge);
+        self
+    }
+
+    /// Carries phone number changes to LiveKit SIP (trunks and dispatch rules).
+    pub fn with_sip_provisioning(
+        mut self,
+        provisioner: Arc<callfleet_dispatcher::SipProvisioner>,
+    ) -> ApiContext {
+        self.sip = Some(provisioner);
         self
     }
 

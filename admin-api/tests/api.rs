@@ -148,6 +148,13 @@ async fn tenant(api: &Api, name: &str, number: &str) -> Tenant {
     let bot = bot["id"].as_str().unwrap().to_string();
     api.ok(
         Method::POST,
+        &format!("/companies/{id}/phone-numbers"),
+        ADMIN,
+        Some(json!({"number": number})),
+    )
+    .await;
+    api.ok(
+        Method::POST,
         &format!("/bots/{bot}/phone-numbers"),
         &key,
         Some(json!({"number": number})),
@@ -340,6 +347,27 @@ async fn a_company_key_never_reaches_another_company() {
                 Method::DELETE,
                 format!("/bots/{}/phone-numbers/{}", b.bot, b.number),
                 None,
+            ),
+            (
+                Method::GET,
+                format!("/companies/{}/phone-numbers", b.id),
+                None,
+            ),
+            (
+                Method::PUT,
+                format!("/companies/{}/phone-numbers/{}/trunk", b.id, b.number),
+                Some(json!({"allowed_addresses": ["203.0.113.9"]})),
+            ),
+            // B's number, named through A's own bot and company: as if nobody had it.
+            (
+                Method::POST,
+                format!("/bots/{}/phone-numbers", a.bot),
+                Some(json!({"number": b.number})),
+            ),
+            (
+                Method::PUT,
+                format!("/companies/{}/phone-numbers/{}/trunk", a.id, b.number),
+                Some(json!({"allowed_addresses": ["203.0.113.9"]})),
             ),
             (Method::GET, "/calls/call_b".to_string(), None),
             (Method::GET, format!("/calls?company_id={}", b.id), None),
@@ -594,19 +622,85 @@ async fn bots_numbers_and_webhooks_behave() {
         let a = tenant(&api, "Salon A", "+74950000001").await;
         let b = tenant(&api, "Clinic B", "+74950000002").await;
 
+        // A's number, asked for with B's key: not found, exactly as a number nobody has, and the
+        // answer names no holder.
+        for number in ["8 (495) 000-00-01", "+74950000077"] {
+            let taken = api
+                .call(
+                    Method::POST,
+                    &format!("/bots/{}/phone-numbers", b.bot),
+                    &b.key,
+                    Some(json!({"number": number, "region": "RU"})),
+                )
+                .await;
+            assert_eq!(taken.status, StatusCode::NOT_FOUND, "{}", taken.body);
+            assert_eq!(
+                taken.body["error"]["message"],
+                json!("phone number not found"),
+                "{}",
+                taken.body
+            );
+        }
+        // Only the admin key gives numbers to companies, and it sees who holds one.
+        let claim = api
+            .call(
+                Method::POST,
+                &format!("/companies/{}/phone-numbers", b.id),
+                &b.key,
+                Some(json!({"number": "+79161234567"})),
+            )
+            .await;
+        assert_eq!(claim.status, StatusCode::FORBIDDEN, "{}", claim.body);
         let taken = api
             .call(
                 Method::POST,
-                &format!("/bots/{}/phone-numbers", b.bot),
-                &b.key,
-                Some(json!({"number": "8 (495) 000-00-01", "region": "RU"})),
+                &format!("/companies/{}/phone-numbers", b.id),
+                ADMIN,
+                Some(json!({"number": "+74950000001"})),
             )
             .await;
         assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
-        assert!(taken.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("+74950000001"));
+        api.ok(
+            Method::POST,
+            &format!("/companies/{}/phone-numbers", b.id),
+            ADMIN,
+            Some(json!({"number": "+79161234567"})),
+        )
+        .await;
+        let trunk = api
+            .ok(
+                Method::PUT,
+                &format!("/companies/{}/phone-numbers/%2B79161234567/trunk", b.id),
+                &b.key,
+                Some(
+                    json!({"allowed_addresses": ["203.0.113.0/24"], "auth_username": "clinic",
+                    "auth_password": "pw-1", "outbound_address": "sip.example.net:5060"}),
+                ),
+            )
+            .await;
+        assert_eq!(trunk["trunk"]["auth_password_set"], json!(true));
+        assert!(
+            trunk.to_string().find("pw-1").is_none(),
+            "passwords are never shown"
+        );
+        let bad_trunk = api
+            .call(
+                Method::PUT,
+                &format!("/companies/{}/phone-numbers/%2B79161234567/trunk", b.id),
+                &b.key,
+                Some(json!({"allowed_addresses": ["not-an-ip"]})),
+            )
+            .await;
+        assert_eq!(
+            (
+                bad_trunk.status,
+                bad_trunk.body["error"]["details"][0]["path"].as_str()
+            ),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("allowed_addresses[0]")
+            )
+        );
         let bad = api
             .call(
                 Method::POST,
@@ -686,6 +780,7 @@ async fn bots_numbers_and_webhooks_behave() {
                 .status,
             StatusCode::NOT_FOUND
         );
+        // A deleted bot's number stays its company's, routed nowhere; other tenants still cannot take it.
         let reuse = api
             .call(
                 Method::POST,
@@ -694,10 +789,18 @@ async fn bots_numbers_and_webhooks_behave() {
                 Some(json!({"number": "+74950000001"})),
             )
             .await;
+        assert_eq!(reuse.status, StatusCode::NOT_FOUND, "{}", reuse.body);
+        let kept = api
+            .ok(
+                Method::GET,
+                &format!("/companies/{}/phone-numbers", a.id),
+                &a.key,
+                None,
+            )
+            .await;
         assert_eq!(
-            reuse.status,
-            StatusCode::CREATED,
-            "a deleted bot's number is free again"
+            (kept[0]["number"].as_str(), &kept[0]["bot_id"]),
+            (Some("+74950000001"), &json!(null))
         );
 
         let hook = api
@@ -1081,6 +1184,10 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "POST /bots/{id}/phone-numbers",
         "GET /bots/{id}/phone-numbers",
         "DELETE /bots/{id}/phone-numbers/{number}",
+        "POST /companies/{id}/phone-numbers",
+        "GET /companies/{id}/phone-numbers",
+        "DELETE /companies/{id}/phone-numbers/{number}",
+        "PUT /companies/{id}/phone-numbers/{number}/trunk",
         "POST /bots/{id}/knowledge",
         "GET /bots/{id}/knowledge",
         "DELETE /bots/{id}/knowledge",

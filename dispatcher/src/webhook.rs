@@ -116,8 +116,10 @@ async fn handle(dispatcher: &Dispatcher, event: &WebhookEvent) -> Result<(), Pla
             return Ok(());
         };
         match dispatcher.store().find_phone_number(&number).await {
-            Ok(phone) => request.bot_id = phone.bot_id,
-            Err(StoreError::NotFound) => {
+            Ok(phone) if phone.bot_id.is_some() => {
+                request.bot_id = phone.bot_id.unwrap_or_default();
+            }
+            Ok(_) | Err(StoreError::NotFound) => {
                 tracing::warn!(number = %number, room = %request.room, "SIP call to a number no bot has");
                 return Ok(());
             }

@@ -171,8 +171,10 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("DELETE FROM phone_numbers WHERE bot_id = $1")
+        // The company keeps its numbers; they route nowhere until given to another bot.
+        sqlx::query("UPDATE phone_numbers SET bot_id = NULL, updated_at = $2 WHERE bot_id = $1")
             .bind(id)
+            .bind(now_ms())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

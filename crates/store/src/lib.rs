@@ -27,7 +27,7 @@ pub use companies::{Company, NewCompany};
 pub use dead_letters::DeadLetter;
 pub use embed_keys::{EmbedKey, NewEmbedKey, EMBED_KEY_PREFIX};
 pub use knowledge::{KnowledgeDocument, NewKnowledgeDocument};
-pub use phone_numbers::PhoneNumber;
+pub use phone_numbers::{PhoneNumber, TrunkSettings};
 pub use webhook_outbox::{
     AttemptVerdict, DeliveryAttempt, DisableAfter, DueDelivery, RecordedAttempt,
 };

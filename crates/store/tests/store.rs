@@ -5,10 +5,11 @@ use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{
     CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn, TurnMetrics,
 };
+use callfleet_core::secret::Secret;
 use callfleet_store::testing::test_stores;
 use callfleet_store::{
     BotPatch, CallFilter, NewBot, NewCompany, NewKnowledgeDocument, NewWebhookEndpoint, Store,
-    StoreError, WebhookPatch,
+    StoreError, TrunkSettings, WebhookPatch,
 };
 use std::collections::BTreeMap;
 
@@ -236,34 +237,89 @@ async fn bot_configs_are_versioned() {
 }
 
 #[tokio::test]
-async fn a_number_belongs_to_one_bot() {
+async fn a_number_belongs_to_one_company_and_routes_to_one_of_its_bots() {
     each_backend(|db| async move {
         let s = &db;
         let c = company(s, "A").await;
+        let other = company(s, "B").await;
         let (b1, b2) = (bot(s, &c).await, bot(s, &c).await);
         s.add_phone_number(&c, &b1, "+74950000000").await.unwrap();
-        let err = s
-            .add_phone_number(&c, &b2, "+74950000000")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Conflict(m) if m.contains("+74950000000")),
-            "{err:?}"
-        );
+        for taken in [
+            s.add_phone_number(&c, &b2, "+74950000000").await,
+            s.add_company_number(&other, "+74950000000").await,
+        ] {
+            let err = taken.unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Conflict(m) if m.contains("+74950000000")),
+                "{err:?}"
+            );
+        }
         assert_eq!(
             s.find_phone_number("+74950000000").await.unwrap().bot_id,
-            b1
+            Some(b1.clone())
         );
         assert_eq!(s.list_phone_numbers(&b1).await.unwrap().len(), 1);
+        // Another company can neither route nor read it.
+        let other_bot = bot(s, &other).await;
+        assert!(matches!(
+            s.assign_phone_number(&other, &other_bot, "+74950000000")
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.company_number(&other, "+74950000000").await,
+            Err(StoreError::NotFound)
+        ));
+        // Routed to b1, so not to b2 until b1 lets it go.
+        assert!(matches!(
+            s.assign_phone_number(&c, &b2, "+74950000000").await,
+            Err(StoreError::Conflict(_))
+        ));
         s.delete_bot(&b1).await.unwrap();
-        s.add_phone_number(&c, &b2, "+74950000000")
+        let kept = s.company_number(&c, "+74950000000").await.unwrap();
+        assert_eq!(
+            kept.bot_id, None,
+            "a deleted bot releases its numbers to the company"
+        );
+        s.assign_phone_number(&c, &b2, "+74950000000")
             .await
-            .expect("a deleted bot releases its numbers");
+            .unwrap();
+        s.assign_phone_number(&c, &b2, "+74950000000")
+            .await
+            .expect("assigning again is done");
+
+        let trunk = TrunkSettings {
+            allowed_addresses: vec!["203.0.113.0/24".into()],
+            auth_username: Some("acme".into()),
+            auth_password: Some(Secret::new("pw")),
+            outbound_address: Some("sip.example.net".into()),
+            outbound_username: None,
+            outbound_password: None,
+        };
+        let saved = s
+            .set_trunk_settings(&c, "+74950000000", &trunk)
+            .await
+            .unwrap();
+        assert_eq!(saved.trunk, trunk);
+        assert!(matches!(
+            s.set_trunk_settings(&other, "+74950000000", &trunk).await,
+            Err(StoreError::NotFound)
+        ));
+
         s.remove_phone_number(&b2, "+74950000000").await.unwrap();
+        assert_eq!(
+            s.find_phone_number("+74950000000").await.unwrap().bot_id,
+            None
+        );
+        assert_eq!(s.list_company_numbers(&c).await.unwrap().len(), 1);
+        s.remove_company_number(&c, "+74950000000").await.unwrap();
         assert!(matches!(
             s.find_phone_number("+74950000000").await,
             Err(StoreError::NotFound)
         ));
+        s.add_company_number(&other, "+74950000000")
+            .await
+            .expect("a number taken back is free for anyone");
     })
     .await;
 }
