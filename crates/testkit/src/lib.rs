@@ -16,6 +16,7 @@ pub mod aura;
 pub mod cartesia;
 pub mod deepgram;
 pub mod elevenlabs;
+pub mod fuzz;
 pub mod llm;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
