@@ -1,0 +1,138 @@
+//! What the turn detector decides, done: a caller's turn ended (the reply requested), a barge-in
+//! (the reply, its synthesis and its queued audio cancelled, what was heard recorded), a false
+//! alarm resumed, a re-prompt or a hang-up on silence, and the end-of-turn model consulted off
+//! the executor.
+
+use super::call::{Call, Speaking};
+use super::reply::Request;
+use super::{CallEnd, CallOutput, PipelineError};
+use crate::phrases;
+use crate::splitter::SentenceSplitter;
+use crate::turn::{TurnAction, TurnInput};
+use callfleet_core::domain::{Speaker, Turn};
+use callfleet_providers::{heard_prefix, unheard_rest, SPOKEN_CHARS_PER_SEC};
+
+impl Call {
+    pub(super) async fn act(&mut self, actions: Vec<TurnAction>) -> Result<(), PipelineError> {
+        for action in actions {
+            let now = self.now();
+            match action {
+                TurnAction::EndOfTurn { text, via } => {
+                    let judgement = self.detector.take_judgement();
+                    tracing::debug!(?via, ?judgement, text = %text, "End of turn.");
+                    self.stop_speaking();
+                    self.resumable = None;
+                    self.user_turns += 1;
+                    let turn = Turn {
+                        speaker: Speaker::User,
+                        text: text.clone(),
+                        at_ms: now.as_millis() as u64,
+                        interrupted: false,
+                    };
+                    self.transcript.push(turn.clone());
+                    self.emit(CallOutput::Transcript(turn)).await?;
+                    self.turn_id += 1;
+                    let mut s = Speaking::new(Some(self.turn_id));
+                    s.timer.last_voiced = self.detector.last_voiced();
+                    s.timer.stt_final = self.last_final;
+                    s.timer.end_of_turn = Some(now);
+                    s.timer.endpoint = Some(via.as_str());
+                    s.timer.judgement = judgement;
+                    self.speaking = Some(s);
+                    self.splitter = SentenceSplitter::new(self.config.split);
+                    let _ = self.requests.send(Request::Respond {
+                        turn: self.turn_id,
+                        text,
+                    });
+                }
+                TurnAction::Interrupt => self.interrupt().await?,
+                TurnAction::Resume => match self.resumable.take() {
+                    Some(rest) => self.say_phrase(rest, false, false),
+                    None => {
+                        self.detector.handle(now, TurnInput::AgentSpeaking(true));
+                        self.detector.handle(now, TurnInput::AgentSpeaking(false));
+                    }
+                },
+                TurnAction::Reprompt => {
+                    self.say_phrase(phrases::reprompt(&self.language).to_string(), true, false)
+                }
+                TurnAction::PredictEndOfTurn { request } => self.predict_end_of_turn(request),
+                TurnAction::Hangup => {
+                    self.say_phrase(phrases::goodbye(&self.language).to_string(), true, true);
+                    self.pending_end = Some(CallEnd::SilenceTimeout);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the end-of-turn model off the executor; its verdict comes back through `verdicts`.
+    fn predict_end_of_turn(&self, request: u64) {
+        let Some(model) = self.turn_model.clone() else {
+            let _ = self.verdict_tx.send((request, None));
+            return;
+        };
+        let audio = self.recent_audio.to_speech_end();
+        let tx = self.verdict_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let verdict = match model.lock() {
+                Ok(mut m) => m.complete_probability(&audio),
+                Err(_) => Err("the model panicked on an earlier call".to_string()),
+            };
+            let probability = match verdict {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "The end-of-turn model failed; endpointing without it this time.");
+                    None
+                }
+            };
+            tracing::debug!(request, ?probability, "End-of-turn verdict.");
+            let _ = tx.send((request, probability));
+        });
+    }
+
+    /// Barge-in: cancel the reply, then its synthesis, then the queued audio — in that order —
+    /// and record what the caller actually heard.
+    async fn interrupt(&mut self) -> Result<(), PipelineError> {
+        let Some(s) = self.speaking.take() else {
+            return Ok(());
+        };
+        if let Some(turn) = s.turn {
+            let _ = self.cancels.send(turn);
+        }
+        if let (Some(tts), Some(id)) = (&self.tts, s.utterance) {
+            let _ = tts.cancel(id);
+        }
+        self.queue.clear();
+        self.next_frame = None;
+        self.emit(CallOutput::Clear).await?;
+        let said = s.text.trim().to_string();
+        let chars = said.chars().count();
+        let heard_chars = if s.tts_done && s.samples_in > 0 {
+            (chars as f64 * s.samples_played as f64 / s.samples_in as f64) as usize
+        } else {
+            (s.samples_played as f64 / self.config.output_rate as f64 * SPOKEN_CHARS_PER_SEC)
+                as usize
+        };
+        let heard = heard_prefix(&said, heard_chars).to_string();
+        let rest = unheard_rest(&said, heard_chars as f64 / SPOKEN_CHARS_PER_SEC);
+        self.resumable = (!rest.is_empty()).then_some(rest);
+        let now = self.now();
+        let turn = Turn {
+            speaker: Speaker::Bot,
+            text: heard.clone(),
+            at_ms: now.as_millis() as u64,
+            interrupted: true,
+        };
+        self.transcript.push(turn.clone());
+        self.emit(CallOutput::Transcript(turn)).await?;
+        let _ = self.requests.send(Request::Interrupted { said, heard });
+        if let Some(m) = &self.metrics {
+            m.interrupted(&self.config.bot_id);
+        }
+        if s.turn.is_some() {
+            self.record_metrics(&s.timer).await?;
+        }
+        Ok(())
+    }
+}
