@@ -8,7 +8,8 @@
 //! with a message naming that command when they are missing.
 //!
 //! Architecture invariant: heavy native/ML dependencies live only here and only behind cargo
-//! features (`minilm`), so crates that do not run a model never compile one.
+//! features (`minilm`, `whisper`, `llm`, `espeak`, `onnx`, `engines`, `models`), so crates that
+//! do not run a model never compile one.
 
 #[cfg(feature = "minilm")]
 mod minilm;
