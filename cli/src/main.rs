@@ -151,7 +151,7 @@ enum Command {
         /// expectations of single scripts are then figures, not failures).
         #[arg(long)]
         targets: bool,
-        /// Give the bots a language model: `ollama` or `openai` (OPENAI_API_KEY); scripts with
+        /// Give the bots a language model: `ollama`, `openai` (OPENAI_API_KEY) or `local`; scripts with
         /// `requires_llm: true` are played only then.
         #[arg(long)]
         llm: Option<String>,

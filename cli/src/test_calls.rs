@@ -22,7 +22,8 @@ pub struct Options {
     pub llm: Option<Arc<dyn Llm>>,
 }
 
-/// The bots' language model for `--llm NAME --llm-url URL --llm-model MODEL`.
+/// The bots' language model for `--llm NAME --llm-url URL --llm-model MODEL`; `local` is the
+/// offline SmolLM2 (`callfleet models pull`).
 pub fn model(
     name: Option<&str>,
     url: Option<&str>,
@@ -39,7 +40,16 @@ pub fn model(
                 .map(callfleet_core::secret::Secret::new),
             model,
         )),
-        Some(other) => anyhow::bail!("--llm {other}: expected ollama or openai"),
+        Some("local") => {
+            use callfleet_providers::LocalEngines;
+            let choice: callfleet_core::config::ProviderChoice =
+                serde_json::from_value(serde_json::json!({"provider": "local-llm"}))
+                    .context("the local-llm choice")?;
+            crate::models::local_engines()
+                .llm(&choice)
+                .map_err(|why| anyhow::anyhow!("--llm local: {why}"))?
+        }
+        Some(other) => anyhow::bail!("--llm {other}: expected ollama, openai or local"),
     };
     Ok(Some(Arc::new(EngineLlm::new(language_model))))
 }
