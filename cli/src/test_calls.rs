@@ -56,10 +56,8 @@ pub fn model(
 
 /// Runs the scripts under `dir` (or the one script `dir` names) and reports on stdout.
 pub async fn run(dir: &Path, options: Options) -> anyhow::Result<()> {
-    let mut out = Vec::new();
-    let result = run_with(dir, &options, &mut out).await;
-    std::io::stdout().write_all(&out)?;
-    let failed = result?;
+    // Line by line as the scripts run (a run with a local model takes minutes).
+    let failed = run_with(dir, &options, std::io::stdout()).await?;
     if failed > 0 {
         anyhow::bail!("{failed} scripted call(s) failed");
     }

@@ -393,6 +393,12 @@ pub async fn run_script_with(
                 .collect();
             grounds.extend(prompts);
             grounds.extend(script.knowledge.iter().map(|d| d.source.as_str()));
+            // The way back to the request ("Вернёмся к записи. …") is the bot's own too.
+            let back: Vec<String> = [Language::Ru, Language::En]
+                .into_iter()
+                .map(|l| phrases::back_to("", l))
+                .collect();
+            grounds.extend(back.iter().map(String::as_str));
             if !unsupported_facts(&out.reply, &grounds).is_empty() {
                 score.unsupported_answers += 1;
                 failures.push(format!(
@@ -448,7 +454,13 @@ pub async fn run_script_with(
             failures.push(format!(
                 "outcome: expected {want}, got {} ({})",
                 result.outcome.kind,
-                result.outcome.evidence.join("; ")
+                result
+                    .outcome
+                    .evidence
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ));
         }
     }

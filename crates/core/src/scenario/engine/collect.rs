@@ -268,10 +268,14 @@ impl ScenarioEngine {
         active: &ActiveScenario,
         out: &mut TurnOutput,
     ) -> bool {
-        let intent = self
-            .match_intent(text, tokens)
-            .await
-            .filter(|i| self.config.scenarios[i.scenario].name != scenario.name);
+        // Words said when free text was asked for are most likely the answer: only trigger
+        // phrases take them elsewhere, not a model's guess ("lisinopril" is no cancellation).
+        let intent = if only_text_pending(scenario, active) {
+            self.keyword_intent(tokens)
+        } else {
+            self.match_intent(text, tokens).await
+        };
+        let intent = intent.filter(|i| self.config.scenarios[i.scenario].name != scenario.name);
         let question = phrases::is_question(text, tokens);
         let resume_prompt = match active.phase {
             Phase::Collecting => active
@@ -392,13 +396,7 @@ impl ScenarioEngine {
                 self.advance(scenario, problems, out);
                 return;
             }
-            if let Some(active) = self.state.active.as_mut() {
-                active.phase = Phase::Confirming;
-            }
-            out.actions.push(Action::ConfirmationRequested {
-                scenario: scenario.name.clone(),
-            });
-            out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+            self.read_back_corrected(scenario, out);
             return;
         }
         if answer == Some(YesNo::Yes) {
@@ -408,13 +406,7 @@ impl ScenarioEngine {
         // "No, the service is manicure": the field named, then its new value.
         if let Some((field, value)) = self.named_correction(scenario, tokens) {
             self.set_field(&field, value, out);
-            if let Some(active) = self.state.active.as_mut() {
-                active.phase = Phase::Confirming;
-            }
-            out.actions.push(Action::ConfirmationRequested {
-                scenario: scenario.name.clone(),
-            });
-            out.say(phrases::corrected_confirm(&self.summary(scenario), lang));
+            self.read_back_corrected(scenario, out);
             return;
         }
         if let Some(field) = scenario
@@ -473,6 +465,20 @@ impl ScenarioEngine {
 }
 
 impl ScenarioEngine {
+    /// After a correction: the values read back again for a yes.
+    fn read_back_corrected(&mut self, scenario: &Scenario, out: &mut TurnOutput) {
+        if let Some(active) = self.state.active.as_mut() {
+            active.phase = Phase::Confirming;
+        }
+        out.actions.push(Action::ConfirmationRequested {
+            scenario: scenario.name.clone(),
+        });
+        out.say(phrases::corrected_confirm(
+            &self.summary(scenario),
+            self.lang(),
+        ));
+    }
+
     /// The first open free-text field (not a name) filled from the object of what was said
     /// ("запишите меня на маникюр в пятницу", "for a cleaning"); its tokens are cleared.
     pub(super) fn take_free_text_object(

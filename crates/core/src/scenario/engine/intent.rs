@@ -13,6 +13,14 @@ use crate::text::Token;
 impl ScenarioEngine {
     /// The scenario the caller's words point to, if any is sure enough.
     pub(super) async fn match_intent(&self, text: &str, tokens: &[Token]) -> Option<Intent> {
+        match self.keyword_intent(tokens) {
+            Some(intent) => Some(intent),
+            None => self.classify_with_llm(text).await,
+        }
+    }
+
+    /// The scenario the caller's words name by its trigger phrases, without asking the LLM.
+    pub(super) fn keyword_intent(&self, tokens: &[Token]) -> Option<Intent> {
         let said = token_stems(tokens);
         // Ties go to the scenario whose phrases cover more of what was said, then to the one
         // listed first: the config's order is its priority.
@@ -60,10 +68,7 @@ impl ScenarioEngine {
                 ));
             }
         }
-        if let Some((intent, _)) = best {
-            return Some(intent);
-        }
-        self.classify_with_llm(text).await
+        best.map(|(intent, _)| intent)
     }
 
     pub(super) async fn classify_with_llm(&self, text: &str) -> Option<Intent> {
