@@ -3,7 +3,9 @@
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use callfleet_admin_api::{router, ApiConfig, ApiContext};
-use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn};
+use callfleet_core::domain::{
+    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn,
+};
 use callfleet_core::secret::Secret;
 use callfleet_store::testing::test_stores;
 use callfleet_store::Store;
@@ -200,7 +202,7 @@ fn call_record(id: &str, company: &str, bot: &str, started_at: i64, outcome: &st
         fields: BTreeMap::from([("service".to_string(), "стрижка".to_string())]),
         outcome: Some(Outcome {
             kind: outcome.into(),
-            evidence: vec!["turn 1".into()],
+            evidence: vec![Evidence::QuestionAnswered { turn: 1 }],
         }),
         summary: None,
         metrics: vec![],

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use callfleet_admin_api::{router, ApiConfig, ApiContext};
 use callfleet_core::domain::{
-    CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn, TurnMetrics,
+    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn, TurnMetrics,
 };
 use callfleet_core::secret::Secret;
 use callfleet_store::testing::test_stores;
@@ -62,7 +62,11 @@ fn call(id: &str, company: &str, started_at: i64) -> CallRecord {
         fields: Default::default(),
         outcome: Some(Outcome {
             kind: "BOOKING".into(),
-            evidence: vec!["turn 1: event booking_created".into()],
+            evidence: vec![Evidence::Event {
+                turn: 1,
+                event: "booking_created".into(),
+                scenario: Some("booking".into()),
+            }],
         }),
         summary: None,
         metrics: vec![TurnMetrics {
@@ -130,7 +134,8 @@ async fn calls_show_their_analysis_and_filter_on_it() {
         assert_eq!(analysed["analytics"]["turns"], 12, "{name}");
         assert_eq!(analysed["analytics"]["latency_p95_ms"], 1_900, "{name}");
         assert_eq!(
-            analysed["outcome"]["evidence"][0], "turn 1: event booking_created",
+            analysed["outcome"]["evidence"][0],
+            serde_json::json!({"kind": "event", "turn": 1, "event": "booking_created", "scenario": "booking"}),
             "{name}: the outcome carries its evidence"
         );
         let (_, old) = get(&app, "/calls/call_old").await;

@@ -10,7 +10,7 @@
 
 use crate::worker::CallHandle;
 use callfleet_core::config::BotConfig;
-use callfleet_core::domain::{CallRecord, CallStatus, Outcome, Speaker, Turn};
+use callfleet_core::domain::{CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn};
 use callfleet_core::scenario::{
     phrases, CallContext, EngineSnapshot, KnowledgeSearch, ScenarioEngine,
 };
@@ -282,7 +282,7 @@ pub(crate) fn failed_record(job: &Job, started_at: i64, why: &dyn std::fmt::Disp
     let mut record = record_for(job, started_at, CallStatus::Failed);
     record.outcome = Some(Outcome {
         kind: "FAILED".into(),
-        evidence: vec![why.to_string()],
+        evidence: vec![Evidence::note(why.to_string())],
     });
     record
 }
@@ -292,7 +292,7 @@ pub(crate) fn no_answer_record(job: &Job, started_at: i64, evidence: &str) -> Ca
     let mut record = record_for(job, started_at, CallStatus::NoAnswer);
     record.outcome = Some(Outcome {
         kind: "NO_ANSWER".into(),
-        evidence: vec![evidence.into()],
+        evidence: vec![Evidence::note(evidence)],
     });
     record
 }

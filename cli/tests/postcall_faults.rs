@@ -14,7 +14,9 @@
 //! poison one is a dead letter with its error, and the stream is empty.
 
 use callfleet_core::config::BotConfig;
-use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn};
+use callfleet_core::domain::{
+    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn,
+};
 use callfleet_fleet::{PostCallQueue, RedisQueue};
 use callfleet_store::{NewBot, NewCompany, NewWebhookEndpoint, Store};
 use callfleet_testkit::llm::{FakeOllama, LlmReply};
@@ -333,7 +335,11 @@ fn record(id: &str, company: &str, bot: &str) -> CallRecord {
         fields: [("service".to_string(), "haircut".to_string())].into(),
         outcome: Some(Outcome {
             kind: "BOOKING".into(),
-            evidence: vec!["turn 2: scenario booking completed, event booking_created".into()],
+            evidence: vec![Evidence::ScenarioCompleted {
+                turn: 2,
+                scenario: "booking".into(),
+                event: Some("booking_created".into()),
+            }],
         }),
         summary: None,
         metrics: vec![],

@@ -108,9 +108,168 @@ pub struct TurnMetrics {
 pub struct Outcome {
     /// `BOOKING`, `LEAD`, `INFO_ONLY`, … or a company's own UPPER_SNAKE name.
     pub kind: String,
-    /// Why: the rule or event that decided it, the turns and fields it rests on.
-    #[serde(default)]
-    pub evidence: Vec<String>,
+    /// Why, as data: the rule that decided it, the events, fields and turns it rests on. What
+    /// follows from the outcome (its webhook events) is read from here, never from words.
+    #[serde(default, deserialize_with = "evidence_list")]
+    pub evidence: Vec<Evidence>,
+}
+
+impl Outcome {
+    /// The index in the bot's `outcome_rules` of the rule that decided the outcome, if one did.
+    pub fn rule(&self) -> Option<usize> {
+        self.evidence.iter().find_map(|e| match e {
+            Evidence::Rule { index } => Some(*index),
+            _ => None,
+        })
+    }
+
+    /// The scenario events (`on_complete`) the outcome rests on, in order, once each.
+    pub fn events(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for e in &self.evidence {
+            let event = match e {
+                Evidence::Event { event, .. } => Some(event.as_str()),
+                Evidence::ScenarioCompleted { event, .. } => event.as_deref(),
+                _ => None,
+            };
+            if let Some(event) = event.filter(|e| !out.contains(e)) {
+                out.push(event);
+            }
+        }
+        out
+    }
+
+    /// Whether the call was handed to a person, by the outcome or its evidence.
+    pub fn transferred(&self) -> bool {
+        self.kind == "TRANSFERRED"
+            || self
+                .evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::Transferred { .. }))
+    }
+}
+
+/// One fact an outcome rests on. Serialised with its `kind` (`{"kind": "event", "turn": 5,
+/// "event": "booking_created", "scenario": "booking"}`); [`Display`](std::fmt::Display) says it
+/// in words for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// The bot's `outcome_rules[index]` held.
+    Rule { index: usize },
+    /// A scenario's `on_complete` event fired.
+    Event {
+        turn: u32,
+        event: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scenario: Option<String>,
+    },
+    /// A scenario was completed (with its `on_complete` event, when it has one).
+    ScenarioCompleted {
+        turn: u32,
+        scenario: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<String>,
+    },
+    /// A scenario was entered (and, when `completed` is false, left unfinished).
+    ScenarioEntered {
+        turn: u32,
+        scenario: String,
+        completed: bool,
+    },
+    /// A field was collected.
+    Field {
+        turn: u32,
+        name: String,
+        value: String,
+    },
+    /// The caller was handed to a person.
+    Transferred { turn: u32 },
+    /// The caller asked to be called back.
+    CallbackRequested { turn: u32 },
+    /// A question was answered (from the documents or the scenario).
+    QuestionAnswered { turn: u32 },
+    /// The caller never spoke.
+    NoCallerSpeech,
+    /// Contact details were left without a request being completed.
+    ContactLeft,
+    /// No request was recognised.
+    NoRequest,
+    /// Nothing else decided: the bot's `default_outcome`.
+    DefaultOutcome,
+    /// Anything else, in words: why a call could not run; evidence stored before it was data.
+    Note { text: String },
+}
+
+impl Evidence {
+    pub fn note(text: impl Into<String>) -> Evidence {
+        Evidence::Note { text: text.into() }
+    }
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Evidence::Rule { index } => write!(f, "rule outcome_rules[{index}]"),
+            Evidence::Event { turn, event, .. } => write!(f, "turn {turn}: event {event}"),
+            Evidence::ScenarioCompleted {
+                turn,
+                scenario,
+                event: Some(event),
+            } => write!(
+                f,
+                "turn {turn}: scenario {scenario} completed, event {event}"
+            ),
+            Evidence::ScenarioCompleted { turn, scenario, .. } => {
+                write!(f, "turn {turn}: scenario {scenario} completed")
+            }
+            Evidence::ScenarioEntered {
+                turn,
+                scenario,
+                completed: true,
+            } => write!(f, "turn {turn}: scenario {scenario} entered"),
+            Evidence::ScenarioEntered { turn, scenario, .. } => {
+                write!(
+                    f,
+                    "turn {turn}: scenario {scenario} entered but not completed"
+                )
+            }
+            Evidence::Field { turn, name, value } => {
+                write!(f, "turn {turn}: field {name} = {value}")
+            }
+            Evidence::Transferred { turn } => write!(f, "turn {turn}: transferred to a person"),
+            Evidence::CallbackRequested { turn } => {
+                write!(f, "turn {turn}: the caller asked to be called back")
+            }
+            Evidence::QuestionAnswered { turn } => write!(f, "turn {turn}: question answered"),
+            Evidence::NoCallerSpeech => f.write_str("the caller said nothing"),
+            Evidence::ContactLeft => {
+                f.write_str("contact details left without completing a request")
+            }
+            Evidence::NoRequest => f.write_str("no request recognised"),
+            Evidence::DefaultOutcome => f.write_str("default_outcome"),
+            Evidence::Note { text } => f.write_str(text),
+        }
+    }
+}
+
+/// Evidence as stored or queued: facts, or (from before evidence was data) plain words, which
+/// are kept as notes.
+fn evidence_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Evidence>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum FactOrWords {
+        Fact(Evidence),
+        Words(String),
+    }
+    let items = Vec::<FactOrWords>::deserialize(d)?;
+    Ok(items
+        .into_iter()
+        .map(|item| match item {
+            FactOrWords::Fact(e) => e,
+            FactOrWords::Words(text) => Evidence::Note { text },
+        })
+        .collect())
 }
 
 /// Outcomes every bot understands without configuring them.
@@ -153,5 +312,129 @@ impl CallRecord {
     pub fn duration_sec(&self) -> Option<i64> {
         self.ended_at
             .map(|end| ((end - self.started_at).max(0)) / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(kind: &str, evidence: Vec<Evidence>) -> Outcome {
+        Outcome {
+            kind: kind.into(),
+            evidence,
+        }
+    }
+
+    #[test]
+    fn evidence_is_data_and_reads_old_words() {
+        let o = outcome(
+            "BOOKING",
+            vec![
+                Evidence::Rule { index: 0 },
+                Evidence::Event {
+                    turn: 5,
+                    event: "booking_created".into(),
+                    scenario: Some("booking".into()),
+                },
+                Evidence::Field {
+                    turn: 4,
+                    name: "phone".into(),
+                    value: "+79161234567".into(),
+                },
+            ],
+        );
+        let json = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            json["evidence"][1],
+            serde_json::json!({"kind": "event", "turn": 5, "event": "booking_created", "scenario": "booking"})
+        );
+        assert_eq!(
+            json["evidence"][0],
+            serde_json::json!({"kind": "rule", "index": 0})
+        );
+        assert_eq!(serde_json::from_value::<Outcome>(json).unwrap(), o);
+        // Records and rows from before: words become notes, never events.
+        let old: Outcome = serde_json::from_value(serde_json::json!({
+            "kind": "BOOKING",
+            "evidence": ["turn 5: scenario booking completed, event booking_created"]
+        }))
+        .unwrap();
+        assert_eq!(
+            old.evidence,
+            vec![Evidence::note(
+                "turn 5: scenario booking completed, event booking_created"
+            )]
+        );
+        assert!(old.events().is_empty());
+        let bare: Outcome = serde_json::from_value(serde_json::json!({"kind": "LEAD"})).unwrap();
+        assert!(bare.evidence.is_empty());
+    }
+
+    #[test]
+    fn events_rule_and_transfer_come_from_the_facts() {
+        let o = outcome(
+            "LEAD",
+            vec![
+                Evidence::Rule { index: 2 },
+                Evidence::ScenarioCompleted {
+                    turn: 3,
+                    scenario: "lead".into(),
+                    event: Some("lead_captured".into()),
+                },
+                Evidence::Event {
+                    turn: 3,
+                    event: "lead_captured".into(),
+                    scenario: None,
+                },
+                Evidence::ScenarioCompleted {
+                    turn: 4,
+                    scenario: "faq".into(),
+                    event: None,
+                },
+                Evidence::note("turn 9: event fake_one, transferred"),
+            ],
+        );
+        assert_eq!(o.rule(), Some(2));
+        assert_eq!(o.events(), vec!["lead_captured"]);
+        assert!(!o.transferred(), "words are not facts");
+        assert!(outcome("TRANSFERRED", vec![]).transferred());
+        assert!(outcome("BOOKING", vec![Evidence::Transferred { turn: 2 }]).transferred());
+        assert_eq!(outcome("INFO_ONLY", vec![]).rule(), None);
+    }
+
+    #[test]
+    fn evidence_in_words() {
+        for (e, words) in [
+            (Evidence::Rule { index: 1 }, "rule outcome_rules[1]"),
+            (
+                Evidence::ScenarioCompleted {
+                    turn: 5,
+                    scenario: "booking".into(),
+                    event: Some("booking_created".into()),
+                },
+                "turn 5: scenario booking completed, event booking_created",
+            ),
+            (
+                Evidence::ScenarioEntered {
+                    turn: 2,
+                    scenario: "booking".into(),
+                    completed: false,
+                },
+                "turn 2: scenario booking entered but not completed",
+            ),
+            (
+                Evidence::Field {
+                    turn: 4,
+                    name: "phone".into(),
+                    value: "+1".into(),
+                },
+                "turn 4: field phone = +1",
+            ),
+            (Evidence::NoCallerSpeech, "the caller said nothing"),
+            (Evidence::note("no caller joined"), "no caller joined"),
+        ] {
+            assert_eq!(e.to_string(), words);
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! CALLFLEET_TEST_POSTGRES_URL is set; the queue is the file queue, and Redis too when
 //! CALLFLEET_TEST_REDIS_URL is set.
 
-use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn};
+use callfleet_core::domain::{
+    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn,
+};
 use callfleet_fleet::{FileQueue, PostCallQueue};
 use callfleet_postcall::{
     AddressPolicy, DeliveryConfig, HttpTransport, PostCallWorker, WebhookDeliverer,
@@ -52,7 +54,11 @@ fn record(i: usize, company: &str) -> CallRecord {
         fields: [("phone".to_string(), "+79161234567".to_string())].into(),
         outcome: Some(Outcome {
             kind: "LEAD".into(),
-            evidence: vec!["turn 5: field phone = +79161234567".into()],
+            evidence: vec![Evidence::Field {
+                turn: 5,
+                name: "phone".into(),
+                value: "+79161234567".into(),
+            }],
         }),
         summary: None,
         metrics: vec![],

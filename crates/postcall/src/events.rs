@@ -50,45 +50,23 @@ pub fn is_subscribable(name: &str) -> bool {
     subject != "call" && word(subject) && word(verb) && name.len() <= 100
 }
 
-/// The scenario events the outcome's evidence names (`turn 4: event booking_created`,
-/// `turn 4: scenario booking completed, event booking_created`), in order, once each.
-fn scenario_events(record: &CallRecord) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let evidence = record.outcome.iter().flat_map(|o| o.evidence.iter());
-    for line in evidence {
-        let Some((_, rest)) = line.split_once("event ") else {
-            continue;
-        };
-        let event: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-            .collect();
-        if !event.is_empty() && !out.contains(&event) {
-            out.push(event);
-        }
-    }
-    out
-}
-
-fn transferred(record: &CallRecord) -> bool {
-    record.outcome.as_ref().is_some_and(|o| {
-        o.kind == "TRANSFERRED" || o.evidence.iter().any(|e| e.contains("transferred"))
-    })
-}
-
 /// The events of a finished call: `call.completed` or `call.failed`, `call.transferred` when it
-/// was, and one per scenario event its outcome rests on.
+/// was, and one per scenario event its outcome rests on — all read from the outcome's evidence
+/// as data ([`Outcome::events`](callfleet_core::domain::Outcome::events),
+/// [`Outcome::transferred`](callfleet_core::domain::Outcome::transferred)), never from its words.
 pub fn events_of(record: &CallRecord) -> Vec<WebhookEvent> {
     let status_event = match record.status {
         CallStatus::Completed => "call.completed",
         _ => "call.failed",
     };
     let mut names: Vec<(String, Option<String>)> = vec![(status_event.to_string(), None)];
-    if transferred(record) {
-        names.push(("call.transferred".to_string(), None));
-    }
-    for event in scenario_events(record) {
-        names.push((scenario_event_name(&event), Some(event)));
+    if let Some(outcome) = &record.outcome {
+        if outcome.transferred() {
+            names.push(("call.transferred".to_string(), None));
+        }
+        for event in outcome.events() {
+            names.push((scenario_event_name(event), Some(event.to_string())));
+        }
     }
     let mut data = serde_json::to_value(record).expect("a call record serialises");
     if let Value::Object(map) = &mut data {
@@ -120,9 +98,9 @@ pub fn events_of(record: &CallRecord) -> Vec<WebhookEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callfleet_core::domain::{CallDirection, Outcome};
+    use callfleet_core::domain::{CallDirection, Evidence, Outcome};
 
-    fn record(status: CallStatus, kind: &str, evidence: &[&str]) -> CallRecord {
+    fn record(status: CallStatus, kind: &str, evidence: Vec<Evidence>) -> CallRecord {
         CallRecord {
             id: "call_1".into(),
             company_id: "cmp_1".into(),
@@ -140,7 +118,7 @@ mod tests {
             fields: Default::default(),
             outcome: Some(Outcome {
                 kind: kind.into(),
-                evidence: evidence.iter().map(|e| e.to_string()).collect(),
+                evidence,
             }),
             summary: None,
             metrics: vec![],
@@ -152,32 +130,68 @@ mod tests {
         assert_eq!(names, expected);
     }
 
+    fn event(turn: u32, event: &str) -> Evidence {
+        Evidence::Event {
+            turn,
+            event: event.into(),
+            scenario: None,
+        }
+    }
+
     #[test]
     fn a_call_raises_its_status_transfer_and_scenario_events() {
         check(
-            record(CallStatus::Completed, "INFO_ONLY", &[]),
+            record(CallStatus::Completed, "INFO_ONLY", vec![]),
             &["call.completed"],
         );
-        check(record(CallStatus::Failed, "FAILED", &[]), &["call.failed"]);
         check(
-            record(CallStatus::NoAnswer, "NO_ANSWER", &[]),
+            record(
+                CallStatus::Failed,
+                "FAILED",
+                vec![Evidence::note("no room")],
+            ),
+            &["call.failed"],
+        );
+        check(
+            record(CallStatus::NoAnswer, "NO_ANSWER", vec![]),
             &["call.failed"],
         );
         check(
             record(
                 CallStatus::Completed,
                 "TRANSFERRED",
-                &["turn 3: transferred to a person"],
+                vec![Evidence::Transferred { turn: 3 }],
             ),
             &["call.completed", "call.transferred"],
+        );
+        // A rule decided BOOKING, and the call was also handed over.
+        check(
+            record(
+                CallStatus::Completed,
+                "BOOKING",
+                vec![
+                    Evidence::Rule { index: 0 },
+                    event(5, "booking_created"),
+                    Evidence::Transferred { turn: 6 },
+                ],
+            ),
+            &["call.completed", "call.transferred", "booking.created"],
         );
         check(
             record(
                 CallStatus::Completed,
                 "BOOKING",
-                &[
-                    "turn 5: scenario booking completed, event booking_created",
-                    "turn 4: field phone = +79161234567",
+                vec![
+                    Evidence::ScenarioCompleted {
+                        turn: 5,
+                        scenario: "booking".into(),
+                        event: Some("booking_created".into()),
+                    },
+                    Evidence::Field {
+                        turn: 4,
+                        name: "phone".into(),
+                        value: "+79161234567".into(),
+                    },
                 ],
             ),
             &["call.completed", "booking.created"],
@@ -186,13 +200,35 @@ mod tests {
             record(
                 CallStatus::Completed,
                 "LEAD",
-                &[
-                    "rule outcome_rules[0]",
-                    "turn 2: event lead_captured",
-                    "turn 2: event lead_captured",
+                vec![
+                    Evidence::Rule { index: 0 },
+                    event(2, "lead_captured"),
+                    event(2, "lead_captured"),
                 ],
             ),
             &["call.completed", "lead.captured"],
+        );
+        // Words are not facts: a note that reads like an event or a transfer raises nothing.
+        check(
+            record(
+                CallStatus::Completed,
+                "INFO_ONLY",
+                vec![
+                    Evidence::note("turn 5: event booking_created"),
+                    Evidence::note("the caller asked to be transferred"),
+                    Evidence::ScenarioCompleted {
+                        turn: 2,
+                        scenario: "faq".into(),
+                        event: None,
+                    },
+                    Evidence::Field {
+                        turn: 2,
+                        name: "event".into(),
+                        value: "booking_created".into(),
+                    },
+                ],
+            ),
+            &["call.completed"],
         );
     }
 
@@ -224,7 +260,7 @@ mod tests {
         let r = record(
             CallStatus::Completed,
             "BOOKING",
-            &["turn 5: event booking_created"],
+            vec![event(5, "booking_created")],
         );
         let events = events_of(&r);
         assert_eq!(events, events_of(&r), "the same record, the same bodies");
@@ -235,5 +271,10 @@ mod tests {
         assert_eq!(booking["data"]["duration_sec"], 42);
         assert_eq!(booking["data"]["scenario_event"], "booking_created");
         assert_eq!(booking["data"]["outcome"]["kind"], "BOOKING");
+        assert_eq!(
+            booking["data"]["outcome"]["evidence"][0],
+            json!({"kind": "event", "turn": 5, "event": "booking_created"}),
+            "the evidence travels as data"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! redirects, then asks to be left alone (Retry-After), then recovers: each event arrives, once
 //! accepted, with one webhook-id through all its attempts, and every attempt is logged.
 
-use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn};
+use callfleet_core::domain::{
+    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn,
+};
 use callfleet_fleet::{FileQueue, PostCallQueue};
 use callfleet_postcall::{
     AddressPolicy, DeliveryConfig, HttpTransport, PostCallWorker, RetryPolicy, SendOutcome,
@@ -116,7 +118,11 @@ fn booking_call(id: &str, company: &str) -> CallRecord {
         fields: BTreeMap::from([("service".to_string(), "haircut".to_string())]),
         outcome: Some(Outcome {
             kind: "BOOKING".into(),
-            evidence: vec!["turn 1: scenario booking completed, event booking_created".into()],
+            evidence: vec![Evidence::ScenarioCompleted {
+                turn: 1,
+                scenario: "booking".into(),
+                event: Some("booking_created".into()),
+            }],
         }),
         summary: None,
         metrics: vec![],

@@ -118,7 +118,7 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord> {
     let direction: String = row.try_get("direction")?;
     let status: String = row.try_get("status")?;
     let outcome: Option<String> = row.try_get("outcome")?;
-    let evidence: Vec<String> = json_column(row, "outcome_evidence")?;
+    let evidence: serde_json::Value = json_column(row, "outcome_evidence")?;
     Ok(CallRecord {
         id: row.try_get("id")?,
         company_id: row.try_get("company_id")?,
@@ -136,7 +136,14 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord> {
         language: row.try_get("language")?,
         transcript: json_column(row, "transcript")?,
         fields: json_column(row, "fields")?,
-        outcome: outcome.map(|kind| Outcome { kind, evidence }),
+        outcome: outcome
+            .map(|kind| {
+                serde_json::from_value::<Outcome>(
+                    serde_json::json!({"kind": kind, "evidence": evidence}),
+                )
+                .map_err(|e| StoreError::Corrupt(format!("column outcome_evidence: {e}")))
+            })
+            .transpose()?,
         summary: row.try_get("summary")?,
         metrics: json_column(row, "metrics")?,
     })

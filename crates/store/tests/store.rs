@@ -3,7 +3,7 @@
 
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{
-    CallDirection, CallRecord, CallStatus, Outcome, Speaker, Turn, TurnMetrics,
+    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn, TurnMetrics,
 };
 use callfleet_core::secret::Secret;
 use callfleet_store::testing::test_stores;
@@ -80,7 +80,11 @@ fn call(id: &str, company_id: &str, bot_id: &str, started_at: i64) -> CallRecord
         fields: BTreeMap::from([("phone".to_string(), "+79161234567".to_string())]),
         outcome: Some(Outcome {
             kind: "BOOKING".into(),
-            evidence: vec!["scenario booking completed".into()],
+            evidence: vec![Evidence::ScenarioCompleted {
+                turn: 3,
+                scenario: "booking".into(),
+                event: None,
+            }],
         }),
         summary: None,
         metrics: vec![TurnMetrics {

@@ -5,19 +5,27 @@
 
 use super::state::EngineState;
 use crate::config::{BotConfig, OutcomeCondition};
-use crate::domain::Outcome;
+use crate::domain::{Evidence, Outcome};
 
-fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<String>) -> bool {
+fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<Evidence>) -> bool {
     let mut ok = true;
     if let Some(name) = &when.scenario_completed {
         match state.completed.iter().find(|c| &c.scenario == name) {
-            Some(c) => evidence.push(format!("turn {}: scenario {name} completed", c.turn)),
+            Some(c) => evidence.push(Evidence::ScenarioCompleted {
+                turn: c.turn,
+                scenario: name.clone(),
+                event: c.event.clone(),
+            }),
             None => ok = false,
         }
     }
     if let Some(name) = &when.scenario_entered {
         match state.entered.iter().find(|e| &e.scenario == name) {
-            Some(e) => evidence.push(format!("turn {}: scenario {name} entered", e.turn)),
+            Some(e) => evidence.push(Evidence::ScenarioEntered {
+                turn: e.turn,
+                scenario: name.clone(),
+                completed: state.completed.iter().any(|c| &c.scenario == name),
+            }),
             None => ok = false,
         }
     }
@@ -27,20 +35,28 @@ fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<String
             .iter()
             .find(|c| c.event.as_ref() == Some(event))
         {
-            Some(c) => evidence.push(format!("turn {}: event {event}", c.turn)),
+            Some(c) => evidence.push(Evidence::Event {
+                turn: c.turn,
+                event: event.clone(),
+                scenario: Some(c.scenario.clone()),
+            }),
             None => ok = false,
         }
     }
     for field in &when.fields_collected {
         match state.fields.get(field) {
-            Some(f) => evidence.push(format!("turn {}: field {field} = {}", f.turn, f.value)),
+            Some(f) => evidence.push(Evidence::Field {
+                turn: f.turn,
+                name: field.clone(),
+                value: f.value.clone(),
+            }),
             None => ok = false,
         }
     }
     if let Some(want) = when.transferred {
         ok &= state.transferred.is_some() == want;
         if let Some(turn) = state.transferred.filter(|_| want) {
-            evidence.push(format!("turn {turn}: transferred"));
+            evidence.push(Evidence::Transferred { turn });
         }
     }
     if let Some(want) = when.no_user_speech {
@@ -49,7 +65,7 @@ fn holds(when: &OutcomeCondition, state: &EngineState, evidence: &mut Vec<String
     if let Some(want) = when.callback_requested {
         ok &= state.callback_requested.is_some() == want;
         if let Some(turn) = state.callback_requested.filter(|_| want) {
-            evidence.push(format!("turn {turn}: callback requested"));
+            evidence.push(Evidence::CallbackRequested { turn });
         }
     }
     if let Some(min) = when.min_user_turns {
@@ -81,7 +97,7 @@ fn outcome_of_event(event: &str) -> &'static str {
 /// The outcome of a call in `state`, with the evidence for it.
 pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
     for (i, rule) in config.outcome_rules.iter().enumerate() {
-        let mut evidence = vec![format!("rule outcome_rules[{i}]")];
+        let mut evidence = vec![Evidence::Rule { index: i }];
         if holds(&rule.when, state, &mut evidence) {
             return Outcome {
                 kind: rule.outcome.clone(),
@@ -92,26 +108,28 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
     if state.user_turns == 0 {
         return Outcome {
             kind: "NO_ANSWER".into(),
-            evidence: vec!["the caller said nothing".into()],
+            evidence: vec![Evidence::NoCallerSpeech],
         };
     }
     if let Some(turn) = state.transferred {
         return Outcome {
             kind: "TRANSFERRED".into(),
-            evidence: vec![format!("turn {turn}: transferred to a person")],
+            evidence: vec![Evidence::Transferred { turn }],
         };
     }
     if let Some(done) = state.completed.iter().rev().find(|c| c.event.is_some()) {
         let event = done.event.clone().unwrap_or_default();
-        let mut evidence = vec![format!(
-            "turn {}: scenario {} completed, event {event}",
-            done.turn, done.scenario
-        )];
+        let mut evidence = vec![Evidence::ScenarioCompleted {
+            turn: done.turn,
+            scenario: done.scenario.clone(),
+            event: Some(event.clone()),
+        }];
         evidence.extend(done.fields.iter().filter_map(|f| {
-            state
-                .fields
-                .get(f)
-                .map(|v| format!("turn {}: field {f} = {}", v.turn, v.value))
+            state.fields.get(f).map(|v| Evidence::Field {
+                turn: v.turn,
+                name: f.clone(),
+                value: v.value.clone(),
+            })
         }));
         return Outcome {
             kind: outcome_of_event(&event).into(),
@@ -121,26 +139,30 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
     if let Some(turn) = state.callback_requested {
         return Outcome {
             kind: "CALLBACK".into(),
-            evidence: vec![format!("turn {turn}: the caller asked to be called back")],
+            evidence: vec![Evidence::CallbackRequested { turn }],
         };
     }
     if let Some(default) = &config.default_outcome {
         return Outcome {
             kind: default.clone(),
-            evidence: vec!["default_outcome".into()],
+            evidence: vec![Evidence::DefaultOutcome],
         };
     }
-    let contact: Vec<String> = state
+    let contact: Vec<Evidence> = state
         .fields
         .iter()
         .filter(|(name, _)| {
             let n = name.to_ascii_lowercase();
             n.contains("phone") || n.contains("email") || n.contains("mail")
         })
-        .map(|(name, f)| format!("turn {}: field {name} = {}", f.turn, f.value))
+        .map(|(name, f)| Evidence::Field {
+            turn: f.turn,
+            name: name.clone(),
+            value: f.value.clone(),
+        })
         .collect();
     if !contact.is_empty() {
-        let mut evidence = vec!["contact details left without completing a request".to_string()];
+        let mut evidence = vec![Evidence::ContactLeft];
         evidence.extend(contact);
         return Outcome {
             kind: "LEAD".into(),
@@ -151,7 +173,7 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
         let evidence = state
             .answered
             .iter()
-            .map(|t| format!("turn {t}: question answered"))
+            .map(|t| Evidence::QuestionAnswered { turn: *t })
             .collect();
         return Outcome {
             kind: "INFO_ONLY".into(),
@@ -162,7 +184,7 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
         let evidence = state
             .answered
             .iter()
-            .map(|t| format!("turn {t}: question answered"))
+            .map(|t| Evidence::QuestionAnswered { turn: *t })
             .collect();
         if state
             .entered
@@ -176,11 +198,12 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
         }
     }
     let evidence = match state.entered.last() {
-        Some(e) => vec![format!(
-            "turn {}: scenario {} entered but not completed",
-            e.turn, e.scenario
-        )],
-        None => vec!["no request recognised".into()],
+        Some(e) => vec![Evidence::ScenarioEntered {
+            turn: e.turn,
+            scenario: e.scenario.clone(),
+            completed: false,
+        }],
+        None => vec![Evidence::NoRequest],
     };
     Outcome {
         kind: "ABANDONED".into(),
