@@ -1,6 +1,8 @@
 //! Data packets: chat as LiveKit text streams on `lk.chat` out; text streams (plain or
 //! deflated), legacy chat packets, user packets and SIP DTMF in. Pure: no I/O, no state
-//! beyond partly received streams.
+//! beyond partly received streams — and those are bounded, since any participant can send
+//! anything: open streams per sender and in all, bytes per stream, bytes a deflated stream may
+//! inflate to. A stream past a bound is dropped.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,11 @@ use crate::types::RoomEvent;
 pub(crate) const CHAT_TOPIC: &str = "lk.chat";
 /// LiveKit's chunk size limit for stream content.
 const CHUNK_BYTES: usize = 15_000;
+/// Text streams one participant may have open at once, and all participants together.
+const MAX_OPEN_PER_SENDER: usize = 16;
+const MAX_OPEN: usize = 256;
+/// Bytes one text stream may hold, as received and once inflated.
+const MAX_STREAM_BYTES: usize = 1 << 20;
 
 struct TextStream {
     from: String,
@@ -77,15 +84,35 @@ impl DataReceiver {
                         == proto::data_stream::CompressionType::DeflateRaw as i32,
                 };
                 if h.inline_content.is_some() {
-                    finish(stream)
-                } else {
-                    self.streams.insert(h.stream_id, stream);
-                    None
+                    return finish(stream);
                 }
+                let open_by_sender = self
+                    .streams
+                    .values()
+                    .filter(|s| s.from == stream.from)
+                    .count();
+                if stream.content.len() > MAX_STREAM_BYTES
+                    || open_by_sender >= MAX_OPEN_PER_SENDER
+                    || self.streams.len() >= MAX_OPEN
+                {
+                    tracing::debug!(from = %stream.from, "A text stream over the limits; dropped.");
+                    return None;
+                }
+                self.streams.insert(h.stream_id, stream);
+                None
             }
             Value::StreamChunk(c) => {
-                if let Some(s) = self.streams.get_mut(&c.stream_id) {
-                    s.content.extend_from_slice(&c.content);
+                let too_big = match self.streams.get_mut(&c.stream_id) {
+                    Some(s) if s.content.len() + c.content.len() <= MAX_STREAM_BYTES => {
+                        s.content.extend_from_slice(&c.content);
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                if too_big {
+                    tracing::debug!(stream = %c.stream_id, "A text stream grew past its limit; dropped.");
+                    self.streams.remove(&c.stream_id);
                 }
                 None
             }
@@ -98,9 +125,14 @@ impl DataReceiver {
 fn finish(mut s: TextStream) -> Option<RoomEvent> {
     if s.deflated {
         let mut inflated = Vec::new();
-        let mut decoder = flate2::read::DeflateDecoder::new(s.content.as_slice());
-        if let Err(e) = std::io::Read::read_to_end(&mut decoder, &mut inflated) {
+        let decoder = flate2::read::DeflateDecoder::new(s.content.as_slice());
+        let mut bounded = std::io::Read::take(decoder, MAX_STREAM_BYTES as u64 + 1);
+        if let Err(e) = std::io::Read::read_to_end(&mut bounded, &mut inflated) {
             tracing::debug!(error = %e, "Undecodable compressed text stream.");
+            return None;
+        }
+        if inflated.len() > MAX_STREAM_BYTES {
+            tracing::debug!(from = %s.from, "A compressed text stream inflates past its limit; dropped.");
             return None;
         }
         s.content = inflated;
@@ -297,6 +329,88 @@ mod tests {
             h.inline_content = Some(b"inline".to_vec());
         }
         check(vec![inline.remove(0)], &[("chat", "e", "inline")]);
+    }
+
+    /// What a hostile participant can send: a deflate bomb, a stream that never ends, streams
+    /// opened and never closed. Each is dropped at its bound; others' chat still arrives.
+    #[test]
+    fn streams_are_bounded_whatever_a_participant_sends() {
+        let mut bomb = chat_packets("x", "b1", 1, "");
+        if let Some(Value::StreamHeader(h)) = bomb[0].value.as_mut() {
+            h.compression = proto::data_stream::CompressionType::DeflateRaw as i32;
+        }
+        if let Some(Value::StreamChunk(c)) = bomb[1].value.as_mut() {
+            c.content = deflate(&vec![b'a'; 64 << 20]);
+            assert!(c.content.len() < 100_000, "small on the wire");
+        }
+        check(bomb, &[]);
+
+        let mut endless = chat_packets("y", "e1", 1, "start");
+        let trailer = endless.pop().unwrap();
+        for i in 0..100 {
+            endless.push(packet(
+                "y",
+                Value::StreamChunk(proto::data_stream::Chunk {
+                    stream_id: "e1".into(),
+                    chunk_index: i + 1,
+                    content: vec![b'z'; CHUNK_BYTES],
+                    ..Default::default()
+                }),
+            ));
+        }
+        endless.push(trailer);
+        check(endless, &[]);
+
+        let mut rx = DataReceiver::default();
+        for i in 0..1_000 {
+            let header = chat_packets("w", &format!("o{i}"), 1, "x").remove(0);
+            assert!(rx.on_packet(header).is_none());
+        }
+        assert_eq!(
+            rx.streams.len(),
+            MAX_OPEN_PER_SENDER,
+            "one sender's open streams"
+        );
+        for packet in chat_packets("v", "ok", 1, "still heard") {
+            if let Some(RoomEvent::ChatMessage { from, text }) = rx.on_packet(packet) {
+                assert_eq!((from.as_str(), text.as_str()), ("v", "still heard"));
+            }
+        }
+    }
+
+    /// Property test: damaged packets (any bytes a peer could send, decoded as LiveKit's
+    /// `DataPacket`) never panic the receiver and never grow it past its bounds.
+    #[test]
+    fn damaged_packets_never_panic_or_grow_the_receiver() {
+        use prost::Message;
+        let mut seeds: Vec<Vec<u8>> = chat_packets("a", "s1", 1, "hello there")
+            .into_iter()
+            .chain([
+                user_packet("b", CHAT_TOPIC, b"legacy".to_vec()),
+                packet(
+                    "sip",
+                    Value::SipDtmf(proto::SipDtmf {
+                        code: 1,
+                        digit: "1".into(),
+                    }),
+                ),
+            ])
+            .map(|p| p.encode_to_vec())
+            .collect();
+        seeds.push(Vec::new());
+        let mut mutator = callfleet_testkit::fuzz::Mutator::new(0xDA7A);
+        let mut rx = DataReceiver::default();
+        for _ in 0..20_000 {
+            let bytes = mutator.mutant(&seeds, 64 << 10);
+            if let Ok(packet) = proto::DataPacket::decode(bytes.as_slice()) {
+                let _ = rx.on_packet(packet);
+            }
+            assert!(rx.streams.len() <= MAX_OPEN);
+            assert!(rx
+                .streams
+                .values()
+                .all(|s| s.content.len() <= MAX_STREAM_BYTES));
+        }
     }
 
     #[test]

@@ -283,6 +283,76 @@ pub(crate) fn offered_audio(sdp: &str) -> Vec<OfferedTrack> {
 mod tests {
     use super::*;
 
+    /// A subscriber offer of the shape livekit-server sends.
+    const OFFER: &str = "v=0\r\no=- 4215775240449105457 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:Xk3p\r\na=ice-pwd:0123456789abcdefghijklmnop\r\na=ice-options:trickle\r\n\
+        a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:Xk3p\r\na=ice-pwd:0123456789abcdefghijklmnop\r\n\
+        a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+        a=setup:actpass\r\na=mid:1\r\na=sendonly\r\na=msid:PA_a|TR_1 TR_1\r\na=rtcp-mux\r\n\
+        a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=ssrc:1234 cname:x\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n";
+
+    /// Property test over what the signalling connection hands the engine: damaged protobuf
+    /// frames decoded as `SignalResponse`, and damaged offers, answers and trickled candidates
+    /// parsed the way the engine parses them — no panic, whatever the bytes.
+    #[test]
+    fn damaged_signalling_never_panics_the_parsers() {
+        use livekit_protocol as proto;
+        use prost::Message;
+        use proto::signal_response::Message as Resp;
+        use str0m::change::{SdpAnswer, SdpOffer};
+        let frames: Vec<Vec<u8>> = [
+            Resp::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: OFFER.into(),
+                ..Default::default()
+            }),
+            Resp::Trickle(proto::TrickleRequest {
+                candidate_init: r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host","sdpMid":"0"}"#.into(),
+                target: 1,
+                ..Default::default()
+            }),
+        ]
+        .into_iter()
+        .map(|m| {
+            proto::SignalResponse { message: Some(m) }.encode_to_vec()
+        })
+        .collect();
+        let texts = vec![
+            OFFER.as_bytes().to_vec(),
+            b"candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host".to_vec(),
+        ];
+        let parse_sdp = |sdp: &str| {
+            let _ = offered_audio(sdp);
+            let _ = first_mid(sdp);
+            let _ = SdpOffer::from_sdp_string(sdp);
+            let _ = SdpAnswer::from_sdp_string(sdp);
+            for line in sdp.lines() {
+                let _ = Candidate::from_sdp_string(line.trim().trim_start_matches("a="));
+            }
+        };
+        let mut mutator = callfleet_testkit::fuzz::Mutator::new(0x516);
+        for _ in 0..3_000 {
+            let frame = mutator.mutant(&frames, 64 << 10);
+            if let Ok(resp) = proto::SignalResponse::decode(frame.as_slice()) {
+                match resp.message {
+                    Some(Resp::Offer(d)) | Some(Resp::Answer(d)) => parse_sdp(&d.sdp),
+                    Some(Resp::Trickle(t)) => {
+                        let _ = serde_json::from_str::<serde_json::Value>(&t.candidate_init);
+                    }
+                    _ => {}
+                }
+            }
+            let text = mutator.mutant(&texts, 64 << 10);
+            parse_sdp(&String::from_utf8_lossy(&text));
+        }
+    }
+
     #[test]
     fn offered_audio_reads_msid_and_direction() {
         let sdp = "v=0\r\n\
