@@ -206,7 +206,8 @@ impl ScenarioEngine {
             }
         }
         if !question && !unsure {
-            self.llm_fill(scenario, text, tokens, &mut found).await;
+            self.llm_fill(scenario, text, tokens, &toks, &mut found)
+                .await;
         }
         // A value the call already has ("сколько стоит педикюр?" while booking a pedicure)
         // is no answer to the question asked.

@@ -212,7 +212,8 @@ impl ScenarioEngine {
             )
         };
         if !phrases::asks_question(text, tokens) && !self.heard_unsure() {
-            self.llm_fill(scenario, text, &toks, &mut found).await;
+            self.llm_fill(scenario, text, &toks, &toks, &mut found)
+                .await;
         }
         let problems = self.apply(found, out);
         self.advance(scenario, problems, out);

@@ -17,11 +17,14 @@ const LONG_VALUE_WORDS: usize = 3;
 impl ScenarioEngine {
     /// Adds to `found` the free-text values the model reads in `text` for the scenario's open
     /// text fields (and narrows a long rule value of the field asked), checked as above.
+    /// `rest` is what the rules left unexplained: with no words there and no long value to
+    /// narrow, the model is not asked (each request is a pause in a voice call).
     pub(super) async fn llm_fill(
         &self,
         scenario: &Scenario,
         text: &str,
         tokens: &[Token],
+        rest: &[Token],
         found: &mut Vec<(String, Found)>,
     ) {
         let Some(llm) = self.llm.clone() else {
@@ -37,7 +40,8 @@ impl ScenarioEngine {
                 Some(_) => false,
             })
             .collect();
-        if open.is_empty() {
+        let narrows = open.iter().any(|f| found.iter().any(|(n, _)| n == &f.name));
+        if open.is_empty() || !narrows && !plausible_free_text(rest) {
             return;
         }
         // What is left once every typed value is taken: a free-text value must lie in it.
