@@ -79,6 +79,29 @@ pub trait PostCallQueue: Send + Sync + 'static {
     async fn ack(&self, id: &str) -> Result<()>;
     /// Records taken more than `idle` ago and never acked (their consumer died).
     async fn reclaim(&self, consumer: &str, idle: Duration) -> Result<Vec<QueuedRecord>>;
+    /// Up to `max` entries the queue set aside because they were not call records at all,
+    /// oldest first, for post-call processing to keep as dead letters; none by default (queues
+    /// that never hold unreadable entries).
+    async fn unreadable(&self, _max: usize) -> Result<Vec<UnreadableEntry>> {
+        Ok(Vec::new())
+    }
+    /// Drops set-aside entries once they are kept elsewhere (by [`UnreadableEntry::id`]).
+    async fn forget_unreadable(&self, _ids: &[String]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A queue entry that could not be read as a call record, as it was set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableEntry {
+    /// Its id where it is set aside.
+    pub id: String,
+    /// Its id in the queue it came from.
+    pub entry_id: String,
+    /// The raw body.
+    pub body: String,
+    /// Why it could not be read.
+    pub error: String,
 }
 
 pub(crate) fn check_version(v: u32) -> Result<()> {

@@ -14,7 +14,7 @@ mod redis_bus;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use bus::{FleetBus, FleetError, PostCallQueue, QueuedRecord};
+pub use bus::{FleetBus, FleetError, PostCallQueue, QueuedRecord, UnreadableEntry};
 pub use file_queue::FileQueue;
 pub use memory::MemoryBus;
 pub use messages::{Checkpoint, Job, WorkerStatus, MESSAGE_VERSION};

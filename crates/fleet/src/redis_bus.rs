@@ -14,13 +14,16 @@
 //! - `dead-jobs` — jobs a worker could not read (newer version, damaged), with the error; the
 //!   latest 1 000 are kept.
 
-use crate::bus::{check_version, FleetBus, FleetError, PostCallQueue, QueuedRecord, Result};
+use crate::bus::{
+    check_version, FleetBus, FleetError, PostCallQueue, QueuedRecord, Result, UnreadableEntry,
+};
 use crate::messages::{Checkpoint, Job, WorkerStatus};
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadOptions,
+    StreamReadReply,
 };
 use redis::{AsyncCommands, AsyncConnectionConfig, Client};
 use std::time::Duration;
@@ -439,10 +442,43 @@ impl RedisQueue {
         let mut conn = self.conn.clone();
         Ok(conn.xlen(&self.dead_stream).await?)
     }
+
+    /// Pushes a raw body, as a broken or foreign producer might (for tests of what happens to
+    /// entries that are not call records).
+    pub async fn push_raw(&self, body: &str) -> Result<String> {
+        let mut conn = self.conn.clone();
+        Ok(conn.xadd(&self.stream, "*", &[("record", body)]).await?)
+    }
 }
 
 #[async_trait]
 impl PostCallQueue for RedisQueue {
+    async fn unreadable(&self, max: usize) -> Result<Vec<UnreadableEntry>> {
+        let mut conn = self.conn.clone();
+        let reply: StreamRangeReply = conn
+            .xrange_count(&self.dead_stream, "-", "+", max.max(1))
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|e| UnreadableEntry {
+                id: e.id.clone(),
+                entry_id: e.get("id").unwrap_or_default(),
+                body: e.get("record").unwrap_or_default(),
+                error: e.get("error").unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn forget_unreadable(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.xdel(&self.dead_stream, ids).await?;
+        Ok(())
+    }
+
     async fn push(&self, record: &CallRecord) -> Result<String> {
         let mut conn = self.conn.clone();
         let body = serde_json::to_string(record)?;

@@ -280,8 +280,46 @@ impl PostCallWorker {
         Err(error)
     }
 
+    /// Keeps the entries the queue set aside as not call records at all (damaged, foreign) as
+    /// dead letters, so they show with the others (`GET /dead-letters`; under the company their
+    /// JSON names, if it names one, else for the admin key only), then drops them from the queue.
+    pub async fn keep_unreadable(&self) -> Result<usize, PostCallError> {
+        let entries = self.queue.unreadable(100).await?;
+        for entry in &entries {
+            let value: serde_json::Value = serde_json::from_str(&entry.body)
+                .unwrap_or_else(|_| serde_json::Value::String(entry.body.clone()));
+            let named = |key: &str| {
+                value
+                    .get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let id = if entry.entry_id.is_empty() {
+                &entry.id
+            } else {
+                &entry.entry_id
+            };
+            self.store
+                .add_dead_letter(
+                    id,
+                    &named("id"),
+                    &named("company_id"),
+                    &value,
+                    1,
+                    &format!("not a call record: {}", entry.error),
+                )
+                .await?;
+            tracing::error!(entry = %id, error = %entry.error, "unreadable post-call entry kept as a dead letter");
+        }
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        self.queue.forget_unreadable(&ids).await?;
+        Ok(entries.len())
+    }
+
     /// Waits up to `wait` for one record (or a stale one) and processes it; false if none came.
     pub async fn process_next(&self, wait: Duration) -> Result<bool, PostCallError> {
+        self.keep_unreadable().await?;
         let stale = self
             .queue
             .reclaim(&self.consumer, self.reclaim_after)
