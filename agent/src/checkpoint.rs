@@ -9,17 +9,31 @@ use callfleet_pipeline::{Responder, ScenarioResponder};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-/// Saves a call's checkpoint after each turn.
+/// Saves a call's checkpoint after each turn, fenced by the job's attempt: when the bus says a
+/// newer attempt holds the call, this worker has lost it and `lost` is cancelled.
 #[derive(Clone)]
 pub struct Checkpointer {
     bus: Arc<dyn FleetBus>,
     call_id: String,
+    attempt: u32,
+    lost: CancellationToken,
 }
 
 impl Checkpointer {
-    pub(crate) fn new(bus: Arc<dyn FleetBus>, call_id: String) -> Checkpointer {
-        Checkpointer { bus, call_id }
+    pub(crate) fn new(
+        bus: Arc<dyn FleetBus>,
+        call_id: String,
+        attempt: u32,
+        lost: CancellationToken,
+    ) -> Checkpointer {
+        Checkpointer {
+            bus,
+            call_id,
+            attempt,
+            lost,
+        }
     }
 
     pub async fn save(&self, engine: serde_json::Value, turns: u32) -> Result<(), FleetError> {
@@ -29,8 +43,14 @@ impl Checkpointer {
             engine,
             turns,
             at: now_ms(),
+            attempt: self.attempt,
         };
-        self.bus.save_checkpoint(&checkpoint, CHECKPOINT_TTL).await
+        let saved = self.bus.save_checkpoint(&checkpoint, CHECKPOINT_TTL).await;
+        if let Err(FleetError::Fenced { held, .. }) = &saved {
+            tracing::warn!(call_id = %self.call_id, attempt = self.attempt, held, "another worker holds this call now; leaving it");
+            self.lost.cancel();
+        }
+        saved
     }
 
     /// Saves the engine's snapshot; a failure is logged, never fatal to the call.

@@ -2,7 +2,7 @@
 
 use crate::checkpoint::Checkpointer;
 use crate::load::{rss_bytes, LoadSampler};
-use crate::plan::now_ms;
+use crate::plan::{failed_record, now_ms};
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use callfleet_fleet::{
@@ -29,6 +29,10 @@ pub struct WorkerConfig {
     /// The most resident memory this process may use: a new call is taken only while the
     /// process's RSS plus one call's budget stays under it. `None`: capacity alone decides.
     pub memory_limit: Option<u64>,
+    /// How often a running call checks that this worker still holds its job. A worker stalled
+    /// (SIGSTOP, a long pause) past the failover timeout finds on resuming that its calls were
+    /// re-placed, and leaves them within this interval.
+    pub lease_check: Duration,
 }
 
 /// What one call may cost; bench-fleet measures the real figure (well under this).
@@ -44,6 +48,7 @@ impl WorkerConfig {
             job_wait: Duration::from_millis(500),
             call_memory: CALL_MEMORY_BUDGET,
             memory_limit: None,
+            lease_check: Duration::from_secs(1),
         }
     }
 }
@@ -56,6 +61,10 @@ pub struct CallHandle {
     pub checkpointer: Checkpointer,
     /// Cancelled when the worker is forced to stop: end the call now.
     pub cancel: CancellationToken,
+    /// Cancelled (with `cancel`) when another worker has taken this call over: leave the room
+    /// quietly — the call goes on with the other worker, so do not end it for the caller (no
+    /// hang-up, no goodbye); the record made of this run is dropped.
+    pub lost: CancellationToken,
 }
 
 /// Runs one call to its end and returns its record. Implemented by the LiveKit voice session
@@ -139,8 +148,10 @@ impl Worker {
         }
     }
 
-    async fn run_call(self: Arc<Self>, job: Job, cancel: CancellationToken) {
+    async fn run_call(self: Arc<Self>, job: Job, forced: CancellationToken) {
         let call_id = job.call_id.clone();
+        let room = job.room.clone();
+        let started_at = now_ms();
         let resume_from = match self.bus.load_checkpoint(&call_id).await {
             Ok(found) => found,
             Err(e) => {
@@ -148,27 +159,75 @@ impl Worker {
                 None
             }
         };
-        let checkpointer = Checkpointer::new(self.bus.clone(), call_id.clone());
-        let forced = cancel.clone();
-        let record = self
-            .runner
-            .run(CallHandle {
-                job,
-                resume_from,
-                checkpointer,
-                cancel,
+        let cancel = forced.child_token();
+        let lost = CancellationToken::new();
+        let checkpointer =
+            Checkpointer::new(self.bus.clone(), call_id.clone(), job.attempt, lost.clone());
+        let lease = tokio::spawn(self.clone().watch_lease(call_id.clone(), lost.clone()));
+        let ended_by_loss = {
+            let (cancel, lost) = (cancel.clone(), lost.clone());
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                cancel.cancel();
             })
-            .await;
-        // The record is durable before the job is released: if we die in between, the call is
-        // re-placed and ends again, which post-call processing absorbs (storing is an upsert).
-        // Until the queue takes it the job stays held, for the same reason.
-        if self.push_until_queued(&record, &forced).await {
+        };
+        // The call runs in a task of its own, so a panic in it ends this call as failed rather
+        // than the worker (or leaving the job held until failover).
+        let runner = self.runner.clone();
+        let handle = CallHandle {
+            job: job.clone(),
+            resume_from,
+            checkpointer,
+            cancel,
+            lost: lost.clone(),
+        };
+        let record = match tokio::spawn(async move { runner.run(handle).await }).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(call_id = %call_id, error = %e, "the call's task failed; recording the call as failed");
+                failed_record(&job, started_at, &"the call stopped on an internal error")
+            }
+        };
+        lease.abort();
+        ended_by_loss.abort();
+        if lost.is_cancelled() {
+            // Another worker has the call (and will make its record); ours is dropped, and the
+            // job and room are that worker's now.
+            tracing::warn!(call_id = %call_id, "left a call another worker took over");
+        } else if self.push_until_queued(&record, &forced).await {
+            // The record is durable before the job is released: if we die in between, the call
+            // is re-placed and ends again, which post-call processing absorbs (storing is an
+            // upsert). Until the queue takes it the job stays held, for the same reason.
             if let Err(e) = self.bus.finish_job(&self.config.worker_id, &call_id).await {
                 tracing::warn!(call_id = %call_id, error = %e, "could not release the job");
+            }
+            if let Err(e) = self.bus.release_room(&room).await {
+                tracing::warn!(call_id = %call_id, error = %e, "could not release the room's claim; it expires on its own");
             }
         }
         self.active.fetch_sub(1, Ordering::SeqCst);
         tracing::info!(call_id = %call_id, "call finished");
+    }
+
+    /// Cancels `lost` once this worker no longer holds the call (failover moved it while this
+    /// worker was stalled). A bus error is not a loss: the next check decides.
+    async fn watch_lease(self: Arc<Self>, call_id: String, lost: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.lease_check);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.bus.holds_job(&self.config.worker_id, &call_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(call_id = %call_id, "this worker no longer holds the call; leaving it");
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(call_id = %call_id, error = %e, "could not check the call's lease")
+                }
+            }
+        }
     }
 
     /// Pushes a finished call's record, retrying with backoff while the queue is down; true once

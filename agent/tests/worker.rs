@@ -265,6 +265,7 @@ async fn forcing_ends_calls_and_a_replaced_call_resumes_from_its_checkpoint() {
             engine: serde_json::json!({}),
             turns: 4,
             at: 0,
+            attempt: 0,
         };
         bus.save_checkpoint(&checkpoint, Duration::from_secs(60))
             .await
@@ -337,5 +338,107 @@ async fn a_worker_at_its_memory_limit_takes_no_new_calls_and_shows_full() {
         h.gates.remove("c1").unwrap().send(()).unwrap();
         h.drain.cancel();
         h.done.await.unwrap();
+    }
+}
+
+/// A worker stalled past the failover timeout resumes to find its call re-placed: it leaves the
+/// call within a lease check, quietly (`lost`), its record is dropped and the job and room stay
+/// the new worker's; its late checkpoints are fenced off by the newer attempt.
+#[tokio::test]
+async fn a_stalled_worker_leaves_the_call_it_lost_and_writes_nothing_over_the_new_one() {
+    for (name, bus) in test_buses().await {
+        let mut h = start_with(bus.clone(), "w1", 5, &["c1"], |c| {
+            c.lease_check = Duration::from_millis(50);
+        });
+        bus.assign("w1", &job("c1")).await.unwrap();
+        assert_eq!(h.started.recv().await.unwrap().0, "c1", "{name}");
+        // What failover does while w1 is stalled: the call moves to w2 as attempt 1, which
+        // checkpoints it.
+        let moved = Job {
+            attempt: 1,
+            ..job("c1")
+        };
+        bus.assign("w2", &moved).await.unwrap();
+        bus.finish_job("w1", "c1").await.unwrap();
+        let newer = Checkpoint {
+            v: MESSAGE_VERSION,
+            call_id: "c1".into(),
+            engine: serde_json::json!({"by": "w2"}),
+            turns: 2,
+            at: 0,
+            attempt: 1,
+        };
+        bus.save_checkpoint(&newer, Duration::from_secs(60))
+            .await
+            .unwrap();
+        eventually("w1 leaves the lost call", async || {
+            status_of(&bus, "w1")
+                .await
+                .is_some_and(|s| s.active_calls == 0)
+        })
+        .await;
+        assert_eq!(
+            h.queue.pop("t", Duration::from_millis(100)).await.unwrap(),
+            None,
+            "{name}: the lost run's record is dropped"
+        );
+        assert!(bus.holds_job("w2", "c1").await.unwrap(), "{name}");
+        assert_eq!(
+            bus.load_checkpoint("c1").await.unwrap(),
+            Some(newer),
+            "{name}: the new worker's checkpoint stands"
+        );
+        h.drain.cancel();
+        h.done.await.unwrap();
+    }
+}
+
+struct PanickingRunner;
+
+#[async_trait]
+impl CallRunner for PanickingRunner {
+    async fn run(&self, _call: CallHandle) -> CallRecord {
+        panic!("a bug in a call");
+    }
+}
+
+/// A call whose task panics is recorded as failed and its job released; the worker goes on
+/// taking calls.
+#[tokio::test]
+async fn a_panicking_call_is_recorded_as_failed_and_the_worker_goes_on() {
+    for (name, bus) in test_buses().await {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(FileQueue::open(dir.path()).unwrap());
+        let mut config = WorkerConfig::new("wp", 5);
+        config.heartbeat_interval = Duration::from_millis(50);
+        config.job_wait = Duration::from_millis(100);
+        let worker = Worker::new(
+            bus.clone(),
+            queue.clone(),
+            Arc::new(PanickingRunner),
+            config,
+        );
+        let drain = CancellationToken::new();
+        let done = tokio::spawn({
+            let drain = drain.clone();
+            async move { worker.run(drain, CancellationToken::new()).await.unwrap() }
+        });
+        for call in ["p1", "p2"] {
+            bus.assign("wp", &job(call)).await.unwrap();
+            let record = queue
+                .pop("t", Duration::from_secs(10))
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: {call} is recorded"));
+            assert_eq!(record.record.id, call, "{name}");
+            assert_eq!(record.record.status, CallStatus::Failed, "{name}");
+            queue.ack(&record.id).await.unwrap();
+        }
+        eventually("both jobs are released", async || {
+            bus.jobs_of("wp").await.unwrap().is_empty()
+        })
+        .await;
+        drain.cancel();
+        done.await.unwrap();
     }
 }

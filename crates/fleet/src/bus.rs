@@ -15,6 +15,9 @@ pub enum FleetError {
     Io(#[from] std::io::Error),
     #[error("message version {0} is newer than this build understands")]
     Version(u32),
+    /// A checkpoint of an older attempt than the one stored: another worker has the call now.
+    #[error("call {call_id} was taken over (attempt {held} holds it)")]
+    Fenced { call_id: String, held: u32 },
 }
 
 pub type Result<T, E = FleetError> = std::result::Result<T, E>;
@@ -59,6 +62,8 @@ pub trait FleetBus: Send + Sync + 'static {
     /// (this one was stalled, not dead). A worker that no longer holds a call leaves it.
     async fn holds_job(&self, worker_id: &str, call_id: &str) -> Result<bool>;
 
+    /// Saves a call's checkpoint unless one of a higher `attempt` is stored
+    /// ([`FleetError::Fenced`]): a stalled worker cannot overwrite the worker that took over.
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()>;
     async fn load_checkpoint(&self, call_id: &str) -> Result<Option<Checkpoint>>;
 }

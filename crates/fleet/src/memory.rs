@@ -182,10 +182,19 @@ impl FleetBus for MemoryBus {
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()> {
-        self.state().checkpoints.insert(
-            checkpoint.call_id.clone(),
-            (checkpoint.clone(), Instant::now() + ttl),
-        );
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some((held, expires)) = state.checkpoints.get(&checkpoint.call_id) {
+            if *expires > now && held.attempt > checkpoint.attempt {
+                return Err(crate::FleetError::Fenced {
+                    call_id: checkpoint.call_id.clone(),
+                    held: held.attempt,
+                });
+            }
+        }
+        state
+            .checkpoints
+            .insert(checkpoint.call_id.clone(), (checkpoint.clone(), now + ttl));
         Ok(())
     }
 

@@ -80,4 +80,9 @@ pub struct Checkpoint {
     pub turns: u32,
     /// Unix ms of this checkpoint.
     pub at: i64,
+    /// The fencing token: the job's `attempt` of the worker that wrote it. A checkpoint of a
+    /// lower attempt (a stalled worker that resumed after its call was re-placed) never
+    /// replaces one of a higher attempt.
+    #[serde(default)]
+    pub attempt: u32,
 }

@@ -325,15 +325,33 @@ impl FleetBus for RedisBus {
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint, ttl: Duration) -> Result<()> {
+        // Compare-and-set in one step: the stored checkpoint's attempt is the fencing token.
+        let script = redis::Script::new(
+            r"local held = redis.call('GET', KEYS[1])
+              if held then
+                local ok, cp = pcall(cjson.decode, held)
+                if ok and type(cp) == 'table' and tonumber(cp.attempt or 0) > tonumber(ARGV[2]) then
+                  return tonumber(cp.attempt)
+                end
+              end
+              redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+              return -1",
+        );
         let mut conn = self.conn.clone();
         let body = serde_json::to_string(checkpoint)?;
-        let _: () = redis::cmd("SET")
-            .arg(self.key(&format!("checkpoint:{}", checkpoint.call_id)))
+        let held: i64 = script
+            .key(self.key(&format!("checkpoint:{}", checkpoint.call_id)))
             .arg(body)
-            .arg("PX")
+            .arg(checkpoint.attempt)
             .arg(millis(ttl))
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
+        if held >= 0 {
+            return Err(crate::FleetError::Fenced {
+                call_id: checkpoint.call_id.clone(),
+                held: u32::try_from(held).unwrap_or(u32::MAX),
+            });
+        }
         Ok(())
     }
 

@@ -215,11 +215,49 @@ async fn checkpoints_round_trip() {
             engine: serde_json::json!({"fields": {"date": "2026-11-24"}}),
             turns: 3,
             at: 5,
+            attempt: 0,
         };
         bus.save_checkpoint(&cp, Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(bus.load_checkpoint("c1").await.unwrap(), Some(cp), "{name}");
+    }
+}
+
+/// The attempt is a fencing token: once the worker that took a call over (attempt 1) has
+/// saved, the stalled worker it replaced (attempt 0) cannot overwrite it; saves of the same or a
+/// newer attempt go on.
+#[tokio::test]
+async fn a_stale_attempt_cannot_overwrite_a_newer_checkpoint() {
+    for (name, bus) in test_buses().await {
+        let at = |attempt: u32, turns: u32| Checkpoint {
+            v: MESSAGE_VERSION,
+            call_id: "c9".into(),
+            engine: serde_json::json!({"turns": turns}),
+            turns,
+            at: 0,
+            attempt,
+        };
+        let ttl = Duration::from_secs(60);
+        bus.save_checkpoint(&at(0, 1), ttl).await.unwrap();
+        bus.save_checkpoint(&at(1, 2), ttl).await.unwrap();
+        let stale = bus.save_checkpoint(&at(0, 5), ttl).await.unwrap_err();
+        assert!(
+            matches!(stale, callfleet_fleet::FleetError::Fenced { held: 1, .. }),
+            "{name}: {stale}"
+        );
+        assert_eq!(
+            bus.load_checkpoint("c9").await.unwrap(),
+            Some(at(1, 2)),
+            "{name}"
+        );
+        bus.save_checkpoint(&at(1, 3), ttl).await.unwrap();
+        bus.save_checkpoint(&at(2, 4), ttl).await.unwrap();
+        assert_eq!(
+            bus.load_checkpoint("c9").await.unwrap(),
+            Some(at(2, 4)),
+            "{name}"
+        );
     }
 }
 
