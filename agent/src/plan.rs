@@ -46,7 +46,7 @@ pub(crate) enum CallError {
 /// Where the engine starts: a new call at a moment, or where a checkpoint left it.
 pub enum EngineStart {
     Fresh(CallContext),
-    Resume(EngineSnapshot),
+    Resume(Box<EngineSnapshot>),
 }
 
 /// Everything a call runs on, assembled once before it starts.
@@ -85,7 +85,7 @@ impl CallPlan {
         let (engine, resumed) = match start {
             EngineStart::Fresh(context) => (ScenarioEngine::new(config.clone(), context), false),
             EngineStart::Resume(snapshot) => {
-                (ScenarioEngine::restore(config.clone(), snapshot), true)
+                (ScenarioEngine::restore(config.clone(), *snapshot), true)
             }
         };
         let earlier = if resumed {
@@ -119,7 +119,7 @@ impl CallPlan {
             BotConfig::from_value(&job.config).map_err(|e| CallError::Config(e.to_string()))?;
         let start = match &call.resume_from {
             Some(checkpoint) => {
-                EngineStart::Resume(serde_json::from_value(checkpoint.engine.clone())?)
+                EngineStart::Resume(Box::new(serde_json::from_value(checkpoint.engine.clone())?))
             }
             None => {
                 let mut context = CallContext::for_bot_now(&config);
