@@ -20,6 +20,8 @@ pub mod fuzz;
 pub mod llm;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod server;
 pub mod sip;
 mod tts;
