@@ -370,7 +370,7 @@ pub fn unsupported_facts(answer: &str, passages: &[&str]) -> Vec<String> {
         .iter()
         .any(|p| EVERY_DAY.iter().any(|w| p.to_lowercase().contains(w)));
     for d in &said.days {
-        if !known.days.contains(d) && !(all_days && *d < 7) {
+        if !known.days.contains(d) && (!all_days || *d >= 7) {
             missing.insert(Fact::Day(*d));
         }
     }

@@ -218,10 +218,10 @@ impl ScenarioEngine {
         let only_free_text = values == 1
             && found.len() == 1
             && pending_field.is_some_and(|f| f.kind() == FieldKind::Text && found[0].0 == f.name);
-        if values == 0 && !took_object || only_free_text {
-            if self.digress(text, tokens, scenario, &active, out).await {
-                return;
-            }
+        if (values == 0 && !took_object || only_free_text)
+            && self.digress(text, tokens, scenario, &active, out).await
+        {
+            return;
         }
         if values == 0 && found.is_empty() && !took_object {
             let Some(field) = pending_field else {
