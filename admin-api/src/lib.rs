@@ -93,6 +93,8 @@ pub struct ApiContext {
     /// Browser calls started with embed keys, per key and per source address.
     pub(crate) embed_sessions: Arc<rate_limit::RateLimiter>,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
+    /// Where call recordings are kept; without it no recording is served.
+    pub(crate) recordings: Option<Arc<dyn callfleet_recording::RecordingStore>>,
 }
 
 impl ApiContext {
@@ -117,7 +119,17 @@ impl ApiContext {
             auth_failures: Arc::new(auth_failures),
             embed_sessions: Arc::new(embed_sessions),
             metrics: Arc::new(metrics::HttpMetrics::new()),
+            recordings: None,
         }
+    }
+
+    /// Serves `GET /calls/{id}/recording` from `recordings` (and deletes from it).
+    pub fn with_recordings(
+        mut self,
+        recordings: Arc<dyn callfleet_recording::RecordingStore>,
+    ) -> ApiContext {
+        self.recordings = Some(recordings);
+        self
     }
 
     /// Enables the `/bots/{id}/knowledge` routes (without it they answer 503).

@@ -1198,6 +1198,8 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "POST /bots/{id}/knowledge/search",
         "GET /calls",
         "GET /calls/{id}",
+        "DELETE /calls/{id}",
+        "GET /calls/{id}/recording",
         "POST /bots/{id}/sessions",
         "POST /embed-keys",
         "GET /embed-keys",

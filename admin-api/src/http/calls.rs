@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 pub(super) fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
         .routes(routes!(list_calls))
-        .routes(routes!(get_call))
+        .routes(routes!(get_call, delete_call))
+        .routes(routes!(get_recording))
         .routes(routes!(list_dead_letters))
 }
 
@@ -305,6 +306,76 @@ async fn get_call(
         summary_kind,
         analytics: analytics.into(),
     }))
+}
+
+/// A call's recording: a two-channel WAV (left the caller, right the bot), for the company that
+/// owns the call; 404 when the call has none (its bot does not record, or it expired).
+#[utoipa::path(get, path = "/calls/{id}/recording", tag = "calls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_recording(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let call: CallRecord = ctx.store.get_call(&id).await.not_found_as("call")?;
+    who.can_access(&call.company_id, "call")?;
+    let (Some(recordings), Some(recording)) =
+        (&ctx.recordings, ctx.store.get_recording(&id).await?)
+    else {
+        return Err(ApiError::NotFound("recording"));
+    };
+    if recording.company_id != call.company_id {
+        return Err(ApiError::NotFound("recording"));
+    }
+    let bytes = recordings
+        .get(&recording.storage_key)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .ok_or(ApiError::NotFound("recording"))?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "audio/wav".to_string()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.wav\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Deletes a call with its analysis, its recording (the bytes too) and nothing else.
+#[utoipa::path(delete, path = "/calls/{id}", tag = "calls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_call(
+    State(ctx): State<ApiContext>,
+    who: Principal,
+    Id(id): Id<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let call: CallRecord = ctx.store.get_call(&id).await.not_found_as("call")?;
+    who.can_access(&call.company_id, "call")?;
+    delete_recording_of(&ctx, &id).await?;
+    ctx.store.delete_call(&id).await.not_found_as("call")?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Deletes a call's recording, bytes first: a row left behind is retried, bytes never orphaned.
+pub(crate) async fn delete_recording_of(ctx: &ApiContext, call_id: &str) -> ApiResult<()> {
+    let Some(recording) = ctx.store.get_recording_any(call_id).await? else {
+        return Ok(());
+    };
+    if let Some(recordings) = &ctx.recordings {
+        recordings
+            .delete(&recording.storage_key)
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    }
+    ctx.store.forget_recording(call_id).await?;
+    Ok(())
 }
 
 /// Finished calls post-call processing set aside after failing repeatedly, newest first, with

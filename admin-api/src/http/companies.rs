@@ -182,6 +182,10 @@ async fn delete_company(
     Id(id): Id<String>,
 ) -> ApiResult<StatusCode> {
     who.require_admin()?;
+    // Recordings' bytes live outside the database: delete them before the rows cascade away.
+    for recording in ctx.store.company_recordings(&id).await? {
+        super::calls::delete_recording_of(&ctx, &recording.call_id).await?;
+    }
     ctx.store
         .delete_company(&id)
         .await

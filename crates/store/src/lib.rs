@@ -14,6 +14,7 @@ mod dead_letters;
 mod embed_keys;
 mod knowledge;
 mod phone_numbers;
+mod recordings;
 mod sql;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -28,6 +29,7 @@ pub use dead_letters::DeadLetter;
 pub use embed_keys::{EmbedKey, NewEmbedKey, EMBED_KEY_PREFIX};
 pub use knowledge::{KnowledgeDocument, NewKnowledgeDocument};
 pub use phone_numbers::{PhoneNumber, TrunkSettings};
+pub use recordings::CallRecording;
 pub use webhook_outbox::{
     AttemptVerdict, DeliveryAttempt, DisableAfter, DueDelivery, RecordedAttempt,
 };

@@ -143,6 +143,13 @@ pub const SCHEMA: &[Key] = &[
             opt("min_score", Shape::Num),
         ]),
     ),
+    opt(
+        "recording",
+        Shape::Obj(&[
+            opt("enabled", Shape::Bool),
+            opt("retention_days", Shape::UInt { min: 1, max: 3650 }),
+        ]),
+    ),
 ];
 
 fn type_name(value: &Value) -> &'static str {

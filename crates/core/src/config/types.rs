@@ -39,6 +39,9 @@ pub struct BotConfig {
     pub default_outcome: Option<String>,
     #[serde(default)]
     pub knowledge: KnowledgeSettings,
+    /// Whether calls are recorded (off unless asked for) and how long recordings are kept.
+    #[serde(default, skip_serializing_if = "RecordingSettings::is_off")]
+    pub recording: RecordingSettings,
 }
 
 fn default_max_turns() -> u32 {
@@ -235,6 +238,35 @@ pub struct KnowledgeSettings {
 
 fn default_top_k() -> u32 {
     5
+}
+
+/// Call recording: a two-channel WAV (caller, bot) per call, kept `retention_days`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+
+impl RecordingSettings {
+    fn is_off(&self) -> bool {
+        *self == RecordingSettings::default()
+    }
+}
+
+impl Default for RecordingSettings {
+    fn default() -> Self {
+        RecordingSettings {
+            enabled: false,
+            retention_days: default_retention_days(),
+        }
+    }
 }
 
 impl Default for KnowledgeSettings {
