@@ -6,8 +6,9 @@ use anyhow::Context;
 use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
 use callfleet_core::secret::{Secret, SecretUrl};
 use callfleet_dispatcher::{
-    http_router, metrics_router, Dispatcher, DispatcherConfig, WebhookState,
+    http_router, metrics_router, Dispatcher, DispatcherConfig, SipProvisioner, WebhookState,
 };
+use callfleet_livekit_admin::LiveKitApi;
 use callfleet_fleet::{FileQueue, FleetBus, MemoryBus, PostCallQueue, RedisBus, RedisQueue};
 use callfleet_pipeline::PipelineMetrics;
 use callfleet_postcall::{PostCallWorker, Summarizer};
@@ -42,6 +43,11 @@ pub(crate) struct LiveKitArgs {
     /// LiveKit (`livekit-server --dev`) that nothing else can reach.
     #[arg(long, env = "CALLFLEET_ALLOW_DEV_SECRET", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_dev_secret: bool,
+    /// LiveKit has SIP (livekit-sip beside it): routing a phone number provisions its inbound
+    /// trunk and dispatch rule (and an outbound trunk with a provider host), and the dispatcher
+    /// reconciles them with the database at start.
+    #[arg(long, env = "CALLFLEET_LIVEKIT_SIP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub livekit_sip: bool,
 }
 
 /// livekit-server's development secret (`--dev`), the default here for `callfleet dev`.
@@ -63,6 +69,27 @@ impl LiveKitArgs {
             );
         }
         Ok(())
+    }
+
+    /// The SIP provisioner, when `--livekit-sip` is on.
+    pub(crate) fn sip_provisioner(
+        &self,
+        store: &callfleet_store::Store,
+    ) -> anyhow::Result<Option<Arc<SipProvisioner>>> {
+        if !self.livekit_sip {
+            return Ok(None);
+        }
+        let api = LiveKitApi::new(
+            &self.livekit_url,
+            &self.livekit_api_key,
+            self.livekit_api_secret.clone(),
+        )
+        .context("LIVEKIT_URL for LiveKit's server API")?;
+        Ok(Some(Arc::new(SipProvisioner::new(
+            api,
+            store.clone(),
+            self.livekit_api_secret.clone(),
+        ))))
     }
 
     fn settings(&self) -> LiveKitSettings {
@@ -251,7 +278,9 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
         DispatcherConfig::default(),
     ));
     let shutdown = CancellationToken::new();
+    let sip = args.livekit.sip_provisioner(&store)?;
     let failover = tokio::spawn(dispatcher.clone().run_failover(shutdown.clone()));
+    let reconcile = tokio::spawn(reconcile_sip(sip, shutdown.clone()));
     let postcall = tokio::spawn(
         PostCallWorker::new(
             queue,
@@ -285,7 +314,36 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
     shutdown.cancel();
     failover.await.ok();
     postcall.await.ok();
+    reconcile.await.ok();
     Ok(())
+}
+
+/// Brings LiveKit's SIP trunks and dispatch rules in line with the phone numbers in the database,
+/// retrying (1 s doubling to a minute) until LiveKit answers.
+async fn reconcile_sip(sip: Option<Arc<SipProvisioner>>, shutdown: CancellationToken) {
+    let Some(sip) = sip else { return };
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match sip.reconcile().await {
+            Ok(report) => {
+                tracing::info!(
+                    provisioned = ?report.provisioned,
+                    removed = ?report.removed,
+                    unchanged = report.unchanged,
+                    "LiveKit SIP reconciled with the phone numbers"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "LiveKit SIP reconciliation failed")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
 }
 
 /// Browser calls for `callfleet api`: placements go through the Redis fleet.

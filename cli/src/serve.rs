@@ -244,6 +244,7 @@ pub(crate) async fn api(
     global: &GlobalArgs,
     args: ApiArgs,
     calls: Option<callfleet_admin_api::BrowserCalls>,
+    livekit: &crate::fleet::LiveKitArgs,
 ) -> anyhow::Result<()> {
     let admin_key = args
         .admin_key
@@ -256,6 +257,9 @@ pub(crate) async fn api(
     let mut ctx = ApiContext::new(api_config(&args, admin_key), store).with_knowledge(knowledge);
     if let Some(calls) = calls {
         ctx = ctx.with_browser_calls(calls);
+    }
+    if let Some(sip) = livekit.sip_provisioner(&ctx.store)? {
+        ctx = ctx.with_sip_provisioning(sip);
     }
     run_api_with(ctx, &args).await
 }

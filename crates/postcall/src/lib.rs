@@ -32,6 +32,7 @@ pub use transport::{HttpTransport, SendOutcome, WebhookTransport};
 use async_trait::async_trait;
 use callfleet_core::domain::CallRecord;
 use callfleet_fleet::{FleetError, PostCallQueue, QueuedRecord};
+use callfleet_recording::RecordingStore;
 use callfleet_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,8 @@ pub enum PostCallError {
     Store(#[from] StoreError),
     #[error("step {step}: {message}")]
     Step { step: &'static str, message: String },
+    #[error("recordings: {0}")]
+    Recording(#[from] callfleet_recording::RecordingError),
 }
 
 impl PostCallError {
@@ -55,7 +58,8 @@ impl PostCallError {
     /// never sets good records aside.
     pub fn is_outage(&self) -> bool {
         match self {
-            PostCallError::Queue(_) => true,
+            // The recording store (a bucket, a disk) being unreachable is an outage too.
+            PostCallError::Queue(_) | PostCallError::Recording(_) => true,
             PostCallError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
                 // PostgreSQL: connection exceptions (08), insufficient resources (53), shutdown
                 // and other operator intervention (57), serialization failures and deadlocks
@@ -107,6 +111,8 @@ pub struct PostCallWorker {
     webhooks_queued: Option<Arc<Notify>>,
     /// Writes each call's summary (extractive unless given models).
     summarizer: Summarizer,
+    /// Where agents put recordings: a recorded call's is registered, expired ones deleted.
+    recordings: Option<Arc<dyn RecordingStore>>,
 }
 
 impl PostCallWorker {
@@ -122,7 +128,72 @@ impl PostCallWorker {
             deliverer: None,
             webhooks_queued: None,
             summarizer: Summarizer::extractive(),
+            recordings: None,
         }
+    }
+
+    /// Registers the recordings agents put in `recordings` for calls of bots that record, and
+    /// deletes them when their bot's retention is over.
+    pub fn with_recordings(mut self, recordings: Arc<dyn RecordingStore>) -> PostCallWorker {
+        self.recordings = Some(recordings);
+        self
+    }
+
+    /// A recorded call's recording, registered with its expiry (the bot's `retention_days`
+    /// after the call ended) so the API serves it; nothing for bots that do not record.
+    async fn register_recording(&self, record: &CallRecord) -> Result<bool, PostCallError> {
+        let Some(recordings) = &self.recordings else {
+            return Ok(false);
+        };
+        let settings = match self
+            .store
+            .get_bot_version(&record.bot_id, Some(record.bot_config_version))
+            .await
+            .and_then(|v| v.bot_config())
+        {
+            Ok(config) => config.recording,
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if !settings.enabled {
+            return Ok(false);
+        }
+        let key = callfleet_recording::recording_key(&record.company_id, &record.id);
+        let Some(bytes) = recordings.get(&key).await? else {
+            tracing::warn!(call_id = %record.id, "the bot records calls but this one has no recording");
+            return Ok(false);
+        };
+        let ended = record.ended_at.unwrap_or(record.started_at);
+        let expires_at = ended + i64::from(settings.retention_days) * 86_400_000;
+        self.store
+            .save_recording(
+                &record.id,
+                &record.company_id,
+                &key,
+                i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                expires_at,
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Deletes recordings past their retention (bytes first, then the row); how many.
+    pub async fn sweep_recordings(&self) -> Result<usize, PostCallError> {
+        let Some(recordings) = &self.recordings else {
+            return Ok(0);
+        };
+        let expired = self
+            .store
+            .expired_recordings(callfleet_store::now_ms(), 100)
+            .await?;
+        for recording in &expired {
+            recordings.delete(&recording.storage_key).await?;
+            self.store.forget_recording(&recording.call_id).await?;
+        }
+        if !expired.is_empty() {
+            tracing::info!(deleted = expired.len(), "expired recordings deleted");
+        }
+        Ok(expired.len())
     }
 
     /// Summarises calls with `summarizer` (by default every summary is extractive).
@@ -171,6 +242,7 @@ impl PostCallWorker {
                 Some((&summary.text, summary.kind.as_str())),
             )
             .await?;
+        self.register_recording(&record).await?;
         let queued_webhooks = self.queue_webhooks(&record).await?;
         self.queue.ack(&queued.id).await?;
         if queued_webhooks > 0 {
@@ -360,7 +432,14 @@ impl PostCallWorker {
             .deliverer
             .take()
             .map(|d| tokio::spawn(d.run(shutdown.clone())));
+        let mut next_sweep = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
+            if tokio::time::Instant::now() >= next_sweep {
+                if let Err(e) = self.sweep_recordings().await {
+                    tracing::warn!(error = %e, "expired recordings not deleted yet; will retry");
+                }
+                next_sweep = tokio::time::Instant::now() + Duration::from_secs(60);
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 done = self.process_next(Duration::from_secs(1)) => {
