@@ -25,11 +25,12 @@ use crate::plan::{
 use crate::worker::{CallHandle, CallRunner};
 use async_trait::async_trait;
 use callfleet_core::domain::{CallRecord, CallStatus, Turn};
+use callfleet_livekit_admin::LiveKitApi;
 use callfleet_pipeline::{
     CallInput, CallOutput, CallReport, PhraseCache, Pipeline, PipelineMetrics, Providers,
 };
 use callfleet_providers::{LocalEngines, ProviderEnv};
-use callfleet_rtc::{AudioFrame, AudioStream, LocalAudioTrack, Room, RoomEvent};
+use callfleet_rtc::{AudioFrame, AudioStream, LocalAudioTrack, ParticipantKind, Room, RoomEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -97,6 +98,21 @@ impl VoiceSession {
 struct Caller {
     identity: String,
     microphone: AudioStream,
+    /// A phone through livekit-sip: the call is hung up when the bot ends it.
+    phone: bool,
+}
+
+/// The attribute livekit-sip keeps on its participant: `ringing` until the phone leg is
+/// answered, then `active`, `hangup` at the end.
+const SIP_CALL_STATUS: &str = "sip.callStatus";
+
+/// Whether a SIP participant's phone leg is answered. livekit-sip answers an inbound call once it
+/// hears a track in the room (the agent's), so a greeting spoken before that would be cut; one
+/// without the attribute is taken as answered.
+fn answered(attributes: &std::collections::HashMap<String, String>) -> bool {
+    attributes
+        .get(SIP_CALL_STATUS)
+        .is_none_or(|status| status == "active")
 }
 
 impl VoiceSession {
@@ -124,7 +140,10 @@ impl VoiceSession {
         let track = room.publish_audio("agent", rates.output_rate).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room for a voice call");
 
-        let Some(caller) = self.wait_for_caller(call, &mut events).await else {
+        let Some(caller) = self
+            .wait_for_caller(call, &mut events, &track, rates.output_rate)
+            .await
+        else {
             room.leave().await;
             drop(saver);
             return Ok(no_answer_record(
@@ -138,6 +157,7 @@ impl VoiceSession {
             ..caller
         };
 
+        let (caller_identity, phone) = (caller.identity.clone(), caller.phone);
         let (input_tx, input_rx) = mpsc::channel::<CallInput>(256);
         let (output_tx, output_rx) = mpsc::channel::<CallOutput>(256);
         let microphone = tokio::spawn(microphone(caller.microphone, input_tx.clone()));
@@ -152,6 +172,12 @@ impl VoiceSession {
         speaker.await.ok();
         microphone.abort();
         room_events.abort();
+        // The bot ended the call (goodbye, max turns, silence) or the caller left: hang the
+        // phone leg up, or it would stay open to an empty room. A forced stop leaves it for the
+        // worker that takes the call over.
+        if phone && !call.cancel.is_cancelled() {
+            self.hang_up(&job.room, &caller_identity).await;
+        }
         room.leave().await;
         saver.await.ok();
         Ok(voice_record(call, started_at, earlier, report?))
@@ -169,20 +195,51 @@ impl VoiceSession {
         pipeline
     }
 
-    /// Waits for the caller's microphone: the call starts when it does, so the greeting is
-    /// heard. `None` when it never comes (timeout, forced stop, the room gone).
+    /// Removes the phone participant, which makes livekit-sip send the BYE. Already gone is done.
+    async fn hang_up(&self, room: &str, identity: &str) {
+        let api = match LiveKitApi::new(
+            &self.livekit.url,
+            &self.livekit.api_key,
+            self.livekit.api_secret.clone(),
+        ) {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "Could not hang the phone up.");
+                return;
+            }
+        };
+        match api.remove_participant(room, identity).await {
+            Ok(()) => tracing::info!(room = %room, caller = %identity, "Hung the phone up."),
+            Err(e) => tracing::warn!(room = %room, error = %e, "Could not hang the phone up."),
+        }
+    }
+
+    /// Waits for the caller's microphone — and for a phone, for its leg to be answered: the call
+    /// starts then, so the greeting is heard whole. `None` when it never comes (timeout, forced
+    /// stop, the room gone, the phone hung up while ringing).
     async fn wait_for_caller(
         &self,
         call: &CallHandle,
         events: &mut mpsc::Receiver<RoomEvent>,
+        track: &LocalAudioTrack,
+        rate: u32,
     ) -> Option<Caller> {
         let expected = call.job.caller_identity.as_deref();
         let wait = tokio::time::sleep(self.caller_timeout);
         tokio::pin!(wait);
+        // A phone heard but not yet answered.
+        let mut ringing: Option<Caller> = None;
+        // livekit-sip answers once media of ours reaches it: while the phone rings the track
+        // carries a little silence (never queued ahead, so the greeting follows the answer).
+        let mut keep_alive = tokio::time::interval(Duration::from_millis(100));
         loop {
             let event = tokio::select! {
                 () = call.cancel.cancelled() => None,
                 () = &mut wait => None,
+                _ = keep_alive.tick(), if ringing.is_some() => {
+                    track.push(&AudioFrame::new(vec![0; rate as usize / 10], rate));
+                    continue;
+                }
                 e = events.recv() => e,
             };
             match event {
@@ -193,10 +250,32 @@ impl VoiceSession {
                 }) if is_caller(participant.kind)
                     && expected.is_none_or(|c| c == participant.identity) =>
                 {
-                    return Some(Caller {
+                    let caller = Caller {
+                        phone: participant.kind == ParticipantKind::Sip,
                         identity: participant.identity,
                         microphone: stream,
-                    });
+                    };
+                    if !caller.phone || answered(&participant.attributes) {
+                        return Some(caller);
+                    }
+                    tracing::info!(call_id = %call.job.call_id, "The phone is ringing; waiting for livekit-sip to answer it.");
+                    ringing = Some(caller);
+                }
+                Some(RoomEvent::AttributesChanged {
+                    identity,
+                    attributes,
+                }) if ringing.as_ref().is_some_and(|c| c.identity == identity) => {
+                    if attributes.get(SIP_CALL_STATUS).map(String::as_str) == Some("hangup") {
+                        return None;
+                    }
+                    if answered(&attributes) {
+                        return ringing;
+                    }
+                }
+                Some(RoomEvent::ParticipantLeft { identity })
+                    if ringing.as_ref().is_some_and(|c| c.identity == identity) =>
+                {
+                    return None;
                 }
                 Some(RoomEvent::Disconnected { .. }) | None => return None,
                 Some(_) => {}

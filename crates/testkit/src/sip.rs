@@ -93,6 +93,8 @@ pub struct SipStack {
     pub ws_url: String,
     /// livekit-sip's SIP port on 127.0.0.1 (UDP and TCP).
     pub sip_port: u16,
+    /// The stack's own Redis (`redis://127.0.0.1:…`), free for the test's fleet too.
+    pub redis_url: String,
     pub api_key: String,
     pub api_secret: String,
     pub dir: PathBuf,
@@ -112,6 +114,7 @@ impl SipStack {
         let mut stack = SipStack {
             ws_url: String::new(),
             sip_port: 0,
+            redis_url: String::new(),
             api_key: SIP_API_KEY.into(),
             api_secret: SIP_API_SECRET.into(),
             dir: dir.clone(),
@@ -129,6 +132,7 @@ impl SipStack {
             .expect("start redis-server");
         stack.children.push(("redis-server", redis));
         wait_for_tcp(redis_port, "redis-server", &mut stack).await;
+        stack.redis_url = format!("redis://127.0.0.1:{redis_port}");
 
         let http_port = free_tcp_port();
         let rtc_tcp = free_tcp_port();
@@ -310,6 +314,12 @@ impl Sipp {
         self
     }
 
+    /// Writes every SIP message sipp sends and receives to `path` (for a failing test's log).
+    pub fn trace(mut self, path: &Path) -> Sipp {
+        self.command.args(["-trace_msg", "-message_file"]).arg(path);
+        self
+    }
+
     /// Any other argument.
     pub fn arg(mut self, arg: &str) -> Sipp {
         self.command.arg(arg);
@@ -328,10 +338,16 @@ impl Sipp {
 /// Its port goes into the phone's SDP (the scenarios' `[$rtp_port]`); sipp only signals.
 pub struct RtpPhone {
     pub port: u16,
-    socket: Arc<tokio::net::UdpSocket>,
     state: Arc<Mutex<Recorded>>,
-    task: tokio::task::JoinHandle<()>,
-    sender: tokio::sync::Mutex<Sender>,
+    outgoing: Arc<Mutex<Outgoing>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the phone is about to send: speech samples, then keys; silence when both are empty.
+#[derive(Default)]
+struct Outgoing {
+    samples: std::collections::VecDeque<i16>,
+    keys: std::collections::VecDeque<u8>,
 }
 
 #[derive(Default)]
@@ -340,12 +356,16 @@ struct Recorded {
     samples: Vec<i16>,
     packets: usize,
     remote: Option<std::net::SocketAddr>,
+    /// The G.711 payload type the far end sends (0 PCMU, 8 PCMA); the phone answers in it.
+    audio_pt: Option<u8>,
 }
 
 struct Sender {
     seq: u16,
     ts: u32,
     ssrc: u32,
+    /// The key being pressed and the 20 ms steps it has been held.
+    key: Option<(u8, u16)>,
 }
 
 /// RFC 4733 telephone-event payload type the scenarios offer.
@@ -374,6 +394,7 @@ impl RtpPhone {
                 if packet.payload_type != 0 && packet.payload_type != 8 {
                     continue;
                 }
+                rec.audio_pt.get_or_insert(packet.payload_type);
                 let first = *rec.first_ts.get_or_insert(packet.timestamp);
                 let at = packet.timestamp.wrapping_sub(first) as usize;
                 // Reordered before the first packet, or absurdly far: not part of this call.
@@ -393,16 +414,13 @@ impl RtpPhone {
                 }
             }
         });
+        let outgoing = Arc::new(Mutex::new(Outgoing::default()));
+        let speaker = tokio::spawn(speak(socket, state.clone(), outgoing.clone(), port));
         RtpPhone {
             port,
-            socket,
             state,
-            task,
-            sender: tokio::sync::Mutex::new(Sender {
-                seq: 1,
-                ts: 0,
-                ssrc: 0x0ca1_1f1e ^ u32::from(port),
-            }),
+            outgoing,
+            tasks: vec![task, speaker],
         }
     }
 
@@ -420,85 +438,142 @@ impl RtpPhone {
         self.state.lock().expect("phone lock").remote
     }
 
-    async fn wait_remote(&self) -> std::net::SocketAddr {
-        for _ in 0..600 {
-            if let Some(addr) = self.remote() {
-                return addr;
+    async fn wait_sent(&self) {
+        loop {
+            {
+                let out = self.outgoing.lock().expect("phone lock");
+                if out.samples.is_empty() && out.keys.is_empty() {
+                    return;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no RTP reached the phone in 30 s, so it has nowhere to speak to");
     }
 
-    fn packet(sender: &mut Sender, payload_type: u8, marker: bool, payload: &[u8]) -> Vec<u8> {
-        let mut packet = Vec::with_capacity(12 + payload.len());
-        packet.push(0x80);
-        packet.push(payload_type | if marker { 0x80 } else { 0 });
-        packet.extend_from_slice(&sender.seq.to_be_bytes());
-        packet.extend_from_slice(&sender.ts.to_be_bytes());
-        packet.extend_from_slice(&sender.ssrc.to_be_bytes());
-        packet.extend_from_slice(payload);
-        sender.seq = sender.seq.wrapping_add(1);
-        packet
-    }
-
-    /// Speaks 8 kHz PCM into the call as PCMA, 20 ms a packet at real-time pace.
+    /// Speaks 8 kHz PCM into the call (G.711 in the far end's payload type, 20 ms a packet at
+    /// real-time pace); returns once it is sent. Between such calls the phone sends silence,
+    /// as a phone does (livekit-sip hangs up a call whose media stops).
     pub async fn play(&self, pcm: &[i16]) {
-        let remote = self.wait_remote().await;
-        let mut sender = self.sender.lock().await;
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for chunk in pcm.chunks(160) {
-            tick.tick().await;
-            let mut payload: Vec<u8> = chunk.iter().map(|&s| linear_to_alaw(s)).collect();
-            payload.resize(160, linear_to_alaw(0));
-            let packet = Self::packet(&mut sender, 8, false, &payload);
-            sender.ts = sender.ts.wrapping_add(160);
-            let _ = self.socket.send_to(&packet, remote).await;
-        }
+        self.outgoing
+            .lock()
+            .expect("phone lock")
+            .samples
+            .extend(pcm.iter().copied());
+        self.wait_sent().await;
     }
 
-    /// Sends silence for `duration` (keeps the media flowing, as a phone does).
+    /// Keeps quiet for `duration` (silence is sent meanwhile).
     pub async fn silence(&self, duration: Duration) {
         let samples = (duration.as_millis() as usize) * 8;
         self.play(&vec![0i16; samples]).await;
     }
 
     /// Presses keypad keys (`0-9`, `*`, `#`) as RFC 4733 events: each held 100 ms, then 100 ms
-    /// apart, the end packet sent three times.
+    /// of silence, the end packet sent three times.
     pub async fn press(&self, keys: &str) {
-        let remote = self.wait_remote().await;
-        let mut sender = self.sender.lock().await;
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for key in keys.chars() {
-            let event = match key {
-                '0'..='9' => key as u8 - b'0',
-                '*' => 10,
-                '#' => 11,
-                other => panic!("no keypad key {other:?}"),
-            };
-            for step in 1..=5u16 {
-                tick.tick().await;
-                let end = step == 5;
-                let duration = step * 160;
-                let reps = if end { 3 } else { 1 };
-                for _ in 0..reps {
-                    let payload = [
-                        event,
-                        if end { 0x80 | 10 } else { 10 },
-                        (duration >> 8) as u8,
-                        duration as u8,
-                    ];
-                    let packet = Self::packet(&mut sender, DTMF_PAYLOAD_TYPE, step == 1, &payload);
-                    let _ = self.socket.send_to(&packet, remote).await;
-                }
+        {
+            let mut out = self.outgoing.lock().expect("phone lock");
+            for key in keys.chars() {
+                let event = match key {
+                    '0'..='9' => key as u8 - b'0',
+                    '*' => 10,
+                    '#' => 11,
+                    other => panic!("no keypad key {other:?}"),
+                };
+                out.keys.push_back(event);
             }
-            sender.ts = sender.ts.wrapping_add(5 * 160);
-            for _ in 0..5 {
-                tick.tick().await;
-                let payload = vec![linear_to_alaw(0); 160];
-                let packet = Self::packet(&mut sender, 8, false, &payload);
+        }
+        self.wait_sent().await;
+    }
+}
+
+fn rtp_packet(sender: &mut Sender, payload_type: u8, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(12 + payload.len());
+    packet.push(0x80);
+    packet.push(payload_type | if marker { 0x80 } else { 0 });
+    packet.extend_from_slice(&sender.seq.to_be_bytes());
+    packet.extend_from_slice(&sender.ts.to_be_bytes());
+    packet.extend_from_slice(&sender.ssrc.to_be_bytes());
+    packet.extend_from_slice(payload);
+    sender.seq = sender.seq.wrapping_add(1);
+    packet
+}
+
+/// The phone's sending side: from the first RTP it hears (which says where the far end is), a
+/// packet every 20 ms — a key's event, else speech, else silence.
+async fn speak(
+    socket: Arc<tokio::net::UdpSocket>,
+    state: Arc<Mutex<Recorded>>,
+    outgoing: Arc<Mutex<Outgoing>>,
+    port: u16,
+) {
+    let mut sender = Sender {
+        seq: 1,
+        ts: 0,
+        ssrc: 0x0ca1_1f1e ^ u32::from(port),
+        key: None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (remote, pt) = loop {
+        tick.tick().await;
+        let rec = state.lock().expect("phone lock");
+        if let (Some(remote), Some(pt)) = (rec.remote, rec.audio_pt) {
+            break (remote, pt);
+        }
+    };
+    let encode = if pt == 0 {
+        linear_to_ulaw
+    } else {
+        linear_to_alaw
+    };
+    // After a key, this many 20 ms packets of silence before the next one.
+    let mut gap = 0u16;
+    loop {
+        tick.tick().await;
+        let mut packets = Vec::new();
+        {
+            let mut out = outgoing.lock().expect("phone lock");
+            if sender.key.is_none() && gap == 0 {
+                sender.key = out.keys.pop_front().map(|k| (k, 0));
+            }
+            if let Some((event, held)) = sender.key {
+                let held = held + 1;
+                let end = held == 5;
+                let duration = held * 160;
+                let payload = [
+                    event,
+                    if end { 0x80 | 10 } else { 10 },
+                    (duration >> 8) as u8,
+                    duration as u8,
+                ];
+                for _ in 0..if end { 3 } else { 1 } {
+                    packets.push(rtp_packet(
+                        &mut sender,
+                        DTMF_PAYLOAD_TYPE,
+                        held == 1,
+                        &payload,
+                    ));
+                }
+                if end {
+                    sender.key = None;
+                    sender.ts = sender.ts.wrapping_add(5 * 160);
+                    gap = 5;
+                } else {
+                    sender.key = Some((event, held));
+                }
+            } else {
+                gap = gap.saturating_sub(1);
+                let mut payload = Vec::with_capacity(160);
+                for _ in 0..160 {
+                    payload.push(encode(out.samples.pop_front().unwrap_or(0)));
+                }
+                packets.push(rtp_packet(&mut sender, pt, false, &payload));
                 sender.ts = sender.ts.wrapping_add(160);
-                let _ = self.socket.send_to(&packet, remote).await;
+            }
+        }
+        for packet in packets {
+            if socket.send_to(&packet, remote).await.is_err() {
+                return;
             }
         }
     }
@@ -506,7 +581,9 @@ impl RtpPhone {
 
 impl Drop for RtpPhone {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -554,6 +631,23 @@ pub fn alaw_to_linear(a: u8) -> i16 {
     }
 }
 
+/// Linear PCM to G.711 µ-law.
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    let s = s.min(CLIP) + BIAS;
+    let exponent = (31 - s.leading_zeros() as i32 - 7).clamp(0, 7);
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !((sign | (exponent << 4) | mantissa) as u8)
+}
+
 /// G.711 µ-law to linear PCM.
 pub fn ulaw_to_linear(u: u8) -> i16 {
     let u = !u;
@@ -595,6 +689,18 @@ mod tests {
             let back = alaw_to_linear(linear_to_alaw(sample));
             let err = (i32::from(back) - i32::from(sample)).abs();
             // A-law's step is 1/16 of the segment: at most ~3% plus the smallest step.
+            assert!(
+                err <= i32::from(sample).abs() / 16 + 16,
+                "{sample} -> {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn ulaw_round_trips_within_its_step() {
+        for sample in [-32000i16, -20000, -1000, -100, 0, 100, 1000, 20000, 32000] {
+            let back = ulaw_to_linear(linear_to_ulaw(sample));
+            let err = (i32::from(back) - i32::from(sample)).abs();
             assert!(
                 err <= i32::from(sample).abs() / 16 + 16,
                 "{sample} -> {back}"

@@ -1,0 +1,394 @@
+//! A phone call through the whole fleet and a real livekit-sip: testkit's `SipStack` (Redis,
+//! livekit-server with its webhooks pointed at the dispatcher, livekit-sip), `callfleet api` and
+//! `callfleet dispatcher` with LiveKit SIP provisioning on, one `callfleet agent` (fake Deepgram for
+//! the caller's words, espeak-ng as the bot's voice), and the phone: sipp for the SIP signalling
+//! and testkit's `RtpPhone` for G.711 media, speaking espeak-ng speech at 8 kHz and recording
+//! what it hears.
+//!
+//! Routing a number to the bot through the API provisions its trunk and dispatch rule; the call
+//! to that number reaches the bot; the phone hears the greeting and the reply to what it said —
+//! checked by recognising the recording with Whisper, not by "some audio came" — and the stored
+//! call says inbound, from the caller's number, to the called number.
+//!
+//! Needs `scripts/sip-test-env.sh` (livekit-sip, sipp), espeak-ng and the Whisper tiny.en model
+//! (`scripts/fetch-models.sh`); `scripts/test` sets them up.
+
+mod support;
+
+use callfleet_local_engines::{WhisperConfig, WhisperModel, WhisperStt};
+use callfleet_testkit::sip::{
+    free_tcp_port, free_udp_tcp_port, scenario, RtpPhone, SipBinaries, SipStack, SipStackOptions,
+    Sipp,
+};
+use callfleet_testkit::{FakeDeepgram, SttScript, TEST_KEY};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::caller::espeak_wav;
+use support::{api_base, callfleet, company_with_bot, Env, Proc, TestDir};
+
+const CALLED: &str = "+15550100";
+const CALLER: &str = "+15550199";
+
+/// What the caller says; the fake recognizer hears each stretch of speech as the next line.
+const LINES: [&str; 1] = ["I would like to book an appointment"];
+
+/// The stretch of speech in `samples` (8 kHz) that starts at or after `from` and is followed by
+/// `quiet_ms` of silence; `None` while it has not ended yet.
+fn utterance(samples: &[i16], from: usize, quiet_ms: usize) -> Option<(usize, usize)> {
+    let frame = 160;
+    let loud = |chunk: &[i16]| {
+        let energy: f64 = chunk.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+        (energy / chunk.len() as f64).sqrt() > 300.0
+    };
+    let frames: Vec<bool> = samples[from.min(samples.len())..]
+        .chunks(frame)
+        .map(loud)
+        .collect();
+    let start = frames.iter().position(|&l| l)?;
+    let quiet_frames = quiet_ms / 20;
+    let mut last_loud = start;
+    for (i, &l) in frames.iter().enumerate().skip(start) {
+        if l {
+            last_loud = i;
+        } else if i - last_loud >= quiet_frames {
+            return Some((from + start * frame, from + (last_loud + 1) * frame));
+        }
+    }
+    None
+}
+
+/// Waits (up to `limit`) for the next utterance the phone hears after sample `from`.
+fn next_utterance(phone: &RtpPhone, from: usize, limit: Duration) -> Option<(usize, usize)> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = utterance(&phone.samples(), from, 900) {
+            return Some(found);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn recognise(whisper: &WhisperStt, samples_8k: &[i16]) -> String {
+    let wide = callfleet_pipeline::wav::resample_sinc(samples_8k, 8000, 16000);
+    whisper
+        .transcribe(WhisperModel::TinyEn, &wide, Some("en"), 2)
+        .expect("whisper transcribes")
+        .text
+        .to_lowercase()
+}
+
+fn words_in(text: &str, words: &[&str]) -> usize {
+    words.iter().filter(|w| text.contains(*w)).count()
+}
+
+/// SIP end-to-end tests run one at a time: each starts a whole stack on two shared cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A SIP stack, the fleet around it and a bot with `CALLED` routed to it.
+struct Fleet {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    runtime: tokio::runtime::Runtime,
+    bins: SipBinaries,
+    stack: SipStack,
+    dir: TestDir,
+    base: String,
+    key: String,
+    bot_id: String,
+    _procs: Vec<Proc>,
+    _stt: FakeDeepgram,
+}
+
+impl Fleet {
+    /// `None` (after a note; a panic under CI) when a piece is missing.
+    fn start(test: &str, bot_extra: &str, lines: &[&str]) -> Option<Fleet> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let bins = match SipBinaries::from_env() {
+            Ok(bins) => bins,
+            Err(missing) => return support::missing(test, &missing),
+        };
+        if std::process::Command::new("espeak-ng")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return support::missing(test, "espeak-ng is not installed");
+        }
+        let dir = TestDir::new();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dispatcher_port = free_tcp_port();
+        let stack = runtime.block_on(SipStack::start(
+            &bins,
+            SipStackOptions {
+                webhook_url: Some(format!(
+                    "http://127.0.0.1:{dispatcher_port}/livekit/webhook"
+                )),
+            },
+        ));
+        let stt = runtime.block_on(FakeDeepgram::start(SttScript {
+            transcripts: lines.iter().map(|l| l.to_string()).collect(),
+            ..SttScript::default()
+        }));
+        let env = Env {
+            redis: stack.redis_url.clone(),
+            livekit: stack.ws_url.clone(),
+            python: PathBuf::new(),
+        };
+        let livekit = [
+            ("LIVEKIT_API_KEY", stack.api_key.clone()),
+            ("LIVEKIT_API_SECRET", stack.api_secret.clone()),
+            ("CALLFLEET_LIVEKIT_SIP", "1".to_string()),
+        ];
+        let agent_env: Vec<(&str, String)> = livekit
+            .iter()
+            .cloned()
+            .chain([
+                ("DEEPGRAM_API_KEY", TEST_KEY.to_string()),
+                ("DEEPGRAM_URL", stt.url()),
+                ("CALLFLEET_VAD", "energy".to_string()),
+            ])
+            .collect();
+        let data = dir.path().join("data");
+        let prefix = format!("cfsip:{}:", std::process::id());
+        let log = |name: &str| dir.path().join(format!("{name}.log"));
+        let mut api = callfleet(
+            &["api", "--http-addr", "127.0.0.1:0"],
+            &data,
+            &env,
+            &prefix,
+            &log("api"),
+            &livekit,
+        );
+        let base = api_base(&mut api);
+        let dispatcher_addr = format!("127.0.0.1:{dispatcher_port}");
+        let dispatcher = callfleet(
+            &["dispatcher", "--http-addr", &dispatcher_addr],
+            &data,
+            &env,
+            &prefix,
+            &log("dispatcher"),
+            &livekit,
+        );
+        let agent = callfleet(
+            &["agent", "--worker-id", "w-sip", "--capacity", "4"],
+            &data,
+            &env,
+            &prefix,
+            &log("agent"),
+            &agent_env,
+        );
+        std::thread::sleep(Duration::from_secs(2));
+
+        let http = reqwest::blocking::Client::new();
+        let clinic = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
+        )
+        .unwrap();
+        let config = format!(
+            "{clinic}\n{bot_extra}providers:\n  stt: {{provider: deepgram}}\n  tts: {{provider: espeak}}\n"
+        );
+        let (key, bot_id) = company_with_bot(&http, &base, &config);
+        // The admin key gives the number to the bot's company and routes it: that provisions the
+        // inbound trunk and dispatch rule in LiveKit.
+        let routed = http
+            .post(format!("{base}/bots/{bot_id}/phone-numbers"))
+            .bearer_auth("e2e-admin")
+            .json(&serde_json::json!({"number": CALLED}))
+            .send()
+            .unwrap();
+        assert_eq!(
+            routed.status(),
+            201,
+            "{}\n{}",
+            routed.text().unwrap_or_default(),
+            std::fs::read_to_string(log("api")).unwrap_or_default()
+        );
+        Some(Fleet {
+            _serial: serial,
+            runtime,
+            bins,
+            stack,
+            dir,
+            base,
+            key,
+            bot_id,
+            _procs: vec![api, dispatcher, agent],
+            _stt: stt,
+        })
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "{}\n--- sipp\n{}\n--- dispatcher\n{}\n--- agent\n{}",
+            self.stack.log_tail("livekit-sip", 20),
+            std::fs::read_to_string(self.log("sipp")).unwrap_or_default(),
+            std::fs::read_to_string(self.log("dispatcher")).unwrap_or_default(),
+            std::fs::read_to_string(self.log("agent")).unwrap_or_default()
+        )
+    }
+
+    /// Calls `CALLED` from `CALLER` with the sipp `scenario`; the phone's media is `phone`.
+    fn call(&self, scenario_name: &str, phone: &RtpPhone, extra: &[&str]) -> tokio::process::Child {
+        let _guard = self.runtime.enter();
+        let mut sipp = Sipp::new(
+            &self.bins,
+            &scenario(scenario_name),
+            self.stack.sip_port,
+            free_udp_tcp_port(),
+            CALLED,
+        )
+        .set("caller", CALLER)
+        .set("rtp_port", &phone.port.to_string())
+        .trace(&self.log("sipp"));
+        for arg in extra {
+            sipp = sipp.arg(arg);
+        }
+        sipp.spawn()
+    }
+
+    /// The bot's first stored call, once post-call processing has stored it.
+    fn stored_call(&self) -> serde_json::Value {
+        let http = reqwest::blocking::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let call = loop {
+            let page: serde_json::Value = http
+                .get(format!("{}/calls?bot_id={}", self.base, self.bot_id))
+                .bearer_auth(&self.key)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(call) = page["calls"].as_array().and_then(|c| c.first()) {
+                break call.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the call was never stored:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        http.get(format!(
+            "{}/calls/{}",
+            self.base,
+            call["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&self.key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+    }
+}
+
+fn whisper(test: &str) -> Option<WhisperStt> {
+    let whisper = WhisperStt::new(WhisperConfig::new(callfleet_local_engines::models_dir()));
+    if whisper.load(WhisperModel::TinyEn).is_err() {
+        return support::missing(test, "the Whisper tiny.en model is not fetched");
+    }
+    Some(whisper)
+}
+
+#[test]
+fn a_phone_call_reaches_its_bot_through_livekit_sip() {
+    let test = "SIP fleet end-to-end";
+    let Some(whisper) = whisper(test) else { return };
+    let Some(fleet) = Fleet::start(test, "silence_timeout_sec: 60\n", &LINES) else {
+        return;
+    };
+    let speech_wav = fleet.dir.path().join("caller.wav");
+    assert!(espeak_wav(&speech_wav, LINES[0]));
+    let speech = callfleet_pipeline::wav::read(&speech_wav).expect("espeak's WAV");
+    let speech_8k =
+        callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
+    let runtime = &fleet.runtime;
+    let phone = runtime.block_on(RtpPhone::bind());
+    // The phone hangs up 30 s after the answer.
+    let mut sipp = fleet.call("caller_hangs_up", &phone, &["-d", "30000"]);
+    let logs = || fleet.logs();
+    // The greeting, heard on the phone.
+    let limit = Duration::from_secs(40);
+    let (start, end) = next_utterance(&phone, 0, limit).unwrap_or_else(|| {
+        panic!(
+            "the phone heard no greeting ({} RTP packets):\n{}",
+            phone.packets(),
+            logs()
+        )
+    });
+    let heard = phone.samples();
+    let greeting = recognise(&whisper, &heard[start..end]);
+    eprintln!("the phone heard the greeting as: {greeting}");
+    assert!(
+        words_in(&greeting, &["riverside", "clinic", "help", "reached"]) >= 2,
+        "greeting heard as {greeting:?}"
+    );
+
+    // The caller speaks (8 kHz PCMA); the bot's reply is heard.
+    runtime.block_on(phone.play(&speech_8k));
+    let spoke_until = phone.samples().len();
+    runtime.block_on(phone.silence(Duration::from_millis(300)));
+    let (start, end) = next_utterance(&phone, spoke_until, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the phone heard no reply:\n{}", logs()));
+    let heard = phone.samples();
+    let reply = recognise(&whisper, &heard[start..end]);
+    eprintln!("the phone heard the reply as: {reply}");
+    assert!(
+        words_in(&reply, &["patient", "full name", "name"]) >= 2,
+        "reply heard as {reply:?}"
+    );
+
+    // The phone hangs up: the agent leaves at once (else the silence re-prompt would follow)
+    // and the call is stored as an inbound call from the caller to the number.
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), sipp.wait()).await })
+        .expect("the phone hangs up")
+        .expect("sipp ran");
+    assert!(status.success(), "sipp: {status}\n{}", logs());
+    let detail = fleet.stored_call();
+    assert_eq!(detail["direction"], "inbound", "{detail}");
+    assert_eq!(detail["from_number"], CALLER, "{detail}");
+    assert_eq!(detail["to_number"], CALLED, "{detail}");
+    let users: Vec<&str> = detail["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["speaker"] == "user")
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, LINES, "{detail}");
+}
+
+/// The bot ends the call (the caller stays silent: a re-prompt, then goodbye): the phone leg is
+/// hung up — sipp's scenario waits for the BYE and succeeds only when it comes.
+#[test]
+fn the_bot_hanging_up_ends_the_phone_leg() {
+    let test = "SIP hang-up end-to-end";
+    let Some(whisper) = whisper(test) else { return };
+    let Some(fleet) = Fleet::start(test, "silence_timeout_sec: 2\n", &[]) else {
+        return;
+    };
+    let runtime = &fleet.runtime;
+    let phone = runtime.block_on(RtpPhone::bind());
+    let mut sipp = fleet.call("caller_waits", &phone, &[]);
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(90), sipp.wait()).await })
+        .unwrap_or_else(|_| panic!("the bot never hung the phone up:\n{}", fleet.logs()))
+        .expect("sipp ran");
+    assert!(status.success(), "sipp: {status}\n{}", fleet.logs());
+    let (start, end) = next_utterance(&phone, 0, Duration::ZERO)
+        .unwrap_or_else(|| panic!("the phone heard nothing:\n{}", fleet.logs()));
+    let heard = phone.samples();
+    let greeting = recognise(&whisper, &heard[start..end]);
+    assert!(
+        words_in(&greeting, &["riverside", "clinic", "help", "reached"]) >= 2,
+        "greeting heard as {greeting:?}"
+    );
+    let detail = fleet.stored_call();
+    assert_eq!(detail["direction"], "inbound", "{detail}");
+}
