@@ -8,8 +8,8 @@ use callfleet_core::secret::{Secret, SecretUrl};
 use callfleet_dispatcher::{
     http_router, metrics_router, Dispatcher, DispatcherConfig, SipProvisioner, WebhookState,
 };
-use callfleet_livekit_admin::LiveKitApi;
 use callfleet_fleet::{FileQueue, FleetBus, MemoryBus, PostCallQueue, RedisBus, RedisQueue};
+use callfleet_livekit_admin::LiveKitApi;
 use callfleet_pipeline::PipelineMetrics;
 use callfleet_postcall::{PostCallWorker, Summarizer};
 use callfleet_providers::ProviderEnv;
