@@ -18,6 +18,7 @@ mod chat;
 mod checkpoint;
 pub mod load;
 mod plan;
+mod recorder;
 mod voice;
 mod worker;
 

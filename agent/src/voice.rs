@@ -22,6 +22,7 @@ use crate::plan::{
     call_started_at, failed_record, is_caller, join_room, no_answer_record, record_for, CallError,
     CallPlan, LiveKitSettings, TurnModelFactory,
 };
+use crate::recorder::Recorder;
 use crate::worker::{CallHandle, CallRunner};
 use async_trait::async_trait;
 use callfleet_core::domain::{CallRecord, CallStatus, Turn};
@@ -30,6 +31,7 @@ use callfleet_pipeline::{
     CallInput, CallOutput, CallReport, PhraseCache, Pipeline, PipelineMetrics, Providers,
 };
 use callfleet_providers::{LocalEngines, ProviderEnv};
+use callfleet_recording::RecordingStore;
 use callfleet_rtc::{AudioFrame, AudioStream, LocalAudioTrack, ParticipantKind, Room, RoomEvent};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct VoiceSession {
     knowledge: Option<callfleet_knowledge::KnowledgeSearcher>,
     /// How long to wait for the caller's microphone before the call ends as NO_ANSWER.
     pub caller_timeout: Duration,
+    /// Where calls of bots with `recording.enabled` leave their two-channel recording.
+    recordings: Option<Arc<dyn RecordingStore>>,
 }
 
 impl VoiceSession {
@@ -62,6 +66,26 @@ impl VoiceSession {
             metrics: None,
             knowledge: None,
             caller_timeout: Duration::from_secs(60),
+            recordings: None,
+        }
+    }
+
+    /// Records the calls of bots that ask for it into `recordings` (under
+    /// `recordings/{company}/{call}.wav`, where post-call processing finds it).
+    pub fn with_recordings(mut self, recordings: Arc<dyn RecordingStore>) -> VoiceSession {
+        self.recordings = Some(recordings);
+        self
+    }
+
+    /// Stores the call's recording before its record is queued; a failure loses the recording,
+    /// never the call.
+    async fn save_recording(&self, job: &callfleet_fleet::Job, recorder: Option<Recorder>) {
+        let (Some(recorder), Some(recordings)) = (recorder, &self.recordings) else {
+            return;
+        };
+        let key = callfleet_recording::recording_key(&job.company_id, &job.call_id);
+        if let Err(e) = recordings.put(&key, recorder.wav()).await {
+            tracing::error!(call_id = %job.call_id, error = %e, "the call's recording was not stored");
         }
     }
 
@@ -126,6 +150,7 @@ impl VoiceSession {
         let job = &call.job;
         let pipeline = self.pipeline(&plan, speech).await;
         let rates = plan.pipeline_config();
+        let recording = plan.config.recording.enabled;
         let CallPlan {
             engine,
             resumed,
@@ -158,16 +183,27 @@ impl VoiceSession {
         };
 
         let (caller_identity, phone) = (caller.identity.clone(), caller.phone);
+        let recorder = (recording && self.recordings.is_some()).then(Recorder::start);
         let (input_tx, input_rx) = mpsc::channel::<CallInput>(256);
         let (output_tx, output_rx) = mpsc::channel::<CallOutput>(256);
-        let microphone = tokio::spawn(microphone(caller.microphone, input_tx.clone()));
+        let microphone = tokio::spawn(microphone(
+            caller.microphone,
+            input_tx.clone(),
+            recorder.clone().map(|r| (r, rates.input_rate)),
+        ));
         let room_events = tokio::spawn(caller_events(
             events,
             caller.identity,
             call.cancel.clone(),
             input_tx,
         ));
-        let speaker = tokio::spawn(speaker(room.clone(), track, output_rx, rates.output_rate));
+        let speaker = tokio::spawn(speaker(
+            room.clone(),
+            track,
+            output_rx,
+            rates.output_rate,
+            recorder.clone(),
+        ));
         let report = pipeline.run(Box::new(responder), input_rx, output_tx).await;
         speaker.await.ok();
         microphone.abort();
@@ -180,6 +216,7 @@ impl VoiceSession {
         }
         room.leave().await;
         saver.await.ok();
+        self.save_recording(job, recorder).await;
         Ok(voice_record(call, started_at, earlier, report?))
     }
 
@@ -284,9 +321,16 @@ impl VoiceSession {
     }
 }
 
-/// The caller's audio into the pipeline.
-async fn microphone(mut stream: AudioStream, input: mpsc::Sender<CallInput>) {
+/// The caller's audio into the pipeline (and the recording, at the pipeline's input rate).
+async fn microphone(
+    mut stream: AudioStream,
+    input: mpsc::Sender<CallInput>,
+    recorder: Option<(Recorder, u32)>,
+) {
     while let Some(frame) = stream.recv().await {
+        if let Some((recorder, rate)) = &recorder {
+            recorder.caller(&frame.samples, *rate);
+        }
         if input.send(CallInput::Audio(frame.samples)).await.is_err() {
             break;
         }
@@ -327,11 +371,22 @@ async fn speaker(
     track: LocalAudioTrack,
     mut output: mpsc::Receiver<CallOutput>,
     rate: u32,
+    recorder: Option<Recorder>,
 ) {
     while let Some(out) = output.recv().await {
         match out {
-            CallOutput::Audio(samples) => track.push(&AudioFrame::new(samples, rate)),
-            CallOutput::Clear => track.clear(),
+            CallOutput::Audio(samples) => {
+                if let Some(recorder) = &recorder {
+                    recorder.bot(&samples, rate);
+                }
+                track.push(&AudioFrame::new(samples, rate))
+            }
+            CallOutput::Clear => {
+                if let Some(recorder) = &recorder {
+                    recorder.clear();
+                }
+                track.clear()
+            }
             CallOutput::Transcript(turn) => {
                 let body = serde_json::json!({"speaker": turn.speaker, "text": turn.text, "interrupted": turn.interrupted});
                 let _ = room

@@ -1,7 +1,9 @@
 //! A voice call end to end on a real livekit-server: LiveKit's Python SDK is the caller (it
 //! publishes espeak-ng speech and records what it hears), the agent worker runs the call through
 //! the pipeline with protocol-exact fake Deepgram (STT) and Cartesia (TTS) servers. The caller
-//! must hear the greeting and a reply, and the stored record must show it was understood.
+//! must hear the greeting and a reply, and the stored record must show it was understood. The
+//! bot records its calls: the two-channel recording in the store holds the caller's speech on
+//! the left and the bot's greeting and reply on the right.
 //!
 //! Needs a livekit-server (CALLFLEET_LIVEKIT_URL), the Python SDK (CALLFLEET_PYTHON) and
 //! espeak-ng; `scripts/test` sets them up. Under CI a missing piece fails the test.
@@ -12,6 +14,7 @@ use callfleet_core::secret::Secret;
 use callfleet_core::BotConfig;
 use callfleet_fleet::{FileQueue, FleetBus, Job, MemoryBus, PostCallQueue, MESSAGE_VERSION};
 use callfleet_providers::ProviderEnv;
+use callfleet_recording::{recording_key, DirStore, RecordingStore};
 use callfleet_testkit::{FakeCartesia, FakeDeepgram, SttScript, TEST_KEY};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +34,7 @@ scenarios:
 providers:
   stt: {provider: deepgram}
   tts: {provider: cartesia, voice: test-voice}
+recording: {enabled: true, retention_days: 3}
 "#;
 
 fn missing(what: &str) {
@@ -135,10 +139,11 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
     };
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
     let queue = Arc::new(FileQueue::open(&dir.path().join("queue")).unwrap());
+    let store: Arc<dyn RecordingStore> = Arc::new(DirStore::new(&dir.path().join("store")));
     let worker = Worker::new(
         bus.clone(),
         queue.clone(),
-        Arc::new(VoiceSession::new(livekit, providers)),
+        Arc::new(VoiceSession::new(livekit, providers).with_recordings(store.clone())),
         WorkerConfig::new("w1", 2),
     );
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
@@ -232,5 +237,28 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
     assert!(
         heard >= 2,
         "the caller heard the greeting and the answer as audio ({heard} bursts)"
+    );
+
+    // The agent's own recording of the call, stored before the record was queued.
+    let wav = store
+        .get(&recording_key("cmp", &record.id))
+        .await
+        .unwrap()
+        .expect("the call was recorded");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "two channels");
+    let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]) as usize;
+    let (mut caller, mut bot) = (Vec::new(), Vec::new());
+    for frame in wav[44..].chunks_exact(4) {
+        caller.push(i16::from_le_bytes([frame[0], frame[1]]));
+        bot.push(i16::from_le_bytes([frame[2], frame[3]]));
+    }
+    let (caller_bursts, bot_bursts) = (bursts(&caller, rate), bursts(&bot, rate));
+    assert!(
+        caller_bursts >= 1,
+        "the caller's speech is on the left ({caller_bursts})"
+    );
+    assert!(
+        bot_bursts >= 2,
+        "the greeting and the reply are on the right ({bot_bursts})"
     );
 }

@@ -213,7 +213,7 @@ async fn serve_metrics(addr: SocketAddr, registry: prometheus::Registry) -> anyh
     Ok(())
 }
 
-pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Result<()> {
     args.livekit.refuse_dev_secret("agent")?;
     let bus: Arc<dyn FleetBus> = Arc::new(
         RedisBus::connect(args.redis_url.expose(), &args.redis_prefix)
@@ -231,9 +231,11 @@ pub(crate) async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(default_worker_id);
     let registry = prometheus::Registry::new();
-    let mut session = voice_session(args.livekit.settings()).with_metrics(
-        PipelineMetrics::register(&registry).context("registering the pipeline's metrics")?,
-    );
+    let mut session = voice_session(args.livekit.settings())
+        .with_metrics(
+            PipelineMetrics::register(&registry).context("registering the pipeline's metrics")?,
+        )
+        .with_recordings(crate::serve::open_recordings(global)?);
     match crate::serve::open_search().await? {
         Some(searcher) => session = session.with_knowledge(searcher),
         None => println!(
@@ -289,6 +291,7 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
         )
         .with_summarizer(Summarizer::for_bots(store, ProviderEnv::from_env()))
         .with_reclaim_after(Duration::from_secs(args.postcall_reclaim_sec.max(1)))
+        .with_recordings(crate::serve::open_recordings(global)?)
         .run(shutdown.clone()),
     );
     let state = WebhookState::new(
@@ -418,7 +421,11 @@ pub(crate) async fn dev(
     let agent = Worker::new(
         bus.clone(),
         queue.clone(),
-        Arc::new(voice_session(livekit.settings()).with_knowledge(knowledge.searcher().clone())),
+        Arc::new(
+            voice_session(livekit.settings())
+                .with_knowledge(knowledge.searcher().clone())
+                .with_recordings(crate::serve::open_recordings(global)?),
+        ),
         worker.config(&worker_id),
     );
     let mut tasks = tokio::task::JoinSet::new();
@@ -426,6 +433,7 @@ pub(crate) async fn dev(
     tasks.spawn(
         PostCallWorker::new(queue, store.clone(), "dev")
             .with_summarizer(Summarizer::for_bots(store.clone(), ProviderEnv::from_env()))
+            .with_recordings(crate::serve::open_recordings(global)?)
             .run(shutdown.clone()),
     );
     tasks.spawn({

@@ -284,7 +284,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Dispatcher(args) => fleet::dispatcher(&cli.global, args).await,
-            Command::Agent(args) => fleet::agent(args).await,
+            Command::Agent(args) => fleet::agent(&cli.global, args).await,
         }
     })
 }
