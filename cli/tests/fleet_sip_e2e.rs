@@ -7,8 +7,9 @@
 //!
 //! Routing a number to the bot through the API provisions its trunk and dispatch rule; the call
 //! to that number reaches the bot; the phone hears the greeting and the reply to what it said —
-//! checked by recognising the recording with Whisper, not by "some audio came" — and the stored
-//! call says inbound, from the caller's number, to the called number.
+//! checked by recognising the recording with Whisper, not by "some audio came" — a phone number
+//! keyed in (RFC 4733) fills the field asked for, and the stored call says inbound, from the
+//! caller's number, to the called number. A bot that ends a call hangs the phone up.
 //!
 //! Needs `scripts/sip-test-env.sh` (livekit-sip, sipp), espeak-ng and the Whisper tiny.en model
 //! (`scripts/fetch-models.sh`); `scripts/test` sets them up.
@@ -30,7 +31,15 @@ const CALLED: &str = "+15550100";
 const CALLER: &str = "+15550199";
 
 /// What the caller says; the fake recognizer hears each stretch of speech as the next line.
-const LINES: [&str; 1] = ["I would like to book an appointment"];
+const LINES: [&str; 4] = [
+    "I would like to book an appointment",
+    "Anna Smith",
+    "general practice",
+    "next Monday at 10 am",
+];
+
+/// Then the phone number asked for is keyed in (RFC 4733 through livekit-sip), `#` ending it.
+const KEYED: &str = "0014155550100#";
 
 /// The stretch of speech in `samples` (8 kHz) that starts at or after `from` and is followed by
 /// `quiet_ms` of silence; `None` while it has not ended yet.
@@ -309,8 +318,8 @@ fn a_phone_call_reaches_its_bot_through_livekit_sip() {
         callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
     let runtime = &fleet.runtime;
     let phone = runtime.block_on(RtpPhone::bind());
-    // The phone hangs up 30 s after the answer.
-    let mut sipp = fleet.call("caller_hangs_up", &phone, &["-d", "30000"]);
+    // The phone hangs up 75 s after the answer.
+    let mut sipp = fleet.call("caller_hangs_up", &phone, &["-d", "75000"]);
     let logs = || fleet.logs();
     // The greeting, heard on the phone.
     let limit = Duration::from_secs(40);
@@ -329,24 +338,32 @@ fn a_phone_call_reaches_its_bot_through_livekit_sip() {
         "greeting heard as {greeting:?}"
     );
 
-    // The caller speaks (8 kHz PCMA); the bot's reply is heard.
-    runtime.block_on(phone.play(&speech_8k));
-    let spoke_until = phone.samples().len();
-    runtime.block_on(phone.silence(Duration::from_millis(300)));
-    let (start, end) = next_utterance(&phone, spoke_until, Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the phone heard no reply:\n{}", logs()));
-    let heard = phone.samples();
-    let reply = recognise(&whisper, &heard[start..end]);
-    eprintln!("the phone heard the reply as: {reply}");
-    assert!(
-        words_in(&reply, &["patient", "full name", "name"]) >= 2,
-        "reply heard as {reply:?}"
-    );
+    // The caller speaks (8 kHz PCMA); the bot's reply is heard, each time.
+    for (i, line) in LINES.iter().enumerate() {
+        runtime.block_on(phone.play(&speech_8k));
+        let spoke_until = phone.samples().len();
+        let (start, end) = next_utterance(&phone, spoke_until, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the phone heard no reply to {line:?}:\n{}", logs()));
+        if i == 0 {
+            let heard = phone.samples();
+            let reply = recognise(&whisper, &heard[start..end]);
+            eprintln!("the phone heard the reply as: {reply}");
+            assert!(
+                words_in(&reply, &["patient", "full name", "name"]) >= 2,
+                "reply heard as {reply:?}"
+            );
+        }
+    }
+    // The phone number, keyed in: the bot moves on (speaks again).
+    let keyed_at = phone.samples().len();
+    runtime.block_on(phone.press(KEYED));
+    next_utterance(&phone, keyed_at, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the phone heard nothing after its keys:\n{}", logs()));
 
     // The phone hangs up: the agent leaves at once (else the silence re-prompt would follow)
     // and the call is stored as an inbound call from the caller to the number.
     let status = runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(60), sipp.wait()).await })
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), sipp.wait()).await })
         .expect("the phone hangs up")
         .expect("sipp ran");
     assert!(status.success(), "sipp: {status}\n{}", logs());
@@ -361,7 +378,12 @@ fn a_phone_call_reaches_its_bot_through_livekit_sip() {
         .filter(|t| t["speaker"] == "user")
         .map(|t| t["text"].as_str().unwrap())
         .collect();
-    assert_eq!(users, LINES, "{detail}");
+    assert_eq!(users[..LINES.len()], LINES, "{detail}");
+    assert_eq!(detail["fields"]["patient_name"], "Anna Smith", "{detail}");
+    assert_eq!(
+        detail["fields"]["phone"], "+14155550100",
+        "the keyed-in number fills the field: {detail}"
+    );
 }
 
 /// The bot ends the call (the caller stays silent: a re-prompt, then goodbye): the phone leg is

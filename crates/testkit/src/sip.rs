@@ -282,7 +282,8 @@ pub struct Sipp {
 }
 
 impl Sipp {
-    /// `sipp -sf SCENARIO 127.0.0.1:REMOTE -i 127.0.0.1 -mi 127.0.0.1 -p LOCAL -m 1`; the
+    /// `sipp -sf SCENARIO 127.0.0.1:REMOTE -i 127.0.0.1 -mi 127.0.0.1 -p LOCAL -m 1` (given up
+    /// after 3 minutes); the
     /// scenario's `[service]` is `service` (the number called). Add variables with [`Sipp::set`].
     pub fn new(
         bins: &SipBinaries,
@@ -300,7 +301,7 @@ impl Sipp {
             .args(["-p", &local_port.to_string()])
             .args(["-mp", &free_udp_tcp_port().to_string()])
             .args(["-s", service, "-m", "1", "-nostdin"])
-            .args(["-timeout", "60s", "-timeout_error"])
+            .args(["-timeout", "180s", "-timeout_error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
