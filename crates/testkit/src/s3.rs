@@ -6,7 +6,7 @@
 //! body's hash (or `UNSIGNED-PAYLOAD`). Errors are S3's XML (`<Error><Code>…</Code>`) with S3's
 //! status codes; a missing object is `404 NoSuchKey`, deleting one is still `204`.
 
-use crate::server::AbortOnDrop;
+use crate::server::{percent_decode, AbortOnDrop};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -345,22 +345,4 @@ async fn handle(
             "The specified method is not allowed against this resource.",
         ),
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
