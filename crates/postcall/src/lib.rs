@@ -159,7 +159,7 @@ impl PostCallWorker {
             return Ok(false);
         }
         let key = callfleet_recording::recording_key(&record.company_id, &record.id);
-        let Some(bytes) = recordings.get(&key).await? else {
+        let Some(bytes) = recordings.size(&key).await? else {
             tracing::warn!(call_id = %record.id, "the bot records calls but this one has no recording");
             return Ok(false);
         };
@@ -170,7 +170,7 @@ impl PostCallWorker {
                 &record.id,
                 &record.company_id,
                 &key,
-                i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
                 expires_at,
             )
             .await?;

@@ -39,6 +39,8 @@ pub trait RecordingStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Removes `key`; removing what is not there is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// How many bytes are under `key` (without reading them); `None` when there are none.
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
 }
 
 /// The key of a call's recording.
@@ -137,6 +139,14 @@ impl RecordingStore for DirStore {
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -300,6 +310,26 @@ impl RecordingStore for S3Store {
             Ok(())
         } else {
             Err(error_of(response).await)
+        }
+    }
+
+    /// HEAD: S3 answers a missing key with a bare 404 (a HEAD response has no body).
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        let response = self.send(reqwest::Method::HEAD, key, Vec::new()).await?;
+        match response.status().as_u16() {
+            200 => Ok(Some(
+                response
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
+            404 => Ok(None),
+            status => Err(RecordingError::Status {
+                status,
+                code: format!("HTTP {status}"),
+            }),
         }
     }
 }

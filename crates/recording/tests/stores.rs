@@ -12,7 +12,13 @@ async fn suite(name: &str, store: &dyn RecordingStore) {
     let key = recording_key("cmp_1", "call_1");
     let wav = stereo_wav(&[1, 2, 3, 4], &[-4, -3], 16_000);
     assert_eq!(store.get(&key).await.unwrap(), None, "{name}: nothing yet");
+    assert_eq!(store.size(&key).await.unwrap(), None, "{name}");
     store.put(&key, wav.clone()).await.unwrap();
+    assert_eq!(
+        store.size(&key).await.unwrap(),
+        Some(wav.len() as u64),
+        "{name}"
+    );
     assert_eq!(
         store.get(&key).await.unwrap(),
         Some(wav),

@@ -4,7 +4,8 @@
 //! implementation of the canonical request, string to sign and key derivation), a known access
 //! key, `x-amz-date` within 15 minutes, `x-amz-content-sha256` present, signed and equal to the
 //! body's hash (or `UNSIGNED-PAYLOAD`). Errors are S3's XML (`<Error><Code>…</Code>`) with S3's
-//! status codes; a missing object is `404 NoSuchKey`, deleting one is still `204`.
+//! status codes; a missing object is `404 NoSuchKey` (a bare 404 to a HEAD), deleting one is
+//! still `204`.
 
 use crate::server::{percent_decode, AbortOnDrop};
 use axum::body::Bytes;
@@ -322,7 +323,8 @@ async fn handle(
             objects.insert(key, body.to_vec());
             (StatusCode::OK, [("etag", etag)]).into_response()
         }
-        Method::GET => match objects.get(&key) {
+        // A HEAD is answered as a GET without the body (its length stays in Content-Length).
+        Method::GET | Method::HEAD => match objects.get(&key) {
             Some(bytes) => (
                 StatusCode::OK,
                 [("content-type", "application/octet-stream")],
