@@ -21,6 +21,9 @@ pub struct DispatcherConfig {
     /// How long a placement waits for another placement of the same company (here or in
     /// another dispatcher) to finish counting its calls; then it gives up as contended.
     pub company_lock_wait: Duration,
+    /// How long failover scans pause after the bus failed, for the workers' heartbeats to
+    /// come back (several heartbeat TTLs).
+    pub outage_grace: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -30,6 +33,7 @@ impl Default for DispatcherConfig {
             room_claim_ttl: Duration::from_secs(6 * 3600),
             scan_interval: Duration::from_millis(100),
             company_lock_wait: Duration::from_secs(2),
+            outage_grace: Duration::from_secs(3),
         }
     }
 }
@@ -240,24 +244,31 @@ impl Dispatcher {
                     job,
                 });
             }
-            if all_moved {
-                self.bus.forget_worker(&dead).await?;
+            if all_moved && !self.bus.forget_worker(&dead).await? {
+                tracing::info!(dead_worker = %dead, "a call was placed on the dead worker meanwhile; it moves at the next scan");
             }
             self.bus.release(&claim, &self.config.id).await?;
         }
         Ok(placed)
     }
 
-    /// Looks for dead workers every `scan_interval` until `shutdown`.
+    /// Looks for dead workers every `scan_interval` until `shutdown`. After the bus fails (Redis
+    /// down or restarted, which loses the heartbeats' keys), scans wait `outage_grace` so the
+    /// workers — alive all along — can beat again before any is taken for dead.
     pub async fn run_failover(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.scan_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {
+                    if quiet_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+                        continue;
+                    }
                     if let Err(e) = self.failover_tick().await {
-                        tracing::error!(error = %e, "failover scan failed");
+                        tracing::error!(error = %e, "failover scan failed; scans pause while the bus recovers");
+                        quiet_until = Some(tokio::time::Instant::now() + self.config.outage_grace);
                     }
                 }
             }

@@ -130,7 +130,13 @@ async fn create_session(
         PlaceError::BotNotFound(_) => ApiError::NotFound("bot"),
         PlaceError::AlreadyPlaced(_) => ApiError::Conflict(e.to_string()),
         PlaceError::Store(inner) => inner.into(),
-        PlaceError::Fleet(inner) => ApiError::Internal(Box::new(inner)),
+        PlaceError::Fleet(inner) => {
+            tracing::warn!(error = %inner, "the fleet bus failed while placing a browser call");
+            ApiError::Unavailable {
+                code: "fleet_unavailable",
+                message: "the fleet cannot place calls right now; try again shortly".into(),
+            }
+        }
     })?;
     let token = caller_token(
         &calls.api_key,

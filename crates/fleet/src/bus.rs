@@ -34,8 +34,10 @@ pub trait FleetBus: Send + Sync + 'static {
     async fn live_workers(&self) -> Result<Vec<WorkerStatus>>;
     /// Every worker that has ever registered and not been forgotten, live or not.
     async fn known_workers(&self) -> Result<Vec<String>>;
-    /// Forgets a dead worker once its jobs have been re-placed.
-    async fn forget_worker(&self, worker_id: &str) -> Result<()>;
+    /// Forgets a dead worker once its jobs have been re-placed — unless a job was assigned to
+    /// it meanwhile (another process placed a call on it before it was seen dead): then it stays
+    /// known, with that job, for the next failover scan. Returns whether it was forgotten.
+    async fn forget_worker(&self, worker_id: &str) -> Result<bool>;
 
     /// Claims `key` (a room, a re-placement) for `owner` for `ttl`; false if someone holds it.
     /// This is how several dispatchers avoid placing one room twice.

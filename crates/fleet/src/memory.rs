@@ -72,13 +72,20 @@ impl FleetBus for MemoryBus {
         Ok(self.state().known.iter().cloned().collect())
     }
 
-    async fn forget_worker(&self, worker_id: &str) -> Result<()> {
+    async fn forget_worker(&self, worker_id: &str) -> Result<bool> {
         let mut state = self.state();
+        if state
+            .assigned
+            .get(worker_id)
+            .is_some_and(|jobs| !jobs.is_empty())
+        {
+            return Ok(false);
+        }
         state.known.remove(worker_id);
         state.workers.remove(worker_id);
         state.queues.remove(worker_id);
         state.assigned.remove(worker_id);
-        Ok(())
+        Ok(true)
     }
 
     async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {

@@ -198,20 +198,25 @@ impl FleetBus for RedisBus {
         Ok(ids)
     }
 
-    async fn forget_worker(&self, worker_id: &str) -> Result<()> {
+    async fn forget_worker(&self, worker_id: &str) -> Result<bool> {
+        // Only with no job left, checked and done in one step: a job assigned after the
+        // failover scan read the worker's jobs must not be deleted with it.
+        let script = redis::Script::new(
+            r"if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+              redis.call('SREM', KEYS[4], ARGV[1])
+              redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+              return 1",
+        );
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .srem(self.key("workers"), worker_id)
-            .ignore()
-            .del(&[
-                self.key(&format!("worker:{worker_id}")),
-                self.key(&format!("worker:{worker_id}:jobs")),
-                self.key(&format!("worker:{worker_id}:queue")),
-            ])
-            .ignore()
-            .exec_async(&mut conn)
+        let forgotten: i64 = script
+            .key(self.key(&format!("worker:{worker_id}")))
+            .key(self.key(&format!("worker:{worker_id}:jobs")))
+            .key(self.key(&format!("worker:{worker_id}:queue")))
+            .key(self.key("workers"))
+            .arg(worker_id)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(forgotten == 1)
     }
 
     async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
