@@ -74,8 +74,11 @@ pub trait SummaryModels: Send + Sync + 'static {
 pub struct BotModels {
     store: Store,
     env: ProviderEnv,
-    built: Mutex<HashMap<(String, i64), Option<Arc<dyn LanguageModel>>>>,
+    built: Mutex<HashMap<BotVersionKey, Option<Arc<dyn LanguageModel>>>>,
 }
+
+/// (bot id, config version).
+type BotVersionKey = (String, i64);
 
 /// Bot versions whose chains are kept built; past this the cache starts over.
 const KEPT_CHAINS: usize = 256;

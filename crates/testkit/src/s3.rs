@@ -102,6 +102,11 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, [("content-type", "application/xml")], body).into_response()
 }
 
+/// An S3 error as a refusal of [`verify`].
+fn refuse(status: StatusCode, code: &str, message: &str) -> Box<Response> {
+    Box::new(error(status, code, message))
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -152,7 +157,13 @@ fn canonical_query(query: Option<&str>) -> String {
 }
 
 /// Checks the request's signature; `Err` is the S3 error to answer.
-fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+/// (Boxed: a refusal is the rare path, and a `Response` is large.)
+fn verify(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Box<Response>> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -160,35 +171,35 @@ fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Resul
             .map(str::to_string)
     };
     let Some(authorization) = header("authorization") else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "AccessDenied",
             "Access Denied",
         ));
     };
     let Some((credential, signed, signature)) = parse_authorization(&authorization) else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "AuthorizationHeaderMalformed",
             "The authorization header is malformed",
         ));
     };
     let [access_key, date, region, service, terminal] = credential.as_slice() else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "AuthorizationHeaderMalformed",
             "Credential",
         ));
     };
     if access_key != TEST_ACCESS_KEY {
-        return Err(error(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "InvalidAccessKeyId",
             "The AWS Access Key Id you provided does not exist in our records.",
         ));
     }
     if region != TEST_REGION || service != "s3" || terminal != "aws4_request" {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "AuthorizationHeaderMalformed",
             "the region, service or terminal of the credential is wrong",
@@ -196,7 +207,7 @@ fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Resul
     }
     for needed in ["host", "x-amz-date", "x-amz-content-sha256"] {
         if !signed.iter().any(|s| s == needed) {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
                 &format!("{needed} must be signed"),
@@ -204,7 +215,7 @@ fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Resul
         }
     }
     let Some(amz_date) = header("x-amz-date") else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "AccessDenied",
             "no x-amz-date",
@@ -214,21 +225,21 @@ fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Resul
         .map(|t| t.and_utc().timestamp());
     let skew = when.map(|t| (chrono::Utc::now().timestamp() - t).abs());
     if !skew.is_ok_and(|s| s <= 15 * 60) || !amz_date.starts_with(date.as_str()) {
-        return Err(error(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "RequestTimeTooSkewed",
             "The difference between the request time and the current time is too large.",
         ));
     }
     let Some(payload) = header("x-amz-content-sha256") else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "InvalidRequest",
             "Missing required header for this request: x-amz-content-sha256",
         ));
     };
     if payload != "UNSIGNED-PAYLOAD" && payload != hex_sha256(body) {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "XAmzContentSHA256Mismatch",
             "The provided 'x-amz-content-sha256' header does not match what was computed.",
@@ -243,7 +254,7 @@ fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Resul
             .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         if values.is_empty() {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",
                 &format!("signed header {name} is missing"),
@@ -270,7 +281,7 @@ fn verify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Resul
         .map(|b| format!("{b:02x}"))
         .collect();
     if expected != signature {
-        return Err(error(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
@@ -292,7 +303,7 @@ async fn handle(
         .expect("lock")
         .push(format!("{method} {}", uri.path()));
     if let Err(refusal) = verify(&method, &uri, &headers, &body) {
-        return refusal;
+        return *refusal;
     }
     let failure = {
         let mut failures = state.failures.lock().expect("lock");
