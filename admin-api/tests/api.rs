@@ -1200,6 +1200,7 @@ async fn openapi_lists_every_route_and_metrics_count_requests() {
         "GET /calls/{id}",
         "DELETE /calls/{id}",
         "GET /calls/{id}/recording",
+        "POST /calls",
         "POST /bots/{id}/sessions",
         "POST /embed-keys",
         "GET /embed-keys",

@@ -29,6 +29,8 @@ use support::{api_base, callfleet, company_with_bot, Env, Proc, TestDir};
 
 const CALLED: &str = "+15550100";
 const CALLER: &str = "+15550199";
+/// Who outbound calls call.
+const CALLEE: &str = "+15550300";
 
 /// What the caller says; the fake recognizer hears each stretch of speech as the next line.
 const LINES: [&str; 4] = [
@@ -413,4 +415,115 @@ fn the_bot_hanging_up_ends_the_phone_leg() {
     );
     let detail = fleet.stored_call();
     assert_eq!(detail["direction"], "inbound", "{detail}");
+}
+
+/// `POST /calls` dials out through the number's outbound trunk (a sipp callee on loopback): an
+/// answered call hears the bot first and is stored as outbound; a busy callee and one that
+/// never answers are told apart.
+#[test]
+fn outbound_calls_are_placed_and_their_outcome_tracked() {
+    let test = "SIP outbound end-to-end";
+    let Some(whisper) = whisper(test) else { return };
+    let Some(fleet) = Fleet::start(test, "silence_timeout_sec: 2\n", &[]) else {
+        return;
+    };
+    let runtime = &fleet.runtime;
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    let bot: serde_json::Value = http
+        .get(format!("{}/bots/{}", fleet.base, fleet.bot_id))
+        .bearer_auth(&fleet.key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let company = bot["company_id"].as_str().unwrap();
+    let callee_port = free_udp_tcp_port();
+    let trunk = http
+        .put(format!(
+            "{}/companies/{company}/phone-numbers/%2B15550100/trunk",
+            fleet.base
+        ))
+        .bearer_auth(&fleet.key)
+        .json(&serde_json::json!({"outbound_address": format!("127.0.0.1:{callee_port}")}))
+        .send()
+        .unwrap();
+    assert_eq!(trunk.status(), 200, "{}", trunk.text().unwrap_or_default());
+    let dial = |ringing: u64| -> serde_json::Value {
+        let placed = http
+            .post(format!("{}/calls", fleet.base))
+            .bearer_auth(&fleet.key)
+            .json(&serde_json::json!({"bot_id": fleet.bot_id, "to": CALLEE,
+                "from_number": CALLED, "ringing_timeout_sec": ringing}))
+            .send()
+            .unwrap();
+        assert_eq!(placed.status(), 201);
+        placed.json().unwrap()
+    };
+
+    // Busy.
+    let callee = {
+        let _guard = runtime.enter();
+        Sipp::uas(&fleet.bins, &scenario("callee_busy"), callee_port).spawn()
+    };
+    let placed = dial(10);
+    assert_eq!(placed["status"], "busy", "{placed}\n{}", fleet.logs());
+    drop(callee);
+
+    // Nobody answers.
+    let callee = {
+        let _guard = runtime.enter();
+        Sipp::uas(&fleet.bins, &scenario("callee_no_answer"), callee_port).spawn()
+    };
+    let placed = dial(5);
+    assert_eq!(placed["status"], "no-answer", "{placed}\n{}", fleet.logs());
+    drop(callee);
+
+    // Answered: the callee hears the bot first; the silent callee is re-prompted, then hung up.
+    let phone = runtime.block_on(RtpPhone::bind());
+    let mut callee = {
+        let _guard = runtime.enter();
+        Sipp::uas(&fleet.bins, &scenario("callee_answers"), callee_port)
+            .set("rtp_port", &phone.port.to_string())
+            .trace(&fleet.log("sipp"))
+            .spawn()
+    };
+    let placed = dial(15);
+    assert_eq!(placed["status"], "answered", "{placed}\n{}", fleet.logs());
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(90), callee.wait()).await })
+        .unwrap_or_else(|_| panic!("the bot never hung up:\n{}", fleet.logs()))
+        .expect("sipp ran");
+    assert!(status.success(), "sipp: {status}\n{}", fleet.logs());
+    let (start, end) = next_utterance(&phone, 0, Duration::ZERO)
+        .unwrap_or_else(|| panic!("the callee heard nothing:\n{}", fleet.logs()));
+    let heard = phone.samples();
+    let greeting = recognise(&whisper, &heard[start..end]);
+    eprintln!("the callee heard: {greeting}");
+    assert!(
+        words_in(&greeting, &["riverside", "clinic", "help", "reached"]) >= 2,
+        "greeting heard as {greeting:?}"
+    );
+    let calls: serde_json::Value = http
+        .get(format!(
+            "{}/calls?bot_id={}&direction=outbound",
+            fleet.base, fleet.bot_id
+        ))
+        .bearer_auth(&fleet.key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let answered = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == placed["call_id"])
+        .cloned();
+    let detail = answered.unwrap_or_else(|| fleet.stored_call());
+    assert_eq!(detail["direction"], "outbound", "{detail}");
+    assert_eq!(detail["from_number"], CALLED, "{detail}");
+    assert_eq!(detail["to_number"], CALLEE, "{detail}");
 }

@@ -20,6 +20,9 @@ mod webhook;
 pub use dispatcher::{Dispatcher, DispatcherConfig, PlaceError, Placement, PlacementRequest};
 pub use metrics::{http_router, metrics_router};
 pub use placement::choose_worker;
-pub use sip::{ProvisionError, ReconcileReport, SipProvisioner, SIP_ROOM_PREFIX};
+pub use sip::{
+    DialError, DialOutcome, Dialed, ProvisionError, ReconcileReport, SipProvisioner,
+    SIP_ROOM_PREFIX,
+};
 pub use tokens::caller_token;
 pub use webhook::{router as webhook_router, WebhookState};

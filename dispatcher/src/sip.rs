@@ -318,3 +318,143 @@ fn auth(username: &Option<String>, password: &Option<Secret>) -> Option<SipAuth>
         password: password.clone().unwrap_or_default(),
     })
 }
+
+/// How an outbound call went (`POST /calls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// The callee picked up; the bot is speaking to them.
+    Answered,
+    /// The callee was busy (SIP 486/600).
+    Busy,
+    /// Nobody picked up before the ringing timeout (or the callee declined: 480/408/487/603).
+    NoAnswer,
+    /// The call could not be placed (the trunk refused it, LiveKit failed).
+    Failed,
+}
+
+impl DialOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialOutcome::Answered => "answered",
+            DialOutcome::Busy => "busy",
+            DialOutcome::NoAnswer => "no-answer",
+            DialOutcome::Failed => "failed",
+        }
+    }
+
+    /// From the final SIP status of a call that did not connect.
+    pub fn from_sip_status(status: Option<u16>) -> DialOutcome {
+        match status {
+            Some(486 | 600) => DialOutcome::Busy,
+            Some(408 | 480 | 487 | 603) => DialOutcome::NoAnswer,
+            _ => DialOutcome::Failed,
+        }
+    }
+}
+
+/// A call placed by [`SipProvisioner::dial`].
+#[derive(Debug, Clone)]
+pub struct Dialed {
+    pub call_id: String,
+    pub room: String,
+    pub outcome: DialOutcome,
+    /// The SIP status the call ended with, when it did not connect.
+    pub sip_status: Option<u16>,
+}
+
+/// Why an outbound call was not even tried.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0} is not one of this company's numbers with an outbound trunk")]
+    NoTrunk(String),
+    #[error(transparent)]
+    Place(#[from] crate::PlaceError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+impl SipProvisioner {
+    /// Calls `to` from the company's number `from_number` for `bot_id`: the agent is placed in a
+    /// new room first (so it speaks first once the callee answers), then LiveKit dials through
+    /// the number's outbound trunk and this waits for the answer or the failure (up to
+    /// `ringing` plus a little). A call that did not connect has its room deleted, so the agent
+    /// leaves and its record says NO_ANSWER.
+    pub async fn dial(
+        &self,
+        dispatcher: &crate::Dispatcher,
+        bot: &callfleet_store::Bot,
+        to: &str,
+        from_number: &str,
+        ringing: std::time::Duration,
+    ) -> Result<Dialed, DialError> {
+        let owned = match self.store.find_phone_number(from_number).await {
+            Ok(n) => n.company_id == bot.company_id,
+            Err(StoreError::NotFound) => false,
+            Err(e) => return Err(ProvisionError::Store(e).into()),
+        };
+        let trunk = if owned {
+            self.outbound_trunk_for(from_number).await?
+        } else {
+            None
+        };
+        let Some(trunk_id) = trunk else {
+            return Err(DialError::NoTrunk(from_number.to_string()));
+        };
+        let room = format!(
+            "{SIP_ROOM_PREFIX}out-{}",
+            callfleet_core::ids::new_id(callfleet_core::ids::IdKind::Call)
+        );
+        let identity = format!("sip_{to}");
+        let placement = dispatcher
+            .place(crate::PlacementRequest {
+                room: room.clone(),
+                bot_id: bot.id.clone(),
+                direction: callfleet_core::domain::CallDirection::Outbound,
+                caller_identity: Some(identity.clone()),
+                from_number: Some(from_number.to_string()),
+                to_number: Some(to.to_string()),
+            })
+            .await?;
+        let call_id = placement.job.call_id.clone();
+        let dialed = self
+            .api
+            .create_sip_participant(&callfleet_livekit_admin::OutboundCall {
+                trunk_id,
+                to: to.to_string(),
+                from_number: from_number.to_string(),
+                room: room.clone(),
+                identity,
+                name: to.to_string(),
+                ringing_timeout: Some(ringing),
+                wait_until_answered: true,
+                ..Default::default()
+            })
+            .await;
+        let (outcome, sip_status) = match dialed {
+            Ok(_) => (DialOutcome::Answered, None),
+            Err(e) => {
+                let status = e.sip_status_code();
+                tracing::info!(call_id = %call_id, to = %to, error = %e, "Outbound call did not connect.");
+                // livekit-sip gives up ringing on its own timer: no final SIP status then.
+                let gave_up = matches!(&e, callfleet_livekit_admin::LiveKitApiError::Twirp { code, .. }
+                    if code == "canceled" || code == "deadline_exceeded");
+                let outcome = match status {
+                    None if gave_up => DialOutcome::NoAnswer,
+                    status => DialOutcome::from_sip_status(status),
+                };
+                (outcome, status)
+            }
+        };
+        if outcome != DialOutcome::Answered {
+            if let Err(e) = self.api.delete_room(&room).await {
+                tracing::warn!(room = %room, error = %e, "Could not delete the room of a call that did not connect.");
+            }
+        }
+        Ok(Dialed {
+            call_id,
+            room,
+            outcome,
+            sip_status,
+        })
+    }
+}

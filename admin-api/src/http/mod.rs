@@ -7,6 +7,7 @@ mod companies;
 mod embed_keys;
 mod health;
 mod knowledge;
+mod outbound;
 mod phone_numbers;
 mod sessions;
 mod talk;
@@ -60,6 +61,7 @@ fn api_router() -> OpenApiRouter<ApiContext> {
         .merge(embed_keys::router())
         .merge(talk::router())
         .merge(calls::router())
+        .merge(outbound::router())
         .merge(webhooks::router())
 }
 

@@ -269,7 +269,8 @@ async fn wait_for_http(port: u16, path: &str, name: &str, stack: &mut SipStack) 
     );
 }
 
-/// A sipp scenario shipped in `crates/testkit/sipp/` (`caller_waits`, `caller_hangs_up`, …).
+/// A sipp scenario shipped in `crates/testkit/sipp/`: the phone calling (`caller_waits`,
+/// `caller_hangs_up`) or called (`callee_answers`, `callee_busy`, `callee_no_answer`).
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sipp")
@@ -301,6 +302,25 @@ impl Sipp {
             .args(["-p", &local_port.to_string()])
             .args(["-mp", &free_udp_tcp_port().to_string()])
             .args(["-s", service, "-m", "1", "-nostdin"])
+            .args(["-timeout", "180s", "-timeout_error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        Sipp { command }
+    }
+
+    /// A phone waiting for calls on 127.0.0.1:`local_port` (`callee_*` scenarios): it takes one
+    /// call, then exits.
+    pub fn uas(bins: &SipBinaries, scenario: &Path, local_port: u16) -> Sipp {
+        let mut command = Command::new(&bins.sipp);
+        command
+            .arg("-sf")
+            .arg(scenario)
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &local_port.to_string()])
+            .args(["-mp", &free_udp_tcp_port().to_string()])
+            .args(["-m", "1", "-nostdin"])
             .args(["-timeout", "180s", "-timeout_error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
