@@ -94,8 +94,23 @@ fn outcome_of_event(event: &str) -> &'static str {
     }
 }
 
-/// The outcome of a call in `state`, with the evidence for it.
+/// The outcome of a call in `state`, with the evidence for it. A transfer is always part of the
+/// evidence, whatever decided the outcome: it is what `call.transferred` webhooks announce.
 pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
+    let mut outcome = decide(config, state);
+    if let Some(turn) = state.transferred {
+        if !outcome
+            .evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::Transferred { .. }))
+        {
+            outcome.evidence.push(Evidence::Transferred { turn });
+        }
+    }
+    outcome
+}
+
+fn decide(config: &BotConfig, state: &EngineState) -> Outcome {
     for (i, rule) in config.outcome_rules.iter().enumerate() {
         let mut evidence = vec![Evidence::Rule { index: i }];
         if holds(&rule.when, state, &mut evidence) {
@@ -208,5 +223,56 @@ pub fn classify(config: &BotConfig, state: &EngineState) -> Outcome {
     Outcome {
         kind: "ABANDONED".into(),
         evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(value: serde_json::Value) -> EngineState {
+        let mut base = serde_json::json!({
+            "language": "en", "transcript": [], "fields": {}, "active": null, "entered": [],
+            "completed": [], "answered": [], "transferred": null, "callback_requested": null,
+            "ended": true, "user_turns": 3, "language_votes": {}
+        });
+        for (k, v) in value.as_object().expect("an object") {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).expect("an engine state")
+    }
+
+    #[test]
+    fn a_transfer_is_evidence_whatever_decided_the_outcome() {
+        let config = BotConfig::parse_any(
+            "language: en\ngreeting: Hi\nfallback: Sorry?\nscenarios:\n  - name: lead\n    trigger_keywords: [call]\n    collect_fields:\n      - {name: phone, prompt: Your phone?}\noutcome_rules:\n  - {outcome: LEAD, when: {fields_collected: [phone]}}\n",
+        )
+        .expect("valid config");
+        let transferred = state(serde_json::json!({
+            "fields": {"phone": {"value": "+14155550100", "turn": 2}},
+            "transferred": 3
+        }));
+        let outcome = classify(&config, &transferred);
+        assert_eq!(outcome.kind, "LEAD");
+        assert_eq!(
+            outcome.evidence,
+            vec![
+                Evidence::Rule { index: 0 },
+                Evidence::Field {
+                    turn: 2,
+                    name: "phone".into(),
+                    value: "+14155550100".into()
+                },
+                Evidence::Transferred { turn: 3 },
+            ]
+        );
+        assert!(outcome.transferred());
+        // Decided by the transfer itself: said once.
+        let only = state(serde_json::json!({"transferred": 2}));
+        let outcome = classify(&config, &only);
+        assert_eq!(
+            (outcome.kind.as_str(), outcome.evidence),
+            ("TRANSFERRED", vec![Evidence::Transferred { turn: 2 }])
+        );
     }
 }
