@@ -220,6 +220,15 @@ async fn run_api_with(ctx: ApiContext, args: &ApiArgs) -> anyhow::Result<()> {
         .context("serving the admin API")
 }
 
+/// Where call recordings are kept: an S3-compatible bucket (`CALLFLEET_RECORDINGS_S3_*`), else
+/// `recordings/` under the data dir.
+pub(crate) fn open_recordings(
+    global: &GlobalArgs,
+) -> anyhow::Result<std::sync::Arc<dyn callfleet_recording::RecordingStore>> {
+    callfleet_recording::from_env(|name| std::env::var(name).ok(), &global.data_dir)
+        .context("opening the recording store")
+}
+
 /// The API half of `callfleet dev`: the embedded store, a dev admin key, browser calls enabled.
 pub(crate) async fn dev_api(
     global: &GlobalArgs,
@@ -236,7 +245,8 @@ pub(crate) async fn dev_api(
     }
     let ctx = ApiContext::new(api_config(args, admin_key), store)
         .with_browser_calls(calls)
-        .with_knowledge(knowledge);
+        .with_knowledge(knowledge)
+        .with_recordings(open_recordings(global)?);
     run_api_with(ctx, args).await
 }
 
@@ -254,7 +264,9 @@ pub(crate) async fn api(
     let store = open_store(global).await?;
     println!("callfleet api: database {}", describe_store(global));
     let knowledge = open_knowledge(global, &store).await?;
-    let mut ctx = ApiContext::new(api_config(&args, admin_key), store).with_knowledge(knowledge);
+    let mut ctx = ApiContext::new(api_config(&args, admin_key), store)
+        .with_knowledge(knowledge)
+        .with_recordings(open_recordings(global)?);
     if let Some(calls) = calls {
         ctx = ctx.with_browser_calls(calls);
     }
