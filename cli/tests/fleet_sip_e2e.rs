@@ -109,12 +109,18 @@ struct Fleet {
     key: String,
     bot_id: String,
     _procs: Vec<Proc>,
+    /// The agent workers (`agent`, then `agent-1`, …) and their processes.
+    agents: Vec<(String, Proc)>,
     _stt: FakeDeepgram,
 }
 
 impl Fleet {
     /// `None` (after a note; a panic under CI) when a piece is missing.
     fn start(test: &str, bot_extra: &str, lines: &[&str]) -> Option<Fleet> {
+        Fleet::start_with(test, bot_extra, lines, 1)
+    }
+
+    fn start_with(test: &str, bot_extra: &str, lines: &[&str], workers: usize) -> Option<Fleet> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let bins = match SipBinaries::from_env() {
             Ok(bins) => bins,
@@ -182,14 +188,25 @@ impl Fleet {
             &log("dispatcher"),
             &livekit,
         );
-        let agent = callfleet(
-            &["agent", "--worker-id", "w-sip", "--capacity", "4"],
-            &data,
-            &env,
-            &prefix,
-            &log("agent"),
-            &agent_env,
-        );
+        let agents: Vec<(String, Proc)> = (0..workers)
+            .map(|i| {
+                let name = if i == 0 {
+                    "agent".to_string()
+                } else {
+                    format!("agent-{i}")
+                };
+                let id = format!("w-sip-{i}");
+                let proc = callfleet(
+                    &["agent", "--worker-id", &id, "--capacity", "4"],
+                    &data,
+                    &env,
+                    &prefix,
+                    &log(&name),
+                    &agent_env,
+                );
+                (name, proc)
+            })
+            .collect();
         std::thread::sleep(Duration::from_secs(2));
 
         let http = reqwest::blocking::Client::new();
@@ -225,7 +242,8 @@ impl Fleet {
             base,
             key,
             bot_id,
-            _procs: vec![api, dispatcher, agent],
+            _procs: vec![api, dispatcher],
+            agents,
             _stt: stt,
         })
     }
@@ -236,11 +254,18 @@ impl Fleet {
 
     fn logs(&self) -> String {
         format!(
-            "{}\n--- sipp\n{}\n--- dispatcher\n{}\n--- agent\n{}",
+            "{}\n--- sipp\n{}\n--- dispatcher\n{}\n{}",
             self.stack.log_tail("livekit-sip", 20),
             std::fs::read_to_string(self.log("sipp")).unwrap_or_default(),
             std::fs::read_to_string(self.log("dispatcher")).unwrap_or_default(),
-            std::fs::read_to_string(self.log("agent")).unwrap_or_default()
+            self.agents
+                .iter()
+                .map(|(name, _)| format!(
+                    "--- {name}\n{}",
+                    std::fs::read_to_string(self.log(name)).unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     }
 
@@ -526,4 +551,54 @@ fn outbound_calls_are_placed_and_their_outcome_tracked() {
     assert_eq!(detail["direction"], "outbound", "{detail}");
     assert_eq!(detail["from_number"], CALLED, "{detail}");
     assert_eq!(detail["to_number"], CALLEE, "{detail}");
+}
+
+/// Failover on a phone call: the worker holding it is killed with SIGKILL mid-call; another
+/// takes the call over and the phone hears the bot again, saying it is back.
+#[test]
+fn a_phone_call_survives_its_worker_being_killed() {
+    let test = "SIP failover end-to-end";
+    let Some(whisper) = whisper(test) else { return };
+    let Some(mut fleet) = Fleet::start_with(test, "silence_timeout_sec: 60\n", &LINES, 2) else {
+        return;
+    };
+    let speech_wav = fleet.dir.path().join("caller.wav");
+    assert!(espeak_wav(&speech_wav, LINES[0]));
+    let speech = callfleet_pipeline::wav::read(&speech_wav).expect("espeak's WAV");
+    let speech_8k =
+        callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
+    let phone = fleet.runtime.block_on(RtpPhone::bind());
+    let _sipp = fleet.call("caller_hangs_up", &phone, &["-d", "60000"]);
+    next_utterance(&phone, 0, Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("the phone heard no greeting:\n{}", fleet.logs()));
+    // One turn, so the call has a checkpoint to resume from.
+    fleet.runtime.block_on(phone.play(&speech_8k));
+    let spoke_until = phone.samples().len();
+    next_utterance(&phone, spoke_until, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the phone heard no reply:\n{}", fleet.logs()));
+
+    let holder = fleet
+        .agents
+        .iter()
+        .position(|(name, _)| {
+            std::fs::read_to_string(fleet.log(name))
+                .unwrap_or_default()
+                .contains("job taken")
+        })
+        .expect("a worker took the call");
+    let (name, mut proc) = fleet.agents.remove(holder);
+    proc.0.kill().unwrap();
+    proc.0.wait().unwrap();
+    let killed_at = phone.samples().len();
+    eprintln!("killed {name}");
+    let (start, end) = next_utterance(&phone, killed_at, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the phone never heard the bot again:\n{}", fleet.logs()));
+    let heard_after_ms = (start - killed_at) / 8;
+    let back = recognise(&whisper, &phone.samples()[start..end]);
+    eprintln!("the phone heard the bot again {heard_after_ms} ms later: {back}");
+    assert!(
+        words_in(&back, &["sorry", "cut off", "got cut"]) >= 1,
+        "the new worker says it is back: {back:?}"
+    );
+    fleet.agents.push((name, proc));
 }
