@@ -37,10 +37,10 @@ fn the_talk_page_shows_the_conversation() {
         .unwrap_or(&livekit)
         .trim_end_matches('/')
         .to_string();
-    if !host_port
+    if host_port
         .parse()
         .ok()
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+        .is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err())
     {
         return missing(&format!("no livekit-server at {livekit}"));
     }

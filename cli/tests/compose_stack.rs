@@ -626,9 +626,7 @@ fn the_stack_as_compose_declares_it_takes_a_call() {
         .insert(("qdrant".into(), 6334), qdrant_addr.port());
     net.ports.insert(("livekit".into(), 7880), livekit_port);
     for name in NOT_RUN {
-        for port in [11434] {
-            net.ports.insert((name.to_string(), port), free_port());
-        }
+        net.ports.insert((name.to_string(), 11434), free_port());
     }
     let log = |name: &str| dir.path().join(format!("{name}.log"));
 
@@ -789,7 +787,7 @@ fn the_stack_as_compose_declares_it_takes_a_call() {
                 !started.contains(name)
                     && services[name.as_str()]["depends_on"]
                         .as_object()
-                        .map_or(true, |deps| {
+                        .is_none_or(|deps| {
                             deps.keys()
                                 .all(|d| !callfleet.contains(d) || started.contains(d))
                         })

@@ -489,7 +489,7 @@ async fn index_document(
             failure = Some("cancelled".into());
             break;
         }
-        let texts: Vec<String> = group.iter().map(|r| embedding_text(r)).collect();
+        let texts: Vec<String> = group.iter().map(embedding_text).collect();
         let vectors = match embed_batched(inner.embedder.as_ref(), &texts, |_| {}).await {
             Ok(v) => v,
             Err(e) => {

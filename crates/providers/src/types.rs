@@ -521,7 +521,7 @@ fn last_sentence_end(text: &str, at_end: bool) -> Option<usize> {
             matches!(c, '.' | '!' | '?' | '…' | '。') && next.map_or(at_end, char::is_whitespace)
         })
         .map(|(i, c)| i + c.len_utf8())
-        .last()
+        .next_back()
 }
 
 #[cfg(test)]

@@ -139,7 +139,10 @@ async fn deepgram_sends_keepalives_while_no_audio_flows() {
         tokio::task::yield_now().await;
     }
     let n = fake.log().keepalives;
-    assert_eq!(n, 5, "one keepalive every 50 ms of silence: at 50, 100, 150, 200 and 250 ms");
+    assert_eq!(
+        n, 5,
+        "one keepalive every 50 ms of silence: at 50, 100, 150, 200 and 250 ms"
+    );
 }
 
 #[tokio::test]

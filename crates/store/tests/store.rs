@@ -528,11 +528,11 @@ async fn knowledge_documents_track_progress() {
                     .collect::<Vec<_>>()
             }
         };
-        assert_eq!(unfinished(s).await, [doc.id.clone()]);
+        assert_eq!(unfinished(s).await, std::slice::from_ref(&doc.id));
         s.update_knowledge_progress(&doc.id, "indexing", Some(3), 10, 4, None)
             .await
             .unwrap();
-        assert_eq!(unfinished(s).await, [doc.id.clone()]);
+        assert_eq!(unfinished(s).await, std::slice::from_ref(&doc.id));
         let got = s.get_knowledge_document(&doc.id).await.unwrap();
         assert_eq!(
             (

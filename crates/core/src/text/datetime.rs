@@ -679,9 +679,7 @@ fn time_at(tokens: &[Token], i: usize, lenient: bool) -> Option<(NaiveTime, usiz
     }
     if period.is_none() && !hour_word && !lenient && h > 12 && !tokens[i].is_digits() {
         // "в двадцать" is rarely a time; "в двадцать ноль-ноль" was caught by minutes above.
-        if minute.is_none() {
-            return None;
-        }
+        minute?;
     }
     let hour = apply_period(h as u32, period.map(|p| p.0), padded);
     Some((
