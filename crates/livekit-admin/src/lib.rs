@@ -206,6 +206,7 @@ enum Grants<'a> {
     SipCall { room: &'a str },
     RoomAdmin { room: &'a str },
     RoomCreate,
+    RoomList,
 }
 
 impl LiveKitApi {
@@ -271,6 +272,10 @@ impl LiveKitApi {
             }),
             Grants::RoomCreate => token.with_grants(VideoGrants {
                 room_create: true,
+                ..Default::default()
+            }),
+            Grants::RoomList => token.with_grants(VideoGrants {
+                room_list: true,
                 ..Default::default()
             }),
         };
@@ -487,6 +492,20 @@ impl LiveKitApi {
             Err(e) if e.is_not_found() => Ok(()),
             other => other.map(drop),
         }
+    }
+
+    /// The names of the rooms that exist now.
+    pub async fn list_rooms(&self) -> Result<Vec<String>> {
+        let list: wire::RoomList = self
+            .call(
+                "RoomService",
+                "ListRooms",
+                Grants::RoomList,
+                &serde_json::json!({}),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(list.rooms.into_iter().map(|r| r.name).collect())
     }
 
     /// The identities of the participants in a room (empty when there is no such room).

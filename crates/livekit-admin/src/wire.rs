@@ -290,6 +290,18 @@ pub(crate) struct Participant {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+pub(crate) struct Room {
+    pub name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct RoomList {
+    pub rooms: Vec<Room>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct ParticipantList {
     pub participants: Vec<Participant>,
 }

@@ -214,10 +214,8 @@ async fn a_call_reaches_a_room_and_removing_the_participant_ends_it() {
 
 /// The room and identity of the first SIP participant in any room of the stack.
 async fn sip_room(stack: &SipStack) -> Option<(String, String)> {
-    // ListRooms is not part of the client (callfleet never lists rooms); ask with a token of
-    // the test's own through the client's participant listing over the rooms livekit-sip made.
     let api = client(stack);
-    for room in list_rooms(stack).await {
+    for room in api.list_rooms().await.ok()? {
         for identity in api.list_participants(&room).await.ok()? {
             if identity.starts_with("sip_") {
                 return Some((room, identity));
@@ -225,35 +223,4 @@ async fn sip_room(stack: &SipStack) -> Option<(String, String)> {
         }
     }
     None
-}
-
-async fn list_rooms(stack: &SipStack) -> Vec<String> {
-    let token =
-        livekit_api::access_token::AccessToken::with_api_key(&stack.api_key, &stack.api_secret)
-            .with_grants(livekit_api::access_token::VideoGrants {
-                room_list: true,
-                ..Default::default()
-            })
-            .to_jwt()
-            .expect("token");
-    let url = stack.ws_url.replace("ws://", "http://") + "/twirp/livekit.RoomService/ListRooms";
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .expect("ListRooms")
-        .json()
-        .await
-        .expect("json");
-    answer["rooms"]
-        .as_array()
-        .map(|rooms| {
-            rooms
-                .iter()
-                .filter_map(|r| r["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }

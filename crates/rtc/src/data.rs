@@ -159,6 +159,25 @@ pub(crate) fn packet(identity: &str, value: Value) -> proto::DataPacket {
     }
 }
 
+/// A keypad digit for a SIP participant to play (livekit-sip sends it as RFC 4733); `None` for a
+/// character that is no key.
+pub(crate) fn dtmf_packet(identity: &str, digit: char) -> Option<proto::DataPacket> {
+    let code = match digit {
+        '0'..='9' => digit as u32 - '0' as u32,
+        '*' => 10,
+        '#' => 11,
+        'A'..='D' => 12 + (digit as u32 - 'A' as u32),
+        _ => return None,
+    };
+    Some(packet(
+        identity,
+        Value::SipDtmf(proto::SipDtmf {
+            code,
+            digit: digit.to_string(),
+        }),
+    ))
+}
+
 /// A user packet on `topic`.
 #[allow(deprecated)] // the identity field: still what older SDKs read.
 pub(crate) fn user_packet(identity: &str, topic: &str, payload: Vec<u8>) -> proto::DataPacket {

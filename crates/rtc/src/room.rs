@@ -107,6 +107,18 @@ impl Room {
             .map_err(|_| RoomError::Closed)
     }
 
+    /// Press keypad keys (`0-9`, `*`, `#`, `A-D`) towards the room's phone participants:
+    /// livekit-sip plays each as an RFC 4733 event. Other characters are skipped.
+    pub async fn send_dtmf(&self, digits: &str) -> Result<(), RoomError> {
+        for digit in digits.chars() {
+            self.cmd
+                .send(Command::SendDtmf { digit })
+                .await
+                .map_err(|_| RoomError::Closed)?;
+        }
+        Ok(())
+    }
+
     /// Leave the room and stop all media.
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();

@@ -379,6 +379,9 @@ struct Recorded {
     remote: Option<std::net::SocketAddr>,
     /// The G.711 payload type the far end sends (0 PCMU, 8 PCMA); the phone answers in it.
     audio_pt: Option<u8>,
+    /// RFC 4733 events heard (their codes, once per event) and the last one's timestamp.
+    events: Vec<u8>,
+    last_event_ts: Option<u32>,
 }
 
 struct Sender {
@@ -413,6 +416,11 @@ impl RtpPhone {
                 rec.packets += 1;
                 rec.remote.get_or_insert(from);
                 if packet.payload_type != 0 && packet.payload_type != 8 {
+                    // A telephone-event: one event per timestamp, however often it repeats.
+                    if packet.payload.len() >= 4 && rec.last_event_ts != Some(packet.timestamp) {
+                        rec.last_event_ts = Some(packet.timestamp);
+                        rec.events.push(packet.payload[0]);
+                    }
                     continue;
                 }
                 rec.audio_pt.get_or_insert(packet.payload_type);
@@ -452,6 +460,11 @@ impl RtpPhone {
 
     pub fn packets(&self) -> usize {
         self.state.lock().expect("phone lock").packets
+    }
+
+    /// Keypad events the far end sent (RFC 4733 codes: 0-9, 10 `*`, 11 `#`).
+    pub fn events(&self) -> Vec<u8> {
+        self.state.lock().expect("phone lock").events.clone()
     }
 
     /// Where the far end's RTP comes from, once some came.

@@ -51,6 +51,9 @@ pub(crate) enum Command {
         topic: String,
         payload: Vec<u8>,
     },
+    SendDtmf {
+        digit: char,
+    },
     Leave {
         reply: oneshot::Sender<()>,
     },
@@ -338,6 +341,11 @@ impl Engine {
             Command::SendData { topic, payload } => {
                 let packet = data::user_packet(&self.identity, &topic, payload);
                 self.send_data_packet(packet);
+            }
+            Command::SendDtmf { digit } => {
+                if let Some(packet) = data::dtmf_packet(&self.identity, digit) {
+                    self.send_data_packet(packet);
+                }
             }
             Command::Leave { reply } => {
                 self.leave_reply = Some(reply);
