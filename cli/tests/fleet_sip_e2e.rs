@@ -359,7 +359,12 @@ fn a_phone_call_reaches_its_bot_through_livekit_sip() {
     });
     let heard = phone.samples();
     let greeting = recognise(&whisper, &heard[start..end]);
-    eprintln!("the phone heard the greeting as: {greeting}");
+    // The recording starts with livekit-sip's first packet, sent once it answered: the greeting's
+    // offset in it is how long after the 200 OK the caller heard the bot (a figure, not a check).
+    eprintln!(
+        "the phone heard the greeting {} ms after the answer, as: {greeting}",
+        start / 8
+    );
     assert!(
         words_in(&greeting, &["riverside", "clinic", "help", "reached"]) >= 2,
         "greeting heard as {greeting:?}"
