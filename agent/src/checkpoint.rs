@@ -125,8 +125,17 @@ impl Responder for CheckpointingResponder {
         text: &'a str,
         pieces: mpsc::UnboundedSender<String>,
     ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+        self.respond_heard(text, None, pieces)
+    }
+
+    fn respond_heard<'a>(
+        &'a mut self,
+        text: &'a str,
+        confidence: Option<f32>,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
         Box::pin(async move {
-            let reply = self.inner.respond(text, pieces).await;
+            let reply = self.inner.respond_heard(text, confidence, pieces).await;
             self.checkpoint();
             reply
         })

@@ -34,6 +34,18 @@ pub trait Responder: Send + 'static {
         text: &'a str,
         pieces: mpsc::UnboundedSender<String>,
     ) -> BoxFuture<'a, Result<Reply, ResponderError>>;
+    /// [`Responder::respond`], knowing how sure the recognizer was of `text` (0–1, the lowest of
+    /// its finals; `None` for keypad digits or a recognizer that does not say). Responders that
+    /// weigh what they store by it override this; the default ignores it.
+    fn respond_heard<'a>(
+        &'a mut self,
+        text: &'a str,
+        confidence: Option<f32>,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+        let _ = confidence;
+        self.respond(text, pieces)
+    }
     /// The caller cut the reply off after hearing `heard` of `said`.
     fn interrupted(&mut self, _said: &str, _heard: &str) {}
     /// The call ended; the conversation's result where the responder keeps one.
@@ -89,13 +101,24 @@ impl Responder for ScenarioResponder {
         text: &'a str,
         pieces: mpsc::UnboundedSender<String>,
     ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
+        self.respond_heard(text, None, pieces)
+    }
+
+    /// A transcript the recognizer was unsure of fills no free-text field (the engine asks
+    /// again rather than store a misheard value).
+    fn respond_heard<'a>(
+        &'a mut self,
+        text: &'a str,
+        confidence: Option<f32>,
+        pieces: mpsc::UnboundedSender<String>,
+    ) -> BoxFuture<'a, Result<Reply, ResponderError>> {
         Box::pin(async move {
             // The reply goes to TTS as the engine decides it: an answer the language model
             // writes is spoken from its first sentence on.
             let live: LiveText = Arc::new(move |piece: &str| {
                 let _ = pieces.send(piece.to_string());
             });
-            let out = self.engine.process_turn_live(text, live).await;
+            let out = self.engine.process_heard_live(text, confidence, live).await;
             Ok(Reply {
                 ends_call: out.ends_call(),
                 text: out.reply,

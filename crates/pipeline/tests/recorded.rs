@@ -82,3 +82,52 @@ async fn a_recorded_caller_books_with_the_scenario_engine() {
     assert_eq!(wav::read(&out).unwrap().samples.len(), call.reply.len());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The recognizer's confidence reaches the engine: a name it was unsure of is not stored, and
+/// the bot asks for it again.
+#[tokio::test]
+async fn a_name_the_recognizer_was_unsure_of_is_asked_again() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bots/clinic-en.yaml");
+    let bot = BotConfig::parse_any(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let stt = FakeDeepgram::start(SttScript {
+        transcripts: vec![
+            "I'd like to book an appointment".into(),
+            "Anna Smith".into(),
+        ],
+        confidence: 0.3,
+        ..SttScript::default()
+    })
+    .await;
+    let tts = FakeCartesia::start().await;
+    let mut config = PipelineConfig::for_bot("clinic", &bot);
+    config.stt.endpointing_ms = 200;
+    let pipeline = Pipeline::new(
+        config,
+        Providers {
+            stt: Arc::new(DeepgramStt::new(Secret::new(TEST_KEY)).with_base_url(stt.url())),
+            tts: Arc::new(CartesiaTts::new(Secret::new(TEST_KEY)).with_base_url(tts.url())),
+        },
+    );
+    let engine = ScenarioEngine::new(Arc::new(bot.clone()), CallContext::for_bot_now(&bot));
+    let mut caller = silence(5500, 16000);
+    caller.extend(speech(700, 16000));
+    caller.extend(silence(5000, 16000));
+    caller.extend(speech(600, 16000));
+    let mut lines = Vec::new();
+    let call = run_recorded_call(
+        pipeline,
+        Box::new(ScenarioResponder::new(engine)),
+        &caller,
+        Duration::from_millis(1500),
+        |t| lines.push(format!("{:?}: {}", t.speaker, t.text)),
+    )
+    .await
+    .unwrap();
+    let result = call.report.result.expect("the engine's result");
+    assert_eq!(result.fields.get("patient_name"), None, "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("Bot:") && last.contains("full name"),
+        "{lines:#?}"
+    );
+}

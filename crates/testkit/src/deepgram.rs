@@ -25,6 +25,9 @@ pub struct SttScript {
     pub interim_every_ms: u32,
     /// Drop the connection (once) after this much audio on it.
     pub disconnect_after_ms: Option<u32>,
+    /// How sure the recognizer says it is of each result (the alternative's and each word's
+    /// `confidence`).
+    pub confidence: f64,
 }
 
 impl Default for SttScript {
@@ -35,6 +38,7 @@ impl Default for SttScript {
             speech_rms: 500.0,
             interim_every_ms: 200,
             disconnect_after_ms: None,
+            confidence: 0.98,
         }
     }
 }
@@ -116,6 +120,7 @@ struct Listener {
     speech: Option<Speech>,
     /// Audio time of silence since the last final, while an utterance end is owed.
     owed_utterance_end: Option<u32>,
+    confidence: f64,
 }
 
 struct Speech {
@@ -127,6 +132,7 @@ struct Speech {
 }
 
 fn results(
+    confidence: f64,
     start_ms: u64,
     end_ms: u64,
     text: &str,
@@ -142,7 +148,7 @@ fn results(
         "is_final": is_final,
         "speech_final": speech_final,
         "from_finalize": from_finalize,
-        "channel": {"alternatives": [{"transcript": text, "confidence": 0.98, "words": text.split_whitespace().map(|w| serde_json::json!({"word": w.to_lowercase(), "punctuated_word": w, "start": 0.0, "end": 0.0, "confidence": 0.98})).collect::<Vec<_>>()}]},
+        "channel": {"alternatives": [{"transcript": text, "confidence": confidence, "words": text.split_whitespace().map(|w| serde_json::json!({"word": w.to_lowercase(), "punctuated_word": w, "start": 0.0, "end": 0.0, "confidence": confidence})).collect::<Vec<_>>()}]},
         "metadata": {"request_id": "fake-request", "model_info": {"name": "fake", "version": "0", "arch": "fake"}, "model_uuid": "fake"},
     })
     .to_string()
@@ -196,6 +202,7 @@ impl Listener {
                         s.shown += 1;
                         out.push((
                             results(
+                                self.confidence,
                                 s.start_ms,
                                 self.audio_ms,
                                 &s.words[..s.shown].join(" "),
@@ -212,6 +219,7 @@ impl Listener {
                     if s.silence_ms >= self.endpointing_ms {
                         out.push((
                             results(
+                                self.confidence,
                                 s.start_ms,
                                 self.audio_ms,
                                 &s.words.join(" "),
@@ -245,6 +253,7 @@ impl Listener {
     fn flush(&mut self, from_finalize: bool) -> String {
         match self.speech.take() {
             Some(s) => results(
+                self.confidence,
                 s.start_ms,
                 self.audio_ms,
                 &s.words.join(" "),
@@ -252,7 +261,15 @@ impl Listener {
                 false,
                 from_finalize,
             ),
-            None => results(self.audio_ms, self.audio_ms, "", true, false, from_finalize),
+            None => results(
+                self.confidence,
+                self.audio_ms,
+                self.audio_ms,
+                "",
+                true,
+                false,
+                from_finalize,
+            ),
         }
     }
 }
@@ -314,6 +331,7 @@ async fn connection(tcp: tokio::net::TcpStream, state: Arc<State>) {
         audio_ms: 0,
         speech: None,
         owed_utterance_end: None,
+        confidence: state.script.lock().expect("fake state lock").confidence,
     };
     let mut heard_on_connection: u64 = 0;
     loop {

@@ -109,6 +109,9 @@ pub(super) struct Call {
     pub(super) last_finalize: Option<Duration>,
     /// When the VAD last heard the caller start speaking.
     pub(super) speech_began: Option<Duration>,
+    /// The lowest confidence of the recognizer's finals since the last turn ended: how sure it
+    /// was of the words the next turn hands the responder.
+    pub(super) heard_confidence: Option<f32>,
 }
 
 /// Unanswered flushes remembered; a recognizer that leaves some unanswered cannot grow the list.

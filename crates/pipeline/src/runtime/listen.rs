@@ -52,6 +52,12 @@ impl Call {
         let input = match ev {
             Some(Ok(SttEvent::Transcript(t))) if t.is_final => {
                 self.last_final = Some(now);
+                if !t.text.trim().is_empty() {
+                    self.heard_confidence = Some(
+                        self.heard_confidence
+                            .map_or(t.confidence, |c| c.min(t.confidence)),
+                    );
+                }
                 // A flush we asked for on VAD silence is as good as the recognizer's endpoint.
                 // But an endpoint followed by more of the caller's speech ended a pause, not the
                 // turn: a recognizer busy transcribing answers late, and its "Hello." arrives

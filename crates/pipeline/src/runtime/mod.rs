@@ -288,6 +288,7 @@ impl Pipeline {
             finalizes: VecDeque::new(),
             last_finalize: None,
             speech_began: None,
+            heard_confidence: None,
         };
         call.prepare_apology();
         if call.stt.is_none() || call.tts.is_none() {

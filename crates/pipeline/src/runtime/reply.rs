@@ -10,8 +10,15 @@ use callfleet_core::scenario::CallResult;
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) enum Request {
-    Respond { turn: u64, text: String },
-    Interrupted { said: String, heard: String },
+    Respond {
+        turn: u64,
+        text: String,
+        confidence: Option<f32>,
+    },
+    Interrupted {
+        said: String,
+        heard: String,
+    },
     Finish(oneshot::Sender<Option<CallResult>>),
 }
 
@@ -39,9 +46,13 @@ pub(super) fn spawn_responder(
     tokio::spawn(async move {
         while let Some(req) = req_rx.recv().await {
             match req {
-                Request::Respond { turn, text } => {
+                Request::Respond {
+                    turn,
+                    text,
+                    confidence,
+                } => {
                     let (piece_tx, mut piece_rx) = mpsc::unbounded_channel();
-                    let reply = responder.respond(&text, piece_tx);
+                    let reply = responder.respond_heard(&text, confidence, piece_tx);
                     tokio::pin!(reply);
                     loop {
                         tokio::select! {

@@ -8,7 +8,7 @@ use super::reply::Request;
 use super::{CallEnd, CallOutput, PipelineError};
 use crate::phrases;
 use crate::splitter::SentenceSplitter;
-use crate::turn::{TurnAction, TurnInput};
+use crate::turn::{Endpoint, TurnAction, TurnInput};
 use callfleet_core::domain::{Speaker, Turn};
 use callfleet_providers::{heard_prefix, unheard_rest, SPOKEN_CHARS_PER_SEC};
 
@@ -40,9 +40,13 @@ impl Call {
                     s.timer.judgement = judgement;
                     self.speaking = Some(s);
                     self.splitter = SentenceSplitter::new(self.config.split);
+                    // Keypad digits are what was pressed, however sure the recognizer was of the
+                    // speech before them.
+                    let confidence = self.heard_confidence.take();
                     let _ = self.requests.send(Request::Respond {
                         turn: self.turn_id,
                         text,
+                        confidence: (via != Endpoint::Dtmf).then_some(confidence).flatten(),
                     });
                 }
                 TurnAction::Interrupt => self.interrupt().await?,
