@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{api_base, callfleet, Env, Proc};
+use support::{api_base, callfleet, company_with_bot_at, Env, Proc};
 
 const BOT: &str = r#"
 language: en
@@ -232,40 +232,6 @@ async fn caller(
     heard
 }
 
-/// A company that may hold every call of the run at once, with an API key and the bot.
-fn company_for_the_run(http: &reqwest::blocking::Client, base: &str) -> (String, String) {
-    let company: serde_json::Value = http
-        .post(format!("{base}/companies"))
-        .bearer_auth("e2e-admin")
-        .json(&serde_json::json!({"name": "Chaos", "max_concurrent_calls": 10_000}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let id = company["id"].as_str().expect("company created");
-    let key: serde_json::Value = http
-        .post(format!("{base}/companies/{id}/api-keys"))
-        .bearer_auth("e2e-admin")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_string();
-    let bot: serde_json::Value = http
-        .post(format!("{base}/bots"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"config": BOT}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let bot = bot["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("bot: {bot}"))
-        .to_string();
-    (key, bot)
-}
-
 struct Fleet {
     env: Env,
     data: PathBuf,
@@ -368,7 +334,8 @@ fn chaos_run_loses_no_call() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let blocking = reqwest::blocking::Client::new();
-    let (key, bot) = company_for_the_run(&blocking, &base);
+    // The company may hold every call of the run at once.
+    let (key, bot) = company_with_bot_at(&blocking, &base, BOT, 10_000);
 
     let started = Instant::now();
     let http = reqwest::Client::new();

@@ -154,9 +154,22 @@ pub fn company_with_bot(
     base: &str,
     config: &str,
 ) -> (String, String) {
+    company_with_bot_at(http, base, config, 10)
+}
+
+/// [`company_with_bot`] for a company that may hold `max_calls` calls at once.
+pub fn company_with_bot_at(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    config: &str,
+    max_calls: u32,
+) -> (String, String) {
     let admin = |req: reqwest::blocking::RequestBuilder| req.bearer_auth("e2e-admin");
     let company: serde_json::Value = admin(http.post(format!("{base}/companies")))
-        .json(&serde_json::json!({"name": "Clinic", "timezone": "America/New_York"}))
+        .json(
+            &serde_json::json!({"name": "Clinic", "timezone": "America/New_York",
+            "max_concurrent_calls": max_calls}),
+        )
         .send()
         .unwrap()
         .json()

@@ -49,6 +49,16 @@ pub fn hash_api_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A new key: `prefix` + 40 random alphanumerics.
+pub(crate) fn new_secret(prefix: &str) -> String {
+    let random: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{random}")
+}
+
 fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
     Ok(ApiKey {
         id: row.try_get("id")?,
@@ -62,12 +72,7 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
 
 impl Store {
     pub async fn create_api_key(&self, company_id: &str, name: &str) -> Result<NewApiKey> {
-        let random: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(40)
-            .map(char::from)
-            .collect();
-        let secret = format!("cfk_{random}");
+        let secret = new_secret("cfk_");
         let key = ApiKey {
             id: new_id(IdKind::ApiKey),
             company_id: company_id.to_string(),
@@ -103,9 +108,19 @@ impl Store {
 
     /// Revokes a key of `company_id`; revoking twice is not an error.
     pub async fn revoke_api_key(&self, company_id: &str, key_id: &str) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND company_id = $2",
-        )
+        self.revoke_key_in("api_keys", company_id, key_id).await
+    }
+
+    /// Marks key `key_id` of `company_id` in `table` (`api_keys`, `embed_keys`) revoked.
+    pub(crate) async fn revoke_key_in(
+        &self,
+        table: &'static str,
+        company_id: &str,
+        key_id: &str,
+    ) -> Result<()> {
+        let done = sqlx::query(&format!(
+            "UPDATE {table} SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND company_id = $2"
+        ))
         .bind(key_id)
         .bind(company_id)
         .bind(now_ms())

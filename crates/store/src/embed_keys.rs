@@ -3,11 +3,9 @@
 //! Unlike an API key it reads nothing, so it may be shown to every visitor. Stored like API keys:
 //! only the SHA-256 of the key.
 
-use crate::api_keys::hash_api_key;
+use crate::api_keys::{hash_api_key, new_secret};
 use crate::{now_ms, Result, Store, StoreError};
 use callfleet_core::ids::{new_id, IdKind};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -77,12 +75,7 @@ impl Store {
         bot_ids: &[String],
         allowed_origins: &[String],
     ) -> Result<NewEmbedKey> {
-        let random: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(40)
-            .map(char::from)
-            .collect();
-        let secret = format!("{EMBED_KEY_PREFIX}{random}");
+        let secret = new_secret(EMBED_KEY_PREFIX);
         let key = EmbedKey {
             id: new_id(IdKind::EmbedKey),
             company_id: company_id.to_string(),
@@ -122,18 +115,7 @@ impl Store {
 
     /// Revokes a key of `company_id`; revoking twice is not an error.
     pub async fn revoke_embed_key(&self, company_id: &str, key_id: &str) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE embed_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND company_id = $2",
-        )
-        .bind(key_id)
-        .bind(company_id)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.revoke_key_in("embed_keys", company_id, key_id).await
     }
 
     /// The key presented, if it exists and is not revoked.
