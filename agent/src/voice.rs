@@ -151,6 +151,7 @@ impl VoiceSession {
         let pipeline = self.pipeline(&plan, speech).await;
         let rates = plan.pipeline_config();
         let recording = plan.config.recording.enabled;
+        let transfer_to = plan.config.transfer_to.clone();
         let CallPlan {
             engine,
             resumed,
@@ -211,8 +212,19 @@ impl VoiceSession {
         // The bot ended the call (goodbye, max turns, silence) or the caller left: hang the
         // phone leg up, or it would stay open to an empty room. A forced stop leaves it for the
         // worker that takes the call over.
+        // A caller who asked for a person goes to the number the bot names (SIP REFER); the
+        // phone leg leaves the room once the transfer is accepted.
+        let transfer = report
+            .as_ref()
+            .ok()
+            .and_then(|r| r.result.as_ref())
+            .filter(|r| r.state.transferred.is_some())
+            .and(transfer_to.as_deref());
         if phone && !call.cancel.is_cancelled() {
-            self.hang_up(&job.room, &caller_identity).await;
+            match transfer {
+                Some(to) if self.transfer(&job.room, &caller_identity, to).await => {}
+                _ => self.hang_up(&job.room, &caller_identity).await,
+            }
         }
         room.leave().await;
         saver.await.ok();
@@ -230,6 +242,39 @@ impl VoiceSession {
             pipeline = pipeline.with_metrics(metrics.clone());
         }
         pipeline
+    }
+
+    /// Transfers the phone participant to `to` with a SIP REFER; whether the transfer was accepted.
+    async fn transfer(&self, room: &str, identity: &str, to: &str) -> bool {
+        let target = if to.starts_with("tel:") || to.starts_with("sip:") {
+            to.to_string()
+        } else {
+            format!("tel:{to}")
+        };
+        let api = match LiveKitApi::new(
+            &self.livekit.url,
+            &self.livekit.api_key,
+            self.livekit.api_secret.clone(),
+        ) {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "Could not transfer the phone.");
+                return false;
+            }
+        };
+        match api
+            .transfer_sip_participant(room, identity, &target, Some(Duration::from_secs(30)))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(room = %room, caller = %identity, to = %target, "Transferred the phone.");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(room = %room, to = %target, error = %e, "The transfer failed; hanging up.");
+                false
+            }
+        }
     }
 
     /// Removes the phone participant, which makes livekit-sip send the BYE. Already gone is done.

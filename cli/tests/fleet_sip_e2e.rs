@@ -607,3 +607,42 @@ fn a_phone_call_survives_its_worker_being_killed() {
     );
     fleet.agents.push((name, proc));
 }
+
+/// A phone caller who asks for a person is transferred (SIP REFER) to the number the bot config
+/// names, and the call is stored as TRANSFERRED.
+#[test]
+fn a_caller_asking_for_a_person_is_transferred() {
+    let test = "SIP transfer end-to-end";
+    let lines = ["I want to talk to a person"];
+    let Some(fleet) = Fleet::start(
+        test,
+        "silence_timeout_sec: 60\ntransfer_to: \"+15550500\"\n",
+        &lines,
+    ) else {
+        return;
+    };
+    let speech_wav = fleet.dir.path().join("caller.wav");
+    assert!(espeak_wav(&speech_wav, lines[0]));
+    let speech = callfleet_pipeline::wav::read(&speech_wav).expect("espeak's WAV");
+    let speech_8k =
+        callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
+    let runtime = &fleet.runtime;
+    let phone = runtime.block_on(RtpPhone::bind());
+    let mut sipp = fleet.call("caller_transferred", &phone, &[]);
+    next_utterance(&phone, 0, Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("the phone heard no greeting:\n{}", fleet.logs()));
+    runtime.block_on(phone.play(&speech_8k));
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(90), sipp.wait()).await })
+        .unwrap_or_else(|_| panic!("the phone was never transferred:\n{}", fleet.logs()))
+        .expect("sipp ran");
+    assert!(status.success(), "sipp: {status}\n{}", fleet.logs());
+    let trace = std::fs::read_to_string(fleet.log("sipp")).unwrap_or_default();
+    let refer_to = trace
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("refer-to:"))
+        .unwrap_or_else(|| panic!("no REFER reached the phone:\n{}", fleet.logs()));
+    assert!(refer_to.contains("+15550500"), "{refer_to}");
+    let detail = fleet.stored_call();
+    assert_eq!(detail["outcome"]["kind"], "TRANSFERRED", "{detail}");
+}

@@ -126,6 +126,7 @@ pub const SCHEMA: &[Key] = &[
     req("fallback", Shape::NonEmptyStr),
     opt("max_turns", Shape::UInt { min: 1, max: 500 }),
     opt("silence_timeout_sec", Shape::UInt { min: 1, max: 600 }),
+    opt("transfer_to", Shape::NonEmptyStr),
     opt(
         "providers",
         Shape::Obj(&[

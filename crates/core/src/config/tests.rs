@@ -87,7 +87,7 @@ colour: "blue"
                 "scenarios[1].trigger_keywords: must be a list, not a string",
                 "fallback: required",
                 "max_turns: must be a whole number from 1 to 500",
-                "colour: unknown key (allowed: bot_id, name, language, languages, voice_id, timezone, greeting, system_prompt, scenarios, fallback, max_turns, silence_timeout_sec, providers, outcome_rules, default_outcome, knowledge, recording)",
+                "colour: unknown key (allowed: bot_id, name, language, languages, voice_id, timezone, greeting, system_prompt, scenarios, fallback, max_turns, silence_timeout_sec, transfer_to, providers, outcome_rules, default_outcome, knowledge, recording)",
             ]
         );
 }

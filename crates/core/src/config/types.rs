@@ -31,6 +31,10 @@ pub struct BotConfig {
     pub max_turns: u32,
     #[serde(default = "default_silence_timeout")]
     pub silence_timeout_sec: u32,
+    /// Where a phone caller who asks for a person is transferred (`+E.164`, `tel:…` or `sip:…`);
+    /// without it the bot says a person will call back and hangs up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_to: Option<String>,
     #[serde(default)]
     pub providers: Providers,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
