@@ -20,11 +20,11 @@ mod support;
 use callfleet_rtc::{AudioFrame, Room, RoomEvent, RoomOptions};
 use callfleet_testkit::{FakeCartesia, FakeDeepgram, FakeElevenLabs, SttScript, TEST_KEY};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{api_base, callfleet, company_with_bot_at, Env, Proc};
+use support::{api_base, callfleet, company_with_bot_at, AofRedis, Env, Proc};
 
 const BOT: &str = r#"
 language: en
@@ -44,75 +44,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server of the run's own, on loopback, persisting every write to its append-only
-/// file so that a restart in the middle of the run loses nothing it acknowledged.
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        let mut redis = Redis {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test-services.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// What one caller observed.
@@ -272,8 +203,7 @@ fn chaos_run_loses_no_call() {
     let call_secs = env_or("CHAOS_CALL_SECS", 14);
     let fault_every = Duration::from_secs(env_or("CHAOS_FAULT_EVERY_SECS", 6));
     let dir = support::TestDir::new();
-    std::fs::create_dir_all(dir.path().join("redis")).unwrap();
-    let mut redis = Redis::start(&dir.path().join("redis"));
+    let mut redis = AofRedis::start();
     let env = Env {
         redis: redis.url(),
         livekit: shared.livekit.clone(),
@@ -409,7 +339,7 @@ fn chaos_run_loses_no_call() {
                     started.elapsed().as_secs_f64()
                 );
                 std::thread::sleep(Duration::from_secs(2));
-                redis.spawn();
+                redis.restart();
                 eprintln!(
                     "chaos {:>5.1}s: Redis restarted from its append-only file",
                     started.elapsed().as_secs_f64()

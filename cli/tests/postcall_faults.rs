@@ -13,6 +13,8 @@
 //! Every good call ends up stored exactly once with exactly one webhook delivery per event, the
 //! poison one is a dead letter with its error, and the stream is empty.
 
+mod support;
+
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{
     CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn,
@@ -23,9 +25,10 @@ use callfleet_testkit::llm::{FakeOllama, LlmReply};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{free_port, AofRedis, Proc};
 
 const BOT: &str = r#"
 bot_id: "salon"
@@ -41,24 +44,6 @@ fallback: "Sorry?"
 providers:
   llm: {provider: ollama, model: "qwen2.5:3b"}
 "#;
-
-/// Kills the child when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("bound")
-        .port()
-}
 
 fn root() -> bool {
     Command::new("id")
@@ -208,61 +193,10 @@ impl Drop for Postgres {
     }
 }
 
-/// A redis-server of this test's own with an append-only file fsynced on every write.
-struct Redis {
-    dir: tempfile::TempDir,
-    port: u16,
-    process: Option<Proc>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let mut redis = Redis {
-            dir: tempfile::tempdir().expect("temp dir"),
-            port: free_port(),
-            process: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test-services.sh installs it)");
-        self.process = Some(Proc(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        self.process = None;
-    }
-}
-
 /// `callfleet dispatcher` (which runs post-call processing) against `pg` and `redis`.
 fn postcall_process(
     pg: &Postgres,
-    redis: &Redis,
+    redis: &AofRedis,
     prefix: &str,
     ollama: &str,
     data: &Path,
@@ -417,7 +351,7 @@ async fn every_call_is_stored_once_through_kills_restarts_and_outages() {
         return;
     }
     let pg = Postgres::init();
-    let mut redis = Redis::start();
+    let mut redis = AofRedis::start();
     let work = tempfile::tempdir().expect("temp dir");
     let log = work.path().join("postcall.log");
     let prefix = "faults:";

@@ -82,6 +82,71 @@ impl Proc {
     }
 }
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("bound")
+        .port()
+}
+
+/// A redis-server of a test's own on loopback, with an append-only file fsynced on every write,
+/// so that killing and restarting it (a fault the test injects) loses nothing it acknowledged.
+pub struct AofRedis {
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<Proc>,
+}
+
+impl AofRedis {
+    pub fn start() -> AofRedis {
+        let mut redis = AofRedis {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            process: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port and files) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test-services.sh installs it)");
+        self.process = Some(Proc(child));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+}
+
 /// Starts `callfleet ARGS` against the test's Redis (under `prefix`) and livekit-server, with
 /// stderr going to `log` and `extra` added to its environment.
 pub fn callfleet(
