@@ -108,15 +108,10 @@ fn auth_failed(ctx: &ApiContext, source: &str) -> ApiError {
     }
 }
 
-impl FromRequestParts<ApiContext> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        ctx: &ApiContext,
-    ) -> Result<Self, Self::Rejection> {
-        let source = source_of(parts);
-        let presented = bearer(parts, ctx, &source)?;
+impl Principal {
+    /// The principal of a presented key (the admin key, or a company's API key), past the
+    /// per-key rate limit.
+    async fn of_key(ctx: &ApiContext, presented: &str, source: &str) -> Result<Self, ApiError> {
         let admin = ctx.config.admin_key.expose();
         let principal =
             if !admin.is_empty() && bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) {
@@ -126,7 +121,7 @@ impl FromRequestParts<ApiContext> for Principal {
                     .store
                     .find_api_key(presented)
                     .await?
-                    .ok_or_else(|| auth_failed(ctx, &source))?;
+                    .ok_or_else(|| auth_failed(ctx, source))?;
                 Principal::Company {
                     company_id: owner.company_id,
                     key_id: owner.key_id,
@@ -136,6 +131,19 @@ impl FromRequestParts<ApiContext> for Principal {
             .check(principal.rate_limit_key())
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
         Ok(principal)
+    }
+}
+
+impl FromRequestParts<ApiContext> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        let source = source_of(parts);
+        let presented = bearer(parts, ctx, &source)?;
+        Principal::of_key(ctx, presented, &source).await
     }
 }
 
@@ -161,7 +169,7 @@ impl FromRequestParts<ApiContext> for SessionCaller {
         let source = source_of(parts);
         let presented = bearer(parts, ctx, &source)?;
         if !presented.starts_with(callfleet_store::EMBED_KEY_PREFIX) {
-            return Principal::from_request_parts(parts, ctx)
+            return Principal::of_key(ctx, presented, &source)
                 .await
                 .map(SessionCaller::Principal);
         }
