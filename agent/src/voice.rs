@@ -19,8 +19,8 @@
 use crate::chat::ChatSession;
 use crate::checkpoint::CheckpointingResponder;
 use crate::plan::{
-    call_started_at, failed_record, is_caller, join_room, no_answer_record, record_for, CallError,
-    CallPlan, LiveKitSettings, TurnModelFactory,
+    call_started_at, failed_record, is_caller, join_room, no_answer_record, opening_after_takeover,
+    record_for, CallError, CallPlan, LiveKitSettings, TurnModelFactory,
 };
 use crate::recorder::Recorder;
 use crate::worker::{CallHandle, CallRunner};
@@ -139,6 +139,28 @@ fn answered(attributes: &std::collections::HashMap<String, String>) -> bool {
         .is_none_or(|status| status == "active")
 }
 
+/// How long a call that has its caller waits for its opening still being synthesized.
+const OPENING_WAIT: Duration = Duration::from_secs(2);
+
+/// A task that ends with the call, however the call ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::future::Future for AbortOnDrop {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
 impl VoiceSession {
     /// The call from its plan to its record: pipeline, room, caller, conversation, record.
     async fn converse(
@@ -152,6 +174,14 @@ impl VoiceSession {
         let rates = plan.pipeline_config();
         let recording = plan.config.recording.enabled;
         let transfer_to = plan.config.transfer_to.clone();
+        // The opening is synthesized while the agent joins and waits for the caller, so the
+        // caller hears it as soon as they are there, not a synthesis later.
+        let opening = if plan.resumed {
+            opening_after_takeover(&plan.engine)
+        } else {
+            plan.config.greeting.clone()
+        };
+        let prepared = AbortOnDrop(tokio::spawn(pipeline.prepare_phrase(opening)));
         let CallPlan {
             engine,
             resumed,
@@ -205,6 +235,9 @@ impl VoiceSession {
             rates.output_rate,
             recorder.clone(),
         ));
+        // A synthesizer slower than the caller's arrival is waited for a little (the call would
+        // wait on it anyway); past that the call synthesizes its opening itself.
+        let _ = tokio::time::timeout(OPENING_WAIT, prepared).await;
         let report = pipeline.run(Box::new(responder), input_rx, output_tx).await;
         speaker.await.ok();
         microphone.abort();

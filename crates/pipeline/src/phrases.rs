@@ -5,16 +5,27 @@
 
 use callfleet_core::scenario::phrases;
 use callfleet_core::text::Language;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-/// Synthesized phrases shared by the calls of one process.
+/// Synthesized phrases shared by the calls of one process, at most [`PhraseCache::LIMIT`]: a
+/// call taken over after a failover opens with a phrase of its own ("I'm back" and its last
+/// line), so the oldest phrase makes way rather than the cache growing with every takeover.
 #[derive(Debug, Clone, Default)]
 pub struct PhraseCache {
-    inner: Arc<Mutex<HashMap<String, Arc<Vec<i16>>>>>,
+    inner: Arc<Mutex<Phrases>>,
+}
+
+#[derive(Debug, Default)]
+struct Phrases {
+    audio: HashMap<String, Arc<Vec<i16>>>,
+    /// Keys, oldest first.
+    order: VecDeque<String>,
 }
 
 impl PhraseCache {
+    pub const LIMIT: usize = 512;
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -28,17 +39,23 @@ impl PhraseCache {
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Vec<i16>>> {
-        self.inner.lock().ok()?.get(key).cloned()
+        self.inner.lock().ok()?.audio.get(key).cloned()
     }
 
     pub fn insert(&self, key: String, samples: Vec<i16>) {
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(key, Arc::new(samples));
+        let Ok(mut p) = self.inner.lock() else { return };
+        if p.audio.insert(key.clone(), Arc::new(samples)).is_none() {
+            p.order.push_back(key);
+        }
+        while p.order.len() > Self::LIMIT {
+            if let Some(oldest) = p.order.pop_front() {
+                p.audio.remove(&oldest);
+            }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.len()).unwrap_or(0)
+        self.inner.lock().map(|p| p.audio.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,5 +117,21 @@ mod tests {
             .get(&PhraseCache::key("b", Some("v1"), 24000, "Hi"))
             .is_none());
         assert_eq!(comfort_tone(16000).len(), 6400);
+    }
+
+    #[test]
+    fn the_oldest_phrase_makes_way_past_the_limit() {
+        let c = PhraseCache::new();
+        let key = |i: usize| PhraseCache::key("b", None, 16000, &format!("I'm back. Line {i}"));
+        for i in 0..PhraseCache::LIMIT + 10 {
+            c.insert(key(i), vec![i as i16]);
+        }
+        assert_eq!(c.len(), PhraseCache::LIMIT);
+        assert!(c.get(&key(9)).is_none());
+        assert!(c.get(&key(10)).is_some());
+        // Replacing a phrase keeps one entry for it.
+        c.insert(key(10), vec![7]);
+        assert_eq!(c.len(), PhraseCache::LIMIT);
+        assert_eq!(c.get(&key(10)).as_deref(), Some(&vec![7]));
     }
 }

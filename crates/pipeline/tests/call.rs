@@ -400,3 +400,58 @@ async fn the_greeting_is_synthesized_once_per_bot_and_voice() {
         .count();
     assert_eq!(greetings, 1);
 }
+
+/// The agent prepares the opening while it joins the room: the call then says it from the
+/// cache, whole, without asking the synthesizer again.
+#[tokio::test]
+async fn an_opening_prepared_before_the_call_is_said_without_another_synthesis() {
+    let f = fakes(&[]).await;
+    let cache = PhraseCache::new();
+    let pipeline = |tts: Arc<dyn TextToSpeech>| {
+        let stt = Arc::new(DeepgramStt::new(key()).with_base_url(f.stt.url()));
+        Pipeline::new(config(), Providers { stt, tts }).with_phrase_cache(cache.clone())
+    };
+    let greeting = "Hello, how can I help?";
+    let cached = PhraseCache::key("test-bot", None, config().output_rate, greeting);
+
+    // A synthesizer that is down prepares nothing, and says so by leaving the cache alone.
+    let down = Arc::new(CartesiaTts::new(key()).with_base_url("http://127.0.0.1:9"));
+    pipeline(down).prepare_phrase(greeting.into()).await;
+    assert!(cache.get(&cached).is_none());
+
+    let p = pipeline(cartesia(&f));
+    p.prepare_phrase(greeting.into()).await;
+    let prepared = cache.get(&cached).expect("the opening is in the cache");
+    assert_eq!(
+        prepared.len(),
+        18 * 70 * config().output_rate as usize / 1000
+    );
+    // Prepared twice (a second call of the same bot): the cache answers, not the synthesizer.
+    p.prepare_phrase(greeting.into()).await;
+
+    let responder = Box::new(LlmResponder::new(ollama(&f), "", greeting, "en"));
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let heard = collect(out_rx);
+    let call = tokio::spawn(p.run(responder, in_rx, out_tx));
+    let caller = Caller::start(in_tx.clone());
+    while heard.lock().unwrap().transcript.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    in_tx.send(CallInput::Hangup).await.unwrap();
+    call.await.unwrap().unwrap();
+    caller.task.abort();
+    assert_eq!(heard.lock().unwrap().frames, 18 * 70 / 20);
+    // (The fake logs text per context id, and each connection numbers its contexts from 1.)
+    let synthesized = f
+        .tts
+        .log()
+        .texts
+        .iter()
+        .map(|(_, t)| t.matches(greeting).count())
+        .sum::<usize>();
+    assert_eq!(
+        synthesized, 1,
+        "only the preparation asked for the greeting"
+    );
+}

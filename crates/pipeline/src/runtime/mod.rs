@@ -18,7 +18,7 @@ use crate::vad::{EnergyVad, Vad, VadSmoother};
 use callfleet_core::domain::{Turn, TurnMetrics};
 use callfleet_core::scenario::CallResult;
 use callfleet_core::BotConfig;
-use callfleet_providers::{SpeechToText, SttOptions, TextToSpeech, TtsOptions};
+use callfleet_providers::{SpeechToText, SttOptions, TextToSpeech, TtsEvent, TtsOptions};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +33,9 @@ mod speak;
 mod turns;
 
 use call::Call;
+
+/// How long [`Pipeline::prepare_phrase`] waits on the synthesizer.
+const PREPARE_LIMIT: Duration = Duration::from_secs(10);
 use reply::{spawn_responder, Request};
 
 /// The providers a call streams through.
@@ -210,6 +213,62 @@ impl Pipeline {
     pub fn with_phrase_cache(mut self, cache: PhraseCache) -> Self {
         self.phrases = cache;
         self
+    }
+
+    /// Synthesizes `text` into the phrase cache ahead of the call — the greeting while the agent
+    /// joins the room and waits for the caller — so [`Pipeline::run`] says it without waiting on
+    /// the synthesizer. Already cached, or the synthesizer failing or silent for `PREPARE_LIMIT`,
+    /// leaves the call to synthesize it as it would have.
+    pub fn prepare_phrase(&self, text: String) -> impl std::future::Future<Output = ()> + Send {
+        let key = PhraseCache::key(
+            &self.config.bot_id,
+            self.config.tts.voice.as_deref(),
+            self.config.output_rate,
+            &text,
+        );
+        let cached = self.phrases.get(&key).is_some();
+        let (tts, phrases, rate) = (
+            self.providers.tts.clone(),
+            self.phrases.clone(),
+            self.config.output_rate,
+        );
+        let options = TtsOptions {
+            sample_rate: rate,
+            ..self.config.tts.clone()
+        };
+        async move {
+            if cached || text.trim().is_empty() {
+                return;
+            }
+            let synthesize = async {
+                let mut session = tts.open(options).await.ok()?;
+                let id = session.start();
+                session.push_text(id, text).ok()?;
+                session.finish(id).ok()?;
+                let mut audio = Vec::new();
+                loop {
+                    match session.recv().await? {
+                        Ok(TtsEvent::Audio { id: i, samples }) if i == id => {
+                            audio.extend_from_slice(&samples)
+                        }
+                        Ok(TtsEvent::Done { id: i }) if i == id => break,
+                        Ok(TtsEvent::Failed { .. }) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+                Some(if session.sample_rate() == rate {
+                    audio
+                } else {
+                    crate::wav::resample(&audio, session.sample_rate(), rate)
+                })
+            };
+            match tokio::time::timeout(PREPARE_LIMIT, synthesize).await {
+                Ok(Some(audio)) if !audio.is_empty() => phrases.insert(key, audio),
+                _ => tracing::debug!(
+                    "The phrase could not be prepared; the call will synthesize it."
+                ),
+            }
+        }
     }
 
     /// Runs one call until the caller hangs up, the bot ends it, or silence does.
