@@ -1,6 +1,7 @@
 //! LiveKit's server API as callfleet uses it: the SIP service (inbound and outbound trunks,
 //! dispatch rules, placing and transferring phone calls) and the room service (removing a
-//! participant, deleting a room).
+//! participant, deleting a room), and the agent dispatch service (`CreateDispatch`, which the
+//! dispatcher uses to hand a dead worker's room to another LiveKit-dispatched worker).
 //!
 //! It speaks twirp with JSON bodies over HTTP (`POST <url>/twirp/livekit.<Service>/<Method>`),
 //! each request signed with a short-lived access token that carries only the grants its method
@@ -67,6 +68,27 @@ impl LiveKitApiError {
 }
 
 type Result<T> = std::result::Result<T, LiveKitApiError>;
+
+/// An agent dispatch: a request that a worker registered under `agent_name` joins `room`, with
+/// `metadata` for the job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDispatchInfo {
+    pub id: String,
+    pub agent_name: String,
+    pub room: String,
+    pub metadata: String,
+}
+
+impl From<wire::AgentDispatch> for AgentDispatchInfo {
+    fn from(d: wire::AgentDispatch) -> AgentDispatchInfo {
+        AgentDispatchInfo {
+            id: d.id,
+            agent_name: d.agent_name,
+            room: d.room,
+            metadata: d.metadata,
+        }
+    }
+}
 
 /// Credentials a SIP trunk checks (inbound) or presents (outbound), digest auth.
 #[derive(Clone, PartialEq)]
@@ -525,5 +547,43 @@ impl LiveKitApi {
             other => other?,
         };
         Ok(list.participants.into_iter().map(|p| p.identity).collect())
+    }
+
+    /// Asks LiveKit to hand `room` to a worker registered as `agent_name` (LiveKit's own agent
+    /// dispatch; the room is created if it does not exist). Returns the dispatch.
+    pub async fn create_dispatch(
+        &self,
+        room: &str,
+        agent_name: &str,
+        metadata: &str,
+    ) -> Result<AgentDispatchInfo> {
+        let request = serde_json::json!({
+            "room": room, "agent_name": agent_name, "metadata": metadata,
+        });
+        let dispatch: wire::AgentDispatch = self
+            .call(
+                "AgentDispatchService",
+                "CreateDispatch",
+                Grants::RoomAdmin { room },
+                &request,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(dispatch.into())
+    }
+
+    /// The agent dispatches of `room`.
+    pub async fn list_dispatches(&self, room: &str) -> Result<Vec<AgentDispatchInfo>> {
+        let request = serde_json::json!({ "room": room });
+        let list: wire::AgentDispatchList = self
+            .call(
+                "AgentDispatchService",
+                "ListDispatch",
+                Grants::RoomAdmin { room },
+                &request,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(list.agent_dispatches.into_iter().map(Into::into).collect())
     }
 }

@@ -306,6 +306,24 @@ pub(crate) struct ParticipantList {
     pub participants: Vec<Participant>,
 }
 
+/// `AgentDispatch` (livekit_agent_dispatch.proto), the fields callfleet reads.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct AgentDispatch {
+    pub id: String,
+    #[serde(alias = "agentName")]
+    pub agent_name: String,
+    pub room: String,
+    pub metadata: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct AgentDispatchList {
+    #[serde(alias = "agentDispatches")]
+    pub agent_dispatches: Vec<AgentDispatch>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

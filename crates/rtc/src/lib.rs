@@ -12,6 +12,7 @@
 //! logs or `Debug` output; when the server is on loopback only loopback addresses are bound,
 //! advertised or sent to, and the ICE servers the server suggests are ignored.
 
+pub mod agent_worker;
 mod audio;
 mod data;
 pub mod echo;

@@ -75,7 +75,7 @@ pub(crate) fn rtc_url(
 
 /// TLS for `wss://` with the Mozilla root set and aws-lc-rs, built per call so that no
 /// process-wide crypto provider has to be chosen for the rest of the program.
-fn tls_connector() -> Result<tokio_tungstenite::Connector, RoomError> {
+pub(crate) fn tls_connector() -> Result<tokio_tungstenite::Connector, RoomError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
