@@ -125,20 +125,21 @@ impl Call {
         let now = self.now();
         match ev {
             Some(Ok(TtsEvent::Audio { id, samples })) => {
-                if let Some((_, buf)) = self.caching.get_mut(&id) {
-                    buf.extend_from_slice(&samples);
-                    return Ok(());
-                }
                 let rate = self
                     .tts
                     .as_ref()
                     .map_or(self.config.output_rate, TtsSession::sample_rate);
-                // A fallback provider may not offer the rate asked for.
+                // A fallback provider may not offer the rate asked for; what is cached is kept
+                // at the call's rate too.
                 let samples = if rate == self.config.output_rate {
                     samples
                 } else {
                     crate::wav::resample(&samples, rate, self.config.output_rate)
                 };
+                if let Some((_, buf)) = self.caching.get_mut(&id) {
+                    buf.extend_from_slice(&samples);
+                    return Ok(());
+                }
                 let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else {
                     return Ok(());
                 };
