@@ -199,12 +199,35 @@ pub(crate) fn chat_packets(
     timestamp_ms: i64,
     text: &str,
 ) -> Vec<proto::DataPacket> {
+    let mut packets = vec![stream_header(
+        identity,
+        stream_id,
+        timestamp_ms,
+        CHAT_TOPIC,
+        HashMap::new(),
+        Some(text.len() as u64),
+    )];
+    packets.extend(stream_chunks(identity, stream_id, 0, text));
+    packets.push(stream_trailer(identity, stream_id, HashMap::new(), ""));
+    packets
+}
+
+/// The header that opens a text stream on `topic`; `total_length` when the whole text is known.
+pub(crate) fn stream_header(
+    identity: &str,
+    stream_id: &str,
+    timestamp_ms: i64,
+    topic: &str,
+    attributes: HashMap<String, String>,
+    total_length: Option<u64>,
+) -> proto::DataPacket {
     let header = proto::data_stream::Header {
         stream_id: stream_id.to_string(),
         timestamp: timestamp_ms,
-        topic: CHAT_TOPIC.into(),
+        topic: topic.to_string(),
         mime_type: "text/plain".into(),
-        total_length: Some(text.len() as u64),
+        total_length,
+        attributes,
         content_header: Some(proto::data_stream::header::ContentHeader::TextHeader(
             proto::data_stream::TextHeader {
                 operation_type: proto::data_stream::OperationType::Create as i32,
@@ -213,26 +236,50 @@ pub(crate) fn chat_packets(
         )),
         ..Default::default()
     };
-    let mut packets = vec![packet(identity, Value::StreamHeader(header))];
-    for (index, chunk) in utf8_chunks(text, CHUNK_BYTES).into_iter().enumerate() {
-        packets.push(packet(
-            identity,
-            Value::StreamChunk(proto::data_stream::Chunk {
-                stream_id: stream_id.to_string(),
-                chunk_index: index as u64,
-                content: chunk.as_bytes().to_vec(),
-                ..Default::default()
-            }),
-        ));
-    }
-    packets.push(packet(
+    packet(identity, Value::StreamHeader(header))
+}
+
+/// `text` as the chunks of a stream, numbered from `first_index`, each within LiveKit's chunk
+/// size and cut on character boundaries.
+pub(crate) fn stream_chunks(
+    identity: &str,
+    stream_id: &str,
+    first_index: u64,
+    text: &str,
+) -> Vec<proto::DataPacket> {
+    utf8_chunks(text, CHUNK_BYTES)
+        .into_iter()
+        .zip(first_index..)
+        .map(|(chunk, index)| {
+            packet(
+                identity,
+                Value::StreamChunk(proto::data_stream::Chunk {
+                    stream_id: stream_id.to_string(),
+                    chunk_index: index,
+                    content: chunk.as_bytes().to_vec(),
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect()
+}
+
+/// The trailer that closes a stream (`reason` empty for its expected end); readers merge its
+/// attributes into the header's.
+pub(crate) fn stream_trailer(
+    identity: &str,
+    stream_id: &str,
+    attributes: HashMap<String, String>,
+    reason: &str,
+) -> proto::DataPacket {
+    packet(
         identity,
         Value::StreamTrailer(proto::data_stream::Trailer {
             stream_id: stream_id.to_string(),
-            ..Default::default()
+            reason: reason.to_string(),
+            attributes,
         }),
-    ));
-    packets
+    )
 }
 
 fn utf8_chunks(text: &str, max: usize) -> Vec<&str> {

@@ -2,7 +2,9 @@
 //! WebSocket (protobuf `SignalRequest`/`SignalResponse`), runs the subscriber and publisher
 //! peer connections (str0m, sans-IO, one UDP socket each), decodes every remote audio track
 //! into PCM frames and encodes local PCM into 20 ms Opus packets paced in real time, and
-//! carries chat, DTMF and participant events over the data channels and signalling.
+//! carries chat, DTMF and participant events over the data channels and signalling — chat and
+//! transcriptions as LiveKit text streams, our own attributes (`lk.agent.state`) set through
+//! signalling.
 //! One task per room owns all of that state ([`Room`] talks to it over bounded channels);
 //! a dropped signalling socket is resumed while media keeps flowing over UDP.
 //!
@@ -23,6 +25,7 @@ mod playout;
 mod room;
 mod secret;
 mod signal;
+mod text_stream;
 mod token;
 mod types;
 
@@ -31,5 +34,6 @@ pub use audio::{
 };
 pub use error::RoomError;
 pub use room::Room;
-pub use token::participant_token;
+pub use text_stream::{TextStreamOptions, TextStreamWriter};
+pub use token::{agent_token, participant_token};
 pub use types::{Participant, ParticipantKind, RoomEvent, RoomOptions};

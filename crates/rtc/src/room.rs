@@ -9,7 +9,9 @@ use crate::audio::LocalAudioTrack;
 use crate::engine::{Command, Engine};
 use crate::error::RoomError;
 use crate::secret::Token;
+use crate::text_stream::{TextStreamOptions, TextStreamWriter};
 use crate::types::{RoomEvent, RoomOptions};
+use std::collections::HashMap;
 
 /// A joined room. Cheap to clone; every clone drives the same participant.
 #[derive(Clone)]
@@ -103,6 +105,35 @@ impl Room {
                 topic: topic.to_string(),
                 payload,
             })
+            .await
+            .map_err(|_| RoomError::Closed)
+    }
+
+    /// Opens a text stream (LiveKit data streams: header now, chunks as written, trailer on
+    /// close); see [`TextStreamOptions`] for the topic, attributes and sender.
+    pub async fn stream_text(
+        &self,
+        options: TextStreamOptions,
+    ) -> Result<TextStreamWriter, RoomError> {
+        TextStreamWriter::open(self.cmd.clone(), &self.identity, &self.sid, options).await
+    }
+
+    /// Sends `text` as one whole text stream.
+    pub async fn send_text(&self, text: &str, options: TextStreamOptions) -> Result<(), RoomError> {
+        let mut writer = self.stream_text(options).await?;
+        writer.write(text).await?;
+        writer.close(HashMap::new()).await
+    }
+
+    /// Sets our own participant attributes (an empty value removes one); others see them change
+    /// as `AttributesChanged`. Needs a token that allows it (`canUpdateOwnMetadata`, as
+    /// [`crate::agent_token`] gives); the server's refusal is only logged.
+    pub async fn set_attributes(
+        &self,
+        attributes: HashMap<String, String>,
+    ) -> Result<(), RoomError> {
+        self.cmd
+            .send(Command::SetAttributes(attributes))
             .await
             .map_err(|_| RoomError::Closed)
     }

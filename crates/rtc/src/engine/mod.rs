@@ -54,6 +54,10 @@ pub(crate) enum Command {
     SendDtmf {
         digit: char,
     },
+    /// Data packets built by the caller (a text stream's header, chunks or trailer), in order.
+    SendPackets(Vec<proto::DataPacket>),
+    /// Set (or, with an empty value, remove) our own participant attributes.
+    SetAttributes(HashMap<String, String>),
     Leave {
         reply: oneshot::Sender<()>,
     },
@@ -113,6 +117,8 @@ pub(crate) struct Engine {
     /// cid of a track published again after a rejoin → its index in `local`.
     republish: HashMap<String, usize>,
     cid_counter: u64,
+    /// Of the last request the server answers with a `RequestResponse` (attribute updates).
+    request_id: u32,
     next_tick: Instant,
     encode_buf: Vec<u8>,
     // Data channels (`media`).
@@ -132,8 +138,8 @@ fn is_loopback_host(host: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Now, in ms since the epoch (pings, chat stream headers).
-pub(super) fn unix_ms() -> i64 {
+/// Now, in ms since the epoch (pings, text stream headers).
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -206,6 +212,7 @@ impl Engine {
             keepalive: Keepalive::new(&join, now),
             next_tick: now + FRAME,
             cid_counter: 0,
+            request_id: 0,
             closed: false,
             leave_reply: None,
             decode_buf: vec![0; 5760],
@@ -346,6 +353,19 @@ impl Engine {
                 if let Some(packet) = data::dtmf_packet(&self.identity, digit) {
                     self.send_data_packet(packet);
                 }
+            }
+            Command::SendPackets(packets) => {
+                for packet in packets {
+                    self.send_data_packet(packet);
+                }
+            }
+            Command::SetAttributes(attributes) => {
+                self.request_id += 1;
+                self.send_signal(Req::UpdateMetadata(proto::UpdateParticipantMetadata {
+                    attributes,
+                    request_id: self.request_id,
+                    ..Default::default()
+                }));
             }
             Command::Leave { reply } => {
                 self.leave_reply = Some(reply);

@@ -94,6 +94,11 @@ impl Engine {
                 }
             }
             Resp::RefreshToken(t) => self.token = Token::new(t),
+            Resp::RequestResponse(r) if r.reason != proto::request_response::Reason::Ok as i32 => {
+                // Attribute updates are fire-and-forget; a refusal (no `canUpdateOwnMetadata`
+                // grant, say) is worth a line in the log, not the call.
+                tracing::warn!(request = r.request_id, reason = r.reason, message = %r.message, "The server refused a request.");
+            }
             Resp::PongResp(_) | Resp::Pong(_) => self.keepalive.last_pong = Instant::now(),
             Resp::TrackUnpublished(_) | Resp::Reconnect(_) | Resp::Join(_) => {}
             _ => {}

@@ -4,7 +4,7 @@ Joins one or more rooms (one participant each, all in this process), optionally 
 file as a microphone track, records every remote audio track to WAV, sends and logs chat, and
 prints one JSON object per line on stdout for everything it sees:
   {"room": R, "event": "joined" | "participant_joined" | "participant_left" | "track_subscribed"
-   | "chat" | "published" | "publish_failed" | "publish_start" | "publish_done" | "recorded"
+   | "chat" | "transcription" | "published" | "publish_failed" | "publish_start" | "publish_done" | "recorded"
    | "done", ...}
 The Rust test reads these lines and the recorded WAVs; all analysis happens on the Rust side.
 """
@@ -67,7 +67,7 @@ async def run_peer(args, index, turns):
 
     @room.on("participant_connected")
     def _joined(p):
-        emit(room_name, "participant_joined", identity=p.identity, attributes=dict(p.attributes))
+        emit(room_name, "participant_joined", identity=p.identity, attributes=dict(p.attributes), kind=rtc.ParticipantKind.Name(p.kind))
         others.set()
 
     @room.on("participant_disconnected")
@@ -99,6 +99,15 @@ async def run_peer(args, index, turns):
         chat_seen.set()
 
     room.register_text_stream_handler("lk.chat", lambda reader, who: asyncio.ensure_future(on_text(reader, who)))
+
+    async def on_transcription(reader, identity_):
+        text = await reader.read_all()
+        # Read once the stream is closed: the trailer's attributes are merged in by then.
+        emit(room_name, "transcription", identity=identity_, text=text, id=reader.info.stream_id,
+             attributes=dict(reader.info.attributes or {}))
+
+    room.register_text_stream_handler(
+        "lk.transcription", lambda reader, who: asyncio.ensure_future(on_transcription(reader, who)))
 
     if args.one_by_one and index > 0:
         # Wait until the previous room has published. Joining every room at once makes this
