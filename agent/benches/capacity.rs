@@ -247,6 +247,7 @@ async fn worker() {
         url: s.url.clone(),
         api_key: s.key.clone(),
         api_secret: Secret::new(s.secret.clone()),
+        grants: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
@@ -287,6 +288,7 @@ async fn worker() {
                 to_number: None,
                 created_at: 0,
                 attempt: 0,
+                livekit_agent: None,
             };
             bus.assign("bench", &job).await.unwrap();
             writeln!(to_child, "join {run} {placed}").unwrap();

@@ -3,7 +3,8 @@
 //! voice pipeline + scenario engine), checkpoints after every turn so another worker can resume
 //! the call if this one dies, and pushes each finished call to the durable post-call queue.
 //! SIGTERM drains it: no new jobs, running calls finish, then it leaves; a second SIGTERM forces
-//! the calls to end.
+//! the calls to end. With `--dispatch livekit` (`livekit_dispatch.rs`) the jobs come from
+//! LiveKit's own agent dispatch, admitted by the dispatcher and then run the same way.
 //!
 //! Following a call: `worker.rs` takes the job → `plan.rs` assembles the call once
 //! ([`CallPlan`]: config parsed, engine started or resumed, providers chosen, start time,
@@ -16,6 +17,7 @@
 
 mod chat;
 mod checkpoint;
+mod livekit_dispatch;
 pub mod load;
 mod plan;
 mod recorder;
@@ -24,6 +26,9 @@ mod worker;
 
 pub use chat::ChatSession;
 pub use checkpoint::Checkpointer;
-pub use plan::{CallPlan, CallTurnModels, EngineStart, LiveKitSettings, TurnModelFactory};
+pub use livekit_dispatch::{choose_bot, BotRouting, LiveKitDispatch, LiveKitDispatchConfig};
+pub use plan::{
+    CallPlan, CallTurnModels, EngineStart, LiveKitSettings, RoomGrant, RoomGrants, TurnModelFactory,
+};
 pub use voice::VoiceSession;
 pub use worker::{CallHandle, CallRunner, Worker, WorkerConfig, CALL_MEMORY_BUDGET};

@@ -28,6 +28,39 @@ pub struct LiveKitSettings {
     pub url: String,
     pub api_key: String,
     pub api_secret: Secret,
+    /// Tokens LiveKit's agent dispatch gave for calls (`--dispatch livekit`): such a call
+    /// joins with the server's token rather than one of ours.
+    pub grants: RoomGrants,
+}
+
+/// A room token LiveKit handed a worker with a job, and where to use it.
+#[derive(Clone)]
+pub struct RoomGrant {
+    pub url: String,
+    pub token: Secret,
+}
+
+/// The room grants of calls about to start, by call id; shared by the LiveKit dispatch (which
+/// puts them) and the calls (which take them as they join).
+#[derive(Clone, Default)]
+pub struct RoomGrants(Arc<std::sync::Mutex<std::collections::HashMap<String, RoomGrant>>>);
+
+impl std::fmt::Debug for RoomGrants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomGrants")
+    }
+}
+
+impl RoomGrants {
+    pub fn put(&self, call_id: &str, grant: RoomGrant) {
+        if let Ok(mut grants) = self.0.lock() {
+            grants.insert(call_id.to_string(), grant);
+        }
+    }
+
+    pub fn take(&self, call_id: &str) -> Option<RoomGrant> {
+        self.0.lock().ok()?.remove(call_id)
+    }
 }
 
 /// Why a call could not run (chat or voice).
@@ -241,12 +274,15 @@ pub(crate) fn opening_after_takeover(engine: &ScenarioEngine) -> String {
     }
 }
 
-/// Joins the job's room with a token of our own. One identity per call: a worker that takes
-/// over replaces a dead one's ghost at once.
+/// Joins the job's room with the token LiveKit's dispatch gave for it, else with one of our
+/// own. One identity per call: a worker that takes over replaces a dead one's ghost at once.
 pub(crate) async fn join_room(
     livekit: &LiveKitSettings,
     job: &Job,
 ) -> Result<(Room, tokio::sync::mpsc::Receiver<RoomEvent>), CallError> {
+    if let Some(grant) = livekit.grants.take(&job.call_id) {
+        return Ok(Room::connect(&grant.url, grant.token.expose(), RoomOptions::default()).await?);
+    }
     let identity = format!("agent-{}", job.call_id);
     let token = participant_token(
         &livekit.api_key,

@@ -104,6 +104,30 @@ impl Worker {
         self.active.load(Ordering::SeqCst)
     }
 
+    /// Whether this worker takes another call now, with `reserved` more already promised
+    /// (accepted LiveKit offers whose jobs have not arrived): not draining, under capacity, and
+    /// with memory for one more.
+    pub fn has_room(&self, reserved: u32) -> bool {
+        !self.draining.load(Ordering::SeqCst)
+            && self.active_calls() + reserved < self.config.capacity
+            && self.memory_allows_another(rss_bytes())
+    }
+
+    /// How full this worker is, 0.0–1.0: the larger of its share of capacity (counting
+    /// `reserved` calls) and of its memory limit.
+    pub fn load(&self, reserved: u32) -> f32 {
+        let slots = (self.active_calls() + reserved) as f32 / self.config.capacity.max(1) as f32;
+        let memory = self.config.memory_limit.map_or(0.0, |limit| {
+            rss_bytes().saturating_add(self.config.call_memory) as f32 / limit.max(1) as f32
+        });
+        slots.max(memory).clamp(0.0, 1.0)
+    }
+
+    /// This worker's id in the fleet.
+    pub fn id(&self) -> &str {
+        &self.config.worker_id
+    }
+
     /// Whether one more call fits in the memory limit, given `rss` now.
     fn memory_allows_another(&self, rss: u64) -> bool {
         self.config

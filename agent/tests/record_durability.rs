@@ -90,6 +90,7 @@ fn job(call: &str) -> Job {
         to_number: None,
         created_at: 0,
         attempt: 0,
+        livekit_agent: None,
     }
 }
 

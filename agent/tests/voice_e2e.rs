@@ -136,6 +136,7 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
         api_secret: Secret::new(
             std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
         ),
+        grants: Default::default(),
     };
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
     let queue = Arc::new(FileQueue::open(&dir.path().join("queue")).unwrap());
@@ -165,6 +166,7 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
         to_number: None,
         created_at: 0,
         attempt: 0,
+        livekit_agent: None,
     };
     bus.assign("w1", &job).await.unwrap();
 

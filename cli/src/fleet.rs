@@ -3,7 +3,10 @@
 
 use crate::{ApiArgs, GlobalArgs};
 use anyhow::Context;
-use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
+use callfleet_agent::{
+    BotRouting, CallRunner, LiveKitDispatch, LiveKitDispatchConfig, LiveKitSettings, VoiceSession,
+    Worker, WorkerConfig,
+};
 use callfleet_core::secret::{Secret, SecretUrl};
 use callfleet_dispatcher::{
     http_router, metrics_router, Dispatcher, DispatcherConfig, SipProvisioner, WebhookState,
@@ -97,6 +100,7 @@ impl LiveKitArgs {
             url: self.livekit_url.clone(),
             api_key: self.livekit_api_key.clone(),
             api_secret: self.livekit_api_secret.clone(),
+            grants: Default::default(),
         }
     }
 }
@@ -139,6 +143,37 @@ pub(crate) struct AgentArgs {
     /// served.
     #[arg(long, env = "CALLFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Where calls come from: `callfleet` (the dispatcher's queue) or `livekit` (LiveKit's own
+    /// agent dispatch over its `/agent` protocol, admitted by the dispatcher at
+    /// --dispatcher-url; the dispatcher's queue is still served).
+    #[arg(
+        long,
+        env = "CALLFLEET_DISPATCH",
+        value_enum,
+        default_value = "callfleet"
+    )]
+    pub dispatch: DispatchMode,
+    /// The agent name this worker registers under with LiveKit (`--dispatch livekit`): what
+    /// `roomConfig.agents[].agentName` and `CreateDispatch` ask for.
+    #[arg(long, env = "CALLFLEET_AGENT_NAME", default_value = "callfleet")]
+    pub agent_name: String,
+    /// The bots the agent name serves, comma-separated; the first is the default for jobs whose
+    /// dispatch and room metadata name no `bot_id`. Empty: any bot the metadata names.
+    #[arg(long, env = "CALLFLEET_AGENT_BOTS", value_delimiter = ',')]
+    pub agent_bots: Vec<String>,
+    /// The dispatcher's HTTP address, which admits the rooms LiveKit dispatches here.
+    #[arg(
+        long,
+        env = "CALLFLEET_DISPATCHER_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub dispatcher_url: String,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub(crate) enum DispatchMode {
+    Callfleet,
+    Livekit,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -231,7 +266,9 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
         .clone()
         .unwrap_or_else(default_worker_id);
     let registry = prometheus::Registry::new();
-    let mut session = voice_session(args.livekit.settings())
+    let settings = args.livekit.settings();
+    let grants = settings.grants.clone();
+    let mut session = voice_session(settings)
         .with_metrics(
             PipelineMetrics::register(&registry).context("registering the pipeline's metrics")?,
         )
@@ -246,19 +283,55 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
     if let Some(addr) = args.metrics_addr {
         serve_metrics(addr, registry).await?;
     }
-    let worker = Worker::new(
-        bus,
-        queue,
-        Arc::new(session),
-        args.worker.config(&worker_id),
-    );
+    let session: Arc<dyn CallRunner> = Arc::new(session);
+    let livekit = match args.dispatch {
+        DispatchMode::Callfleet => None,
+        DispatchMode::Livekit => Some(LiveKitDispatch::new(
+            LiveKitDispatchConfig {
+                url: args.livekit.livekit_url.clone(),
+                api_key: args.livekit.livekit_api_key.clone(),
+                api_secret: args.livekit.livekit_api_secret.clone(),
+                agent_name: args.agent_name.clone(),
+                routing: BotRouting {
+                    bots: args
+                        .agent_bots
+                        .iter()
+                        .filter(|b| !b.is_empty())
+                        .cloned()
+                        .collect(),
+                },
+                dispatcher_url: args.dispatcher_url.clone(),
+                report_interval: Duration::from_secs(1),
+            },
+            session.clone(),
+            grants,
+        )),
+    };
+    let runner: Arc<dyn CallRunner> = match &livekit {
+        Some(dispatch) => dispatch.clone(),
+        None => session,
+    };
+    let worker = Worker::new(bus, queue, runner, args.worker.config(&worker_id));
     println!(
         "agent worker {worker_id}: capacity {}, LiveKit {}",
         args.worker.capacity, args.livekit.livekit_url
     );
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     watch_signals(drain.clone(), force.clone());
-    worker.run(drain, force).await.context("worker")
+    let stopped = CancellationToken::new();
+    let registered = livekit.map(|dispatch| {
+        println!(
+            "LiveKit agent dispatch: agent name {:?}, bots {:?}, dispatcher {}",
+            args.agent_name, args.agent_bots, args.dispatcher_url
+        );
+        tokio::spawn(dispatch.run(worker.clone(), drain.clone(), stopped.clone()))
+    });
+    let ran = worker.run(drain, force).await.context("worker");
+    stopped.cancel();
+    if let Some(registered) = registered {
+        registered.await.ok();
+    }
+    ran
 }
 
 pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> anyhow::Result<()> {
@@ -274,11 +347,17 @@ pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> any
             .await
             .context("opening the post-call stream")?,
     );
-    let dispatcher = Arc::new(Dispatcher::new(
-        bus,
-        store.clone(),
-        DispatcherConfig::default(),
-    ));
+    // A dead worker's rooms that LiveKit dispatched are dispatched again through LiveKit.
+    let livekit_api = LiveKitApi::new(
+        &args.livekit.livekit_url,
+        &args.livekit.livekit_api_key,
+        args.livekit.livekit_api_secret.clone(),
+    )
+    .context("LIVEKIT_URL for LiveKit's server API")?;
+    let dispatcher = Arc::new(
+        Dispatcher::new(bus, store.clone(), DispatcherConfig::default())
+            .with_livekit_dispatch(livekit_api),
+    );
     let shutdown = CancellationToken::new();
     let sip = args.livekit.sip_provisioner(&store)?;
     let failover = tokio::spawn(dispatcher.clone().run_failover(shutdown.clone()));

@@ -36,7 +36,7 @@ fn render(registry: &Registry) -> Response {
 
 /// LiveKit webhooks at `POST /livekit/webhook`, counted in `registry` by answer
 /// (`callfleet_dispatcher_webhooks_total{status}`: 200 handled, 401 bad signature, 503 failed),
-/// and `GET /metrics`.
+/// `POST /livekit/agent-jobs` for workers LiveKit dispatched a room to, and `GET /metrics`.
 pub fn http_router(state: WebhookState, registry: Registry) -> Result<Router, prometheus::Error> {
     let webhooks = IntCounterVec::new(
         Opts::new(
@@ -46,11 +46,12 @@ pub fn http_router(state: WebhookState, registry: Registry) -> Result<Router, pr
         &["status"],
     )?;
     registry.register(Box::new(webhooks.clone()))?;
+    let agent_jobs = crate::agent_jobs::router(state.agent_jobs());
     let counted = webhook_router(state).layer(axum::middleware::from_fn_with_state(
         webhooks,
         count_answers,
     ));
-    Ok(counted.merge(metrics_router(registry)))
+    Ok(counted.merge(agent_jobs).merge(metrics_router(registry)))
 }
 
 async fn count_answers(

@@ -23,6 +23,8 @@ use std::sync::Arc;
 pub struct WebhookState {
     dispatcher: Arc<Dispatcher>,
     receiver: WebhookReceiver,
+    /// Checks the tokens of workers asking to run a room LiveKit dispatched to them.
+    verifier: Arc<TokenVerifier>,
 }
 
 impl WebhookState {
@@ -30,6 +32,14 @@ impl WebhookState {
         WebhookState {
             dispatcher,
             receiver: WebhookReceiver::new(TokenVerifier::with_api_key(api_key, api_secret)),
+            verifier: Arc::new(TokenVerifier::with_api_key(api_key, api_secret)),
+        }
+    }
+
+    pub(crate) fn agent_jobs(&self) -> crate::agent_jobs::AgentJobsState {
+        crate::agent_jobs::AgentJobsState {
+            dispatcher: self.dispatcher.clone(),
+            verifier: self.verifier.clone(),
         }
     }
 }

@@ -128,7 +128,7 @@ async fn create_session(
         },
         PlaceError::BotDisabled(_) => ApiError::Conflict(e.to_string()),
         PlaceError::BotNotFound(_) => ApiError::NotFound("bot"),
-        PlaceError::AlreadyPlaced(_) => ApiError::Conflict(e.to_string()),
+        PlaceError::AlreadyPlaced(_) | PlaceError::CallGone(_) => ApiError::Conflict(e.to_string()),
         PlaceError::Store(inner) => inner.into(),
         PlaceError::Fleet(inner) => {
             tracing::warn!(error = %inner, "the fleet bus failed while placing a browser call");

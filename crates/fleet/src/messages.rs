@@ -38,6 +38,11 @@ pub struct Job {
     /// 0 for the first placement; +1 each time a dead worker's call is re-placed.
     #[serde(default)]
     pub attempt: u32,
+    /// The agent name of a call LiveKit's own agent dispatch handed to a worker
+    /// (`callfleet agent --dispatch livekit`): failover asks LiveKit to dispatch it again under
+    /// this name (`CreateDispatch`) instead of queueing it for a worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livekit_agent: Option<String>,
 }
 
 /// A worker's heartbeat: who it is and how loaded it is.

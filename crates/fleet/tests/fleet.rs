@@ -34,6 +34,7 @@ fn job(call: &str) -> Job {
         to_number: None,
         created_at: 1,
         attempt: 0,
+        livekit_agent: None,
     }
 }
 

@@ -166,9 +166,10 @@ fn agent_url(base: &str) -> Result<url::Url, RoomError> {
     Ok(url)
 }
 
-/// The token a worker registers with: the `agent` grant and nothing else.
-fn worker_token(options: &WorkerOptions) -> Result<String, RoomError> {
-    livekit_api::access_token::AccessToken::with_api_key(&options.api_key, &options.api_secret)
+/// The token a worker registers with: the `agent` grant and nothing else, for an hour. (The
+/// dispatcher accepts the same from a worker asking to run a room it was given.)
+pub fn worker_token(api_key: &str, api_secret: &str) -> Result<String, RoomError> {
+    livekit_api::access_token::AccessToken::with_api_key(api_key, api_secret)
         .with_ttl(Duration::from_secs(3600))
         .with_grants(livekit_api::access_token::VideoGrants {
             agent: true,
@@ -271,8 +272,11 @@ impl AgentWorker {
             .as_str()
             .into_client_request()
             .map_err(|e| RoomError::InvalidUrl(e.to_string()))?;
-        let bearer = HeaderValue::from_str(&format!("Bearer {}", worker_token(&options)?))
-            .map_err(|_| RoomError::InvalidToken)?;
+        let bearer = HeaderValue::from_str(&format!(
+            "Bearer {}",
+            worker_token(&options.api_key, &options.api_secret)?
+        ))
+        .map_err(|_| RoomError::InvalidToken)?;
         request.headers_mut().insert("Authorization", bearer);
         let connector = if url.scheme() == "wss" {
             Some(crate::signal::tls_connector()?)
