@@ -121,6 +121,12 @@ impl BotConfig {
                     "required when no LLM is configured (nothing else could select this scenario)",
                 );
             }
+            if scenario.transfer && self.transfer_to.is_none() {
+                issues.push(
+                    &join(&sp, "transfer"),
+                    "needs the bot's transfer_to (the number the caller is put through to)",
+                );
+            }
             if let Some(event) = &scenario.on_complete {
                 events.insert(event.as_str());
                 if scenario.collect_fields.is_empty() {

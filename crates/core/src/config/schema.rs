@@ -94,6 +94,7 @@ const SCENARIO_KEYS: &[Key] = &[
     opt("use_knowledge_base", Shape::Bool),
     opt("confirm", Shape::Bool),
     opt("completion_message", Shape::NonEmptyStr),
+    opt("transfer", Shape::Bool),
 ];
 
 const CONDITION_KEYS: &[Key] = &[

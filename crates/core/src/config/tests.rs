@@ -170,3 +170,20 @@ fn media_types_pick_the_format() {
     );
     assert_eq!(ConfigFormat::from_media_type("text/plain"), None);
 }
+
+/// The README's example config (under "Bot configuration") is a valid config, so the documented
+/// keys stay the parsed ones.
+#[test]
+fn the_readme_example_config_is_valid() {
+    // Read at run time: an include would rebuild every crate on each README edit.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let section = &readme[readme
+        .find("## Bot configuration")
+        .expect("the README documents the config")..];
+    let start = section.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
+    let end = start + section[start..].find("```").expect("the example ends");
+    let config = BotConfig::parse(&section[start..end], ConfigFormat::Yaml)
+        .unwrap_or_else(|e| panic!("the README's example: {e}"));
+    assert!(config.scenarios.iter().any(|s| s.transfer));
+}

@@ -78,6 +78,11 @@ pub struct Scenario {
     pub confirm: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_message: Option<String>,
+    /// Put the caller through to the bot's `transfer_to` when the scenario completes (its fields
+    /// collected, or at once when it collects none): a phone call is transferred (SIP REFER) and
+    /// the call's outcome is TRANSFERRED.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 /// One value a scenario collects from the caller.

@@ -132,11 +132,19 @@ impl ScenarioEngine {
             scenario: scenario.name.clone(),
             event: scenario.on_complete.clone(),
         });
+        self.state.active = None;
+        if scenario.transfer {
+            let message = scenario
+                .completion_message
+                .as_ref()
+                .map(|m| self.fill_placeholders(scenario, m));
+            self.transfer_with(message, out);
+            return;
+        }
         let reply = match &scenario.completion_message {
             Some(message) => self.fill_placeholders(scenario, message),
             None => phrases::completed(&self.summary(scenario), self.lang()),
         };
-        self.state.active = None;
         out.say(reply);
     }
 

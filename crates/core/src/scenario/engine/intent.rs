@@ -170,6 +170,16 @@ impl ScenarioEngine {
         out.actions.push(Action::ScenarioEntered {
             scenario: scenario.name.clone(),
         });
+        if scenario.collect_fields.is_empty() && scenario.transfer {
+            self.state.completed.push(CompletedScenario {
+                scenario: scenario.name.clone(),
+                event: None,
+                turn,
+                fields: Vec::new(),
+            });
+            self.transfer_with(scenario.completion_message.clone(), out);
+            return;
+        }
         if scenario.collect_fields.is_empty() {
             if scenario.use_knowledge_base {
                 self.say_answer(text, out).await;

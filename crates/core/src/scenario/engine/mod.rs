@@ -360,8 +360,17 @@ impl ScenarioEngine {
     }
 
     fn transfer(&mut self, out: &mut TurnOutput) {
+        self.transfer_with(None, out);
+    }
+
+    /// Ends the bot's part of the call by putting the caller through to a person, saying
+    /// `message` (else that it is transferring them).
+    fn transfer_with(&mut self, message: Option<String>, out: &mut TurnOutput) {
         self.state.transferred = Some(self.state.user_turns);
-        out.say(phrases::transfer(self.lang()));
+        match message {
+            Some(message) => out.say(message),
+            None => out.say(phrases::transfer(self.lang())),
+        }
         out.actions.push(Action::Transfer);
         self.state.ended = true;
         self.state.active = None;
@@ -604,5 +613,70 @@ providers:
         let out = block_on(engine.process_turn("б"));
         assert!(out.ends_call());
         assert_eq!(engine.end_call().outcome.kind, "ABANDONED");
+    }
+
+    const SUPPORT: &str = r#"
+name: Support line
+language: en
+greeting: "Hello, support line."
+fallback: "Sorry?"
+transfer_to: "+14155550199"
+scenarios:
+  - name: manager
+    trigger_keywords: [manager, complaint]
+    transfer: true
+    completion_message: "Putting you through to a manager now."
+  - name: sales
+    trigger_keywords: [buy, quote]
+    collect_fields:
+      - {name: caller_name, type: text, prompt: "May I have your name?"}
+    confirm: false
+    transfer: true
+"#;
+
+    fn support() -> ScenarioEngine {
+        let config = BotConfig::parse_any(SUPPORT).expect("valid test config");
+        let now = Utc.with_ymd_and_hms(2025, 3, 12, 7, 0, 0).unwrap();
+        ScenarioEngine::new(Arc::new(config.clone()), CallContext::for_bot(&config, now))
+    }
+
+    #[test]
+    fn a_transfer_scenario_puts_the_caller_through_when_it_is_entered() {
+        let mut engine = support();
+        engine.start_call();
+        let out = block_on(engine.process_turn("I have a complaint about my order"));
+        assert_eq!(out.reply, "Putting you through to a manager now.");
+        assert!(out.actions.contains(&Action::Transfer), "{:?}", out.actions);
+        assert!(out.ends_call());
+        let result = engine.end_call();
+        assert_eq!(result.outcome.kind, "TRANSFERRED");
+        assert_eq!(result.state.transferred, Some(1));
+    }
+
+    #[test]
+    fn a_transfer_scenario_with_fields_transfers_once_they_are_collected() {
+        let mut engine = support();
+        engine.start_call();
+        let asked = block_on(engine.process_turn("I would like a quote"));
+        assert!(!asked.actions.contains(&Action::Transfer));
+        assert!(
+            asked.reply.contains("May I have your name?"),
+            "{}",
+            asked.reply
+        );
+        let out = block_on(engine.process_turn("Anna Smith"));
+        assert!(out.actions.contains(&Action::Transfer), "{:?}", out.actions);
+        assert!(out.ends_call());
+        let result = engine.end_call();
+        assert_eq!(result.outcome.kind, "TRANSFERRED");
+        assert_eq!(result.fields["caller_name"], "Anna Smith");
+    }
+
+    #[test]
+    fn a_transfer_scenario_needs_somewhere_to_transfer_to() {
+        let without = SUPPORT.replace("transfer_to: \"+14155550199\"\n", "");
+        let issues = BotConfig::parse_any(&without).unwrap_err().to_string();
+        assert!(issues.contains("scenarios[0].transfer"), "{issues}");
+        assert!(issues.contains("scenarios[1].transfer"), "{issues}");
     }
 }
