@@ -1,5 +1,6 @@
-//! A call in a LiveKit room, conversed over the room's chat (`lk.chat`): the agent joins with a
-//! token it mints itself, greets the first caller that appears, answers each chat message through
+//! A call in a LiveKit room, conversed over the room's chat (`lk.chat`: text streams, and the
+//! legacy chat packets; replies go out as text streams): the agent joins with a token it mints
+//! itself, greets the first caller that appears, answers each chat message through
 //! the scenario engine, checkpoints after every turn, and ends when the caller leaves, the bot
 //! hangs up, or the worker is forced to stop. A call re-placed after its worker died resumes from
 //! the checkpoint and tells the caller it is back.
@@ -7,6 +8,7 @@
 //! The voice session runs a call here when the bot's speech providers cannot be built, so the
 //! bot still answers; as a [`CallRunner`] of its own it runs the engine without a language model.
 
+use crate::livekit_conventions::AgentStatus;
 use crate::plan::{
     call_started_at, failed_record, is_caller, join_room, no_answer_record, opening, record_for,
     CallError, CallPlan, LiveKitSettings,
@@ -14,6 +16,7 @@ use crate::plan::{
 use crate::worker::{CallHandle, CallRunner};
 use async_trait::async_trait;
 use callfleet_core::domain::{CallRecord, CallStatus};
+use callfleet_pipeline::AgentState;
 use callfleet_rtc::RoomEvent;
 use std::time::Duration;
 
@@ -65,6 +68,7 @@ impl ChatSession {
         } = plan;
         let (room, mut events) = join_room(&self.livekit, job).await?;
         tracing::info!(call_id = %job.call_id, room = %job.room, resumed, "joined the room");
+        let mut agent_state = AgentStatus::new(room.clone());
 
         let mut caller: Option<String> = job.caller_identity.clone();
         let mut greeted = false;
@@ -85,16 +89,19 @@ impl ChatSession {
                 {
                     caller = Some(p.identity.clone());
                     room.send_chat(&opening(&mut engine, resumed)).await?;
+                    agent_state.set(AgentState::Listening).await;
                     greeted = true;
                     call.checkpointer.save_snapshot(&engine.snapshot()).await;
                 }
                 RoomEvent::ChatMessage { from, text }
                     if greeted && caller.as_deref() == Some(from.as_str()) =>
                 {
+                    agent_state.set(AgentState::Thinking).await;
                     let out = engine.process_turn(&text).await;
                     if !out.reply.is_empty() {
                         room.send_chat(&out.reply).await?;
                     }
+                    agent_state.set(AgentState::Listening).await;
                     call.checkpointer.save_snapshot(&engine.snapshot()).await;
                     if out.ends_call() || engine.is_ended() {
                         break;

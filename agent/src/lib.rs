@@ -10,13 +10,16 @@
 //! ([`CallPlan`]: config parsed, engine started or resumed, providers chosen, start time,
 //! language) → `voice.rs` runs it over the room's audio (or `chat.rs` over its chat when the bot
 //! has no speech providers), saving checkpoints (`checkpoint.rs`) after every turn → the record
-//! goes back to the worker, which queues it for post-call.
+//! goes back to the worker, which queues it for post-call. In the room the agent keeps LiveKit's
+//! conventions (`livekit_conventions.rs`): participant kind AGENT, `lk.agent.state`, and the
+//! call's transcriptions on `lk.transcription`, so LiveKit's own clients show it as an agent.
 //!
 //! Architecture invariant: a worker never writes to the database; everything it produces leaves
 //! through the fleet (checkpoints, the post-call queue).
 
 mod chat;
 mod checkpoint;
+mod livekit_conventions;
 mod livekit_dispatch;
 pub mod load;
 mod plan;

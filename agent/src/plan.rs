@@ -8,6 +8,7 @@
 //!
 //! Both ends of a call are here too: joining its LiveKit room, and the record it ends with.
 
+use crate::livekit_conventions::{AGENT_STATE, INITIALIZING};
 use crate::worker::CallHandle;
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn};
@@ -19,7 +20,8 @@ use callfleet_core::text::Language;
 use callfleet_fleet::Job;
 use callfleet_pipeline::{EndOfTurnModel, Pipeline, PipelineConfig, Providers, Vad};
 use callfleet_providers::{call_chains, EngineLlm, LocalEngines, ProviderEnv};
-use callfleet_rtc::{participant_token, ParticipantKind, Room, RoomEvent, RoomOptions};
+use callfleet_rtc::{agent_token, ParticipantKind, Room, RoomEvent, RoomOptions};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where the LiveKit server is and the keys to mint tokens with.
@@ -274,21 +276,28 @@ pub(crate) fn opening_after_takeover(engine: &ScenarioEngine) -> String {
     }
 }
 
-/// Joins the job's room with the token LiveKit's dispatch gave for it, else with one of our
-/// own. One identity per call: a worker that takes over replaces a dead one's ghost at once.
+/// Joins the job's room as an agent (participant kind AGENT, `lk.agent.state: initializing`)
+/// with the token LiveKit's dispatch gave for it, else with one of our own. One identity per
+/// call: a worker that takes over replaces a dead one's ghost at once.
 pub(crate) async fn join_room(
     livekit: &LiveKitSettings,
     job: &Job,
 ) -> Result<(Room, tokio::sync::mpsc::Receiver<RoomEvent>), CallError> {
     if let Some(grant) = livekit.grants.take(&job.call_id) {
-        return Ok(Room::connect(&grant.url, grant.token.expose(), RoomOptions::default()).await?);
+        let (room, events) =
+            Room::connect(&grant.url, grant.token.expose(), RoomOptions::default()).await?;
+        // LiveKit's token makes us an agent but sets no state; ours joins with it.
+        let initializing = HashMap::from([(AGENT_STATE.to_string(), INITIALIZING.to_string())]);
+        room.set_attributes(initializing).await?;
+        return Ok((room, events));
     }
     let identity = format!("agent-{}", job.call_id);
-    let token = participant_token(
+    let token = agent_token(
         &livekit.api_key,
         livekit.api_secret.expose(),
         &job.room,
         &identity,
+        &[(AGENT_STATE, INITIALIZING)],
     )?;
     Ok(Room::connect(&livekit.url, &token, RoomOptions::default()).await?)
 }

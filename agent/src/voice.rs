@@ -1,8 +1,9 @@
 //! A voice call in a LiveKit room: the caller's audio track feeds the pipeline (VAD → STT →
 //! turns → scenario engine → TTS), whose audio goes out on the agent's track; barge-in clears
-//! the track at once. Transcript turns are also sent on the data topic `callfleet.transcript` so
-//! the talk page can show them live. The engine is checkpointed after the greeting and every
-//! turn; a re-placed call resumes from its checkpoint and says it is back.
+//! the track at once. The agent's state (`lk.agent.state`) and the transcriptions of both sides
+//! (`lk.transcription` text streams) follow the pipeline's events live, as LiveKit's clients and
+//! the talk page read them (`livekit_conventions.rs`). The engine is checkpointed after the
+//! greeting and every turn; a re-placed call resumes from its checkpoint and says it is back.
 //!
 //! Local engines (`whisper`, `local-llm`, `piper`, `espeak`) are built through the
 //! [`LocalEngines`] the session is given — with no cloud key set, they also serve what the cloud
@@ -18,6 +19,7 @@
 
 use crate::chat::ChatSession;
 use crate::checkpoint::CheckpointingResponder;
+use crate::livekit_conventions::{AgentStatus, Transcriptions};
 use crate::plan::{
     call_started_at, failed_record, is_caller, join_room, no_answer_record, opening_after_takeover,
     record_for, CallError, CallPlan, LiveKitSettings, TurnModelFactory,
@@ -25,14 +27,15 @@ use crate::plan::{
 use crate::recorder::Recorder;
 use crate::worker::{CallHandle, CallRunner};
 use async_trait::async_trait;
-use callfleet_core::domain::{CallRecord, CallStatus, Turn};
+use callfleet_core::domain::{CallRecord, CallStatus, Speaker, Turn};
 use callfleet_livekit_admin::LiveKitApi;
 use callfleet_pipeline::{
-    CallInput, CallOutput, CallReport, PhraseCache, Pipeline, PipelineMetrics, Providers,
+    AgentState, CallInput, CallOutput, CallReport, PhraseCache, Pipeline, PipelineMetrics,
+    Providers,
 };
 use callfleet_providers::{LocalEngines, ProviderEnv};
 use callfleet_recording::RecordingStore;
-use callfleet_rtc::{AudioFrame, AudioStream, LocalAudioTrack, ParticipantKind, Room, RoomEvent};
+use callfleet_rtc::{AudioFrame, AudioStream, LocalAudioTrack, ParticipantKind, RoomEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -121,6 +124,8 @@ impl VoiceSession {
 /// The caller, once their microphone is heard.
 struct Caller {
     identity: String,
+    /// The caller's audio track, which their transcriptions name.
+    track_sid: String,
     microphone: AudioStream,
     /// A phone through livekit-sip: the call is hung up when the bot ends it.
     phone: bool,
@@ -228,8 +233,15 @@ impl VoiceSession {
             call.cancel.clone(),
             input_tx,
         ));
-        let speaker = tokio::spawn(speaker(
+        let transcriptions = Transcriptions::new(
             room.clone(),
+            caller_identity.clone(),
+            caller.track_sid.clone(),
+            track.sid().to_string(),
+        );
+        let speaker = tokio::spawn(speaker(
+            AgentStatus::new(room.clone()),
+            transcriptions,
             track,
             output_rx,
             rates.output_rate,
@@ -361,6 +373,7 @@ impl VoiceSession {
                 Some(RoomEvent::TrackSubscribed {
                     participant,
                     stream,
+                    track_sid,
                     ..
                 }) if is_caller(participant.kind)
                     && expected.is_none_or(|c| c == participant.identity) =>
@@ -368,6 +381,7 @@ impl VoiceSession {
                     let caller = Caller {
                         phone: participant.kind == ParticipantKind::Sip,
                         identity: participant.identity,
+                        track_sid,
                         microphone: stream,
                     };
                     if !caller.phone || answered(&participant.attributes) {
@@ -442,10 +456,11 @@ async fn caller_events(
     let _ = input.send(CallInput::Hangup).await;
 }
 
-/// The pipeline's output into the room: audio on the agent's track (cleared on barge-in),
-/// transcript turns on `callfleet.transcript`; returns once the last audio has played out.
+/// The pipeline's output into the room: audio on the agent's track (cleared on barge-in), the
+/// agent's state and both sides' transcriptions; returns once the last audio has played out.
 async fn speaker(
-    room: Room,
+    mut status: AgentStatus,
+    mut transcriptions: Transcriptions,
     track: LocalAudioTrack,
     mut output: mpsc::Receiver<CallOutput>,
     rate: u32,
@@ -465,13 +480,19 @@ async fn speaker(
                 }
                 track.clear()
             }
-            CallOutput::Transcript(turn) => {
-                let body = serde_json::json!({"speaker": turn.speaker, "text": turn.text, "interrupted": turn.interrupted});
-                let _ = room
-                    .send_data("callfleet.transcript", body.to_string().into_bytes())
-                    .await;
+            CallOutput::State(state) => {
+                if state == AgentState::Speaking {
+                    transcriptions.agent_speaking().await;
+                }
+                status.set(state).await;
             }
-            CallOutput::Metrics(_) => {}
+            CallOutput::Heard { text, is_final } => {
+                transcriptions.caller_heard(&text, is_final).await
+            }
+            CallOutput::Transcript(turn) if turn.speaker == Speaker::Bot => {
+                transcriptions.agent_said(&turn.text).await
+            }
+            CallOutput::Transcript(_) | CallOutput::Metrics(_) => {}
         }
     }
     track.wait_played_out().await;

@@ -1,14 +1,20 @@
 """A voice caller for callfleet's fleet end-to-end tests, on LiveKit's own Python SDK.
 
 Joins a room with a token and publishes a microphone track at once (silence until told to
-speak). Listens to the agent two ways: its audio (each stretch of sound is reported when it
-starts and when it ends) and the live transcript on the `callfleet.transcript` data topic.
+speak). Follows the agent as LiveKit's own clients do: its audio (each stretch of sound is
+reported when it starts and when it ends), its participant kind and `lk.agent.state` attribute,
+the `lk.transcription` text streams (the caller's and the agent's speech) and `lk.chat`.
 
 Commands on stdin, one per line:
-  say PATH   speak the WAV at PATH, after the agent has been quiet for 600 ms (no barge-in)
-  leave      disconnect and exit
+  say PATH           speak the WAV at PATH, after the agent has been quiet for 600 ms (no barge-in)
+  chat TEXT          send TEXT as an `lk.chat` text stream
+  chat-legacy TEXT   send TEXT as a data packet on topic `lk.chat` (older clients)
+  leave              disconnect and exit
 Everything seen is printed as one JSON object per line on stdout:
-  {"event": "joined" | "audio_start" | "audio_end" | "transcript" | "said" | "done", "t": ..., ...}
+  {"event": "joined" (identity, track) | "participant" (identity, kind, attributes)
+   | "agent_state" (identity, state) | "transcription" (identity, text, attributes, once the
+   stream is closed) | "transcript" (speaker user|bot, text: a final transcription)
+   | "chat" (identity, text, via) | "audio_start" | "audio_end" | "said" | "done", "t": ..., ...}
 """
 
 import argparse
@@ -85,20 +91,51 @@ async def main():
     @room.on("track_subscribed")
     def on_track(track, publication, participant):
         if track.kind == rtc.TrackKind.KIND_AUDIO:
-            emit("track_subscribed", identity=participant.identity)
+            emit("track_subscribed", identity=participant.identity, track=publication.sid)
             listeners.append(asyncio.ensure_future(listen(track)))
+
+    def participant(p):
+        emit("participant", identity=p.identity, kind=rtc.ParticipantKind.Name(p.kind),
+             attributes=dict(p.attributes))
+
+    room.on("participant_connected", participant)
+
+    @room.on("participant_attributes_changed")
+    def on_attributes(changed, p):
+        if "lk.agent.state" in changed:
+            emit("agent_state", identity=p.identity, state=changed["lk.agent.state"])
+
+    async def transcription(reader, identity):
+        text = await reader.read_all()
+        # Read once the stream is closed: the trailer's attributes are merged in by then.
+        attributes = dict(reader.info.attributes or {})
+        emit("transcription", identity=identity, text=text, attributes=attributes)
+        if attributes.get("lk.transcription_final") == "true":
+            mine = identity == room.local_participant.identity
+            emit("transcript", speaker="user" if mine else "bot", text=text)
+
+    async def chat(reader, identity):
+        emit("chat", identity=identity, text=await reader.read_all(), via="stream")
+
+    room.register_text_stream_handler(
+        "lk.transcription", lambda reader, who: asyncio.ensure_future(transcription(reader, who)))
+    room.register_text_stream_handler(
+        "lk.chat", lambda reader, who: asyncio.ensure_future(chat(reader, who)))
 
     @room.on("data_received")
     def on_data(packet):
-        if packet.topic == "callfleet.transcript":
-            turn = json.loads(packet.data.decode("utf-8", "replace"))
-            emit("transcript", speaker=turn.get("speaker"), text=turn.get("text"), interrupted=turn.get("interrupted"))
+        if packet.topic == "lk.chat":
+            who = packet.participant.identity if packet.participant else ""
+            emit("chat", identity=who, text=packet.data.decode("utf-8", "replace"), via="packet")
 
     await room.connect(args.url, args.token)
+    for p in room.remote_participants.values():
+        participant(p)
     source = rtc.AudioSource(RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-    emit("joined", identity=room.local_participant.identity)
+    publication = await room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+    emit("joined", identity=room.local_participant.identity, track=publication.sid)
 
     pending = asyncio.Queue()
     stop = asyncio.Event()
@@ -132,6 +169,10 @@ async def main():
             break
         if command.startswith("say "):
             await pending.put(read_wav(command[4:]))
+        elif command.startswith("chat "):
+            await room.local_participant.send_text(command[5:], topic="lk.chat")
+        elif command.startswith("chat-legacy "):
+            await room.local_participant.publish_data(command[12:], reliable=True, topic="lk.chat")
     stop.set()
     await mic
     for listener in listeners:

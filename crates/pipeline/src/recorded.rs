@@ -71,7 +71,7 @@ pub async fn run_recorded_call(
                     last_activity = Instant::now();
                     on_turn(&t);
                 }
-                Some(CallOutput::Clear) | Some(CallOutput::Metrics(_)) => {}
+                Some(_) => {}
                 None => output_open = false,
             },
         }

@@ -64,6 +64,10 @@ struct Heard {
     clears: usize,
     transcript: Vec<(Speaker, String, bool)>,
     events: Vec<(Instant, String)>,
+    /// The agent's states, in order.
+    states: Vec<&'static str>,
+    /// The recognizer's words as they came: (text, final).
+    words: Vec<(String, bool)>,
 }
 
 fn collect(mut output: mpsc::Receiver<CallOutput>) -> Arc<Mutex<Heard>> {
@@ -87,6 +91,8 @@ fn collect(mut output: mpsc::Receiver<CallOutput>) -> Arc<Mutex<Heard>> {
                     h.transcript.push((t.speaker, t.text, t.interrupted));
                 }
                 CallOutput::Metrics(_) => {}
+                CallOutput::State(state) => h.states.push(state.as_str()),
+                CallOutput::Heard { text, is_final } => h.words.push((text, is_final)),
             }
         }
     });
@@ -193,6 +199,7 @@ async fn speech_in_reply_audio_out() {
     assert_eq!(greeting_frames, 18 * 70 / 20);
     call.caller.speak(600);
     call.wait_for(|h| h.transcript.len() == 3, 8).await;
+    let call_heard = call.heard.clone();
     let report = call.hang_up().await;
     let t: Vec<(Speaker, &str)> = report
         .transcript
@@ -208,6 +215,36 @@ async fn speech_in_reply_audio_out() {
         ]
     );
     assert_eq!(report.end, CallEnd::CallerHungUp);
+    let heard = call_heard.lock().unwrap();
+    // The greeting, then the turn: listening → thinking → speaking → listening.
+    assert_eq!(
+        heard.states,
+        [
+            "listening",
+            "speaking",
+            "listening",
+            "thinking",
+            "speaking",
+            "listening"
+        ]
+    );
+    // The caller's words live: interims growing word by word, then the final (a flush answered
+    // after it is an empty final).
+    let words: Vec<(String, bool)> = heard
+        .words
+        .iter()
+        .filter(|(text, _)| !text.is_empty())
+        .cloned()
+        .collect();
+    let (last, interims) = words.split_last().expect("words were heard");
+    assert_eq!(last, &("what time do you open".to_string(), true));
+    assert!(!interims.is_empty(), "{:?}", heard.words);
+    for (text, is_final) in interims {
+        assert!(
+            !is_final && "what time do you open".starts_with(text.as_str()),
+            "{text}"
+        );
+    }
     let m = &report.metrics[0];
     assert!(
         m.voice_to_voice_ms.is_some()

@@ -3,7 +3,7 @@
 //! turned into the turn detector's inputs — a late answer to a flush ends a pause, not the turn.
 
 use super::call::{Call, MAX_UNANSWERED_FLUSHES};
-use super::PipelineError;
+use super::{CallOutput, PipelineError};
 use crate::turn::TurnInput;
 use callfleet_providers::SttEvent;
 use std::time::Duration;
@@ -49,6 +49,16 @@ impl Call {
         ev: Option<Result<SttEvent, callfleet_providers::SttError>>,
     ) -> Result<(), PipelineError> {
         let now = self.now();
+        if let Some(Ok(SttEvent::Transcript(t))) = &ev {
+            // What the caller is heard saying, live; an empty interim says nothing new.
+            if t.is_final || !t.text.trim().is_empty() {
+                self.emit(CallOutput::Heard {
+                    text: t.text.clone(),
+                    is_final: t.is_final,
+                })
+                .await?;
+            }
+        }
         let input = match ev {
             Some(Ok(SttEvent::Transcript(t))) if t.is_final => {
                 self.last_final = Some(now);

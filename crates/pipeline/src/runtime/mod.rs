@@ -138,6 +138,33 @@ pub enum CallOutput {
     Clear,
     Transcript(Turn),
     Metrics(TurnMetrics),
+    /// What the agent is doing now changed.
+    State(AgentState),
+    /// The recognizer's words for the caller's current segment: interim ones, each the whole
+    /// segment so far, until the final one settles it (the next words start a new segment).
+    Heard { text: String, is_final: bool },
+}
+
+/// What the agent is doing, in the words of LiveKit's `lk.agent.state` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// Waiting for the caller (and hearing them).
+    Listening,
+    /// The caller's turn ended; the reply is being worked out.
+    Thinking,
+    /// The agent's audio is playing.
+    Speaking,
+}
+
+impl AgentState {
+    /// The attribute's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Listening => "listening",
+            AgentState::Thinking => "thinking",
+            AgentState::Speaking => "speaking",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +377,7 @@ impl Pipeline {
             heard_confidence: None,
         };
         call.prepare_apology();
+        call.emit(CallOutput::State(AgentState::Listening)).await?;
         if call.stt.is_none() || call.tts.is_none() {
             call.apologize_and_end();
         } else {

@@ -3,7 +3,7 @@
 //! the agent is quiet; the call ended if the utterance ended it).
 
 use super::call::Call;
-use super::{CallEnd, CallOutput, PipelineError};
+use super::{AgentState, CallEnd, CallOutput, PipelineError};
 use crate::metrics::TurnTimer;
 use crate::turn::TurnInput;
 use callfleet_core::domain::{Speaker, Turn};
@@ -41,6 +41,9 @@ impl Call {
                 s.timer.first_frame_out = Some(now);
                 first = true;
             }
+        }
+        if first {
+            self.emit(CallOutput::State(AgentState::Speaking)).await?;
         }
         self.emit(CallOutput::Audio(frame)).await?;
         if first {
@@ -80,6 +83,7 @@ impl Call {
         if s.turn.is_some() {
             self.record_metrics(&s.timer).await?;
         }
+        self.emit(CallOutput::State(AgentState::Listening)).await?;
         let mut actions = Vec::new();
         if !s.started_playing {
             actions.extend(self.detector.handle(now, TurnInput::AgentSpeaking(true)));

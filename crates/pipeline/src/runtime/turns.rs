@@ -5,7 +5,7 @@
 
 use super::call::{Call, Speaking};
 use super::reply::Request;
-use super::{CallEnd, CallOutput, PipelineError};
+use super::{AgentState, CallEnd, CallOutput, PipelineError};
 use crate::phrases;
 use crate::splitter::SentenceSplitter;
 use crate::turn::{Endpoint, TurnAction, TurnInput};
@@ -31,6 +31,7 @@ impl Call {
                     };
                     self.transcript.push(turn.clone());
                     self.emit(CallOutput::Transcript(turn)).await?;
+                    self.emit(CallOutput::State(AgentState::Thinking)).await?;
                     self.turn_id += 1;
                     let mut s = Speaking::new(Some(self.turn_id));
                     s.timer.last_voiced = self.detector.last_voiced();
@@ -110,6 +111,8 @@ impl Call {
         self.queue.clear();
         self.next_frame = None;
         self.emit(CallOutput::Clear).await?;
+        // The caller is talking over the agent: it listens again.
+        self.emit(CallOutput::State(AgentState::Listening)).await?;
         let said = s.text.trim().to_string();
         let chars = said.chars().count();
         let heard_chars = if s.tts_done && s.samples_in > 0 {
