@@ -66,10 +66,13 @@ pub(crate) fn tighten(_dir: &Path) -> std::io::Result<Vec<Tightened>> {
 /// for it, but the operator is told.
 pub(crate) fn keep_private(dir: &Path) {
     match tighten(dir) {
+        // One line, not one per file: the embedded index makes its files readable by others
+        // (umask 022) and can hold hundreds of them.
         Ok(changed) => {
-            for t in changed {
-                tracing::warn!(path = %t.path, was = %format!("{:o}", t.was), now = %format!("{:o}", t.now),
-                    "A data-dir entry was readable by other users; made it private.");
+            if let Some(t) = changed.first() {
+                tracing::warn!(entries = changed.len(), first = %t.path,
+                    was = %format!("{:o}", t.was), now = %format!("{:o}", t.now),
+                    "Data-dir entries were readable by other users; made them private.");
             }
         }
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
