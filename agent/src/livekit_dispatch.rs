@@ -209,6 +209,9 @@ impl LiveKitDispatch {
                         self.report(&worker, true);
                     }
                     _ = tick.tick() => self.report(&worker, drain.is_cancelled()),
+                    // A slot freed or taken is reported at once, not at the next tick: LiveKit
+                    // offers nothing to a worker it last heard was full.
+                    () = worker.calls_changed() => self.report(&worker, drain.is_cancelled()),
                     event = events.recv() => match event {
                         Some(WorkerEvent::Offer(offer)) => {
                             let answer = self.answer(&worker, &offer, drain.is_cancelled());
@@ -247,7 +250,14 @@ impl LiveKitDispatch {
         };
         let resumed = resumed_call(&offer.metadata);
         let call_id = resumed.clone().unwrap_or_else(|| new_id(IdKind::Call));
-        let identity = format!("agent-{call_id}");
+        // A resumed call's dead agent may still be in the room under the call's identity.
+        // Taking that identity over would make LiveKit end this job as the old participant
+        // leaves (it keys an agent job by its participant's identity), so the new agent's is
+        // its own.
+        let identity = match &resumed {
+            Some(_) => format!("agent-{call_id}-{}", offer.job_id),
+            None => format!("agent-{call_id}"),
+        };
         self.jobs().pending.insert(
             offer.job_id.clone(),
             Pending {

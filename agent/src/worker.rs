@@ -81,6 +81,8 @@ pub struct Worker {
     config: WorkerConfig,
     active: AtomicU32,
     draining: AtomicBool,
+    /// Woken whenever a call starts or ends (what LiveKit's dispatch reports at once).
+    calls_changed: tokio::sync::Notify,
 }
 
 impl Worker {
@@ -97,6 +99,7 @@ impl Worker {
             config,
             active: AtomicU32::new(0),
             draining: AtomicBool::new(false),
+            calls_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -121,6 +124,11 @@ impl Worker {
             rss_bytes().saturating_add(self.config.call_memory) as f32 / limit.max(1) as f32
         });
         slots.max(memory).clamp(0.0, 1.0)
+    }
+
+    /// Returns once a call has started or ended.
+    pub async fn calls_changed(&self) {
+        self.calls_changed.notified().await;
     }
 
     /// This worker's id in the fleet.
@@ -230,6 +238,7 @@ impl Worker {
             }
         }
         self.active.fetch_sub(1, Ordering::SeqCst);
+        self.calls_changed.notify_waiters();
         tracing::info!(call_id = %call_id, "call finished");
     }
 
@@ -319,6 +328,7 @@ impl Worker {
             {
                 Ok(Some(job)) => {
                     self.active.fetch_add(1, Ordering::SeqCst);
+                    self.calls_changed.notify_waiters();
                     tracing::info!(call_id = %job.call_id, room = %job.room, attempt = job.attempt, "job taken");
                     calls.spawn(self.clone().run_call(job, force.child_token()));
                 }

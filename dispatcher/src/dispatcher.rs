@@ -108,8 +108,10 @@ pub struct Dispatcher {
 }
 
 /// How long a re-dispatch through LiveKit waits for a worker to take the call over before the
-/// failover scan asks LiveKit again.
-const REDISPATCH_WAIT: Duration = Duration::from_secs(10);
+/// failover scan asks LiveKit again. LiveKit answers `CreateDispatch` before it has found a
+/// worker, and drops the job when none is available then (all reported full a moment ago), so
+/// the wait is short; a second dispatch that finds the call already taken over is refused.
+const REDISPATCH_WAIT: Duration = Duration::from_secs(3);
 
 /// Where a placement goes: the least loaded live worker, or the one LiveKit chose.
 enum Target<'a> {
