@@ -93,7 +93,10 @@ impl System {
 }
 
 fn list(v: &str) -> Vec<usize> {
-    v.split(',').filter_map(|n| n.trim().parse().ok()).collect()
+    v.split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect()
 }
 
 fn opts() -> Res<Opts> {
