@@ -429,8 +429,8 @@ async fn microphone(
     }
 }
 
-/// The caller's keypad into the pipeline, and a hang-up when they leave, the room goes or the
-/// worker is forced to stop.
+/// The caller's keypad and chat into the pipeline, and a hang-up when they leave, the room goes
+/// or the worker is forced to stop.
 async fn caller_events(
     mut events: mpsc::Receiver<RoomEvent>,
     caller: String,
@@ -448,6 +448,11 @@ async fn caller_events(
                 for c in digit.chars() {
                     let _ = input.send(CallInput::Dtmf(c)).await;
                 }
+            }
+            // Typed in the room's chat (a text stream or a legacy chat packet): a turn, answered
+            // by voice and in the agent's transcription, as LiveKit Agents answers text input.
+            Some(RoomEvent::ChatMessage { from, text }) if from == caller => {
+                let _ = input.send(CallInput::Text(text)).await;
             }
             Some(RoomEvent::Disconnected { .. }) | None => break,
             Some(_) => {}

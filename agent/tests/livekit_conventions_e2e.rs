@@ -3,8 +3,9 @@
 //! AGENT; during a spoken turn its `lk.agent.state` goes listening → thinking → speaking →
 //! listening; each utterance, the caller's and the agent's, arrives as an `lk.transcription`
 //! text stream with its final text, segment id and the track it came from (the caller's interims
-//! reuse their segment's id); and a chat call answers `lk.chat` text streams and legacy chat
-//! packets with text streams.
+//! reuse their segment's id); text typed into `lk.chat` during the voice call is a turn answered
+//! by voice; and a chat call answers `lk.chat` text streams and legacy chat packets with text
+//! streams.
 //!
 //! The agent worker runs the calls with protocol-exact fake Deepgram (STT) and Cartesia (TTS)
 //! servers. Needs a livekit-server (CALLFLEET_LIVEKIT_URL), the Python SDK (CALLFLEET_PYTHON)
@@ -283,7 +284,7 @@ async fn livekit_clients_see_an_agent_its_state_and_both_sides_transcribed() {
     let job = job("lkvoice", VOICE_BOT);
     let agent = format!("agent-{}", job.call_id);
     let session = Arc::new(VoiceSession::new(livekit(&s.url), providers));
-    let (caller, _) = run_call(&s, session, job, |mut caller| async {
+    let (caller, record) = run_call(&s, session, job, |mut caller| async {
         let seen = caller
             .wait("the agent", |e| {
                 e["event"] == "participant" && e["identity"].as_str() != Some("caller")
@@ -310,6 +311,19 @@ async fn livekit_clients_see_an_agent_its_state_and_both_sides_transcribed() {
                 seen.iter().filter(|e| e["event"] == "agent_state").count() >= 6
             })
             .await;
+        // Typed in the chat during the voice call: answered by voice and transcription.
+        caller.send("chat Anna Smith").await;
+        let reply = caller
+            .wait("the reply to the chat", |e| {
+                e["event"] == "transcript" && e["speaker"] == "bot"
+            })
+            .await;
+        assert_eq!(reply["text"], "Your phone?");
+        caller
+            .wait_seen("listening after that reply", |seen| {
+                seen.iter().filter(|e| e["event"] == "agent_state").count() >= 9
+            })
+            .await;
         caller.send("leave").await;
         caller
             .wait("the caller to leave", |e| e["event"] == "done")
@@ -332,6 +346,9 @@ async fn livekit_clients_see_an_agent_its_state_and_both_sides_transcribed() {
             "listening",
             "thinking", // the caller's turn ended
             "speaking", // the reply
+            "listening",
+            "thinking", // the chat message came
+            "speaking",
             "listening"
         ],
         "{:#?}",
@@ -387,13 +404,23 @@ async fn livekit_clients_see_an_agent_its_state_and_both_sides_transcribed() {
     let want = |text: &str| (text.to_string(), "true".to_string(), agent_track.clone());
     assert_eq!(
         spoken,
-        [want("Hi! How can I help?"), want("Your full name?")]
+        [
+            want("Hi! How can I help?"),
+            want("Your full name?"),
+            want("Your phone?")
+        ]
     );
     let segments: std::collections::HashSet<String> = transcriptions
         .iter()
         .map(|e| attr(e, "lk.segment_id"))
         .collect();
-    assert_eq!(segments.len(), 3, "one segment per utterance");
+    assert_eq!(segments.len(), 4, "one segment per utterance");
+    assert_eq!(
+        record.record.fields.get("patient_name").map(String::as_str),
+        Some("Anna Smith"),
+        "the typed name was taken: {:?}",
+        record.record.fields
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,6 +96,8 @@ pub enum Endpoint {
     /// Long silence without an endpoint.
     Silence,
     Dtmf,
+    /// The caller typed the turn (chat during a voice call).
+    Typed,
 }
 
 impl Endpoint {
@@ -104,6 +106,7 @@ impl Endpoint {
             Endpoint::Stt => "stt",
             Endpoint::Silence => "silence",
             Endpoint::Dtmf => "dtmf",
+            Endpoint::Typed => "typed",
         }
     }
 }

@@ -259,6 +259,57 @@ async fn speech_in_reply_audio_out() {
     assert_eq!(req["messages"][1]["content"], "Hello, how can I help?");
 }
 
+/// Chat typed during a voice call is a turn of its own: the greeting being spoken stops for it,
+/// as if the caller had spoken over it, and the answer is spoken.
+#[tokio::test]
+async fn typed_text_cuts_the_agent_off_and_is_answered_by_voice() {
+    let f = fakes(&[]).await;
+    let call = start_call(config(), cartesia(&f), &f, ollama(&f));
+    call.wait_for(|h| h.frames > 10, 5).await;
+    call.input
+        .send(CallInput::Text("what time do you open".into()))
+        .await
+        .unwrap();
+    call.wait_for(|h| h.transcript.len() == 3, 8).await;
+    let heard = call.heard.clone();
+    let report = call.hang_up().await;
+    let t: Vec<(Speaker, &str, bool)> = report
+        .transcript
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str(), t.interrupted))
+        .collect();
+    assert_eq!(t[0].0, Speaker::Bot);
+    assert!(
+        t[0].2 && "Hello, how can I help?".starts_with(t[0].1),
+        "{t:?}"
+    );
+    assert_eq!(
+        t[1..],
+        [
+            (Speaker::User, "what time do you open", false),
+            (Speaker::Bot, "You said: what time do you open.", false)
+        ]
+    );
+    let heard = heard.lock().unwrap();
+    assert_eq!(heard.clears, 1);
+    assert_eq!(
+        heard.states,
+        [
+            "listening",
+            "speaking",
+            "listening",
+            "thinking",
+            "speaking",
+            "listening"
+        ]
+    );
+    assert!(
+        heard.words.is_empty(),
+        "nothing was heard: {:?}",
+        heard.words
+    );
+}
+
 #[tokio::test]
 async fn barge_in_mid_reply_cancels_and_records_what_was_heard() {
     let f = fakes(&["tell me everything", "stop please"]).await;

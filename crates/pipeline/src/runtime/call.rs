@@ -181,6 +181,7 @@ impl Call {
                         let actions = self.detector.handle(now, TurnInput::Dtmf(d));
                         self.act(actions).await?;
                     }
+                    Some(CallInput::Text(text)) => self.typed(text).await?,
                     Some(CallInput::Hangup) | None => return Ok(CallEnd::CallerHungUp),
                 },
                 _ = sleep_until(frame_due) => self.play_frame().await?,

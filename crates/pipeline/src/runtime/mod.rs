@@ -126,6 +126,9 @@ pub enum CallInput {
     /// A frame of 16-bit mono PCM at `input_rate`.
     Audio(Vec<i16>),
     Dtmf(char),
+    /// Text the caller typed (chat): a turn of its own, answered by voice; a reply being spoken
+    /// stops for it.
+    Text(String),
     Hangup,
 }
 

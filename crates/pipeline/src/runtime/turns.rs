@@ -41,13 +41,14 @@ impl Call {
                     s.timer.judgement = judgement;
                     self.speaking = Some(s);
                     self.splitter = SentenceSplitter::new(self.config.split);
-                    // Keypad digits are what was pressed, however sure the recognizer was of the
-                    // speech before them.
+                    // Keypad digits and typed text are what was pressed or typed, however sure the
+                    // recognizer was of the speech before them.
                     let confidence = self.heard_confidence.take();
+                    let heard = matches!(via, Endpoint::Stt | Endpoint::Silence);
                     let _ = self.requests.send(Request::Respond {
                         turn: self.turn_id,
                         text,
-                        confidence: (via != Endpoint::Dtmf).then_some(confidence).flatten(),
+                        confidence: heard.then_some(confidence).flatten(),
                     });
                 }
                 TurnAction::Interrupt => self.interrupt().await?,
@@ -69,6 +70,26 @@ impl Call {
             }
         }
         Ok(())
+    }
+
+    /// Text the caller typed: a turn at once. A reply being spoken is cut off first, as if the
+    /// caller had spoken over it.
+    pub(super) async fn typed(&mut self, text: String) -> Result<(), PipelineError> {
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return Ok(());
+        }
+        if self.speaking.as_ref().is_some_and(|s| s.started_playing) {
+            self.interrupt().await?;
+            let now = self.now();
+            let actions = self.detector.handle(now, TurnInput::AgentSpeaking(false));
+            self.act(actions).await?;
+        }
+        self.act(vec![TurnAction::EndOfTurn {
+            text,
+            via: Endpoint::Typed,
+        }])
+        .await
     }
 
     /// Runs the end-of-turn model off the executor; its verdict comes back through `verdicts`.
