@@ -421,6 +421,23 @@ impl Dispatcher {
         {
             return Ok(());
         }
+        // The dead worker's agent stays in the room until LiveKit times it out (tens of
+        // seconds), and while that ghost is there the next agent is slow to get the caller's
+        // audio: take it out first. (Its identity is `agent-{call_id}`, with a suffix after a
+        // takeover.)
+        let ghost = format!("agent-{}", job.call_id);
+        match api.list_participants(&job.room).await {
+            Ok(identities) => {
+                for identity in identities.iter().filter(|i| i.starts_with(&ghost)) {
+                    if let Err(e) = api.remove_participant(&job.room, identity).await {
+                        tracing::warn!(call_id = %job.call_id, error = %e, "could not remove the dead worker's agent from the room");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %job.call_id, error = %e, "could not list the room's participants")
+            }
+        }
         let metadata = resume_metadata(job);
         match api.create_dispatch(&job.room, agent_name, &metadata).await {
             Ok(dispatch) => {

@@ -1,0 +1,295 @@
+//! `callfleet agent --dispatch livekit` through the whole fleet, as separate processes on a real
+//! livekit-server and Redis: `callfleet api`, `callfleet dispatcher`, and two agent workers of
+//! capacity 1 registered under one agent name with LiveKit's agent dispatch, speaking to
+//! protocol-exact fake Deepgram and Cartesia. LiveKit's Python SDK is the caller.
+//!
+//! - A caller whose token carries a room configuration naming the agent (`roomConfig.agents`,
+//!   minted with LiveKit's Python SDK, the bot in its metadata) gets a callfleet agent and hears
+//!   its greeting as audio.
+//! - `CreateDispatch` through the AgentDispatch API gets one too — on the other worker, since
+//!   the first is full (capacity 1: it reports itself FULL and declines).
+//! - The worker holding the first call is killed with SIGKILL: the dispatcher re-dispatches its
+//!   room through LiveKit and the other worker resumes it from the checkpoint — the caller hears
+//!   "we got cut off" (how long after the kill is printed, not asserted).
+//! - The calls are stored through post-call processing like any other.
+
+mod support;
+
+use callfleet_core::secret::Secret;
+use callfleet_livekit_admin::LiveKitApi;
+use callfleet_testkit::{FakeCartesia, FakeDeepgram, SttScript, TEST_KEY};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::caller::{espeak_wav, Caller};
+use support::{api_base, callfleet, company_with_bot, free_port, stored_call, Proc};
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A caller's token for `room` minted with LiveKit's Python SDK, with a room configuration
+/// dispatching `agent_name` with `metadata` when given.
+fn python_token(python: &Path, room: &str, identity: &str, agent: Option<(&str, &str)>) -> String {
+    let script = r#"
+import sys
+from livekit import api
+room, identity, agent, metadata = sys.argv[1:5]
+token = api.AccessToken("devkey", "secret").with_identity(identity).with_grants(
+    api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True))
+if agent:
+    token = token.with_room_config(api.RoomConfiguration(
+        agents=[api.RoomAgentDispatch(agent_name=agent, metadata=metadata)]))
+print(token.to_jwt())
+"#;
+    let (agent, metadata) = agent.unwrap_or(("", ""));
+    let out = Command::new(python)
+        .args(["-c", script, room, identity, agent, metadata])
+        .env(
+            "LIVEKIT_API_KEY",
+            std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
+        )
+        .output()
+        .expect("run Python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `text` without ANSI colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Which worker admitted `room` (its log says so), and the call id it runs it as.
+fn admitted(
+    workers: &[(&str, Proc)],
+    log: impl Fn(&str) -> PathBuf,
+    room: &str,
+) -> Option<(usize, String)> {
+    workers.iter().enumerate().find_map(|(i, (name, _))| {
+        let text = plain(&std::fs::read_to_string(log(name)).unwrap_or_default());
+        let line = text
+            .lines()
+            .find(|l| l.contains("LiveKit job admitted") && l.contains(room))?;
+        let call = line.split("call_id=").nth(1)?.split_whitespace().next()?;
+        Some((i, call.trim_matches('"').to_string()))
+    })
+}
+
+fn wait_admitted(
+    workers: &[(&str, Proc)],
+    log: impl Fn(&str) -> PathBuf + Copy,
+    room: &str,
+) -> (usize, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(found) = admitted(workers, log, room) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no worker admitted {room}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatched_again() {
+    let Some(env) = support::env("LiveKit dispatch end-to-end") else {
+        return;
+    };
+    let dir = support::TestDir::new();
+    let speech = dir.path().join("caller.wav");
+    if !espeak_wav(&speech, "this is the caller speaking") {
+        return support::missing::<()>("LiveKit dispatch end-to-end", "espeak-ng is not installed")
+            .unwrap_or(());
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stt = runtime.block_on(FakeDeepgram::start(SttScript {
+        transcripts: vec!["I would like to book an appointment".into()],
+        ..SttScript::default()
+    }));
+    let tts = runtime.block_on(FakeCartesia::start());
+    let agent_name = format!("cf-e2e-{}", std::process::id());
+    let dispatcher_port = free_port();
+    let dispatcher_url = format!("http://127.0.0.1:{dispatcher_port}");
+    let providers = [
+        ("DEEPGRAM_API_KEY", TEST_KEY.to_string()),
+        ("DEEPGRAM_URL", stt.url()),
+        ("CARTESIA_API_KEY", TEST_KEY.to_string()),
+        ("CARTESIA_URL", tts.url()),
+        ("CALLFLEET_VAD", "energy".to_string()),
+        ("CALLFLEET_DISPATCH", "livekit".to_string()),
+        ("CALLFLEET_AGENT_NAME", agent_name.clone()),
+        ("CALLFLEET_DISPATCHER_URL", dispatcher_url.clone()),
+    ];
+    let data = dir.path().join("data");
+    let prefix = format!("cflkd:{}:", std::process::id());
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let mut api = callfleet(
+        &["api", "--http-addr", "127.0.0.1:0"],
+        &data,
+        &env,
+        &prefix,
+        &log("api"),
+        &[],
+    );
+    let base = api_base(&mut api);
+    let _dispatcher = callfleet(
+        &[
+            "dispatcher",
+            "--http-addr",
+            &format!("127.0.0.1:{dispatcher_port}"),
+        ],
+        &data,
+        &env,
+        &prefix,
+        &log("dispatcher"),
+        &[],
+    );
+    let mut workers: Vec<(&str, Proc)> = ["lk-a", "lk-b"]
+        .into_iter()
+        .map(|name| {
+            let proc = callfleet(
+                &["agent", "--worker-id", name, "--capacity", "1"],
+                &data,
+                &env,
+                &prefix,
+                &log(name),
+                &providers,
+            );
+            (name, proc)
+        })
+        .collect();
+    let registered = |name: &str| {
+        std::fs::read_to_string(log(name))
+            .unwrap_or_default()
+            .contains("registered with LiveKit's agent dispatch")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !workers.iter().all(|(name, _)| registered(name)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers did not register with LiveKit"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let http = reqwest::blocking::Client::new();
+    let clinic = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
+    )
+    .unwrap();
+    let config = format!("{clinic}\nproviders:\n  stt: {{provider: deepgram}}\n  tts: {{provider: cartesia, voice: test-voice}}\n");
+    let (key, bot_id) = company_with_bot(&http, &base, &config);
+    let metadata = serde_json::json!({ "bot_id": bot_id }).to_string();
+
+    // (a) A token with a room configuration: LiveKit dispatches the agent as the caller joins.
+    let room_a = format!("lk-token-{}", std::process::id());
+    let token = python_token(
+        &env.python,
+        &room_a,
+        "caller-a",
+        Some((&agent_name, &metadata)),
+    );
+    let mut caller_a = Caller::join(&env.python, &env.livekit, &token);
+    let (greeting, _) = caller_a.reply();
+    assert!(
+        greeting.contains("Riverside Family Clinic"),
+        "greeting: {greeting}"
+    );
+    let (holder_a, call_a) = wait_admitted(&workers, log, &room_a);
+
+    // (b) CreateDispatch: the other worker takes it, the first being full.
+    let room_b = format!("lk-api-{}", std::process::id());
+    let livekit = LiveKitApi::new(
+        &env.livekit,
+        "devkey",
+        Secret::new(
+            std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
+        ),
+    )
+    .unwrap();
+    runtime
+        .block_on(livekit.create_dispatch(&room_b, &agent_name, &metadata))
+        .expect("CreateDispatch");
+    let mut caller_b = Caller::join(
+        &env.python,
+        &env.livekit,
+        &python_token(&env.python, &room_b, "caller-b", None),
+    );
+    let (greeting, _) = caller_b.reply();
+    assert!(
+        greeting.contains("Riverside Family Clinic"),
+        "greeting: {greeting}"
+    );
+    let (holder_b, call_b) = wait_admitted(&workers, log, &room_b);
+    assert_ne!(
+        holder_a, holder_b,
+        "the full worker declined; the other took the dispatch"
+    );
+    caller_b.say(&speech);
+    assert_eq!(
+        caller_b.transcript("user"),
+        "I would like to book an appointment"
+    );
+    let _ = caller_b.reply();
+    assert!(caller_b.leave().success());
+    let record = stored_call(&http, &base, &key, &call_b, &log("dispatcher"));
+    assert_eq!(record["room"], room_b.as_str());
+    assert_eq!(record["bot_id"], bot_id.as_str());
+
+    // Failover: the worker holding call a dies; LiveKit dispatches its room again (asked by the
+    // dispatcher) and the other worker, free again, resumes the call from its checkpoint.
+    let (name, mut proc) = workers.remove(holder_a);
+    // Let the other worker's call end and free its slot.
+    let freed = std::time::Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(log(workers[0].0))
+        .unwrap_or_default()
+        .contains("call finished")
+    {
+        assert!(std::time::Instant::now() < freed, "call b never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proc.0.kill().unwrap();
+    proc.0.wait().unwrap();
+    let killed_at = unix_now();
+    let (back, voice) = caller_a.reply();
+    eprintln!(
+        "killed {name}; the caller heard the agent again {:.2} s later: {back}",
+        voice - killed_at
+    );
+    assert!(
+        back.starts_with("Sorry, we got cut off"),
+        "the new worker says it is back: {back}"
+    );
+    let survivor = std::fs::read_to_string(log(workers[0].0)).unwrap_or_default();
+    assert!(
+        survivor.contains(&call_a),
+        "the survivor runs the same call, so its checkpoint followed"
+    );
+    assert!(caller_a.leave().success());
+    let record = stored_call(&http, &base, &key, &call_a, &log("dispatcher"));
+    assert_eq!(record["room"], room_a.as_str());
+}
