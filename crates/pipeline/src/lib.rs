@@ -25,7 +25,8 @@ pub use phrases::PhraseCache;
 pub use recorded::{run_recorded_call, RecordedCall};
 pub use responder::{LlmResponder, Responder, ScenarioResponder};
 pub use runtime::{
-    AgentState, CallInput, CallOutput, CallReport, Pipeline, PipelineConfig, PipelineError, Providers,
+    AgentState, CallInput, CallOutput, CallReport, Pipeline, PipelineConfig, PipelineError,
+    Providers,
 };
 pub use splitter::{SentenceSplitter, SplitRules};
 pub use turn::{Endpoint, TurnAction, TurnConfig, TurnDetector, TurnInput};

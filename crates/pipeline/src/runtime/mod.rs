@@ -145,7 +145,10 @@ pub enum CallOutput {
     State(AgentState),
     /// The recognizer's words for the caller's current segment: interim ones, each the whole
     /// segment so far, until the final one settles it (the next words start a new segment).
-    Heard { text: String, is_final: bool },
+    Heard {
+        text: String,
+        is_final: bool,
+    },
 }
 
 /// What the agent is doing, in the words of LiveKit's `lk.agent.state` attribute.
