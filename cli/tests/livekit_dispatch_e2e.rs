@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use support::caller::{espeak_wav, Caller};
-use support::{api_base, callfleet, company_with_bot, free_port, stored_call, Proc};
+use support::{api_base, callfleet, company_with_bot, free_port, stored_call, wait_exit, Proc};
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -289,7 +289,38 @@ fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatc
         survivor.contains(&call_a),
         "the survivor runs the same call, so its checkpoint followed"
     );
+
+    // Drain: SIGTERM the survivor mid-call. It tells LiveKit it is full, takes no new dispatch,
+    // finishes the call and exits.
+    let name = workers[0].0;
+    assert!(Command::new("kill")
+        .args(["-TERM", &workers[0].1.pid()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !plain(&std::fs::read_to_string(log(name)).unwrap_or_default())
+        .contains("draining: LiveKit sees this worker as full")
+    {
+        assert!(std::time::Instant::now() < deadline, "{name} did not drain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let room_c = format!("lk-drain-{}", std::process::id());
+    runtime
+        .block_on(livekit.create_dispatch(&room_c, &agent_name, &metadata))
+        .expect("CreateDispatch");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        admitted(&workers, log, &room_c).is_none(),
+        "a draining worker takes no new job"
+    );
     assert!(caller_a.leave().success());
+    let exit = wait_exit(
+        &mut workers[0].1,
+        Duration::from_secs(20),
+        "a drained worker exits once its call ends",
+    );
+    assert!(exit.success(), "drained worker exit status: {exit}");
     let record = stored_call(&http, &base, &key, &call_a, &log("dispatcher"));
     assert_eq!(record["room"], room_a.as_str());
 }
