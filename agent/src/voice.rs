@@ -144,25 +144,27 @@ fn answered(attributes: &std::collections::HashMap<String, String>) -> bool {
         .is_none_or(|status| status == "active")
 }
 
-/// How long a call that has its caller waits for its opening still being synthesized.
-const OPENING_WAIT: Duration = Duration::from_secs(2);
+/// The opening being synthesized ahead of the call; aborted if the call ends first.
+struct Preparing(Option<tokio::task::JoinHandle<()>>);
 
-/// A task that ends with the call, however the call ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Preparing {
+    /// The caller is there. Prepared: the call says the opening from the cache. Not yet (a slow
+    /// synthesizer, a long opening): the call streams it itself rather than wait for the whole
+    /// of it — while a greeting's preparation goes on into the cache for the bot's next call.
+    fn settle(mut self, keep_going: bool) {
+        if let Some(task) = self.0.take() {
+            if !task.is_finished() && !keep_going {
+                task.abort();
+            }
+        }
     }
 }
 
-impl std::future::Future for AbortOnDrop {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
@@ -186,7 +188,7 @@ impl VoiceSession {
         } else {
             plan.config.greeting.clone()
         };
-        let prepared = AbortOnDrop(tokio::spawn(pipeline.prepare_phrase(opening)));
+        let prepared = Preparing(Some(tokio::spawn(pipeline.prepare_phrase(opening))));
         let CallPlan {
             engine,
             resumed,
@@ -247,9 +249,7 @@ impl VoiceSession {
             rates.output_rate,
             recorder.clone(),
         ));
-        // A synthesizer slower than the caller's arrival is waited for a little (the call would
-        // wait on it anyway); past that the call synthesizes its opening itself.
-        let _ = tokio::time::timeout(OPENING_WAIT, prepared).await;
+        prepared.settle(!resumed);
         let report = pipeline.run(Box::new(responder), input_rx, output_tx).await;
         speaker.await.ok();
         microphone.abort();
