@@ -443,3 +443,35 @@ async fn a_panicking_call_is_recorded_as_failed_and_the_worker_goes_on() {
         done.await.unwrap();
     }
 }
+
+/// What LiveKit's dispatch answers offers with: room for another call counts the offers already
+/// accepted, and the load is the larger of slot use and memory use.
+#[tokio::test]
+async fn room_and_load_count_promised_calls_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(FileQueue::open(dir.path()).unwrap());
+    let (bus_name, bus) = test_buses().await.remove(0);
+    let (tx, _started) = mpsc::unbounded_channel();
+    let runner = Arc::new(GatedRunner {
+        started: tx,
+        gates: Mutex::new(HashMap::new()),
+    });
+    let worker = Worker::new(
+        bus.clone(),
+        queue.clone(),
+        runner.clone(),
+        WorkerConfig::new("w9", 2),
+    );
+    assert!(worker.has_room(0) && worker.has_room(1), "{bus_name}");
+    assert!(
+        !worker.has_room(2),
+        "two promised calls fill a capacity of 2"
+    );
+    assert_eq!(worker.load(1), 0.5);
+    assert_eq!(worker.load(5), 1.0);
+    let mut tight = WorkerConfig::new("w10", 2);
+    tight.memory_limit = Some(1 << 20);
+    let short = Worker::new(bus, queue, runner, tight);
+    assert!(!short.has_room(0), "no memory for another call");
+    assert_eq!(short.load(0), 1.0, "memory use counts as load");
+}
