@@ -131,6 +131,10 @@ impl Transcriptions {
     /// What the agent said in the utterance now over (only what was heard, when cut off).
     pub(crate) async fn agent_said(&mut self, text: &str) {
         if self.agent_segment.is_none() {
+            if text.trim().is_empty() {
+                // Cut off before a word was heard: nothing to show.
+                return;
+            }
             self.agent_speaking().await;
         }
         let Some(mut writer) = self.agent_segment.take() else {
