@@ -324,3 +324,81 @@ fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatc
     let record = stored_call(&http, &base, &key, &call_a, &log("dispatcher"));
     assert_eq!(record["room"], room_a.as_str());
 }
+
+/// The LiveKit-only quick start: `callfleet dev --dispatch livekit` beside a livekit-server, and a
+/// caller whose token's room configuration names the agent hears the bot.
+#[test]
+fn callfleet_dev_takes_calls_from_livekit_dispatch() {
+    let Some(env) = support::env("LiveKit dispatch under callfleet dev") else {
+        return;
+    };
+    let dir = support::TestDir::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stt = runtime.block_on(FakeDeepgram::start(SttScript::default()));
+    let tts = runtime.block_on(FakeCartesia::start());
+    let agent_name = format!("cf-dev-{}", std::process::id());
+    let extra = [
+        ("DEEPGRAM_API_KEY", TEST_KEY.to_string()),
+        ("DEEPGRAM_URL", stt.url()),
+        ("CARTESIA_API_KEY", TEST_KEY.to_string()),
+        ("CARTESIA_URL", tts.url()),
+        ("CALLFLEET_VAD", "energy".to_string()),
+        ("CALLFLEET_DISPATCH", "livekit".to_string()),
+        ("CALLFLEET_AGENT_NAME", agent_name.clone()),
+    ];
+    let log = dir.path().join("dev.log");
+    let mut dev = callfleet(
+        &["dev", "--http-addr", "127.0.0.1:0"],
+        &dir.path().join("data"),
+        &env,
+        "unused:",
+        &log,
+        &extra,
+    );
+    let base = api_base(&mut dev);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("registered with LiveKit's agent dispatch")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev did not register with LiveKit"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let http = reqwest::blocking::Client::new();
+    let clinic = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
+    )
+    .unwrap();
+    let config = format!("{clinic}\nproviders:\n  stt: {{provider: deepgram}}\n  tts: {{provider: cartesia, voice: test-voice}}\n");
+    let (key, bot_id) = company_with_bot(&http, &base, &config);
+    let room = format!("lk-dev-{}", std::process::id());
+    let metadata = serde_json::json!({ "bot_id": bot_id }).to_string();
+    let token = python_token(&env.python, &room, "caller", Some((&agent_name, &metadata)));
+    let mut caller = Caller::join(&env.python, &env.livekit, &token);
+    let (greeting, _) = caller.reply();
+    assert!(
+        greeting.contains("Riverside Family Clinic"),
+        "greeting: {greeting}"
+    );
+    assert!(caller.leave().success());
+    let (_, call_id) = {
+        let text = plain(&std::fs::read_to_string(&log).unwrap_or_default());
+        let line = text
+            .lines()
+            .find(|l| l.contains("LiveKit job admitted") && l.contains(&room))
+            .expect("dev admitted the room")
+            .to_string();
+        let call = line
+            .split("call_id=")
+            .nth(1)
+            .and_then(|c| c.split_whitespace().next())
+            .expect("a call id")
+            .to_string();
+        (line, call)
+    };
+    let record = stored_call(&http, &base, &key, &call_id, &log);
+    assert_eq!(record["room"], room.as_str());
+}
