@@ -8,7 +8,9 @@
 //! Needs a livekit-server (CALLFLEET_LIVEKIT_URL), the Python SDK (CALLFLEET_PYTHON) and
 //! espeak-ng; `scripts/test` sets them up. Under CI a missing piece fails the test.
 
-use callfleet_agent::{LiveKitSettings, VoiceSession, Worker, WorkerConfig};
+mod support;
+
+use callfleet_agent::{VoiceSession, Worker, WorkerConfig};
 use callfleet_core::domain::{CallDirection, Speaker};
 use callfleet_core::secret::Secret;
 use callfleet_core::BotConfig;
@@ -16,9 +18,10 @@ use callfleet_fleet::{FileQueue, FleetBus, Job, MemoryBus, PostCallQueue, MESSAG
 use callfleet_providers::ProviderEnv;
 use callfleet_recording::{recording_key, DirStore, RecordingStore};
 use callfleet_testkit::{FakeCartesia, FakeDeepgram, SttScript, TEST_KEY};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use support::{espeak_wav, livekit_env, missing, settings, LiveKitEnv};
 use tokio_util::sync::CancellationToken;
 
 const BOT: &str = r#"
@@ -36,13 +39,6 @@ providers:
   tts: {provider: cartesia, voice: test-voice}
 recording: {enabled: true, retention_days: 3}
 "#;
-
-fn missing(what: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} (CI is set, so this end-to-end test fails instead of skipping)");
-    }
-    eprintln!("note: skipping the voice end-to-end test: {what}");
-}
 
 fn read_wav(path: &Path) -> Vec<i16> {
     let bytes = std::fs::read(path).expect("recorded WAV");
@@ -82,39 +78,13 @@ fn bursts(samples: &[i16], rate: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_hears_the_greeting_and_an_answer() {
-    let url =
-        std::env::var("CALLFLEET_LIVEKIT_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
-    let host_port = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(&url)
-        .trim_end_matches('/')
-        .to_string();
-    if host_port
-        .parse()
-        .ok()
-        .is_none_or(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err())
-    {
-        return missing(&format!("no livekit-server at {url}"));
-    }
-    let python = std::env::var_os("CALLFLEET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/callfleet/venv/bin/python")
-        });
-    if !python.exists() {
-        return missing("no Python with the LiveKit SDK");
-    }
+    let Some(LiveKitEnv { url, python }) = livekit_env("voice end-to-end") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let speech = dir.path().join("caller.wav");
-    let spoken = std::process::Command::new("espeak-ng")
-        .args(["-v", "en-us", "-w"])
-        .arg(&speech)
-        .arg("I would like to book an appointment")
-        .status();
-    if !matches!(spoken, Ok(s) if s.success()) {
-        return missing("espeak-ng is not installed");
+    if !espeak_wav(&speech, "I would like to book an appointment") {
+        return missing("voice end-to-end", "espeak-ng is not installed");
     }
 
     let stt = FakeDeepgram::start(SttScript {
@@ -130,14 +100,7 @@ async fn the_caller_hears_the_greeting_and_an_answer() {
         cartesia_url: Some(tts.url()),
         ..ProviderEnv::default()
     };
-    let livekit = LiveKitSettings {
-        url: url.clone(),
-        api_key: std::env::var("CALLFLEET_LIVEKIT_API_KEY").unwrap_or_else(|_| "devkey".into()),
-        api_secret: Secret::new(
-            std::env::var("CALLFLEET_LIVEKIT_API_SECRET").unwrap_or_else(|_| "secret".into()),
-        ),
-        grants: Default::default(),
-    };
+    let livekit = settings(&url);
     let bus: Arc<dyn FleetBus> = Arc::new(MemoryBus::new());
     let queue = Arc::new(FileQueue::open(&dir.path().join("queue")).unwrap());
     let store: Arc<dyn RecordingStore> = Arc::new(DirStore::new(&dir.path().join("store")));
