@@ -5,7 +5,7 @@
 //! cleared) cuts what had not been played yet. Telephone quality (8 kHz), at most
 //! [`MAX_RECORDING`] long, so an opted-in call costs at most about 29 MB while it runs.
 
-use callfleet_pipeline::wav::resample;
+use callfleet_audio::Resampler;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,6 +19,24 @@ pub const MAX_RECORDING: Duration = Duration::from_secs(30 * 60);
 struct Channels {
     caller: Vec<i16>,
     bot: Vec<i16>,
+    /// Each channel converted to the recording's rate as one stream.
+    caller_converter: Option<Resampler>,
+    bot_converter: Option<Resampler>,
+}
+
+/// `samples` at `rate` converted to [`RECORDING_RATE`] by the channel's converter.
+fn convert(converter: &mut Option<Resampler>, samples: &[i16], rate: u32) -> Vec<i16> {
+    if rate == RECORDING_RATE {
+        return samples.to_vec();
+    }
+    let converter = match converter {
+        Some(c) if c.rates() == (rate, RECORDING_RATE) => c,
+        slot => slot.insert(Resampler::new(rate, RECORDING_RATE)),
+    };
+    let mut out =
+        Vec::with_capacity(samples.len() * RECORDING_RATE as usize / rate.max(1) as usize + 2);
+    converter.process(samples, &mut out);
+    out
 }
 
 /// Shared by the microphone and speaker tasks of one call.
@@ -39,6 +57,8 @@ impl Recorder {
             channels: Arc::new(Mutex::new(Channels {
                 caller: Vec::new(),
                 bot: Vec::new(),
+                caller_converter: None,
+                bot_converter: None,
             })),
         }
     }
@@ -55,17 +75,17 @@ impl Recorder {
 
     /// The caller's audio at `rate`, appended as it arrives (the microphone is continuous).
     pub fn caller(&self, samples: &[i16], rate: u32) {
-        let samples = resample(samples, rate, RECORDING_RATE);
         let mut c = self.channels();
+        let samples = convert(&mut c.caller_converter, samples, rate);
         let room = max_samples().saturating_sub(c.caller.len());
         c.caller.extend(samples.iter().take(room));
     }
 
     /// The bot's audio at `rate`, queued behind what is still to play, or from now.
     pub fn bot(&self, samples: &[i16], rate: u32) {
-        let samples = resample(samples, rate, RECORDING_RATE);
         let now = self.now();
         let mut c = self.channels();
+        let samples = convert(&mut c.bot_converter, samples, rate);
         let at = c.bot.len().max(now).min(max_samples());
         c.bot.resize(at, 0);
         let room = max_samples().saturating_sub(at);
@@ -78,6 +98,9 @@ impl Recorder {
         let mut c = self.channels();
         if c.bot.len() > now {
             c.bot.truncate(now);
+        }
+        if let Some(converter) = c.bot_converter.as_mut() {
+            converter.reset();
         }
     }
 

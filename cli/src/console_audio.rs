@@ -12,10 +12,11 @@
 use crate::console::{load_documents, ConsoleOptions};
 use anyhow::{bail, Context};
 use callfleet_agent::{CallPlan, EngineStart};
+use callfleet_audio::wav;
 use callfleet_core::domain::Speaker;
 use callfleet_core::scenario::CallContext;
 use callfleet_core::BotConfig;
-use callfleet_pipeline::{run_recorded_call, wav, ScenarioResponder};
+use callfleet_pipeline::{run_recorded_call, ScenarioResponder};
 use callfleet_providers::{LocalEngines, ProviderEnv};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,7 +117,7 @@ pub async fn run_async(
 
     let input = wav::read(wav_in).with_context(|| format!("reading {}", wav_in.display()))?;
     let rates = plan.pipeline_config();
-    let caller = wav::resample(&input.samples, input.sample_rate, rates.input_rate);
+    let caller = callfleet_audio::resample(&input.samples, input.sample_rate, rates.input_rate);
     let out_rate = rates.output_rate;
     if let Some(dir) = options.docs.clone().or_else(|| default_docs_dir(bot)) {
         plan = plan.with_knowledge(Arc::new(load_documents(&dir)?));

@@ -28,7 +28,7 @@ async fn a_recorded_caller_is_heard_and_answered() {
     caller.extend(speech(800, 16000));
     caller.extend(silence(500, 16000));
     let wav_in = dir.path().join("in.wav");
-    callfleet_pipeline::wav::write(&wav_in, &caller, 16000).unwrap();
+    callfleet_audio::wav::write(&wav_in, &caller, 16000).unwrap();
     let wav_out = dir.path().join("out.wav");
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callfleet"))
@@ -63,7 +63,7 @@ async fn a_recorded_caller_is_heard_and_answered() {
     );
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["turns"], 1);
-    let reply = callfleet_pipeline::wav::read(&wav_out).unwrap();
+    let reply = callfleet_audio::wav::read(&wav_out).unwrap();
     assert!(
         reply.samples.len() > 16000 * 6,
         "the bot's audio covers the greeting and the answer"
@@ -102,9 +102,9 @@ async fn a_caller_is_heard_and_answered_fully_offline() {
         .status()
         .unwrap();
     assert!(espeak.success());
-    let speech = callfleet_pipeline::wav::read(&said).unwrap();
+    let speech = callfleet_audio::wav::read(&said).unwrap();
     let mut caller = silence(7000, 16000);
-    caller.extend(callfleet_pipeline::wav::resample(
+    caller.extend(callfleet_audio::resample(
         &speech.samples,
         speech.sample_rate,
         16000,
@@ -113,7 +113,7 @@ async fn a_caller_is_heard_and_answered_fully_offline() {
     // in a debug build under a loaded CI machine has taken over 12 s to its first token.
     caller.extend(silence(40000, 16000));
     let wav_in = dir.path().join("in.wav");
-    callfleet_pipeline::wav::write(&wav_in, &caller, 16000).unwrap();
+    callfleet_audio::wav::write(&wav_in, &caller, 16000).unwrap();
     let wav_out = dir.path().join("out.wav");
 
     let started = std::time::Instant::now();
@@ -165,7 +165,7 @@ async fn a_caller_is_heard_and_answered_fully_offline() {
         .count();
     assert!(bot_lines >= 2, "the greeting and an answer: {last}");
 
-    let reply = callfleet_pipeline::wav::read(&wav_out).unwrap();
+    let reply = callfleet_audio::wav::read(&wav_out).unwrap();
     let after_question =
         &reply.samples[(reply.sample_rate as usize * 8).min(reply.samples.len())..];
     let rms = |s: &[i16]| {

@@ -83,7 +83,7 @@ fn next_utterance(phone: &RtpPhone, from: usize, limit: Duration) -> Option<(usi
 }
 
 fn recognise(whisper: &WhisperStt, samples_8k: &[i16]) -> String {
-    let wide = callfleet_pipeline::wav::resample_sinc(samples_8k, 8000, 16000);
+    let wide = callfleet_audio::resample(samples_8k, 8000, 16000);
     whisper
         .transcribe(WhisperModel::TinyEn, &wide, Some("en"), 2)
         .expect("whisper transcribes")
@@ -340,9 +340,8 @@ fn a_phone_call_reaches_its_bot_through_livekit_sip() {
     };
     let speech_wav = fleet.dir.path().join("caller.wav");
     assert!(espeak_wav(&speech_wav, LINES[0]));
-    let speech = callfleet_pipeline::wav::read(&speech_wav).expect("espeak's WAV");
-    let speech_8k =
-        callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
+    let speech = callfleet_audio::wav::read(&speech_wav).expect("espeak's WAV");
+    let speech_8k = callfleet_audio::resample(&speech.samples, speech.sample_rate, 8000);
     let runtime = &fleet.runtime;
     let phone = runtime.block_on(RtpPhone::bind());
     // The phone hangs up 75 s after the answer.
@@ -569,9 +568,8 @@ fn a_phone_call_survives_its_worker_being_killed() {
     };
     let speech_wav = fleet.dir.path().join("caller.wav");
     assert!(espeak_wav(&speech_wav, LINES[0]));
-    let speech = callfleet_pipeline::wav::read(&speech_wav).expect("espeak's WAV");
-    let speech_8k =
-        callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
+    let speech = callfleet_audio::wav::read(&speech_wav).expect("espeak's WAV");
+    let speech_8k = callfleet_audio::resample(&speech.samples, speech.sample_rate, 8000);
     let phone = fleet.runtime.block_on(RtpPhone::bind());
     let _sipp = fleet.call("caller_hangs_up", &phone, &["-d", "60000"]);
     next_utterance(&phone, 0, Duration::from_secs(40))
@@ -623,9 +621,8 @@ fn a_caller_asking_for_a_person_is_transferred() {
     };
     let speech_wav = fleet.dir.path().join("caller.wav");
     assert!(espeak_wav(&speech_wav, lines[0]));
-    let speech = callfleet_pipeline::wav::read(&speech_wav).expect("espeak's WAV");
-    let speech_8k =
-        callfleet_pipeline::wav::resample_sinc(&speech.samples, speech.sample_rate, 8000);
+    let speech = callfleet_audio::wav::read(&speech_wav).expect("espeak's WAV");
+    let speech_8k = callfleet_audio::resample(&speech.samples, speech.sample_rate, 8000);
     let runtime = &fleet.runtime;
     let phone = runtime.block_on(RtpPhone::bind());
     let mut sipp = fleet.call("caller_transferred", &phone, &[]);

@@ -5,8 +5,9 @@
 //! streamed text, so the first audio does not wait for the whole reply. `Cancel` kills the
 //! running process and drops the utterance's queued text.
 
+use callfleet_audio::resample;
+use callfleet_audio::wav::parse;
 use callfleet_core::scenario::BoxFuture;
-use callfleet_pipeline::wav::{parse, resample_sinc};
 use callfleet_providers::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -168,7 +169,7 @@ async fn synthesize(
         )));
     }
     let pcm = parse(&out.stdout).map_err(|e| provider_err(format!("espeak-ng output: {e}")))?;
-    Ok(resample_sinc(&pcm.samples, pcm.sample_rate, sample_rate))
+    Ok(resample(&pcm.samples, pcm.sample_rate, sample_rate))
 }
 
 impl TextToSpeech for EspeakTts {

@@ -50,9 +50,9 @@ pub fn espeak_speech(text: &str, voice: &str, rate: u32) -> Result<Vec<i16>, Str
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let pcm = callfleet_pipeline::wav::parse(&out.stdout)
-        .map_err(|e| format!("espeak-ng output: {e}"))?;
-    Ok(callfleet_pipeline::wav::resample_sinc(
+    let pcm =
+        callfleet_audio::wav::parse(&out.stdout).map_err(|e| format!("espeak-ng output: {e}"))?;
+    Ok(callfleet_audio::resample(
         &pcm.samples,
         pcm.sample_rate,
         rate,

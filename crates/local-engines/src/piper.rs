@@ -465,7 +465,7 @@ impl Synthesis {
         let samples = if self.rate == self.native {
             samples
         } else {
-            callfleet_pipeline::wav::resample_sinc(&samples, self.native, self.rate)
+            callfleet_audio::resample(&samples, self.native, self.rate)
         };
         let chunk = (self.rate / 10).max(1) as usize;
         for part in samples.chunks(chunk) {

@@ -6,6 +6,7 @@
 
 use crate::onnx::{self, OnnxOptions, SILERO_VAD};
 use crate::EngineError;
+use callfleet_audio::Resampler;
 use callfleet_pipeline::vad::{EnergyVad, Vad};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -50,6 +51,8 @@ pub struct SileroVad {
     model_rate: ModelRate,
     /// Samples at the model's rate waiting for a full window.
     pending: Vec<f32>,
+    /// Converts an input rate the model has no shortcut for, as one stream.
+    converter: Option<Resampler>,
     context: Vec<f32>,
     state: Vec<f32>,
     latest: f32,
@@ -66,6 +69,7 @@ impl SileroVad {
             input_rate: None,
             model_rate: ModelRate::K16,
             pending: Vec::new(),
+            converter: None,
             context: vec![0.0; ModelRate::K16.context()],
             state: vec![0.0; STATE_LEN],
             latest: 0.0,
@@ -90,7 +94,7 @@ impl SileroVad {
             self.model_rate = model_rate(sample_rate);
             self.context = vec![0.0; self.model_rate.context()];
         }
-        to_model_rate(frame, sample_rate, &mut self.pending);
+        to_model_rate(frame, sample_rate, &mut self.converter, &mut self.pending);
         let window = self.model_rate.window();
         let mut consumed = 0;
         while self.pending.len() - consumed >= window {
@@ -135,6 +139,7 @@ impl SileroVad {
 
     fn reset_state(&mut self) {
         self.pending.clear();
+        self.converter = None;
         self.context.iter_mut().for_each(|v| *v = 0.0);
         self.state.iter_mut().for_each(|v| *v = 0.0);
         self.latest = 0.0;
@@ -151,8 +156,8 @@ fn model_rate(input_rate: u32) -> ModelRate {
 
 /// Appends `frame` as floats at the model's rate: 8 and 16 kHz as they are, whole multiples of
 /// 16 kHz (32, 48 kHz) by averaging each group (a box low-pass before decimating), anything else
-/// by linear interpolation per frame.
-fn to_model_rate(frame: &[i16], rate: u32, out: &mut Vec<f32>) {
+/// through `converter`, one stream for the call.
+fn to_model_rate(frame: &[i16], rate: u32, converter: &mut Option<Resampler>, out: &mut Vec<f32>) {
     let scale = 1.0 / 32768.0;
     if rate == 8_000 || rate == 16_000 {
         out.extend(frame.iter().map(|&s| s as f32 * scale));
@@ -164,11 +169,13 @@ fn to_model_rate(frame: &[i16], rate: u32, out: &mut Vec<f32>) {
                 .map(|g| g.iter().map(|&s| s as f32).sum::<f32>() / g.len() as f32 * scale),
         );
     } else {
-        out.extend(
-            callfleet_pipeline::wav::resample(frame, rate, 16_000)
-                .iter()
-                .map(|&s| s as f32 * scale),
-        );
+        let converter = match converter {
+            Some(c) if c.rates() == (rate, 16_000) => c,
+            slot => slot.insert(Resampler::new(rate, 16_000)),
+        };
+        let mut converted = Vec::with_capacity(frame.len() * 16_000 / rate as usize + 2);
+        converter.process(frame, &mut converted);
+        out.extend(converted.iter().map(|&s| s as f32 * scale));
     }
 }
 
@@ -228,7 +235,12 @@ mod tests {
             assert_eq!(SileroVad::window_samples(rate), want, "{rate}");
         }
         let mut out = Vec::new();
-        to_model_rate(&[300, 600, 900, -300, -600, -900], 48_000, &mut out);
+        to_model_rate(
+            &[300, 600, 900, -300, -600, -900],
+            48_000,
+            &mut None,
+            &mut out,
+        );
         assert_eq!(out, vec![600.0 / 32768.0, -600.0 / 32768.0]);
     }
 
@@ -279,7 +291,7 @@ mod tests {
         };
         for rate in [8_000u32, 48_000] {
             vad.reset();
-            let audio = callfleet_pipeline::wav::resample(&speech, 16_000, rate);
+            let audio = callfleet_audio::resample(&speech, 16_000, rate);
             let p = run(&mut vad, &audio, rate);
             let voiced = p.iter().filter(|&&p| p >= 0.5).count() as f32 / p.len() as f32;
             eprintln!("silero at {rate} Hz: voiced {:.0}%", voiced * 100.0);

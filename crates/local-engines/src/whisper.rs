@@ -14,8 +14,8 @@
 
 use crate::ct2::convert_ct2_to_ggml;
 use crate::EngineError;
+use callfleet_audio::{resample, rms};
 use callfleet_core::scenario::BoxFuture;
-use callfleet_pipeline::wav::{resample_sinc, rms};
 use callfleet_providers::*;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -635,7 +635,7 @@ impl Session {
             audio.truncate(audio.len().saturating_sub(self.silence_run - keep_tail));
         }
         if self.rate != RATE {
-            audio = resample_sinc(&audio, self.rate, RATE);
+            audio = resample(&audio, self.rate, RATE);
         }
         let stt = self.stt.clone();
         let (model, language, threads) =

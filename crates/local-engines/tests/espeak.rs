@@ -4,8 +4,8 @@
 
 mod common;
 
+use callfleet_audio::rms;
 use callfleet_local_engines::{EspeakConfig, EspeakTts};
-use callfleet_pipeline::wav::rms;
 use callfleet_providers::{TextToSpeech, TtsEvent, TtsOptions, TtsSession};
 use std::time::Duration;
 

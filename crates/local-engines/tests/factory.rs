@@ -6,9 +6,9 @@
 
 mod common;
 
+use callfleet_audio::rms;
 use callfleet_core::config::Providers;
 use callfleet_local_engines::{models_dir, LocalFactory};
-use callfleet_pipeline::wav::rms;
 use callfleet_providers::{
     build_chains_with, call_chains, ProviderEnv, SpeechToText, SttEvent, SttOptions, TextToSpeech,
     TtsEvent, TtsOptions,

@@ -32,6 +32,8 @@ pub(crate) struct RecentAudio {
     /// voiced frame.
     pushed: u64,
     voiced_end: u64,
+    /// Converts a caller whose frames are not at 16 kHz, as one stream.
+    resampler: Option<callfleet_audio::Resampler>,
 }
 
 impl RecentAudio {
@@ -43,8 +45,16 @@ impl RecentAudio {
         if sample_rate == END_OF_TURN_RATE {
             self.samples.extend(frame.iter().copied());
         } else {
-            self.samples
-                .extend(crate::wav::resample(frame, sample_rate, END_OF_TURN_RATE));
+            let r = match &mut self.resampler {
+                Some(r) if r.rates() == (sample_rate, END_OF_TURN_RATE) => r,
+                slot => slot.insert(callfleet_audio::Resampler::new(
+                    sample_rate,
+                    END_OF_TURN_RATE,
+                )),
+            };
+            let mut out = Vec::with_capacity(frame.len() * 2 + 2);
+            r.process(frame, &mut out);
+            self.samples.extend(out);
         }
         self.pushed += (self.samples.len() - before) as u64;
         if voiced {
@@ -86,7 +96,9 @@ mod tests {
         }
         let s = r.snapshot();
         assert_eq!(s.len(), 128_000);
-        assert_eq!((s[0], s[s.len() - 1]), (100, 499));
+        // The 8 → 16 kHz converter lags by half its filter (47 samples, under 3 ms), so the
+        // oldest samples kept are the end of frame 99.
+        assert_eq!((s[0], s[100], s[s.len() - 1]), (99, 100, 499));
         assert_eq!(r.to_speech_end(), s);
     }
 

@@ -17,7 +17,6 @@ pub mod runtime;
 pub mod splitter;
 pub mod turn;
 pub mod vad;
-pub mod wav;
 
 pub use end_of_turn::EndOfTurnModel;
 pub use metrics::PipelineMetrics;

@@ -1,6 +1,7 @@
 //! A configured bot (the scenario engine) answering a recorded caller through the fakes, as the
 //! console's audio mode runs it.
 
+use callfleet_audio::wav;
 use callfleet_core::scenario::{CallContext, ScenarioEngine};
 use callfleet_core::secret::Secret;
 use callfleet_core::BotConfig;

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use callfleet_audio::Resampler;
 use tokio::sync::mpsc;
 
 /// Mono 16-bit PCM audio at `sample_rate`.
@@ -42,102 +43,6 @@ impl std::fmt::Debug for AudioFrame {
 /// Sample rates that Opus encodes and decodes natively: frames at these rates skip resampling.
 pub(crate) fn is_opus_rate(rate: u32) -> bool {
     matches!(rate, 8000 | 12000 | 16000 | 24000 | 48000)
-}
-
-/// Streaming rational resampler: polyphase windowed-sinc FIR, state kept between frames.
-pub(crate) struct Resampler {
-    up: usize,
-    down: usize,
-    taps: usize,
-    /// `up * taps` coefficients; phase `p` uses `filter[p + k * up]`.
-    filter: Vec<f32>,
-    buf: Vec<f32>,
-    /// Position of the next output on the upsampled grid, relative to `buf[0]`.
-    t: usize,
-    from: u32,
-    to: u32,
-}
-
-impl Resampler {
-    const TAPS_PER_PHASE: usize = 24;
-
-    pub(crate) fn new(from: u32, to: u32) -> Self {
-        let g = gcd(from.max(1), to.max(1));
-        let up = (to.max(1) / g) as usize;
-        let down = (from.max(1) / g) as usize;
-        let taps = Self::TAPS_PER_PHASE;
-        let n = taps * up;
-        // Cut-off below the lower Nyquist, as a fraction of the upsampled rate.
-        let cutoff = 0.5 * 0.92 * f64::from(from.min(to)) / (f64::from(from) * up as f64);
-        let centre = (n as f64 - 1.0) / 2.0;
-        let mut filter = Vec::with_capacity(n);
-        for j in 0..n {
-            let x = j as f64 - centre;
-            let sinc = if x.abs() < 1e-9 {
-                2.0 * cutoff
-            } else {
-                (2.0 * std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * x)
-            };
-            let w = j as f64 / (n as f64 - 1.0).max(1.0);
-            let blackman = 0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos()
-                + 0.08 * (4.0 * std::f64::consts::PI * w).cos();
-            filter.push((sinc * blackman * up as f64) as f32);
-        }
-        Self {
-            up,
-            down,
-            taps,
-            filter,
-            buf: vec![0.0; taps - 1],
-            t: (taps - 1) * up,
-            from,
-            to,
-        }
-    }
-
-    pub(crate) fn rates(&self) -> (u32, u32) {
-        (self.from, self.to)
-    }
-
-    pub(crate) fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
-        if self.up == self.down {
-            out.extend_from_slice(input);
-            return;
-        }
-        self.buf.extend(input.iter().map(|&s| f32::from(s)));
-        loop {
-            let i = self.t / self.up;
-            if i >= self.buf.len() {
-                break;
-            }
-            let p = self.t % self.up;
-            let mut acc = 0.0f32;
-            for k in 0..self.taps {
-                acc += self.filter[p + k * self.up] * self.buf[i - k];
-            }
-            out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
-            self.t += self.down;
-        }
-        let consumed = (self.t / self.up).saturating_sub(self.taps - 1);
-        if consumed > 0 {
-            self.buf.drain(..consumed.min(self.buf.len()));
-            self.t -= consumed * self.up;
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.buf.clear();
-        self.buf.resize(self.taps - 1, 0.0);
-        self.t = (self.taps - 1) * self.up;
-    }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 /// The decoded audio of one remote track. Ends when the track is unsubscribed, its
@@ -379,36 +284,6 @@ mod tests {
             .collect()
     }
 
-    fn rms(x: &[i16]) -> f64 {
-        (x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64).sqrt()
-    }
-
-    #[test]
-    fn resampler_keeps_length_and_level() {
-        for (from, to) in [
-            (48000, 16000),
-            (16000, 48000),
-            (44100, 48000),
-            (48000, 8000),
-            (22050, 16000),
-        ] {
-            let input = tone(from, 440.0, 1.0);
-            let mut r = Resampler::new(from, to);
-            let mut out = Vec::new();
-            for chunk in input.chunks(441) {
-                r.process(chunk, &mut out);
-            }
-            let expected = to as usize;
-            assert!(
-                (out.len() as i64 - expected as i64).abs() < 40,
-                "{from}->{to}: {}",
-                out.len()
-            );
-            let level = rms(&out[out.len() / 4..out.len() * 3 / 4]);
-            assert!((level - 7071.0).abs() < 400.0, "{from}->{to}: rms {level}");
-        }
-    }
-
     #[test]
     fn track_queue_resamples_and_clears_at_once() {
         let track = LocalAudioTrack {
@@ -427,14 +302,5 @@ mod tests {
             !format!("{track:?}").contains("samples"),
             "Debug stays short"
         );
-    }
-
-    #[test]
-    fn resampler_removes_content_above_nyquist() {
-        let input = tone(48000, 7000.0, 0.5);
-        let mut r = Resampler::new(48000, 8000);
-        let mut out = Vec::new();
-        r.process(&input, &mut out);
-        assert!(rms(&out[200..]) < 300.0);
     }
 }

@@ -94,6 +94,9 @@ pub(super) struct Call {
     pub(super) resumable: Option<String>,
     /// Utterances synthesized only to fill the phrase cache.
     pub(super) caching: HashMap<UtteranceId, (String, Vec<i16>)>,
+    /// Each utterance's audio converted to the call's rate as one stream, while a synthesizer
+    /// speaks at another.
+    pub(super) converters: HashMap<UtteranceId, callfleet_audio::Resampler>,
     pub(super) transcript: Vec<Turn>,
     pub(super) turn_metrics: Vec<TurnMetrics>,
     pub(super) overhead: Vec<Duration>,

@@ -292,7 +292,7 @@ impl Pipeline {
                 Some(if session.sample_rate() == rate {
                     audio
                 } else {
-                    crate::wav::resample(&audio, session.sample_rate(), rate)
+                    callfleet_audio::resample(&audio, session.sample_rate(), rate)
                 })
             };
             match tokio::time::timeout(PREPARE_LIMIT, synthesize).await {
@@ -371,6 +371,7 @@ impl Pipeline {
             user_turns: 0,
             resumable: None,
             caching: HashMap::new(),
+            converters: HashMap::new(),
             transcript: Vec::new(),
             turn_metrics: Vec::new(),
             overhead: Vec::new(),

@@ -6,7 +6,8 @@
 use super::call::{Call, Speaking};
 use super::{CallEnd, PipelineError};
 use crate::phrases::{self, PhraseCache};
-use callfleet_providers::{TtsEvent, TtsSession};
+use callfleet_audio::Resampler;
+use callfleet_providers::{TtsEvent, TtsSession, UtteranceId};
 
 impl Call {
     fn apology_key(&self) -> String {
@@ -118,6 +119,35 @@ impl Call {
         }
     }
 
+    /// A synthesizer's audio for utterance `id`, at the call's rate: converted as one stream
+    /// per utterance, so the pieces join without a seam.
+    fn at_call_rate(&mut self, id: UtteranceId, samples: Vec<i16>, rate: u32) -> Vec<i16> {
+        let out_rate = self.config.output_rate;
+        if rate == out_rate {
+            return samples;
+        }
+        let converter = self
+            .converters
+            .entry(id)
+            .or_insert_with(|| Resampler::new(rate, out_rate));
+        if converter.rates() != (rate, out_rate) {
+            *converter = Resampler::new(rate, out_rate);
+        }
+        let mut out =
+            Vec::with_capacity(samples.len() * out_rate as usize / rate.max(1) as usize + 2);
+        converter.process(&samples, &mut out);
+        out
+    }
+
+    /// The end of utterance `id`'s converted audio, which the converter's lag still held.
+    fn converted_tail(&mut self, id: UtteranceId) -> Vec<i16> {
+        let mut tail = Vec::new();
+        if let Some(mut converter) = self.converters.remove(&id) {
+            converter.flush(&mut tail);
+        }
+        tail
+    }
+
     pub(super) async fn tts_event(
         &mut self,
         ev: Option<Result<TtsEvent, callfleet_providers::TtsError>>,
@@ -131,11 +161,7 @@ impl Call {
                     .map_or(self.config.output_rate, TtsSession::sample_rate);
                 // A fallback provider may not offer the rate asked for; what is cached is kept
                 // at the call's rate too.
-                let samples = if rate == self.config.output_rate {
-                    samples
-                } else {
-                    crate::wav::resample(&samples, rate, self.config.output_rate)
-                };
+                let samples = self.at_call_rate(id, samples, rate);
                 if let Some((_, buf)) = self.caching.get_mut(&id) {
                     buf.extend_from_slice(&samples);
                     return Ok(());
@@ -151,13 +177,22 @@ impl Call {
                 self.queue.extend(samples);
             }
             Some(Ok(TtsEvent::Done { id })) => {
-                if let Some((key, buf)) = self.caching.remove(&id) {
+                let tail = self.converted_tail(id);
+                if let Some((key, mut buf)) = self.caching.remove(&id) {
+                    buf.extend_from_slice(&tail);
                     self.phrases.insert(key, buf);
                     return Ok(());
                 }
                 let Some(s) = self.speaking.as_mut().filter(|s| s.utterance == Some(id)) else {
                     return Ok(());
                 };
+                if !tail.is_empty() {
+                    s.samples_in += tail.len() as u64;
+                    if s.cache_key.is_some() {
+                        s.collected.extend_from_slice(&tail);
+                    }
+                    self.queue.extend(tail);
+                }
                 s.tts_done = true;
                 if let Some(key) = s.cache_key.take() {
                     if s.text_complete {
@@ -170,6 +205,7 @@ impl Call {
             }
             Some(Ok(TtsEvent::Failed { id, error })) => {
                 self.caching.remove(&id);
+                self.converters.remove(&id);
                 if self
                     .speaking
                     .as_ref()

@@ -12,10 +12,11 @@ use str0m::{Event, IceConnectionState};
 use tokio::sync::mpsc;
 
 use super::{unix_ms, Engine, FRAME};
-use crate::audio::{AudioFrame, AudioStream, Resampler, SharedQueue};
+use crate::audio::{AudioFrame, AudioStream, SharedQueue};
 use crate::data;
 use crate::peer::Role;
 use crate::playout::{Playout, FRAME_TS};
+use callfleet_audio::Resampler;
 
 pub(super) struct RemoteTrack {
     pub(super) track_sid: String,

@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 
 use super::media::{RemoteTrack, TrackStats};
 use super::Engine;
-use crate::audio::{is_opus_rate, AudioStream, Resampler};
+use crate::audio::{is_opus_rate, AudioStream};
 use crate::playout::Playout;
 use crate::types::{Participant, ParticipantKind, RoomEvent};
+use callfleet_audio::Resampler;
 
 impl Engine {
     pub(super) fn update_participant(&mut self, info: &proto::ParticipantInfo) {

@@ -1,6 +1,6 @@
-//! 16-bit PCM WAV files, sample-rate conversion and levels: for the console's audio mode, the
-//! local speech engines (which read `espeak-ng --stdout`) and fixtures. Parsing and encoding work
-//! on bytes; only [`read`] and [`write`] touch the file system.
+//! 16-bit PCM WAV files: for the console's audio mode, the local speech engines (which read
+//! `espeak-ng --stdout`), recordings and fixtures. Parsing and encoding work on bytes; only
+//! [`read`] and [`write`] touch the file system.
 
 use std::path::Path;
 
@@ -111,88 +111,6 @@ pub fn write(path: &Path, samples: &[i16], sample_rate: u32) -> Result<(), WavEr
     Ok(std::fs::write(path, encode(samples, sample_rate))?)
 }
 
-/// Linear-interpolation resampling: cheap enough for every frame of a call, and enough for speech
-/// between the usual telephony and TTS rates. Recognizers fed whole utterances want
-/// [`resample_sinc`], which does not alias when downsampling.
-pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
-    if from == to || samples.is_empty() || from == 0 || to == 0 {
-        return samples.to_vec();
-    }
-    let n = (samples.len() as u64 * to as u64 / from as u64) as usize;
-    let step = from as f64 / to as f64;
-    (0..n)
-        .map(|i| {
-            let pos = i as f64 * step;
-            let k = pos as usize;
-            let frac = pos - k as f64;
-            let a = samples[k.min(samples.len() - 1)] as f64;
-            let b = samples[(k + 1).min(samples.len() - 1)] as f64;
-            (a + (b - a) * frac).round() as i16
-        })
-        .collect()
-}
-
-/// Resamples with a Hann-windowed sinc whose cut-off is the lower rate's Nyquist frequency, so
-/// downsampling does not alias. About 35 taps an output sample: for whole utterances and
-/// sentences (speech engines), not the per-frame path.
-pub fn resample_sinc(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
-    resample_sinc_f32(
-        &samples.iter().map(|&s| s as f32).collect::<Vec<_>>(),
-        from,
-        to,
-    )
-    .into_iter()
-    .map(|x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16)
-    .collect()
-}
-
-/// [`resample_sinc`] on float samples (any scale).
-pub fn resample_sinc_f32(input: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || input.is_empty() || from == 0 || to == 0 {
-        return input.to_vec();
-    }
-    const HALF_TAPS: f64 = 16.0;
-    let ratio = to as f64 / from as f64;
-    let cutoff = ratio.min(1.0) * 0.95;
-    let radius = HALF_TAPS / cutoff;
-    let n_out = ((input.len() as f64) * ratio).round() as usize;
-    let mut out = Vec::with_capacity(n_out);
-    for j in 0..n_out {
-        let centre = j as f64 / ratio;
-        let lo = ((centre - radius).ceil().max(0.0)) as usize;
-        let hi = ((centre + radius).floor() as usize).min(input.len() - 1);
-        let (mut acc, mut norm) = (0.0f64, 0.0f64);
-        for (i, &x) in input.iter().enumerate().take(hi + 1).skip(lo) {
-            let t = i as f64 - centre;
-            let arg = std::f64::consts::PI * t * cutoff;
-            let sinc = if arg.abs() < 1e-9 {
-                1.0
-            } else {
-                arg.sin() / arg
-            };
-            let window = 0.5 + 0.5 * (std::f64::consts::PI * t / radius).cos();
-            let w = sinc * window;
-            acc += w * x as f64;
-            norm += w;
-        }
-        out.push(if norm.abs() > 1e-9 {
-            (acc / norm) as f32
-        } else {
-            0.0
-        });
-    }
-    out
-}
-
-/// Root-mean-square level of 16-bit samples, in full-scale units (0..1).
-pub fn rms(samples: &[i16]) -> f32 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    let sum: f64 = samples.iter().map(|&s| (s as f64 / 32768.0).powi(2)).sum();
-    (sum / samples.len() as f64).sqrt() as f32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,50 +142,5 @@ mod tests {
             bytes[40..44].copy_from_slice(&placeholder.to_le_bytes());
             assert_eq!(parse(&bytes).unwrap(), pcm, "data size {placeholder:#x}");
         }
-    }
-
-    #[test]
-    fn resampling_keeps_duration() {
-        let cases = [
-            (16000, 48000, 160, 480),
-            (48000, 16000, 480, 160),
-            (24000, 16000, 240, 160),
-            (16000, 16000, 7, 7),
-        ];
-        for (from, to, n, want) in cases {
-            assert_eq!(resample(&vec![5; n], from, to).len(), want, "{from}->{to}");
-        }
-    }
-
-    fn tone(rate: u32, hz: f64, secs: f64) -> Vec<i16> {
-        (0..(rate as f64 * secs) as usize)
-            .map(|i| {
-                (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16
-            })
-            .collect()
-    }
-
-    #[test]
-    fn sinc_resampling_keeps_tones_in_band_and_drops_those_above() {
-        // 22.05 kHz → 16 kHz: a 440 Hz tone keeps its level and length, a 10 kHz tone (above the
-        // new Nyquist) is filtered out instead of aliasing.
-        let sine_level = 8000.0 / 32768.0 / 2f32.sqrt();
-        let low = resample_sinc(&tone(22_050, 440.0, 1.0), 22_050, 16_000);
-        assert_eq!(low.len(), 16_000);
-        assert!(
-            (rms(&low[1000..15_000]) - sine_level).abs() < 0.01,
-            "{}",
-            rms(&low[1000..15_000])
-        );
-        let high = resample_sinc(&tone(22_050, 10_000.0, 1.0), 22_050, 16_000);
-        assert!(
-            rms(&high[1000..15_000]) < 0.01,
-            "{}",
-            rms(&high[1000..15_000])
-        );
-        // Upsampling 16 → 24 kHz keeps the tone too.
-        let up = resample_sinc(&tone(16_000, 440.0, 0.5), 16_000, 24_000);
-        assert_eq!(up.len(), 12_000);
-        assert!((rms(&up[1000..11_000]) - sine_level).abs() < 0.01);
     }
 }
