@@ -1,7 +1,7 @@
 //! Placement and failover.
 
 use crate::placement::choose_worker;
-use callfleet_core::domain::CallDirection;
+use callfleet_core::domain::{BotStatus, CallDirection};
 use callfleet_core::ids::{new_id, IdKind};
 use callfleet_fleet::{FleetBus, FleetError, Job, WorkerStatus, MESSAGE_VERSION};
 use callfleet_livekit_admin::LiveKitApi;
@@ -269,7 +269,7 @@ impl Dispatcher {
             }
             other => other?,
         };
-        if bot.status != "active" {
+        if bot.status != BotStatus::Active {
             return Err(PlaceError::BotDisabled(bot.id));
         }
         let company = self.store.get_company(&bot.company_id).await?;

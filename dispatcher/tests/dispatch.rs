@@ -184,7 +184,7 @@ async fn admission_control_says_why_nothing_was_placed() {
             .update_bot(
                 &bot2,
                 BotPatch {
-                    status: Some("disabled".into()),
+                    status: Some(callfleet_core::domain::BotStatus::Disabled),
                     name: None,
                 },
             )

@@ -11,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use callfleet_core::config::{BotConfig, ConfigError, ConfigFormat};
+use callfleet_core::domain::BotStatus;
 use callfleet_store::{Bot, BotPatch, BotVersion, NewBot};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,7 +35,8 @@ pub(crate) struct BotOut {
     company_id: String,
     name: String,
     /// `active` or `disabled`.
-    status: String,
+    #[schema(value_type = String)]
+    status: BotStatus,
     current_version: i64,
     created_at: i64,
     updated_at: i64,
@@ -254,14 +256,13 @@ async fn update_bot(
     Body(body): Body<UpdateBot>,
 ) -> ApiResult<Json<BotOut>> {
     visible_bot(&ctx, &who, &id).await?;
-    if let Some(status) = &body.status {
-        if status != "active" && status != "disabled" {
-            return Err(ApiError::invalid(
-                "status",
-                "must be \"active\" or \"disabled\"",
-            ));
-        }
-    }
+    let status = match body.status.as_deref() {
+        None => None,
+        Some(text) => Some(
+            BotStatus::parse(text)
+                .ok_or_else(|| ApiError::invalid("status", "must be \"active\" or \"disabled\""))?,
+        ),
+    };
     if let Some(name) = &body.name {
         if name.trim().is_empty() || name.len() > 200 {
             return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
@@ -269,7 +270,7 @@ async fn update_bot(
     }
     let patch = BotPatch {
         name: body.name.map(|n| n.trim().to_string()),
-        status: body.status,
+        status,
     };
     Ok(Json(
         ctx.store

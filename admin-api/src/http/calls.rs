@@ -101,8 +101,10 @@ pub(crate) struct CallOut {
     company_id: String,
     bot_id: String,
     bot_config_version: i64,
-    direction: String,
-    status: String,
+    #[schema(value_type = String)]
+    direction: CallDirection,
+    #[schema(value_type = String)]
+    status: CallStatus,
     from_number: Option<String>,
     to_number: Option<String>,
     started_at: i64,

@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
 use callfleet_core::config::ConfigIssue;
+use callfleet_core::domain::DocumentStatus;
 use callfleet_knowledge::{citation, KnowledgeError, KnowledgeService, ParseError, SearchHit};
 use callfleet_store::{Bot, KnowledgeDocument};
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,8 @@ pub(crate) struct DocumentOut {
     size_bytes: i64,
     sha256: String,
     /// `pending`, `indexing`, `ready` or `failed`.
-    status: String,
+    #[schema(value_type = String)]
+    status: DocumentStatus,
     pages: Option<i64>,
     chunks_total: i64,
     chunks_done: i64,
@@ -201,7 +203,7 @@ async fn upload_document(
         let doc = service
             .upload(&bot.company_id, &bot.id, &filename, bytes)
             .await?;
-        if doc.status == "failed" {
+        if doc.status == DocumentStatus::Failed {
             let message = doc
                 .error
                 .clone()

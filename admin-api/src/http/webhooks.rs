@@ -9,6 +9,7 @@ use crate::{ApiContext, Principal};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use callfleet_core::domain::DeliveryStatus;
 use callfleet_postcall::address::{AddressPolicy, Target};
 use callfleet_postcall::events::{is_subscribable, CALL_EVENTS};
 use callfleet_store::{
@@ -107,7 +108,8 @@ pub(crate) struct DeliveryOut {
     #[schema(value_type = Object)]
     payload: Value,
     /// `pending`, `delivered` or `failed`.
-    status: String,
+    #[schema(value_type = String)]
+    status: DeliveryStatus,
     attempts: i64,
     next_attempt_at: i64,
     last_status_code: Option<i64>,

@@ -57,6 +57,48 @@ str_enum!(CallStatus {
     NoAnswer => "no_answer",
 });
 
+/// Whether a bot takes calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BotStatus {
+    Active,
+    Disabled,
+}
+
+str_enum!(BotStatus { Active => "active", Disabled => "disabled" });
+
+/// Where a knowledge document is in its indexing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentStatus {
+    Pending,
+    Indexing,
+    Ready,
+    Failed,
+}
+
+str_enum!(DocumentStatus {
+    Pending => "pending",
+    Indexing => "indexing",
+    Ready => "ready",
+    Failed => "failed",
+});
+
+/// Where a webhook delivery is: waiting for its next attempt, delivered, or given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+str_enum!(DeliveryStatus {
+    Pending => "pending",
+    Delivered => "delivered",
+    Failed => "failed",
+});
+
 /// Who spoke a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,6 +360,39 @@ impl CallRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each status's text in the database is its JSON in the API, and parses back.
+    fn check_texts<T>(all: &[T], as_str: fn(T) -> &'static str, parse: fn(&str) -> Option<T>)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + Serialize,
+    {
+        for &v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), as_str(v), "{v:?}");
+            assert_eq!(parse(as_str(v)), Some(v));
+        }
+        assert_eq!(parse("Active "), None);
+    }
+
+    #[test]
+    fn status_texts_agree_with_serde() {
+        check_texts(
+            CallDirection::ALL,
+            CallDirection::as_str,
+            CallDirection::parse,
+        );
+        check_texts(CallStatus::ALL, CallStatus::as_str, CallStatus::parse);
+        check_texts(BotStatus::ALL, BotStatus::as_str, BotStatus::parse);
+        check_texts(
+            DocumentStatus::ALL,
+            DocumentStatus::as_str,
+            DocumentStatus::parse,
+        );
+        check_texts(
+            DeliveryStatus::ALL,
+            DeliveryStatus::as_str,
+            DeliveryStatus::parse,
+        );
+    }
 
     fn outcome(kind: &str, evidence: Vec<Evidence>) -> Outcome {
         Outcome {

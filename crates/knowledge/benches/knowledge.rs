@@ -175,7 +175,7 @@ async fn ingestion(pages: usize) {
         let parsed = started.elapsed();
         let doc = service.wait_indexed(&doc.id).await.expect("indexed");
         let total = started.elapsed();
-        assert_eq!(doc.status, "ready", "{:?}", doc.error);
+        assert_eq!(doc.status.as_str(), "ready", "{:?}", doc.error);
         println!(
             "ingestion [{name}]: {pages} pages, {} chunks: parse+chunk {:.1} pages/s, end to end {:.1} pages/s ({:.2} s)",
             doc.chunks_total,

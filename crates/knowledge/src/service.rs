@@ -10,6 +10,7 @@ use crate::index::{ChunkRecord, VectorIndex};
 use crate::parse::{parse_within, ParseLimits};
 use crate::search::{lock, KnowledgeSearcher, SearchConfig, SearchHit};
 use crate::{KnowledgeError, ParseError};
+use callfleet_core::domain::DocumentStatus;
 use callfleet_store::Store;
 use callfleet_store::{KnowledgeDocument, NewKnowledgeDocument};
 use sha2::{Digest, Sha256};
@@ -229,7 +230,7 @@ impl KnowledgeService {
                     .store
                     .update_knowledge_progress(
                         &document.id,
-                        "failed",
+                        DocumentStatus::Failed,
                         None,
                         0,
                         0,
@@ -248,7 +249,7 @@ impl KnowledgeService {
             .store
             .update_knowledge_progress(
                 &document.id,
-                "indexing",
+                DocumentStatus::Indexing,
                 pages.map(i64::from),
                 total,
                 0,
@@ -305,7 +306,7 @@ impl KnowledgeService {
         }
         let held: usize = docs
             .iter()
-            .filter(|d| d.status != "failed")
+            .filter(|d| d.status != DocumentStatus::Failed)
             .map(|d| d.chunks_total.max(0) as usize)
             .sum();
         if held + new_chunks > config.max_chunks_per_bot {
@@ -339,7 +340,7 @@ impl KnowledgeService {
                 .store
                 .update_knowledge_progress(
                     &doc.id,
-                    "failed",
+                    DocumentStatus::Failed,
                     None,
                     doc.chunks_total,
                     0,
@@ -476,7 +477,7 @@ async fn index_document(
     let Some(bot_id) = records.first().map(|r| r.bot_id.clone()) else {
         let _ = inner
             .store
-            .update_knowledge_progress(doc_id, "ready", None, 0, 0, None)
+            .update_knowledge_progress(doc_id, DocumentStatus::Ready, None, 0, 0, None)
             .await;
         return;
     };
@@ -508,7 +509,14 @@ async fn index_document(
         done += group.len();
         if let Err(e) = inner
             .store
-            .update_knowledge_progress(doc_id, "indexing", None, total, done as i64, None)
+            .update_knowledge_progress(
+                doc_id,
+                DocumentStatus::Indexing,
+                None,
+                total,
+                done as i64,
+                None,
+            )
             .await
         {
             // The row is gone (deleted meanwhile): stop, and take the points back out below.
@@ -522,7 +530,7 @@ async fn index_document(
             inner.searcher.keywords_added(&bot_id, records).await;
             if let Err(e) = inner
                 .store
-                .update_knowledge_progress(doc_id, "ready", None, total, total, None)
+                .update_knowledge_progress(doc_id, DocumentStatus::Ready, None, total, total, None)
                 .await
             {
                 tracing::warn!(document_id = %doc_id, error = %e, "Could not mark a document ready.");
@@ -536,7 +544,14 @@ async fn index_document(
                 tracing::warn!(document_id = %doc_id, error = %error, "Indexing a document failed.");
                 let _ = inner
                     .store
-                    .update_knowledge_progress(doc_id, "failed", None, total, 0, Some(&error))
+                    .update_knowledge_progress(
+                        doc_id,
+                        DocumentStatus::Failed,
+                        None,
+                        total,
+                        0,
+                        Some(&error),
+                    )
                     .await;
             }
         }

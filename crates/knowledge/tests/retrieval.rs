@@ -191,7 +191,10 @@ async fn evaluate(name: &str, embedder: Arc<dyn Embedder>) -> Quality {
             .upload(&company, &bot, file, text.as_bytes().to_vec())
             .await
             .unwrap();
-        assert_eq!(service.wait_indexed(&doc.id).await.unwrap().status, "ready");
+        assert_eq!(
+            service.wait_indexed(&doc.id).await.unwrap().status.as_str(),
+            "ready"
+        );
     }
     let (mut at1, mut at5, mut rr) = (0usize, 0usize, 0.0f64);
     for (question, expected) in QUESTIONS {

@@ -81,9 +81,9 @@ async fn upload_ready(
         .upload(&f.company, bot, name, bytes)
         .await
         .unwrap();
-    assert_ne!(doc.status, "failed", "{name}: {:?}", doc.error);
+    assert_ne!(doc.status.as_str(), "failed", "{name}: {:?}", doc.error);
     let doc = f.service.wait_indexed(&doc.id).await.unwrap();
-    assert_eq!(doc.status, "ready", "{name}: {:?}", doc.error);
+    assert_eq!(doc.status.as_str(), "ready", "{name}: {:?}", doc.error);
     assert_eq!(doc.chunks_done, doc.chunks_total);
     doc
 }
@@ -280,7 +280,7 @@ async fn bad_files_fail_with_a_clear_error_and_index_nothing() {
                 .upload(&f.company, &f.bot_a, name, bytes)
                 .await
                 .unwrap();
-            assert_eq!(doc.status, "failed", "{backend} {name}");
+            assert_eq!(doc.status.as_str(), "failed", "{backend} {name}");
             let error = doc.error.unwrap_or_default();
             assert!(error.contains(expected), "{backend} {name}: {error}");
         }
@@ -440,7 +440,14 @@ async fn documents_left_half_indexed_by_a_dead_process_are_failed_and_removed() 
         };
         let half = f.store.create_knowledge_document(new).await.unwrap();
         f.store
-            .update_knowledge_progress(&half.id, "indexing", None, 4, 2, None)
+            .update_knowledge_progress(
+                &half.id,
+                callfleet_core::domain::DocumentStatus::Indexing,
+                None,
+                4,
+                2,
+                None,
+            )
             .await
             .unwrap();
         let record = callfleet_knowledge::ChunkRecord {
@@ -465,7 +472,7 @@ async fn documents_left_half_indexed_by_a_dead_process_are_failed_and_removed() 
             "{backend}"
         );
         let half = f.store.get_knowledge_document(&half.id).await.unwrap();
-        assert_eq!(half.status, "failed", "{backend}");
+        assert_eq!(half.status.as_str(), "failed", "{backend}");
         assert!(half.error.unwrap().contains("interrupted"), "{backend}");
         assert_eq!(
             f.index.count(&f.bot_a, Some(&half.id)).await.unwrap(),

@@ -2,6 +2,7 @@
 //! transport, so hours of retries run in an instant and every wait is exact.
 
 use async_trait::async_trait;
+use callfleet_core::domain::DeliveryStatus;
 use callfleet_postcall::{
     DeliveryConfig, Outbox, RetryPolicy, SendOutcome, WebhookDeliverer, WebhookTransport,
 };
@@ -44,7 +45,7 @@ impl MemoryOutbox {
             call_id: Some("call_1".into()),
             payload: serde_json::json!({"type": "call.completed"}),
             idempotency_key: "k".into(),
-            status: "pending".into(),
+            status: DeliveryStatus::Pending,
             attempts: 0,
             next_attempt_at: now,
             last_status_code: None,
@@ -58,8 +59,8 @@ impl MemoryOutbox {
         }
     }
 
-    fn status(&self) -> String {
-        self.due.lock().unwrap().delivery.status.clone()
+    fn status(&self) -> &'static str {
+        self.due.lock().unwrap().delivery.status.as_str()
     }
 }
 
@@ -68,7 +69,7 @@ impl Outbox for MemoryOutbox {
     async fn due(&self, now: i64, _limit: u32) -> Result<Vec<DueDelivery>, StoreError> {
         let d = self.due.lock().unwrap();
         Ok(
-            (d.delivery.status == "pending" && d.delivery.next_attempt_at <= now)
+            (d.delivery.status.as_str() == "pending" && d.delivery.next_attempt_at <= now)
                 .then(|| d.clone())
                 .into_iter()
                 .collect(),
@@ -76,11 +77,11 @@ impl Outbox for MemoryOutbox {
     }
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         let d = self.due.lock().unwrap();
-        Ok((d.delivery.status == "pending").then_some(d.delivery.next_attempt_at))
+        Ok((d.delivery.status.as_str() == "pending").then_some(d.delivery.next_attempt_at))
     }
     async fn claim(&self, _id: &str, seen: i64, lease_until: i64) -> Result<bool, StoreError> {
         let mut d = self.due.lock().unwrap();
-        if d.delivery.status != "pending" || d.delivery.next_attempt_at != seen {
+        if d.delivery.status.as_str() != "pending" || d.delivery.next_attempt_at != seen {
             return Ok(false);
         }
         d.delivery.next_attempt_at = lease_until;
@@ -95,9 +96,9 @@ impl Outbox for MemoryOutbox {
         let mut d = self.due.lock().unwrap();
         d.delivery.attempts = attempt.attempt;
         match verdict {
-            AttemptVerdict::Delivered => d.delivery.status = "delivered".into(),
+            AttemptVerdict::Delivered => d.delivery.status = DeliveryStatus::Delivered,
             AttemptVerdict::RetryAt(at) => d.delivery.next_attempt_at = at,
-            AttemptVerdict::GiveUp => d.delivery.status = "failed".into(),
+            AttemptVerdict::GiveUp => d.delivery.status = DeliveryStatus::Failed,
         }
         self.log.lock().unwrap().push((attempt.clone(), verdict));
         Ok(RecordedAttempt {

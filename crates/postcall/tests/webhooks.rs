@@ -279,14 +279,14 @@ async fn events_reach_a_receiver_that_recovers_signed_once_each() {
         receiver.set_mode(json!({"mode": "ok"})).await;
         for (_, id) in to_all.iter().chain(&to_bookings) {
             for _ in 0..600 {
-                if store.get_delivery(id).await.unwrap().status == "delivered" {
+                if store.get_delivery(id).await.unwrap().status.as_str() == "delivered" {
                     break;
                 }
                 deliverer.deliver_due().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             assert_eq!(
-                store.get_delivery(id).await.unwrap().status,
+                store.get_delivery(id).await.unwrap().status.as_str(),
                 "delivered",
                 "{name}: {id}"
             );

@@ -1,9 +1,10 @@
 //! Bots and their config versions. Saving a config never overwrites: it adds version n+1 and moves
 //! the bot's `current_version`, so a running call keeps the version it started with.
 
-use crate::sql::json_column;
+use crate::sql::{json_column, text_enum};
 use crate::{now_ms, Result, Store, StoreError};
 use callfleet_core::config::BotConfig;
+use callfleet_core::domain::BotStatus;
 use callfleet_core::ids::{new_id, IdKind};
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -14,8 +15,7 @@ pub struct Bot {
     pub id: String,
     pub company_id: String,
     pub name: String,
-    /// `active` or `disabled`.
-    pub status: String,
+    pub status: BotStatus,
     pub current_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -52,7 +52,7 @@ pub struct NewBot<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct BotPatch {
     pub name: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<BotStatus>,
 }
 
 const COLUMNS: &str = "id, company_id, name, status, current_version, created_at, updated_at";
@@ -62,7 +62,7 @@ fn bot_from_row(row: &AnyRow) -> Result<Bot> {
         id: row.try_get("id")?,
         company_id: row.try_get("company_id")?,
         name: row.try_get("name")?,
-        status: row.try_get("status")?,
+        status: text_enum(row, "status", BotStatus::parse)?,
         current_version: row.try_get("current_version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -87,7 +87,7 @@ impl Store {
             id: new_id(IdKind::Bot),
             company_id: new.company_id.to_string(),
             name: new.name.to_string(),
-            status: "active".to_string(),
+            status: BotStatus::Active,
             current_version: 1,
             created_at: now,
             updated_at: now,
@@ -108,7 +108,7 @@ impl Store {
         .bind(&bot.id)
         .bind(&bot.company_id)
         .bind(&bot.name)
-        .bind(&bot.status)
+        .bind(bot.status.as_str())
         .bind(bot.current_version)
         .bind(bot.created_at)
         .bind(bot.updated_at)
@@ -148,7 +148,7 @@ impl Store {
         )
         .bind(id)
         .bind(patch.name)
-        .bind(patch.status)
+        .bind(patch.status.map(BotStatus::as_str))
         .bind(now_ms())
         .execute(self.pool())
         .await?;

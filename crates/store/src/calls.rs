@@ -1,7 +1,7 @@
 //! Calls: written once by post-call processing, read by the admin API with filters and
 //! keyset pagination (newest first; the cursor is the last row's `(started_at, id)`).
 
-use crate::sql::{json_column, Arg, Sql};
+use crate::sql::{json_column, text_enum, Arg, Sql};
 use crate::{now_ms, Result, Store, StoreError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -61,8 +61,8 @@ pub struct CallSummary {
     pub company_id: String,
     pub bot_id: String,
     pub bot_config_version: i64,
-    pub direction: String,
-    pub status: String,
+    pub direction: CallDirection,
+    pub status: CallStatus,
     pub from_number: Option<String>,
     pub to_number: Option<String>,
     pub started_at: i64,
@@ -97,8 +97,8 @@ fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
         company_id: row.try_get("company_id")?,
         bot_id: row.try_get("bot_id")?,
         bot_config_version: row.try_get("bot_config_version")?,
-        direction: row.try_get("direction")?,
-        status: row.try_get("status")?,
+        direction: text_enum(row, "direction", CallDirection::parse)?,
+        status: text_enum(row, "status", CallStatus::parse)?,
         from_number: row.try_get("from_number")?,
         to_number: row.try_get("to_number")?,
         started_at: row.try_get("started_at")?,
@@ -115,8 +115,6 @@ fn summary_from_row(row: &AnyRow) -> Result<CallSummary> {
 }
 
 fn record_from_row(row: &AnyRow) -> Result<CallRecord> {
-    let direction: String = row.try_get("direction")?;
-    let status: String = row.try_get("status")?;
     let outcome: Option<String> = row.try_get("outcome")?;
     let evidence: serde_json::Value = json_column(row, "outcome_evidence")?;
     Ok(CallRecord {
@@ -124,10 +122,8 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord> {
         company_id: row.try_get("company_id")?,
         bot_id: row.try_get("bot_id")?,
         bot_config_version: row.try_get("bot_config_version")?,
-        direction: CallDirection::parse(&direction)
-            .ok_or_else(|| StoreError::Corrupt(format!("direction {direction:?}")))?,
-        status: CallStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        direction: text_enum(row, "direction", CallDirection::parse)?,
+        status: text_enum(row, "status", CallStatus::parse)?,
         from_number: row.try_get("from_number")?,
         to_number: row.try_get("to_number")?,
         room: row.try_get("room")?,

@@ -1,7 +1,9 @@
 //! Knowledge documents' bookkeeping rows (status, pages, chunk progress). The chunks and vectors
 //! themselves live in the knowledge crate's index.
 
+use crate::sql::text_enum;
 use crate::{now_ms, Result, Store, StoreError};
+use callfleet_core::domain::DocumentStatus;
 use callfleet_core::ids::{new_id, IdKind};
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -16,8 +18,7 @@ pub struct KnowledgeDocument {
     pub content_type: String,
     pub size_bytes: i64,
     pub sha256: String,
-    /// `pending`, `indexing`, `ready` or `failed`.
-    pub status: String,
+    pub status: DocumentStatus,
     pub pages: Option<i64>,
     pub chunks_total: i64,
     pub chunks_done: i64,
@@ -48,7 +49,7 @@ fn document_from_row(row: &AnyRow) -> Result<KnowledgeDocument> {
         content_type: row.try_get("content_type")?,
         size_bytes: row.try_get("size_bytes")?,
         sha256: row.try_get("sha256")?,
-        status: row.try_get("status")?,
+        status: text_enum(row, "status", DocumentStatus::parse)?,
         pages: row.try_get("pages")?,
         chunks_total: row.try_get("chunks_total")?,
         chunks_done: row.try_get("chunks_done")?,
@@ -108,7 +109,7 @@ impl Store {
     pub async fn update_knowledge_progress(
         &self,
         id: &str,
-        status: &str,
+        status: DocumentStatus,
         pages: Option<i64>,
         chunks_total: i64,
         chunks_done: i64,
@@ -119,7 +120,7 @@ impl Store {
                 chunks_done = $5, error = $6, updated_at = $7 WHERE id = $1",
         )
         .bind(id)
-        .bind(status)
+        .bind(status.as_str())
         .bind(pages)
         .bind(chunks_total)
         .bind(chunks_done)

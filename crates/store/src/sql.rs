@@ -52,6 +52,17 @@ impl Sql {
     }
 }
 
+/// A text column holding one of an enum's names (`parse` is the enum's), or `Corrupt`: the one
+/// place a status's text in the database becomes its type.
+pub(crate) fn text_enum<T>(
+    row: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> crate::Result<T> {
+    let text: String = sqlx::Row::try_get(row, column)?;
+    parse(&text).ok_or_else(|| crate::StoreError::Corrupt(format!("{column} {text:?}")))
+}
+
 /// Reads a JSON column.
 pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     row: &AnyRow,

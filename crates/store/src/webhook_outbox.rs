@@ -5,6 +5,7 @@
 use crate::sql::json_column;
 use crate::webhooks::delivery_from_row;
 use crate::{Result, Store, StoreError, WebhookDelivery, WebhookEndpoint};
+use callfleet_core::domain::DeliveryStatus;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -190,9 +191,11 @@ impl Store {
         .await?;
         let finished_at = attempt.started_at + attempt.latency_ms;
         let (status, next_attempt_at, delivered_at) = match verdict {
-            AttemptVerdict::Delivered => ("delivered", finished_at, Some(finished_at)),
-            AttemptVerdict::RetryAt(at) => ("pending", at, None),
-            AttemptVerdict::GiveUp => ("failed", finished_at, None),
+            AttemptVerdict::Delivered => {
+                (DeliveryStatus::Delivered, finished_at, Some(finished_at))
+            }
+            AttemptVerdict::RetryAt(at) => (DeliveryStatus::Pending, at, None),
+            AttemptVerdict::GiveUp => (DeliveryStatus::Failed, finished_at, None),
         };
         let endpoint_id: String = sqlx::query(
             "UPDATE webhook_deliveries SET attempts = $2, status = $3, next_attempt_at = $4, delivered_at = $5,
@@ -201,7 +204,7 @@ impl Store {
         )
         .bind(&attempt.delivery_id)
         .bind(attempt.attempt)
-        .bind(status)
+        .bind(status.as_str())
         .bind(next_attempt_at)
         .bind(delivered_at)
         .bind(attempt.status_code)

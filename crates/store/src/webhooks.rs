@@ -1,8 +1,9 @@
 //! Webhook endpoints (where a company wants call events sent) and the delivery outbox that
 //! post-call processing fills and retries.
 
-use crate::sql::json_column;
+use crate::sql::{json_column, text_enum};
 use crate::{now_ms, unique_violation, Result, Store, StoreError};
+use callfleet_core::domain::DeliveryStatus;
 use callfleet_core::ids::{new_id, IdKind};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -69,8 +70,7 @@ pub struct WebhookDelivery {
     pub call_id: Option<String>,
     pub payload: serde_json::Value,
     pub idempotency_key: String,
-    /// `pending`, `delivered` or `failed`.
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_status_code: Option<i64>,
@@ -108,7 +108,7 @@ pub(crate) fn delivery_from_row(row: &AnyRow) -> Result<WebhookDelivery> {
         call_id: row.try_get("call_id")?,
         payload: json_column(row, "payload")?,
         idempotency_key: row.try_get("idempotency_key")?,
-        status: row.try_get("status")?,
+        status: text_enum(row, "status", DeliveryStatus::parse)?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_status_code: row.try_get("last_status_code")?,

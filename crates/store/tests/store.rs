@@ -3,7 +3,8 @@
 
 use callfleet_core::config::BotConfig;
 use callfleet_core::domain::{
-    CallDirection, CallRecord, CallStatus, Evidence, Outcome, Speaker, Turn, TurnMetrics,
+    CallDirection, CallRecord, CallStatus, DocumentStatus, Evidence, Outcome, Speaker, Turn,
+    TurnMetrics,
 };
 use callfleet_core::secret::Secret;
 use callfleet_store::testing::test_stores;
@@ -516,7 +517,7 @@ async fn knowledge_documents_track_progress() {
             sha256: "ab",
         };
         let doc = s.create_knowledge_document(new).await.unwrap();
-        assert_eq!(doc.status, "pending");
+        assert_eq!(doc.status.as_str(), "pending");
         let unfinished = |s: &Store| {
             let s = s.clone();
             async move {
@@ -529,7 +530,7 @@ async fn knowledge_documents_track_progress() {
             }
         };
         assert_eq!(unfinished(s).await, std::slice::from_ref(&doc.id));
-        s.update_knowledge_progress(&doc.id, "indexing", Some(3), 10, 4, None)
+        s.update_knowledge_progress(&doc.id, DocumentStatus::Indexing, Some(3), 10, 4, None)
             .await
             .unwrap();
         assert_eq!(unfinished(s).await, std::slice::from_ref(&doc.id));
@@ -543,9 +544,16 @@ async fn knowledge_documents_track_progress() {
             ),
             ("indexing", Some(3), 10, 4)
         );
-        s.update_knowledge_progress(&doc.id, "failed", None, 10, 4, Some("encrypted PDF"))
-            .await
-            .unwrap();
+        s.update_knowledge_progress(
+            &doc.id,
+            DocumentStatus::Failed,
+            None,
+            10,
+            4,
+            Some("encrypted PDF"),
+        )
+        .await
+        .unwrap();
         let got = s.get_knowledge_document(&doc.id).await.unwrap();
         assert_eq!(
             (got.pages, got.error.as_deref()),
