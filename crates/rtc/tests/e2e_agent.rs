@@ -109,6 +109,11 @@ async fn an_agent_is_seen_as_an_agent_with_its_state_and_transcriptions() {
             .await;
         seen.push(t);
     }
+    // Each stream is read by a task of its own: they may finish in any order.
+    seen.sort_by_key(|t| {
+        let text = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+        (text("identity"), text("text"))
+    });
     let summary: Vec<(String, String, String, String)> = seen
         .iter()
         .map(|t| {
@@ -130,17 +135,17 @@ async fn an_agent_is_seen_as_an_agent_with_its_state_and_transcriptions() {
     assert_eq!(
         summary,
         vec![
+            s("agent-1", "Of course, for how many?", "SG_agent_1", "true"),
             s("caller", "book a", "SG_caller_1", "false"),
             s("caller", "book a table", "SG_caller_1", "true"),
-            s("agent-1", "Of course, for how many?", "SG_agent_1", "true"),
         ],
         "{seen:?}"
     );
     assert_eq!(
-        seen[1]["attributes"]["lk.transcribed_track_id"],
+        seen[2]["attributes"]["lk.transcribed_track_id"],
         "TR_caller"
     );
-    assert_eq!(seen[2]["attributes"]["lk.transcribed_track_id"], "TR_agent");
+    assert_eq!(seen[0]["attributes"]["lk.transcribed_track_id"], "TR_agent");
 
     agent.leave().await;
     // Dropping the peer ends it (kill on drop); nothing more to wait for.
