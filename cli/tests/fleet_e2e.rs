@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
     api_base, browser_session, callfleet, company_with_bot, holder, stored_call, wait_exit,
+    wait_workers,
 };
 
 #[test]
@@ -80,7 +81,7 @@ fn a_call_survives_its_worker_being_killed() {
             ),
         ),
     ];
-    std::thread::sleep(Duration::from_secs(2));
+    wait_workers(&env, &prefix, &["w-a", "w-b"], Duration::from_secs(30));
 
     let http = reqwest::blocking::Client::new();
     let config = std::fs::read_to_string(
@@ -245,7 +246,7 @@ fn a_chat_call_routes_through_the_bots_language_model() {
             ("CALLFLEET_MODELS", no_models.path().display().to_string()),
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    wait_workers(&env, &prefix, &["w-llm"], Duration::from_secs(30));
 
     let http = reqwest::blocking::Client::new();
     let mut config = std::fs::read_to_string(

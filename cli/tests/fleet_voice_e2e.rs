@@ -20,6 +20,7 @@ use std::time::Duration;
 use support::caller::{espeak_wav, Caller};
 use support::{
     api_base, browser_session, callfleet, company_with_bot, holder, stored_call, wait_exit,
+    wait_workers,
 };
 
 /// What the caller says, in order; the fake recognizer hears each stretch of speech as the next.
@@ -113,7 +114,7 @@ fn a_voice_call_survives_its_worker_being_killed() {
             ),
         ),
     ];
-    std::thread::sleep(Duration::from_secs(2));
+    wait_workers(&env, &prefix, &["w-a", "w-b"], Duration::from_secs(30));
 
     let http = reqwest::blocking::Client::new();
     let clinic = std::fs::read_to_string(

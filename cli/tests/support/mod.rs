@@ -296,6 +296,39 @@ pub fn holder(
     })
 }
 
+/// Waits until each of `workers` heartbeats on the fleet bus under `prefix`: started, connected
+/// and taking calls (their readiness, instead of a fixed sleep). Panics after `limit`.
+pub fn wait_workers(env: &Env, prefix: &str, workers: &[&str], limit: Duration) {
+    use callfleet_fleet::FleetBus as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let bus = callfleet_fleet::RedisBus::connect(&env.redis, prefix)
+            .await
+            .expect("connect to the test Redis");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let live: Vec<String> = bus
+                .live_workers()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| w.worker_id)
+                .collect();
+            if workers.iter().all(|w| live.iter().any(|l| l == w)) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "workers {workers:?} never heartbeat (live: {live:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
 /// Waits for `proc` to exit by itself; panics after `limit`.
 pub fn wait_exit(proc: &mut Proc, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;

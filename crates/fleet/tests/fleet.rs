@@ -5,6 +5,19 @@ use callfleet_fleet::testing::{redis_queue, test_buses};
 use callfleet_fleet::{Checkpoint, FileQueue, Job, PostCallQueue, WorkerStatus, MESSAGE_VERSION};
 use std::time::Duration;
 
+/// Lets `d` pass for the transport named `name`. The in-process bus and the file queue read
+/// tokio's clock, so their TTLs run out on the paused clock at once; Redis keeps its own time, so
+/// for it the test sleeps through them.
+async fn pass(name: &str, d: Duration) {
+    if name == "redis" {
+        tokio::time::sleep(d).await;
+    } else {
+        tokio::time::pause();
+        tokio::time::advance(d).await;
+        tokio::time::resume();
+    }
+}
+
 fn status(id: &str, active: u32) -> WorkerStatus {
     WorkerStatus {
         v: MESSAGE_VERSION,
@@ -77,7 +90,7 @@ async fn heartbeats_expire_and_dead_workers_stay_known() {
             .map(|w| w.worker_id)
             .collect();
         assert_eq!(live, ["w1", "w2"], "{name}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        pass(name, Duration::from_millis(300)).await;
         let live = bus.live_workers().await.unwrap();
         assert_eq!(live.len(), 1, "{name}: w2's beat expired");
         assert_eq!(live[0].active_calls, 1);
@@ -135,7 +148,7 @@ async fn a_claim_has_one_owner_until_it_expires() {
                 .unwrap(),
             "{name}: released"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        pass(name, Duration::from_millis(300)).await;
         assert!(
             bus.claim("room:r1", "dispatcher-b", Duration::from_secs(5))
                 .await
@@ -202,7 +215,7 @@ async fn a_waiting_worker_wakes_for_a_new_job() {
             let bus = bus.clone();
             tokio::spawn(async move { bus.next_job("w9", Duration::from_secs(5)).await })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pass(name, Duration::from_millis(100)).await;
         bus.assign("w9", &job("c9")).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -415,7 +428,7 @@ async fn queue_suite(name: &str, queue: &dyn PostCallQueue) {
     );
     queue.ack(&first.id).await.unwrap();
     // call_2 was taken and never acked: its consumer "died"; another reclaims it.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    pass(name, Duration::from_millis(150)).await;
     let reclaimed = queue
         .reclaim("c2", Duration::from_millis(100))
         .await
@@ -427,7 +440,7 @@ async fn queue_suite(name: &str, queue: &dyn PostCallQueue) {
         "{name}: only the unacked record comes back"
     );
     queue.ack(&reclaimed[0].id).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    pass(name, Duration::from_millis(150)).await;
     assert!(
         queue
             .reclaim("c2", Duration::from_millis(100))
