@@ -82,24 +82,45 @@ pub fn parse(bytes: &[u8]) -> Result<Pcm, WavError> {
     Err(WavError::Format("no data chunk"))
 }
 
+/// A mono 16-bit PCM WAV.
 pub fn encode(samples: &[i16], sample_rate: u32) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + data_len as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&sample_rate.to_le_bytes());
-    out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
+    let mut out = header(1, sample_rate, samples.len());
     for s in samples {
         out.extend_from_slice(&s.to_le_bytes());
     }
+    out
+}
+
+/// A two-channel 16-bit PCM WAV from `left` and `right` interleaved; the shorter channel is padded
+/// with silence.
+pub fn encode_stereo(left: &[i16], right: &[i16], sample_rate: u32) -> Vec<u8> {
+    let frames = left.len().max(right.len());
+    let mut out = header(2, sample_rate, frames);
+    for i in 0..frames {
+        out.extend_from_slice(&left.get(i).copied().unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&right.get(i).copied().unwrap_or(0).to_le_bytes());
+    }
+    out
+}
+
+/// The 44-byte header of a 16-bit PCM WAV of `frames` frames (its sizes capped at what the
+/// format can state), with room reserved for the data.
+fn header(channels: u16, sample_rate: u32, frames: usize) -> Vec<u8> {
+    let block = 2 * u32::from(channels);
+    let data_len = u32::try_from(frames as u64 * u64::from(block)).unwrap_or(u32::MAX - 36);
+    let mut out = Vec::with_capacity(44 + frames * block as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len.min(u32::MAX - 36)).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * block).to_le_bytes()); // bytes per second
+    out.extend_from_slice(&(block as u16).to_le_bytes()); // block align
+    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
     out
 }
 
@@ -129,6 +150,15 @@ mod tests {
         stereo[22] = 2; // channels
         assert_eq!(parse(&stereo).unwrap().samples, vec![200, -200]);
         assert!(matches!(parse(b"RIFF0000WAVE"), Err(WavError::Format(_))));
+    }
+
+    #[test]
+    fn stereo_is_left_then_right_and_mixes_down() {
+        let wav = encode_stereo(&[100, 300, 500], &[-100], 8000);
+        assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2);
+        assert_eq!(u32::from_le_bytes([wav[40], wav[41], wav[42], wav[43]]), 12);
+        assert_eq!(wav.len(), 44 + 12);
+        assert_eq!(parse(&wav).unwrap().samples, vec![0, 150, 250]);
     }
 
     #[test]

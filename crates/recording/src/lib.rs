@@ -70,26 +70,7 @@ fn check_key(key: &str) -> Result<()> {
 /// Interleaves the caller (left) and the bot (right) into a 16-bit stereo WAV at `sample_rate`;
 /// the shorter channel is padded with silence.
 pub fn stereo_wav(caller: &[i16], bot: &[i16], sample_rate: u32) -> Vec<u8> {
-    let frames = caller.len().max(bot.len());
-    let data_len = u32::try_from(frames * 4).unwrap_or(u32::MAX - 36);
-    let mut out = Vec::with_capacity(44 + frames * 4);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&2u16.to_le_bytes()); // channels
-    out.extend_from_slice(&sample_rate.to_le_bytes());
-    out.extend_from_slice(&(sample_rate * 4).to_le_bytes()); // bytes per second
-    out.extend_from_slice(&4u16.to_le_bytes()); // block align
-    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..frames {
-        out.extend_from_slice(&caller.get(i).copied().unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&bot.get(i).copied().unwrap_or(0).to_le_bytes());
-    }
-    out
+    callfleet_audio::wav::encode_stereo(caller, bot, sample_rate)
 }
 
 // ---------------------------------------------------------------------------------------------
