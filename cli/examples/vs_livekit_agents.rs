@@ -770,8 +770,12 @@ fn ticks_now(roots: &[u32]) -> BTreeMap<u32, u64> {
 #[derive(Debug, Default, Clone)]
 struct Heard {
     joined: Option<Instant>,
-    /// (when, duration) of every loud agent frame.
-    loud: Vec<(Instant, Duration)>,
+    /// (when, duration, track) of every loud agent frame; the track indexes `tracks`.
+    loud: Vec<(Instant, Duration, usize)>,
+    /// Each agent track heard: (sid, participant identity, when it ended: unsubscribed or its
+    /// participant left). A track's last frames (a decoder concealing the loss of a dead sender)
+    /// are not the agent speaking: frames from 0.5 s before its end on are left out.
+    tracks: Vec<(String, String, Option<Instant>)>,
     /// (start, end of speech) of each utterance the caller said.
     said: Vec<(Instant, Instant)>,
     agent_left: Vec<Instant>,
@@ -873,9 +877,17 @@ async fn caller(
         async move {
             while let Some(event) = events.recv().await {
                 match event {
-                    RoomEvent::TrackSubscribed { mut stream, .. } => {
+                    RoomEvent::TrackSubscribed {
+                        mut stream,
+                        participant,
+                        track_sid,
+                        ..
+                    } => {
+                        let mut track = 0;
                         if let Ok(mut h) = heard.lock() {
                             h.agent_tracks.push(Instant::now());
+                            track = h.tracks.len();
+                            h.tracks.push((track_sid, participant.identity, None));
                         }
                         let heard = heard.clone();
                         tokio::spawn(async move {
@@ -886,7 +898,7 @@ async fn caller(
                                             / u64::from(frame.sample_rate.max(1)),
                                     );
                                     if let Ok(mut h) = heard.lock() {
-                                        h.loud.push((Instant::now(), d));
+                                        h.loud.push((Instant::now(), d, track));
                                     }
                                 }
                             }
@@ -894,7 +906,19 @@ async fn caller(
                     }
                     RoomEvent::ParticipantLeft { identity } if identity != me => {
                         if let Ok(mut h) = heard.lock() {
-                            h.agent_left.push(Instant::now());
+                            let now = Instant::now();
+                            h.agent_left.push(now);
+                            for t in h.tracks.iter_mut().filter(|t| t.1 == identity) {
+                                t.2.get_or_insert(now);
+                            }
+                        }
+                    }
+                    RoomEvent::TrackUnsubscribed { track_sid, .. } => {
+                        if let Ok(mut h) = heard.lock() {
+                            let now = Instant::now();
+                            for t in h.tracks.iter_mut().filter(|t| t.0 == track_sid) {
+                                t.2.get_or_insert(now);
+                            }
                         }
                     }
                     _ => {}
@@ -913,6 +937,34 @@ async fn caller(
     tokio::time::sleep_until((joined + leave_at).into()).await;
     ears.abort();
     room.leave().await;
+}
+
+impl Heard {
+    /// The loud frames that are the agent speaking (see `tracks`).
+    fn speech(&self) -> Vec<(Instant, Duration)> {
+        self.loud
+            .iter()
+            .filter(|(t, _, track)| {
+                self.tracks
+                    .get(*track)
+                    .and_then(|tr| tr.2)
+                    .is_none_or(|end| *t + Duration::from_millis(500) < end)
+            })
+            .map(|(t, d, _)| (*t, *d))
+            .collect()
+    }
+
+    /// The first agent speech on a track subscribed after `since`.
+    fn first_on_new_track(&self, since: Instant) -> Option<Instant> {
+        let new: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.agent_tracks.get(i).is_some_and(|t| *t >= since))
+            .collect();
+        self.loud
+            .iter()
+            .filter(|(_, _, track)| new.contains(track))
+            .map(|(t, _, _)| *t)
+            .min()
+    }
 }
 
 /// Agent utterances as (start, end), and the hiccups inside them.
@@ -954,7 +1006,7 @@ fn judge(h: &Heard) -> CallResult {
         r.missing = 1 + 3;
         return r;
     };
-    let (agent, late) = utterances(&h.loud);
+    let (agent, late) = utterances(&h.speech());
     r.late = late;
     r.greeting = agent
         .first()
@@ -1176,7 +1228,7 @@ async fn kill_test(
     sys.kill_worker(0);
     let mut out = String::new();
     let _ = writeln!(out, "\n{}: {n} calls on two workers, worker 0's process tree SIGKILLed {:.1} s after the first call joined\n", system.name(), killed.duration_since(first).as_secs_f64());
-    let _ = writeln!(out, "| caller | agent left (s after kill) | agent track again | first agent audio after kill | turns after the kill answered |");
+    let _ = writeln!(out, "| caller | agent left (s after kill) | new agent track | its first audio | turns after the kill answered |");
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
     let mut affected = 0;
     let mut recovered = Vec::new();
@@ -1188,8 +1240,11 @@ async fn kill_test(
         // A new agent track for a caller who had one already: an agent taking the call over.
         let had_agent = h.agent_tracks.iter().any(|t| *t < killed);
         let track = h.agent_tracks.iter().find_map(after).filter(|_| had_agent);
-        let (agent, _) = utterances(&h.loud);
-        let audio = agent.iter().map(|(s, _)| s).find_map(after);
+        let (agent, _) = utterances(&h.speech());
+        let again = h
+            .first_on_new_track(killed)
+            .filter(|_| had_agent)
+            .and_then(|t| after(&t));
         let turns_after: Vec<_> = h.said.iter().filter(|(s, _)| *s >= killed).collect();
         let answered = turns_after
             .iter()
@@ -1202,7 +1257,7 @@ async fn kill_test(
         let fmt = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.1}"));
         if left.is_some() || track.is_some() {
             affected += 1;
-            if let Some(a) = audio {
+            if let Some(a) = again {
                 recovered.push(a);
             }
         }
@@ -1211,14 +1266,14 @@ async fn kill_test(
             "| {i} | {} | {} | {} | {answered} of {} |",
             left.map_or("–".to_string(), |v| format!("{v:.1}")),
             fmt(track),
-            fmt(audio),
+            fmt(again),
             turns_after.len()
         );
     }
     let secs = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
     let _ = writeln!(
         out,
-        "\n{}: {affected} of {n} callers lost their agent (it left, or another took the call over); {} of them heard an agent again (first after {} s, last after {} s).",
+        "\n{}: {affected} of {n} callers lost their agent (it left, or another took the call over); {} of them heard a new agent (its first audio after {} s to {} s).",
         system.name(),
         recovered.len(),
         secs(pct(&recovered, 0.0)),
