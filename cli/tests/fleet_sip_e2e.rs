@@ -643,3 +643,95 @@ fn a_caller_asking_for_a_person_is_transferred() {
     let detail = fleet.stored_call();
     assert_eq!(detail["outcome"]["kind"], "TRANSFERRED", "{detail}");
 }
+
+/// A number whose trunk has digest credentials: livekit-sip challenges the INVITE; a phone with
+/// the wrong password never gets through (and nothing is placed), one with the right password
+/// reaches the bot and hears its greeting.
+#[test]
+fn a_trunk_with_credentials_admits_only_callers_who_know_them() {
+    let test = "SIP digest authentication end-to-end";
+    let Some(fleet) = Fleet::start(test, "silence_timeout_sec: 60\n", &[]) else {
+        return;
+    };
+    let http = reqwest::blocking::Client::new();
+    let bot: serde_json::Value = http
+        .get(format!("{}/bots/{}", fleet.base, fleet.bot_id))
+        .bearer_auth(&fleet.key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let company = bot["company_id"].as_str().unwrap();
+    let trunk = http
+        .put(format!(
+            "{}/companies/{company}/phone-numbers/%2B15550100/trunk",
+            fleet.base
+        ))
+        .bearer_auth(&fleet.key)
+        .json(&serde_json::json!({"auth_username": "acme", "auth_password": "s3cret-trunk-pass"}))
+        .send()
+        .unwrap();
+    assert_eq!(trunk.status(), 200, "{}", trunk.text().unwrap_or_default());
+    let shown = trunk_text(&http, &fleet, company);
+    assert!(
+        !shown.contains("s3cret-trunk-pass"),
+        "the password is a secret: {shown}"
+    );
+    let runtime = &fleet.runtime;
+
+    // The wrong password: challenged again or refused, so the scenario fails; the phone hears
+    // nothing and no call is placed on an agent.
+    let phone = runtime.block_on(RtpPhone::bind());
+    let mut sipp = fleet.call(
+        "caller_authenticates",
+        &phone,
+        &["-au", "acme", "-ap", "wrong-pass", "-d", "3000"],
+    );
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), sipp.wait()).await })
+        .expect("sipp gives up")
+        .expect("sipp ran");
+    assert!(
+        !status.success(),
+        "a wrong password got through:\n{}",
+        fleet.logs()
+    );
+    assert_eq!(phone.packets(), 0, "the refused phone heard audio");
+    let agent_log = std::fs::read_to_string(fleet.log("agent")).unwrap_or_default();
+    assert!(
+        !agent_log.contains("joined the room"),
+        "a refused call reached an agent:\n{agent_log}"
+    );
+
+    // The right password: through to the bot, which greets.
+    let phone = runtime.block_on(RtpPhone::bind());
+    let mut sipp = fleet.call(
+        "caller_authenticates",
+        &phone,
+        &["-au", "acme", "-ap", "s3cret-trunk-pass", "-d", "20000"],
+    );
+    next_utterance(&phone, 0, Duration::from_secs(40)).unwrap_or_else(|| {
+        panic!(
+            "the authenticated phone heard no greeting:\n{}",
+            fleet.logs()
+        )
+    });
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), sipp.wait()).await })
+        .expect("the phone hangs up")
+        .expect("sipp ran");
+    assert!(status.success(), "sipp: {status}\n{}", fleet.logs());
+    let detail = fleet.stored_call();
+    assert_eq!(detail["from_number"], CALLER, "{detail}");
+    assert_eq!(detail["to_number"], CALLED, "{detail}");
+}
+
+/// The company's view of its numbers (with their trunks), as text.
+fn trunk_text(http: &reqwest::blocking::Client, fleet: &Fleet, company: &str) -> String {
+    http.get(format!("{}/companies/{company}/phone-numbers", fleet.base))
+        .bearer_auth(&fleet.key)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
