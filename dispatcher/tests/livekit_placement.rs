@@ -8,7 +8,7 @@ use callfleet_dispatcher::{
     resume_metadata, Dispatcher, DispatcherConfig, LiveKitJobRequest, PlaceError,
 };
 use callfleet_fleet::testing::test_buses;
-use callfleet_fleet::{FleetBus, WorkerStatus, MESSAGE_VERSION};
+use callfleet_fleet::{WorkerStatus, MESSAGE_VERSION};
 use callfleet_store::testing::sqlite;
 use callfleet_store::{NewBot, NewCompany, Store};
 use std::sync::Arc;
