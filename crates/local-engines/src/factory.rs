@@ -13,7 +13,7 @@
 
 use crate::{
     EngineError, EspeakConfig, EspeakTts, LocalLlm, LocalLlmConfig, OnnxOptions, PiperTts,
-    SileroVad, SmartTurn, WhisperConfig, WhisperModel, WhisperStt,
+    SileroSessions, SileroVad, SmartTurn, WhisperConfig, WhisperModel, WhisperStt,
 };
 use callfleet_core::config::ProviderChoice;
 use callfleet_core::scenario::BoxFuture;
@@ -36,6 +36,7 @@ pub struct LocalFactory {
     llm: OnceLock<LocalLlm>,
     piper: Mutex<Option<PiperTts>>,
     smart_turn: Mutex<Option<Arc<Mutex<SmartTurn>>>>,
+    silero: Mutex<Option<Arc<SileroSessions>>>,
     espeak: OnceLock<Result<(), String>>,
 }
 
@@ -76,6 +77,7 @@ impl LocalFactory {
             llm: OnceLock::new(),
             piper: Mutex::new(None),
             smart_turn: Mutex::new(None),
+            silero: Mutex::new(None),
             espeak: OnceLock::new(),
         }
     }
@@ -147,11 +149,12 @@ impl LocalFactory {
         })
     }
 
-    /// A fresh Silero VAD for one call (its state is the call's own).
+    /// A Silero VAD for one call: its state is the call's own, the sessions are the process's.
     pub fn vad(&self) -> Result<Box<dyn Vad>, String> {
-        Ok(Box::new(
-            SileroVad::load(&self.models, self.onnx()).map_err(reason)?,
-        ))
+        let sessions = loaded_once(&self.silero, || {
+            SileroSessions::for_this_machine(&self.models, self.onnx())
+        })?;
+        Ok(Box::new(SileroVad::shared(sessions)))
     }
 
     /// Smart Turn for one call: the process's one session, shared.

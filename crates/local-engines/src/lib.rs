@@ -74,7 +74,7 @@ pub use onnx::{init_onnxruntime, ModelFile, OnnxOptions, ONNX_MODELS};
 #[cfg(feature = "onnx")]
 pub use piper::{PiperConfig, PiperTts, PiperVoice};
 #[cfg(feature = "onnx")]
-pub use silero::SileroVad;
+pub use silero::{SileroSessions, SileroVad};
 #[cfg(feature = "onnx")]
 pub use smart_turn::SmartTurn;
 

@@ -3,6 +3,10 @@
 //! prepended as context and an LSTM state `[2, 1, 128]` carried from call to call; the pipeline
 //! hands it 20 ms frames, so frames are buffered into windows and each frame is answered with
 //! the latest window's probability.
+//!
+//! The state is handed to the model with every window, so one ONNX session can serve any number
+//! of calls: a worker loads [`SileroSessions`] once and each call's [`SileroVad`] keeps only its
+//! state, context and buffers (a session of its own cost each call ~10 MiB).
 
 use crate::onnx::{self, OnnxOptions, SILERO_VAD};
 use crate::EngineError;
@@ -11,6 +15,8 @@ use callfleet_pipeline::vad::{EnergyVad, Vad};
 use ort::session::Session;
 use ort::value::Tensor;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 const STATE_LEN: usize = 2 * 128;
 
@@ -44,8 +50,62 @@ impl ModelRate {
     }
 }
 
+/// Silero sessions shared by the calls of a process. A session runs one window at a time, so
+/// there are a few (one per core, at most four): a call takes whichever is free.
+pub struct SileroSessions {
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+}
+
+impl SileroSessions {
+    /// Loads `count` sessions (at least one) of `silero-vad/silero_vad.onnx`.
+    pub fn load(
+        models: &Path,
+        options: OnnxOptions,
+        count: usize,
+    ) -> Result<Arc<Self>, EngineError> {
+        let sessions = (0..count.max(1))
+            .map(|_| onnx::session(models, &SILERO_VAD, options).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(SileroSessions {
+            sessions,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    /// One session per core, at most four.
+    pub fn for_this_machine(models: &Path, options: OnnxOptions) -> Result<Arc<Self>, EngineError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::load(models, options, cores.min(4))
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Runs `f` on a free session, else waits for one (a window takes well under a millisecond).
+    fn with_session<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Ok(mut session) = self.sessions[(start + i) % n].try_lock() {
+                return f(&mut session);
+            }
+        }
+        // A session poisoned by a panicking call is still a loaded model: its state is ours.
+        let mut session = self.sessions[start]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f(&mut session)
+    }
+}
+
 pub struct SileroVad {
-    session: Session,
+    sessions: Arc<SileroSessions>,
     /// The input rate the carried state belongs to.
     input_rate: Option<u32>,
     model_rate: ModelRate,
@@ -61,11 +121,16 @@ pub struct SileroVad {
 }
 
 impl SileroVad {
-    /// Loads `silero-vad/silero_vad.onnx` from a models dir (and ONNX Runtime with it).
+    /// Loads `silero-vad/silero_vad.onnx` from a models dir (and ONNX Runtime with it), as a
+    /// session of its own.
     pub fn load(models: &Path, options: OnnxOptions) -> Result<Self, EngineError> {
-        let session = onnx::session(models, &SILERO_VAD, options)?;
-        Ok(SileroVad {
-            session,
+        Ok(SileroVad::shared(SileroSessions::load(models, options, 1)?))
+    }
+
+    /// A VAD for one call on the process's sessions.
+    pub fn shared(sessions: Arc<SileroSessions>) -> Self {
+        SileroVad {
+            sessions,
             input_rate: None,
             model_rate: ModelRate::K16,
             pending: Vec::new(),
@@ -74,7 +139,7 @@ impl SileroVad {
             state: vec![0.0; STATE_LEN],
             latest: 0.0,
             fallback: None,
-        })
+        }
     }
 
     /// Samples per model window at the model's rate for `input_rate` (512 unless 8 kHz).
@@ -117,24 +182,26 @@ impl SileroVad {
         let state =
             Tensor::from_array(([2usize, 1, 128], self.state.clone())).map_err(onnx::run_error)?;
         let sr = Tensor::from_array(((), vec![self.model_rate.hz()])).map_err(onnx::run_error)?;
-        let outputs = self
-            .session
-            .run(ort::inputs! { "input" => input, "state" => state, "sr" => sr })
-            .map_err(onnx::run_error)?;
-        let (_, p) = outputs["output"]
-            .try_extract_tensor::<f32>()
-            .map_err(onnx::run_error)?;
-        let (_, new_state) = outputs["stateN"]
-            .try_extract_tensor::<f32>()
-            .map_err(onnx::run_error)?;
-        if new_state.len() != STATE_LEN || p.is_empty() {
-            return Err(EngineError::Run(format!(
-                "Silero VAD: unexpected outputs ({} state values)",
-                new_state.len()
-            )));
-        }
-        self.state.copy_from_slice(new_state);
-        Ok(p[0])
+        let state_out = &mut self.state;
+        self.sessions.with_session(|session| {
+            let outputs = session
+                .run(ort::inputs! { "input" => input, "state" => state, "sr" => sr })
+                .map_err(onnx::run_error)?;
+            let (_, p) = outputs["output"]
+                .try_extract_tensor::<f32>()
+                .map_err(onnx::run_error)?;
+            let (_, new_state) = outputs["stateN"]
+                .try_extract_tensor::<f32>()
+                .map_err(onnx::run_error)?;
+            if new_state.len() != STATE_LEN || p.is_empty() {
+                return Err(EngineError::Run(format!(
+                    "Silero VAD: unexpected outputs ({} state values)",
+                    new_state.len()
+                )));
+            }
+            state_out.copy_from_slice(new_state);
+            Ok(p[0])
+        })
     }
 
     fn reset_state(&mut self) {
@@ -306,5 +373,36 @@ mod tests {
         assert_eq!(vad.process(&[0; 320], 16_000).expect("runs"), 0.0);
         let p = vad.process(&[0; 320], 16_000).expect("runs");
         assert!(p < 0.1);
+    }
+
+    /// Calls sharing the sessions, their windows interleaved, hear exactly what each hears alone:
+    /// the state is the call's own.
+    #[test]
+    fn calls_sharing_sessions_hear_what_they_hear_alone() {
+        let Some(sessions) = available(
+            "Silero VAD",
+            SileroSessions::load(&crate::models_dir(), OnnxOptions::default(), 1),
+        ) else {
+            return;
+        };
+        let Some(speech) = espeak_16k("Could you book me in for Friday afternoon?") else {
+            return;
+        };
+        let silence = vec![0i16; speech.len()];
+        let alone = |audio: &[i16]| {
+            let mut vad = SileroVad::shared(sessions.clone());
+            run(&mut vad, audio, 16_000)
+        };
+        let (speech_alone, silence_alone) = (alone(&speech), alone(&silence));
+        let mut a = SileroVad::shared(sessions.clone());
+        let mut b = SileroVad::shared(sessions.clone());
+        let (mut pa, mut pb) = (Vec::new(), Vec::new());
+        for (fa, fb) in speech.chunks(320).zip(silence.chunks(320)) {
+            pa.push(a.process(fa, 16_000).expect("runs"));
+            pb.push(b.process(fb, 16_000).expect("runs"));
+        }
+        assert_eq!(pa, speech_alone);
+        assert_eq!(pb, silence_alone);
+        assert!(pa.iter().any(|&p| p >= 0.5), "the speech is heard: {pa:?}");
     }
 }
