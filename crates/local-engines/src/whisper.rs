@@ -342,9 +342,51 @@ fn run_whisper(
     })
 }
 
-/// Whisper's text without its non-speech annotations (`[BLANK_AUDIO]`, `(music)`, `*sigh*`)
-/// and with whitespace collapsed.
+/// Whisper's text without its non-speech annotations (`[BLANK_AUDIO]`, `(music)`, `*sigh*`),
+/// with whitespace collapsed and a sentence repeated back to back said once: Whisper (tiny.en
+/// most) can loop on a phrase ("Good morning. Good morning. Good morning. you have reached…"),
+/// and a caller saying the same sentence twice in one breath loses nothing by it.
 pub fn clean_transcript(text: &str) -> String {
+    drop_repeated_sentences(&without_annotations(text))
+}
+
+/// `text` less each sentence that repeats the one before it (letters and digits compared,
+/// case-insensitively).
+fn drop_repeated_sentences(text: &str) -> String {
+    let key = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let mut sentences: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '!' | '?' | '…') {
+            let end = i + c.len_utf8();
+            if text[end..].starts_with(' ') || end == text.len() {
+                sentences.push(text[start..end].trim());
+                start = end;
+            }
+        }
+    }
+    if start < text.len() {
+        sentences.push(text[start..].trim());
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for s in sentences.into_iter().filter(|s| !s.is_empty()) {
+        let repeat = out.last().is_some_and(|last| {
+            let k = key(s);
+            !k.is_empty() && key(last) == k
+        });
+        if !repeat {
+            out.push(s);
+        }
+    }
+    out.join(" ")
+}
+
+fn without_annotations(text: &str) -> String {
     let mut out = String::new();
     let mut depth: Option<char> = None;
     for c in text.chars() {
@@ -691,6 +733,29 @@ mod tests {
             ("[BLANK_AUDIO]", ""),
             (" (music) Yes, please. [laughs]", "Yes, please."),
             ("Привет,  мир", "Привет, мир"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean_transcript(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_sentence_looped_back_to_back_is_said_once() {
+        let cases = [
+            (
+                "Good morning. Good morning. Good morning. you have reached the dental clinic.",
+                "Good morning. you have reached the dental clinic.",
+            ),
+            ("Hello? hello! Yes, please.", "Hello? Yes, please."),
+            // Not back to back, or not the same sentence: kept.
+            ("Yes. No. Yes.", "Yes. No. Yes."),
+            ("I said 10. I said 11.", "I said 10. I said 11."),
+            (
+                "Version 2.5 is out. Version 2.5 is out",
+                "Version 2.5 is out.",
+            ),
+            ("Да. Да. Хорошо", "Да. Хорошо"),
+            ("", ""),
         ];
         for (input, want) in cases {
             assert_eq!(clean_transcript(input), want, "{input:?}");
