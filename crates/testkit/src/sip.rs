@@ -272,9 +272,22 @@ async fn wait_for_http(port: u16, path: &str, name: &str, stack: &mut SipStack) 
 /// A sipp scenario shipped in `crates/testkit/sipp/`: the phone calling (`caller_waits`,
 /// `caller_hangs_up`) or called (`callee_answers`, `callee_busy`, `callee_no_answer`).
 pub fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(format!("{name}.xml"))
+    scenarios_dir().join(format!("{name}.xml"))
+}
+
+/// This checkout's sipp scenarios, found from the running test's own crate (cargo sets
+/// `CARGO_MANIFEST_DIR` for a test process) rather than from where testkit was compiled: a build
+/// cache shared by several checkouts can hand a test a testkit compiled in another one, whose
+/// path may be gone.
+fn scenarios_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| {
+            dir.ancestors()
+                .map(|a| a.join("crates/testkit/sipp"))
+                .find(|p| p.is_dir())
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp"))
 }
 
 /// A `sipp` run: a scenario file against livekit-sip, on loopback only.
