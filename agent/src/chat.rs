@@ -88,21 +88,24 @@ impl ChatSession {
                         && caller.as_deref().is_none_or(|c| c == p.identity) =>
                 {
                     caller = Some(p.identity.clone());
-                    room.send_chat(&opening(&mut engine, resumed)).await?;
+                    let opening = opening(&mut engine, resumed);
+                    // Saved before it is sent: what the caller has read, a worker taking the
+                    // call over knows.
+                    call.checkpointer.save_snapshot(&engine.snapshot()).await;
+                    room.send_chat(&opening).await?;
                     agent_state.set(AgentState::Listening).await;
                     greeted = true;
-                    call.checkpointer.save_snapshot(&engine.snapshot()).await;
                 }
                 RoomEvent::ChatMessage { from, text }
                     if greeted && caller.as_deref() == Some(from.as_str()) =>
                 {
                     agent_state.set(AgentState::Thinking).await;
                     let out = engine.process_turn(&text).await;
+                    call.checkpointer.save_snapshot(&engine.snapshot()).await;
                     if !out.reply.is_empty() {
                         room.send_chat(&out.reply).await?;
                     }
                     agent_state.set(AgentState::Listening).await;
-                    call.checkpointer.save_snapshot(&engine.snapshot()).await;
                     if out.ends_call() || engine.is_ended() {
                         break;
                     }
