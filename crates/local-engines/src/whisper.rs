@@ -9,6 +9,12 @@
 //! so the pipeline's turn-taking works unchanged. Time is counted in audio samples, so the
 //! session behaves the same however fast frames arrive.
 //!
+//! Transcriptions share the machine's cores through one process-wide gate ([`CoreGate`]): a pass
+//! holds as many cores as it has threads, so several calls' utterances queue for the cores
+//! rather than run at once. whisper.cpp's worker threads spin while they wait for each other, and
+//! oversubscribed they starve one another: on two cores, three 2-thread passes at once took 50
+//! times longer than the same passes one after the other.
+//!
 //! Models: faster-whisper (CTranslate2) weights are fetched into the models dir and converted
 //! once to ggml by [`crate::ct2::convert_ct2_to_ggml`] ([`WhisperModel::ensure_ggml`]).
 
@@ -19,7 +25,7 @@ use callfleet_core::scenario::BoxFuture;
 use callfleet_providers::*;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 use tokio::sync::mpsc;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
@@ -259,7 +265,6 @@ fn transcribe_with(
     threads: usize,
     shorten: bool,
 ) -> Result<Transcription, EngineError> {
-    let started = std::time::Instant::now();
     let mut t = run_whisper(ctx, model, samples, language, threads, shorten)?;
     // A shortened context sometimes makes Whisper loop ("… slot. Please call me … slot. …"):
     // more words than anyone says in that time means the pass is redone on the full context.
@@ -271,10 +276,73 @@ fn transcribe_with(
             audio_s = t.audio_secs,
             "Implausibly many words; transcribing again with the full audio context."
         );
+        let first = t.compute_secs;
         t = run_whisper(ctx, model, samples, language, threads, false)?;
+        t.compute_secs += first;
     }
-    t.compute_secs = started.elapsed().as_secs_f64();
     Ok(t)
+}
+
+/// A counting semaphore over the process's cores, for blocking code: whisper.cpp passes take
+/// as many cores as they run threads and wait while too few are free.
+#[derive(Debug)]
+pub struct CoreGate {
+    cores: usize,
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// Cores held by one pass; given back when dropped.
+#[derive(Debug)]
+pub struct CoreLease<'a> {
+    gate: &'a CoreGate,
+    cores: usize,
+}
+
+impl CoreGate {
+    pub fn new(cores: usize) -> Self {
+        let cores = cores.max(1);
+        CoreGate {
+            cores,
+            free: Mutex::new(cores),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The gate all Whisper passes in this process share: one permit per core.
+    pub fn process() -> &'static CoreGate {
+        static GATE: OnceLock<CoreGate> = OnceLock::new();
+        GATE.get_or_init(|| {
+            CoreGate::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        })
+    }
+
+    /// Blocks until `threads` cores (at most all of them) are free, and holds them.
+    pub fn acquire(&self, threads: usize) -> CoreLease<'_> {
+        let want = threads.clamp(1, self.cores);
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free < want {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= want;
+        CoreLease {
+            gate: self,
+            cores: want,
+        }
+    }
+
+    /// Cores not held now.
+    pub fn free(&self) -> usize {
+        *self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for CoreLease<'_> {
+    fn drop(&mut self) {
+        let mut free = self.gate.free.lock().unwrap_or_else(|e| e.into_inner());
+        *free += self.cores;
+        self.gate.freed.notify_all();
+    }
 }
 
 fn run_whisper(
@@ -285,7 +353,6 @@ fn run_whisper(
     threads: usize,
     shorten: bool,
 ) -> Result<Transcription, EngineError> {
-    let started = std::time::Instant::now();
     let audio_secs = samples.len() as f64 / RATE as f64;
     // whisper.cpp skips input under a second: pad short utterances with silence.
     let min_len = RATE as usize * 11 / 10;
@@ -293,9 +360,14 @@ fn run_whisper(
     if audio.len() < min_len {
         audio.resize(min_len, 0.0);
     }
+    let gate = CoreGate::process();
+    let threads = threads.clamp(1, gate.cores);
+    let _cores = gate.acquire(threads);
+    // Compute time starts once the cores are ours: time queued for them is not the model's.
+    let started = std::time::Instant::now();
     let mut state = ctx.create_state().map_err(run_err)?;
     let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-    params.set_n_threads(threads.max(1) as i32);
+    params.set_n_threads(threads as i32);
     params.set_no_context(true);
     params.set_single_segment(false);
     params.set_no_timestamps(true);
@@ -725,6 +797,30 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_core_gate_queues_passes_beyond_the_cores() {
+        let gate = Arc::new(CoreGate::new(2));
+        let all = gate.acquire(8); // more threads than cores: clamped to all of them
+        assert_eq!(gate.free(), 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let one = gate.acquire(1);
+                tx.send(gate.free()).unwrap();
+                drop(one);
+            })
+        };
+        // The second pass cannot start while the first holds every core.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(50))
+            .is_err());
+        drop(all);
+        assert_eq!(rx.recv().unwrap(), 1, "it holds one core of two");
+        waiter.join().unwrap();
+        assert_eq!(gate.free(), 2);
+    }
 
     #[test]
     fn annotations_are_dropped() {
