@@ -332,7 +332,8 @@ impl CoreGate {
     }
 
     /// Cores not held now.
-    pub fn free(&self) -> usize {
+    #[cfg(test)]
+    fn free(&self) -> usize {
         *self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
