@@ -287,19 +287,7 @@ impl Embedder for OllamaEmbedder {
                 .inner
                 .post("/api/embed", &body)
                 .await
-                .map_err(|e| match e {
-                    LlmError::Status {
-                        status, message, ..
-                    } => EmbedError::Status {
-                        provider: NAME.into(),
-                        status,
-                        message,
-                    },
-                    other => EmbedError::Connect {
-                        provider: NAME.into(),
-                        message: other.to_string(),
-                    },
-                })?;
+                .map_err(|e| EmbedError::from_request(NAME, e))?;
             let parsed: EmbedResponse = resp.json().await.map_err(|e| EmbedError::Protocol {
                 provider: NAME.into(),
                 message: e.to_string(),

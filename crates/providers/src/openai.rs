@@ -342,19 +342,7 @@ impl Embedder for OpenAiEmbedder {
                 .inner
                 .post("/embeddings", &body)
                 .await
-                .map_err(|e| match e {
-                    LlmError::Status {
-                        status, message, ..
-                    } => EmbedError::Status {
-                        provider: NAME.into(),
-                        status,
-                        message,
-                    },
-                    other => EmbedError::Connect {
-                        provider: NAME.into(),
-                        message: other.to_string(),
-                    },
-                })?;
+                .map_err(|e| EmbedError::from_request(NAME, e))?;
             let mut parsed: EmbeddingsResponse =
                 resp.json().await.map_err(|e| EmbedError::Protocol {
                     provider: NAME.into(),

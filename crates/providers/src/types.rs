@@ -715,6 +715,24 @@ pub enum EmbedError {
 }
 
 impl EmbedError {
+    /// An embedding request that failed as an LLM request to the same service does: an HTTP
+    /// status stays one, anything else is a failed connection.
+    pub fn from_request(provider: &str, e: LlmError) -> Self {
+        match e {
+            LlmError::Status {
+                status, message, ..
+            } => EmbedError::Status {
+                provider: provider.into(),
+                status,
+                message,
+            },
+            other => EmbedError::Connect {
+                provider: provider.into(),
+                message: other.to_string(),
+            },
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         match self {
             EmbedError::Connect { .. } => true,
