@@ -173,6 +173,22 @@ impl Caller {
     }
 
     /// The events named `name` seen so far.
+    /// Sends `command` (the caller speaks or types), waits for the bot's transcribed reply and
+    /// for the agent to be listening again (`states` state changes seen in all); the reply.
+    async fn voice_turn(&mut self, command: &str, states: usize) -> Value {
+        self.send(command).await;
+        let reply = self
+            .wait(&format!("the reply to {command:?}"), |e| {
+                e["event"] == "transcript" && e["speaker"] == "bot"
+            })
+            .await;
+        self.wait_seen("listening after the reply", |seen| {
+            seen.iter().filter(|e| e["event"] == "agent_state").count() >= states
+        })
+        .await;
+        reply
+    }
+
     fn seen(&self, name: &str) -> Vec<&Value> {
         self.seen.iter().filter(|e| e["event"] == name).collect()
     }
@@ -248,33 +264,15 @@ async fn livekit_clients_see_an_agent_its_state_and_both_sides_transcribed() {
                 e["event"] == "transcript" && e["speaker"] == "bot"
             })
             .await;
-        caller.send(&format!("say {}", speech.display())).await;
+        // Spoken, then typed in the chat during the voice call: each answered by voice and
+        // transcription, the state back to listening after it (the attribute comes through
+        // signalling, the transcription over the data channel: either may come first).
         let reply = caller
-            .wait("the reply", |e| {
-                e["event"] == "transcript" && e["speaker"] == "bot"
-            })
+            .voice_turn(&format!("say {}", speech.display()), 6)
             .await;
         assert_eq!(reply["text"], "Your full name?");
-        // The reply's audio is over once the state is back to listening (the attribute comes
-        // through signalling, the transcription over the data channel: either may come first).
-        caller
-            .wait_seen("listening after the reply", |seen| {
-                seen.iter().filter(|e| e["event"] == "agent_state").count() >= 6
-            })
-            .await;
-        // Typed in the chat during the voice call: answered by voice and transcription.
-        caller.send("chat Anna Smith").await;
-        let reply = caller
-            .wait("the reply to the chat", |e| {
-                e["event"] == "transcript" && e["speaker"] == "bot"
-            })
-            .await;
+        let reply = caller.voice_turn("chat Anna Smith", 9).await;
         assert_eq!(reply["text"], "Your phone?");
-        caller
-            .wait_seen("listening after that reply", |seen| {
-                seen.iter().filter(|e| e["event"] == "agent_state").count() >= 9
-            })
-            .await;
         caller.send("leave").await;
         caller
             .wait("the caller to leave", |e| e["event"] == "done")

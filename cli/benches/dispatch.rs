@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::caller::Caller;
-use support::{api_base, browser_session, callfleet, company_with_bot, free_port};
+use support::{browser_session, company_with_bot, free_port, wait_logged, Stack};
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -111,60 +111,35 @@ fn main() {
             format!("http://127.0.0.1:{dispatcher_port}"),
         ),
     ]);
-    let data = dir.path().join("data");
-    let prefix = format!("cfbench:{}:", std::process::id());
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let mut api = callfleet(
-        &["api", "--http-addr", "127.0.0.1:0"],
-        &data,
+    let stack = Stack::start(
         &env,
-        &prefix,
-        &log("api"),
+        dir.path(),
+        "cfbench",
+        &format!("127.0.0.1:{dispatcher_port}"),
         &[],
     );
-    let base = api_base(&mut api);
-    let _dispatcher = callfleet(
-        &[
-            "dispatcher",
-            "--http-addr",
-            &format!("127.0.0.1:{dispatcher_port}"),
-        ],
-        &data,
-        &env,
-        &prefix,
-        &log("dispatcher"),
-        &[],
+    let base = &stack.base;
+    let _callfleet_worker = stack.agent("bench-cf", &[], &common);
+    let _livekit_worker = stack.agent("bench-lk", &[], &livekit_mode);
+    stack.wait_workers(&["bench-cf"], Duration::from_secs(30));
+    wait_logged(
+        &stack.log("bench-lk"),
+        "registered with LiveKit's agent dispatch",
+        Duration::from_secs(30),
     );
-    let _callfleet_worker = callfleet(
-        &["agent", "--worker-id", "bench-cf"],
-        &data,
-        &env,
-        &prefix,
-        &log("bench-cf"),
-        &common,
-    );
-    let _livekit_worker = callfleet(
-        &["agent", "--worker-id", "bench-lk"],
-        &data,
-        &env,
-        &prefix,
-        &log("bench-lk"),
-        &livekit_mode,
-    );
-    std::thread::sleep(Duration::from_secs(3));
     let http = reqwest::blocking::Client::new();
     let clinic = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
     )
     .expect("the clinic bot");
     let config = format!("{clinic}\nproviders:\n  stt: {{provider: deepgram}}\n  tts: {{provider: cartesia, voice: test-voice}}\n");
-    let (key, bot_id) = company_with_bot(&http, &base, &config);
+    let (key, bot_id) = company_with_bot(&http, base, &config);
     let metadata = serde_json::json!({ "bot_id": bot_id }).to_string();
 
     let (mut callfleet_figures, mut livekit_figures) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let created = unix_now();
-        let session = browser_session(&http, &base, &key, &bot_id);
+        let session = browser_session(&http, base, &key, &bot_id);
         let mut caller = Caller::join(
             &env.python,
             session["url"].as_str().expect("url"),

@@ -17,10 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{
-    api_base, browser_session, callfleet, company_with_bot, holder, stored_call, wait_exit,
-    wait_workers,
-};
+use support::{browser_session, company_with_bot, holder, stored_call, wait_exit, Stack};
 
 #[test]
 fn a_call_survives_its_worker_being_killed() {
@@ -28,68 +25,25 @@ fn a_call_survives_its_worker_being_killed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let prefix = format!(
-        "cfe2e:{}:{}:",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
     // A chat call: with offline models on the machine (the user cache `models pull` fills) the
     // agents would speak instead, so they are pointed at an empty models dir.
     let no_models = tempfile::tempdir().unwrap();
     let chat_only = [("CALLFLEET_MODELS", no_models.path().display().to_string())];
-
-    let mut api = callfleet(
-        &["api", "--http-addr", "127.0.0.1:0"],
-        &data,
-        &env,
-        &prefix,
-        &log("api"),
-        &[],
-    );
-    let base = api_base(&mut api);
-    let _dispatcher = callfleet(
-        &["dispatcher", "--http-addr", "127.0.0.1:0"],
-        &data,
-        &env,
-        &prefix,
-        &log("dispatcher"),
-        &[],
-    );
+    let stack = Stack::start(&env, dir.path(), "cfe2e", "127.0.0.1:0", &[]);
+    let (base, log) = (&stack.base, |name: &str| stack.log(name));
     let mut workers = vec![
-        (
-            "w-a",
-            callfleet(
-                &["agent", "--worker-id", "w-a", "--capacity", "10"],
-                &data,
-                &env,
-                &prefix,
-                &log("w-a"),
-                &chat_only,
-            ),
-        ),
-        (
-            "w-b",
-            callfleet(
-                &["agent", "--worker-id", "w-b", "--capacity", "10"],
-                &data,
-                &env,
-                &prefix,
-                &log("w-b"),
-                &chat_only,
-            ),
-        ),
+        ("w-a", stack.agent("w-a", &["--capacity", "10"], &chat_only)),
+        ("w-b", stack.agent("w-b", &["--capacity", "10"], &chat_only)),
     ];
-    wait_workers(&env, &prefix, &["w-a", "w-b"], Duration::from_secs(30));
+    stack.wait_workers(&["w-a", "w-b"], Duration::from_secs(30));
 
     let http = reqwest::blocking::Client::new();
     let config = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),
     )
     .unwrap();
-    let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session = browser_session(&http, &base, &key, &bot_id);
+    let (key, bot_id) = company_with_bot(&http, base, &config);
+    let session = browser_session(&http, base, &key, &bot_id);
     let call_id = session["call_id"].as_str().unwrap().to_string();
 
     let lines = "I would like to book an appointment|Anna Smith|general practice|next Monday at 10 am|+1 415 555 0100|no thanks|yes";
@@ -183,7 +137,7 @@ fn a_call_survives_its_worker_being_killed() {
     );
 
     // Post-call (in the dispatcher) stores the call; the fields span both workers.
-    let record = stored_call(&http, &base, &key, &call_id, &log("dispatcher"));
+    let record = stored_call(&http, base, &key, &call_id, &log("dispatcher"));
     assert_eq!(
         record["fields"]["patient_name"], "Anna Smith",
         "collected before the kill"
@@ -208,45 +162,19 @@ fn a_chat_call_routes_through_the_bots_language_model() {
     let ollama = runtime.block_on(callfleet_testkit::FakeOllama::start());
     ollama.push_reply(callfleet_testkit::LlmReply::text("appointment"));
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let prefix = format!(
-        "cfllm:{}:{}:",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
     // The bot's LLM, not the offline models the machine may hold, answers this chat call.
     let no_models = tempfile::tempdir().unwrap();
-
-    let mut api = callfleet(
-        &["api", "--http-addr", "127.0.0.1:0"],
-        &data,
-        &env,
-        &prefix,
-        &log("api"),
+    let stack = Stack::start(&env, dir.path(), "cfllm", "127.0.0.1:0", &[]);
+    let base = &stack.base;
+    let _worker = stack.agent(
+        "w-llm",
         &[],
-    );
-    let base = api_base(&mut api);
-    let _dispatcher = callfleet(
-        &["dispatcher", "--http-addr", "127.0.0.1:0"],
-        &data,
-        &env,
-        &prefix,
-        &log("dispatcher"),
-        &[],
-    );
-    let _worker = callfleet(
-        &["agent", "--worker-id", "w-llm"],
-        &data,
-        &env,
-        &prefix,
-        &log("w-llm"),
         &[
             ("OLLAMA_URL", ollama.url()),
             ("CALLFLEET_MODELS", no_models.path().display().to_string()),
         ],
     );
-    wait_workers(&env, &prefix, &["w-llm"], Duration::from_secs(30));
+    stack.wait_workers(&["w-llm"], Duration::from_secs(30));
 
     let http = reqwest::blocking::Client::new();
     let mut config = std::fs::read_to_string(
@@ -254,8 +182,8 @@ fn a_chat_call_routes_through_the_bots_language_model() {
     )
     .unwrap();
     config.push_str("\nproviders:\n  llm: {provider: ollama, model: llama3.2}\n");
-    let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session = browser_session(&http, &base, &key, &bot_id);
+    let (key, bot_id) = company_with_bot(&http, base, &config);
+    let session = browser_session(&http, base, &key, &bot_id);
     let output = Command::new(&env.python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/chat_caller.py"))
         .args([

@@ -25,7 +25,7 @@ use callfleet_testkit::{FakeDeepgram, SttScript, TEST_KEY};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::caller::espeak_wav;
-use support::{api_base, callfleet, company_with_bot, Env, Proc, TestDir};
+use support::{company_with_bot, Env, Proc, Stack, TestDir};
 
 const CALLED: &str = "+15550100";
 const CALLER: &str = "+15550199";
@@ -108,7 +108,8 @@ struct Fleet {
     base: String,
     key: String,
     bot_id: String,
-    _procs: Vec<Proc>,
+    /// The API and the dispatcher.
+    _fleet: Stack,
     /// The agent workers (`agent`, then `agent-1`, …) and their processes.
     agents: Vec<(String, Proc)>,
     _stt: FakeDeepgram,
@@ -167,47 +168,29 @@ impl Fleet {
                 ("CALLFLEET_VAD", "energy".to_string()),
             ])
             .collect();
-        let data = dir.path().join("data");
-        let prefix = format!("cfsip:{}:", std::process::id());
-        let log = |name: &str| dir.path().join(format!("{name}.log"));
-        let mut api = callfleet(
-            &["api", "--http-addr", "127.0.0.1:0"],
-            &data,
-            &env,
-            &prefix,
-            &log("api"),
-            &livekit,
-        );
-        let base = api_base(&mut api);
         let dispatcher_addr = format!("127.0.0.1:{dispatcher_port}");
-        let dispatcher = callfleet(
-            &["dispatcher", "--http-addr", &dispatcher_addr],
-            &data,
-            &env,
-            &prefix,
-            &log("dispatcher"),
-            &livekit,
-        );
-        let agents: Vec<(String, Proc)> = (0..workers)
-            .map(|i| {
+        let fleet = Stack::start(&env, dir.path(), "cfsip", &dispatcher_addr, &livekit);
+        let base = fleet.base.clone();
+        let log = |name: &str| fleet.log(name);
+        let ids: Vec<String> = (0..workers).map(|i| format!("w-sip-{i}")).collect();
+        let agents: Vec<(String, Proc)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
                 let name = if i == 0 {
                     "agent".to_string()
                 } else {
                     format!("agent-{i}")
                 };
-                let id = format!("w-sip-{i}");
-                let proc = callfleet(
-                    &["agent", "--worker-id", &id, "--capacity", "4"],
-                    &data,
-                    &env,
-                    &prefix,
-                    &log(&name),
-                    &agent_env,
-                );
+                let args = ["agent", "--worker-id", id, "--capacity", "4"];
+                let proc = fleet.spawn(&name, &args, &agent_env);
                 (name, proc)
             })
             .collect();
-        std::thread::sleep(Duration::from_secs(2));
+        fleet.wait_workers(
+            &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            Duration::from_secs(30),
+        );
 
         let http = reqwest::blocking::Client::new();
         let clinic = std::fs::read_to_string(
@@ -242,7 +225,7 @@ impl Fleet {
             base,
             key,
             bot_id,
-            _procs: vec![api, dispatcher],
+            _fleet: fleet,
             agents,
             _stt: stt,
         })

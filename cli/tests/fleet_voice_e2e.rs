@@ -18,10 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::caller::{espeak_wav, Caller};
-use support::{
-    api_base, browser_session, callfleet, company_with_bot, holder, stored_call, wait_exit,
-    wait_workers,
-};
+use support::{browser_session, company_with_bot, holder, stored_call, wait_exit, Stack};
 
 /// What the caller says, in order; the fake recognizer hears each stretch of speech as the next.
 const LINES: [&str; 7] = [
@@ -70,51 +67,13 @@ fn a_voice_call_survives_its_worker_being_killed() {
         ("CALLFLEET_VAD", "energy".to_string()),
     ];
 
-    let data = dir.path().join("data");
-    let prefix = format!("cfvoice:{}:", std::process::id());
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let mut api = callfleet(
-        &["api", "--http-addr", "127.0.0.1:0"],
-        &data,
-        &env,
-        &prefix,
-        &log("api"),
-        &[],
-    );
-    let base = api_base(&mut api);
-    let _dispatcher = callfleet(
-        &["dispatcher", "--http-addr", "127.0.0.1:0"],
-        &data,
-        &env,
-        &prefix,
-        &log("dispatcher"),
-        &[],
-    );
+    let stack = Stack::start(&env, dir.path(), "cfvoice", "127.0.0.1:0", &[]);
+    let (base, log) = (&stack.base, |name: &str| stack.log(name));
     let mut workers = vec![
-        (
-            "w-a",
-            callfleet(
-                &["agent", "--worker-id", "w-a", "--capacity", "10"],
-                &data,
-                &env,
-                &prefix,
-                &log("w-a"),
-                &providers,
-            ),
-        ),
-        (
-            "w-b",
-            callfleet(
-                &["agent", "--worker-id", "w-b", "--capacity", "10"],
-                &data,
-                &env,
-                &prefix,
-                &log("w-b"),
-                &providers,
-            ),
-        ),
+        ("w-a", stack.agent("w-a", &["--capacity", "10"], &providers)),
+        ("w-b", stack.agent("w-b", &["--capacity", "10"], &providers)),
     ];
-    wait_workers(&env, &prefix, &["w-a", "w-b"], Duration::from_secs(30));
+    stack.wait_workers(&["w-a", "w-b"], Duration::from_secs(30));
 
     let http = reqwest::blocking::Client::new();
     let clinic = std::fs::read_to_string(
@@ -122,8 +81,8 @@ fn a_voice_call_survives_its_worker_being_killed() {
     )
     .unwrap();
     let config = format!("{clinic}\nproviders:\n  stt: {{provider: deepgram}}\n  tts: {{provider: cartesia, voice: test-voice}}\n");
-    let (key, bot_id) = company_with_bot(&http, &base, &config);
-    let session = browser_session(&http, &base, &key, &bot_id);
+    let (key, bot_id) = company_with_bot(&http, base, &config);
+    let session = browser_session(&http, base, &key, &bot_id);
     let call_id = session["call_id"].as_str().unwrap().to_string();
 
     let mut caller = Caller::join(
@@ -205,7 +164,7 @@ fn a_voice_call_survives_its_worker_being_killed() {
         "each worker opened its own recognizer connection"
     );
 
-    let record = stored_call(&http, &base, &key, &call_id, &log("dispatcher"));
+    let record = stored_call(&http, base, &key, &call_id, &log("dispatcher"));
     assert_eq!(
         record["fields"]["patient_name"], "Anna Smith",
         "collected before the kill"

@@ -22,7 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use support::caller::{espeak_wav, Caller};
-use support::{api_base, callfleet, company_with_bot, free_port, stored_call, wait_exit, Proc};
+use support::{
+    api_base, callfleet, company_with_bot, free_port, stored_call, wait_exit, wait_logged, Proc,
+    Stack,
+};
+
+/// What a worker logs once LiveKit has accepted its registration (its readiness).
+const REGISTERED: &str = "registered with LiveKit's agent dispatch";
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -144,56 +150,20 @@ fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatc
         ("CALLFLEET_AGENT_NAME", agent_name.clone()),
         ("CALLFLEET_DISPATCHER_URL", dispatcher_url.clone()),
     ];
-    let data = dir.path().join("data");
-    let prefix = format!("cflkd:{}:", std::process::id());
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let mut api = callfleet(
-        &["api", "--http-addr", "127.0.0.1:0"],
-        &data,
+    let stack = Stack::start(
         &env,
-        &prefix,
-        &log("api"),
+        dir.path(),
+        "cflkd",
+        &format!("127.0.0.1:{dispatcher_port}"),
         &[],
     );
-    let base = api_base(&mut api);
-    let _dispatcher = callfleet(
-        &[
-            "dispatcher",
-            "--http-addr",
-            &format!("127.0.0.1:{dispatcher_port}"),
-        ],
-        &data,
-        &env,
-        &prefix,
-        &log("dispatcher"),
-        &[],
-    );
+    let (base, log) = (&stack.base, |name: &str| stack.log(name));
     let mut workers: Vec<(&str, Proc)> = ["lk-a", "lk-b"]
         .into_iter()
-        .map(|name| {
-            let proc = callfleet(
-                &["agent", "--worker-id", name, "--capacity", "1"],
-                &data,
-                &env,
-                &prefix,
-                &log(name),
-                &providers,
-            );
-            (name, proc)
-        })
+        .map(|name| (name, stack.agent(name, &["--capacity", "1"], &providers)))
         .collect();
-    let registered = |name: &str| {
-        std::fs::read_to_string(log(name))
-            .unwrap_or_default()
-            .contains("registered with LiveKit's agent dispatch")
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !workers.iter().all(|(name, _)| registered(name)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the workers did not register with LiveKit"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    for (name, _) in &workers {
+        wait_logged(&log(name), REGISTERED, Duration::from_secs(30));
     }
 
     let http = reqwest::blocking::Client::new();
@@ -202,7 +172,7 @@ fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatc
     )
     .unwrap();
     let config = format!("{clinic}\nproviders:\n  stt: {{provider: deepgram}}\n  tts: {{provider: cartesia, voice: test-voice}}\n");
-    let (key, bot_id) = company_with_bot(&http, &base, &config);
+    let (key, bot_id) = company_with_bot(&http, base, &config);
     let metadata = serde_json::json!({ "bot_id": bot_id }).to_string();
 
     // (a) A token with a room configuration: LiveKit dispatches the agent as the caller joins.
@@ -256,7 +226,7 @@ fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatc
     );
     let _ = caller_b.reply();
     assert!(caller_b.leave().success());
-    let record = stored_call(&http, &base, &key, &call_b, &log("dispatcher"));
+    let record = stored_call(&http, base, &key, &call_b, &log("dispatcher"));
     assert_eq!(record["room"], room_b.as_str());
     assert_eq!(record["bot_id"], bot_id.as_str());
 
@@ -321,7 +291,7 @@ fn livekit_dispatches_reach_callfleet_workers_and_a_dead_workers_room_is_dispatc
         "a drained worker exits once its call ends",
     );
     assert!(exit.success(), "drained worker exit status: {exit}");
-    let record = stored_call(&http, &base, &key, &call_a, &log("dispatcher"));
+    let record = stored_call(&http, base, &key, &call_a, &log("dispatcher"));
     assert_eq!(record["room"], room_a.as_str());
 }
 
@@ -356,17 +326,7 @@ fn callfleet_dev_takes_calls_from_livekit_dispatch() {
         &extra,
     );
     let base = api_base(&mut dev);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("registered with LiveKit's agent dispatch")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dev did not register with LiveKit"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_logged(&log, REGISTERED, Duration::from_secs(30));
     let http = reqwest::blocking::Client::new();
     let clinic = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/clinic-en.yaml"),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct Env {
     pub redis: String,
     pub livekit: String,
@@ -185,6 +186,85 @@ pub fn callfleet(
     Proc(command.spawn().expect("start callfleet"))
 }
 
+/// A fleet's control plane as processes: `callfleet api` and `callfleet dispatcher` on one data
+/// dir and one Redis prefix, each logging to `NAME.log` in the test's directory. Workers are
+/// started with [`Stack::agent`] (or any subcommand with [`Stack::spawn`]); every process dies
+/// with the test.
+pub struct Stack {
+    pub env: Env,
+    dir: PathBuf,
+    pub data: PathBuf,
+    /// The Redis key prefix this stack's processes share (so tests never see each other's keys).
+    pub prefix: String,
+    /// The admin API's base URL.
+    pub base: String,
+    pub api: Proc,
+    pub dispatcher: Proc,
+}
+
+impl Stack {
+    /// Starts the API and the dispatcher (listening on `dispatcher_addr`; `127.0.0.1:0` when
+    /// nothing needs its address), both with `extra` in their environment, and waits for the
+    /// API's address. `tag` names the stack in its Redis prefix.
+    pub fn start(
+        env: &Env,
+        dir: &Path,
+        tag: &str,
+        dispatcher_addr: &str,
+        extra: &[(&str, String)],
+    ) -> Stack {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let prefix = format!("{tag}:{}:{nanos}:", std::process::id());
+        let data = dir.join("data");
+        let log = |name: &str| dir.join(format!("{name}.log"));
+        let args = ["api", "--http-addr", "127.0.0.1:0"];
+        let mut api = callfleet(&args, &data, env, &prefix, &log("api"), extra);
+        let base = api_base(&mut api);
+        let args = ["dispatcher", "--http-addr", dispatcher_addr];
+        let dispatcher = callfleet(&args, &data, env, &prefix, &log("dispatcher"), extra);
+        Stack {
+            env: env.clone(),
+            dir: dir.to_path_buf(),
+            data,
+            prefix,
+            base,
+            api,
+            dispatcher,
+        }
+    }
+
+    /// Where the process started as `name` logs.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// `callfleet ARGS` on this stack, logging to `name`'s log.
+    pub fn spawn(&self, name: &str, args: &[&str], extra: &[(&str, String)]) -> Proc {
+        callfleet(
+            args,
+            &self.data,
+            &self.env,
+            &self.prefix,
+            &self.log(name),
+            extra,
+        )
+    }
+
+    /// `callfleet agent --worker-id ID ARGS`, logging to `ID`'s log.
+    pub fn agent(&self, id: &str, args: &[&str], extra: &[(&str, String)]) -> Proc {
+        let mut all = vec!["agent", "--worker-id", id];
+        all.extend_from_slice(args);
+        self.spawn(id, &all, extra)
+    }
+
+    /// Waits until each of `workers` heartbeats on this stack's fleet bus.
+    pub fn wait_workers(&self, workers: &[&str], limit: Duration) {
+        wait_workers(&self.env, &self.prefix, workers, limit);
+    }
+}
+
 /// Reads stdout lines until one starts with `prefix`; returns the rest of that line.
 pub fn wait_line(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut line = String::new();
@@ -327,6 +407,24 @@ pub fn wait_workers(env: &Env, prefix: &str, workers: &[&str], limit: Duration) 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// Waits until the log at `path` holds `needle` (a process's readiness line); panics with the
+/// log after `limit`.
+pub fn wait_logged(path: &Path, needle: &str, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never logged {needle:?}:\n{log}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits for `proc` to exit by itself; panics after `limit`.
