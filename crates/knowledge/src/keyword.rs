@@ -99,6 +99,67 @@ fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The average passage length, in terms, that BM25's length normalisation assumes when the
+/// index scores keywords: a sparse vector is computed once, when its chunk is stored, so it
+/// cannot see the bot's true average as the in-memory index does. A full chunk (≈500 model
+/// tokens, ≈350 words) keeps about 200 terms once stop words are out; short sections score as
+/// a little more relevant than they would against their bot's own average.
+pub const SPARSE_AVG_LEN: f32 = 200.0;
+
+/// A term's dimension in the sparse vector: FNV-1a of the stem, 32 bits. Collisions between
+/// two stems of one collection are rare and only merge their statistics.
+pub fn term_id(term: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in term.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// A sparse vector: term dimensions (ascending, unique) and their weights.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseTerms {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl SparseTerms {
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    fn from_counts(counts: HashMap<u32, f32>) -> SparseTerms {
+        let mut pairs: Vec<(u32, f32)> = counts.into_iter().collect();
+        pairs.sort_by_key(|(i, _)| *i);
+        let (indices, values) = pairs.into_iter().unzip();
+        SparseTerms { indices, values }
+    }
+}
+
+/// A passage's sparse vector for an index that applies IDF itself (Qdrant's `idf` modifier):
+/// each term weighs its BM25 term-frequency part, tf·(k1+1) / (tf + k1·(1 − b + b·len/avg)),
+/// so the index's dot product with [`query_sparse`] times its IDF is the passage's BM25 score.
+pub fn document_sparse(text: &str) -> SparseTerms {
+    let terms = terms(text);
+    let len = terms.len() as f32;
+    let mut tf: HashMap<u32, f32> = HashMap::new();
+    for t in &terms {
+        *tf.entry(term_id(t)).or_default() += 1.0;
+    }
+    let norm = K1 * (1.0 - B + B * len / SPARSE_AVG_LEN);
+    for n in tf.values_mut() {
+        *n = *n * (K1 + 1.0) / (*n + norm);
+    }
+    SparseTerms::from_counts(tf)
+}
+
+/// A question's sparse vector: each distinct term once, weight 1 (as [`Bm25Index::search`]
+/// counts a repeated query word once).
+pub fn query_sparse(text: &str) -> SparseTerms {
+    SparseTerms::from_counts(terms(text).iter().map(|t| (term_id(t), 1.0)).collect())
+}
+
 /// BM25 over one bot's chunks.
 #[derive(Debug, Default, Clone)]
 pub struct Bm25Index {

@@ -128,8 +128,12 @@ impl KnowledgeSearcher {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let vector_hits = self.inner.index.search(bot_id, &vector, candidates).await?;
-        let keyword_hits = self.keyword_search(bot_id, query, candidates).await?;
+        let (vector_hits, keyword_hits) = tokio::try_join!(
+            async {
+                Ok::<_, KnowledgeError>(self.inner.index.search(bot_id, &vector, candidates).await?)
+            },
+            self.keyword_search(bot_id, query, candidates)
+        )?;
 
         let mut by_id: HashMap<String, SearchHit> = HashMap::new();
         for hit in &vector_hits {
@@ -177,6 +181,15 @@ impl KnowledgeSearcher {
         query: &str,
         limit: usize,
     ) -> Result<Vec<(ChunkRecord, f32)>, KnowledgeError> {
+        let terms = crate::keyword::query_sparse(query);
+        if let Some(hits) = self
+            .inner
+            .index
+            .keyword_search(bot_id, &terms, limit)
+            .await?
+        {
+            return Ok(hits.into_iter().map(|h| (h.record, h.score)).collect());
+        }
         let entry = lock(&self.inner.keywords)
             .entry(bot_id.to_string())
             .or_default()

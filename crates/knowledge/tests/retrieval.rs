@@ -153,10 +153,21 @@ struct Quality {
 }
 
 async fn evaluate(name: &str, embedder: Arc<dyn Embedder>) -> Quality {
+    evaluate_with(name, embedder, false).await
+}
+
+/// `keywords_in_index`: BM25 scored by the index (sparse vectors with IDF) instead of in memory.
+async fn evaluate_with(
+    name: &str,
+    embedder: Arc<dyn Embedder>,
+    keywords_in_index: bool,
+) -> Quality {
     let db = callfleet_store::testing::sqlite().await;
     let store = db.store.clone();
     let dir = tempfile::tempdir().unwrap();
-    let index = Arc::new(EdgeIndex::open(dir.path(), embedder.dimension()).unwrap());
+    let index = Arc::new(
+        EdgeIndex::open_with(dir.path(), embedder.dimension(), keywords_in_index).unwrap(),
+    );
     let service =
         KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default()).unwrap();
     let company = store
@@ -223,7 +234,8 @@ async fn evaluate(name: &str, embedder: Arc<dyn Embedder>) -> Quality {
         mrr: rr / n,
     };
     println!(
-        "retrieval quality, {name} + BM25 (RRF), {} questions: recall@1 {:.2}, recall@5 {:.2}, MRR {:.2}",
+        "retrieval quality, {name} + BM25 {} (RRF), {} questions: recall@1 {:.2}, recall@5 {:.2}, MRR {:.2}",
+        if keywords_in_index { "in the index" } else { "in memory" },
         QUESTIONS.len(),
         q.recall_at_1,
         q.recall_at_5,
@@ -253,4 +265,15 @@ async fn hybrid_retrieval_with_minilm() {
     };
     let q = evaluate("MiniLM", Arc::new(embedder)).await;
     assert!(q.recall_at_5 >= 0.9, "recall@5 {:.2}", q.recall_at_5);
+}
+
+#[tokio::test]
+async fn hybrid_retrieval_keywords_in_the_index() {
+    let q = evaluate_with("hashing", Arc::new(HashingEmbedder::new(384)), true).await;
+    assert!(q.recall_at_5 >= 0.6, "recall@5 {:.2}", q.recall_at_5);
+    #[cfg(feature = "minilm")]
+    if let Ok(e) = callfleet_knowledge::MiniLmEmbedder::load_default() {
+        let q = evaluate_with("MiniLM", Arc::new(e), true).await;
+        assert!(q.recall_at_5 >= 0.9, "recall@5 {:.2}", q.recall_at_5);
+    }
 }

@@ -1,11 +1,19 @@
 //! A fake Qdrant server speaking the gRPC API that `qdrant-client` uses (no Qdrant binary can be
 //! installed here). It keeps collections in memory and implements exactly the RPCs the knowledge
-//! crate calls — health check, collection exists/create/list/delete, create field index,
-//! upsert, delete (by filter or ids), search, scroll, count — with the checks the real server
-//! makes (unknown collection → NOT_FOUND, wrong vector size → INVALID_ARGUMENT, a limit of 0 is
-//! invalid). Filters support `must`/`must_not`/`should` of keyword matches, which is all the
-//! crate sends; anything else is refused loudly so a change in the crate cannot pass unnoticed.
-//! Every other RPC answers UNIMPLEMENTED.
+//! crate calls — health check, collection exists/create/info/list/delete, create field index,
+//! create vector name, upsert, update vectors, delete (by filter or ids), search, query, scroll,
+//! count — with the checks the real server makes (unknown collection → NOT_FOUND, wrong vector
+//! size or an unknown vector name → INVALID_ARGUMENT, a limit of 0 is invalid).
+//!
+//! Points hold the unnamed dense vector and any named sparse vectors the collection declares.
+//! A sparse query scores as Qdrant does: the dot product over shared indices, each query weight
+//! multiplied by the index's IDF, ln((N − df + 0.5)/(df + 0.5) + 1), when the vector's modifier
+//! is `Idf` (N: points holding the vector, df: those with a weight at that index); points that
+//! share no index with the query are not returned. The Query API is served for one `nearest`
+//! query (dense or sparse, `using` naming the vector) with no prefetch, which is all the crate
+//! sends. Filters support `must`/`must_not`/`should` of keyword matches. Anything else is
+//! refused loudly so a change in the crate cannot pass unnoticed; every other RPC answers
+//! UNIMPLEMENTED.
 
 use qdrant_client::qdrant as q;
 use qdrant_client::qdrant::collections_server::{Collections, CollectionsServer};
@@ -16,11 +24,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
+/// A sparse vector as stored: index → weight.
+type Sparse = BTreeMap<u32, f32>;
+
+struct Point {
+    dense: Vec<f32>,
+    sparse: HashMap<String, Sparse>,
+    payload: HashMap<String, q::Value>,
+}
+
 #[derive(Default)]
 struct Collection {
     dimension: usize,
+    /// Declared sparse vectors: name → whether the IDF modifier applies.
+    sparse_vectors: BTreeMap<String, bool>,
     /// Ordered by id, as Qdrant scrolls.
-    points: BTreeMap<String, (Vec<f32>, HashMap<String, q::Value>)>,
+    points: BTreeMap<String, Point>,
     indexed_fields: Vec<String>,
 }
 
@@ -51,17 +70,122 @@ fn point_id(id: &str) -> q::PointId {
     }
 }
 
-fn dense(vectors: &Option<q::Vectors>) -> Result<Vec<f32>, Status> {
-    match vectors.as_ref().and_then(|v| v.vectors_options.as_ref()) {
-        Some(q::vectors::VectorsOptions::Vector(v)) => match &v.vector {
-            Some(q::vector::Vector::Dense(d)) => Ok(d.data.clone()),
-            #[allow(deprecated)] // older clients still send the flat field
-            None if !v.data.is_empty() => Ok(v.data.clone()),
-            _ => Err(Status::invalid_argument("only dense vectors are supported")),
-        },
-        _ => Err(Status::invalid_argument(
-            "only a single unnamed vector is supported",
+/// One vector of a point as sent: dense or sparse.
+enum Sent {
+    Dense(Vec<f32>),
+    Sparse(Sparse),
+}
+
+fn sparse_of(values: &[f32], indices: &[u32]) -> Result<Sparse, Status> {
+    if values.len() != indices.len() {
+        return Err(Status::invalid_argument(
+            "Wrong input: Sparse vector indices and values must have the same length",
+        ));
+    }
+    let mut out = Sparse::new();
+    for (i, v) in indices.iter().zip(values) {
+        if out.insert(*i, *v).is_some() {
+            return Err(Status::invalid_argument(
+                "Wrong input: Sparse vector indices must be unique",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn sent(vector: &q::Vector) -> Result<Sent, Status> {
+    match &vector.vector {
+        Some(q::vector::Vector::Dense(d)) => Ok(Sent::Dense(d.data.clone())),
+        Some(q::vector::Vector::Sparse(s)) => Ok(Sent::Sparse(sparse_of(&s.values, &s.indices)?)),
+        Some(_) => Err(Status::invalid_argument(
+            "the fake supports dense and sparse vectors only",
         )),
+        #[allow(deprecated)] // older clients send the flat fields
+        None => match &vector.indices {
+            Some(indices) => Ok(Sent::Sparse(sparse_of(&vector.data, &indices.data)?)),
+            None => Ok(Sent::Dense(vector.data.clone())),
+        },
+    }
+}
+
+/// A point's vectors by name ("" is the unnamed dense vector).
+fn named(vectors: &Option<q::Vectors>) -> Result<Vec<(String, Sent)>, Status> {
+    match vectors.as_ref().and_then(|v| v.vectors_options.as_ref()) {
+        Some(q::vectors::VectorsOptions::Vector(v)) => Ok(vec![(String::new(), sent(v)?)]),
+        Some(q::vectors::VectorsOptions::Vectors(map)) => map
+            .vectors
+            .iter()
+            .map(|(name, v)| Ok((name.clone(), sent(v)?)))
+            .collect(),
+        None => Err(Status::invalid_argument("point without vectors")),
+    }
+}
+
+fn wrong_dimension(expected: usize, got: usize) -> Status {
+    Status::invalid_argument(format!(
+        "Wrong input: Vector dimension error: expected dim: {expected}, got {got}"
+    ))
+}
+
+fn unknown_vector(name: &str) -> Status {
+    Status::invalid_argument(format!(
+        "Wrong input: Not existing vector name error: {name}"
+    ))
+}
+
+impl Collection {
+    /// Checks one named vector against the collection's schema.
+    fn check(&self, name: &str, vector: &Sent) -> Result<(), Status> {
+        match (name, vector) {
+            ("", Sent::Dense(d)) if d.len() == self.dimension => Ok(()),
+            ("", Sent::Dense(d)) => Err(wrong_dimension(self.dimension, d.len())),
+            (name, Sent::Sparse(_)) if self.sparse_vectors.contains_key(name) => Ok(()),
+            (name, _) => Err(unknown_vector(name)),
+        }
+    }
+
+    /// A sparse query's weights with IDF applied when the vector's modifier asks for it.
+    fn weighted(&self, name: &str, query: &Sparse) -> Sparse {
+        if self.sparse_vectors.get(name) != Some(&true) {
+            return query.clone();
+        }
+        let holders: Vec<&Sparse> = self
+            .points
+            .values()
+            .filter_map(|p| p.sparse.get(name))
+            .collect();
+        let n = holders.len() as f32;
+        query
+            .iter()
+            .map(|(index, weight)| {
+                let df = holders.iter().filter(|s| s.contains_key(index)).count() as f32;
+                (*index, weight * ((n - df + 0.5) / (df + 0.5) + 1.0).ln())
+            })
+            .collect()
+    }
+}
+
+fn dot(query: &Sparse, stored: &Sparse) -> Option<f32> {
+    let mut score = None;
+    for (index, weight) in query {
+        if let Some(w) = stored.get(index) {
+            *score.get_or_insert(0.0) += weight * w;
+        }
+    }
+    score
+}
+
+fn scored(id: &str, point: &Point, score: f32, with_payload: bool) -> q::ScoredPoint {
+    q::ScoredPoint {
+        id: Some(point_id(id)),
+        payload: if with_payload {
+            point.payload.clone()
+        } else {
+            HashMap::new()
+        },
+        score,
+        version: 0,
+        ..Default::default()
     }
 }
 
@@ -72,32 +196,30 @@ fn keyword_of(value: &q::Value) -> Option<&str> {
     }
 }
 
-fn condition_matches(
-    condition: &q::Condition,
-    payload: &HashMap<String, q::Value>,
-) -> Result<bool, Status> {
+fn condition_matches(condition: &q::Condition, point: &Point) -> Result<bool, Status> {
     match &condition.condition_one_of {
         Some(q::condition::ConditionOneOf::Field(field)) => {
             match field.r#match.as_ref().and_then(|m| m.match_value.as_ref()) {
                 Some(q::r#match::MatchValue::Keyword(k)) => {
-                    Ok(payload.get(&field.key).and_then(keyword_of) == Some(k.as_str()))
+                    Ok(point.payload.get(&field.key).and_then(keyword_of) == Some(k.as_str()))
                 }
                 _ => Err(Status::invalid_argument(
                     "the fake supports keyword matches only",
                 )),
             }
         }
-        Some(q::condition::ConditionOneOf::Filter(f)) => filter_matches(Some(f), payload),
+        // The unnamed dense vector is required, so every point has it.
+        Some(q::condition::ConditionOneOf::HasVector(has)) => {
+            Ok(has.has_vector.is_empty() || point.sparse.contains_key(&has.has_vector))
+        }
+        Some(q::condition::ConditionOneOf::Filter(f)) => filter_matches(Some(f), point),
         _ => Err(Status::invalid_argument(
-            "the fake supports field conditions only",
+            "the fake supports field and has_vector conditions only",
         )),
     }
 }
 
-fn filter_matches(
-    filter: Option<&q::Filter>,
-    payload: &HashMap<String, q::Value>,
-) -> Result<bool, Status> {
+fn filter_matches(filter: Option<&q::Filter>, point: &Point) -> Result<bool, Status> {
     let Some(filter) = filter else {
         return Ok(true);
     };
@@ -107,19 +229,19 @@ fn filter_matches(
         ));
     }
     for c in &filter.must {
-        if !condition_matches(c, payload)? {
+        if !condition_matches(c, point)? {
             return Ok(false);
         }
     }
     for c in &filter.must_not {
-        if condition_matches(c, payload)? {
+        if condition_matches(c, point)? {
             return Ok(false);
         }
     }
     if !filter.should.is_empty() {
         let mut any = false;
         for c in &filter.should {
-            any |= condition_matches(c, payload)?;
+            any |= condition_matches(c, point)?;
         }
         return Ok(any);
     }
@@ -239,6 +361,19 @@ impl Collections for FakeQdrant {
         if params.size == 0 {
             return Err(Status::invalid_argument("vector size must be positive"));
         }
+        let mut sparse_vectors = BTreeMap::new();
+        for (name, params) in request
+            .sparse_vectors_config
+            .map(|c| c.map)
+            .unwrap_or_default()
+        {
+            if name.is_empty() {
+                return Err(Status::invalid_argument(
+                    "Wrong input: the unnamed vector is the dense one",
+                ));
+            }
+            sparse_vectors.insert(name, params.modifier == Some(q::Modifier::Idf as i32));
+        }
         let mut collections = self.collections.lock().expect("fake state lock");
         if collections.contains_key(&request.collection_name) {
             return Err(Status::already_exists(format!(
@@ -250,6 +385,7 @@ impl Collections for FakeQdrant {
             request.collection_name,
             Collection {
                 dimension: params.size as usize,
+                sparse_vectors,
                 ..Default::default()
             },
         );
@@ -292,11 +428,68 @@ impl Collections for FakeQdrant {
         }))
     }
 
+    /// The collection's schema and point count (what a client checks before using it).
     async fn get(
         &self,
-        _: Request<q::GetCollectionInfoRequest>,
+        request: Request<q::GetCollectionInfoRequest>,
     ) -> Result<Response<q::GetCollectionInfoResponse>, Status> {
-        Err(unused("get"))
+        let info = self.with_collection(&request.get_ref().collection_name, |c| {
+            let sparse = q::SparseVectorConfig {
+                map: c
+                    .sparse_vectors
+                    .iter()
+                    .map(|(name, idf)| {
+                        let modifier = if *idf {
+                            q::Modifier::Idf
+                        } else {
+                            q::Modifier::None
+                        };
+                        (
+                            name.clone(),
+                            q::SparseVectorParams {
+                                index: None,
+                                modifier: Some(modifier as i32),
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+            #[allow(deprecated)] // a required field of the message
+            let params = q::CollectionParams {
+                shard_number: 1,
+                on_disk_payload: true,
+                vectors_config: Some(q::VectorsConfig {
+                    config: Some(q::vectors_config::Config::Params(q::VectorParams {
+                        size: c.dimension as u64,
+                        distance: q::Distance::Cosine as i32,
+                        ..Default::default()
+                    })),
+                }),
+                replication_factor: Some(1),
+                write_consistency_factor: Some(1),
+                sparse_vectors_config: (!sparse.map.is_empty()).then_some(sparse),
+                ..Default::default()
+            };
+            Ok(q::CollectionInfo {
+                status: q::CollectionStatus::Green as i32,
+                optimizer_status: Some(q::OptimizerStatus {
+                    ok: true,
+                    error: String::new(),
+                }),
+                segments_count: 1,
+                config: Some(q::CollectionConfig {
+                    params: Some(params),
+                    ..Default::default()
+                }),
+                points_count: Some(c.points.len() as u64),
+                indexed_vectors_count: Some(0),
+                ..Default::default()
+            })
+        })?;
+        Ok(Response::new(q::GetCollectionInfoResponse {
+            result: Some(info),
+            time: 0.0,
+        }))
     }
     async fn update(
         &self,
@@ -380,19 +573,31 @@ impl Points for FakeQdrant {
         self.with_collection(&request.collection_name, |c| {
             let mut staged = Vec::new();
             for point in &request.points {
-                let vector = dense(&point.vectors)?;
-                if vector.len() != c.dimension {
-                    return Err(Status::invalid_argument(format!(
-                        "Wrong input: Vector dimension error: expected dim: {}, got {}",
-                        c.dimension,
-                        vector.len()
-                    )));
+                let mut dense = None;
+                let mut sparse = HashMap::new();
+                for (name, vector) in named(&point.vectors)? {
+                    c.check(&name, &vector)?;
+                    match vector {
+                        Sent::Dense(d) => dense = Some(d),
+                        Sent::Sparse(v) => {
+                            sparse.insert(name, v);
+                        }
+                    }
                 }
-                staged.push((id_string(&point.id)?, vector, point.payload.clone()));
+                // The collection's dense vector is not optional.
+                let dense = dense.ok_or_else(|| wrong_dimension(c.dimension, 0))?;
+                staged.push((
+                    id_string(&point.id)?,
+                    Point {
+                        dense,
+                        sparse,
+                        payload: point.payload.clone(),
+                    },
+                ));
             }
             // All or nothing, like one Qdrant operation.
-            for (id, vector, payload) in staged {
-                c.points.insert(id, (vector, payload));
+            for (id, point) in staged {
+                c.points.insert(id, point);
             }
             Ok(())
         })?;
@@ -416,8 +621,8 @@ impl Points for FakeQdrant {
             match selector {
                 q::points_selector::PointsSelectorOneOf::Filter(filter) => {
                     let mut doomed = Vec::new();
-                    for (id, (_, payload)) in &c.points {
-                        if filter_matches(Some(&filter), payload)? {
+                    for (id, point) in &c.points {
+                        if filter_matches(Some(&filter), point)? {
                             doomed.push(id.clone());
                         }
                     }
@@ -450,35 +655,24 @@ impl Points for FakeQdrant {
         }
         let with_payload = wants_payload(&request.with_payload);
         let result = self.with_collection(&request.collection_name, |c| {
-            if request.vector.len() != c.dimension {
-                return Err(Status::invalid_argument(format!(
-                    "Wrong input: Vector dimension error: expected dim: {}, got {}",
-                    c.dimension,
-                    request.vector.len()
-                )));
+            if let Some(name) = request.vector_name.as_deref().filter(|n| !n.is_empty()) {
+                return Err(unknown_vector(name));
             }
-            let mut scored = Vec::new();
-            for (id, (vector, payload)) in &c.points {
-                if filter_matches(request.filter.as_ref(), payload)? {
-                    scored.push((cosine(&request.vector, vector), id, payload));
+            if request.vector.len() != c.dimension {
+                return Err(wrong_dimension(c.dimension, request.vector.len()));
+            }
+            let mut found = Vec::new();
+            for (id, point) in &c.points {
+                if filter_matches(request.filter.as_ref(), point)? {
+                    found.push((cosine(&request.vector, &point.dense), id, point));
                 }
             }
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-            Ok(scored
+            found.sort_by(|a, b| b.0.total_cmp(&a.0));
+            Ok(found
                 .into_iter()
                 .skip(request.offset.unwrap_or(0) as usize)
                 .take(request.limit as usize)
-                .map(|(score, id, payload)| q::ScoredPoint {
-                    id: Some(point_id(id)),
-                    payload: if with_payload {
-                        payload.clone()
-                    } else {
-                        HashMap::new()
-                    },
-                    score,
-                    version: 0,
-                    ..Default::default()
-                })
+                .map(|(score, id, point)| scored(id, point, score, with_payload))
                 .collect())
         })?;
         Ok(Response::new(q::SearchResponse {
@@ -513,8 +707,8 @@ impl Points for FakeQdrant {
                 Some(s) => c.points.range(s.clone()..),
                 None => c.points.range(String::new()..),
             };
-            for (id, (_, payload)) in range {
-                if !filter_matches(request.filter.as_ref(), payload)? {
+            for (id, point) in range {
+                if !filter_matches(request.filter.as_ref(), point)? {
                     continue;
                 }
                 if page.len() == limit {
@@ -524,7 +718,7 @@ impl Points for FakeQdrant {
                 page.push(q::RetrievedPoint {
                     id: Some(point_id(id)),
                     payload: if with_payload {
-                        payload.clone()
+                        point.payload.clone()
                     } else {
                         HashMap::new()
                     },
@@ -548,8 +742,8 @@ impl Points for FakeQdrant {
         let request = request.into_inner();
         let count = self.with_collection(&request.collection_name, |c| {
             let mut n = 0u64;
-            for (_, payload) in c.points.values() {
-                if filter_matches(request.filter.as_ref(), payload)? {
+            for point in c.points.values() {
+                if filter_matches(request.filter.as_ref(), point)? {
                     n += 1;
                 }
             }
@@ -565,11 +759,46 @@ impl Points for FakeQdrant {
     async fn get(&self, _: Request<q::GetPoints>) -> Result<Response<q::GetResponse>, Status> {
         Err(unused("get"))
     }
+    /// Replaces the named vectors given for each point and keeps its others.
     async fn update_vectors(
         &self,
-        _: Request<q::UpdatePointVectors>,
+        request: Request<q::UpdatePointVectors>,
     ) -> Result<Response<q::PointsOperationResponse>, Status> {
-        Err(unused("update_vectors"))
+        let request = request.into_inner();
+        if request.update_filter.is_some() {
+            return Err(Status::invalid_argument(
+                "the fake does not support update_filter",
+            ));
+        }
+        self.with_collection(&request.collection_name, |c| {
+            let mut staged = Vec::new();
+            for point in &request.points {
+                let id = id_string(&point.id)?;
+                if !c.points.contains_key(&id) {
+                    return Err(Status::not_found(format!("No point with id {id} found")));
+                }
+                for (name, vector) in named(&point.vectors)? {
+                    c.check(&name, &vector)?;
+                    staged.push((id.clone(), name, vector));
+                }
+            }
+            for (id, name, vector) in staged {
+                if let Some(point) = c.points.get_mut(&id) {
+                    match vector {
+                        Sent::Dense(d) => point.dense = d,
+                        Sent::Sparse(v) => {
+                            point.sparse.insert(name, v);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Response::new(q::PointsOperationResponse {
+            result: completed(),
+            time: 0.0,
+            usage: None,
+        }))
     }
     async fn delete_vectors(
         &self,
@@ -607,11 +836,38 @@ impl Points for FakeQdrant {
     ) -> Result<Response<q::PointsOperationResponse>, Status> {
         Err(unused("delete_field_index"))
     }
+    /// Adds a sparse vector to an existing collection; its points hold none until given one.
     async fn create_vector_name(
         &self,
-        _: Request<q::CreateVectorNameRequest>,
+        request: Request<q::CreateVectorNameRequest>,
     ) -> Result<Response<q::PointsOperationResponse>, Status> {
-        Err(unused("create_vector_name"))
+        let request = request.into_inner();
+        let idf = match request.vector_config {
+            Some(q::create_vector_name_request::VectorConfig::SparseConfig(config)) => {
+                config.modifier == Some(q::Modifier::Idf as i32)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the fake adds sparse vectors only",
+                ))
+            }
+        };
+        self.with_collection(&request.collection_name, |c| {
+            if request.vector_name.is_empty() || c.sparse_vectors.contains_key(&request.vector_name)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "Wrong input: Vector with name {} already exists",
+                    request.vector_name
+                )));
+            }
+            c.sparse_vectors.insert(request.vector_name.clone(), idf);
+            Ok(())
+        })?;
+        Ok(Response::new(q::PointsOperationResponse {
+            result: completed(),
+            time: 0.0,
+            usage: None,
+        }))
     }
     async fn delete_vector_name(
         &self,
@@ -667,11 +923,78 @@ impl Points for FakeQdrant {
     ) -> Result<Response<q::UpdateBatchResponse>, Status> {
         Err(unused("update_batch"))
     }
+    /// One `nearest` query, dense or sparse, on the vector `using` names.
     async fn query(
         &self,
-        _: Request<q::QueryPoints>,
+        request: Request<q::QueryPoints>,
     ) -> Result<Response<q::QueryResponse>, Status> {
-        Err(unused("query"))
+        let request = request.into_inner();
+        if !request.prefetch.is_empty() || request.score_threshold.is_some() {
+            return Err(Status::invalid_argument(
+                "the fake serves a nearest query without prefetch or threshold",
+            ));
+        }
+        let input = match request.query.and_then(|q| q.variant) {
+            Some(q::query::Variant::Nearest(input)) => input.variant,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the fake serves nearest queries only",
+                ))
+            }
+        };
+        // Qdrant's default limit for the Query API.
+        let limit = request.limit.unwrap_or(10) as usize;
+        if limit == 0 {
+            return Err(Status::invalid_argument("limit must be positive"));
+        }
+        let with_payload = wants_payload(&request.with_payload);
+        let using = request.using.unwrap_or_default();
+        let result = self.with_collection(&request.collection_name, |c| {
+            let mut found = Vec::new();
+            match input {
+                Some(q::vector_input::Variant::Dense(d)) => {
+                    c.check(&using, &Sent::Dense(d.data.clone()))?;
+                    for (id, point) in &c.points {
+                        if filter_matches(request.filter.as_ref(), point)? {
+                            found.push((cosine(&d.data, &point.dense), id, point));
+                        }
+                    }
+                }
+                Some(q::vector_input::Variant::Sparse(s)) => {
+                    let query = sparse_of(&s.values, &s.indices)?;
+                    if !c.sparse_vectors.contains_key(&using) {
+                        return Err(unknown_vector(&using));
+                    }
+                    let query = c.weighted(&using, &query);
+                    for (id, point) in &c.points {
+                        let Some(score) = point.sparse.get(&using).and_then(|v| dot(&query, v))
+                        else {
+                            continue;
+                        };
+                        if filter_matches(request.filter.as_ref(), point)? {
+                            found.push((score, id, point));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "the fake queries by dense or sparse vector only",
+                    ))
+                }
+            }
+            found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            Ok(found
+                .into_iter()
+                .skip(request.offset.unwrap_or(0) as usize)
+                .take(limit)
+                .map(|(score, id, point)| scored(id, point, score, with_payload))
+                .collect())
+        })?;
+        Ok(Response::new(q::QueryResponse {
+            result,
+            time: 0.0,
+            usage: None,
+        }))
     }
     async fn query_batch(
         &self,

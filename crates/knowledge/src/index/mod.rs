@@ -11,8 +11,12 @@ mod edge;
 mod qdrant;
 
 pub use edge::EdgeIndex;
+
+/// The sparse vector of a chunk's BM25 term weights (both backends); the index applies IDF.
+pub(crate) const KEYWORDS: &str = "keywords";
 pub use qdrant::QdrantIndex;
 
+use crate::keyword::SparseTerms;
 use crate::IndexError;
 use callfleet_core::scenario::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -35,11 +39,11 @@ pub struct ChunkRecord {
     pub heading: Option<String>,
 }
 
-/// A chunk found by vector similarity.
+/// A chunk found by vector similarity (or by its keywords).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorHit {
     pub record: ChunkRecord,
-    /// Cosine similarity.
+    /// Cosine similarity (BM25 for a keyword search).
     pub score: f32,
 }
 
@@ -57,6 +61,18 @@ pub trait VectorIndex: Send + Sync {
         vector: &'a [f32],
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>>;
+    /// The `limit` chunks of one bot that best match a question's terms by BM25, scored by
+    /// the index itself (sparse vectors, the index applying IDF), or `None` when this index
+    /// holds no keyword vectors.
+    fn keyword_search<'a>(
+        &'a self,
+        bot_id: &'a str,
+        terms: &'a SparseTerms,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Option<Vec<VectorHit>>, IndexError>> {
+        let _ = (bot_id, terms, limit);
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// Every chunk of a bot (no vectors), for the keyword index.
     fn chunks<'a>(&'a self, bot_id: &'a str)
         -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>>;

@@ -1,15 +1,24 @@
 //! The production backend: a Qdrant server over gRPC (`qdrant-client`). One collection holds
 //! every bot's points; the bot id is a keyword payload index marked `is_tenant`, which Qdrant
-//! uses to lay out each tenant's points together.
+//! uses to lay out each tenant's points together. Each point holds the chunk's embedding (the
+//! unnamed dense vector) and its BM25 term weights (the sparse vector `keywords`, which the
+//! server weighs by IDF). A collection made before keyword vectors existed gets the sparse
+//! vector added (Qdrant ≥ 1.18) and every point's keyword vector filled in when it is opened.
 
-use super::{backend, check_dimension, record_from_payload, ChunkRecord, VectorHit, VectorIndex};
+use super::{
+    backend, check_dimension, record_from_payload, ChunkRecord, VectorHit, VectorIndex, KEYWORDS,
+};
+use crate::keyword::{document_sparse, SparseTerms};
 use crate::IndexError;
 use callfleet_core::scenario::BoxFuture;
 use callfleet_core::secret::Secret;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter, KeywordIndexParamsBuilder, PointStruct,
-    ScrollPointsBuilder, SearchPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    create_vector_name_request, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, CreateVectorNameRequest, DeletePointsBuilder, Distance,
+    FieldType, Filter, GetCollectionInfoRequest, KeywordIndexParamsBuilder, Modifier, NamedVectors,
+    PointStruct, PointVectors, Query, QueryPointsBuilder, ScrollPointsBuilder, SearchPointsBuilder,
+    SparseVectorCreationConfig, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpdatePointVectors, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, Vectors,
 };
 use qdrant_client::{Payload, Qdrant};
 use std::collections::HashMap;
@@ -40,6 +49,10 @@ fn record(
     )
 }
 
+fn sparse(terms: &SparseTerms) -> Vector {
+    Vector::new_sparse(terms.indices.clone(), terms.values.clone())
+}
+
 impl QdrantIndex {
     /// Connects to `url` (gRPC, e.g. `http://qdrant:6334`) and creates `collection` with its
     /// payload indexes if it does not exist.
@@ -63,18 +76,28 @@ impl QdrantIndex {
             collection: collection.to_string(),
             dimension,
         };
-        if !index
+        if index
             .client
             .collection_exists(collection)
             .await
             .map_err(backend)?
         {
+            index.add_keywords_if_missing().await?;
+        } else {
+            let mut sparse = SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params(
+                KEYWORDS,
+                SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+            );
             index
                 .client
                 .create_collection(
-                    CreateCollectionBuilder::new(collection).vectors_config(
-                        VectorParamsBuilder::new(dimension as u64, Distance::Cosine),
-                    ),
+                    CreateCollectionBuilder::new(collection)
+                        .vectors_config(VectorParamsBuilder::new(
+                            dimension as u64,
+                            Distance::Cosine,
+                        ))
+                        .sparse_vectors_config(sparse),
                 )
                 .await
                 .map_err(backend)?;
@@ -109,6 +132,88 @@ impl QdrantIndex {
         Ok(index)
     }
 
+    /// Upgrades a collection made before keyword vectors: adds the sparse vector if it is
+    /// missing, then fills in the keyword vector of every point that has none, from its stored
+    /// text (embeddings stay as they are). Run at every connect, so an upgrade a crash
+    /// interrupted is finished by the next process; once done it is one filtered scroll that
+    /// finds nothing.
+    async fn add_keywords_if_missing(&self) -> Result<(), IndexError> {
+        let info = self
+            .client
+            .collection_info(GetCollectionInfoRequest {
+                collection_name: self.collection.clone(),
+            })
+            .await
+            .map_err(backend)?;
+        let has_keywords = info
+            .result
+            .and_then(|i| i.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.sparse_vectors_config)
+            .is_some_and(|s| s.map.contains_key(KEYWORDS));
+        if !has_keywords {
+            tracing::info!(collection = %self.collection, "Adding keyword vectors to the knowledge collection.");
+            self.client
+                .create_vector_name(CreateVectorNameRequest {
+                    collection_name: self.collection.clone(),
+                    wait: Some(true),
+                    vector_name: KEYWORDS.to_string(),
+                    vector_config: Some(create_vector_name_request::VectorConfig::SparseConfig(
+                        SparseVectorCreationConfig {
+                            modifier: Some(Modifier::Idf as i32),
+                            datatype: None,
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?;
+        }
+        let mut filled = 0usize;
+        loop {
+            // Filled points leave the filter, so each page is read from the start.
+            let page = self
+                .client
+                .scroll(
+                    ScrollPointsBuilder::new(&self.collection)
+                        .filter(Filter::must_not([Condition::has_vector(KEYWORDS)]))
+                        .limit(500)
+                        .with_payload(true),
+                )
+                .await
+                .map_err(backend)?;
+            if page.result.is_empty() {
+                break;
+            }
+            let mut points = Vec::with_capacity(page.result.len());
+            for point in page.result {
+                let chunk = record(point.payload)?;
+                points.push(PointVectors {
+                    id: point.id,
+                    vectors: Some(
+                        NamedVectors::default()
+                            .add_vector(KEYWORDS, sparse(&document_sparse(&chunk.text)))
+                            .into(),
+                    ),
+                });
+            }
+            filled += points.len();
+            self.client
+                .update_vectors(UpdatePointVectors {
+                    collection_name: self.collection.clone(),
+                    wait: Some(true),
+                    points,
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?;
+        }
+        if filled > 0 {
+            tracing::info!(collection = %self.collection, points = filled, "Keyword vectors added.");
+        }
+        Ok(())
+    }
+
     async fn delete_where(&self, filter: Filter) -> Result<(), IndexError> {
         self.client
             .delete_points(
@@ -137,7 +242,11 @@ impl VectorIndex for QdrantIndex {
             for (record, vector) in points {
                 let payload = Payload::try_from(serde_json::to_value(&record).map_err(backend)?)
                     .map_err(backend)?;
-                structs.push(PointStruct::new(record.id.clone(), vector, payload));
+                let vectors: Vectors = NamedVectors::default()
+                    .add_vector("", Vector::new_dense(vector))
+                    .add_vector(KEYWORDS, sparse(&document_sparse(&record.text)))
+                    .into();
+                structs.push(PointStruct::new(record.id.clone(), vectors, payload));
             }
             self.client
                 .upsert_points(UpsertPointsBuilder::new(&self.collection, structs).wait(true))
@@ -173,6 +282,46 @@ impl VectorIndex for QdrantIndex {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn keyword_search<'a>(
+        &'a self,
+        bot_id: &'a str,
+        terms: &'a SparseTerms,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Option<Vec<VectorHit>>, IndexError>> {
+        Box::pin(async move {
+            if terms.is_empty() || limit == 0 {
+                return Ok(Some(Vec::new()));
+            }
+            let response = self
+                .client
+                .query(
+                    QueryPointsBuilder::new(&self.collection)
+                        .query(Query::new_nearest(VectorInput::new_sparse(
+                            terms.indices.clone(),
+                            terms.values.clone(),
+                        )))
+                        .using(KEYWORDS)
+                        .filter(filter(bot_id, None))
+                        .limit(limit as u64)
+                        .with_payload(true),
+                )
+                .await
+                .map_err(backend)?;
+            response
+                .result
+                .into_iter()
+                .filter(|p| p.score > 0.0)
+                .map(|p| {
+                    Ok(VectorHit {
+                        record: record(p.payload)?,
+                        score: p.score,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
         })
     }
 
