@@ -1,72 +1,24 @@
 //! Knowledge base figures on the embedded index (qdrant-edge): ingestion pages/s (a generated
 //! multi-page PDF through upload → parse → chunk → embed → index), and search latency p50/p95
 //! at 10k and 100k chunks in one bot (another bot's chunks beside them), for the vector search
-//! alone and for the whole hybrid search (query embedding + vectors + BM25 + fusion).
+//! alone, the keyword search alone (BM25 over the chunks' sparse vectors, IDF applied by the
+//! index) and the whole hybrid search (query embedding + both searches + fusion).
 //!
-//! Env: BENCH_SIZES (default "10000,100000"), BENCH_QUERIES (default 300), BENCH_PAGES (default 40),
-//! BENCH_KEYWORDS: where BM25 is scored — `memory` (default: per-bot postings in the process),
-//! `index` (sparse vectors with IDF in the index), or `both` (one index holding the sparse
-//! vectors, the hybrid search measured each way on it).
+//! Env: BENCH_SIZES (default "10000,100000"), BENCH_QUERIES (default 300), BENCH_PAGES (default 40;
+//! 0 skips ingestion).
 //! Run through `scripts/bench-knowledge`.
 
 use callfleet_core::config::BotConfig;
-use callfleet_core::scenario::BoxFuture;
 use callfleet_knowledge::keyword::{query_sparse, SparseTerms};
 use callfleet_knowledge::{
-    ChunkRecord, EdgeIndex, Embedder, HashingEmbedder, IndexError, KnowledgeConfig,
-    KnowledgeService, VectorHit, VectorIndex,
+    ChunkRecord, EdgeIndex, Embedder, HashingEmbedder, KnowledgeConfig, KnowledgeService,
+    VectorIndex,
 };
 use callfleet_store::{NewBot, NewCompany, Store};
 use lopdf::content::{Content, Operation};
 use lopdf::{dictionary, Document, Object, Stream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// An index seen without its keyword vectors, so the searcher scores BM25 in memory.
-struct KeywordsInMemory(Arc<EdgeIndex>);
-
-impl VectorIndex for KeywordsInMemory {
-    fn dimension(&self) -> usize {
-        self.0.dimension()
-    }
-    fn upsert(
-        &self,
-        points: Vec<(ChunkRecord, Vec<f32>)>,
-    ) -> BoxFuture<'_, Result<(), IndexError>> {
-        self.0.upsert(points)
-    }
-    fn search<'a>(
-        &'a self,
-        bot_id: &'a str,
-        vector: &'a [f32],
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>> {
-        self.0.search(bot_id, vector, limit)
-    }
-    fn chunks<'a>(
-        &'a self,
-        bot_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>> {
-        self.0.chunks(bot_id)
-    }
-    fn count<'a>(
-        &'a self,
-        bot_id: &'a str,
-        document_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<usize, IndexError>> {
-        self.0.count(bot_id, document_id)
-    }
-    fn delete_document<'a>(
-        &'a self,
-        bot_id: &'a str,
-        document_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), IndexError>> {
-        self.0.delete_document(bot_id, document_id)
-    }
-    fn delete_bot<'a>(&'a self, bot_id: &'a str) -> BoxFuture<'a, Result<(), IndexError>> {
-        self.0.delete_bot(bot_id)
-    }
-}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -237,12 +189,11 @@ async fn ingestion(pages: usize) {
     }
 }
 
-async fn search(size: usize, queries: usize, keywords: &str) {
+async fn search(size: usize, queries: usize) {
     let db = callfleet_store::testing::sqlite().await;
     let dir = tempfile::tempdir().expect("dir");
     let hashing = HashingEmbedder::new(384);
-    let index =
-        Arc::new(EdgeIndex::open_with(dir.path(), 384, keywords != "memory").expect("index"));
+    let index = Arc::new(EdgeIndex::open(dir.path(), 384).expect("index"));
     let (company, bots) = tenant(&db.store).await;
     let mut words = Words::new(size as u64);
     let started = Instant::now();
@@ -300,61 +251,45 @@ async fn search(size: usize, queries: usize, keywords: &str) {
         percentile(&mut vector_only, 0.5),
         percentile(&mut vector_only, 0.95),
     );
-    if keywords != "memory" {
-        let terms: Vec<SparseTerms> = questions.iter().map(|q| query_sparse(q)).collect();
-        let mut keyword_only = Vec::new();
-        for t in &terms {
-            let started = Instant::now();
-            let hits = index
-                .keyword_search(&bots[0], t, 40)
-                .await
-                .expect("keyword search")
-                .expect("the index holds keyword vectors");
-            keyword_only.push(started.elapsed());
-            assert!(hits.iter().all(|h| h.record.bot_id == bots[0]));
-        }
-        println!(
-            "  search [{size} chunks]: keyword (sparse, IDF in the index) top-40 p50 {:.2} ms p95 {:.2} ms",
-            percentile(&mut keyword_only, 0.5),
-            percentile(&mut keyword_only, 0.95),
-        );
-    }
-    let mut ways: Vec<(&str, Arc<dyn VectorIndex>)> = Vec::new();
-    if keywords != "index" {
-        ways.push(("BM25 in memory", Arc::new(KeywordsInMemory(index.clone()))));
-    }
-    if keywords != "memory" {
-        ways.push(("BM25 in the index", index.clone()));
-    }
-    for (way, index) in ways {
-        let service = KnowledgeService::new(
-            db.store.clone(),
-            index,
-            Arc::new(hashing.clone()),
-            KnowledgeConfig::default(),
-        )
-        .expect("service");
+    let terms: Vec<SparseTerms> = questions.iter().map(|q| query_sparse(q)).collect();
+    let mut keyword_only = Vec::new();
+    let mut found = 0usize;
+    for t in &terms {
         let started = Instant::now();
-        service
-            .search(&bots[0], &questions[0], 5)
+        let hits = index
+            .keyword_search(&bots[0], t, 40)
             .await
-            .expect("warm-up"); // builds the bot's BM25 index when it is in memory
-        println!(
-            "  first search [{way}] (in memory: builds the keyword index from the vector index): {:.0} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        let mut hybrid = Vec::new();
-        for q in &questions {
-            let t = Instant::now();
-            service.search(&bots[0], q, 5).await.expect("search");
-            hybrid.push(t.elapsed());
-        }
-        println!(
-            "  search [{size} chunks]: hybrid top-5 [{way}] (hashing query embedding) p50 {:.2} ms p95 {:.2} ms",
-            percentile(&mut hybrid, 0.5),
-            percentile(&mut hybrid, 0.95)
-        );
+            .expect("keyword search")
+            .expect("the index holds keyword vectors");
+        keyword_only.push(started.elapsed());
+        assert!(hits.iter().all(|h| h.record.bot_id == bots[0]));
+        found += hits.len();
     }
+    assert!(found > 0, "the questions share words with the chunks");
+    println!(
+        "  search [{size} chunks]: keyword (BM25, IDF in the index) top-40 p50 {:.2} ms p95 {:.2} ms ({:.1} hits a question)",
+        percentile(&mut keyword_only, 0.5),
+        percentile(&mut keyword_only, 0.95),
+        found as f64 / terms.len() as f64,
+    );
+    let service = KnowledgeService::new(
+        db.store.clone(),
+        index.clone(),
+        Arc::new(hashing.clone()),
+        KnowledgeConfig::default(),
+    )
+    .expect("service");
+    let mut hybrid = Vec::new();
+    for q in &questions {
+        let t = Instant::now();
+        service.search(&bots[0], q, 5).await.expect("search");
+        hybrid.push(t.elapsed());
+    }
+    println!(
+        "  search [{size} chunks]: hybrid top-5 (hashing query embedding) p50 {:.2} ms p95 {:.2} ms",
+        percentile(&mut hybrid, 0.5),
+        percentile(&mut hybrid, 0.95)
+    );
 }
 
 async fn query_embedding(queries: usize) {
@@ -386,18 +321,14 @@ fn main() {
         .collect();
     let queries: usize = env_or("BENCH_QUERIES", "300").parse().unwrap_or(300);
     let pages: usize = env_or("BENCH_PAGES", "40").parse().unwrap_or(40);
-    let keywords = env_or("BENCH_KEYWORDS", "memory");
-    assert!(
-        ["memory", "index", "both"].contains(&keywords.as_str()),
-        "BENCH_KEYWORDS is memory, index or both"
-    );
+
     runtime.block_on(async {
         if pages > 0 {
             ingestion(pages).await;
         }
         query_embedding(queries).await;
         for size in sizes {
-            search(size, queries, &keywords).await;
+            search(size, queries).await;
         }
     });
 }

@@ -1,9 +1,10 @@
 //! The keyword half of hybrid search: Okapi BM25 over word stems (Russian and English, the
-//! same stemmer the scenario engine uses), and reciprocal rank fusion to merge it with the
-//! vector ranking. Pure and in memory; the service rebuilds a bot's index from the vector
-//! index's payloads, so there is one source of truth for what a bot knows.
+//! same stemmer the scenario engine uses), scored by the index. A chunk's sparse vector holds
+//! each of its terms' BM25 term-frequency weight, a question's holds each of its terms once, and
+//! the index (Qdrant's engine or server, with the `idf` modifier) multiplies their dot product
+//! by each term's IDF over the collection — so no process keeps postings of its own. Reciprocal
+//! rank fusion merges the keyword ranking with the vector ranking. Pure functions.
 
-use crate::index::ChunkRecord;
 use std::collections::HashMap;
 
 const K1: f32 = 1.2;
@@ -99,11 +100,11 @@ fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The average passage length, in terms, that BM25's length normalisation assumes when the
-/// index scores keywords: a sparse vector is computed once, when its chunk is stored, so it
-/// cannot see the bot's true average as the in-memory index does. A full chunk (≈500 model
-/// tokens, ≈350 words) keeps about 200 terms once stop words are out; short sections score as
-/// a little more relevant than they would against their bot's own average.
+/// The average passage length, in terms, that BM25's length normalisation assumes: a sparse
+/// vector is computed once, when its chunk is stored, so it cannot follow the collection's true
+/// average. A full chunk (≈500 model tokens, ≈350 words) keeps about 200 terms once stop words
+/// are out; short sections weigh their terms a little more than against their own average
+/// (the labelled set ranks the same either way, see README).
 pub const SPARSE_AVG_LEN: f32 = 200.0;
 
 /// A term's dimension in the sparse vector: FNV-1a of the stem, 32 bits. Collisions between
@@ -154,112 +155,9 @@ pub fn document_sparse(text: &str) -> SparseTerms {
     SparseTerms::from_counts(tf)
 }
 
-/// A question's sparse vector: each distinct term once, weight 1 (as [`Bm25Index::search`]
-/// counts a repeated query word once).
+/// A question's sparse vector: each distinct term once, weight 1 (a repeated word counts once).
 pub fn query_sparse(text: &str) -> SparseTerms {
     SparseTerms::from_counts(terms(text).iter().map(|t| (term_id(t), 1.0)).collect())
-}
-
-/// BM25 over one bot's chunks.
-#[derive(Debug, Default, Clone)]
-pub struct Bm25Index {
-    /// Per chunk: its record and its length in terms; `None` once removed (slots are reused
-    /// lazily so removal does not renumber the postings).
-    docs: Vec<Option<(ChunkRecord, u32)>>,
-    postings: HashMap<String, Vec<(u32, u32)>>,
-    total_len: u64,
-    live: usize,
-}
-
-impl Bm25Index {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn len(&self) -> usize {
-        self.live
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
-    pub fn add(&mut self, record: ChunkRecord) {
-        let slot = self.docs.len() as u32;
-        let terms = terms(&record.text);
-        let mut tf: HashMap<String, u32> = HashMap::new();
-        for t in &terms {
-            *tf.entry(t.clone()).or_default() += 1;
-        }
-        for (term, n) in tf {
-            self.postings.entry(term).or_default().push((slot, n));
-        }
-        self.total_len += terms.len() as u64;
-        self.live += 1;
-        self.docs.push(Some((record, terms.len() as u32)));
-    }
-
-    /// Removes every chunk `keep` rejects.
-    pub fn retain(&mut self, mut keep: impl FnMut(&ChunkRecord) -> bool) {
-        let mut removed = false;
-        for slot in self.docs.iter_mut() {
-            if let Some((record, len)) = slot {
-                if !keep(record) {
-                    self.total_len -= *len as u64;
-                    self.live -= 1;
-                    *slot = None;
-                    removed = true;
-                }
-            }
-        }
-        if removed {
-            let docs = &self.docs;
-            self.postings.retain(|_, list| {
-                list.retain(|(slot, _)| docs[*slot as usize].is_some());
-                !list.is_empty()
-            });
-        }
-    }
-
-    /// The best `limit` chunks for `query`, with their BM25 scores.
-    pub fn search(&self, query: &str, limit: usize) -> Vec<(ChunkRecord, f32)> {
-        if self.live == 0 {
-            return Vec::new();
-        }
-        let n = self.live as f32;
-        let avg_len = self.total_len as f32 / n;
-        let mut scores: HashMap<u32, f32> = HashMap::new();
-        let mut query_terms = terms(query);
-        query_terms.sort();
-        query_terms.dedup();
-        for term in &query_terms {
-            let Some(list) = self.postings.get(term) else {
-                continue;
-            };
-            let df = list.len() as f32;
-            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-            for &(slot, tf) in list {
-                let Some((_, len)) = &self.docs[slot as usize] else {
-                    continue;
-                };
-                let tf = tf as f32;
-                let norm =
-                    tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * *len as f32 / avg_len.max(1.0)));
-                *scores.entry(slot).or_default() += idf * norm;
-            }
-        }
-        let mut ranked: Vec<(u32, f32)> = scores.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(limit);
-        ranked
-            .into_iter()
-            .filter_map(|(slot, s)| {
-                self.docs[slot as usize]
-                    .as_ref()
-                    .map(|(r, _)| (r.clone(), s))
-            })
-            .collect()
-    }
 }
 
 /// The constant of reciprocal rank fusion; 60 is the value from Cormack et al. and what
@@ -290,62 +188,67 @@ pub fn reciprocal_rank_fusion<'a>(rankings: &[Vec<&'a str>]) -> Vec<(&'a str, f3
 mod tests {
     use super::*;
 
-    fn record(id: &str, doc: &str, text: &str) -> ChunkRecord {
-        ChunkRecord {
-            id: id.into(),
-            company_id: "c".into(),
-            bot_id: "b".into(),
-            document_id: doc.into(),
-            source: "s".into(),
-            ordinal: 0,
-            text: text.into(),
-            page: None,
-            heading: None,
+    fn weight(terms: &SparseTerms, term: &str) -> Option<f32> {
+        let id = term_id(term);
+        terms
+            .indices
+            .iter()
+            .position(|i| *i == id)
+            .map(|p| terms.values[p])
+    }
+
+    #[test]
+    fn word_forms_share_a_term_and_stop_words_have_none() {
+        let doc = document_sparse("Доставка по Москве бесплатная. The delivery is free.");
+        let query = query_sparse("сколько стоит доставку? How much does delivery cost?");
+        let shared: Vec<u32> = query
+            .indices
+            .iter()
+            .filter(|i| doc.indices.contains(i))
+            .copied()
+            .collect();
+        assert_eq!(shared.len(), 2, "доставк and deliveri: {doc:?} {query:?}");
+        for stop in ["the", "is", "по", "how", "much"] {
+            assert_eq!(weight(&doc, stop).or(weight(&query, stop)), None, "{stop}");
         }
     }
 
-    fn ids(found: &[(ChunkRecord, f32)]) -> Vec<&str> {
-        found.iter().map(|(r, _)| r.id.as_str()).collect()
+    #[test]
+    fn vectors_are_sorted_unique_and_queries_count_a_word_once() {
+        let query = query_sparse("parking parking office PARKING");
+        assert_eq!(query.values, [1.0, 1.0]);
+        let doc = document_sparse("parking office parking lot office parking");
+        assert!(doc.indices.windows(2).all(|w| w[0] < w[1]), "{doc:?}");
+        assert!(query.indices.windows(2).all(|w| w[0] < w[1]), "{query:?}");
+        assert!(query_sparse("the and of").is_empty());
     }
 
+    /// The weights are BM25's term-frequency part: more occurrences weigh more but saturate
+    /// below k1 + 1, and the same count weighs less in a longer passage.
     #[test]
-    fn bm25_prefers_rare_matching_terms_and_word_forms() {
-        let mut index = Bm25Index::new();
-        index.add(record(
-            "1",
-            "d1",
-            "Delivery is free for orders over 3000 roubles.",
-        ));
-        index.add(record("2", "d1", "Our office is open from nine to six."));
-        index.add(record(
-            "3",
-            "d2",
-            "Доставка по Москве бесплатная, по области 300 рублей.",
-        ));
-        index.add(record(
-            "4",
-            "d2",
-            "The office is in the city centre, the office has parking.",
-        ));
-        assert_eq!(
-            ids(&index.search("how much does the delivery cost?", 3)),
-            ["1"]
+    fn weights_saturate_with_frequency_and_fall_with_length() {
+        let w = |text: &str| weight(&document_sparse(text), "park").unwrap();
+        let (once, twice, many) = (
+            w("parking"),
+            w("parking parking"),
+            w(&"parking ".repeat(50)),
         );
-        assert_eq!(ids(&index.search("сколько стоит доставку", 3)), ["3"]);
-        assert_eq!(ids(&index.search("office parking", 3)), ["4", "2"]);
-        assert!(index.search("unrelated words entirely", 3).is_empty());
+        assert!(
+            once < twice && twice < many && many < K1 + 1.0,
+            "{once} {twice} {many}"
+        );
+        let expected = (K1 + 1.0) / (1.0 + K1 * (1.0 - B + B / SPARSE_AVG_LEN));
+        assert!((once - expected).abs() < 1e-6);
+        let long = w(&format!("parking {}", "office ".repeat(300)));
+        assert!(long < once, "{long} {once}");
     }
 
     #[test]
-    fn removal_drops_exactly_the_chunks() {
-        let mut index = Bm25Index::new();
-        index.add(record("1", "d1", "alpha beta"));
-        index.add(record("2", "d2", "alpha gamma"));
-        index.retain(|r| r.document_id != "d1");
-        assert_eq!(index.len(), 1);
-        assert_eq!(ids(&index.search("alpha", 5)), ["2"]);
-        index.add(record("3", "d3", "alpha"));
-        assert_eq!(index.len(), 2);
+    fn term_ids_are_fnv1a() {
+        // FNV-1a's published test vectors: stable across versions, so stored vectors stay valid.
+        assert_eq!(term_id(""), 0x811c_9dc5);
+        assert_eq!(term_id("a"), 0xe40c_292c);
+        assert_eq!(term_id("foobar"), 0xbf9c_f968);
     }
 
     #[test]

@@ -1,33 +1,28 @@
-//! Search, the half of the knowledge base that calls use: a vector index, the embedder its
-//! vectors came from, and per-bot BM25 indexes rebuilt from the vector index's payloads. It
-//! needs no database, so an agent worker opens the same collection the admin API writes and
-//! searches it without linking the store ([`KnowledgeService`](crate::KnowledgeService), the
-//! library of documents, is the other half).
+//! Search, the half of the knowledge base that calls use: a vector index and the embedder its
+//! vectors came from. Both halves of hybrid search are answered by the index — the nearest
+//! embeddings, and BM25 over the chunks' keyword vectors (the index applies IDF) — and fused
+//! here by reciprocal rank. Nothing is held per bot in the process. It needs no database, so an
+//! agent worker opens the same collection the admin API writes and searches it without linking
+//! the store ([`KnowledgeService`](crate::KnowledgeService), the library of documents, is the
+//! other half).
 
 use crate::embed::Embedder;
-use crate::index::{ChunkRecord, VectorIndex};
-use crate::keyword::{reciprocal_rank_fusion, Bm25Index, RRF_K};
+use crate::index::{ChunkRecord, VectorHit, VectorIndex};
+use crate::keyword::{query_sparse, reciprocal_rank_fusion, RRF_K};
 use crate::{IndexError, KnowledgeError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// Tunables of search.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchConfig {
     /// How many candidates each retriever (vector, keyword) contributes before fusion.
     pub candidates: usize,
-    /// How long a bot's keyword index is trusted before it is compared with the vector index
-    /// (another process — the admin API — may have changed the bot's documents).
-    pub keyword_recheck: Duration,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig {
-            candidates: 40,
-            keyword_recheck: Duration::from_secs(10),
-        }
+        SearchConfig { candidates: 40 }
     }
 }
 
@@ -43,21 +38,13 @@ pub struct SearchHit {
     pub keyword_score: Option<f32>,
 }
 
-struct BotKeywords {
-    index: Bm25Index,
-    checked_at: Instant,
-}
-
-type KeywordSlot = Arc<tokio::sync::Mutex<Option<BotKeywords>>>;
-
 struct Inner {
     index: Arc<dyn VectorIndex>,
     embedder: Arc<dyn Embedder>,
     config: SearchConfig,
-    keywords: Mutex<HashMap<String, KeywordSlot>>,
 }
 
-/// Hybrid search over bots' chunks. Cheap to clone; every clone shares the keyword indexes.
+/// Hybrid search over bots' chunks. Cheap to clone.
 #[derive(Clone)]
 pub struct KnowledgeSearcher {
     inner: Arc<Inner>,
@@ -94,7 +81,6 @@ impl KnowledgeSearcher {
                 index,
                 embedder,
                 config,
-                keywords: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -107,8 +93,10 @@ impl KnowledgeSearcher {
         &self.inner.embedder
     }
 
-    /// Hybrid search over one bot's chunks: vector nearest neighbours and BM25, fused by
-    /// reciprocal rank; the best `top_k`.
+    /// Hybrid search over one bot's chunks: vector nearest neighbours and BM25 (both from the
+    /// index, side by side), fused by reciprocal rank; the best `top_k`. The fusion is done
+    /// here rather than in the index's fused query because a hit keeps each retriever's own
+    /// score (the cosine similarity is what a bot's `min_score` is compared with).
     pub async fn search(
         &self,
         bot_id: &str,
@@ -128,12 +116,14 @@ impl KnowledgeSearcher {
             .into_iter()
             .next()
             .unwrap_or_default();
+        let terms = query_sparse(query);
+        let index = &self.inner.index;
         let (vector_hits, keyword_hits) = tokio::try_join!(
-            async {
-                Ok::<_, KnowledgeError>(self.inner.index.search(bot_id, &vector, candidates).await?)
-            },
-            self.keyword_search(bot_id, query, candidates)
+            index.search(bot_id, &vector, candidates),
+            index.keyword_search(bot_id, &terms, candidates)
         )?;
+        // An index without keyword vectors answers by vectors alone.
+        let keyword_hits: Vec<VectorHit> = keyword_hits.unwrap_or_default();
 
         let mut by_id: HashMap<String, SearchHit> = HashMap::new();
         for hit in &vector_hits {
@@ -147,20 +137,20 @@ impl KnowledgeSearcher {
                 },
             );
         }
-        for (record, score) in &keyword_hits {
+        for hit in &keyword_hits {
             by_id
-                .entry(record.id.clone())
+                .entry(hit.record.id.clone())
                 .or_insert_with(|| SearchHit {
-                    chunk: record.clone(),
+                    chunk: hit.record.clone(),
                     score: 0.0,
                     vector_score: None,
                     keyword_score: None,
                 })
-                .keyword_score = Some(*score);
+                .keyword_score = Some(hit.score);
         }
         let fused = reciprocal_rank_fusion(&[
             vector_hits.iter().map(|h| h.record.id.as_str()).collect(),
-            keyword_hits.iter().map(|(r, _)| r.id.as_str()).collect(),
+            keyword_hits.iter().map(|h| h.record.id.as_str()).collect(),
         ]);
         let best_possible = 2.0 / (RRF_K + 1.0);
         Ok(fused
@@ -173,85 +163,5 @@ impl KnowledgeSearcher {
                 })
             })
             .collect())
-    }
-
-    async fn keyword_search(
-        &self,
-        bot_id: &str,
-        query: &str,
-        limit: usize,
-    ) -> Result<Vec<(ChunkRecord, f32)>, KnowledgeError> {
-        let terms = crate::keyword::query_sparse(query);
-        if let Some(hits) = self
-            .inner
-            .index
-            .keyword_search(bot_id, &terms, limit)
-            .await?
-        {
-            return Ok(hits.into_iter().map(|h| (h.record, h.score)).collect());
-        }
-        let entry = lock(&self.inner.keywords)
-            .entry(bot_id.to_string())
-            .or_default()
-            .clone();
-        let mut guard = entry.lock().await;
-        let stale = match guard.as_ref() {
-            None => true,
-            Some(k) if k.checked_at.elapsed() >= self.inner.config.keyword_recheck => {
-                self.inner.index.count(bot_id, None).await? != k.index.len()
-            }
-            Some(_) => false,
-        };
-        if stale {
-            let mut index = Bm25Index::new();
-            for record in self.inner.index.chunks(bot_id).await? {
-                index.add(record);
-            }
-            *guard = Some(BotKeywords {
-                index,
-                checked_at: Instant::now(),
-            });
-        } else if let Some(k) = guard.as_mut() {
-            if k.checked_at.elapsed() >= self.inner.config.keyword_recheck {
-                k.checked_at = Instant::now();
-            }
-        }
-        Ok(guard
-            .as_ref()
-            .map(|k| k.index.search(query, limit))
-            .unwrap_or_default())
-    }
-}
-
-/// What the library of documents tells search when it changes a bot's chunks.
-#[cfg(feature = "library")]
-impl KnowledgeSearcher {
-    fn keyword_slot_if_built(&self, bot_id: &str) -> Option<KeywordSlot> {
-        lock(&self.inner.keywords).get(bot_id).cloned()
-    }
-
-    /// A document's chunks were just indexed: add them to the bot's keyword index, if built.
-    pub(crate) async fn keywords_added(&self, bot_id: &str, records: Vec<ChunkRecord>) {
-        if let Some(slot) = self.keyword_slot_if_built(bot_id) {
-            if let Some(k) = slot.lock().await.as_mut() {
-                for record in records {
-                    k.index.add(record);
-                }
-            }
-        }
-    }
-
-    /// A document was removed: drop its chunks from the bot's keyword index, if built.
-    pub(crate) async fn keywords_removed(&self, bot_id: &str, document_id: &str) {
-        if let Some(slot) = self.keyword_slot_if_built(bot_id) {
-            if let Some(k) = slot.lock().await.as_mut() {
-                k.index.retain(|r| r.document_id != document_id);
-            }
-        }
-    }
-
-    /// A bot's documents were all removed: forget its keyword index.
-    pub(crate) fn keywords_cleared(&self, bot_id: &str) {
-        lock(&self.inner.keywords).remove(bot_id);
     }
 }

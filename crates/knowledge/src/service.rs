@@ -28,9 +28,6 @@ pub struct KnowledgeConfig {
     pub max_file_bytes: usize,
     /// How many candidates each retriever (vector, keyword) contributes before fusion.
     pub candidates: usize,
-    /// How long a bot's keyword index is trusted before it is compared with the vector index
-    /// (another process — the admin API — may have changed the bot's documents).
-    pub keyword_recheck: Duration,
     /// What one document may expand into while it is parsed.
     pub parse_limits: ParseLimits,
     /// How long parsing one file may take before the upload fails (the parser's thread is
@@ -53,7 +50,6 @@ impl Default for KnowledgeConfig {
             chunking: ChunkConfig::default(),
             max_file_bytes: 20 << 20,
             candidates: search.candidates,
-            keyword_recheck: search.keyword_recheck,
             parse_limits: ParseLimits::default(),
             parse_timeout: Duration::from_secs(60),
             max_concurrent_uploads: 4,
@@ -68,7 +64,6 @@ impl KnowledgeConfig {
     fn search(&self) -> SearchConfig {
         SearchConfig {
             candidates: self.candidates,
-            keyword_recheck: self.keyword_recheck,
         }
     }
 }
@@ -138,7 +133,7 @@ impl KnowledgeService {
         self.inner.embedder.as_ref()
     }
 
-    /// The search half, over the same index and keyword indexes.
+    /// The search half, over the same index.
     pub fn searcher(&self) -> &KnowledgeSearcher {
         &self.inner.searcher
     }
@@ -373,7 +368,7 @@ impl KnowledgeService {
         }
     }
 
-    /// Removes a document: its indexing, its points, its keyword entries and its row.
+    /// Removes a document: its indexing, its points (vectors and keywords) and its row.
     pub async fn delete_document(
         &self,
         bot_id: &str,
@@ -384,10 +379,6 @@ impl KnowledgeService {
             .index
             .delete_document(bot_id, document_id)
             .await?;
-        self.inner
-            .searcher
-            .keywords_removed(bot_id, document_id)
-            .await;
         self.inner
             .store
             .delete_knowledge_document(document_id)
@@ -401,7 +392,6 @@ impl KnowledgeService {
             self.stop_job(&doc.id).await;
         }
         self.inner.index.delete_bot(bot_id).await?;
-        self.inner.searcher.keywords_cleared(bot_id);
         Ok(self.inner.store.clear_knowledge_documents(bot_id).await?)
     }
 
@@ -527,7 +517,6 @@ async fn index_document(
     match failure {
         None => {
             let _ = inner.index.optimize().await;
-            inner.searcher.keywords_added(&bot_id, records).await;
             if let Err(e) = inner
                 .store
                 .update_knowledge_progress(doc_id, DocumentStatus::Ready, None, total, total, None)

@@ -1,6 +1,7 @@
 //! Retrieval quality on a labelled set: 25 questions, worded differently from the passages that
 //! answer them, over a provider's three documents (25 sections). Prints recall@1, recall@5 and
-//! MRR for each embedder (hybrid search: vectors + BM25 fused by RRF), and checks a floor.
+//! MRR for each embedder (hybrid search: vectors + BM25, both scored by the index, fused by RRF),
+//! and checks a floor.
 //!
 //! MiniLM runs when the model has been fetched (scripts/fetch-models.sh); under CI a missing
 //! model fails the test, locally it is skipped with a note.
@@ -153,21 +154,10 @@ struct Quality {
 }
 
 async fn evaluate(name: &str, embedder: Arc<dyn Embedder>) -> Quality {
-    evaluate_with(name, embedder, false).await
-}
-
-/// `keywords_in_index`: BM25 scored by the index (sparse vectors with IDF) instead of in memory.
-async fn evaluate_with(
-    name: &str,
-    embedder: Arc<dyn Embedder>,
-    keywords_in_index: bool,
-) -> Quality {
     let db = callfleet_store::testing::sqlite().await;
     let store = db.store.clone();
     let dir = tempfile::tempdir().unwrap();
-    let index = Arc::new(
-        EdgeIndex::open_with(dir.path(), embedder.dimension(), keywords_in_index).unwrap(),
-    );
+    let index = Arc::new(EdgeIndex::open(dir.path(), embedder.dimension()).unwrap());
     let service =
         KnowledgeService::new(store.clone(), index, embedder, KnowledgeConfig::default()).unwrap();
     let company = store
@@ -234,8 +224,7 @@ async fn evaluate_with(
         mrr: rr / n,
     };
     println!(
-        "retrieval quality, {name} + BM25 {} (RRF), {} questions: recall@1 {:.2}, recall@5 {:.2}, MRR {:.2}",
-        if keywords_in_index { "in the index" } else { "in memory" },
+        "retrieval quality, {name} + BM25 in the index (RRF), {} questions: recall@1 {:.2}, recall@5 {:.2}, MRR {:.2}",
         QUESTIONS.len(),
         q.recall_at_1,
         q.recall_at_5,
@@ -265,15 +254,4 @@ async fn hybrid_retrieval_with_minilm() {
     };
     let q = evaluate("MiniLM", Arc::new(embedder)).await;
     assert!(q.recall_at_5 >= 0.9, "recall@5 {:.2}", q.recall_at_5);
-}
-
-#[tokio::test]
-async fn hybrid_retrieval_keywords_in_the_index() {
-    let q = evaluate_with("hashing", Arc::new(HashingEmbedder::new(384)), true).await;
-    assert!(q.recall_at_5 >= 0.6, "recall@5 {:.2}", q.recall_at_5);
-    #[cfg(feature = "minilm")]
-    if let Ok(e) = callfleet_knowledge::MiniLmEmbedder::load_default() {
-        let q = evaluate_with("MiniLM", Arc::new(e), true).await;
-        assert!(q.recall_at_5 >= 0.9, "recall@5 {:.2}", q.recall_at_5);
-    }
 }

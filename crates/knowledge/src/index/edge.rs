@@ -45,9 +45,9 @@ impl EdgeIndex {
         Self::open_with(dir, dimension, true)
     }
 
-    /// Opens (or creates) the shard as it is: without keyword vectors when `keywords` is unset
-    /// and the shard is new — how shards were made before, kept for the upgrade's tests and the
-    /// benchmark's baseline.
+    /// Opens (or creates) the shard as it is, never upgrading it: a new shard gets keyword
+    /// vectors only when `keywords` is set (unset makes a shard as they were before keyword
+    /// vectors, which the upgrade's tests need). Use [`open`](Self::open).
     pub fn open_with(
         dir: &Path,
         dimension: usize,

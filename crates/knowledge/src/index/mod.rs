@@ -1,5 +1,6 @@
-//! Where chunk vectors live. [`VectorIndex`] is one trait with two backends that pass one shared
-//! test suite: [`EdgeIndex`] (Qdrant's engine in-process through `qdrant-edge`, files under the
+//! Where chunk vectors live: each chunk's embedding and its keyword vector (BM25 term weights,
+//! the index applying IDF — see [`crate::keyword`]). [`VectorIndex`] is one trait with two
+//! backends that pass one shared test suite: [`EdgeIndex`] (Qdrant's engine in-process through `qdrant-edge`, files under the
 //! data dir; the `callfleet dev` default) and [`QdrantIndex`] (a Qdrant server over gRPC through
 //! `qdrant-client`; production).
 //!
@@ -21,7 +22,7 @@ use crate::IndexError;
 use callfleet_core::scenario::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-/// What is stored with a chunk's vector: enough to cite it and to rebuild the keyword index.
+/// What is stored with a chunk's vectors: enough to cite it and to compute its keyword vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkRecord {
     /// The point id (a UUID, as Qdrant wants).
@@ -73,7 +74,7 @@ pub trait VectorIndex: Send + Sync {
         let _ = (bot_id, terms, limit);
         Box::pin(std::future::ready(Ok(None)))
     }
-    /// Every chunk of a bot (no vectors), for the keyword index.
+    /// Every chunk of a bot (no vectors).
     fn chunks<'a>(&'a self, bot_id: &'a str)
         -> BoxFuture<'a, Result<Vec<ChunkRecord>, IndexError>>;
     /// How many chunks a bot has, or one of its documents has.
