@@ -37,10 +37,11 @@ impl EdgeIndex {
     pub fn open(dir: &Path, dimension: usize) -> Result<EdgeIndex, IndexError> {
         recover_upgrade(dir)?;
         if dir.join("edge_config.json").exists() {
-            let old = EdgeShard::load(dir, None).map_err(backend)?;
-            if !old.config().sparse_vectors.contains_key(KEYWORDS) {
-                Self::upgrade(dir, old, dimension)?;
+            let shard = EdgeShard::load(dir, None).map_err(backend)?;
+            if shard.config().sparse_vectors.contains_key(KEYWORDS) {
+                return Self::loaded(shard, dimension);
             }
+            Self::upgrade(dir, shard, dimension)?;
         }
         Self::open_with(dir, dimension, true)
     }
@@ -54,37 +55,39 @@ impl EdgeIndex {
         keywords: bool,
     ) -> Result<EdgeIndex, IndexError> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("{}: {e}", dir.display())))?;
-        let existing = dir.join("edge_config.json").exists();
-        let shard = if existing {
-            EdgeShard::load(dir, None)
-        } else {
-            EdgeShard::new(dir, config(dimension, keywords))
+        if dir.join("edge_config.json").exists() {
+            return Self::loaded(EdgeShard::load(dir, None).map_err(backend)?, dimension);
         }
-        .map_err(backend)?;
-        let keywords = shard.config().sparse_vectors.contains_key(KEYWORDS);
+        let shard = EdgeShard::new(dir, config(dimension, keywords)).map_err(backend)?;
         let index = EdgeIndex {
             shard: Arc::new(shard),
             dimension,
             keywords,
         };
-        if existing {
-            let stored = index
-                .shard
-                .config()
-                .vectors
-                .get("")
-                .map(|v| v.size)
-                .unwrap_or(dimension);
-            if stored != dimension {
-                return Err(IndexError::Dimension {
-                    index: stored,
-                    embedder: dimension,
-                });
-            }
-        } else {
-            index.create_payload_indexes()?;
-        }
+        index.create_payload_indexes()?;
         Ok(index)
+    }
+
+    /// An existing shard, refused if its vectors are not of `dimension`.
+    fn loaded(shard: EdgeShard, dimension: usize) -> Result<EdgeIndex, IndexError> {
+        let stored = shard
+            .config()
+            .vectors
+            .get("")
+            .map(|v| v.size)
+            .unwrap_or(dimension);
+        if stored != dimension {
+            return Err(IndexError::Dimension {
+                index: stored,
+                embedder: dimension,
+            });
+        }
+        let keywords = shard.config().sparse_vectors.contains_key(KEYWORDS);
+        Ok(EdgeIndex {
+            shard: Arc::new(shard),
+            dimension,
+            keywords,
+        })
     }
 
     /// Keyword indexes make the per-bot filter an index lookup instead of a payload scan.
