@@ -345,23 +345,8 @@ pub(crate) fn no_answer_record(job: &Job, started_at: i64, evidence: &str) -> Ca
 /// A call's record as it ends, before the conversation is filled in.
 pub(crate) fn record_for(job: &Job, started_at: i64, status: CallStatus) -> CallRecord {
     CallRecord {
-        id: job.call_id.clone(),
-        company_id: job.company_id.clone(),
-        bot_id: job.bot_id.clone(),
-        bot_config_version: job.config_version,
-        direction: job.direction,
-        status,
-        from_number: job.from_number.clone(),
-        to_number: job.to_number.clone(),
-        room: Some(job.room.clone()),
-        started_at,
         ended_at: Some(now_ms()),
-        language: None,
-        transcript: Vec::new(),
-        fields: Default::default(),
-        outcome: None,
-        summary: None,
-        metrics: Vec::new(),
+        ..job.record(status, started_at)
     }
 }
 

@@ -272,6 +272,31 @@ impl Fleet {
     }
 
     /// The bot's first stored call, once post-call processing has stored it.
+    /// `GET /calls/{id}` once `ready` holds for it; panics with the logs after 60 s.
+    fn call_when(&self, id: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let http = reqwest::blocking::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply = http
+                .get(format!("{}/calls/{id}", self.base))
+                .bearer_auth(&self.key)
+                .send()
+                .unwrap();
+            if reply.status() == 200 {
+                let call: serde_json::Value = reply.json().unwrap();
+                if ready(&call) {
+                    return call;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "call {id} never got there:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     fn stored_call(&self) -> serde_json::Value {
         let http = reqwest::blocking::Client::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -483,15 +508,54 @@ fn outbound_calls_are_placed_and_their_outcome_tracked() {
     let placed = dial(10);
     assert_eq!(placed["status"], "busy", "{placed}\n{}", fleet.logs());
     drop(callee);
+    // The agent only saw its room close; the stored call keeps the dial's outcome once its
+    // record has been through post-call (which writes the summary).
+    let busy = fleet.call_when(placed["call_id"].as_str().unwrap(), |c| {
+        !c["summary"].is_null()
+    });
+    assert_eq!(busy["status"], "no_answer", "{busy}");
+    assert_eq!(busy["outcome"]["kind"], "BUSY", "{busy}");
+    assert!(
+        busy["outcome"]["evidence"].to_string().contains("SIP 486"),
+        "{busy}"
+    );
 
-    // Nobody answers.
+    // Nobody answers; while it rings, the call can be seen ringing.
     let callee = {
         let _guard = runtime.enter();
         Sipp::uas(&fleet.bins, &scenario("callee_no_answer"), callee_port).spawn()
     };
-    let placed = dial(5);
+    let (placed, rang) = std::thread::scope(|s| {
+        let dialing = s.spawn(|| dial(5));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut rang = false;
+        while !rang && !dialing.is_finished() && std::time::Instant::now() < deadline {
+            let page: serde_json::Value = http
+                .get(format!(
+                    "{}/calls?bot_id={}&direction=outbound",
+                    fleet.base, fleet.bot_id
+                ))
+                .bearer_auth(&fleet.key)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            rang = page["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["status"] == "ringing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (dialing.join().unwrap(), rang)
+    });
+    assert!(rang, "the call was never listed as ringing");
     assert_eq!(placed["status"], "no-answer", "{placed}\n{}", fleet.logs());
     drop(callee);
+    let unanswered = fleet.call_when(placed["call_id"].as_str().unwrap(), |c| {
+        !c["summary"].is_null()
+    });
+    assert_eq!(unanswered["outcome"]["kind"], "NO_ANSWER", "{unanswered}");
 
     // Answered: the callee hears the bot first; the silent callee is re-prompted, then hung up.
     let phone = runtime.block_on(RtpPhone::bind());

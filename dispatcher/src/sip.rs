@@ -11,6 +11,7 @@
 //! [`SipProvisioner::reconcile`] does that for every number and removes callfleet's objects for
 //! numbers that are gone; objects made by anyone else are left alone.
 
+use callfleet_core::domain::{CallStatus, Evidence, Outcome};
 use callfleet_core::secret::Secret;
 use callfleet_livekit_admin::{
     DispatchRule, DispatchRuleInfo, InboundTrunk, InboundTrunkInfo, LiveKitApi, LiveKitApiError,
@@ -342,6 +343,29 @@ impl DialOutcome {
         }
     }
 
+    /// The status and outcome a call that did not connect is stored with: `BUSY`, `NO_ANSWER`
+    /// or `DIAL_FAILED`, the SIP status as the evidence.
+    pub fn record(self, sip_status: Option<u16>) -> (CallStatus, Outcome) {
+        let (status, kind) = match self {
+            DialOutcome::Answered => (CallStatus::InProgress, "ANSWERED"),
+            DialOutcome::Busy => (CallStatus::NoAnswer, "BUSY"),
+            DialOutcome::NoAnswer => (CallStatus::NoAnswer, "NO_ANSWER"),
+            DialOutcome::Failed => (CallStatus::Failed, "DIAL_FAILED"),
+        };
+        let why = match (sip_status, self) {
+            (Some(code), _) => format!("the outbound call ended with SIP {code}"),
+            (None, DialOutcome::NoAnswer) => {
+                "nobody answered before the ringing timeout".to_string()
+            }
+            (None, _) => "LiveKit could not place the outbound call".to_string(),
+        };
+        let outcome = Outcome {
+            kind: kind.into(),
+            evidence: vec![Evidence::note(why)],
+        };
+        (status, outcome)
+    }
+
     /// From the final SIP status of a call that did not connect.
     pub fn from_sip_status(status: Option<u16>) -> DialOutcome {
         match status {
@@ -373,9 +397,12 @@ pub enum DialError {
     Provision(#[from] ProvisionError),
 }
 
+/// How long an outbound call waits for its agent to join before dialing.
+const AGENT_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl SipProvisioner {
     /// Calls `to` from the company's number `from_number` for `bot_id`: the agent is placed in a
-    /// new room first (so it speaks first once the callee answers), then LiveKit dials through
+    /// new room first and has joined it (so it speaks first once the callee answers), then LiveKit dials through
     /// the number's outbound trunk and this waits for the answer or the failure (up to
     /// `ringing` plus a little). A call that did not connect has its room deleted, so the agent
     /// leaves and its record says NO_ANSWER.
@@ -416,6 +443,15 @@ impl SipProvisioner {
             })
             .await?;
         let call_id = placement.job.call_id.clone();
+        // Pollable while it rings; the agent's record replaces it when the call ends.
+        let ringing_record = placement
+            .job
+            .record(CallStatus::Ringing, callfleet_store::now_ms());
+        self.store
+            .upsert_call(&ringing_record)
+            .await
+            .map_err(ProvisionError::Store)?;
+        self.wait_for_agent(&room).await;
         let dialed = self
             .api
             .create_sip_participant(&callfleet_livekit_admin::OutboundCall {
@@ -445,7 +481,19 @@ impl SipProvisioner {
                 (outcome, status)
             }
         };
-        if outcome != DialOutcome::Answered {
+        if outcome == DialOutcome::Answered {
+            self.store
+                .set_open_call_status(&call_id, CallStatus::InProgress)
+                .await
+                .map_err(ProvisionError::Store)?;
+        } else {
+            // The agent only sees the callee's leg or its room close and reports NO_ANSWER;
+            // post-call waits for this outcome and keeps it over that.
+            let (status, why) = outcome.record(sip_status);
+            self.store
+                .end_call(&call_id, status, &why, callfleet_store::now_ms())
+                .await
+                .map_err(ProvisionError::Store)?;
             if let Err(e) = self.api.delete_room(&room).await {
                 tracing::warn!(room = %room, error = %e, "Could not delete the room of a call that did not connect.");
             }
@@ -456,5 +504,28 @@ impl SipProvisioner {
             outcome,
             sip_status,
         })
+    }
+
+    /// Waits (up to [`AGENT_JOIN_WAIT`]) for the placed agent to be in `room` before dialing:
+    /// the callee then hears the bot as soon as they answer, and a call that fails at once
+    /// (busy) has its room deleted with the agent in it, so the agent ends the call there and
+    /// then — an agent joining after the deletion would make the room anew and wait for a
+    /// callee who never comes. Past the wait the call is dialed anyway.
+    async fn wait_for_agent(&self, room: &str) {
+        let deadline = tokio::time::Instant::now() + AGENT_JOIN_WAIT;
+        loop {
+            match self.api.list_participants(room).await {
+                Ok(present) if !present.is_empty() => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(room = %room, error = %e, "Could not list the room's participants.")
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(room = %room, "The agent has not joined yet; dialing anyway.");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The messages. Each carries `v` so a worker of the next release can refuse (or adapt to) a
 //! message it does not understand instead of misreading it.
 
-use callfleet_core::domain::CallDirection;
+use callfleet_core::domain::{CallDirection, CallRecord, CallStatus};
 use serde::{Deserialize, Serialize};
 
 pub const MESSAGE_VERSION: u32 = 1;
@@ -43,6 +43,32 @@ pub struct Job {
     /// this name (`CreateDispatch`) instead of queueing it for a worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub livekit_agent: Option<String>,
+}
+
+impl Job {
+    /// The call's record in `status`, begun at `started_at` (Unix ms), before anything was said:
+    /// who it is for, how it came and where it runs.
+    pub fn record(&self, status: CallStatus, started_at: i64) -> CallRecord {
+        CallRecord {
+            id: self.call_id.clone(),
+            company_id: self.company_id.clone(),
+            bot_id: self.bot_id.clone(),
+            bot_config_version: self.config_version,
+            direction: self.direction,
+            status,
+            from_number: self.from_number.clone(),
+            to_number: self.to_number.clone(),
+            room: Some(self.room.clone()),
+            started_at,
+            ended_at: None,
+            language: None,
+            transcript: Vec::new(),
+            fields: Default::default(),
+            outcome: None,
+            summary: None,
+            metrics: Vec::new(),
+        }
+    }
 }
 
 /// A worker's heartbeat: who it is and how loaded it is.

@@ -30,7 +30,7 @@ pub use summary::{BotModels, Summarizer, Summary, SummaryKind, SummaryModels};
 pub use transport::{HttpTransport, SendOutcome, WebhookTransport};
 
 use async_trait::async_trait;
-use callfleet_core::domain::CallRecord;
+use callfleet_core::domain::{CallDirection, CallRecord, CallStatus, Speaker};
 use callfleet_fleet::{FleetError, PostCallQueue, QueuedRecord};
 use callfleet_recording::RecordingStore;
 use callfleet_store::{Store, StoreError};
@@ -39,6 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// How long the record of an outbound call that never connected waits for its dialer's outcome.
+pub const DIAL_OUTCOME_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostCallError {
@@ -232,6 +235,7 @@ impl PostCallWorker {
         for step in &self.steps {
             step.apply(&mut record).await?;
         }
+        self.keep_dial_outcome(&mut record).await?;
         let summary = self.summary_of(&record).await?;
         record.summary = Some(summary.text.clone());
         self.store.upsert_call(&record).await?;
@@ -252,6 +256,40 @@ impl PostCallWorker {
         }
         tracing::info!(call_id = %record.id, outcome = record.outcome.as_ref().map_or("-", |o| o.kind.as_str()), webhooks = queued_webhooks, "call stored");
         Ok(())
+    }
+
+    /// An outbound call that never connected is ended by its dialer with why (busy, nobody
+    /// answered, the call failed, and the SIP status); its agent only saw the callee's leg or its
+    /// room close and reports NO_ANSWER. The dialer's status and outcome stand. The agent's
+    /// record can come first (livekit-sip drops the callee's leg a moment before LiveKit
+    /// answers the dialer), so a call still stored as ringing is waited for, up to
+    /// [`DIAL_OUTCOME_WAIT`] (a dialer that died never ends it).
+    async fn keep_dial_outcome(&self, record: &mut CallRecord) -> Result<(), PostCallError> {
+        if record.direction != CallDirection::Outbound
+            || record.status != CallStatus::NoAnswer
+            || record.transcript.iter().any(|t| t.speaker == Speaker::User)
+        {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + DIAL_OUTCOME_WAIT;
+        loop {
+            let stored = match self.store.get_call(&record.id).await {
+                Ok(stored) => stored,
+                Err(StoreError::NotFound) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            match stored.status {
+                CallStatus::Ringing if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                CallStatus::NoAnswer | CallStatus::Failed if stored.outcome.is_some() => {
+                    record.status = stored.status;
+                    record.outcome = stored.outcome;
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// The call's summary: one from a step (or the agent) stands; one this call already got

@@ -202,6 +202,49 @@ impl Store {
         Ok(())
     }
 
+    /// Moves a call still under way (queued, ringing or in progress) to `status`; a call
+    /// already over is left as it ended. Whether it moved.
+    pub async fn set_open_call_status(&self, id: &str, status: CallStatus) -> Result<bool> {
+        let open = [
+            CallStatus::Queued,
+            CallStatus::Ringing,
+            CallStatus::InProgress,
+        ];
+        let done =
+            sqlx::query("UPDATE calls SET status = $2 WHERE id = $1 AND status IN ($3, $4, $5)")
+                .bind(id)
+                .bind(status.as_str())
+                .bind(open[0].as_str())
+                .bind(open[1].as_str())
+                .bind(open[2].as_str())
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends a call with `status` and `outcome` at `ended_at`, leaving the rest of its record
+    /// (transcript, summary) as stored. Whether there was such a call.
+    pub async fn end_call(
+        &self,
+        id: &str,
+        status: CallStatus,
+        outcome: &Outcome,
+        ended_at: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE calls SET status = $2, outcome = $3, outcome_evidence = $4,
+                ended_at = $5, duration_sec = ($5 - started_at) / 1000 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(&outcome.kind)
+        .bind(json(&outcome.evidence))
+        .bind(ended_at)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records what analysis found in a stored call (its summary and how it was made, if given,
     /// too).
     pub async fn save_call_analysis(

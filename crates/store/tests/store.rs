@@ -578,3 +578,58 @@ async fn migrations_are_idempotent() {
     })
     .await;
 }
+
+/// An outbound call's life as its dialer stores it: ringing, then in progress or ended with why,
+/// the rest of the record untouched; a call over stays over.
+#[tokio::test]
+async fn a_dialed_call_moves_from_ringing_to_its_end() {
+    each_backend(|db| async move {
+        let s = &db;
+        let c = company(s, "A").await;
+        let b = bot(s, &c).await;
+        let mut ringing = call("call_out", &c, &b, 1_700_000_000_000);
+        ringing.direction = CallDirection::Outbound;
+        ringing.status = CallStatus::Ringing;
+        ringing.ended_at = None;
+        s.upsert_call(&ringing).await.unwrap();
+        let busy = Outcome {
+            kind: "BUSY".into(),
+            evidence: vec![Evidence::note("the outbound call ended with SIP 486")],
+        };
+        assert!(s
+            .end_call("call_out", CallStatus::NoAnswer, &busy, 1_700_000_004_000)
+            .await
+            .unwrap());
+        let ended = s.get_call("call_out").await.unwrap();
+        assert_eq!(ended.status, CallStatus::NoAnswer, "{:?}", db.backend());
+        assert_eq!(ended.outcome.as_ref(), Some(&busy));
+        assert_eq!(ended.duration_sec(), Some(4));
+        assert_eq!(
+            ended.transcript, ringing.transcript,
+            "the rest is as stored"
+        );
+        assert!(
+            !s.set_open_call_status("call_out", CallStatus::InProgress)
+                .await
+                .unwrap(),
+            "a call that is over stays over"
+        );
+        assert!(!s
+            .end_call("call_missing", CallStatus::Failed, &busy, 0)
+            .await
+            .unwrap());
+
+        let mut answered = ringing.clone();
+        answered.id = "call_answered".into();
+        s.upsert_call(&answered).await.unwrap();
+        assert!(s
+            .set_open_call_status("call_answered", CallStatus::InProgress)
+            .await
+            .unwrap());
+        assert_eq!(
+            s.get_call("call_answered").await.unwrap().status,
+            CallStatus::InProgress
+        );
+    })
+    .await;
+}
