@@ -274,6 +274,31 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| backend(format!("index task failed: {e}")))?
 }
 
+impl EdgeIndex {
+    /// One bot's `limit` points nearest `query` in the vector `using` (the dense one when
+    /// `None`), with their payloads.
+    async fn nearest(
+        &self,
+        bot_id: &str,
+        query: VectorInternal,
+        using: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<qdrant_edge::ScoredPoint>, IndexError> {
+        let request = SearchRequest {
+            query: QueryEnum::Nearest(NamedQuery { query, using }),
+            filter: Some(filter(bot_id, None)?),
+            params: None,
+            limit,
+            offset: 0,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: Some(WithVector::Bool(false)),
+            score_threshold: None,
+        };
+        let shard = self.shard.clone();
+        blocking(move || shard.search(request).map_err(backend)).await
+    }
+}
+
 fn hits(points: Vec<qdrant_edge::ScoredPoint>) -> Result<Vec<VectorHit>, IndexError> {
     points
         .into_iter()
@@ -336,22 +361,8 @@ impl VectorIndex for EdgeIndex {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<VectorHit>, IndexError>> {
         Box::pin(async move {
-            let request = SearchRequest {
-                query: QueryEnum::Nearest(NamedQuery {
-                    query: VectorInternal::Dense(vector.to_vec()),
-                    using: None,
-                }),
-                filter: Some(filter(bot_id, None)?),
-                params: None,
-                limit,
-                offset: 0,
-                with_payload: Some(WithPayloadInterface::Bool(true)),
-                with_vector: Some(WithVector::Bool(false)),
-                score_threshold: None,
-            };
-            let shard = self.shard.clone();
-            let points = blocking(move || shard.search(request).map_err(backend)).await?;
-            hits(points)
+            let query = VectorInternal::Dense(vector.to_vec());
+            hits(self.nearest(bot_id, query, None, limit).await?)
         })
     }
 
@@ -370,21 +381,10 @@ impl VectorIndex for EdgeIndex {
             }
             let query =
                 SparseVector::new(terms.indices.clone(), terms.values.clone()).map_err(backend)?;
-            let request = SearchRequest {
-                query: QueryEnum::Nearest(NamedQuery {
-                    query: VectorInternal::Sparse(query),
-                    using: Some(KEYWORDS.to_string()),
-                }),
-                filter: Some(filter(bot_id, None)?),
-                params: None,
-                limit,
-                offset: 0,
-                with_payload: Some(WithPayloadInterface::Bool(true)),
-                with_vector: Some(WithVector::Bool(false)),
-                score_threshold: None,
-            };
-            let shard = self.shard.clone();
-            let mut points = blocking(move || shard.search(request).map_err(backend)).await?;
+            let query = VectorInternal::Sparse(query);
+            let mut points = self
+                .nearest(bot_id, query, Some(KEYWORDS.to_string()), limit)
+                .await?;
             // A full scan (a bot with few chunks) scores passages that share no term, too.
             points.retain(|p| p.score > 0.0);
             hits(points).map(Some)

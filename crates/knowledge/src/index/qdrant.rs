@@ -16,9 +16,10 @@ use qdrant_client::qdrant::{
     create_vector_name_request, Condition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, CreateVectorNameRequest, DeletePointsBuilder, Distance,
     FieldType, Filter, GetCollectionInfoRequest, KeywordIndexParamsBuilder, Modifier, NamedVectors,
-    PointStruct, PointVectors, Query, QueryPointsBuilder, ScrollPointsBuilder, SearchPointsBuilder,
-    SparseVectorCreationConfig, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
-    UpdatePointVectors, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, Vectors,
+    PointStruct, PointVectors, Query, QueryPointsBuilder, ScoredPoint, ScrollPointsBuilder,
+    SearchPointsBuilder, SparseVectorCreationConfig, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpdatePointVectors, UpsertPointsBuilder, Vector, VectorInput,
+    VectorParamsBuilder, Vectors,
 };
 use qdrant_client::{Payload, Qdrant};
 use std::collections::HashMap;
@@ -36,6 +37,19 @@ fn filter(bot_id: &str, document_id: Option<&str>) -> Filter {
         must.push(Condition::matches("document_id", doc.to_string()));
     }
     Filter::must(must)
+}
+
+/// Scored points as hits, their payloads read back into chunks.
+fn hits(points: Vec<ScoredPoint>) -> Result<Vec<VectorHit>, IndexError> {
+    points
+        .into_iter()
+        .map(|p| {
+            Ok(VectorHit {
+                record: record(p.payload)?,
+                score: p.score,
+            })
+        })
+        .collect()
 }
 
 fn record(
@@ -272,16 +286,7 @@ impl VectorIndex for QdrantIndex {
                 )
                 .await
                 .map_err(backend)?;
-            response
-                .result
-                .into_iter()
-                .map(|p| {
-                    Ok(VectorHit {
-                        record: record(p.payload)?,
-                        score: p.score,
-                    })
-                })
-                .collect()
+            hits(response.result)
         })
     }
 
@@ -310,18 +315,10 @@ impl VectorIndex for QdrantIndex {
                 )
                 .await
                 .map_err(backend)?;
-            response
-                .result
-                .into_iter()
-                .filter(|p| p.score > 0.0)
-                .map(|p| {
-                    Ok(VectorHit {
-                        record: record(p.payload)?,
-                        score: p.score,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
+            let mut points = response.result;
+            // A full scan (a bot with few chunks) scores passages that share no term, too.
+            points.retain(|p| p.score > 0.0);
+            hits(points).map(Some)
         })
     }
 
