@@ -266,10 +266,15 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-fn completed() -> Option<q::UpdateResult> {
-    Some(q::UpdateResult {
-        operation_id: Some(0),
-        status: q::UpdateStatus::Completed as i32,
+/// The answer to a points operation that was applied.
+fn operation_done() -> Response<q::PointsOperationResponse> {
+    Response::new(q::PointsOperationResponse {
+        result: Some(q::UpdateResult {
+            operation_id: Some(0),
+            status: q::UpdateStatus::Completed as i32,
+        }),
+        time: 0.0,
+        usage: None,
     })
 }
 
@@ -558,11 +563,7 @@ impl Points for FakeQdrant {
             c.indexed_fields.push(request.field_name.clone());
             Ok(())
         })?;
-        Ok(Response::new(q::PointsOperationResponse {
-            result: completed(),
-            time: 0.0,
-            usage: None,
-        }))
+        Ok(operation_done())
     }
 
     async fn upsert(
@@ -601,11 +602,7 @@ impl Points for FakeQdrant {
             }
             Ok(())
         })?;
-        Ok(Response::new(q::PointsOperationResponse {
-            result: completed(),
-            time: 0.0,
-            usage: None,
-        }))
+        Ok(operation_done())
     }
 
     async fn delete(
@@ -638,11 +635,7 @@ impl Points for FakeQdrant {
             }
             Ok(())
         })?;
-        Ok(Response::new(q::PointsOperationResponse {
-            result: completed(),
-            time: 0.0,
-            usage: None,
-        }))
+        Ok(operation_done())
     }
 
     async fn search(
@@ -794,11 +787,7 @@ impl Points for FakeQdrant {
             }
             Ok(())
         })?;
-        Ok(Response::new(q::PointsOperationResponse {
-            result: completed(),
-            time: 0.0,
-            usage: None,
-        }))
+        Ok(operation_done())
     }
     async fn delete_vectors(
         &self,
@@ -863,11 +852,7 @@ impl Points for FakeQdrant {
             c.sparse_vectors.insert(request.vector_name.clone(), idf);
             Ok(())
         })?;
-        Ok(Response::new(q::PointsOperationResponse {
-            result: completed(),
-            time: 0.0,
-            usage: None,
-        }))
+        Ok(operation_done())
     }
     async fn delete_vector_name(
         &self,
