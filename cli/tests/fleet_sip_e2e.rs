@@ -272,6 +272,21 @@ impl Fleet {
     }
 
     /// The bot's first stored call, once post-call processing has stored it.
+    /// The bot's outbound calls as `GET /calls` lists them.
+    fn outbound_calls(&self) -> Vec<serde_json::Value> {
+        let page: serde_json::Value = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/calls?bot_id={}&direction=outbound",
+                self.base, self.bot_id
+            ))
+            .bearer_auth(&self.key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        page["calls"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `GET /calls/{id}` once `ready` holds for it; panics with the logs after 60 s.
     fn call_when(&self, id: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let http = reqwest::blocking::Client::new();
@@ -530,19 +545,8 @@ fn outbound_calls_are_placed_and_their_outcome_tracked() {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut rang = false;
         while !rang && !dialing.is_finished() && std::time::Instant::now() < deadline {
-            let page: serde_json::Value = http
-                .get(format!(
-                    "{}/calls?bot_id={}&direction=outbound",
-                    fleet.base, fleet.bot_id
-                ))
-                .bearer_auth(&fleet.key)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            rang = page["calls"]
-                .as_array()
-                .unwrap()
+            rang = fleet
+                .outbound_calls()
                 .iter()
                 .any(|c| c["status"] == "ringing");
             std::thread::sleep(Duration::from_millis(100));
@@ -582,22 +586,10 @@ fn outbound_calls_are_placed_and_their_outcome_tracked() {
         words_in(&greeting, &["riverside", "clinic", "help", "reached"]) >= 2,
         "greeting heard as {greeting:?}"
     );
-    let calls: serde_json::Value = http
-        .get(format!(
-            "{}/calls?bot_id={}&direction=outbound",
-            fleet.base, fleet.bot_id
-        ))
-        .bearer_auth(&fleet.key)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let answered = calls["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == placed["call_id"])
-        .cloned();
+    let answered = fleet
+        .outbound_calls()
+        .into_iter()
+        .find(|c| c["id"] == placed["call_id"]);
     let detail = answered.unwrap_or_else(|| fleet.stored_call());
     assert_eq!(detail["direction"], "outbound", "{detail}");
     assert_eq!(detail["from_number"], CALLED, "{detail}");
