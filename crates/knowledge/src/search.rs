@@ -11,7 +11,7 @@ use crate::index::{ChunkRecord, VectorHit, VectorIndex};
 use crate::keyword::{query_sparse, reciprocal_rank_fusion, RRF_K};
 use crate::{IndexError, KnowledgeError};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Tunables of search.
 #[derive(Debug, Clone, Copy)]
@@ -56,11 +56,6 @@ impl std::fmt::Debug for KnowledgeSearcher {
             .field("embedder", &self.inner.embedder.model_id())
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these maps leaves them consistent (single inserts/removes).
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl KnowledgeSearcher {

@@ -8,7 +8,7 @@ use crate::detect::{detect, ContentKind};
 use crate::embed::{embed_batched, Embedder};
 use crate::index::{ChunkRecord, VectorIndex};
 use crate::parse::{parse_within, ParseLimits};
-use crate::search::{lock, KnowledgeSearcher, SearchConfig, SearchHit};
+use crate::search::{KnowledgeSearcher, SearchConfig, SearchHit};
 use crate::{KnowledgeError, ParseError};
 use callfleet_core::domain::DocumentStatus;
 use callfleet_store::Store;
@@ -554,6 +554,11 @@ fn embedding_text(record: &ChunkRecord) -> String {
         Some(h) => format!("{h}\n{}", record.text),
         None => record.text.clone(),
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the jobs map leaves it consistent (single inserts/removes).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
