@@ -3,8 +3,9 @@
 //! `listening`, `thinking`, `speaking` as they change), and transcriptions as text streams on
 //! `lk.transcription`. The caller's words go out on the caller's behalf, a whole stream for each
 //! interim and for the final of a segment (which keep the segment's id); the agent's own words
-//! are one stream per utterance, opened when its audio starts and closed with what was said
-//! (what the caller heard, when they cut in) and `lk.transcription_final: true`. Each names the
+//! are one stream per utterance, opened when its audio starts, written word by word as the audio
+//! plays, and closed with the rest of what was said (what the caller heard, when they cut in) and
+//! `lk.transcription_final: true`. Each names the
 //! track the speech came from. Failures to send are logged, never the call's end.
 
 use std::collections::HashMap;
@@ -54,8 +55,8 @@ pub(crate) struct Transcriptions {
     agent_track: String,
     /// The caller's open segment: its id and the words last sent for it.
     caller_segment: Option<(String, String)>,
-    /// The agent's utterance being spoken.
-    agent_segment: Option<TextStreamWriter>,
+    /// The agent's utterance being spoken, and its words written to it so far.
+    agent_segment: Option<(TextStreamWriter, String)>,
     segments: u64,
 }
 
@@ -123,12 +124,24 @@ impl Transcriptions {
             sender_identity: None,
         };
         match self.room.stream_text(options).await {
-            Ok(writer) => self.agent_segment = Some(writer),
+            Ok(writer) => self.agent_segment = Some((writer, String::new())),
             Err(e) => tracing::debug!(error = %e, "Could not open the agent's transcription."),
         }
     }
 
-    /// What the agent said in the utterance now over (only what was heard, when cut off).
+    /// The agent's words as they are played: written to its utterance's stream.
+    pub(crate) async fn agent_saying(&mut self, words: &str) {
+        self.agent_speaking().await;
+        if let Some((writer, written)) = self.agent_segment.as_mut() {
+            match writer.write(words).await {
+                Ok(()) => written.push_str(words),
+                Err(e) => tracing::debug!(error = %e, "Could not send the agent's words."),
+            }
+        }
+    }
+
+    /// What the agent said in the utterance now over (only what was heard, when cut off): the
+    /// rest of it written, and the stream closed as final.
     pub(crate) async fn agent_said(&mut self, text: &str) {
         if self.agent_segment.is_none() {
             if text.trim().is_empty() {
@@ -137,14 +150,17 @@ impl Transcriptions {
             }
             self.agent_speaking().await;
         }
-        let Some(mut writer) = self.agent_segment.take() else {
+        let Some((mut writer, written)) = self.agent_segment.take() else {
             return;
         };
         let fin = HashMap::from([
             (FINAL.to_string(), "true".to_string()),
             (TRACK_ID.to_string(), self.agent_track.clone()),
         ]);
-        let sent = match writer.write(text).await {
+        // What was shown as it played is a prefix of what was said; a stream cannot take words
+        // back, so nothing else is added when it is not.
+        let rest = text.strip_prefix(written.as_str()).unwrap_or_default();
+        let sent = match writer.write(rest).await {
             Ok(()) => writer.close(fin).await,
             Err(e) => Err(e),
         };

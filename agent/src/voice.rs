@@ -494,6 +494,7 @@ async fn speaker(
             CallOutput::Heard { text, is_final } => {
                 transcriptions.caller_heard(&text, is_final).await
             }
+            CallOutput::Saying(words) => transcriptions.agent_saying(&words).await,
             CallOutput::Transcript(turn) if turn.speaker == Speaker::Bot => {
                 transcriptions.agent_said(&turn.text).await
             }

@@ -365,6 +365,19 @@ async fn livekit_clients_see_an_agent_its_state_and_both_sides_transcribed() {
             want("Your phone?")
         ]
     );
+    // The agent's words came as they were played, a few at a time, not whole at the end.
+    let pieces: Vec<String> = caller
+        .seen("transcription_chunk")
+        .iter()
+        .filter(|e| e["identity"] == agent.as_str())
+        .filter_map(|e| e["text"].as_str().map(str::to_string))
+        .collect();
+    assert!(pieces.len() > spoken.len(), "{pieces:?}");
+    assert_eq!(
+        pieces.concat(),
+        "Hi! How can I help?Your full name?Your phone?",
+        "{pieces:?}"
+    );
     let segments: std::collections::HashSet<String> = transcriptions
         .iter()
         .map(|e| attr(e, "lk.segment_id"))

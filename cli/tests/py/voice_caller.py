@@ -12,8 +12,8 @@ Commands on stdin, one per line:
   leave              disconnect and exit
 Everything seen is printed as one JSON object per line on stdout:
   {"event": "joined" (identity, track) | "participant" (identity, kind, attributes)
-   | "agent_state" (identity, state) | "transcription" (identity, text, attributes, once the
-   stream is closed) | "transcript" (speaker user|bot, text: a final transcription)
+   | "agent_state" (identity, state) | "transcription_chunk" (identity, text: a piece of a
+   stream as it comes) | "transcription" (identity, text, attributes, once the stream is closed) | "transcript" (speaker user|bot, text: a final transcription)
    | "chat" (identity, text, via) | "audio_start" | "audio_end" | "said" | "done", "t": ..., ...}
 """
 
@@ -106,7 +106,11 @@ async def main():
             emit("agent_state", identity=p.identity, state=changed["lk.agent.state"])
 
     async def transcription(reader, identity):
-        text = await reader.read_all()
+        parts = []
+        async for chunk in reader:
+            parts.append(chunk)
+            emit("transcription_chunk", identity=identity, text=chunk)
+        text = "".join(parts)
         # Read once the stream is closed: the trailer's attributes are merged in by then.
         attributes = dict(reader.info.attributes or {})
         emit("transcription", identity=identity, text=text, attributes=attributes)

@@ -68,6 +68,8 @@ struct Heard {
     states: Vec<&'static str>,
     /// The recognizer's words as they came: (text, final).
     words: Vec<(String, bool)>,
+    /// The agent's words as they were played.
+    saying: Vec<String>,
 }
 
 fn collect(mut output: mpsc::Receiver<CallOutput>) -> Arc<Mutex<Heard>> {
@@ -93,6 +95,7 @@ fn collect(mut output: mpsc::Receiver<CallOutput>) -> Arc<Mutex<Heard>> {
                 CallOutput::Metrics(_) => {}
                 CallOutput::State(state) => h.states.push(state.as_str()),
                 CallOutput::Heard { text, is_final } => h.words.push((text, is_final)),
+                CallOutput::Saying(words) => h.saying.push(words),
             }
         }
     });
@@ -245,6 +248,12 @@ async fn speech_in_reply_audio_out() {
             "{text}"
         );
     }
+    // The agent's words as they played, a few at a time: together, both utterances whole.
+    assert!(heard.saying.len() > 4, "{:?}", heard.saying);
+    assert_eq!(
+        heard.saying.concat(),
+        "Hello, how can I help?You said: what time do you open."
+    );
     let m = &report.metrics[0];
     assert!(
         m.voice_to_voice_ms.is_some()
@@ -328,12 +337,24 @@ async fn barge_in_mid_reply_cancels_and_records_what_was_heard() {
     call.caller.speak(900);
     call.wait_for(|h| h.clears == 1, 5).await;
     call.wait_for(|h| h.transcript.len() == 5, 8).await;
+    let call_heard = call.heard.clone();
     let report = call.hang_up().await;
     let bot = &report.transcript[2];
     assert!(bot.interrupted, "{bot:?}");
     assert!(
         !bot.text.is_empty() && long.starts_with(&bot.text) && bot.text.len() < long.len() / 2,
         "{:?}",
+        bot.text
+    );
+    // What was shown of the reply as it played is what the caller is recorded as hearing.
+    let shown = call_heard.lock().unwrap().saying.concat();
+    let reply_shown = shown
+        .strip_prefix("Hello, how can I help?")
+        .and_then(|s| s.strip_suffix("You said: stop please."))
+        .expect("the greeting first, the last reply last");
+    assert!(
+        !reply_shown.is_empty() && bot.text.starts_with(reply_shown),
+        "{reply_shown:?} / {:?}",
         bot.text
     );
     assert_eq!(report.transcript[3].text, "stop please");

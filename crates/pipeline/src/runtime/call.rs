@@ -13,7 +13,9 @@ use crate::splitter::SentenceSplitter;
 use crate::turn::{TurnDetector, TurnInput};
 use crate::vad::{Vad, VadSmoother};
 use callfleet_core::domain::{Turn, TurnMetrics};
-use callfleet_providers::{SttEvent, SttSession, TtsEvent, TtsSession, UtteranceId};
+use callfleet_providers::{
+    heard_prefix, SttEvent, SttSession, TtsEvent, TtsSession, UtteranceId, SPOKEN_CHARS_PER_SEC,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +40,8 @@ pub(super) struct Speaking {
     pub(super) collected: Vec<i16>,
     pub(super) timer: TurnTimer,
     pub(super) apologized: bool,
+    /// Bytes of the utterance's text already given out as played (`CallOutput::Saying`).
+    pub(super) shown: usize,
 }
 
 impl Speaking {
@@ -56,7 +60,21 @@ impl Speaking {
             collected: Vec::new(),
             timer: TurnTimer::default(),
             apologized: false,
+            shown: 0,
         }
+    }
+
+    /// What of the utterance the caller has heard by now: its text in proportion to the audio
+    /// played once the whole of it is synthesized, by speaking rate before; whole words only.
+    pub(super) fn heard(&self, output_rate: u32) -> &str {
+        let said = self.text.trim();
+        let chars = said.chars().count();
+        let heard_chars = if self.tts_done && self.samples_in > 0 {
+            (chars as f64 * self.samples_played as f64 / self.samples_in as f64) as usize
+        } else {
+            (self.samples_played as f64 / output_rate as f64 * SPOKEN_CHARS_PER_SEC) as usize
+        };
+        heard_prefix(said, heard_chars)
     }
 }
 

@@ -139,6 +139,10 @@ pub enum CallOutput {
     Audio(Vec<i16>),
     /// Drop whatever audio is still buffered downstream: the caller barged in.
     Clear,
+    /// The agent's words as the caller hears them: what of the utterance being played was
+    /// heard since the last of these (whole words, the space before them kept), so that all of
+    /// them together are the utterance's text as heard so far. Its `Transcript` follows.
+    Saying(String),
     Transcript(Turn),
     Metrics(TurnMetrics),
     /// What the agent is doing now changed.

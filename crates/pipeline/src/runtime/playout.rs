@@ -46,6 +46,16 @@ impl Call {
             self.emit(CallOutput::State(AgentState::Speaking)).await?;
         }
         self.emit(CallOutput::Audio(frame)).await?;
+        let rate = self.config.output_rate;
+        let words = self.speaking.as_mut().and_then(|s| {
+            let heard = s.heard(rate);
+            let new = heard.get(s.shown..).filter(|w| !w.is_empty())?.to_string();
+            s.shown = heard.len();
+            Some(new)
+        });
+        if let Some(words) = words {
+            self.emit(CallOutput::Saying(words)).await?;
+        }
         if first {
             let actions = self.detector.handle(now, TurnInput::AgentSpeaking(true));
             self.act(actions).await?;

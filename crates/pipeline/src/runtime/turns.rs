@@ -10,7 +10,7 @@ use crate::phrases;
 use crate::splitter::SentenceSplitter;
 use crate::turn::{Endpoint, TurnAction, TurnInput};
 use callfleet_core::domain::{Speaker, Turn};
-use callfleet_providers::{heard_prefix, unheard_rest, SPOKEN_CHARS_PER_SEC};
+use callfleet_providers::{unheard_rest, SPOKEN_CHARS_PER_SEC};
 
 impl Call {
     pub(super) async fn act(&mut self, actions: Vec<TurnAction>) -> Result<(), PipelineError> {
@@ -135,15 +135,8 @@ impl Call {
         // The caller is talking over the agent: it listens again.
         self.emit(CallOutput::State(AgentState::Listening)).await?;
         let said = s.text.trim().to_string();
-        let chars = said.chars().count();
-        let heard_chars = if s.tts_done && s.samples_in > 0 {
-            (chars as f64 * s.samples_played as f64 / s.samples_in as f64) as usize
-        } else {
-            (s.samples_played as f64 / self.config.output_rate as f64 * SPOKEN_CHARS_PER_SEC)
-                as usize
-        };
-        let heard = heard_prefix(&said, heard_chars).to_string();
-        let rest = unheard_rest(&said, heard_chars as f64 / SPOKEN_CHARS_PER_SEC);
+        let heard = s.heard(self.config.output_rate).to_string();
+        let rest = unheard_rest(&said, heard.chars().count() as f64 / SPOKEN_CHARS_PER_SEC);
         self.resumable = (!rest.is_empty()).then_some(rest);
         let now = self.now();
         let turn = Turn {
