@@ -10,7 +10,6 @@ use crate::phrases;
 use crate::splitter::SentenceSplitter;
 use crate::turn::{Endpoint, TurnAction, TurnInput};
 use callfleet_core::domain::{Speaker, Turn};
-use callfleet_providers::{unheard_rest, SPOKEN_CHARS_PER_SEC};
 
 impl Call {
     pub(super) async fn act(&mut self, actions: Vec<TurnAction>) -> Result<(), PipelineError> {
@@ -136,7 +135,8 @@ impl Call {
         self.emit(CallOutput::State(AgentState::Listening)).await?;
         let said = s.text.trim().to_string();
         let heard = s.heard(self.config.output_rate).to_string();
-        let rest = unheard_rest(&said, heard.chars().count() as f64 / SPOKEN_CHARS_PER_SEC);
+        // `heard` is a prefix of `said`: the rest is what follows it.
+        let rest = said[heard.len()..].trim_start().to_string();
         self.resumable = (!rest.is_empty()).then_some(rest);
         let now = self.now();
         let turn = Turn {
