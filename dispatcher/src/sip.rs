@@ -402,10 +402,11 @@ const AGENT_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SipProvisioner {
     /// Calls `to` from the company's number `from_number` for `bot_id`: the agent is placed in a
-    /// new room first and has joined it (so it speaks first once the callee answers), then LiveKit dials through
-    /// the number's outbound trunk and this waits for the answer or the failure (up to
-    /// `ringing` plus a little). A call that did not connect has its room deleted, so the agent
-    /// leaves and its record says NO_ANSWER.
+    /// new room and has joined it first (so it speaks first once the callee answers), then
+    /// LiveKit dials through the number's outbound trunk and this waits for the answer or the
+    /// failure (up to `ringing` plus a little). The call is stored ringing meanwhile, then in
+    /// progress; one that did not connect is ended with why ([`DialOutcome::record`]) and its
+    /// room deleted, so the agent leaves.
     pub async fn dial(
         &self,
         dispatcher: &crate::Dispatcher,
